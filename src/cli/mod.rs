@@ -1,0 +1,76 @@
+//! Command-line interface: one module per subcommand. Each returns an exit code.
+
+pub mod config_check;
+pub mod findings;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "driftgate",
+    version,
+    about = "Blocks and reports binaries executed in containers that were not part of their image",
+    long_about = "driftgate holds every exec inside a container (fanotify FAN_OPEN_EXEC_PERM on the \
+container's overlay rootfs) until it has decided whether the executed file is the image's own, \
+unmodified file. Added or modified binaries are audited (allowed and recorded) or blocked (EPERM) \
+and recorded as findings in journald and a durable local spool."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (needs root: CAP_SYS_ADMIN for fanotify).
+    Run(run::RunArgs),
+    /// Print recorded findings from the spool.
+    Findings(findings::FindingsArgs),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file without starting the daemon.
+    Check(config_check::CheckArgs),
+}
+
+/// `--config` as every subcommand takes it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file [default: /etc/driftgate/driftgate.toml if it exists, else built-in defaults]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+pub fn dispatch(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Findings(a) => findings::run(a),
+        Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
+    }
+}
+
+/// Sets up logging: journald when running under systemd (or when asked), stderr otherwise.
+pub fn init_logging(verbose: bool) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "info" }));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    if under_systemd {
+        if let Ok(layer) = tracing_journald::layer() {
+            let layer = layer.with_field_prefix(None).with_syslog_identifier("driftgate".into());
+            let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+            return;
+        }
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .try_init();
+}

@@ -1,0 +1,44 @@
+//! `driftgate run`: the daemon in the foreground.
+
+use crate::config::Config;
+use crate::engine::Mode;
+use crate::exit;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+    /// Override the configured mode.
+    #[arg(long, value_name = "MODE", value_parser = ["audit", "enforce"])]
+    pub mode: Option<String>,
+    /// Debug logging (same as DRIFTGATE_LOG=debug).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    super::init_logging(args.verbose);
+    // The configuration is validated completely before anything is marked.
+    let mut cfg = match Config::load(args.config.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("driftgate: configuration error: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Some(m) = args.mode {
+        cfg.mode = m.parse::<Mode>().expect("clap restricts the values");
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("driftgate: `run` needs root (CAP_SYS_ADMIN for fanotify permission events)");
+        return exit::NOPERM;
+    }
+    match crate::daemon::run(cfg) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "driftgate failed");
+            eprintln!("driftgate: {e}");
+            exit::FAILURE
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Configuration: raw TOML (serde, unknown keys rejected) validated into [`Config`].
+//!
+//! Every error names the file, and where the TOML parser or a validator knows it, the line
+//! and the key. Defaults are the ones documented in the README and in
+//! `packaging/driftgate.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::engine::Mode;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/driftgate/driftgate.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/driftgate";
+pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: line {line}: `{key}`: {message}")]
+    Invalid { path: String, line: usize, key: String, message: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<Mode>,
+    node_name: Option<String>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    spool: RawSpool,
+    #[serde(default)]
+    discovery: RawDiscovery,
+    #[serde(default)]
+    journald: RawJournald,
+    #[serde(default)]
+    hashing: RawHashing,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: Option<PathBuf>,
+    segment_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    #[serde(default)]
+    overlay_globs: Vec<Spanned<String>>,
+    rescan_interval_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    containerd: RawContainerd,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerd {
+    enabled: Option<bool>,
+    root: Option<PathBuf>,
+    state: Option<PathBuf>,
+    address: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournald {
+    enabled: Option<bool>,
+    socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHashing {
+    workers: Option<Spanned<usize>>,
+    large_file_bytes: Option<u64>,
+    cache_entries: Option<Spanned<usize>>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub source: Option<PathBuf>,
+    pub mode: Mode,
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    pub spool_dir: PathBuf,
+    pub spool_segment_bytes: u64,
+    pub overlay_globs: Vec<String>,
+    pub overlay_globset: GlobSet,
+    pub rescan_interval: Duration,
+    pub containerd: ContainerdConfig,
+    pub journald_enabled: bool,
+    pub journald_socket: PathBuf,
+    pub hash_workers: usize,
+    pub large_file_bytes: u64,
+    pub hash_cache_entries: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerdConfig {
+    pub enabled: bool,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub address: PathBuf,
+}
+
+impl Config {
+    /// Loads `path`, or the default config file if it exists, or the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_PATH))
+            }
+            None => Self::from_toml("", None),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, Some(path))
+    }
+
+    /// The embedded defaults.
+    pub fn defaults() -> Config {
+        Self::from_toml("", None).expect("embedded defaults are valid")
+    }
+
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let shown = path.map_or_else(|| "<embedded defaults>".to_owned(), |p| p.display().to_string());
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: describe_toml_error(text, &e),
+        })?;
+        let invalid = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+            path: shown.clone(),
+            line: line_of(text, span.start),
+            key: key.to_owned(),
+            message,
+        };
+
+        let mut globs = GlobSetBuilder::new();
+        let mut glob_strings = Vec::new();
+        for (i, g) in raw.discovery.overlay_globs.iter().enumerate() {
+            let key = format!("discovery.overlay_globs[{i}]");
+            if !g.get_ref().starts_with('/') {
+                return Err(invalid(g.span(), &key, "must be an absolute path glob".into()));
+            }
+            let glob = globset::GlobBuilder::new(g.get_ref())
+                .literal_separator(true)
+                .build()
+                .map_err(|e| invalid(g.span(), &key, e.to_string()))?;
+            globs.add(glob);
+            glob_strings.push(g.get_ref().clone());
+        }
+        let overlay_globset = globs.build().map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: format!("discovery.overlay_globs: {e}"),
+        })?;
+
+        let rescan = match &raw.discovery.rescan_interval_secs {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(invalid(v.span(), "discovery.rescan_interval_secs", "must be at least 1".into()))
+            }
+            Some(v) => Duration::from_secs(*v.get_ref()),
+            None => Duration::from_secs(10),
+        };
+        let workers = match &raw.hashing.workers {
+            Some(v) if *v.get_ref() == 0 || *v.get_ref() > 64 => {
+                return Err(invalid(v.span(), "hashing.workers", "must be between 1 and 64".into()))
+            }
+            Some(v) => *v.get_ref(),
+            None => 2,
+        };
+        let cache_entries = match &raw.hashing.cache_entries {
+            Some(v) if *v.get_ref() < 16 => {
+                return Err(invalid(v.span(), "hashing.cache_entries", "must be at least 16".into()))
+            }
+            Some(v) => *v.get_ref(),
+            None => 65536,
+        };
+
+        let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
+        let node_name = raw.node_name.unwrap_or_else(hostname);
+        Ok(Config {
+            source: path.map(Path::to_path_buf),
+            mode: raw.mode.unwrap_or_default(),
+            node_name,
+            state_dir,
+            spool_dir,
+            spool_segment_bytes: raw.spool.segment_bytes.unwrap_or(16 * 1024 * 1024).max(4096),
+            overlay_globs: glob_strings,
+            overlay_globset,
+            rescan_interval: rescan,
+            containerd: ContainerdConfig {
+                enabled: raw.discovery.containerd.enabled.unwrap_or(true),
+                root: raw.discovery.containerd.root.unwrap_or_else(|| "/var/lib/containerd".into()),
+                state: raw.discovery.containerd.state.unwrap_or_else(|| "/run/containerd".into()),
+                address: raw
+                    .discovery
+                    .containerd
+                    .address
+                    .unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
+            },
+            journald_enabled: raw.journald.enabled.unwrap_or(true),
+            journald_socket: raw.journald.socket.unwrap_or_else(|| DEFAULT_JOURNAL_SOCKET.into()),
+            hash_workers: workers,
+            large_file_bytes: raw.hashing.large_file_bytes.unwrap_or(8 * 1024 * 1024),
+            hash_cache_entries: cache_entries,
+        })
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// toml's errors already carry "line N, column M" and the key; fold them to one readable
+/// paragraph.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let line = line_of(text, span.start);
+            let src = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("line {line}: {msg} (in `{src}`)")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_audit_with_standard_paths() {
+        let c = Config::defaults();
+        assert_eq!(c.mode, Mode::Audit);
+        assert_eq!(c.state_dir, Path::new("/var/lib/driftgate"));
+        assert_eq!(c.spool_dir, Path::new("/var/lib/driftgate/spool"));
+        assert!(c.containerd.enabled);
+        assert_eq!(c.containerd.state, Path::new("/run/containerd"));
+        assert!(c.overlay_globs.is_empty());
+    }
+
+    #[test]
+    fn contract_keys_are_read() {
+        let c = Config::from_toml(
+            "mode = \"enforce\"\n[spool]\ndir = \"/x/spool\"\n[discovery]\noverlay_globs = [\"/tmp/t*/merged\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.spool_dir, Path::new("/x/spool"));
+        assert!(c.overlay_globset.is_match("/tmp/t1/merged"));
+        assert!(!c.overlay_globset.is_match("/tmp/t1/sub/merged"), "* must not cross /");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err =
+            Config::from_toml("mode = \"audit\"\n\n[spool]\ndirr = \"/x\"\n", Some(Path::new("/etc/d.toml")))
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("/etc/d.toml: line 4:"), "{err}");
+        assert!(err.contains("dirr"), "{err}");
+    }
+
+    #[test]
+    fn bad_mode_value_is_an_error_with_its_line() {
+        let err =
+            Config::from_toml("\nmode = \"block\"\n", Some(Path::new("c.toml"))).unwrap_err().to_string();
+        assert!(err.starts_with("c.toml: line 2:"), "{err}");
+        assert!(err.contains("block"), "{err}");
+    }
+
+    #[test]
+    fn bad_glob_names_its_index_and_line() {
+        let err = Config::from_toml(
+            "[discovery]\noverlay_globs = [\n  \"/ok/*\",\n  \"/bad/[\",\n]\n",
+            Some(Path::new("c.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml: line 4: `discovery.overlay_globs[1]`"), "{err}");
+        let err = Config::from_toml("[discovery]\noverlay_globs = [\"relative/*\"]\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_line() {
+        let err = Config::from_toml("mode = \"audit\"\n[spool\n", Some(Path::new("c.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml: line 2:"), "{err}");
+    }
+
+    #[test]
+    fn zero_workers_is_rejected() {
+        let err = Config::from_toml("[hashing]\nworkers = 0\n", None).unwrap_err().to_string();
+        assert!(err.contains("hashing.workers"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! Which overlay mounts are container root filesystems, and what is known about each.
+//!
+//! A mount is a container rootfs only when it is an overlay *and* its mountpoint matches a
+//! runtime's known layout (containerd: `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs`)
+//! or an operator's `overlay_globs`. Nothing else is ever marked.
+
+pub mod layers;
+pub mod mountinfo;
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::Config;
+use layers::Layers;
+use mountinfo::{overlay_layers, MountEntry, OverlayLayers};
+
+/// What identified a mount as a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub runtime: &'static str,
+    /// containerd namespace, for containerd containers.
+    pub runtime_namespace: Option<String>,
+}
+
+/// A container rootfs found in the mount table, not yet verified or marked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub identity: Identity,
+    pub mount: MountEntry,
+    pub layers: OverlayLayers,
+}
+
+/// A watched container.
+#[derive(Debug)]
+pub struct Container {
+    /// Unique per daemon run; keys caches so a recycled device number never aliases.
+    pub generation: u64,
+    pub identity: Identity,
+    pub mount_id: u64,
+    pub dev: u64,
+    pub rootfs: PathBuf,
+    pub layers: Layers,
+    pub since: std::time::SystemTime,
+}
+
+impl Container {
+    /// The mountpoint as bytes, for stripping it off host-side paths.
+    pub fn rootfs_bytes(&self) -> &[u8] {
+        self.rootfs.as_os_str().as_bytes()
+    }
+}
+
+/// The set of watched containers, by overlay device number. Published with `ArcSwap` so the
+/// hot path reads it without a lock.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    pub by_dev: HashMap<u64, Arc<Container>>,
+}
+
+/// Classifies one mount. `None` means "not a container: leave it alone".
+pub fn classify(entry: &MountEntry, cfg: &Config) -> Option<Candidate> {
+    if entry.fstype != "overlay" || entry.mountpoint == Path::new("/") {
+        return None;
+    }
+    let identity = if cfg.containerd.enabled {
+        containerd_identity(&entry.mountpoint, &cfg.containerd.state)
+    } else {
+        None
+    }
+    .or_else(|| {
+        cfg.overlay_globset.is_match(&entry.mountpoint).then(|| Identity {
+            id: entry.mountpoint.to_string_lossy().into_owned(),
+            runtime: "overlay",
+            runtime_namespace: None,
+        })
+    })?;
+    let layers = overlay_layers(&entry.super_options)?;
+    Some(Candidate { identity, mount: entry.clone(), layers })
+}
+
+/// `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs` → (ns, id).
+pub fn containerd_identity(mountpoint: &Path, state: &Path) -> Option<Identity> {
+    let rest = mountpoint.strip_prefix(state.join("io.containerd.runtime.v2.task")).ok()?;
+    let parts: Vec<_> = rest.components().collect();
+    match parts.as_slice() {
+        [ns, id, last] if last.as_os_str() == "rootfs" => Some(Identity {
+            id: id.as_os_str().to_string_lossy().into_owned(),
+            runtime: "containerd",
+            runtime_namespace: Some(ns.as_os_str().to_string_lossy().into_owned()),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(mp: &str, fstype: &str) -> MountEntry {
+        MountEntry {
+            mount_id: 1,
+            dev: 99,
+            mountpoint: mp.into(),
+            fstype: fstype.into(),
+            super_options: b"rw,lowerdir=/l,upperdir=/u,workdir=/w".to_vec(),
+        }
+    }
+
+    #[test]
+    fn containerd_rootfs_is_recognised_by_layout() {
+        let cfg = Config::defaults();
+        let c = classify(
+            &entry("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs", "overlay"),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(c.identity.id, "abc");
+        assert_eq!(c.identity.runtime, "containerd");
+        assert_eq!(c.identity.runtime_namespace.as_deref(), Some("k8s.io"));
+        assert_eq!(c.layers.upper, Some("/u".into()));
+    }
+
+    #[test]
+    fn near_misses_are_not_containers() {
+        let cfg = Config::defaults();
+        for mp in [
+            "/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs/x",
+            "/run/containerd/io.containerd.runtime.v2.task/abc/rootfs",
+            "/tmp/containerd-mount123",
+            "/",
+            "/var/lib/docker/overlay2/abc/merged",
+        ] {
+            assert!(classify(&entry(mp, "overlay"), &cfg).is_none(), "{mp}");
+        }
+        // Right path, wrong filesystem type.
+        assert!(classify(&entry("/run/containerd/io.containerd.runtime.v2.task/d/abc/rootfs", "ext4"), &cfg)
+            .is_none());
+    }
+
+    #[test]
+    fn overlay_globs_make_plain_overlays_containers() {
+        let cfg = Config::from_toml("[discovery]\noverlay_globs = [\"/srv/ct/*/merged\"]\n", None).unwrap();
+        let c = classify(&entry("/srv/ct/one/merged", "overlay"), &cfg).unwrap();
+        assert_eq!(c.identity.runtime, "overlay");
+        assert_eq!(c.identity.id, "/srv/ct/one/merged");
+        assert!(classify(&entry("/srv/ct/one/merged", "tmpfs"), &cfg).is_none());
+        assert!(classify(
+            &entry("/", "overlay"),
+            &Config::from_toml("[discovery]\noverlay_globs = [\"/**\"]\n", None).unwrap()
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn containerd_discovery_can_be_disabled() {
+        let cfg = Config::from_toml("[discovery.containerd]\nenabled = false\n", None).unwrap();
+        assert!(classify(
+            &entry("/run/containerd/io.containerd.runtime.v2.task/d/abc/rootfs", "overlay"),
+            &cfg
+        )
+        .is_none());
+    }
+}

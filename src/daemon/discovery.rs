@@ -1,0 +1,199 @@
+//! Finds container rootfs mounts, verifies each one, and marks its superblock.
+//!
+//! The mount table is re-read whenever it changes (mount events, or `POLLPRI` on mountinfo)
+//! and every `rescan_interval` as a safety net. A mount is marked only after the opened
+//! mountpoint is proven to be the very mount that was classified: same mount id (statx), an
+//! overlayfs (fstatfs), same device. The mark is placed through that fd, never by path: a
+//! path can be unmounted and reveal the host filesystem underneath between check and mark.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::container::layers::Layers;
+use crate::container::{classify, mountinfo, Candidate, Container, Registry};
+use crate::sys::fanotify::PermGroup;
+use crate::sys::fs::{fstat_fd, is_overlayfs, open_dir_readable, statx_mount_id};
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("{0}")]
+    Sys(#[from] crate::sys::SysError),
+    #[error("mount id changed (expected {expected}, found {found}): the mount went away")]
+    MountChanged { expected: u64, found: u64 },
+    #[error("not an overlayfs any more")]
+    NotOverlay,
+    #[error("device changed (expected {expected:#x}, found {found:#x})")]
+    DevChanged { expected: u64, found: u64 },
+    #[error("refusing to mark the filesystem the daemon itself runs from")]
+    OwnFilesystem,
+}
+
+/// Owns the container set; publishes it to the hot path through `registry`.
+pub struct Discovery {
+    cfg: Arc<Config>,
+    group: Arc<PermGroup>,
+    registry: Arc<ArcSwap<Registry>>,
+    /// Mounted and marked: mount id -> device.
+    active: HashMap<u64, u64>,
+    /// Devices whose host mount is gone but whose superblock may live on in a container's
+    /// mount namespace: still decided as containers until the kernel drops the mark.
+    detached: HashSet<u64>,
+    forbidden_devs: Vec<u64>,
+    pub last_scan: Option<Instant>,
+}
+
+impl Discovery {
+    pub fn new(cfg: Arc<Config>, group: Arc<PermGroup>, registry: Arc<ArcSwap<Registry>>) -> Self {
+        let forbidden_devs = ["/", "/proc/self/exe"]
+            .iter()
+            .filter_map(|p| nix::sys::stat::stat(*p).ok().map(|s| s.st_dev))
+            .collect();
+        Self {
+            cfg,
+            group,
+            registry,
+            active: HashMap::new(),
+            detached: HashSet::new(),
+            forbidden_devs,
+            last_scan: None,
+        }
+    }
+
+    /// Re-reads the mount table, marks new containers and forgets gone ones.
+    pub fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let text = match std::fs::read("/proc/self/mountinfo") {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read /proc/self/mountinfo");
+                return;
+            }
+        };
+        let candidates: HashMap<u64, Candidate> = mountinfo::parse(&text)
+            .iter()
+            .filter_map(|m| classify(m, &self.cfg))
+            .map(|c| (c.mount.mount_id, c))
+            .collect();
+
+        let mut reg = (**self.registry.load()).clone();
+        let mut changed = false;
+
+        // Containers whose mount is gone.
+        let gone: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(mid, dev)| candidates.get(mid).is_none_or(|c| c.mount.dev != **dev))
+            .map(|(mid, _)| *mid)
+            .collect();
+        for mid in gone {
+            if let Some(dev) = self.active.remove(&mid) {
+                if let Some(c) = reg.by_dev.get(&dev) {
+                    tracing::info!(container = %c.identity.id, runtime = c.identity.runtime, "container rootfs unmounted");
+                }
+                self.detached.insert(dev);
+            }
+        }
+
+        // New containers: verify, publish, then mark.
+        let mut to_mark = Vec::new();
+        for (mid, cand) in &candidates {
+            if self.active.contains_key(mid) {
+                continue;
+            }
+            match self.prepare(cand) {
+                Ok((container, dirfd)) => {
+                    self.detached.remove(&container.dev);
+                    reg.by_dev.insert(container.dev, Arc::clone(&container));
+                    to_mark.push((container, dirfd));
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::debug!(mountpoint = %cand.mount.mountpoint.display(), error = %e, "not marking mount");
+                }
+            }
+        }
+        if changed {
+            self.registry.store(Arc::new(reg.clone()));
+        }
+        let mut failed = false;
+        for (c, dirfd) in to_mark {
+            match self.group.mark_filesystem(dirfd.as_fd()) {
+                Ok(()) => {
+                    self.active.insert(c.mount_id, c.dev);
+                    tracing::info!(
+                        container = %c.identity.id,
+                        runtime = c.identity.runtime,
+                        rootfs = %c.rootfs.display(),
+                        layers = c.layers.lower_paths.len(),
+                        "watching container"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(container = %c.identity.id, error = %e, "could not mark container rootfs");
+                    reg.by_dev.remove(&c.dev);
+                    failed = true;
+                }
+            }
+            // `dirfd` closes here: holding it would keep the mount busy.
+        }
+
+        // Forget detached containers once the kernel dropped their superblock's mark.
+        if !self.detached.is_empty() {
+            if let Ok(marked) = self.group.marked_superblocks() {
+                let marked: HashSet<u64> = marked.into_iter().collect();
+                let dead: Vec<u64> = self.detached.iter().copied().filter(|d| !marked.contains(d)).collect();
+                for dev in dead {
+                    self.detached.remove(&dev);
+                    if let Some(c) = reg.by_dev.remove(&dev) {
+                        tracing::info!(container = %c.identity.id, "container filesystem gone; forgotten");
+                    }
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.registry.store(Arc::new(reg));
+        }
+    }
+
+    fn prepare(&self, cand: &Candidate) -> Result<(Arc<Container>, std::os::fd::OwnedFd), MarkError> {
+        let dirfd = open_dir_readable(&cand.mount.mountpoint)?;
+        let found = statx_mount_id(dirfd.as_fd())?;
+        if found != cand.mount.mount_id {
+            return Err(MarkError::MountChanged { expected: cand.mount.mount_id, found });
+        }
+        if !is_overlayfs(dirfd.as_fd())? {
+            return Err(MarkError::NotOverlay);
+        }
+        let st = fstat_fd(dirfd.as_fd())?;
+        if st.st_dev != cand.mount.dev {
+            return Err(MarkError::DevChanged { expected: cand.mount.dev, found: st.st_dev });
+        }
+        if self.forbidden_devs.contains(&st.st_dev) {
+            return Err(MarkError::OwnFilesystem);
+        }
+        let layers = Layers::open(cand.layers.upper.as_deref(), &cand.layers.lower)?;
+        let container = Arc::new(Container {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            identity: cand.identity.clone(),
+            mount_id: cand.mount.mount_id,
+            dev: st.st_dev,
+            rootfs: cand.mount.mountpoint.clone(),
+            layers,
+            since: SystemTime::now(),
+        });
+        Ok((container, dirfd))
+    }
+
+    pub fn watched(&self) -> usize {
+        self.active.len()
+    }
+}

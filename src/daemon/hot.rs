@@ -1,0 +1,448 @@
+//! The hot path: one place where a held exec becomes a verdict and an answer.
+//!
+//! Fast path (main thread): `fstat` the event fd; a file on an unknown superblock, or one whose
+//! inode is proven to be a lower-layer (image) inode, is allowed at once. The proof is cached
+//! per file version, so a repeated image exec costs one `fstat` and a hash-set lookup.
+//!
+//! Slow path: a file in the container's writable layer. Its content is hashed through the
+//! event fd under a read lease (no writer can change it meanwhile), compared with the image's
+//! file at the same path, and decided by [`crate::engine::decide`]. Hashing runs on worker
+//! threads, with separate workers for large files, so a big file never holds up other execs.
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+
+use crate::container::layers::ImageLookup;
+use crate::container::{Container, Registry};
+use crate::engine::{decide, Category, Evidence, ImageAtPath, Mode, Verdict};
+use crate::finding::{self, ContainerRef, FileRef, Finding, ProcessRef};
+use crate::sink::FindingSender;
+use crate::sys::fanotify::PendingExec;
+use crate::sys::fs::{self as sfs, FileId};
+use crate::sys::proc;
+
+use super::cache::BoundedMap;
+
+/// Counters for status and tests.
+#[derive(Debug, Default)]
+pub struct HotStats {
+    pub events: AtomicU64,
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    pub not_container: AtomicU64,
+    pub image_fast: AtomicU64,
+    pub image_cached: AtomicU64,
+    pub hashed: AtomicU64,
+    pub hash_cache_hits: AtomicU64,
+    pub findings_added: AtomicU64,
+    pub findings_modified: AtomicU64,
+    pub answer_errors: AtomicU64,
+}
+
+/// What is shared between the main thread and the workers.
+pub struct Shared {
+    pub mode: Mode,
+    pub node: String,
+    pub registry: Arc<ArcSwap<Registry>>,
+    /// SHA-256 of file versions: overlay files keyed by (container generation, id), host layer
+    /// files by (0, id).
+    pub hashes: Mutex<BoundedMap<(u64, FileId), [u8; 32]>>,
+    pub findings: FindingSender,
+    pub stats: Arc<HotStats>,
+    pub large_file_bytes: u64,
+}
+
+/// One exec that needs the slow path.
+pub struct Job {
+    pub ev: PendingExec,
+    pub container: Arc<Container>,
+    pub id: FileId,
+    pub raw_path: Vec<u8>,
+    pub received: Instant,
+}
+
+/// Main-thread state: the cache of file versions proven to be image files.
+pub struct FastPath {
+    pub shared: Arc<Shared>,
+    image_files: HashSet<(u64, FileId)>,
+    image_cap: usize,
+}
+
+pub enum Routed {
+    Done,
+    Slow(Job),
+}
+
+impl FastPath {
+    pub fn new(shared: Arc<Shared>, cap: usize) -> Self {
+        Self { shared, image_files: HashSet::new(), image_cap: cap }
+    }
+
+    /// Decides what can be decided without reading file content.
+    pub fn handle(&mut self, ev: PendingExec) -> Routed {
+        let stats = &self.shared.stats;
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        let st = match sfs::fstat_fd(ev.fd()) {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::error!(error = %e, "fstat on exec event failed; allowing");
+                self.answer(ev, true);
+                return Routed::Done;
+            }
+        };
+        if !sfs::is_regular(&st) {
+            self.answer(ev, true);
+            return Routed::Done;
+        }
+        let reg = self.shared.registry.load();
+        let Some(container) = reg.by_dev.get(&st.st_dev) else {
+            // Never deny on a superblock we do not know as a container.
+            stats.not_container.fetch_add(1, Ordering::Relaxed);
+            self.answer(ev, true);
+            return Routed::Done;
+        };
+        let id = FileId::from_stat(&st);
+        let key = (container.generation, id);
+        if self.image_files.contains(&key) {
+            stats.image_cached.fetch_add(1, Ordering::Relaxed);
+            self.answer(ev, true);
+            return Routed::Done;
+        }
+        let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+        for p in candidate_paths(&raw_path, container.rootfs_bytes()) {
+            if container.layers.lower_has_identical(p, &id) {
+                if self.image_files.len() >= self.image_cap {
+                    self.image_files.clear();
+                }
+                self.image_files.insert(key);
+                stats.image_fast.fetch_add(1, Ordering::Relaxed);
+                self.answer(ev, true);
+                return Routed::Done;
+            }
+        }
+        let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
+        // A file hashed before is decided right here; only hashing goes to the workers.
+        match self.shared.try_complete(job, false) {
+            Ok(()) => Routed::Done,
+            Err(job) => Routed::Slow(job),
+        }
+    }
+
+    fn answer(&self, ev: PendingExec, allow: bool) {
+        self.shared.answer(ev, allow);
+    }
+}
+
+/// The in-container path candidates for the path the kernel reported. A process inside the
+/// container's mount namespace gets the path as the container sees it; an exec through the
+/// host-side mountpoint gets `<mountpoint>/<path>`. Both are tried, the verbatim one first;
+/// every use checks the candidate against the file's identity, so a container that builds a
+/// directory tree mimicking the host mountpoint gains nothing.
+pub fn candidate_paths<'a>(raw: &'a [u8], rootfs: &[u8]) -> Vec<&'a [u8]> {
+    let mut v = Vec::with_capacity(2);
+    if raw.first() == Some(&b'/') {
+        v.push(raw);
+    }
+    if !rootfs.is_empty() && raw.len() > rootfs.len() && raw.starts_with(rootfs) && raw[rootfs.len()] == b'/'
+    {
+        v.push(&raw[rootfs.len()..]);
+    }
+    v
+}
+
+/// What the decision was based on, for building the finding.
+struct Outcome {
+    evidence: Evidence,
+    path: Vec<u8>,
+    sha256: Option<[u8; 32]>,
+}
+
+impl Shared {
+    pub fn answer(&self, ev: PendingExec, allow: bool) {
+        if allow {
+            self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = ev.answer(allow) {
+            self.stats.answer_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "could not answer exec event");
+        }
+    }
+
+    /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job
+    /// that would need a file hashed is handed back.
+    pub fn try_complete(&self, job: Job, may_hash: bool) -> Result<(), Job> {
+        let Some(outcome) = self.evaluate(&job, may_hash) else { return Err(job) };
+        let verdict = decide(self.mode, outcome.evidence);
+        let finding = verdict.finding.map(|(category, action)| {
+            // Read the pending exec's arguments before answering: after "allow" the process
+            // image is replaced.
+            self.build_finding(&job, &outcome, category, action)
+        });
+        log_slow(&job, &verdict);
+        self.answer(job.ev, verdict.allow);
+        if let Some(f) = finding {
+            match f.category {
+                Category::AddedBinaryExecuted => &self.stats.findings_added,
+                Category::ModifiedBinaryExecuted => &self.stats.findings_modified,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            self.findings.send(f);
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, job: &Job, may_hash: bool) -> Option<Outcome> {
+        let c = &job.container;
+        let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
+        // Prefer a candidate that names this very file in the upper layer.
+        let verified = cands.iter().copied().find(|p| c.layers.upper_matches(p, &job.id));
+        let path: Vec<u8> = match verified {
+            Some(p) => p.to_vec(),
+            // Unlinked, renamed meanwhile, or not found: the best guess, for display and for
+            // the content comparison (which stays sound: equal bytes are image bytes).
+            None => cands.last().map(|p| p.to_vec()).unwrap_or_else(|| job.raw_path.clone()),
+        };
+
+        let sha = self.exec_hash(job, may_hash);
+        if sha.is_none() && !may_hash {
+            return None;
+        }
+        let image_at_path = match c.layers.image_lookup(&path) {
+            ImageLookup::Absent | ImageLookup::NotRegular => ImageAtPath::Absent,
+            ImageLookup::Failed(e) => {
+                tracing::warn!(container = %c.identity.id, error = %e, "image lookup failed");
+                ImageAtPath::LookupFailed
+            }
+            ImageLookup::File(lf) => match sha {
+                None => ImageAtPath::PresentUncompared,
+                Some(_) if lf.stat.st_size as u64 != job.id.size => ImageAtPath::DifferentContent,
+                Some(h) => match self.host_file_hash(&lf, may_hash) {
+                    Err(()) => return None,
+                    Ok(Some(img)) if img == h => ImageAtPath::SameContent,
+                    Ok(Some(_)) => ImageAtPath::DifferentContent,
+                    Ok(None) => ImageAtPath::PresentUncompared,
+                },
+            },
+        };
+        Some(Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha })
+    }
+
+    /// The executed file's SHA-256, from the cache or (when allowed) read through the event fd.
+    fn exec_hash(&self, job: &Job, may_hash: bool) -> Option<[u8; 32]> {
+        let key = (job.container.generation, job.id);
+        if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
+            self.stats.hash_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(h);
+        }
+        if !may_hash {
+            return None;
+        }
+        let h = hash_stable(job.ev.fd(), &job.id)?;
+        self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.hashes.lock() {
+            m.insert(key, h);
+        }
+        Some(h)
+    }
+
+    /// The SHA-256 of an image file. `Err` when it is not cached and hashing is not allowed.
+    fn host_file_hash(
+        &self,
+        lf: &crate::container::layers::LayerFile,
+        may_hash: bool,
+    ) -> Result<Option<[u8; 32]>, ()> {
+        let id = FileId::from_stat(&lf.stat);
+        let key = (0, id);
+        if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
+            return Ok(Some(h));
+        }
+        if !may_hash {
+            return Err(());
+        }
+        let Ok(fd) = sfs::reopen_readonly(lf.fd.as_fd()) else { return Ok(None) };
+        let Some(h) = hash_stable(fd.as_fd(), &id) else { return Ok(None) };
+        if let Ok(mut m) = self.hashes.lock() {
+            m.insert(key, h);
+        }
+        Ok(Some(h))
+    }
+
+    fn build_finding(
+        &self,
+        job: &Job,
+        o: &Outcome,
+        category: Category,
+        action: crate::engine::Action,
+    ) -> Finding {
+        let tid = job.ev.tid();
+        let status = proc::read_status(tid);
+        let args = proc::pending_exec_args(tid);
+        let comm = proc::read_comm(tid).or_else(|| status.as_ref().map(|s| s.name.clone()));
+        let cwd = proc::read_cwd(tid);
+        let (comm, comm_raw) = split_opt(comm);
+        let (cwd, cwd_raw) = split_opt(cwd);
+        let (args, args_raw) = match args {
+            Some(a) => {
+                let conv: Vec<(String, Option<String>)> =
+                    a.iter().map(|x| finding::text_and_raw(x)).collect();
+                let lossy = conv.iter().any(|(_, r)| r.is_some());
+                let raw = lossy.then(|| {
+                    a.iter()
+                        .map(|x| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, x))
+                        .collect()
+                });
+                (Some(conv.into_iter().map(|(t, _)| t).collect()), raw)
+            }
+            None => (None, None),
+        };
+        let (path, path_raw) = finding::text_and_raw(&o.path);
+        let sha = o.sha256.map(hex);
+        let c = &job.container;
+        Finding {
+            schema: finding::SCHEMA.into(),
+            id: uuid::Uuid::now_v7().to_string(),
+            time: now_rfc3339(),
+            category,
+            severity: category.severity(),
+            action,
+            mode: self.mode,
+            node: self.node.clone(),
+            container: ContainerRef {
+                id: c.identity.id.clone(),
+                runtime: c.identity.runtime.into(),
+                rootfs: c.rootfs.to_string_lossy().into_owned(),
+                runtime_namespace: c.identity.runtime_namespace.clone(),
+                ..Default::default()
+            },
+            process: ProcessRef {
+                pid: status.as_ref().map_or(tid, |s| s.tgid),
+                ppid: status.as_ref().map(|s| s.ppid),
+                uid: status.as_ref().map(|s| s.uid),
+                comm,
+                args,
+                cwd,
+                tid,
+                args_raw,
+                comm_raw,
+                cwd_raw,
+            },
+            file: FileRef { path, sha256: sha.clone(), size: job.id.size, layer: "upper".into(), path_raw },
+            mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
+            virustotal: sha.as_deref().map(finding::virustotal_url),
+        }
+    }
+}
+
+fn split_opt(v: Option<Vec<u8>>) -> (Option<String>, Option<String>) {
+    match v {
+        Some(b) => {
+            let (t, r) = finding::text_and_raw(&b);
+            (Some(t), r)
+        }
+        None => (None, None),
+    }
+}
+
+fn log_slow(job: &Job, v: &Verdict) {
+    tracing::debug!(
+        container = %job.container.identity.id,
+        allow = v.allow,
+        finding = ?v.finding.map(|f| f.0),
+        micros = job.received.elapsed().as_micros() as u64,
+        "slow-path decision"
+    );
+}
+
+/// Hashes a file through `fd` so that the result is the content that will execute: under a
+/// read lease when the filesystem allows one (a lease cannot be had while anyone has the file
+/// open for writing, and blocks new writers while held), and with a re-check that the file
+/// version did not change. `None` when the content could not be pinned down.
+pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 32]> {
+    let leased = match sfs::try_read_lease(fd) {
+        Ok(()) => true,
+        // EAGAIN: someone has it open for writing right now; its content is not settled.
+        Err(e) if e.errno == nix::errno::Errno::EAGAIN => return None,
+        Err(_) => false,
+    };
+    let mut h = Sha256::new();
+    let res = sfs::read_all_at(fd, |b| h.update(b));
+    let after = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s));
+    if leased {
+        sfs::release_lease(fd);
+    }
+    match (res, after) {
+        (Ok(n), Some(after)) if n == id.size && after == *id => Some(h.finalize().into()),
+        _ => None,
+    }
+}
+
+pub fn hex(h: [u8; 32]) -> String {
+    use std::fmt::Write;
+    h.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_for_container_and_host_side_paths() {
+        let root = b"/run/c/rootfs";
+        assert_eq!(candidate_paths(b"/tmp/x", root), vec![&b"/tmp/x"[..]]);
+        assert_eq!(
+            candidate_paths(b"/run/c/rootfs/tmp/x", root),
+            vec![&b"/run/c/rootfs/tmp/x"[..], &b"/tmp/x"[..]]
+        );
+        assert_eq!(candidate_paths(b"/run/c/rootfsX/y", root), vec![&b"/run/c/rootfsX/y"[..]]);
+        assert!(candidate_paths(b"", root).is_empty());
+        assert!(candidate_paths(b"memfd:x (deleted)", root).is_empty());
+    }
+
+    #[test]
+    fn hash_of_a_file_matches_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let h = hash_stable(f.as_fd(), &id).unwrap();
+        assert_eq!(hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_not_hashed_as_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let _writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        assert_eq!(hash_stable(f.as_fd(), &id), None);
+    }
+
+    #[test]
+    fn a_changed_file_version_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let mut id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        id.ctime_ns -= 1;
+        assert_eq!(hash_stable(f.as_fd(), &id), None);
+    }
+}

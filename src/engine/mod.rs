@@ -1,0 +1,250 @@
+//! Pure decision logic: the facts gathered about one exec go in, a verdict comes out.
+//!
+//! No syscalls, no clock, no files. The daemon gathers [`Evidence`] on the hot path and this
+//! module turns it into an answer for the kernel and, maybe, a finding. The rule it enforces:
+//! an exec is allowed without a finding only when the bytes being executed are proven to be the
+//! image's bytes, either because the executed inode *is* a lower-layer inode, or because its
+//! content hash equals the image file's at the same path.
+
+use serde::{Deserialize, Serialize};
+
+/// What happens to drift: recorded only, or recorded and denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Audit,
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "audit" => Ok(Mode::Audit),
+            "enforce" => Ok(Mode::Enforce),
+            other => Err(format!("unknown mode {other:?} (expected \"audit\" or \"enforce\")")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
+    /// syslog priority used for the journal entry.
+    pub fn syslog_priority(self) -> u8 {
+        match self {
+            Severity::Low => 5,
+            Severity::Medium => 4,
+            Severity::High => 3,
+            Severity::Critical => 2,
+        }
+    }
+}
+
+/// Kinds of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Category {
+    /// The executed file is at a path the image does not have.
+    AddedBinaryExecuted,
+    /// The executed file is at an image path, but its content is not the image's.
+    ModifiedBinaryExecuted,
+}
+
+impl Category {
+    pub const ALL: [Category; 2] = [Category::AddedBinaryExecuted, Category::ModifiedBinaryExecuted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::AddedBinaryExecuted => "ADDED_BINARY_EXECUTED",
+            Category::ModifiedBinaryExecuted => "MODIFIED_BINARY_EXECUTED",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Category::AddedBinaryExecuted => Severity::Low,
+            Category::ModifiedBinaryExecuted => Severity::Medium,
+        }
+    }
+
+    /// MITRE ATT&CK techniques: T1105 Ingress Tool Transfer, T1106 Native API,
+    /// T1036 Masquerading (a binary replaced under an image path).
+    pub fn mitre(self) -> &'static [&'static str] {
+        match self {
+            Category::AddedBinaryExecuted => &["T1105", "T1106"],
+            Category::ModifiedBinaryExecuted => &["T1105", "T1106", "T1036"],
+        }
+    }
+
+    /// A fixed journal `MESSAGE_ID` per category, so `journalctl MESSAGE_ID=...` finds them.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Category::AddedBinaryExecuted => "6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91",
+            Category::ModifiedBinaryExecuted => "0d7e2b9c4a1f4e6b8c3d5a7f9e1b2c42",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// What was done with the exec that produced a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Blocked,
+    Audited,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Blocked => "blocked",
+            Action::Audited => "audited",
+        }
+    }
+}
+
+/// What the image has at the path of an upper-layer file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageAtPath {
+    /// No image layer has this path (or a whiteout hides it).
+    Absent,
+    /// The image has a regular file here with the same content (a copy-up by chmod, touch...).
+    SameContent,
+    /// The image has a file here with other content.
+    DifferentContent,
+    /// The image has something here, but the contents could not be compared (read error, or
+    /// the executed file could not be hashed safely).
+    PresentUncompared,
+    /// The layers could not be searched (I/O error, hostile layout): the path is not proven to
+    /// be in the image.
+    LookupFailed,
+}
+
+/// Facts about one exec, gathered by the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The file is not on a superblock we know as a container rootfs.
+    NotAContainer,
+    /// Not a regular file (the kernel only executes regular files; nothing to decide).
+    NotRegular,
+    /// The executed inode is a lower-layer (image) inode, proven by identity.
+    ImageFile,
+    /// The executed file lives in the container's writable layer.
+    UpperFile(ImageAtPath),
+}
+
+/// The answer to give the kernel, and the finding to record, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allow: bool,
+    pub finding: Option<(Category, Action)>,
+}
+
+impl Verdict {
+    pub const ALLOW: Verdict = Verdict { allow: true, finding: None };
+}
+
+/// Decides one exec.
+pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
+    let category = match evidence {
+        Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
+        Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
+        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) => Category::AddedBinaryExecuted,
+        Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
+            Category::ModifiedBinaryExecuted
+        }
+    };
+    match mode {
+        Mode::Audit => Verdict { allow: true, finding: Some((category, Action::Audited)) },
+        Mode::Enforce => Verdict { allow: false, finding: Some((category, Action::Blocked)) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+    use Category::*;
+    use Evidence::*;
+    use ImageAtPath::*;
+    use Mode::*;
+
+    #[test]
+    fn decision_table() {
+        let allow = Verdict::ALLOW;
+        let audited = |c| Verdict { allow: true, finding: Some((c, Audited)) };
+        let blocked = |c| Verdict { allow: false, finding: Some((c, Blocked)) };
+        let table: &[(Mode, Evidence, Verdict)] = &[
+            (Audit, NotAContainer, allow),
+            (Enforce, NotAContainer, allow),
+            (Enforce, NotRegular, allow),
+            (Audit, ImageFile, allow),
+            (Enforce, ImageFile, allow),
+            (Audit, UpperFile(SameContent), allow),
+            (Enforce, UpperFile(SameContent), allow),
+            (Audit, UpperFile(Absent), audited(AddedBinaryExecuted)),
+            (Enforce, UpperFile(Absent), blocked(AddedBinaryExecuted)),
+            (Audit, UpperFile(LookupFailed), audited(AddedBinaryExecuted)),
+            (Enforce, UpperFile(LookupFailed), blocked(AddedBinaryExecuted)),
+            (Audit, UpperFile(DifferentContent), audited(ModifiedBinaryExecuted)),
+            (Enforce, UpperFile(DifferentContent), blocked(ModifiedBinaryExecuted)),
+            (Audit, UpperFile(PresentUncompared), audited(ModifiedBinaryExecuted)),
+            (Enforce, UpperFile(PresentUncompared), blocked(ModifiedBinaryExecuted)),
+        ];
+        for &(mode, ev, want) in table {
+            assert_eq!(decide(mode, ev), want, "mode {mode:?}, evidence {ev:?}");
+        }
+    }
+
+    #[test]
+    fn categories_have_contract_names_and_severities() {
+        assert_eq!(AddedBinaryExecuted.as_str(), "ADDED_BINARY_EXECUTED");
+        assert_eq!(AddedBinaryExecuted.severity(), Severity::Low);
+        assert_eq!(ModifiedBinaryExecuted.as_str(), "MODIFIED_BINARY_EXECUTED");
+        assert_eq!(ModifiedBinaryExecuted.severity(), Severity::Medium);
+        for c in Category::ALL {
+            assert_eq!(Category::parse(c.as_str()), Some(c));
+            assert_eq!(c.message_id().len(), 32);
+            assert!(c.message_id().bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_eq!(serde_json::to_string(&AddedBinaryExecuted).unwrap(), "\"ADDED_BINARY_EXECUTED\"");
+        assert_eq!(serde_json::to_string(&Blocked).unwrap(), "\"blocked\"");
+    }
+
+    #[test]
+    fn mode_parses_only_known_names() {
+        assert_eq!("audit".parse::<Mode>(), Ok(Audit));
+        assert_eq!("enforce".parse::<Mode>(), Ok(Enforce));
+        assert!("Enforce".parse::<Mode>().is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! The finding record: a stable, versioned schema (`driftgate.finding.v1`), written as one JSON
+//! object per line to the spool and carried in every journal entry.
+//!
+//! Strings that come from a container (paths, arguments, process names) may hold any bytes.
+//! They are stored as UTF-8 with invalid bytes replaced, and whenever a replacement happened the
+//! exact bytes are kept beside them, base64-encoded (`path_raw`, `args_raw`, ...), so nothing is
+//! lost and nothing can be forged: JSON escaping covers newlines and control characters.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Action, Category, Mode, Severity};
+
+pub const SCHEMA: &str = "driftgate.finding.v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub schema: String,
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub category: Category,
+    pub severity: Severity,
+    pub action: Action,
+    pub mode: Mode,
+    pub node: String,
+    pub container: ContainerRef,
+    pub process: ProcessRef,
+    pub file: FileRef,
+    pub mitre: Vec<String>,
+    pub virustotal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub id: String,
+    pub runtime: String,
+    pub rootfs: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    /// The runtime's own namespace (containerd namespace such as `default` or `k8s.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessRef {
+    /// Host pid (thread group id) of the process doing the exec.
+    pub pid: i32,
+    pub ppid: Option<i32>,
+    pub uid: Option<u32>,
+    /// The name of the program that is calling exec (the new program has not started yet).
+    pub comm: Option<String>,
+    /// Arguments of the pending exec.
+    pub args: Option<Vec<String>>,
+    pub cwd: Option<String>,
+    /// Host thread id that called exec.
+    #[serde(default)]
+    pub tid: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_raw: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_raw: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd_raw: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Path inside the container.
+    pub path: String,
+    pub sha256: Option<String>,
+    pub size: u64,
+    /// Where the executed file lives: `upper` (the container's writable layer).
+    pub layer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_raw: Option<String>,
+}
+
+/// A byte string as UTF-8, plus its exact bytes in base64 when the conversion was lossy.
+pub fn text_and_raw(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+/// Decodes a `*_raw` field back to bytes.
+pub fn decode_raw(raw: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(raw).ok()
+}
+
+pub fn virustotal_url(sha256: &str) -> String {
+    format!("https://www.virustotal.com/gui/file/{sha256}")
+}
+
+impl Finding {
+    pub fn severity_of(category: Category) -> Severity {
+        category.severity()
+    }
+
+    /// The exact bytes of the file path.
+    pub fn path_bytes(&self) -> Vec<u8> {
+        self.file
+            .path_raw
+            .as_deref()
+            .and_then(decode_raw)
+            .unwrap_or_else(|| self.file.path.as_bytes().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_bytes_are_kept_exactly() {
+        let bytes = b"/tmp/\xff\nevil";
+        let (text, raw) = text_and_raw(bytes);
+        assert_eq!(text, "/tmp/\u{fffd}\nevil");
+        assert_eq!(decode_raw(&raw.unwrap()).unwrap(), bytes);
+        assert_eq!(text_and_raw(b"/bin/ok"), ("/bin/ok".to_owned(), None));
+    }
+
+    #[test]
+    fn a_hostile_path_cannot_forge_a_second_record() {
+        let (path, path_raw) = text_and_raw(b"/tmp/x\n{\"schema\":\"driftgate.finding.v1\"}");
+        let f = Finding {
+            schema: SCHEMA.into(),
+            id: "1".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            category: Category::AddedBinaryExecuted,
+            severity: Severity::Low,
+            action: Action::Audited,
+            mode: Mode::Audit,
+            node: "n".into(),
+            container: ContainerRef::default(),
+            process: ProcessRef::default(),
+            file: FileRef { path, path_raw, ..Default::default() },
+            mitre: vec![],
+            virustotal: None,
+        };
+        let line = serde_json::to_string(&f).unwrap();
+        assert!(!line.contains('\n'));
+        let back: Finding = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, f);
+    }
+}

@@ -1,0 +1,25 @@
+//! driftgate: blocks and reports binaries executed in containers that were not part of their
+//! image ("exec drift"), using fanotify `FAN_OPEN_EXEC_PERM` on container overlay rootfs.
+//!
+//! Layout: [`engine`] is the pure decision; [`sys`] the only unsafe code; [`container`] finds
+//! container mounts and looks into their layers; [`daemon`] wires the hot path; [`sink`]
+//! records findings; [`cli`] holds one module per subcommand.
+
+pub mod cli;
+pub mod config;
+pub mod container;
+pub mod daemon;
+pub mod engine;
+pub mod finding;
+pub mod sink;
+pub mod sys;
+
+/// Exit codes (sysexits.h), so a service manager can tell a bad configuration (do not restart)
+/// from a runtime failure.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 64;
+    pub const NOPERM: i32 = 77;
+    pub const CONFIG: i32 = 78;
+}

@@ -1,0 +1,174 @@
+//! Where findings go: the durable spool first, then journald (or stderr when there is no
+//! journald). Runs on its own thread; the hot path only ever `try_send`s into a bounded queue,
+//! so a slow disk never holds up an exec.
+
+pub mod journald;
+pub mod spool;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::finding::Finding;
+use journald::{printable, Entry, Journal};
+use spool::SpoolWriter;
+
+/// Counters shared with the rest of the daemon.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Findings durably written to the spool.
+    pub recorded: AtomicU64,
+    /// Findings that could not be written to the spool (still sent to journald).
+    pub spool_errors: AtomicU64,
+    /// Findings dropped because the queue was full.
+    pub dropped: AtomicU64,
+    pub journald_errors: AtomicU64,
+}
+
+/// The hot path's handle.
+#[derive(Clone)]
+pub struct FindingSender {
+    tx: Sender<Finding>,
+    stats: Arc<SinkStats>,
+}
+
+impl FindingSender {
+    pub fn send(&self, f: Finding) {
+        match self.tx.try_send(f) {
+            Ok(()) => {}
+            Err(TrySendError::Full(f)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(finding_id = %f.id, "finding queue full; finding dropped");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+pub enum JournalTarget {
+    Journald(Journal),
+    Stderr,
+}
+
+/// Starts the sink thread. It ends when every sender is dropped, after writing what was
+/// queued.
+pub fn start(
+    mut spool: SpoolWriter,
+    journal: JournalTarget,
+    stats: Arc<SinkStats>,
+) -> (FindingSender, JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<Finding>(65536);
+    let st = Arc::clone(&stats);
+    let handle = std::thread::Builder::new()
+        .name("driftgate-sink".into())
+        .spawn(move || run(&mut spool, &journal, &rx, &st))
+        .expect("spawn sink thread");
+    (FindingSender { tx, stats }, handle)
+}
+
+fn run(spool: &mut SpoolWriter, journal: &JournalTarget, rx: &Receiver<Finding>, stats: &SinkStats) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        match spool.append(&batch) {
+            Ok(()) => {
+                stats.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.spool_errors.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, lost = batch.len(), "could not write findings to the spool");
+            }
+        }
+        for f in &batch {
+            emit(journal, f, stats);
+        }
+    }
+}
+
+fn emit(journal: &JournalTarget, f: &Finding, stats: &SinkStats) {
+    match journal {
+        JournalTarget::Journald(j) => {
+            if let Err(e) = j.send(&journal_entry(f)) {
+                stats.journald_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "journald refused a finding; writing it to stderr");
+                eprintln!("driftgate-finding {}", serde_json::to_string(f).unwrap_or_default());
+            }
+        }
+        JournalTarget::Stderr => {
+            // JSON escaping keeps a hostile name on this one line.
+            eprintln!("driftgate-finding {}", serde_json::to_string(f).unwrap_or_default());
+        }
+    }
+}
+
+/// The journal entry for a finding: a readable MESSAGE, a MESSAGE_ID per category, PRIORITY
+/// from the severity, one field per finding attribute, and the whole record as JSON.
+pub fn journal_entry(f: &Finding) -> Entry {
+    let path = f.path_bytes();
+    let mut e = Entry::new();
+    e.field(
+        "MESSAGE",
+        format!(
+            "{} {} in container {} ({}): {}{}",
+            f.action.as_str(),
+            f.category.as_str(),
+            printable(f.container.id.as_bytes()),
+            f.container.runtime,
+            printable(&path),
+            f.file.sha256.as_deref().map(|h| format!(" sha256={h}")).unwrap_or_default(),
+        ),
+    );
+    e.field("MESSAGE_ID", f.category.message_id())
+        .field("PRIORITY", f.severity.syslog_priority().to_string())
+        .field("SYSLOG_IDENTIFIER", "driftgate")
+        .field("DRIFTGATE_FINDING_ID", &f.id)
+        .field("DRIFTGATE_CATEGORY", f.category.as_str())
+        .field("DRIFTGATE_SEVERITY", f.severity.as_str())
+        .field("DRIFTGATE_MODE", f.mode.as_str())
+        .field("ACTION", f.action.as_str())
+        .field("NODE", &f.node)
+        .field("CONTAINER_ID", &f.container.id)
+        .field("CONTAINER_RUNTIME", &f.container.runtime)
+        .field("CONTAINER_ROOTFS", &f.container.rootfs)
+        .field("FILE_PATH", &path)
+        .field("FILE_SIZE", f.file.size.to_string())
+        .field("FILE_LAYER", &f.file.layer)
+        .field("TARGET_PID", f.process.pid.to_string())
+        .field("TARGET_TID", f.process.tid.to_string())
+        .field("MITRE", f.mitre.join(","));
+    let opt = [
+        ("CONTAINER_NAME", &f.container.name),
+        ("IMAGE", &f.container.image),
+        ("IMAGE_DIGEST", &f.container.image_digest),
+        ("POD_NAMESPACE", &f.container.pod_namespace),
+        ("POD_NAME", &f.container.pod_name),
+        ("SHA256", &f.file.sha256),
+        ("TARGET_COMM", &f.process.comm),
+        ("TARGET_CWD", &f.process.cwd),
+    ];
+    for (k, v) in opt {
+        if let Some(v) = v {
+            e.field(k, v);
+        }
+    }
+    if let Some(ppid) = f.process.ppid {
+        e.field("TARGET_PPID", ppid.to_string());
+    }
+    if let Some(uid) = f.process.uid {
+        e.field("TARGET_UID", uid.to_string());
+    }
+    if let Some(args) = &f.process.args {
+        e.field("TARGET_ARGS", serde_json::to_string(args).unwrap_or_default());
+    }
+    e.field("DRIFTGATE_FINDING", serde_json::to_string(f).unwrap_or_default());
+    e
+}

@@ -1,0 +1,282 @@
+//! The durable local spool of findings: a directory of append-only segment files holding one
+//! JSON finding per line (`findings-<seq>.jsonl`).
+//!
+//! A finding counts as recorded only after the segment is `fdatasync`ed. A write that fails
+//! half-way (disk full) is cut back to the last whole line, and a torn line left by a crash is
+//! trimmed at start-up, so readers only ever see whole records. One writer at a time holds an
+//! exclusive `flock` on `<dir>/.lock`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::finding::Finding;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("spool {path} is in use by another driftgate process")]
+    Locked { path: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io { path: path.to_path_buf(), source }
+}
+
+const PREFIX: &str = "findings-";
+const SUFFIX: &str = ".jsonl";
+
+/// Segment files in order.
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(io(dir))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name.strip_prefix(PREFIX).and_then(|s| s.strip_suffix(SUFFIX)) {
+            if let Ok(seq) = seq.parse::<u64>() {
+                out.push((seq, ent.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub struct SpoolWriter {
+    dir: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+    file: File,
+    seq: u64,
+    len: u64,
+    segment_bytes: u64,
+}
+
+impl SpoolWriter {
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<SpoolWriter, SpoolError> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| SpoolError::Locked { path: dir.to_path_buf() })?;
+        let segs = segments(dir)?;
+        let (seq, path) = match segs.last() {
+            Some((seq, path)) => (*seq, path.clone()),
+            None => (1, segment_path(dir, 1)),
+        };
+        let mut w = SpoolWriter {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            file: open_segment(&path)?,
+            seq,
+            len: 0,
+            segment_bytes,
+        };
+        w.len = trim_torn_tail(&mut w.file).map_err(io(&path))?;
+        if w.len >= w.segment_bytes {
+            w.rotate()?;
+        }
+        Ok(w)
+    }
+
+    /// Appends findings and makes them durable. On error nothing partial stays in the file.
+    pub fn append(&mut self, findings: &[Finding]) -> Result<(), SpoolError> {
+        let mut buf = Vec::with_capacity(findings.len() * 1024);
+        for f in findings {
+            serde_json::to_writer(&mut buf, f).expect("findings serialize");
+            buf.push(b'\n');
+        }
+        let path = segment_path(&self.dir, self.seq);
+        let res = self.file.write_all(&buf).and_then(|_| self.file.sync_data());
+        if let Err(e) = res {
+            let _ = self.file.set_len(self.len);
+            let _ = self.file.seek(SeekFrom::Start(self.len));
+            return Err(io(&path)(e));
+        }
+        self.len += buf.len() as u64;
+        if self.len >= self.segment_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        self.seq += 1;
+        let path = segment_path(&self.dir, self.seq);
+        self.file = open_segment(&path)?;
+        self.len = 0;
+        // Make the new name durable too.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{seq:016}{SUFFIX}"))
+}
+
+fn open_segment(path: &Path) -> Result<File, SpoolError> {
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Cuts a partial last line (left by a crash mid-write) and returns the new length.
+fn trim_torn_tail(f: &mut File) -> std::io::Result<u64> {
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut pos = len;
+    let mut buf = [0u8; 4096];
+    loop {
+        let start = pos.saturating_sub(buf.len() as u64);
+        let n = (pos - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep != len {
+                f.set_len(keep)?;
+            }
+            f.seek(SeekFrom::End(0))?;
+            return Ok(keep);
+        }
+        if start == 0 {
+            f.set_len(0)?;
+            return Ok(0);
+        }
+        pos = start;
+    }
+}
+
+/// A line of the spool that could not be read as a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub file: PathBuf,
+    pub line: usize,
+    pub error: String,
+}
+
+/// Reads every finding in the spool, oldest first. Unreadable lines are returned separately,
+/// with file and line number, never silently dropped.
+pub fn read_all(dir: &Path) -> Result<(Vec<Finding>, Vec<BadLine>), SpoolError> {
+    let mut findings = Vec::new();
+    let mut bad = Vec::new();
+    for (_, path) in segments(dir)? {
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // rotated away
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        for (i, line) in data[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Finding>(line) {
+                Ok(f) => findings.push(f),
+                Err(e) => bad.push(BadLine { file: path.clone(), line: i + 1, error: e.to_string() }),
+            }
+        }
+    }
+    Ok((findings, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Action, Category, Mode, Severity};
+    use crate::finding::*;
+
+    fn finding(id: &str) -> Finding {
+        Finding {
+            schema: SCHEMA.into(),
+            id: id.into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            category: Category::AddedBinaryExecuted,
+            severity: Severity::Low,
+            action: Action::Blocked,
+            mode: Mode::Enforce,
+            node: "n".into(),
+            container: ContainerRef::default(),
+            process: ProcessRef::default(),
+            file: FileRef::default(),
+            mitre: vec!["T1105".into()],
+            virustotal: None,
+        }
+    }
+
+    #[test]
+    fn findings_survive_reopen_and_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        {
+            let mut w = SpoolWriter::open(&spool, 4096).unwrap();
+            for i in 0..20 {
+                w.append(&[finding(&i.to_string())]).unwrap();
+            }
+        }
+        let mut w = SpoolWriter::open(&spool, 4096).unwrap();
+        w.append(&[finding("last")]).unwrap();
+        let (all, bad) = read_all(&spool).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(all.len(), 21);
+        assert_eq!(all[0].id, "0");
+        assert_eq!(all[20].id, "last");
+        assert!(segments(&spool).unwrap().len() > 1, "rotated");
+    }
+
+    #[test]
+    fn a_torn_tail_is_trimmed_and_bad_lines_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        {
+            let mut w = SpoolWriter::open(spool, 1 << 20).unwrap();
+            w.append(&[finding("a")]).unwrap();
+        }
+        let seg = segments(spool).unwrap()[0].1.clone();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"not json\n{\"schema\":\"driftgate.finding.v1\",\"id\":\"torn").unwrap();
+        drop(f);
+        let (all, bad) = read_all(spool).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 2);
+        let mut w = SpoolWriter::open(spool, 1 << 20).unwrap();
+        w.append(&[finding("b")]).unwrap();
+        let (all, _) = read_all(spool).unwrap();
+        assert_eq!(all.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _w = SpoolWriter::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(SpoolWriter::open(dir.path(), 1 << 20), Err(SpoolError::Locked { .. })));
+    }
+}

@@ -1,0 +1,176 @@
+//! The fanotify permission group that holds execs, and the guard that guarantees every
+//! permission event gets exactly one answer.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+};
+
+use super::{Call, SysError};
+
+/// Answers that fell back to "allow" because the code that held the event dropped it without
+/// deciding (an error path). Exposed for status and tests.
+pub static IMPLICIT_ALLOWS: AtomicU64 = AtomicU64::new(0);
+
+/// A fanotify group of class `FAN_CLASS_CONTENT` with an unlimited queue, watching
+/// `FAN_OPEN_EXEC_PERM` on whole filesystems (one overlay superblock per container).
+#[derive(Debug)]
+pub struct PermGroup {
+    fan: Fanotify,
+}
+
+impl PermGroup {
+    /// Creates the group. `FAN_UNLIMITED_QUEUE` matters: on overflow the kernel drops
+    /// permission events and *allows* the access, which would be a silent bypass.
+    pub fn new() -> Result<Arc<Self>, SysError> {
+        let flags = InitFlags::FAN_CLASS_CONTENT
+            | InitFlags::FAN_UNLIMITED_QUEUE
+            | InitFlags::FAN_UNLIMITED_MARKS
+            | InitFlags::FAN_CLOEXEC
+            | InitFlags::FAN_NONBLOCK
+            | InitFlags::FAN_REPORT_TID;
+        let ev = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
+        let fan = Fanotify::init(flags, ev).call("fanotify_init")?;
+        Ok(Arc::new(Self { fan }))
+    }
+
+    /// Marks the superblock of the filesystem that `dir` (an open directory, never a path)
+    /// lives on. Taking an fd rather than a path is deliberate: a path can be remounted
+    /// between the check and the mark.
+    pub fn mark_filesystem(&self, dir: BorrowedFd<'_>) -> Result<(), SysError> {
+        self.fan
+            .mark::<_, str>(
+                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+                MaskFlags::FAN_OPEN_EXEC_PERM,
+                dir,
+                None,
+            )
+            .call("fanotify_mark")
+    }
+
+    /// Removes the mark from the superblock `dir` lives on.
+    pub fn unmark_filesystem(&self, dir: BorrowedFd<'_>) -> Result<(), SysError> {
+        self.fan
+            .mark::<_, str>(
+                MarkFlags::FAN_MARK_REMOVE | MarkFlags::FAN_MARK_FILESYSTEM,
+                MaskFlags::FAN_OPEN_EXEC_PERM,
+                dir,
+                None,
+            )
+            .call("fanotify_mark")
+    }
+
+    /// Reads the events that are ready. Returns an empty vector when none are (non-blocking).
+    pub fn read(self: &Arc<Self>) -> Result<Vec<PendingExec>, SysError> {
+        match self.fan.read_events() {
+            Ok(evs) => Ok(evs
+                .into_iter()
+                .filter_map(|ev| {
+                    // Overflow notifications carry no fd; with FAN_UNLIMITED_QUEUE there
+                    // should be none, and there is nothing to answer for them.
+                    ev.fd()?;
+                    Some(PendingExec { event: Some(ev), group: Arc::clone(self) })
+                })
+                .collect()),
+            Err(nix::errno::Errno::EAGAIN) => Ok(Vec::new()),
+            Err(e) => Err(SysError::new("read(fanotify)", e)),
+        }
+    }
+
+    /// The superblock devices this group has marks on, read from
+    /// `/proc/self/fdinfo/<fd>`. A superblock that is gone has no mark any more, which is how
+    /// the daemon learns that a container's filesystem no longer exists.
+    pub fn marked_superblocks(&self) -> std::io::Result<Vec<u64>> {
+        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.raw_fd()))?;
+        Ok(parse_fdinfo_sdevs(&text))
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fan.as_raw_fd()
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fan.as_fd()
+    }
+
+    fn respond(&self, fd: BorrowedFd<'_>, allow: bool) -> Result<(), SysError> {
+        let r = if allow { Response::FAN_ALLOW } else { Response::FAN_DENY };
+        self.fan.write_response(FanotifyResponse::new(fd, r)).call("write(fanotify_response)")
+    }
+}
+
+/// Parses `fanotify sdev:<hex> ...` lines (superblock marks) into userspace `dev_t` values.
+pub fn parse_fdinfo_sdevs(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("fanotify sdev:"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|hex| u32::from_str_radix(hex, 16).ok())
+        .map(|kdev| {
+            // Kernel-internal dev_t: 12-bit major << 20 | 20-bit minor.
+            let (major, minor) = (kdev >> 20, kdev & 0xfffff);
+            libc::makedev(major, minor)
+        })
+        .collect()
+}
+
+/// One exec held by the kernel. It owns the event's fd; it must be answered with
+/// [`PendingExec::answer`]. If it is dropped unanswered (an error path), it answers *allow*:
+/// blocking an exec forever is a node outage, and a decision that could not be made must not
+/// turn into one.
+#[derive(Debug)]
+pub struct PendingExec {
+    event: Option<FanotifyEvent>,
+    group: Arc<PermGroup>,
+}
+
+impl PendingExec {
+    /// The file being executed, opened read-only by the kernel for us.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.event.as_ref().and_then(|e| e.fd()).expect("pending exec always has an fd")
+    }
+
+    /// The thread id of the process that is executing.
+    pub fn tid(&self) -> i32 {
+        self.event.as_ref().map(|e| e.pid()).unwrap_or(0)
+    }
+
+    /// Sends the answer and closes the event fd.
+    pub fn answer(mut self, allow: bool) -> Result<(), SysError> {
+        let ev = self.event.take().expect("answered once");
+        let fd = ev.fd().expect("pending exec always has an fd");
+        self.group.respond(fd, allow)
+        // `ev` drops here and closes its fd.
+    }
+}
+
+impl Drop for PendingExec {
+    fn drop(&mut self) {
+        if let Some(ev) = self.event.take() {
+            IMPLICIT_ALLOWS.fetch_add(1, Ordering::Relaxed);
+            if let Some(fd) = ev.fd() {
+                if let Err(e) = self.group.respond(fd, true) {
+                    tracing::error!(error = %e, "could not answer a dropped exec event");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_superblock_marks_are_decoded_to_userspace_dev() {
+        let text = "pos:\t0\nflags:\t02004002\nmnt_id:\t16\nino:\t1057\n\
+                    fanotify flags:50 event-flags:88000\n\
+                    fanotify sdev:2a mflags:0 mask:40000 ignored_mask:0\n\
+                    fanotify sdev:800003 mflags:0 mask:40000 ignored_mask:0\n\
+                    fanotify ino:10 sdev:fd00001 mflags:0 mask:1 ignored_mask:0 fhandle-bytes:8\n";
+        let devs = parse_fdinfo_sdevs(text);
+        assert_eq!(devs, vec![libc::makedev(0, 0x2a), libc::makedev(8, 3)]);
+    }
+}

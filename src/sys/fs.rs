@@ -1,0 +1,226 @@
+//! Filesystem calls that must not be fooled by what a container wrote: `openat2` confined to a
+//! layer directory, single-component lookups that never follow symlinks, `statx` mount ids and
+//! overlay xattrs.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, FileStat, Mode};
+
+use super::{Call, SysError};
+
+/// The attributes that identify one version of one file: an inode, and the change time that
+/// the kernel (not the user) sets on every modification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileId {
+    pub fn from_stat(st: &FileStat) -> Self {
+        Self {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
+        }
+    }
+
+    /// The same file version, seen through a different device (overlayfs reports its own
+    /// `st_dev` but the real inode's number and times for files that were not copied up).
+    pub fn same_version_as(&self, other: &FileId) -> bool {
+        self.ino == other.ino
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ctime_ns == other.ctime_ns
+    }
+}
+
+pub fn fstat_fd(fd: BorrowedFd<'_>) -> Result<FileStat, SysError> {
+    fstat(fd).call("fstat")
+}
+
+pub fn is_regular(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+pub fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// An overlayfs whiteout: a character device 0:0.
+pub fn is_whiteout(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Opens a directory by absolute host path, `O_PATH`, not following a final symlink.
+/// Used for layer directories, whose paths come from the host's mount table.
+pub fn open_dir_path(path: &Path) -> Result<OwnedFd, SysError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .call("open(O_PATH)")
+}
+
+/// Opens a mountpoint as a readable directory (fanotify_mark rejects `O_PATH` fds).
+pub fn open_dir_readable(path: &Path) -> Result<OwnedFd, SysError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .call("open(O_DIRECTORY)")
+}
+
+/// Opens `rel` beneath `root` as `O_PATH`, refusing symlinks (anywhere), magic links, `..`
+/// escapes and mount crossings. This is how the daemon looks into a container's layers: the
+/// container wrote them, so nothing there may lead outside.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, SysError> {
+    let rel = strip_leading_slashes(rel);
+    if rel.is_empty() {
+        return Err(SysError::new("openat2", Errno::EINVAL));
+    }
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(
+        ResolveFlag::RESOLVE_BENEATH
+            | ResolveFlag::RESOLVE_NO_SYMLINKS
+            | ResolveFlag::RESOLVE_NO_MAGICLINKS
+            | ResolveFlag::RESOLVE_NO_XDEV,
+    );
+    openat2(root, OsStr::from_bytes(rel), how).call("openat2")
+}
+
+/// Opens one path component of `dir` as `O_PATH` without following it.
+pub fn open_component(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, SysError> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(SysError::new("openat", Errno::EINVAL));
+    }
+    nix::fcntl::openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .call("openat")
+}
+
+/// Re-opens an `O_PATH` fd of a regular file for reading, through `/proc/self/fd`. The caller
+/// checks that it is a regular file first, so no device or FIFO is ever opened.
+pub fn reopen_readonly(fd: BorrowedFd<'_>) -> Result<OwnedFd, SysError> {
+    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::fcntl::open(
+        p.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .call("open(/proc/self/fd)")
+}
+
+/// The path the kernel reports for an open file, as raw bytes.
+pub fn fd_path(fd: BorrowedFd<'_>) -> Result<Vec<u8>, SysError> {
+    let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::fcntl::readlink(p.as_str()).map(OsString::into_vec).call("readlink(/proc/self/fd)")
+}
+
+/// Whether the directory `dir` (an `O_PATH` fd) is an opaque overlay directory.
+pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> bool {
+    const NAMES: [&[u8]; 2] = [b"trusted.overlay.opaque\0", b"user.overlay.opaque\0"];
+    let Ok(path) = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return false;
+    };
+    for name in NAMES {
+        let mut buf = [0u8; 4];
+        // SAFETY: `path` and `name` are NUL-terminated and live across the call; `buf` is a
+        // valid writable buffer of the length passed.
+        let n = unsafe {
+            libc::getxattr(path.as_ptr(), name.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len())
+        };
+        if n >= 1 && buf[0] == b'y' {
+            return true;
+        }
+    }
+    false
+}
+
+/// The legacy (32-bit) mount id of the mount `fd` is on, as shown in `/proc/self/mountinfo`.
+pub fn statx_mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the path is a NUL-terminated empty string used with AT_EMPTY_PATH on a valid fd,
+    // and `stx` points to writable memory of the right type.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::new("statx", Errno::last()));
+    }
+    // SAFETY: statx returned 0, so it filled the structure.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(SysError::new("statx(STATX_MNT_ID)", Errno::ENOTSUP));
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// Whether `fd` lives on an overlayfs superblock.
+pub fn is_overlayfs(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
+    let st = nix::sys::statfs::fstatfs(fd).call("fstatfs")?;
+    Ok(st.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
+}
+
+/// Reads the whole of a regular file through `fd` with `pread`, feeding `sink`. Returns the
+/// number of bytes read.
+pub fn read_all_at(fd: BorrowedFd<'_>, mut sink: impl FnMut(&[u8])) -> Result<u64, SysError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off: i64 = 0;
+    loop {
+        match nix::sys::uio::pread(fd, &mut buf, off) {
+            Ok(0) => return Ok(off as u64),
+            Ok(n) => {
+                sink(&buf[..n]);
+                off += n as i64;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SysError::new("pread", e)),
+        }
+    }
+}
+
+/// Tries to take a read lease on `fd`. A read lease can only be had when nobody has the file
+/// open for writing, and while it is held, opening the file for writing blocks. That makes a
+/// hash taken under the lease a hash of what will be executed.
+pub fn try_read_lease(fd: BorrowedFd<'_>) -> Result<(), SysError> {
+    // SAFETY: fcntl with F_SETLEASE on a valid fd; no pointers are involved.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) };
+    if rc == -1 {
+        return Err(SysError::new("fcntl(F_SETLEASE)", Errno::last()));
+    }
+    Ok(())
+}
+
+pub fn release_lease(fd: BorrowedFd<'_>) {
+    // SAFETY: fcntl with F_SETLEASE on a valid fd; no pointers are involved.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+}
+
+fn strip_leading_slashes(mut p: &[u8]) -> &[u8] {
+    while let [b'/', rest @ ..] = p {
+        p = rest;
+    }
+    p
+}

@@ -1,0 +1,230 @@
+//! What `/proc` says about the process whose exec is pending.
+//!
+//! While an exec waits for our answer, `/proc/<pid>/cmdline` and `exe` still describe the *old*
+//! program. The new program's arguments are read from the pending syscall instead:
+//! `/proc/<tid>/syscall` gives the syscall number and its argument registers, and the `argv`
+//! array and strings are copied out of the process with `process_vm_readv`.
+
+use std::io::IoSliceMut;
+use std::os::unix::ffi::OsStringExt;
+
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+
+#[cfg(target_arch = "x86_64")]
+const SYS_EXECVE: i64 = 59;
+#[cfg(target_arch = "x86_64")]
+const SYS_EXECVEAT: i64 = 322;
+#[cfg(target_arch = "aarch64")]
+const SYS_EXECVE: i64 = 221;
+#[cfg(target_arch = "aarch64")]
+const SYS_EXECVEAT: i64 = 281;
+
+/// Bounds on what is copied out of a process: a hostile process can pass huge argument lists.
+pub const MAX_ARGS: usize = 256;
+pub const MAX_ARG_BYTES: usize = 4096;
+pub const MAX_TOTAL_ARG_BYTES: usize = 64 * 1024;
+
+/// Identity of the process doing the exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcStatus {
+    pub tgid: i32,
+    pub ppid: i32,
+    pub uid: u32,
+    pub name: Vec<u8>,
+}
+
+/// Parses `/proc/<pid>/status`.
+pub fn parse_status(text: &[u8]) -> ProcStatus {
+    let mut st = ProcStatus::default();
+    for line in text.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (k, v) = (&line[..colon], trim(&line[colon + 1..]));
+        match k {
+            b"Name" => st.name = unescape_status_name(v),
+            b"Tgid" => st.tgid = parse_num(v).unwrap_or(0) as i32,
+            b"PPid" => st.ppid = parse_num(v).unwrap_or(0) as i32,
+            b"Uid" => {
+                let first = v.split(|b| b.is_ascii_whitespace()).next().unwrap_or(b"");
+                st.uid = parse_num(first).unwrap_or(u64::MAX) as u32;
+            }
+            _ => {}
+        }
+    }
+    st
+}
+
+pub fn read_status(tid: i32) -> Option<ProcStatus> {
+    std::fs::read(format!("/proc/{tid}/status")).ok().map(|t| parse_status(&t))
+}
+
+pub fn read_comm(tid: i32) -> Option<Vec<u8>> {
+    let mut c = std::fs::read(format!("/proc/{tid}/comm")).ok()?;
+    if c.last() == Some(&b'\n') {
+        c.pop();
+    }
+    Some(c)
+}
+
+pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
+    std::fs::read_link(format!("/proc/{tid}/cwd")).ok().map(|p| p.into_os_string().into_vec())
+}
+
+/// The `argv` pointer of a pending execve/execveat, from the text of `/proc/<tid>/syscall`.
+pub fn pending_exec_argv_ptr(syscall_line: &str) -> Option<u64> {
+    let mut it = syscall_line.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    let args: Vec<u64> = it
+        .take(6)
+        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if args.len() < 6 {
+        return None;
+    }
+    match nr {
+        SYS_EXECVE => Some(args[1]),
+        SYS_EXECVEAT => Some(args[2]),
+        _ => None,
+    }
+}
+
+/// The arguments of the exec that thread `tid` is waiting in, or `None` when they cannot be
+/// read (not in execve, process gone, unreadable memory).
+pub fn pending_exec_args(tid: i32) -> Option<Vec<Vec<u8>>> {
+    let line = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    let argv = pending_exec_argv_ptr(&line)?;
+    let pid = Pid::from_raw(tid);
+    let mut args = Vec::new();
+    let mut total = 0usize;
+    let mut ptrs = [0u8; 8 * 32];
+    let mut idx = 0usize;
+    'outer: while args.len() < MAX_ARGS {
+        let base = argv.checked_add((idx * 8) as u64)?;
+        let n = read_remote(pid, base, &mut ptrs)?;
+        if n < 8 {
+            return None;
+        }
+        for chunk in ptrs[..n - n % 8].chunks_exact(8) {
+            let p = u64::from_ne_bytes(chunk.try_into().ok()?);
+            idx += 1;
+            if p == 0 || args.len() >= MAX_ARGS {
+                break 'outer;
+            }
+            let budget = MAX_ARG_BYTES.min(MAX_TOTAL_ARG_BYTES.saturating_sub(total));
+            if budget == 0 {
+                break 'outer;
+            }
+            let s = read_remote_cstr(pid, p, budget)?;
+            total += s.len();
+            args.push(s);
+        }
+    }
+    Some(args)
+}
+
+/// Copies up to `buf.len()` bytes from `addr` in process `pid`, stopping at the first
+/// unmapped page. Returns how many bytes were copied.
+fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    const PAGE: u64 = 4096;
+    let mut done = 0usize;
+    while done < buf.len() {
+        let a = addr + done as u64;
+        let to_page_end = (PAGE - (a % PAGE)) as usize;
+        let want = to_page_end.min(buf.len() - done);
+        let remote = [RemoteIoVec { base: a as usize, len: want }];
+        let mut local = [IoSliceMut::new(&mut buf[done..done + want])];
+        match process_vm_readv(pid, &mut local, &remote) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    (done > 0).then_some(done)
+}
+
+fn read_remote_cstr(pid: Pid, addr: u64, max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while out.len() < max {
+        let want = buf.len().min(max - out.len());
+        let n = read_remote(pid, addr + out.len() as u64, &mut buf[..want])?;
+        if let Some(z) = buf[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&buf[..z]);
+            return Some(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Some(out)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
+    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(s, |i| i + 1);
+    &v[s..e.max(s)]
+}
+
+fn parse_num(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// `/proc/<pid>/status` escapes `\n` and `\\` in the Name field.
+fn unescape_status_name(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'\\' && i + 1 < v.len() {
+            match v[i + 1] {
+                b'n' => out.push(b'\n'),
+                b'\\' => out.push(b'\\'),
+                other => {
+                    out.push(b'\\');
+                    out.push(other);
+                }
+            }
+            i += 2;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields_are_parsed() {
+        let text = b"Name:\tbad\\nname\nUmask:\t0022\nState:\tD (disk sleep)\nTgid:\t4242\n\
+                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n";
+        let st = parse_status(text);
+        assert_eq!(st, ProcStatus { tgid: 4242, ppid: 4000, uid: 1000, name: b"bad\nname".to_vec() });
+    }
+
+    #[test]
+    fn argv_pointer_comes_from_execve_and_execveat() {
+        let execve = format!("{SYS_EXECVE} 0x55d0c0 0x7ffd10 0x7ffd90 0x0 0x0 0x0 0x7ffd00 0x7f11");
+        assert_eq!(pending_exec_argv_ptr(&execve), Some(0x7ffd10));
+        let execveat = format!("{SYS_EXECVEAT} 0x3 0x55d0c0 0x7ffd20 0x7ffd90 0x1000 0x0 0x7ffd00 0x7f11");
+        assert_eq!(pending_exec_argv_ptr(&execveat), Some(0x7ffd20));
+        assert_eq!(pending_exec_argv_ptr("0 0x3 0x1 0x2 0x0 0x0 0x0 0x7ffd00 0x7f11"), None);
+        assert_eq!(pending_exec_argv_ptr("running"), None);
+        assert_eq!(pending_exec_argv_ptr(&format!("{SYS_EXECVE} 0x1")), None);
+    }
+
+    #[test]
+    fn own_process_arguments_can_be_read_through_process_vm_readv() {
+        // Build an argv array in our own memory and read it back through the remote path.
+        let a = c"first";
+        let b = c"second arg";
+        let argv: [*const libc::c_char; 3] = [a.as_ptr(), b.as_ptr(), std::ptr::null()];
+        let pid = Pid::this();
+        let mut ptrs = [0u8; 24];
+        let n = read_remote(pid, argv.as_ptr() as u64, &mut ptrs).unwrap();
+        assert_eq!(n, 24);
+        let p0 = u64::from_ne_bytes(ptrs[..8].try_into().unwrap());
+        assert_eq!(read_remote_cstr(pid, p0, 100).unwrap(), b"first");
+        assert_eq!(read_remote_cstr(pid, p0, 3).unwrap(), b"fir");
+    }
+}
