@@ -129,8 +129,8 @@ impl FastPath {
         let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
         // A file hashed before is decided right here; only hashing goes to the workers.
         match self.shared.try_complete(job, false) {
-            Ok(()) => Routed::Done,
-            Err(job) => Routed::Slow(job),
+            None => Routed::Done,
+            Some(job) => Routed::Slow(job),
         }
     }
 
@@ -178,8 +178,9 @@ impl Shared {
 
     /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job
     /// that would need a file hashed is handed back.
-    pub fn try_complete(&self, job: Job, may_hash: bool) -> Result<(), Job> {
-        let Some(outcome) = self.evaluate(&job, may_hash) else { return Err(job) };
+    #[must_use]
+    pub fn try_complete(&self, job: Job, may_hash: bool) -> Option<Job> {
+        let Some(outcome) = self.evaluate(&job, may_hash) else { return Some(job) };
         let verdict = decide(self.mode, outcome.evidence);
         let finding = verdict.finding.map(|(category, action)| {
             // Read the pending exec's arguments before answering: after "allow" the process
@@ -196,7 +197,7 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
             self.findings.send(f);
         }
-        Ok(())
+        None
     }
 
     fn evaluate(&self, job: &Job, may_hash: bool) -> Option<Outcome> {

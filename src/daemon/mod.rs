@@ -167,7 +167,7 @@ fn event_loop(
                         let tx = if job.id.size >= large_bytes { large_tx } else { small_tx };
                         if let Err(e) = tx.send(job) {
                             // Cannot happen while we hold the receivers' workers; answer anyway.
-                            fast.shared.try_complete(e.into_inner(), true).ok();
+                            let _ = fast.shared.try_complete(e.into_inner(), true);
                         }
                     }
                 }
@@ -190,7 +190,7 @@ fn event_loop(
 fn spawn_worker(name: String, shared: Arc<Shared>, rx: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(move || {
         while let Ok(job) = rx.recv() {
-            // With hashing allowed this always completes.
+            // With hashing allowed this always completes (and returns None).
             let _ = shared.try_complete(job, true);
         }
     })

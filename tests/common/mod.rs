@@ -1,0 +1,377 @@
+//! Shared helpers for the privileged suites: scratch overlay "containers" built from
+//! busybox-static, a driftgate daemon under test, and commands run inside a container's own
+//! mount and PID namespaces after pivot_root.
+//!
+//! Safety rules (see the developers' guide): the daemon under test is configured to mark only
+//! the overlays a test created (an exact-path glob; containerd discovery pointed at the test's
+//! own state dir or disabled); every wait has a deadline; processes are stopped by the pid the
+//! test started; mounts are detached on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// True when the privileged suites can run. Not root: skip loudly, except under CI where a
+/// skip is a failure.
+pub fn privileged() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} missing: run `make test` (installs busybox-static)");
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("privileged tests must run as root in CI");
+    }
+    eprintln!("SKIPPED: privileged test needs root (fanotify permission events, overlay mounts)");
+    false
+}
+
+pub fn driftgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_driftgate")
+}
+
+/// A scratch overlay container: `lower` (the image: busybox plus a few files), `upper`,
+/// `work`, mounted at `merged`.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    pub merged: PathBuf,
+    pub mounted: bool,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new().prefix("dgtest-").tempdir_in("/tmp").unwrap();
+        let root = dir.path();
+        let lower = root.join("lower");
+        for d in ["bin", "opt/img", "tmp", "etc", "proc", "dev", ".dgtest"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        std::fs::set_permissions(lower.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "cp", "cat", "chmod", "touch", "rm", "mv", "ln", "mkdir", "echo", "printf", "sleep", "seq",
+            "sync", "mount", "umount", "mknod", "test", "[",
+        ] {
+            std::os::unix::fs::symlink("busybox", lower.join("bin").join(applet)).unwrap();
+        }
+        // Image binaries that are not the shell: busybox runs the applet named like argv[0].
+        std::fs::copy(BUSYBOX, lower.join("opt/img/true")).unwrap();
+        std::fs::copy(BUSYBOX, lower.join("opt/img/false")).unwrap();
+        write_exec(&lower.join("opt/img/script.sh"), b"#!/bin/sh\necho image-script\n");
+        for d in ["upper", "work", "merged"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        let mut s = Scratch { merged: root.join("merged"), dir, mounted: false };
+        s.mount();
+        s
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lower(&self) -> PathBuf {
+        self.root().join("lower")
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.root().join("upper")
+    }
+
+    pub fn mount(&mut self) {
+        let r = self.root();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            r.join("lower").display(),
+            r.join("upper").display(),
+            r.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &self.merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .expect("mount overlay");
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH);
+            self.mounted = false;
+        }
+    }
+
+    pub fn dev(&self) -> u64 {
+        nix::sys::stat::stat(&self.merged).unwrap().st_dev
+    }
+
+    /// Runs `script` with busybox sh inside the container: new mount and PID namespaces,
+    /// pivot_root into the overlay. Returns the output once it exits (killed after `limit`).
+    pub fn run_in_container(&self, script: &str, limit: Duration) -> Output {
+        let dg = self.merged.join(".dgtest");
+        std::fs::create_dir_all(&dg).unwrap();
+        std::fs::write(dg.join("run.sh"), script).unwrap();
+        let enter = self.root().join("enter.sh");
+        std::fs::write(
+            &enter,
+            "set -e\nM=\"$1\"\nmount --bind \"$M\" \"$M\"\ncd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
+             exec /bin/busybox sh -c 'umount -l /.oldroot; rmdir /.oldroot; mount -t proc proc /proc; \
+             mount -t tmpfs dev /dev; mknod -m 666 /dev/null c 1 3; cd /; exec /bin/busybox sh /.dgtest/run.sh'\n",
+        )
+        .unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"])
+            .arg(&enter)
+            .arg(&self.merged);
+        run_with_deadline(cmd, limit)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.umount();
+    }
+}
+
+pub fn write_exec(path: &Path, content: &[u8]) {
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs a command in its own process group; kills the group if it outlives `limit`.
+pub fn run_with_deadline(cmd: Command, limit: Duration) -> Output {
+    try_run_with_deadline(cmd, limit).expect("spawn")
+}
+
+/// Like [`run_with_deadline`], but a failed exec is returned, not a panic.
+pub fn try_run_with_deadline(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.process_group(0);
+    let child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let done = Arc::new(Mutex::new(false));
+    let d2 = Arc::clone(&done);
+    let killer = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if *d2.lock().unwrap() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        true
+    });
+    let out = child.wait_with_output().expect("wait");
+    *done.lock().unwrap() = true;
+    let timed_out = killer.join().unwrap();
+    assert!(!timed_out, "command timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(out)
+}
+
+/// `name=rc` lines printed by container scripts.
+pub fn results(out: &Output) -> std::collections::HashMap<String, i32> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// A running `driftgate run` under test, killed by pid on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub spool: PathBuf,
+    pub config: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+pub struct DaemonOpts<'a> {
+    pub mode: &'a str,
+    pub globs: Vec<PathBuf>,
+    pub containerd_state: Option<PathBuf>,
+    pub journald_socket: Option<PathBuf>,
+    pub extra: &'a str,
+}
+
+impl Default for DaemonOpts<'_> {
+    fn default() -> Self {
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![],
+            containerd_state: None,
+            journald_socket: None,
+            extra: "",
+        }
+    }
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, o: DaemonOpts<'_>) -> Daemon {
+        let spool = dir.join("spool");
+        let config = dir.join("driftgate.toml");
+        let globs: Vec<String> = o.globs.iter().map(|g| format!("{:?}", g.display().to_string())).collect();
+        let containerd = match &o.containerd_state {
+            Some(s) => format!("[discovery.containerd]\nstate = {:?}\n", s.display().to_string()),
+            None => "[discovery.containerd]\nenabled = false\n".to_owned(),
+        };
+        let journald = match &o.journald_socket {
+            Some(s) => format!("[journald]\nsocket = {:?}\n", s.display().to_string()),
+            None => "[journald]\nenabled = false\n".to_owned(),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{containerd}{journald}",
+                o.mode,
+                dir.join("state").display().to_string(),
+                o.extra,
+                spool.display().to_string(),
+                globs.join(", "),
+            ),
+        )
+        .unwrap();
+        Self::start_with_config(&config, &spool)
+    }
+
+    pub fn start_with_config(config: &Path, spool: &Path) -> Daemon {
+        let mut child = Command::new(driftgate_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("DRIFTGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start driftgate");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let line = String::from_utf8_lossy(&line).into_owned();
+                if line.contains("driftgate ready") {
+                    let _ = tx.send(());
+                }
+                l2.lock().unwrap().push(line);
+            }
+        });
+        let mut d = Daemon { child, spool: spool.to_path_buf(), config: config.to_path_buf(), log };
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let log = d.log_text();
+            d.kill();
+            panic!("driftgate did not become ready:\n{log}");
+        }
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `limit` for exit; returns the exit code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Findings from the spool, waiting until at least `n` are there.
+    pub fn findings(&self, n: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let v = read_findings(&self.spool);
+            if v.len() >= n || start.elapsed() > Duration::from_secs(10) {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Superblock devices the daemon's fanotify groups have marks on.
+    pub fn marked_devs(&self) -> Vec<u64> {
+        let mut devs = Vec::new();
+        let fddir = format!("/proc/{}/fd", self.pid());
+        for ent in std::fs::read_dir(&fddir).unwrap().flatten() {
+            let target = std::fs::read_link(ent.path()).unwrap_or_default();
+            if target.to_string_lossy() != "anon_inode:[fanotify]" {
+                continue;
+            }
+            let info = std::fs::read_to_string(format!(
+                "/proc/{}/fdinfo/{}",
+                self.pid(),
+                ent.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            devs.extend(driftgate::sys::fanotify::parse_fdinfo_sdevs(&info));
+        }
+        devs
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Findings as JSON values, through the real CLI.
+pub fn read_findings(spool: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(driftgate_bin())
+        .args(["findings", "--json", "--spool-dir"])
+        .arg(spool)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "findings failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON finding"))
+        .collect()
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    let data = std::fs::read(p).unwrap();
+    let h = sha2::Sha256::digest(&data);
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
