@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suites need on a Debian machine: busybox-static (the scratch
+# containers' image), containerd + runc + umoci (the runtime suite). Idempotent.
+set -euo pipefail
+need=()
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need+=(busybox-static)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v umoci >/dev/null || need+=(umoci)
+command -v file >/dev/null || need+=(file)
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "test-deps: not root; cannot install ${need[*]} (privileged suites will be skipped)" >&2
+    exit 0
+fi
+echo "test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

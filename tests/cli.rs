@@ -1,0 +1,128 @@
+//! The CLI as a user runs it: the real binary in a temporary directory. No root needed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftgate")).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn malformed_config_exits_78_naming_file_line_and_key_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "mode = \"audit\"\n[spool]\ndir = \"/tmp/x\"\nretention = 3\n").unwrap();
+    let o = dg(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains(cfg.to_str().unwrap()), "{e}");
+    assert!(e.contains("line 4"), "{e}");
+    assert!(e.contains("retention"), "{e}");
+    assert!(!e.contains("ready"), "{e}");
+}
+
+#[test]
+fn bad_values_are_reported_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "mode = \"enforce\"\n[discovery]\noverlay_globs = [\"/ok/*\", \"/x/[\"]\n").unwrap();
+    let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("line 3: `discovery.overlay_globs[1]`"), "{}", stderr(&o));
+
+    std::fs::write(&cfg, "mode = \"enforced\"\n").unwrap();
+    let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("line 1") && stderr(&o).contains("enforced"), "{}", stderr(&o));
+
+    let o = dg(&["config", "check", "--config", dir.path().join("missing.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("missing.toml: cannot read"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_valid_config_checks_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "mode = \"enforce\"\n[spool]\ndir = \"/srv/spool\"\n[discovery]\noverlay_globs = []\n",
+    )
+    .unwrap();
+    let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mode enforce, spool /srv/spool"));
+}
+
+#[test]
+fn findings_on_an_empty_or_missing_spool_print_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in [dir.path().to_path_buf(), dir.path().join("nope")] {
+        let o = dg(&["findings", "--json", "--spool-dir", d.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+}
+
+fn finding_line(id: &str, path: &str) -> String {
+    serde_json::json!({
+        "schema": "driftgate.finding.v1", "id": id, "time": "2026-11-26T10:00:00Z",
+        "category": "ADDED_BINARY_EXECUTED", "severity": "LOW", "action": "blocked", "mode": "enforce",
+        "node": "n1",
+        "container": {"id": "c1", "runtime": "containerd", "rootfs": "/r", "name": null, "image": null,
+                      "image_digest": null, "pod_namespace": null, "pod_name": null},
+        "process": {"pid": 10, "ppid": 1, "uid": 0, "comm": "sh", "args": ["/tmp/x"], "cwd": "/"},
+        "file": {"path": path, "sha256": "ab", "size": 3, "layer": "upper"},
+        "mitre": ["T1105"], "virustotal": null
+    })
+    .to_string()
+}
+
+#[test]
+fn findings_reports_unreadable_lines_with_file_and_line_and_prints_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("findings-0000000000000001.jsonl");
+    std::fs::write(
+        &seg,
+        format!("{}\ngarbage\n{}\n", finding_line("a", "/tmp/x"), finding_line("b", "/tmp/a\nb")),
+    )
+    .unwrap();
+    let o = dg(&["findings", "--json", "--spool-dir", dir.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout.clone()).unwrap();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(stderr(&o).contains(&format!("{}: line 2", seg.display())), "{}", stderr(&o));
+    // The table escapes a hostile path onto one line.
+    let o = dg(&["findings", "--spool-dir", dir.path().to_str().unwrap()]);
+    let table = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.contains("/tmp/a\\nb"), "{table}");
+}
+
+#[test]
+fn help_is_complete_for_every_subcommand() {
+    let o = dg(&["--help"]);
+    let h = String::from_utf8(o.stdout).unwrap();
+    for sub in ["run", "findings", "config"] {
+        assert!(h.contains(sub), "{h}");
+    }
+    for (args, needles) in [
+        (&["run", "--help"][..], &["--config", "--mode", "audit", "enforce"][..]),
+        (&["findings", "--help"], &["--spool-dir", "--json", "--config"]),
+        (&["config", "check", "--help"], &["--config"]),
+    ] {
+        let o = dg(args);
+        assert!(o.status.success());
+        let h = String::from_utf8(o.stdout).unwrap();
+        for n in needles {
+            assert!(h.contains(n), "{args:?}: {h}");
+        }
+    }
+    let o = dg(&["run", "--mode", "block"]);
+    assert_eq!(o.status.code(), Some(2), "clap rejects unknown modes");
+    assert!(!Path::new("/nonexistent").exists());
+}
