@@ -5,6 +5,7 @@
 //! container mounts and looks into their layers; [`daemon`] wires the hot path; [`sink`]
 //! records findings; [`cli`] holds one module per subcommand.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod container;

@@ -341,15 +341,12 @@ fn sigkill_during_an_exec_loop_leaves_nothing_hung() {
     }
     let s = Scratch::new();
     let mut d = daemon(&s, "audit");
-    let merged = s.merged.clone();
+    let (root, merged) = (s.root().to_path_buf(), s.merged.clone());
     let spool = d.spool.clone();
     let runner = std::thread::spawn(move || {
         // Both the fast path (image) and the slow path (added) are in flight when it dies.
         let script = "mkdir /tmp/x; cp /opt/img/true /tmp/x/true\ni=0\nwhile [ $i -lt 1500 ]; do /opt/img/true; /tmp/x/true; i=$((i+1)); done\necho loop=0\n";
-        let sc = Scratch { dir: tempfile::tempdir().unwrap(), merged, mounted: false };
-        let out = sc.run_in_container(script, Duration::from_secs(120));
-        std::mem::forget(sc);
-        out
+        run_in_container(&root, &merged, script, Duration::from_secs(120))
     });
     // Wait until the daemon is deciding execs of the loop, then kill it mid-loop.
     let start = std::time::Instant::now();

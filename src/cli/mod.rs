@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand. Each returns an exit code.
 
+pub mod bench;
 pub mod config_check;
 pub mod findings;
 pub mod run;
@@ -32,6 +33,9 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +57,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Run(a) => run::run(a),
         Command::Findings(a) => findings::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
+        Command::Bench(b) => bench::run(b),
     }
 }
 

@@ -117,10 +117,17 @@ impl Scratch {
     /// Runs `script` with busybox sh inside the container: new mount and PID namespaces,
     /// pivot_root into the overlay. Returns the output once it exits (killed after `limit`).
     pub fn run_in_container(&self, script: &str, limit: Duration) -> Output {
-        let dg = self.merged.join(".dgtest");
+        run_in_container(self.root(), &self.merged, script, limit)
+    }
+}
+
+/// [`Scratch::run_in_container`] for an overlay mounted at `merged`, with helper files in `root`.
+pub fn run_in_container(root: &Path, merged: &Path, script: &str, limit: Duration) -> Output {
+    {
+        let dg = merged.join(".dgtest");
         std::fs::create_dir_all(&dg).unwrap();
         std::fs::write(dg.join("run.sh"), script).unwrap();
-        let enter = self.root().join("enter.sh");
+        let enter = root.join("enter.sh");
         std::fs::write(
             &enter,
             "set -e\nM=\"$1\"\nmount --bind \"$M\" \"$M\"\ncd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
@@ -129,9 +136,7 @@ impl Scratch {
         )
         .unwrap();
         let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"])
-            .arg(&enter)
-            .arg(&self.merged);
+        cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"]).arg(&enter).arg(merged);
         run_with_deadline(cmd, limit)
     }
 }

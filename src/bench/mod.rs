@@ -1,0 +1,6 @@
+//! Exec-latency benchmarking: a feature for operators (`driftgate bench exec`) and the
+//! project's own measurements (`cargo bench --bench exec_latency`).
+
+pub mod elf;
+pub mod exec;
+pub mod stats;
