@@ -56,6 +56,7 @@ struct RawDiscovery {
     #[serde(default)]
     overlay_globs: Vec<Spanned<String>>,
     rescan_interval_secs: Option<Spanned<u64>>,
+    mount_watch: Option<MountWatchKind>,
     #[serde(default)]
     containerd: RawContainerd,
 }
@@ -84,6 +85,17 @@ struct RawHashing {
     cache_entries: Option<Spanned<usize>>,
 }
 
+/// How mount-table changes are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountWatchKind {
+    /// fanotify mount events when the kernel has them (6.14+), else mountinfo polling.
+    #[default]
+    Auto,
+    Fanotify,
+    Mountinfo,
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,6 +109,7 @@ pub struct Config {
     pub overlay_globs: Vec<String>,
     pub overlay_globset: GlobSet,
     pub rescan_interval: Duration,
+    pub mount_watch: MountWatchKind,
     pub containerd: ContainerdConfig,
     pub journald_enabled: bool,
     pub journald_socket: PathBuf,
@@ -203,6 +216,7 @@ impl Config {
             overlay_globs: glob_strings,
             overlay_globset,
             rescan_interval: rescan,
+            mount_watch: raw.discovery.mount_watch.unwrap_or_default(),
             containerd: ContainerdConfig {
                 enabled: raw.discovery.containerd.enabled.unwrap_or(true),
                 root: raw.discovery.containerd.root.unwrap_or_else(|| "/var/lib/containerd".into()),

@@ -126,3 +126,11 @@ fn help_is_complete_for_every_subcommand() {
     assert_eq!(o.status.code(), Some(2), "clap rejects unknown modes");
     assert!(!Path::new("/nonexistent").exists());
 }
+
+#[test]
+fn the_packaged_default_config_is_valid() {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/driftgate.toml");
+    let o = dg(&["config", "check", "--config", p]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mode audit, spool /var/lib/driftgate/spool"));
+}

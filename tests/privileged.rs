@@ -419,3 +419,125 @@ fn large_added_file_does_not_hold_up_other_execs() {
     let f = d.findings(1);
     assert_eq!(f[0]["file"]["path"], "/tmp/big/true");
 }
+
+#[test]
+fn every_decision_in_audit_mode_allows_and_records_only_drift() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon(&s, "audit");
+    let out = s.run_in_container(
+        "/opt/img/true; echo image=$?\nchmod 700 /opt/img/false; /opt/img/false; echo copyup=$?\n\
+         mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo added=$?\n\
+         cp /opt/img/true /opt/img/t2; echo >> /opt/img/true; /opt/img/true; echo modified=$?\n",
+        T,
+    );
+    let r = results(&out);
+    assert_eq!((r["image"], r["copyup"], r["added"], r["modified"]), (0, 1, 0, 0), "{out:?}");
+    let f = d.findings(2);
+    let mut cats: Vec<(&str, &str, &str)> = f
+        .iter()
+        .map(|f| {
+            (
+                f["file"]["path"].as_str().unwrap(),
+                f["category"].as_str().unwrap(),
+                f["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    cats.sort();
+    assert_eq!(
+        cats,
+        vec![
+            ("/opt/img/true", "MODIFIED_BINARY_EXECUTED", "audited"),
+            ("/tmp/a/true", "ADDED_BINARY_EXECUTED", "audited")
+        ]
+    );
+}
+
+#[test]
+fn overlays_that_are_not_configured_containers_are_left_alone() {
+    if !privileged() {
+        return;
+    }
+    let ours = Scratch::new();
+    let other = Scratch::new();
+    std::fs::create_dir(other.merged.join("tmp/x")).unwrap();
+    std::fs::copy(BUSYBOX, other.merged.join("tmp/x/true")).unwrap();
+    let d = daemon(&ours, "enforce");
+    assert_eq!(d.marked_devs(), vec![ours.dev()]);
+    let out = other.run_in_container("/tmp/x/true; echo other=$?\n", T);
+    assert_eq!(results(&out)["other"], 0, "an unconfigured overlay is never intercepted: {out:?}");
+    let out = run_with_deadline(std::process::Command::new(other.merged.join("tmp/x/true")), T);
+    assert!(out.status.success());
+    assert!(read_findings(&d.spool).is_empty());
+}
+
+#[test]
+fn mountinfo_polling_fallback_marks_new_containers() {
+    if !privileged() {
+        return;
+    }
+    let mut s = Scratch::new();
+    s.umount();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_discovery: "mount_watch = \"mountinfo\"\n",
+            ..Default::default()
+        },
+    );
+    assert!(d.log_text().contains("mountinfo-poll"), "{}", d.log_text());
+    std::fs::create_dir(s.upper().join("x")).unwrap();
+    std::fs::copy(BUSYBOX, s.upper().join("x/true")).unwrap();
+    s.mount();
+    let out = s.run_in_container("/x/true; echo first=$?\n", T);
+    assert_eq!(results(&out)["first"], 126, "{out:?}\n{}", d.log_text());
+}
+
+#[test]
+fn findings_go_to_stderr_when_there_is_no_journald() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            journald_socket: Some(s.root().join("no-such-journal.sock")),
+            ..Default::default()
+        },
+    );
+    let out = s.run_in_container("mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo a=$?\n", T);
+    assert_eq!(results(&out)["a"], 126);
+    assert!(d.wait_log("driftgate-finding {", Duration::from_secs(10)), "{}", d.log_text());
+    let line = d.log_text().lines().find(|l| l.starts_with("driftgate-finding ")).unwrap().to_owned();
+    let v: Value = serde_json::from_str(line.trim_start_matches("driftgate-finding ")).unwrap();
+    assert_eq!(v["file"]["path"], "/tmp/a/true");
+    assert_eq!(d.findings(1).len(), 1, "and it is in the spool too");
+}
+
+#[test]
+fn sigint_stops_the_daemon_too() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let mut d = daemon(&s, "enforce");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid()), nix::sys::signal::Signal::SIGINT);
+    let start = std::time::Instant::now();
+    let mut code = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(st)) = d.child.try_wait() {
+            code = st.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(code, Some(0));
+}

@@ -89,7 +89,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 
     // Discovery: mark every running container before reporting ready.
     let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
-    let watch = MountWatch::open()?;
+    let watch = match cfg.mount_watch {
+        crate::config::MountWatchKind::Auto => MountWatch::open()?,
+        crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
+        crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
+    };
     disco.rescan();
     let stop = nix::sys::eventfd::EventFd::from_flags(
         nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,

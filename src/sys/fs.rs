@@ -62,15 +62,14 @@ pub fn is_whiteout(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
-/// Opens a directory by absolute host path, `O_PATH`, not following a final symlink.
-/// Used for layer directories, whose paths come from the host's mount table.
+/// Opens a layer directory by the host path overlayfs was mounted with, `O_PATH`. These paths
+/// belong to the runtime's storage (a container writes only *inside* its upper directory), and
+/// some runtimes name layers through symlinks (`overlay/l/XXXX -> ../<id>/diff`), so symlinks
+/// are followed here, as overlayfs itself did at mount time. Lookups *inside* a layer never
+/// follow one.
 pub fn open_dir_path(path: &Path) -> Result<OwnedFd, SysError> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .call("open(O_PATH)")
+    nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .call("open(O_PATH)")
 }
 
 /// Opens a mountpoint as a readable directory (fanotify_mark rejects `O_PATH` fds).

@@ -205,7 +205,10 @@ pub struct DaemonOpts<'a> {
     pub globs: Vec<PathBuf>,
     pub containerd_state: Option<PathBuf>,
     pub journald_socket: Option<PathBuf>,
+    /// Top-level TOML lines.
     pub extra: &'a str,
+    /// Lines for the `[discovery]` table.
+    pub extra_discovery: &'a str,
 }
 
 impl Default for DaemonOpts<'_> {
@@ -216,6 +219,7 @@ impl Default for DaemonOpts<'_> {
             containerd_state: None,
             journald_socket: None,
             extra: "",
+            extra_discovery: "",
         }
     }
 }
@@ -236,12 +240,13 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{containerd}{journald}",
+                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}",
                 o.mode,
                 dir.join("state").display().to_string(),
                 o.extra,
                 spool.display().to_string(),
                 globs.join(", "),
+                o.extra_discovery,
             ),
         )
         .unwrap();

@@ -1,0 +1,79 @@
+//! `driftgate bench exec` as an operator runs it: real overlay, real daemon, JSON report,
+//! nothing left behind.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn bench_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("driftgate-bench-"))
+        .count()
+}
+
+#[test]
+fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
+    if !privileged() {
+        return;
+    }
+    let mut cmd = std::process::Command::new(driftgate_bin());
+    cmd.args(["bench", "exec", "--iterations", "60", "--rounds", "2", "--json"]);
+    let out = run_with_deadline(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    let names: Vec<&str> = configs.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["none", "floor", "driftgate-audit", "driftgate-enforce"]);
+    for c in configs {
+        for k in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us", "ratio_p50", "ratio_p99"] {
+            assert!(c[k].as_f64().unwrap() > 0.0, "{k} in {c}");
+        }
+        assert_eq!(c["rounds"], 2);
+        assert_eq!(c["samples"], 120);
+    }
+    assert_eq!(configs[0]["ratio_p50"], 1.0);
+    assert_eq!(bench_mounts(), 0, "scratch overlay unmounted");
+}
+
+#[test]
+fn bench_exec_cleans_up_when_interrupted() {
+    if !privileged() {
+        return;
+    }
+    let mut child = std::process::Command::new(driftgate_bin())
+        .args([
+            "bench",
+            "exec",
+            "--iterations",
+            "100000",
+            "--rounds",
+            "50",
+            "--configs",
+            "none,driftgate-enforce",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while bench_mounts() == 0 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "bench did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    assert_eq!(bench_mounts(), 0, "scratch overlay unmounted after SIGINT");
+}
