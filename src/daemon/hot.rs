@@ -115,7 +115,7 @@ impl FastPath {
             return Routed::Done;
         }
         let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
-        for p in candidate_paths(&raw_path, container.rootfs_bytes()) {
+        for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
             if container.layers.lower_has_identical(p, &id) {
                 if self.image_files.len() >= self.image_cap {
                     self.image_files.clear();
@@ -152,6 +152,18 @@ pub fn candidate_paths<'a>(raw: &'a [u8], rootfs: &[u8]) -> Vec<&'a [u8]> {
     if !rootfs.is_empty() && raw.len() > rootfs.len() && raw.starts_with(rootfs) && raw[rootfs.len()] == b'/'
     {
         v.push(&raw[rootfs.len()..]);
+    }
+    v
+}
+
+/// For the lower-identity proof only: a file unlinked after it was opened reads back as
+/// `<path> (deleted)`. An image file can be deleted in the container (a whiteout) while still
+/// open, and its lower inode is still there, so the name without the suffix is also tried.
+/// Sound because the proof checks the inode's identity, not the name.
+pub fn identity_candidates<'a>(raw: &'a [u8], rootfs: &[u8]) -> Vec<&'a [u8]> {
+    let mut v = candidate_paths(raw, rootfs);
+    if let Some(stripped) = raw.strip_suffix(b" (deleted)") {
+        v.extend(candidate_paths(stripped, rootfs));
     }
     v
 }
@@ -412,6 +424,10 @@ mod tests {
         assert_eq!(candidate_paths(b"/run/c/rootfsX/y", root), vec![&b"/run/c/rootfsX/y"[..]]);
         assert!(candidate_paths(b"", root).is_empty());
         assert!(candidate_paths(b"memfd:x (deleted)", root).is_empty());
+        assert_eq!(
+            identity_candidates(b"/bin/ls (deleted)", root),
+            vec![&b"/bin/ls (deleted)"[..], &b"/bin/ls"[..]]
+        );
     }
 
     #[test]

@@ -89,9 +89,36 @@ pub fn pending_exec_argv_ptr(syscall_line: &str) -> Option<u64> {
     }
 }
 
+/// Whether reading a pending exec's syscall is safe on this kernel. `/proc/<tid>/syscall`
+/// takes the task's `cred_guard_mutex`. Before Linux 6.8 ("execve: open the executable file
+/// before doing anything else"), execve held that mutex while opening the file, that is, while
+/// it waits for our permission answer: reading it then would deadlock the daemon against the
+/// exec it is deciding. On those kernels the arguments are left unknown.
+pub fn pending_args_readable() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| kernel_at_least(&u.release().to_string_lossy(), (6, 8)))
+            .unwrap_or(false)
+    })
+}
+
+/// Parses `6.18.44-fc-v782` style releases.
+pub fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next()?.parse().ok()?;
+    let minor: u32 = it.next()?.parse().ok()?;
+    Some((major, minor) >= want)
+}
+
 /// The arguments of the exec that thread `tid` is waiting in, or `None` when they cannot be
-/// read (not in execve, process gone, unreadable memory).
+/// read (not in execve, process gone, unreadable memory, or a kernel where reading them could
+/// deadlock: see [`pending_args_readable`]).
 pub fn pending_exec_args(tid: i32) -> Option<Vec<Vec<u8>>> {
+    if !pending_args_readable() {
+        return None;
+    }
     let line = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
     let argv = pending_exec_argv_ptr(&line)?;
     let pid = Pid::from_raw(tid);
@@ -193,6 +220,16 @@ fn unescape_status_name(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_versions_gate_pending_argument_reads() {
+        assert_eq!(kernel_at_least("6.18.44-fc-v782", (6, 8)), Some(true));
+        assert_eq!(kernel_at_least("6.8.0-31-generic", (6, 8)), Some(true));
+        assert_eq!(kernel_at_least("6.1.0-27-amd64", (6, 8)), Some(false));
+        assert_eq!(kernel_at_least("5.15.0", (6, 8)), Some(false));
+        assert_eq!(kernel_at_least("7.0", (6, 8)), Some(true));
+        assert_eq!(kernel_at_least("garbage", (6, 8)), None);
+    }
 
     #[test]
     fn status_fields_are_parsed() {
