@@ -3,16 +3,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-fn bench_mounts() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("driftgate-bench-"))
-        .count()
+/// Mounts the benchmark made under `tmp` (each test gives it its own TMPDIR).
+fn bench_mounts(tmp: &Path) -> usize {
+    let needle = format!("{}/driftgate-bench-", tmp.display());
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&needle)).count()
 }
 
 #[test]
@@ -46,17 +45,11 @@ fn bench_exec_cleans_up_when_interrupted() {
     if !privileged() {
         return;
     }
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(driftgate_bin())
-        .args([
-            "bench",
-            "exec",
-            "--iterations",
-            "100000",
-            "--rounds",
-            "50",
-            "--configs",
-            "none,driftgate-enforce",
-        ])
+        .args(["bench", "exec", "--iterations", "100000", "--rounds", "50"])
+        .args(["--configs", "none,driftgate-enforce"])
+        .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -65,6 +58,7 @@ fn bench_exec_cleans_up_when_interrupted() {
     while bench_mounts(tmp.path()) == 0 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(bench_mounts(tmp.path()), 1, "the benchmark is running");
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
         .unwrap();

@@ -491,7 +491,7 @@ fn mountinfo_polling_fallback_marks_new_containers() {
             ..Default::default()
         },
     );
-    assert!(d.log_text().contains("mountinfo-poll"), "{}", d.log_text());
+    assert!(d.wait_log("mountinfo-poll", Duration::from_secs(5)), "{}", d.log_text());
     std::fs::create_dir(s.upper().join("x")).unwrap();
     std::fs::copy(BUSYBOX, s.upper().join("x/true")).unwrap();
     s.mount();
