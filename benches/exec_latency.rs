@@ -2,7 +2,7 @@
 //! Environment: DRIFTGATE_BENCH_ITERATIONS, DRIFTGATE_BENCH_ROUNDS, DRIFTGATE_BENCH_PIN,
 //! DRIFTGATE_BENCH_BINARY.
 
-use driftgate::bench::exec::{render, run, Options, ALL_CONFIGS};
+use driftgate::bench::exec::{default_configs, render, run, Options};
 
 fn env<T: std::str::FromStr>(k: &str) -> Option<T> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
@@ -17,7 +17,7 @@ fn main() {
         iterations: env("DRIFTGATE_BENCH_ITERATIONS").unwrap_or(2000),
         rounds: env("DRIFTGATE_BENCH_ROUNDS").unwrap_or(5),
         pin: env("DRIFTGATE_BENCH_PIN"),
-        configs: ALL_CONFIGS.iter().map(|s| s.to_string()).collect(),
+        configs: default_configs(),
         binary: std::env::var_os("DRIFTGATE_BENCH_BINARY").map(Into::into),
         driftgate: env!("CARGO_BIN_EXE_driftgate").into(),
     };

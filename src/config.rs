@@ -41,6 +41,14 @@ struct RawConfig {
     journald: RawJournald,
     #[serde(default)]
     hashing: RawHashing,
+    #[serde(default)]
+    findings: RawFindings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFindings {
+    aggregate_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +124,8 @@ pub struct Config {
     pub hash_workers: usize,
     pub large_file_bytes: u64,
     pub hash_cache_entries: usize,
+    /// Repeated identical findings within this window are recorded as one aggregate.
+    pub aggregate_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +242,7 @@ impl Config {
             hash_workers: workers,
             large_file_bytes: raw.hashing.large_file_bytes.unwrap_or(8 * 1024 * 1024),
             hash_cache_entries: cache_entries,
+            aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
         })
     }
 }

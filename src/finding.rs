@@ -29,6 +29,24 @@ pub struct Finding {
     pub file: FileRef,
     pub mitre: Vec<String>,
     pub virustotal: Option<String>,
+    /// How many execs this record stands for. 1 for a single finding; more for an aggregate
+    /// of identical findings (same container, path, hash, category and action) in one window,
+    /// whose first occurrence was recorded on its own.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+    /// For aggregates: first and last exec in the window (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -145,6 +163,9 @@ mod tests {
             file: FileRef { path, path_raw, ..Default::default() },
             mitre: vec![],
             virustotal: None,
+            count: 1,
+            first_seen: None,
+            last_seen: None,
         };
         let line = serde_json::to_string(&f).unwrap();
         assert!(!line.contains('\n'));

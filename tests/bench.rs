@@ -21,20 +21,26 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(driftgate_bin());
-    cmd.args(["bench", "exec", "--iterations", "60", "--rounds", "2", "--json"]).env("TMPDIR", tmp.path());
+    let wanted =
+        "none,floor,driftgate-audit,driftgate-enforce,driftgate-audit-cached-added,driftgate-first-exec-1m";
+    cmd.args(["bench", "exec", "--iterations", "30", "--rounds", "2", "--json", "--configs", wanted])
+        .env("TMPDIR", tmp.path());
     let out = run_with_deadline(cmd, Duration::from_secs(120));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let configs = v["configs"].as_array().unwrap();
     let names: Vec<&str> = configs.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["none", "floor", "driftgate-audit", "driftgate-enforce"]);
+    assert_eq!(names, wanted.split(',').collect::<Vec<_>>());
     for c in configs {
         for k in ["p50_us", "p90_us", "p99_us", "p999_us", "mean_us", "ratio_p50", "ratio_p99"] {
             assert!(c[k].as_f64().unwrap() > 0.0, "{k} in {c}");
         }
         assert_eq!(c["rounds"], 2);
-        assert_eq!(c["samples"], 120);
+        assert_eq!(c["samples"], 60);
     }
+    let first = &configs[5];
+    assert!(first["sha256_us"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["target_added_p50_us"].as_f64().unwrap() > first["sha256_us"].as_f64().unwrap());
     assert_eq!(configs[0]["ratio_p50"], 1.0);
     assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
@@ -73,4 +79,41 @@ fn bench_exec_cleans_up_when_interrupted() {
     assert!(!status.success());
     assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted after SIGINT");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
+}
+
+#[test]
+fn load_mode_reports_throughput_cpu_and_memory_without_failed_execs() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(driftgate_bin());
+    cmd.args([
+        "bench",
+        "exec",
+        "--containers",
+        "3",
+        "--concurrency",
+        "2",
+        "--iterations",
+        "40",
+        "--rounds",
+        "1",
+    ])
+    .args(["--configs", "none,driftgate-enforce", "--json"])
+    .env("TMPDIR", tmp.path());
+    let out = run_with_deadline(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["containers"], 3);
+    let c = v["configs"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    for x in c {
+        assert_eq!(x["execs"], 80, "{x}");
+        assert_eq!(x["failed"], 0, "{x}");
+        assert!(x["execs_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(c[1]["daemon_rss_kib"].as_u64().unwrap() > 0);
+    assert!(c[1]["daemon_cpu_ms_per_1000"].as_f64().is_some());
+    assert_eq!(bench_mounts(tmp.path()), 0);
 }

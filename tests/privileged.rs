@@ -341,7 +341,16 @@ fn sigkill_during_an_exec_loop_leaves_nothing_hung() {
         return;
     }
     let s = Scratch::new();
-    let mut d = daemon(&s, "audit");
+    // Every exec is its own finding here (no aggregation), so progress is visible in the spool.
+    let mut d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    );
     let (root, merged) = (s.root().to_path_buf(), s.merged.clone());
     let spool = d.spool.clone();
     let runner = std::thread::spawn(move || {
@@ -559,4 +568,39 @@ fn an_image_binary_deleted_while_open_still_runs_as_the_image_binary() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("applet not found"), "{out:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert!(read_findings(&d.spool).is_empty());
+}
+
+#[test]
+fn repeated_identical_findings_are_aggregated_and_every_exec_is_counted() {
+    if !privileged() {
+        return;
+    }
+    for (mode, want_rc) in [("audit", 0), ("enforce", 126)] {
+        let s = Scratch::new();
+        let d = Daemon::start(
+            s.root(),
+            DaemonOpts {
+                mode,
+                globs: vec![s.merged.clone()],
+                extra_tables: "[findings]\naggregate_window_secs = 1\n",
+                ..Default::default()
+            },
+        );
+        let out = s.run_in_container(
+            "mkdir /tmp/l; cp /opt/img/true /tmp/l/true\ni=0\nwhile [ $i -lt 50 ]; do /tmp/l/true; rc=$?; i=$((i+1)); done\n\
+             echo last=$rc\n",
+            T,
+        );
+        assert_eq!(results(&out)["last"], want_rc, "{mode}: {out:?}");
+        // The window closes after a second; the aggregate follows.
+        let f = d.findings(2);
+        assert_eq!(f.len(), 2, "{mode}: one full finding and one aggregate: {f:?}");
+        assert!(f[0].get("count").is_none(), "a single finding has no count");
+        assert!(f[0]["process"]["args"].is_array());
+        assert_eq!(f[1]["count"], 49, "{mode}");
+        assert!(f[1]["first_seen"].is_string() && f[1]["last_seen"].is_string());
+        assert_eq!(f[1]["file"]["path"], "/tmp/l/true");
+        assert_eq!(f[1]["file"]["sha256"], f[0]["file"]["sha256"]);
+        assert_ne!(f[1]["id"], f[0]["id"]);
+    }
 }

@@ -20,6 +20,12 @@ pub struct Summary {
     pub ratio_p99: Option<f64>,
     /// p50 minus the baseline's p50.
     pub added_p50_us: Option<f64>,
+    /// For first-exec configurations: time to SHA-256 the file's bytes in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_us: Option<f64>,
+    /// For first-exec configurations: the target for `added_p50_us`, 1.2 x (hash + floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_added_p50_us: Option<f64>,
 }
 
 /// Nearest-rank percentile of sorted data.
@@ -67,6 +73,8 @@ pub fn summarize(name: &str, rounds: &[Vec<f64>]) -> Summary {
         ratio_p50: None,
         ratio_p99: None,
         added_p50_us: None,
+        sha256_us: None,
+        target_added_p50_us: None,
     }
 }
 

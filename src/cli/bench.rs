@@ -3,19 +3,21 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::bench::exec::{self, Options, ALL_CONFIGS};
+use crate::bench::exec::{self, LoadOptions, Options, LOAD_CONFIGS};
 use crate::exit;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Measure spawn-and-wait latency of a small static binary in a scratch overlay container,
-    /// with no listener, the kernel's floor, and driftgate, interleaved in rounds (needs root).
+    /// Measure spawn-and-wait latency of a small static binary in scratch overlay containers,
+    /// with no listener, the kernel's floor, driftgate (and fapolicyd when installed),
+    /// interleaved in rounds (needs root). With --containers/--concurrency: exec storms.
     Exec(ExecArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Timed execs per configuration per round.
+    /// Timed execs per configuration per round (per worker in load mode). First-exec
+    /// configurations run at most 512 MiB worth of fresh files per round.
     #[arg(long, default_value_t = 2000)]
     pub iterations: usize,
     /// Rounds; configurations are interleaved within each round.
@@ -24,9 +26,18 @@ pub struct ExecArgs {
     /// Pin the benchmark (and the daemon it starts) to this CPU.
     #[arg(long, value_name = "CPU")]
     pub pin: Option<usize>,
-    /// Configurations to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = ALL_CONFIGS.iter().map(|s| s.to_string()))]
+    /// Configurations to run, comma-separated [default: all; fapolicyd only when installed].
+    /// Single mode: none, floor, driftgate-audit, driftgate-enforce, driftgate-audit-cached-added,
+    /// driftgate-first-exec-1m, driftgate-first-exec-16m, driftgate-first-exec-128m, fapolicyd.
+    /// Load mode: none, floor, driftgate-enforce, driftgate-audit-with-128m-first-execs.
+    #[arg(long, value_delimiter = ',')]
     pub configs: Vec<String>,
+    /// Load mode: number of scratch containers exec storms run in.
+    #[arg(long, value_name = "K")]
+    pub containers: Option<usize>,
+    /// Load mode: concurrent exec workers [default: 2 x CPUs].
+    #[arg(long, value_name = "C")]
+    pub concurrency: Option<usize>,
     /// A static binary to execute instead of the built-in exit(0) executable.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
@@ -52,20 +63,55 @@ pub fn run(cmd: BenchCommand) -> i32 {
             return exit::FAILURE;
         }
     };
+    let tty = std::io::stderr().is_terminal();
+    let show = |round: usize, rounds: usize, name: &str| {
+        if tty {
+            eprint!("\rround {}/{} {:<40}", round + 1, rounds, name);
+        }
+    };
+    if a.containers.is_some() || a.concurrency.is_some() {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let opts = LoadOptions {
+            containers: a.containers.unwrap_or(20).max(1),
+            concurrency: a.concurrency.unwrap_or(2 * cpus).max(1),
+            iterations: a.iterations,
+            rounds: a.rounds,
+            configs: if a.configs.is_empty() {
+                LOAD_CONFIGS.iter().map(|s| s.to_string()).collect()
+            } else {
+                a.configs
+            },
+            binary: a.binary,
+            driftgate,
+        };
+        let res = exec::run_load(&opts, |r, n| show(r, opts.rounds, n));
+        if tty {
+            eprintln!();
+        }
+        return match res {
+            Ok(r) => {
+                if a.json {
+                    println!("{}", serde_json::to_string(&r).expect("report serializes"));
+                } else {
+                    print!("{}", exec::render_load(&r));
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("driftgate: {e}");
+                exit::FAILURE
+            }
+        };
+    }
     let opts = Options {
         iterations: a.iterations,
         rounds: a.rounds,
         pin: a.pin,
-        configs: a.configs,
+        configs: if a.configs.is_empty() { exec::default_configs() } else { a.configs },
         binary: a.binary,
         driftgate,
     };
-    let tty = std::io::stderr().is_terminal();
-    let res = exec::run(&opts, |round, name| {
-        if tty {
-            eprint!("\rround {}/{} {:<24}", round + 1, opts.rounds, name);
-        }
-    });
+    let res = exec::run(&opts, |round, name| show(round, opts.rounds, name));
     if tty {
         eprintln!();
     }

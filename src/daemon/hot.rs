@@ -53,6 +53,9 @@ pub struct Shared {
     /// SHA-256 of file versions: overlay files keyed by (container generation, id), host layer
     /// files by (0, id).
     pub hashes: Mutex<BoundedMap<(u64, FileId), [u8; 32]>>,
+    /// Settled decisions of writable-layer files, so a re-executed added binary costs a lookup.
+    pub outcomes: Mutex<BoundedMap<OutcomeKey, Outcome>>,
+    pub aggregator: Arc<crate::sink::aggregate::Aggregator>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
     pub large_file_bytes: u64,
@@ -115,15 +118,25 @@ impl FastPath {
             return Routed::Done;
         }
         let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
-        for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
-            if container.layers.lower_has_identical(p, &id) {
-                if self.image_files.len() >= self.image_cap {
-                    self.image_files.clear();
+        // A writable-layer file decided before (same version, same name, same container)
+        // skips the layer lookups: `try_complete` finds it in the outcome cache.
+        let decided_before = self
+            .shared
+            .outcomes
+            .lock()
+            .ok()
+            .is_some_and(|m| m.get(&(container.generation, id, raw_path.clone())).is_some());
+        if !decided_before {
+            for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
+                if container.layers.lower_has_identical(p, &id) {
+                    if self.image_files.len() >= self.image_cap {
+                        self.image_files.clear();
+                    }
+                    self.image_files.insert(key);
+                    stats.image_fast.fetch_add(1, Ordering::Relaxed);
+                    self.answer(ev, true);
+                    return Routed::Done;
                 }
-                self.image_files.insert(key);
-                stats.image_fast.fetch_add(1, Ordering::Relaxed);
-                self.answer(ev, true);
-                return Routed::Done;
             }
         }
         let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
@@ -169,10 +182,21 @@ pub fn identity_candidates<'a>(raw: &'a [u8], rootfs: &[u8]) -> Vec<&'a [u8]> {
 }
 
 /// What the decision was based on, for building the finding.
-struct Outcome {
+#[derive(Clone)]
+pub struct Outcome {
     evidence: Evidence,
     path: Vec<u8>,
     sha256: Option<[u8; 32]>,
+}
+
+/// Key of the outcome cache: one file version, executed under one name, in one container.
+pub type OutcomeKey = (u64, FileId, Vec<u8>);
+
+/// What is read from /proc about the exec being decided, before it is answered.
+struct ProcFacts {
+    status: Option<proc::ProcStatus>,
+    args: Option<Vec<Vec<u8>>>,
+    cwd: Option<Vec<u8>>,
 }
 
 impl Shared {
@@ -192,23 +216,54 @@ impl Shared {
     /// that would need a file hashed is handed back.
     #[must_use]
     pub fn try_complete(&self, job: Job, may_hash: bool) -> Option<Job> {
-        let Some(outcome) = self.evaluate(&job, may_hash) else { return Some(job) };
-        let verdict = decide(self.mode, outcome.evidence);
-        let finding = verdict.finding.map(|(category, action)| {
-            // Read the pending exec's arguments before answering: after "allow" the process
-            // image is replaced.
-            self.build_finding(&job, &outcome, category, action)
-        });
-        log_slow(&job, &verdict);
-        self.answer(job.ev, verdict.allow);
-        if let Some(f) = finding {
-            match f.category {
-                Category::AddedBinaryExecuted => &self.stats.findings_added,
-                Category::ModifiedBinaryExecuted => &self.stats.findings_modified,
+        let key: OutcomeKey = (job.container.generation, job.id, job.raw_path.clone());
+        let cached = self.outcomes.lock().ok().and_then(|m| m.get(&key).cloned());
+        let outcome = match cached {
+            Some(o) => o,
+            None => {
+                let Some(o) = self.evaluate(&job, may_hash) else { return Some(job) };
+                // Only settled outcomes are remembered: a comparison that failed is retried.
+                let settled = matches!(
+                    o.evidence,
+                    Evidence::UpperFile(
+                        ImageAtPath::Absent | ImageAtPath::SameContent | ImageAtPath::DifferentContent
+                    )
+                ) && o.sha256.is_some();
+                if settled {
+                    if let Ok(mut m) = self.outcomes.lock() {
+                        m.insert(key, o.clone());
+                    }
+                }
+                o
             }
-            .fetch_add(1, Ordering::Relaxed);
-            self.findings.send(f);
+        };
+        let verdict = decide(self.mode, outcome.evidence);
+        log_slow(&job, &verdict);
+        let Some((category, action)) = verdict.finding else {
+            self.answer(job.ev, verdict.allow);
+            return None;
+        };
+        match category {
+            Category::AddedBinaryExecuted => &self.stats.findings_added,
+            Category::ModifiedBinaryExecuted => &self.stats.findings_modified,
         }
+        .fetch_add(1, Ordering::Relaxed);
+        let agg_key = (job.container.generation, outcome.path.clone(), outcome.sha256, category, action);
+        if self.aggregator.repeat(&agg_key, now_rfc3339) {
+            // Counted in the open window's aggregate: no /proc reads, no sink work.
+            self.answer(job.ev, verdict.allow);
+            return None;
+        }
+        // Read what /proc says about the exec before answering: after "allow" the process
+        // image is replaced, and a short program may be gone.
+        let tid = job.ev.tid();
+        let facts = self.proc_facts(tid);
+        self.answer(job.ev, verdict.allow);
+        let f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
+        if let Some(prev) = self.aggregator.opened(agg_key, &f) {
+            self.findings.send(prev);
+        }
+        self.findings.send(f);
         None
     }
 
@@ -288,18 +343,28 @@ impl Shared {
         Ok(Some(h))
     }
 
+    fn proc_facts(&self, tid: i32) -> ProcFacts {
+        ProcFacts {
+            status: proc::read_status(tid),
+            args: proc::pending_exec_args(tid),
+            cwd: proc::read_cwd(tid),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn build_finding(
         &self,
-        job: &Job,
+        c: &Container,
+        id: &FileId,
+        tid: i32,
+        facts: ProcFacts,
         o: &Outcome,
         category: Category,
         action: crate::engine::Action,
     ) -> Finding {
-        let tid = job.ev.tid();
-        let status = proc::read_status(tid);
-        let args = proc::pending_exec_args(tid);
-        let comm = proc::read_comm(tid).or_else(|| status.as_ref().map(|s| s.name.clone()));
-        let cwd = proc::read_cwd(tid);
+        let ProcFacts { status, args, cwd } = facts;
+        // The status Name is the comm of the program calling exec.
+        let comm = status.as_ref().map(|s| s.name.clone());
         let (comm, comm_raw) = split_opt(comm);
         let (cwd, cwd_raw) = split_opt(cwd);
         let (args, args_raw) = match args {
@@ -318,7 +383,6 @@ impl Shared {
         };
         let (path, path_raw) = finding::text_and_raw(&o.path);
         let sha = o.sha256.map(hex);
-        let c = &job.container;
         Finding {
             schema: finding::SCHEMA.into(),
             id: uuid::Uuid::now_v7().to_string(),
@@ -347,9 +411,12 @@ impl Shared {
                 comm_raw,
                 cwd_raw,
             },
-            file: FileRef { path, sha256: sha.clone(), size: job.id.size, layer: "upper".into(), path_raw },
+            file: FileRef { path, sha256: sha.clone(), size: id.size, layer: "upper".into(), path_raw },
             mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
             virustotal: sha.as_deref().map(finding::virustotal_url),
+            count: 1,
+            first_seen: None,
+            last_seen: None,
         }
     }
 }

@@ -72,7 +72,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         JournalTarget::Stderr
     };
     let sink_stats = Arc::new(SinkStats::default());
-    let (findings, sink_thread) = sink::start(spool, journal, Arc::clone(&sink_stats));
+    let aggregator = Arc::new(sink::aggregate::Aggregator::new(cfg.aggregate_window));
+    let (findings, sink_thread) =
+        sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator));
 
     let group = PermGroup::new()?;
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
@@ -82,6 +84,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         node: cfg.node_name.clone(),
         registry: Arc::clone(&registry),
         hashes: Mutex::new(cache::BoundedMap::new(cfg.hash_cache_entries)),
+        outcomes: Mutex::new(cache::BoundedMap::new(cfg.hash_cache_entries)),
+        aggregator,
         findings,
         stats: Arc::clone(&hot_stats),
         large_file_bytes: cfg.large_file_bytes,

@@ -2,6 +2,7 @@
 //! journald). Runs on its own thread; the hot path only ever `try_send`s into a bounded queue,
 //! so a slow disk never holds up an exec.
 
+pub mod aggregate;
 pub mod journald;
 pub mod spool;
 
@@ -9,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::finding::Finding;
 use journald::{printable, Entry, Journal};
@@ -60,24 +63,43 @@ pub fn start(
     mut spool: SpoolWriter,
     journal: JournalTarget,
     stats: Arc<SinkStats>,
+    aggregator: Arc<aggregate::Aggregator>,
 ) -> (FindingSender, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded::<Finding>(65536);
     let st = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
-        .spawn(move || run(&mut spool, &journal, &rx, &st))
+        .spawn(move || run(&mut spool, &journal, &rx, &st, &aggregator))
         .expect("spawn sink thread");
     (FindingSender { tx, stats }, handle)
 }
 
-fn run(spool: &mut SpoolWriter, journal: &JournalTarget, rx: &Receiver<Finding>, stats: &SinkStats) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+fn run(
+    spool: &mut SpoolWriter,
+    journal: &JournalTarget,
+    rx: &Receiver<Finding>,
+    stats: &SinkStats,
+    aggregator: &aggregate::Aggregator,
+) {
+    let tick = Duration::from_millis(500);
+    let mut open = true;
+    while open {
+        let mut batch = Vec::new();
+        match rx.recv_timeout(tick) {
+            Ok(f) => batch.push(f),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
         while batch.len() < 512 {
             match rx.try_recv() {
                 Ok(f) => batch.push(f),
                 Err(_) => break,
             }
+        }
+        // Windows that closed become aggregate records; at shutdown all of them do.
+        batch.extend(aggregator.flush(!open));
+        if batch.is_empty() {
+            continue;
         }
         match spool.append(&batch) {
             Ok(()) => {

@@ -228,6 +228,9 @@ mod tests {
             file: FileRef::default(),
             mitre: vec!["T1105".into()],
             virustotal: None,
+            count: 1,
+            first_seen: None,
+            last_seen: None,
         }
     }
 

@@ -58,14 +58,6 @@ pub fn read_status(tid: i32) -> Option<ProcStatus> {
     std::fs::read(format!("/proc/{tid}/status")).ok().map(|t| parse_status(&t))
 }
 
-pub fn read_comm(tid: i32) -> Option<Vec<u8>> {
-    let mut c = std::fs::read(format!("/proc/{tid}/comm")).ok()?;
-    if c.last() == Some(&b'\n') {
-        c.pop();
-    }
-    Some(c)
-}
-
 pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{tid}/cwd")).ok().map(|p| p.into_os_string().into_vec())
 }

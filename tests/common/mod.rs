@@ -209,6 +209,8 @@ pub struct DaemonOpts<'a> {
     pub extra: &'a str,
     /// Lines for the `[discovery]` table.
     pub extra_discovery: &'a str,
+    /// Whole tables appended at the end.
+    pub extra_tables: &'a str,
 }
 
 impl Default for DaemonOpts<'_> {
@@ -220,6 +222,7 @@ impl Default for DaemonOpts<'_> {
             journald_socket: None,
             extra: "",
             extra_discovery: "",
+            extra_tables: "",
         }
     }
 }
@@ -240,13 +243,14 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}",
+                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}{}",
                 o.mode,
                 dir.join("state").display().to_string(),
                 o.extra,
                 spool.display().to_string(),
                 globs.join(", "),
                 o.extra_discovery,
+                o.extra_tables,
             ),
         )
         .unwrap();

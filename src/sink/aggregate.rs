@@ -1,0 +1,170 @@
+//! Aggregation of repeated identical findings, so that a loop in a container does not flood
+//! the node: the first finding for a (container, path, SHA-256, category, action) in a window
+//! is recorded in full; repeats within the window only count (the hot path skips reading
+//! `/proc` and the sinks skip writing); when the window ends one aggregate record with
+//! `count`, `first_seen` and `last_seen` is written. Every exec is accounted for.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::engine::{Action, Category};
+use crate::finding::Finding;
+
+/// (container generation, path bytes, sha256, category, action)
+pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);
+
+struct State {
+    opened: Instant,
+    first: Finding,
+    repeats: u64,
+    first_repeat: Option<String>,
+    last_repeat: Option<String>,
+}
+
+pub struct Aggregator {
+    window: Duration,
+    map: Mutex<HashMap<AggKey, State>>,
+}
+
+impl Aggregator {
+    /// `window` zero disables aggregation.
+    pub fn new(window: Duration) -> Self {
+        Self { window, map: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a repeat if a window is open for `key`. Returns false when the caller must
+    /// build and record a full finding (then [`Aggregator::opened`]).
+    pub fn repeat(&self, key: &AggKey, now_rfc3339: impl FnOnce() -> String) -> bool {
+        if self.window.is_zero() {
+            return false;
+        }
+        let Ok(mut m) = self.map.lock() else { return false };
+        match m.get_mut(key) {
+            Some(st) if st.opened.elapsed() < self.window => {
+                let now = now_rfc3339();
+                st.repeats += 1;
+                if st.first_repeat.is_none() {
+                    st.first_repeat = Some(now.clone());
+                }
+                st.last_repeat = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Opens a window after a full finding was recorded. Returns an aggregate to record if a
+    /// previous window for the same key still had uncounted repeats.
+    pub fn opened(&self, key: AggKey, first: &Finding) -> Option<Finding> {
+        if self.window.is_zero() {
+            return None;
+        }
+        let mut m = self.map.lock().ok()?;
+        let prev = m.insert(
+            key,
+            State {
+                opened: Instant::now(),
+                first: first.clone(),
+                repeats: 0,
+                first_repeat: None,
+                last_repeat: None,
+            },
+        );
+        prev.and_then(aggregate)
+    }
+
+    /// Closes windows older than the window length (all of them with `all`), returning the
+    /// aggregates to record.
+    pub fn flush(&self, all: bool) -> Vec<Finding> {
+        let Ok(mut m) = self.map.lock() else { return Vec::new() };
+        let expired: Vec<AggKey> = m
+            .iter()
+            .filter(|(_, st)| all || st.opened.elapsed() >= self.window)
+            .map(|(k, _)| k.clone())
+            .collect();
+        expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(aggregate).collect()
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+fn aggregate(st: State) -> Option<Finding> {
+    if st.repeats == 0 {
+        return None;
+    }
+    let mut f = st.first;
+    f.id = uuid::Uuid::now_v7().to_string();
+    f.count = st.repeats;
+    f.first_seen = st.first_repeat;
+    f.last_seen = st.last_repeat.clone();
+    f.time = st.last_repeat.unwrap_or(f.time);
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::*;
+
+    fn finding() -> Finding {
+        Finding {
+            schema: SCHEMA.into(),
+            id: "first".into(),
+            time: "t0".into(),
+            category: Category::AddedBinaryExecuted,
+            severity: Category::AddedBinaryExecuted.severity(),
+            action: Action::Audited,
+            mode: crate::engine::Mode::Audit,
+            node: "n".into(),
+            container: ContainerRef::default(),
+            process: ProcessRef::default(),
+            file: FileRef::default(),
+            mitre: vec![],
+            virustotal: None,
+            count: 1,
+            first_seen: None,
+            last_seen: None,
+        }
+    }
+
+    fn key(path: &str) -> AggKey {
+        (1, path.as_bytes().to_vec(), Some([7; 32]), Category::AddedBinaryExecuted, Action::Audited)
+    }
+
+    #[test]
+    fn repeats_in_a_window_become_one_aggregate_and_every_exec_is_counted() {
+        let a = Aggregator::new(Duration::from_secs(3600));
+        assert!(!a.repeat(&key("/x"), || "t".into()), "nothing open yet");
+        assert!(a.opened(key("/x"), &finding()).is_none());
+        for i in 0..99 {
+            assert!(a.repeat(&key("/x"), || format!("t{i}")));
+        }
+        assert!(!a.repeat(&key("/y"), || "t".into()), "another path is not a repeat");
+        assert!(a.flush(false).is_empty(), "window still open");
+        let agg = a.flush(true);
+        assert_eq!(agg.len(), 1);
+        assert_eq!(agg[0].count, 99);
+        assert_eq!(agg[0].first_seen.as_deref(), Some("t0"));
+        assert_eq!(agg[0].last_seen.as_deref(), Some("t98"));
+        assert_ne!(agg[0].id, "first");
+    }
+
+    #[test]
+    fn a_zero_window_disables_aggregation() {
+        let a = Aggregator::new(Duration::ZERO);
+        assert!(a.opened(key("/x"), &finding()).is_none());
+        assert!(!a.repeat(&key("/x"), || "t".into()));
+    }
+
+    #[test]
+    fn expired_windows_are_flushed_and_reopened() {
+        let a = Aggregator::new(Duration::from_millis(1));
+        a.opened(key("/x"), &finding());
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!a.repeat(&key("/x"), || "t".into()), "expired window: record in full again");
+        assert!(a.flush(false).is_empty(), "no repeats, nothing to record");
+    }
+}
