@@ -269,7 +269,7 @@ impl Listener {
                 .map_err(setup("write config"))?;
                 let log_path = root.join("driftgate.log");
                 let log = std::fs::File::create(&log_path).map_err(setup("daemon log"))?;
-                let child = Command::new(driftgate)
+                let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
                     .args(["run", "--config"])
                     .arg(&cfg)
                     .env("DRIFTGATE_LOG", "info")
@@ -868,7 +868,7 @@ mod fapolicyd {
         }
         let log_path = root.join("fapolicyd.log");
         let log = std::fs::File::create(&log_path).map_err(setup("fapolicyd log"))?;
-        let child = Command::new(exe)
+        let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(exe))
             .arg("--debug-deny")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(setup("log"))?)

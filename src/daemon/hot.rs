@@ -453,7 +453,13 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 
         Err(_) => false,
     };
     let mut h = Sha256::new();
-    let res = sfs::read_all_at(fd, |b| h.update(b));
+    // Under a lease the file is hashed straight from a mapping (no copy); without one, a
+    // truncation could turn a mapping into SIGBUS, so it is read with pread.
+    let res = if leased {
+        sfs::read_all_mapped_leased(fd, id.size, |b| h.update(b)).map(|()| id.size)
+    } else {
+        sfs::read_all_at(fd, |b| h.update(b))
+    };
     let after = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s));
     if leased {
         sfs::release_lease(fd);

@@ -69,7 +69,10 @@ pub fn start(
     let st = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
-        .spawn(move || run(&mut spool, &journal, &rx, &st, &aggregator))
+        .spawn(move || {
+            crate::sys::process::lower_this_thread_priority(10);
+            run(&mut spool, &journal, &rx, &st, &aggregator)
+        })
         .expect("spawn sink thread");
     (FindingSender { tx, stats }, handle)
 }

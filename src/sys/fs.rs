@@ -223,3 +223,35 @@ fn strip_leading_slashes(mut p: &[u8]) -> &[u8] {
     }
     p
 }
+
+/// Reads a regular file of `len` bytes by mapping it, feeding `sink` with the mapped bytes
+/// (no copy into a buffer). Only for a file on which the caller holds a read lease: the lease
+/// keeps writers, and so truncation, out while the mapping exists, and a truncated mapping
+/// would raise SIGBUS.
+pub fn read_all_mapped_leased(
+    fd: BorrowedFd<'_>,
+    len: u64,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), SysError> {
+    use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
+    let Some(len_nz) = std::num::NonZeroUsize::new(len as usize) else {
+        return Ok(());
+    };
+    // SAFETY: a fresh private read-only mapping of a file we hold open; no existing memory is
+    // affected. The returned pointer is valid for `len` bytes until munmap below.
+    let ptr =
+        unsafe { mmap(None, len_nz, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE, fd, 0) }.call("mmap")?;
+    // SAFETY: `ptr`/`len` describe the mapping just created.
+    let _ = unsafe { madvise(ptr, len as usize, MmapAdvise::MADV_SEQUENTIAL) };
+    {
+        // SAFETY: the mapping is readable for `len` bytes and, under the caller's read lease,
+        // the file cannot be truncated or written while the slice lives; the slice does not
+        // outlive this block, which ends before munmap.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), len as usize) };
+        for chunk in bytes.chunks(1 << 20) {
+            sink(chunk);
+        }
+    }
+    // SAFETY: unmapping exactly the mapping created above, after its last use.
+    unsafe { munmap(ptr, len as usize) }.call("munmap")
+}

@@ -8,6 +8,7 @@ pub mod fanotify;
 pub mod fs;
 pub mod mountwatch;
 pub mod proc;
+pub mod process;
 
 use nix::errno::Errno;
 
