@@ -18,6 +18,8 @@ pub struct Summary {
     pub round_spread: f64,
     pub ratio_p50: Option<f64>,
     pub ratio_p99: Option<f64>,
+    /// The configuration the ratios are taken against.
+    pub baseline: Option<String>,
     /// p50 minus the baseline's p50.
     pub added_p50_us: Option<f64>,
     /// For first-exec configurations: time to SHA-256 the file's bytes in memory.
@@ -72,6 +74,7 @@ pub fn summarize(name: &str, rounds: &[Vec<f64>]) -> Summary {
         round_spread: spread,
         ratio_p50: None,
         ratio_p99: None,
+        baseline: None,
         added_p50_us: None,
         sha256_us: None,
         target_added_p50_us: None,
@@ -83,6 +86,7 @@ pub fn relate(s: &mut Summary, base: &Summary) {
     s.ratio_p50 = Some(s.p50_us / base.p50_us);
     s.ratio_p99 = Some(s.p99_us / base.p99_us);
     s.added_p50_us = Some(s.p50_us - base.p50_us);
+    s.baseline = Some(base.name.clone());
 }
 
 #[cfg(test)]

@@ -441,6 +441,10 @@ fn log_slow(job: &Job, v: &Verdict) {
     );
 }
 
+/// Files below this size are hashed from a mapping; larger ones with `pread`: tearing down a
+/// large mapping holds the daemon's mmap lock long enough to stall its other threads.
+const MAP_LIMIT: u64 = 4 << 20;
+
 /// Hashes a file through `fd` so that the result is the content that will execute: under a
 /// read lease when the filesystem allows one (a lease cannot be had while anyone has the file
 /// open for writing, and blocks new writers while held), and with a re-check that the file
@@ -455,7 +459,7 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 
     let mut h = Sha256::new();
     // Under a lease the file is hashed straight from a mapping (no copy); without one, a
     // truncation could turn a mapping into SIGBUS, so it is read with pread.
-    let res = if leased {
+    let res = if leased && id.size < MAP_LIMIT {
         sfs::read_all_mapped_leased(fd, id.size, |b| h.update(b)).map(|()| id.size)
     } else {
         sfs::read_all_at(fd, |b| h.update(b))

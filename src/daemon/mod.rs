@@ -111,9 +111,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (large_tx, large_rx) = crossbeam_channel::unbounded::<Job>();
     let mut workers = Vec::new();
     for i in 0..cfg.hash_workers {
-        workers.push(spawn_worker(format!("driftgate-hash-{i}"), Arc::clone(&shared), small_rx.clone())?);
+        workers.push(spawn_worker(
+            format!("driftgate-hash-{i}"),
+            Arc::clone(&shared),
+            small_rx.clone(),
+            false,
+        )?);
     }
-    workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx)?);
+    workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx, true)?);
     drop(small_rx);
 
     let watched = registry.load().by_dev.len();
@@ -195,8 +200,21 @@ fn event_loop(
     }
 }
 
-fn spawn_worker(name: String, shared: Arc<Shared>, rx: Receiver<Job>) -> std::io::Result<JoinHandle<()>> {
+/// A hashing worker. The large-file worker runs in `SCHED_IDLE`: a long hash takes spare CPU
+/// and is preempted at once by anything deciding or running other execs.
+fn spawn_worker(
+    name: String,
+    shared: Arc<Shared>,
+    rx: Receiver<Job>,
+    idle: bool,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(move || {
+        if idle {
+            if let Err(e) = crate::sys::process::set_this_thread_idle_policy() {
+                tracing::warn!(error = %e, "could not move the large-file hashing thread to SCHED_IDLE");
+                crate::sys::process::lower_this_thread_priority(19);
+            }
+        }
         while let Ok(job) = rx.recv() {
             // With hashing allowed this always completes (and returns None).
             let _ = shared.try_complete(job, true);

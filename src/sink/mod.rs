@@ -33,13 +33,14 @@ pub struct SinkStats {
 /// The hot path's handle.
 #[derive(Clone)]
 pub struct FindingSender {
-    tx: Sender<Finding>,
+    // Boxed: a bounded channel allocates all its slots up front.
+    tx: Sender<Box<Finding>>,
     stats: Arc<SinkStats>,
 }
 
 impl FindingSender {
     pub fn send(&self, f: Finding) {
-        match self.tx.try_send(f) {
+        match self.tx.try_send(Box::new(f)) {
             Ok(()) => {}
             Err(TrySendError::Full(f)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -65,7 +66,7 @@ pub fn start(
     stats: Arc<SinkStats>,
     aggregator: Arc<aggregate::Aggregator>,
 ) -> (FindingSender, JoinHandle<()>) {
-    let (tx, rx) = crossbeam_channel::bounded::<Finding>(65536);
+    let (tx, rx) = crossbeam_channel::bounded::<Box<Finding>>(65536);
     let st = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
@@ -80,22 +81,22 @@ pub fn start(
 fn run(
     spool: &mut SpoolWriter,
     journal: &JournalTarget,
-    rx: &Receiver<Finding>,
+    rx: &Receiver<Box<Finding>>,
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
 ) {
     let tick = Duration::from_millis(500);
     let mut open = true;
     while open {
-        let mut batch = Vec::new();
+        let mut batch: Vec<Finding> = Vec::new();
         match rx.recv_timeout(tick) {
-            Ok(f) => batch.push(f),
+            Ok(f) => batch.push(*f),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
         while batch.len() < 512 {
             match rx.try_recv() {
-                Ok(f) => batch.push(f),
+                Ok(f) => batch.push(*f),
                 Err(_) => break,
             }
         }

@@ -31,3 +31,19 @@ pub fn lower_this_thread_priority(by: i32) {
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (cur + by).min(19));
     }
 }
+
+/// Moves the calling thread to `SCHED_IDLE`. A waking normal task preempts an idle-policy task
+/// at once (a low nice value alone can still hold the CPU for a scheduler slice, which showed
+/// up as millisecond stalls of other execs while a large file was hashed). The thread still
+/// progresses: it gets all spare CPU, and a small share under saturation.
+pub fn set_this_thread_idle_policy() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid, initialised
+    // sched_param that lives across the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
