@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::FileStat;
 
 use crate::sys::fs::{
-    fstat_fd, is_dir, is_opaque_dir, is_regular, is_whiteout, open_beneath, open_component, open_dir_path,
-    FileId,
+    fstat_fd, is_opaque_dir, is_regular, is_whiteout, open_beneath, open_component, open_component_dir,
+    open_dir_path, FileId,
 };
 use crate::sys::SysError;
 
@@ -112,6 +112,27 @@ impl Layers {
             let last = depth + 1 == comps.len();
             let mut next: Vec<(usize, OwnedFd)> = Vec::new();
             for (layer, dir) in &dirs {
+                if !last {
+                    // A directory on the way: open it as one, or learn that something else
+                    // (file, whiteout, symlink) is here, which hides this name below.
+                    match open_component_dir(dir.as_fd(), name) {
+                        Ok(fd) => {
+                            let opaque = is_opaque_dir(fd.as_fd());
+                            next.push((*layer, fd));
+                            if opaque {
+                                break;
+                            }
+                        }
+                        Err(e) if e.errno == nix::errno::Errno::ENOENT => continue,
+                        Err(e)
+                            if matches!(e.errno, nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) =>
+                        {
+                            break
+                        }
+                        Err(e) => return ImageLookup::Failed(e),
+                    }
+                    continue;
+                }
                 let fd = match open_component(dir.as_fd(), name) {
                     Ok(fd) => fd,
                     Err(e) if e.errno == nix::errno::Errno::ENOENT => continue,
@@ -121,27 +142,9 @@ impl Layers {
                     Ok(st) => st,
                     Err(e) => return ImageLookup::Failed(e),
                 };
+                // The first layer that has the name decides it.
                 if is_whiteout(&st) {
-                    break; // hides this name in every layer below
-                }
-                if is_dir(&st) {
-                    if last {
-                        return if next.is_empty() { ImageLookup::NotRegular } else { break };
-                    }
-                    let opaque = is_opaque_dir(fd.as_fd());
-                    next.push((*layer, fd));
-                    if opaque {
-                        break;
-                    }
-                    continue;
-                }
-                // A non-directory: it is the result if nothing above it was a directory;
-                // either way it hides everything below.
-                if !next.is_empty() {
-                    break;
-                }
-                if !last {
-                    return ImageLookup::Absent; // a file where a directory would have to be
+                    return ImageLookup::Absent;
                 }
                 if is_regular(&st) {
                     return ImageLookup::File(LayerFile { fd, stat: st, lower_index: Some(*layer) });
@@ -158,5 +161,91 @@ impl Layers {
 
     pub fn has_upper(&self) -> bool {
         self.upper.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn mkfile(p: &Path, content: &[u8]) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// Whiteouts are character devices 0:0 and opaque markers are trusted.* xattrs: both need
+    /// root. Returns false (and says so) when they cannot be made.
+    fn whiteout(p: &Path) -> bool {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        nix::sys::stat::mknod(p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).is_ok()
+    }
+
+    fn opaque(p: &Path) -> bool {
+        std::fs::create_dir_all(p).unwrap();
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated path and name, a 1-byte value buffer that outlives the call.
+        unsafe {
+            libc::setxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0) == 0
+        }
+    }
+
+    fn found(l: &Layers, p: &[u8]) -> Option<usize> {
+        match l.image_lookup(p) {
+            ImageLookup::File(f) => Some(f.lower_index.unwrap()),
+            ImageLookup::Absent => None,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn union_lookup_honours_layer_order_whiteouts_opaque_dirs_and_hiding_files() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, mid, bottom) = (d.path().join("top"), d.path().join("mid"), d.path().join("bottom"));
+        for l in [&top, &mid, &bottom] {
+            std::fs::create_dir_all(l).unwrap();
+        }
+        mkfile(&bottom.join("bin/a"), b"bottom a");
+        mkfile(&mid.join("bin/a"), b"mid a");
+        mkfile(&bottom.join("bin/b"), b"bottom b");
+        mkfile(&bottom.join("opt/x/tool"), b"tool");
+        mkfile(&mid.join("opt/x"), b"a file hiding the directory below");
+        mkfile(&bottom.join("srv/d/old"), b"old");
+        mkfile(&top.join("srv/d/new"), b"new");
+        let l = Layers::open(None, &[top.clone(), mid.clone(), bottom.clone()]).unwrap();
+        assert_eq!(found(&l, b"/bin/a"), Some(1), "the highest layer wins");
+        assert_eq!(found(&l, b"/bin/b"), Some(2), "directories merge");
+        assert_eq!(found(&l, b"/opt/x/tool"), None, "a file in a higher layer hides a directory");
+        assert_eq!(found(&l, b"/srv/d/old"), Some(2));
+        assert_eq!(found(&l, b"/nope"), None);
+        assert_eq!(found(&l, b"/bin/../bin/a"), None, "dot-dot is never walked");
+        assert!(matches!(l.image_lookup(b"/bin"), ImageLookup::NotRegular));
+
+        if !whiteout(&top.join("bin/b")) || !opaque(&top.join("srv/d")) {
+            eprintln!("SKIPPED (needs root): whiteout and opaque-directory cases");
+            return;
+        }
+        let l = Layers::open(None, &[top, mid, bottom]).unwrap();
+        assert_eq!(found(&l, b"/bin/b"), None, "a whiteout deletes the name");
+        assert_eq!(found(&l, b"/bin/a"), Some(1));
+        assert_eq!(found(&l, b"/srv/d/new"), Some(0));
+        assert_eq!(found(&l, b"/srv/d/old"), None, "an opaque directory hides the layers below");
+    }
+
+    #[test]
+    fn symlinks_in_a_layer_are_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let layer = d.path().join("l");
+        mkfile(&d.path().join("outside/secret"), b"host file");
+        std::fs::create_dir_all(layer.join("bin")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside"), layer.join("escape")).unwrap();
+        std::os::unix::fs::symlink("../../outside/secret", layer.join("bin/link")).unwrap();
+        let l = Layers::open(Some(&layer), &[layer.clone()]).unwrap();
+        assert_eq!(found(&l, b"/escape/secret"), None);
+        assert!(matches!(l.image_lookup(b"/bin/link"), ImageLookup::NotRegular));
+        assert!(l.upper_file(b"/escape/secret").is_none());
+        assert!(l.upper_file(b"/bin/link").is_none());
+        let st = nix::sys::stat::stat(&d.path().join("outside/secret")).unwrap();
+        assert!(!l.lower_has_identical(b"/escape/secret", &FileId::from_stat(&st)));
     }
 }

@@ -2,7 +2,7 @@
 //! layer directory, single-component lookups that never follow symlinks, `statx` mount ids and
 //! overlay xattrs.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
@@ -131,19 +131,31 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> Result<Vec<u8>, SysError> {
     nix::fcntl::readlink(p.as_str()).map(OsString::into_vec).call("readlink(/proc/self/fd)")
 }
 
-/// Whether the directory `dir` (an `O_PATH` fd) is an opaque overlay directory.
+/// Opens one path component of `dir` as a readable directory, never following a symlink.
+/// `O_DIRECTORY` makes the kernel refuse a non-directory (`ENOTDIR`) before opening it, so no
+/// device node is ever opened; a symlink gives `ELOOP`.
+pub fn open_component_dir(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, SysError> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(SysError::new("openat", Errno::EINVAL));
+    }
+    nix::fcntl::openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .call("openat(O_DIRECTORY)")
+}
+
+/// Whether `dir` (a readable directory fd) is an opaque overlay directory.
 pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> bool {
-    const NAMES: [&[u8]; 2] = [b"trusted.overlay.opaque\0", b"user.overlay.opaque\0"];
-    let Ok(path) = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
-        return false;
-    };
+    const NAMES: [&std::ffi::CStr; 2] = [c"trusted.overlay.opaque", c"user.overlay.opaque"];
     for name in NAMES {
         let mut buf = [0u8; 4];
-        // SAFETY: `path` and `name` are NUL-terminated and live across the call; `buf` is a
-        // valid writable buffer of the length passed.
-        let n = unsafe {
-            libc::getxattr(path.as_ptr(), name.as_ptr().cast(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        // SAFETY: `name` is NUL-terminated and lives across the call; `buf` is a valid writable
+        // buffer of the length passed; `dir` is an open fd.
+        let n =
+            unsafe { libc::fgetxattr(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 1 && buf[0] == b'y' {
             return true;
         }

@@ -1,0 +1,86 @@
+//! Micro-benchmarks of the hot path's pieces: `cargo bench --bench hot_path`.
+//! (IoC and manifest lookups arrive with the manifest index and IoC set.)
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use driftgate::container::layers::Layers;
+use driftgate::daemon::cache::BoundedMap;
+use driftgate::daemon::hot::{candidate_paths, identity_candidates};
+use driftgate::engine::{decide, Evidence, ImageAtPath, Mode};
+use driftgate::sys::fs::{fstat_fd, FileId};
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("decide/image_file", |b| {
+        b.iter(|| decide(black_box(Mode::Enforce), black_box(Evidence::ImageFile)))
+    });
+    c.bench_function("decide/added", |b| {
+        b.iter(|| decide(black_box(Mode::Enforce), black_box(Evidence::UpperFile(ImageAtPath::Absent))))
+    });
+
+    // Hash-cache hit: the lookup a re-executed file costs.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let file = std::fs::File::open(&f).unwrap();
+    let id = FileId::from_stat(&fstat_fd(file.as_fd()).unwrap());
+    let mut cache = BoundedMap::new(65536);
+    for i in 0..50_000u64 {
+        let mut k = id;
+        k.ino = i + 1_000_000;
+        cache.insert((1u64, k), [0u8; 32]);
+    }
+    cache.insert((1, id), [7u8; 32]);
+    c.bench_function("hash_cache/hit", |b| b.iter(|| black_box(cache.get(black_box(&(1, id))))));
+
+    let root = b"/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs";
+    c.bench_function("paths/candidates", |b| {
+        b.iter(|| candidate_paths(black_box(b"/usr/local/bin/app"), black_box(&root[..])))
+    });
+    c.bench_function("paths/identity_candidates_deleted", |b| {
+        b.iter(|| identity_candidates(black_box(b"/usr/local/bin/app (deleted)"), black_box(&root[..])))
+    });
+
+    // Layer lookups on real directories: three lower layers, the file in the bottom one.
+    let layers_dir = tempfile::tempdir().unwrap();
+    let mut lowers: Vec<PathBuf> = Vec::new();
+    for i in 0..3 {
+        let l = layers_dir.path().join(format!("l{i}"));
+        std::fs::create_dir_all(l.join("usr/local/bin")).unwrap();
+        lowers.push(l);
+    }
+    let target = lowers[2].join("usr/local/bin/app");
+    std::fs::write(&target, vec![0u8; 4096]).unwrap();
+    let upper = layers_dir.path().join("upper");
+    std::fs::create_dir(&upper).unwrap();
+    let layers = Layers::open(Some(&upper), &lowers).unwrap();
+    let tf = std::fs::File::open(&target).unwrap();
+    let tid = FileId::from_stat(&fstat_fd(tf.as_fd()).unwrap());
+    c.bench_function("layers/lower_identity_proof", |b| {
+        b.iter(|| assert!(layers.lower_has_identical(black_box(b"/usr/local/bin/app"), &tid)))
+    });
+    c.bench_function("layers/union_lookup_3_layers", |b| {
+        b.iter(|| black_box(layers.image_lookup(black_box(b"/usr/local/bin/app"))))
+    });
+    c.bench_function("layers/upper_absent", |b| {
+        b.iter(|| black_box(layers.upper_file(black_box(b"/usr/local/bin/app"))))
+    });
+
+    let data = vec![0x5au8; 1 << 20];
+    c.bench_function("sha256/1MiB", |b| {
+        b.iter(|| {
+            use sha2::Digest;
+            black_box(sha2::Sha256::digest(black_box(&data)))
+        })
+    });
+}
+
+criterion_group! {
+    name = hot_path;
+    config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(hot_path);
