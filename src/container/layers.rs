@@ -240,7 +240,7 @@ mod tests {
         std::fs::create_dir_all(layer.join("bin")).unwrap();
         std::os::unix::fs::symlink(d.path().join("outside"), layer.join("escape")).unwrap();
         std::os::unix::fs::symlink("../../outside/secret", layer.join("bin/link")).unwrap();
-        let l = Layers::open(Some(&layer), &[layer.clone()]).unwrap();
+        let l = Layers::open(Some(&layer), std::slice::from_ref(&layer)).unwrap();
         assert_eq!(found(&l, b"/escape/secret"), None);
         assert!(matches!(l.image_lookup(b"/bin/link"), ImageLookup::NotRegular));
         assert!(l.upper_file(b"/escape/secret").is_none());
