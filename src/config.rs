@@ -67,6 +67,27 @@ struct RawDiscovery {
     mount_watch: Option<MountWatchKind>,
     #[serde(default)]
     containerd: RawContainerd,
+    #[serde(default)]
+    docker: RawDocker,
+    #[serde(default)]
+    podman: RawStorage,
+    #[serde(default)]
+    crio: RawStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    enabled: Option<bool>,
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    enabled: Option<bool>,
+    root: Option<PathBuf>,
+    runroot: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +140,11 @@ pub struct Config {
     pub rescan_interval: Duration,
     pub mount_watch: MountWatchKind,
     pub containerd: ContainerdConfig,
+    pub docker: DockerConfig,
+    /// Podman (rootful) containers/storage.
+    pub podman: StorageConfig,
+    /// CRI-O's containers/storage.
+    pub crio: StorageConfig,
     pub journald_enabled: bool,
     pub journald_socket: PathBuf,
     pub hash_workers: usize,
@@ -126,6 +152,20 @@ pub struct Config {
     pub hash_cache_entries: usize,
     /// Repeated identical findings within this window are recorded as one aggregate.
     pub aggregate_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    pub enabled: bool,
+    pub data_root: PathBuf,
+}
+
+/// A containers/storage location (Podman, CRI-O).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub enabled: bool,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +277,12 @@ impl Config {
                     .address
                     .unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
             },
+            docker: DockerConfig {
+                enabled: raw.discovery.docker.enabled.unwrap_or(true),
+                data_root: raw.discovery.docker.data_root.unwrap_or_else(|| "/var/lib/docker".into()),
+            },
+            podman: storage(raw.discovery.podman),
+            crio: storage(raw.discovery.crio),
             journald_enabled: raw.journald.enabled.unwrap_or(true),
             journald_socket: raw.journald.socket.unwrap_or_else(|| DEFAULT_JOURNAL_SOCKET.into()),
             hash_workers: workers,
@@ -244,6 +290,14 @@ impl Config {
             hash_cache_entries: cache_entries,
             aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
         })
+    }
+}
+
+fn storage(raw: RawStorage) -> StorageConfig {
+    StorageConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        root: raw.root.unwrap_or_else(|| "/var/lib/containers/storage".into()),
+        runroot: raw.runroot.unwrap_or_else(|| "/run/containers/storage".into()),
     }
 }
 
@@ -282,6 +336,26 @@ mod tests {
         assert!(c.containerd.enabled);
         assert_eq!(c.containerd.state, Path::new("/run/containerd"));
         assert!(c.overlay_globs.is_empty());
+        assert_eq!(c.docker.data_root, Path::new("/var/lib/docker"));
+        assert_eq!(c.podman.root, Path::new("/var/lib/containers/storage"));
+        assert_eq!(c.crio.runroot, Path::new("/run/containers/storage"));
+        assert!(c.docker.enabled && c.podman.enabled && c.crio.enabled);
+    }
+
+    #[test]
+    fn runtime_sections_are_read_and_can_be_disabled() {
+        let c = Config::from_toml(
+            "[discovery.docker]\ndata_root = \"/d\"\nenabled = false\n[discovery.podman]\nroot = \"/p\"\n\
+             [discovery.crio]\nroot = \"/c\"\nrunroot = \"/cr\"\n",
+            None,
+        )
+        .unwrap();
+        assert!(!c.docker.enabled);
+        assert_eq!(c.docker.data_root, Path::new("/d"));
+        assert_eq!(c.podman.root, Path::new("/p"));
+        assert_eq!((c.crio.root.as_path(), c.crio.runroot.as_path()), (Path::new("/c"), Path::new("/cr")));
+        let err = Config::from_toml("[discovery.docker]\ndataroot = \"/d\"\n", None).unwrap_err().to_string();
+        assert!(err.contains("dataroot"), "{err}");
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct ContainerRef {
     pub image_digest: Option<String>,
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The runtime's own namespace (containerd namespace such as `default` or `k8s.io`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_namespace: Option<String>,
@@ -78,12 +82,25 @@ pub struct ProcessRef {
     /// Host thread id that called exec.
     #[serde(default)]
     pub tid: i32,
+    /// The pid as the container sees it (innermost PID namespace).
+    #[serde(default)]
+    pub container_pid: Option<i32>,
+    #[serde(default)]
+    pub parent: Option<ParentRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_raw: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd_raw: Option<String>,
+}
+
+/// The parent of the process doing the exec.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub pid: i32,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

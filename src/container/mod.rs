@@ -4,8 +4,11 @@
 //! runtime's known layout (containerd: `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs`)
 //! or an operator's `overlay_globs`. Nothing else is ever marked.
 
+pub mod containerd_api;
 pub mod layers;
+pub mod meta;
 pub mod mountinfo;
+pub mod runtimes;
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -23,6 +26,9 @@ pub struct Identity {
     pub runtime: &'static str,
     /// containerd namespace, for containerd containers.
     pub runtime_namespace: Option<String>,
+    /// For containers/storage containers (Podman, CRI-O): the storage root and runroot; `id`
+    /// is then the storage layer until metadata names the container.
+    pub storage: Option<(PathBuf, PathBuf)>,
 }
 
 /// A container rootfs found in the mount table, not yet verified or marked.
@@ -44,9 +50,20 @@ pub struct Container {
     pub rootfs: PathBuf,
     pub layers: Layers,
     pub since: std::time::SystemTime,
+    /// Filled in by the metadata thread; read by findings.
+    pub meta: arc_swap::ArcSwap<meta::Metadata>,
 }
 
 impl Container {
+    /// The container id a responder knows: the runtime's, once metadata resolved it.
+    pub fn id(&self) -> String {
+        self.meta.load().id.clone().unwrap_or_else(|| self.identity.id.clone())
+    }
+
+    pub fn runtime(&self) -> &'static str {
+        self.meta.load().runtime.unwrap_or(self.identity.runtime)
+    }
+
     /// The mountpoint as bytes, for stripping it off host-side paths.
     pub fn rootfs_bytes(&self) -> &[u8] {
         self.rootfs.as_os_str().as_bytes()
@@ -71,10 +88,20 @@ pub fn classify(entry: &MountEntry, cfg: &Config) -> Option<Candidate> {
         None
     }
     .or_else(|| {
+        cfg.docker.enabled.then(|| docker_identity(&entry.mountpoint, &cfg.docker.data_root)).flatten()
+    })
+    .or_else(|| {
+        [(&cfg.podman, "podman"), (&cfg.crio, "cri-o")]
+            .into_iter()
+            .filter(|(s, _)| s.enabled)
+            .find_map(|(s, rt)| storage_identity(&entry.mountpoint, &s.root, &s.runroot, rt))
+    })
+    .or_else(|| {
         cfg.overlay_globset.is_match(&entry.mountpoint).then(|| Identity {
             id: entry.mountpoint.to_string_lossy().into_owned(),
             runtime: "overlay",
             runtime_namespace: None,
+            storage: None,
         })
     })?;
     let layers = overlay_layers(&entry.super_options)?;
@@ -90,7 +117,47 @@ pub fn containerd_identity(mountpoint: &Path, state: &Path) -> Option<Identity> 
             id: id.as_os_str().to_string_lossy().into_owned(),
             runtime: "containerd",
             runtime_namespace: Some(ns.as_os_str().to_string_lossy().into_owned()),
+            storage: None,
         }),
+        _ => None,
+    }
+}
+
+/// `<data_root>/overlay2/<layer>/merged`, not Docker's own `<layer>-init` layer.
+pub fn docker_identity(mountpoint: &Path, data_root: &Path) -> Option<Identity> {
+    let layer = single_layer_dir(mountpoint, &data_root.join("overlay2"))?;
+    (!layer.ends_with("-init")).then_some(Identity {
+        id: layer,
+        runtime: "docker",
+        runtime_namespace: None,
+        storage: None,
+    })
+}
+
+/// `<root>/overlay/<layer>/merged` of containers/storage (Podman or CRI-O).
+pub fn storage_identity(
+    mountpoint: &Path,
+    root: &Path,
+    runroot: &Path,
+    runtime: &'static str,
+) -> Option<Identity> {
+    let layer = single_layer_dir(mountpoint, &root.join("overlay"))?;
+    Some(Identity {
+        id: layer,
+        runtime,
+        runtime_namespace: None,
+        storage: Some((root.to_path_buf(), runroot.to_path_buf())),
+    })
+}
+
+/// `<base>/<one component>/merged` → the component.
+fn single_layer_dir(mountpoint: &Path, base: &Path) -> Option<String> {
+    let rest = mountpoint.strip_prefix(base).ok()?;
+    let parts: Vec<_> = rest.components().collect();
+    match parts.as_slice() {
+        [layer, last] if last.as_os_str() == "merged" => {
+            Some(layer.as_os_str().to_string_lossy().into_owned())
+        }
         _ => None,
     }
 }
@@ -131,7 +198,6 @@ mod tests {
             "/run/containerd/io.containerd.runtime.v2.task/abc/rootfs",
             "/tmp/containerd-mount123",
             "/",
-            "/var/lib/docker/overlay2/abc/merged",
         ] {
             assert!(classify(&entry(mp, "overlay"), &cfg).is_none(), "{mp}");
         }
@@ -152,6 +218,27 @@ mod tests {
             &Config::from_toml("[discovery]\noverlay_globs = [\"/**\"]\n", None).unwrap()
         )
         .is_none());
+    }
+
+    #[test]
+    fn docker_and_containers_storage_rootfs_are_recognised() {
+        let cfg = Config::defaults();
+        let d = classify(&entry("/var/lib/docker/overlay2/abc123/merged", "overlay"), &cfg).unwrap();
+        assert_eq!((d.identity.runtime, d.identity.id.as_str()), ("docker", "abc123"));
+        assert!(classify(&entry("/var/lib/docker/overlay2/abc123-init/merged", "overlay"), &cfg).is_none());
+        assert!(classify(&entry("/var/lib/docker/overlay2/abc123/diff", "overlay"), &cfg).is_none());
+        let p = classify(&entry("/var/lib/containers/storage/overlay/L1/merged", "overlay"), &cfg).unwrap();
+        assert_eq!((p.identity.runtime, p.identity.id.as_str()), ("podman", "L1"));
+        assert_eq!(p.identity.storage.as_ref().unwrap().0, PathBuf::from("/var/lib/containers/storage"));
+        let cfg = Config::from_toml(
+            "[discovery.podman]\nenabled = false\n[discovery.crio]\nroot = \"/srv/crio\"\n[discovery.docker]\nenabled = false\n",
+            None,
+        )
+        .unwrap();
+        assert!(classify(&entry("/var/lib/docker/overlay2/abc123/merged", "overlay"), &cfg).is_none());
+        assert!(classify(&entry("/var/lib/containers/storage/overlay/L1/merged", "overlay"), &cfg).is_none());
+        let c = classify(&entry("/srv/crio/overlay/L2/merged", "overlay"), &cfg).unwrap();
+        assert_eq!(c.identity.runtime, "cri-o");
     }
 
     #[test]

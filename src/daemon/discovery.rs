@@ -48,6 +48,7 @@ pub struct Discovery {
     detached: HashSet<u64>,
     forbidden_devs: Vec<u64>,
     pub last_scan: Option<Instant>,
+    meta_tx: Option<crossbeam_channel::Sender<Arc<Container>>>,
 }
 
 impl Discovery {
@@ -64,7 +65,13 @@ impl Discovery {
             detached: HashSet::new(),
             forbidden_devs,
             last_scan: None,
+            meta_tx: None,
         }
+    }
+
+    /// Where newly marked containers are sent for their metadata.
+    pub fn set_metadata_sink(&mut self, tx: crossbeam_channel::Sender<Arc<Container>>) {
+        self.meta_tx = Some(tx);
     }
 
     /// Re-reads the mount table, marks new containers and forgets gone ones.
@@ -128,6 +135,9 @@ impl Discovery {
             match self.group.mark_filesystem(dirfd.as_fd()) {
                 Ok(()) => {
                     self.active.insert(c.mount_id, c.dev);
+                    if let Some(tx) = &self.meta_tx {
+                        let _ = tx.send(Arc::clone(&c));
+                    }
                     tracing::info!(
                         container = %c.identity.id,
                         runtime = c.identity.runtime,
@@ -189,6 +199,7 @@ impl Discovery {
             rootfs: cand.mount.mountpoint.clone(),
             layers,
             since: SystemTime::now(),
+            meta: arc_swap::ArcSwap::from_pointee(crate::container::meta::Metadata::default()),
         });
         Ok((container, dirfd))
     }

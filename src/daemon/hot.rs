@@ -192,11 +192,15 @@ pub struct Outcome {
 /// Key of the outcome cache: one file version, executed under one name, in one container.
 pub type OutcomeKey = (u64, FileId, Vec<u8>);
 
+/// (pid, comm, exe) of the parent of the process doing the exec.
+type ParentFacts = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What is read from /proc about the exec being decided, before it is answered.
 struct ProcFacts {
     status: Option<proc::ProcStatus>,
     args: Option<Vec<Vec<u8>>>,
     cwd: Option<Vec<u8>>,
+    parent: Option<ParentFacts>,
 }
 
 impl Shared {
@@ -344,11 +348,12 @@ impl Shared {
     }
 
     fn proc_facts(&self, tid: i32) -> ProcFacts {
-        ProcFacts {
-            status: proc::read_status(tid),
-            args: proc::pending_exec_args(tid),
-            cwd: proc::read_cwd(tid),
-        }
+        let status = proc::read_status(tid);
+        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
+            let p = s.ppid;
+            (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
+        });
+        ProcFacts { status, args: proc::pending_exec_args(tid), cwd: proc::read_cwd(tid), parent }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -362,7 +367,7 @@ impl Shared {
         category: Category,
         action: crate::engine::Action,
     ) -> Finding {
-        let ProcFacts { status, args, cwd } = facts;
+        let ProcFacts { status, args, cwd, parent } = facts;
         // The status Name is the comm of the program calling exec.
         let comm = status.as_ref().map(|s| s.name.clone());
         let (comm, comm_raw) = split_opt(comm);
@@ -392,12 +397,21 @@ impl Shared {
             action,
             mode: self.mode,
             node: self.node.clone(),
-            container: ContainerRef {
-                id: c.identity.id.clone(),
-                runtime: c.identity.runtime.into(),
-                rootfs: c.rootfs.to_string_lossy().into_owned(),
-                runtime_namespace: c.identity.runtime_namespace.clone(),
-                ..Default::default()
+            container: {
+                let m = c.meta.load();
+                ContainerRef {
+                    id: m.id.clone().unwrap_or_else(|| c.identity.id.clone()),
+                    runtime: m.runtime.unwrap_or(c.identity.runtime).into(),
+                    rootfs: c.rootfs.to_string_lossy().into_owned(),
+                    name: m.name.clone(),
+                    image: m.image.clone(),
+                    image_digest: m.image_digest.clone(),
+                    pod_namespace: m.pod_namespace.clone(),
+                    pod_name: m.pod_name.clone(),
+                    pod_uid: m.pod_uid.clone(),
+                    labels: m.labels.clone(),
+                    runtime_namespace: c.identity.runtime_namespace.clone(),
+                }
             },
             process: ProcessRef {
                 pid: status.as_ref().map_or(tid, |s| s.tgid),
@@ -407,6 +421,12 @@ impl Shared {
                 args,
                 cwd,
                 tid,
+                container_pid: status.as_ref().and_then(|s| s.ns_pid),
+                parent: parent.map(|(pid, comm, exe)| finding::ParentRef {
+                    pid,
+                    comm: comm.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                    exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
+                }),
                 args_raw,
                 comm_raw,
                 cwd_raw,

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod hot;
+pub mod metadata;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -92,7 +93,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     });
 
     // Discovery: mark every running container before reporting ready.
+    let (meta_tx, meta_rx) = crossbeam_channel::unbounded();
+    let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx)?;
     let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
+    disco.set_metadata_sink(meta_tx);
     let watch = match cfg.mount_watch {
         crate::config::MountWatchKind::Auto => MountWatch::open()?,
         crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
@@ -143,6 +147,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let _ = nix::unistd::write(stop_fd.as_fd(), &1u64.to_ne_bytes());
     let _ = disco_thread.join();
+    let _ = meta_thread.join();
     drop(fast);
     drop(group);
     drop(shared);

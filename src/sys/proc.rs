@@ -32,6 +32,8 @@ pub struct ProcStatus {
     pub ppid: i32,
     pub uid: u32,
     pub name: Vec<u8>,
+    /// The thread id in the innermost PID namespace (last `NSpid` field).
+    pub ns_pid: Option<i32>,
 }
 
 /// Parses `/proc/<pid>/status`.
@@ -44,6 +46,13 @@ pub fn parse_status(text: &[u8]) -> ProcStatus {
             b"Name" => st.name = unescape_status_name(v),
             b"Tgid" => st.tgid = parse_num(v).unwrap_or(0) as i32,
             b"PPid" => st.ppid = parse_num(v).unwrap_or(0) as i32,
+            b"NSpid" => {
+                st.ns_pid = v
+                    .split(|b| b.is_ascii_whitespace())
+                    .rfind(|x| !x.is_empty())
+                    .and_then(parse_num)
+                    .map(|n| n as i32)
+            }
             b"Uid" => {
                 let first = v.split(|b| b.is_ascii_whitespace()).next().unwrap_or(b"");
                 st.uid = parse_num(first).unwrap_or(u64::MAX) as u32;
@@ -56,6 +65,10 @@ pub fn parse_status(text: &[u8]) -> ProcStatus {
 
 pub fn read_status(tid: i32) -> Option<ProcStatus> {
     std::fs::read(format!("/proc/{tid}/status")).ok().map(|t| parse_status(&t))
+}
+
+pub fn read_exe(pid: i32) -> Option<Vec<u8>> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.into_os_string().into_vec())
 }
 
 pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
@@ -226,9 +239,13 @@ mod tests {
     #[test]
     fn status_fields_are_parsed() {
         let text = b"Name:\tbad\\nname\nUmask:\t0022\nState:\tD (disk sleep)\nTgid:\t4242\n\
-                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n";
+                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n\
+                     NStgid:\t4242\t7\nNSpid:\t4243\t8\n";
         let st = parse_status(text);
-        assert_eq!(st, ProcStatus { tgid: 4242, ppid: 4000, uid: 1000, name: b"bad\nname".to_vec() });
+        assert_eq!(
+            st,
+            ProcStatus { tgid: 4242, ppid: 4000, uid: 1000, name: b"bad\nname".to_vec(), ns_pid: Some(8) }
+        );
     }
 
     #[test]

@@ -1,0 +1,56 @@
+//! The metadata thread: fills in each new container's metadata from its runtime, off the hot
+//! path and off discovery (a runtime that is slow or down delays only this thread; its API
+//! calls have deadlines). Incomplete metadata is retried with growing intervals for a while.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::config::Config;
+use crate::container::runtimes::Resolver;
+use crate::container::Container;
+
+const MAX_ATTEMPTS: u32 = 12;
+
+pub fn spawn(cfg: Arc<Config>, rx: Receiver<Arc<Container>>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("driftgate-meta".into()).spawn(move || {
+        let resolver = Resolver::new();
+        let mut pending: Vec<(Arc<Container>, u32, Instant)> = Vec::new();
+        loop {
+            let wait = pending
+                .iter()
+                .map(|(_, _, at)| at.saturating_duration_since(Instant::now()))
+                .min()
+                .unwrap_or(Duration::from_secs(3600));
+            match rx.recv_timeout(wait) {
+                Ok(c) => pending.push((c, 0, Instant::now())),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(c) = rx.try_recv() {
+                pending.push((c, 0, Instant::now()));
+            }
+            let now = Instant::now();
+            pending.retain_mut(|(c, attempts, at)| {
+                if *at > now {
+                    return true;
+                }
+                let m = resolver.resolve(&cfg, c);
+                let complete = m.complete;
+                tracing::debug!(container = %c.identity.id, ?m, "container metadata");
+                c.meta.store(Arc::new(m));
+                *attempts += 1;
+                if complete || *attempts >= MAX_ATTEMPTS {
+                    if !complete {
+                        tracing::info!(container = %c.id(), runtime = c.runtime(), "container metadata incomplete");
+                    }
+                    return false;
+                }
+                *at = now + Duration::from_millis(200) * (*attempts).pow(2);
+                true
+            });
+        }
+    })
+}
