@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
-# containers' image), containerd + runc + umoci (the runtime suite). Idempotent.
+# containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites).
+# Installing does not start any service here. Idempotent.
 set -euo pipefail
 need=()
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need+=(busybox-static)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v umoci >/dev/null || need+=(umoci)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

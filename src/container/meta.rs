@@ -30,6 +30,28 @@ pub struct Metadata {
     pub complete: bool,
 }
 
+impl Metadata {
+    /// Combines a new lookup with what was known: a lookup that found less (the container
+    /// was already removed, a file was not written yet) never erases what an earlier one found.
+    pub fn merged_with(self, old: &Metadata) -> Metadata {
+        if self.id.is_none() && old.id.is_some() {
+            return Metadata { complete: old.complete || self.complete, ..old.clone() };
+        }
+        Metadata {
+            id: self.id.or_else(|| old.id.clone()),
+            runtime: self.runtime.or(old.runtime),
+            name: self.name.or_else(|| old.name.clone()),
+            image: self.image.or_else(|| old.image.clone()),
+            image_digest: self.image_digest.or_else(|| old.image_digest.clone()),
+            pod_namespace: self.pod_namespace.or_else(|| old.pod_namespace.clone()),
+            pod_name: self.pod_name.or_else(|| old.pod_name.clone()),
+            pod_uid: self.pod_uid.or_else(|| old.pod_uid.clone()),
+            labels: if self.labels.is_empty() { old.labels.clone() } else { self.labels },
+            complete: self.complete || old.complete,
+        }
+    }
+}
+
 /// The subset of an OCI runtime spec (`config.json`) that carries metadata.
 #[derive(Debug, Default, Deserialize)]
 pub struct OciSpec {
@@ -65,9 +87,20 @@ pub fn apply_kubernetes(m: &mut Metadata, kv: &BTreeMap<String, String>) {
     }
 }
 
-/// Is this the spec of a CRI-O container?
+/// Is this the spec of a CRI-O container? Both CRI-O and Podman write `io.container.manager`
+/// (`cri-o` / `libpod`), and Podman also writes some `io.kubernetes.cri-o.*` annotations, so
+/// the manager decides; older CRI-O without it is recognised by annotations only it writes.
 pub fn is_crio(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.keys().any(|k| k.starts_with("io.kubernetes.cri-o."))
+    match annotations.get("io.container.manager").map(String::as_str) {
+        Some(manager) => manager == "cri-o",
+        None => [
+            "io.kubernetes.cri-o.SandboxID",
+            "io.kubernetes.cri-o.ContainerType",
+            "io.kubernetes.cri-o.ImageName",
+        ]
+        .iter()
+        .any(|k| annotations.contains_key(*k)),
+    }
 }
 
 // ---- Docker ---------------------------------------------------------------------------------
@@ -154,18 +187,24 @@ pub fn storage_image_digest(images_json: &[u8], id: &str) -> Option<String> {
 }
 
 /// Metadata of a containers/storage container, refined by its OCI spec's annotations.
-pub fn storage_metadata(c: &StorageContainer, annotations: Option<&BTreeMap<String, String>>) -> Metadata {
+/// `runtime` is the configured section the storage root belongs to (`podman` or `cri-o`);
+/// the spec's annotations decide when they are there (the sections can share a root).
+pub fn storage_metadata(
+    c: &StorageContainer,
+    annotations: Option<&BTreeMap<String, String>>,
+    runtime: &'static str,
+) -> Metadata {
     let pm: PodmanMeta = serde_json::from_str(&c.metadata).unwrap_or_default();
     let mut m = Metadata {
         id: Some(c.id.clone()),
-        runtime: Some("podman"),
+        runtime: Some(runtime),
         name: Some(pm.name).filter(|n| !n.is_empty()).or_else(|| c.names.first().cloned()),
         image: Some(pm.image_name).filter(|n| !n.is_empty()),
         ..Default::default()
     };
     if let Some(a) = annotations {
-        if is_crio(a) {
-            m.runtime = Some("cri-o");
+        m.runtime = Some(if is_crio(a) { "cri-o" } else { "podman" });
+        if m.runtime == Some("cri-o") {
             if let Some(l) = a.get("io.kubernetes.cri-o.Labels").and_then(|l| serde_json::from_str(l).ok()) {
                 m.labels = l;
             }
@@ -178,6 +217,26 @@ pub fn storage_metadata(c: &StorageContainer, annotations: Option<&BTreeMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_poorer_lookup_never_erases_metadata() {
+        let good = Metadata {
+            id: Some("c".into()),
+            name: Some("web".into()),
+            image: Some("i".into()),
+            ..Default::default()
+        };
+        let gone = Metadata::default();
+        assert_eq!(gone.merged_with(&good), good);
+        let richer = Metadata {
+            id: Some("c".into()),
+            pod_name: Some("p".into()),
+            complete: true,
+            ..Default::default()
+        };
+        let m = richer.merged_with(&good);
+        assert_eq!((m.name.as_deref(), m.pod_name.as_deref(), m.complete), (Some("web"), Some("p"), true));
+    }
 
     #[test]
     fn cri_annotations_fill_kubernetes_fields() {
@@ -197,6 +256,20 @@ mod tests {
         assert_eq!(m.pod_uid.as_deref(), Some("8c1e"));
         assert_eq!(m.image.as_deref(), Some("registry.example/web:1.2"));
         assert!(!is_crio(&a));
+        let podman: BTreeMap<String, String> = [
+            ("io.container.manager", "libpod"),
+            ("io.kubernetes.cri-o.TTY", "false"),
+            ("io.kubernetes.cri-o.Created", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert!(!is_crio(&podman), "Podman writes some cri-o annotations too");
+        let old_crio: BTreeMap<String, String> = [("io.kubernetes.cri-o.SandboxID", "s")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert!(is_crio(&old_crio));
         assert!(parse_oci_annotations(b"{not json").is_none());
         assert_eq!(parse_oci_annotations(b"{}").unwrap().len(), 0);
     }
@@ -233,7 +306,7 @@ mod tests {
             {"id":"c2","names":["k8s_x"],"image":"i2","layer":"L2","metadata":""}]"#;
         let v = parse_storage_containers(cj);
         assert_eq!(v.len(), 2);
-        let m = storage_metadata(&v[0], None);
+        let m = storage_metadata(&v[0], None, "podman");
         assert_eq!(m.runtime, Some("podman"));
         assert_eq!(
             (m.id.as_deref(), m.name.as_deref(), m.image.as_deref()),
@@ -251,7 +324,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let m = storage_metadata(&v[1], Some(&ann));
+        let m = storage_metadata(&v[1], Some(&ann), "podman");
         assert_eq!(m.runtime, Some("cri-o"));
         assert_eq!(m.image.as_deref(), Some("quay.io/x:1"));
         assert_eq!(m.image_digest.as_deref(), Some("quay.io/x@sha256:ff"));

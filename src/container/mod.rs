@@ -52,6 +52,8 @@ pub struct Container {
     pub since: std::time::SystemTime,
     /// Filled in by the metadata thread; read by findings.
     pub meta: arc_swap::ArcSwap<meta::Metadata>,
+    /// Counts metadata lookups stored; findings wait for a lookup made after they were raised.
+    pub meta_version: std::sync::atomic::AtomicU64,
 }
 
 impl Container {

@@ -40,8 +40,8 @@ impl Resolver {
         match c.identity.runtime {
             "containerd" => self.containerd(cfg, c),
             "docker" => docker(&cfg.docker.data_root, &c.identity.id),
-            "podman" | "cri-o" => match &c.identity.storage {
-                Some((root, runroot)) => storage(root, runroot, &c.identity.id),
+            rt @ ("podman" | "cri-o") => match &c.identity.storage {
+                Some((root, runroot)) => storage(root, runroot, &c.identity.id, rt),
                 None => Metadata { complete: true, ..Default::default() },
             },
             _ => Metadata { complete: true, ..Default::default() },
@@ -113,7 +113,7 @@ pub fn docker(data_root: &Path, layer: &str) -> Metadata {
 }
 
 /// containers/storage (Podman, CRI-O): the container whose rootfs is layer `layer`.
-pub fn storage(root: &Path, runroot: &Path, layer: &str) -> Metadata {
+pub fn storage(root: &Path, runroot: &Path, layer: &str, runtime: &'static str) -> Metadata {
     let containers = std::fs::read(root.join("overlay-containers/containers.json")).unwrap_or_default();
     let Some(c) = meta::parse_storage_containers(&containers).into_iter().find(|c| c.layer == layer) else {
         return Metadata::default();
@@ -122,7 +122,7 @@ pub fn storage(root: &Path, runroot: &Path, layer: &str) -> Metadata {
         let p = base.join("overlay-containers").join(&c.id).join("userdata/config.json");
         std::fs::read(p).ok().and_then(|b| meta::parse_oci_annotations(&b))
     });
-    let mut m = meta::storage_metadata(&c, annotations.as_ref());
+    let mut m = meta::storage_metadata(&c, annotations.as_ref(), runtime);
     if m.image_digest.is_none() && !c.image.is_empty() {
         let images = std::fs::read(root.join("overlay-images/images.json")).unwrap_or_default();
         m.image_digest = meta::storage_image_digest(&images, &c.image);

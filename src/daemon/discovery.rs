@@ -199,7 +199,12 @@ impl Discovery {
             rootfs: cand.mount.mountpoint.clone(),
             layers,
             since: SystemTime::now(),
-            meta: arc_swap::ArcSwap::from_pointee(crate::container::meta::Metadata::default()),
+            // Plain overlays have nothing to look up: complete from the start.
+            meta: arc_swap::ArcSwap::from_pointee(crate::container::meta::Metadata {
+                complete: cand.identity.runtime == "overlay",
+                ..Default::default()
+            }),
+            meta_version: std::sync::atomic::AtomicU64::new(0),
         });
         Ok((container, dirfd))
     }

@@ -56,6 +56,8 @@ pub struct Shared {
     /// Settled decisions of writable-layer files, so a re-executed added binary costs a lookup.
     pub outcomes: Mutex<BoundedMap<OutcomeKey, Outcome>>,
     pub aggregator: Arc<crate::sink::aggregate::Aggregator>,
+    /// Asks the metadata thread to look a container up again now.
+    pub meta_refresh: Option<crossbeam_channel::Sender<Arc<Container>>>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
     pub large_file_bytes: u64,
@@ -264,10 +266,16 @@ impl Shared {
         let facts = self.proc_facts(tid);
         self.answer(job.ev, verdict.allow);
         let f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
-        if let Some(prev) = self.aggregator.opened(agg_key, &f) {
-            self.findings.send(prev);
+        if let Some((prev, c)) = self.aggregator.opened(agg_key, &f, Some(Arc::clone(&job.container))) {
+            self.findings.send_for(prev, c);
         }
-        self.findings.send(f);
+        if !job.container.meta.load().complete {
+            // The container is running, so its runtime has written everything by now.
+            if let Some(tx) = &self.meta_refresh {
+                let _ = tx.try_send(Arc::clone(&job.container));
+            }
+        }
+        self.findings.send_for(f, Some(Arc::clone(&job.container)));
         None
     }
 

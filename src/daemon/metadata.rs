@@ -24,23 +24,29 @@ pub fn spawn(cfg: Arc<Config>, rx: Receiver<Arc<Container>>) -> std::io::Result<
                 .map(|(_, _, at)| at.saturating_duration_since(Instant::now()))
                 .min()
                 .unwrap_or(Duration::from_secs(3600));
+            // A container sent again (a finding needs its metadata) is looked up at once.
+            let mut add = |c: Arc<Container>| match pending.iter_mut().find(|(p, _, _)| Arc::ptr_eq(p, &c)) {
+                Some(entry) => entry.2 = Instant::now(),
+                None => pending.push((c, 0, Instant::now())),
+            };
             match rx.recv_timeout(wait) {
-                Ok(c) => pending.push((c, 0, Instant::now())),
+                Ok(c) => add(c),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(c) = rx.try_recv() {
-                pending.push((c, 0, Instant::now()));
+                add(c);
             }
             let now = Instant::now();
             pending.retain_mut(|(c, attempts, at)| {
                 if *at > now {
                     return true;
                 }
-                let m = resolver.resolve(&cfg, c);
+                let m = resolver.resolve(&cfg, c).merged_with(&c.meta.load());
                 let complete = m.complete;
                 tracing::debug!(container = %c.identity.id, ?m, "container metadata");
                 c.meta.store(Arc::new(m));
+                c.meta_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 *attempts += 1;
                 if complete || *attempts >= MAX_ATTEMPTS {
                     if !complete {

@@ -77,6 +77,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (findings, sink_thread) =
         sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator));
 
+    let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     let group = PermGroup::new()?;
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
@@ -90,10 +91,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         findings,
         stats: Arc::clone(&hot_stats),
         large_file_bytes: cfg.large_file_bytes,
+        meta_refresh: Some(meta_tx.clone()),
     });
 
     // Discovery: mark every running container before reporting ready.
-    let (meta_tx, meta_rx) = crossbeam_channel::unbounded();
     let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx)?;
     let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
     disco.set_metadata_sink(meta_tx);
@@ -147,10 +148,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     }
     let _ = nix::unistd::write(stop_fd.as_fd(), &1u64.to_ne_bytes());
     let _ = disco_thread.join();
-    let _ = meta_thread.join();
     drop(fast);
     drop(group);
+    // The metadata thread ends when its last sender (discovery's, the hot path's) is gone.
     drop(shared);
+    let _ = meta_thread.join();
     let _ = sink_thread.join();
     result
 }

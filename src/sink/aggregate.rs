@@ -5,18 +5,23 @@
 //! `count`, `first_seen` and `last_seen` is written. Every exec is accounted for.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::container::Container;
 use crate::engine::{Action, Category};
 use crate::finding::Finding;
 
 /// (container generation, path bytes, sha256, category, action)
 pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);
 
+/// An aggregate to record, with the container it is about (for its metadata).
+pub type Aggregate = (Finding, Option<Arc<Container>>);
+
 struct State {
     opened: Instant,
     first: Finding,
+    container: Option<Arc<Container>>,
     repeats: u64,
     first_repeat: Option<String>,
     last_repeat: Option<String>,
@@ -56,7 +61,12 @@ impl Aggregator {
 
     /// Opens a window after a full finding was recorded. Returns an aggregate to record if a
     /// previous window for the same key still had uncounted repeats.
-    pub fn opened(&self, key: AggKey, first: &Finding) -> Option<Finding> {
+    pub fn opened(
+        &self,
+        key: AggKey,
+        first: &Finding,
+        container: Option<Arc<Container>>,
+    ) -> Option<Aggregate> {
         if self.window.is_zero() {
             return None;
         }
@@ -66,6 +76,7 @@ impl Aggregator {
             State {
                 opened: Instant::now(),
                 first: first.clone(),
+                container,
                 repeats: 0,
                 first_repeat: None,
                 last_repeat: None,
@@ -76,7 +87,7 @@ impl Aggregator {
 
     /// Closes windows older than the window length (all of them with `all`), returning the
     /// aggregates to record.
-    pub fn flush(&self, all: bool) -> Vec<Finding> {
+    pub fn flush(&self, all: bool) -> Vec<Aggregate> {
         let Ok(mut m) = self.map.lock() else { return Vec::new() };
         let expired: Vec<AggKey> = m
             .iter()
@@ -91,7 +102,7 @@ impl Aggregator {
     }
 }
 
-fn aggregate(st: State) -> Option<Finding> {
+fn aggregate(st: State) -> Option<Aggregate> {
     if st.repeats == 0 {
         return None;
     }
@@ -101,7 +112,7 @@ fn aggregate(st: State) -> Option<Finding> {
     f.first_seen = st.first_repeat;
     f.last_seen = st.last_repeat.clone();
     f.time = st.last_repeat.unwrap_or(f.time);
-    Some(f)
+    Some((f, st.container))
 }
 
 #[cfg(test)]
@@ -138,13 +149,13 @@ mod tests {
     fn repeats_in_a_window_become_one_aggregate_and_every_exec_is_counted() {
         let a = Aggregator::new(Duration::from_secs(3600));
         assert!(!a.repeat(&key("/x"), || "t".into()), "nothing open yet");
-        assert!(a.opened(key("/x"), &finding()).is_none());
+        assert!(a.opened(key("/x"), &finding(), None).is_none());
         for i in 0..99 {
             assert!(a.repeat(&key("/x"), || format!("t{i}")));
         }
         assert!(!a.repeat(&key("/y"), || "t".into()), "another path is not a repeat");
         assert!(a.flush(false).is_empty(), "window still open");
-        let agg = a.flush(true);
+        let agg: Vec<Finding> = a.flush(true).into_iter().map(|(f, _)| f).collect();
         assert_eq!(agg.len(), 1);
         assert_eq!(agg[0].count, 99);
         assert_eq!(agg[0].first_seen.as_deref(), Some("t0"));
@@ -155,14 +166,14 @@ mod tests {
     #[test]
     fn a_zero_window_disables_aggregation() {
         let a = Aggregator::new(Duration::ZERO);
-        assert!(a.opened(key("/x"), &finding()).is_none());
+        assert!(a.opened(key("/x"), &finding(), None).is_none());
         assert!(!a.repeat(&key("/x"), || "t".into()));
     }
 
     #[test]
     fn expired_windows_are_flushed_and_reopened() {
         let a = Aggregator::new(Duration::from_millis(1));
-        a.opened(key("/x"), &finding());
+        a.opened(key("/x"), &finding(), None);
         std::thread::sleep(Duration::from_millis(5));
         assert!(!a.repeat(&key("/x"), || "t".into()), "expired window: record in full again");
         assert!(a.flush(false).is_empty(), "no repeats, nothing to record");

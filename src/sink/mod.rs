@@ -12,7 +12,11 @@ use std::thread::JoinHandle;
 
 use std::time::Duration;
 
+use std::time::Instant;
+
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::container::Container;
 
 use crate::finding::Finding;
 use journald::{printable, Entry, Journal};
@@ -34,22 +38,79 @@ pub struct SinkStats {
 #[derive(Clone)]
 pub struct FindingSender {
     // Boxed: a bounded channel allocates all its slots up front.
-    tx: Sender<Box<Finding>>,
+    tx: Sender<Box<Queued>>,
     stats: Arc<SinkStats>,
 }
 
 impl FindingSender {
     pub fn send(&self, f: Finding) {
-        match self.tx.try_send(Box::new(f)) {
+        self.send_for(f, None)
+    }
+
+    /// Sends a finding about `container`: the sink fills in the container's metadata when it
+    /// writes the finding, waiting (the finding, never the exec) for the container's first
+    /// metadata lookup to finish.
+    pub fn send_for(&self, f: Finding, container: Option<Arc<Container>>) {
+        // Metadata not complete yet: wait for a lookup made from now on.
+        let wait_for = container.as_ref().map_or(0, |c| {
+            if c.meta.load().complete {
+                0
+            } else {
+                c.meta_version.load(Ordering::Acquire) + 1
+            }
+        });
+        match self.tx.try_send(Box::new(Queued { finding: f, container, since: Instant::now(), wait_for })) {
             Ok(()) => {}
-            Err(TrySendError::Full(f)) => {
+            Err(TrySendError::Full(q)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(finding_id = %f.id, "finding queue full; finding dropped");
+                tracing::error!(finding_id = %q.finding.id, "finding queue full; finding dropped");
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// A finding on its way to the sinks.
+pub struct Queued {
+    finding: Finding,
+    container: Option<Arc<Container>>,
+    since: Instant,
+    /// The container's `meta_version` to wait for (0: none).
+    wait_for: u64,
+}
+
+/// How long a finding may wait for its container's metadata.
+const METADATA_WAIT: Duration = Duration::from_secs(5);
+
+impl Queued {
+    fn ready(&self) -> bool {
+        self.container
+            .as_ref()
+            .is_none_or(|c| c.meta.load().complete || c.meta_version.load(Ordering::Acquire) >= self.wait_for)
+            || self.since.elapsed() >= METADATA_WAIT
+    }
+
+    /// The finding with the container's metadata as it is now.
+    fn into_finding(self) -> Finding {
+        let mut f = self.finding;
+        if let Some(c) = self.container {
+            let m = c.meta.load();
+            let r = &mut f.container;
+            r.id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
+            r.runtime = m.runtime.unwrap_or(c.identity.runtime).into();
+            r.name = m.name.clone().or(r.name.take());
+            r.image = m.image.clone().or(r.image.take());
+            r.image_digest = m.image_digest.clone().or(r.image_digest.take());
+            r.pod_namespace = m.pod_namespace.clone().or(r.pod_namespace.take());
+            r.pod_name = m.pod_name.clone().or(r.pod_name.take());
+            r.pod_uid = m.pod_uid.clone().or(r.pod_uid.take());
+            if !m.labels.is_empty() {
+                r.labels = m.labels.clone();
+            }
+        }
+        f
     }
 }
 
@@ -66,7 +127,7 @@ pub fn start(
     stats: Arc<SinkStats>,
     aggregator: Arc<aggregate::Aggregator>,
 ) -> (FindingSender, JoinHandle<()>) {
-    let (tx, rx) = crossbeam_channel::bounded::<Box<Finding>>(65536);
+    let (tx, rx) = crossbeam_channel::bounded::<Box<Queued>>(65536);
     let st = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
@@ -81,27 +142,38 @@ pub fn start(
 fn run(
     spool: &mut SpoolWriter,
     journal: &JournalTarget,
-    rx: &Receiver<Box<Finding>>,
+    rx: &Receiver<Box<Queued>>,
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
 ) {
-    let tick = Duration::from_millis(500);
+    let mut waiting: Vec<Queued> = Vec::new();
     let mut open = true;
-    while open {
-        let mut batch: Vec<Finding> = Vec::new();
-        match rx.recv_timeout(tick) {
-            Ok(f) => batch.push(*f),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => open = false,
-        }
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(f) => batch.push(*f),
-                Err(_) => break,
+    while open || !waiting.is_empty() {
+        let tick = if waiting.is_empty() { Duration::from_millis(500) } else { Duration::from_millis(10) };
+        if open {
+            match rx.recv_timeout(tick) {
+                Ok(q) => waiting.push(*q),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
             }
+            while waiting.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(q) => waiting.push(*q),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            std::thread::sleep(tick);
         }
+        // Findings whose container metadata is known (or waited for long enough) are written,
+        // in arrival order; at shutdown everything is.
         // Windows that closed become aggregate records; at shutdown all of them do.
-        batch.extend(aggregator.flush(!open));
+        for (finding, container) in aggregator.flush(!open) {
+            waiting.push(Queued { finding, container, since: Instant::now(), wait_for: 0 });
+        }
+        let (ready, rest): (Vec<Queued>, Vec<Queued>) = waiting.drain(..).partition(|q| !open || q.ready());
+        waiting = rest;
+        let batch: Vec<Finding> = ready.into_iter().map(Queued::into_finding).collect();
         if batch.is_empty() {
             continue;
         }

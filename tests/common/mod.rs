@@ -8,6 +8,8 @@
 //! test started; mounts are detached on drop.
 #![allow(dead_code)]
 
+pub mod runtimes;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -204,6 +206,12 @@ pub struct DaemonOpts<'a> {
     pub mode: &'a str,
     pub globs: Vec<PathBuf>,
     pub containerd_state: Option<PathBuf>,
+    /// containerd's API socket (for image names of plain ctr containers).
+    pub containerd_address: Option<PathBuf>,
+    pub docker_root: Option<PathBuf>,
+    /// (root, runroot) of containers/storage for the `podman` and `crio` sections.
+    pub podman: Option<(PathBuf, PathBuf)>,
+    pub crio: Option<(PathBuf, PathBuf)>,
     pub journald_socket: Option<PathBuf>,
     /// Top-level TOML lines.
     pub extra: &'a str,
@@ -219,6 +227,10 @@ impl Default for DaemonOpts<'_> {
             mode: "enforce",
             globs: vec![],
             containerd_state: None,
+            containerd_address: None,
+            docker_root: None,
+            podman: None,
+            crio: None,
             journald_socket: None,
             extra: "",
             extra_discovery: "",
@@ -232,10 +244,28 @@ impl Daemon {
         let spool = dir.join("spool");
         let config = dir.join("driftgate.toml");
         let globs: Vec<String> = o.globs.iter().map(|g| format!("{:?}", g.display().to_string())).collect();
-        let containerd = match &o.containerd_state {
-            Some(s) => format!("[discovery.containerd]\nstate = {:?}\n", s.display().to_string()),
+        // Every runtime the test does not own is disabled: a test daemon never watches the
+        // host's containers.
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let mut containerd = match &o.containerd_state {
+            Some(s) => format!("[discovery.containerd]\nstate = {}\n", q(s)),
             None => "[discovery.containerd]\nenabled = false\n".to_owned(),
         };
+        if let Some(a) = &o.containerd_address {
+            containerd.push_str(&format!("address = {}\n", q(a)));
+        }
+        containerd.push_str(&match &o.docker_root {
+            Some(d) => format!("[discovery.docker]\ndata_root = {}\n", q(d)),
+            None => "[discovery.docker]\nenabled = false\n".to_owned(),
+        });
+        for (name, st) in [("podman", &o.podman), ("crio", &o.crio)] {
+            containerd.push_str(&match st {
+                Some((root, runroot)) => {
+                    format!("[discovery.{name}]\nroot = {}\nrunroot = {}\n", q(root), q(runroot))
+                }
+                None => format!("[discovery.{name}]\nenabled = false\n"),
+            });
+        }
         let journald = match &o.journald_socket {
             Some(s) => format!("[journald]\nsocket = {:?}\n", s.display().to_string()),
             None => "[journald]\nenabled = false\n".to_owned(),

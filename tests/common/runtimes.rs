@@ -1,0 +1,265 @@
+//! Real container runtimes for the runtime suites, each with all its state in a test directory,
+//! started in the background, stopped by the pid the test started, mounts detached on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{run_with_deadline, BUSYBOX};
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True when `tools` are installed; under CI a missing tool is a failure.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<_> = tools.iter().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("missing {missing:?}: scripts/test-deps.sh installs them");
+    }
+    eprintln!("SKIPPED: needs {missing:?} (run scripts/test.sh, which installs them)");
+    false
+}
+
+fn stop_child(child: &mut Child, limit: Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Detaches every mount under `dir`, deepest first.
+pub fn detach_mounts_under(dir: &Path) {
+    let dir = dir.display().to_string();
+    let mut mps: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|mp| mp.starts_with(&dir))
+        .collect();
+    mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for mp in mps {
+        let _ = nix::mount::umount2(mp.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A plain rootfs tarball: busybox-static, applets, `/opt/true`, `/tmp`.
+pub fn rootfs_tar(dir: &Path) -> PathBuf {
+    let r = dir.join("rootfs");
+    for d in ["bin", "tmp", "opt"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::set_permissions(r.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
+    for a in ["sh", "cp", "cat", "sleep", "echo", "mkdir"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, r.join("opt/true")).unwrap();
+    let tar = dir.join("rootfs.tar");
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C").arg(&r).arg("-cf").arg(&tar).arg(".");
+    assert!(run_with_deadline(cmd, Duration::from_secs(60)).status.success());
+    tar
+}
+
+pub struct Containerd {
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    pub fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("containerd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n",
+                dir.join("root").display().to_string(),
+                dir.join("state").display().to_string(),
+                dir.join("containerd.sock").display().to_string(),
+                dir.join("containerd.sock.ttrpc").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd { dir: dir.to_path_buf(), child };
+        let start = Instant::now();
+        while !c.sock().exists() || !c.ctr(&["version"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(20), "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.sock()).args(args);
+        run_with_deadline(cmd, Duration::from_secs(60))
+    }
+
+    /// Builds a one-layer OCI image (busybox-static) with umoci and imports it as `name:latest`.
+    pub fn build_image(&self, name: &str) {
+        let d = self.dir.join("image");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.current_dir(&d).arg("-ec").arg(format!(
+            "umoci init --layout oci\numoci new --image oci:latest\numoci unpack --image oci:latest bundle\n\
+             mkdir -p bundle/rootfs/bin bundle/rootfs/tmp bundle/rootfs/opt\nchmod 1777 bundle/rootfs/tmp\n\
+             cp {BUSYBOX} bundle/rootfs/bin/busybox\nfor a in sh cp cat chmod echo sleep; do ln -s busybox bundle/rootfs/bin/$a; done\n\
+             cp {BUSYBOX} bundle/rootfs/opt/true\n\
+             umoci repack --image oci:latest bundle\numoci config --image oci:latest --config.cmd /bin/sh\n\
+             tar -C oci -cf image.tar ."
+        ));
+        let out = run_with_deadline(cmd, Duration::from_secs(120));
+        assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.ctr(&["images", "import", "--base-name", name, d.join("image.tar").to_str().unwrap()]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(10));
+        detach_mounts_under(&self.dir);
+    }
+}
+
+/// dockerd on top of a test containerd.
+pub struct Dockerd {
+    pub dir: PathBuf,
+    child: Child,
+    key_existed: bool,
+}
+
+impl Dockerd {
+    pub fn start(dir: &Path, containerd: &Containerd) -> Dockerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let key_existed = Path::new("/etc/docker/key.json").exists();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("--containerd")
+            .arg(containerd.sock())
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false"])
+            .args(["--storage-driver", "overlay2"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { dir: dir.to_path_buf(), child, key_existed };
+        let start = Instant::now();
+        while !d.docker(&["version"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(30), "dockerd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H").arg(format!("unix://{}", self.dir.join("docker.sock").display())).args(args);
+        run_with_deadline(cmd, Duration::from_secs(60))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = self.docker(&["rm", "-f", "-v", "dgtest-d1", "dgtest-d2", "dgtest-run"]);
+        stop_child(&mut self.child, Duration::from_secs(15));
+        detach_mounts_under(&self.dir);
+        if !self.key_existed {
+            let _ = std::fs::remove_file("/etc/docker/key.json");
+        }
+    }
+}
+
+/// Rootful podman with its storage under a test directory.
+pub struct Podman {
+    pub dir: PathBuf,
+}
+
+impl Podman {
+    pub fn new(dir: &Path) -> Podman {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("containers.conf"),
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\",\"nproc=32768:32768\"]\nnetns = \"none\"\n\
+             [engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n",
+        )
+        .unwrap();
+        Podman { dir: dir.to_path_buf() }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn runroot(&self) -> PathBuf {
+        self.dir.join("runroot")
+    }
+
+    pub fn podman(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--runroot")
+            .arg(self.runroot())
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args(["--storage-driver", "overlay", "--events-backend", "file"])
+            .args(args);
+        run_with_deadline(cmd, Duration::from_secs(120))
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.podman(&["rm", "-f", "-a"]);
+        detach_mounts_under(&self.dir);
+    }
+}
