@@ -229,7 +229,7 @@ fn write_sparse(path: &Path, binary: &[u8], size: u64) -> Result<(), BenchError>
 enum Listener {
     None,
     Floor { stop: Arc<AtomicBool>, thread: Option<std::thread::JoinHandle<()>> },
-    Process { child: Child, name: &'static str },
+    Process { child: Child, name: &'static str, binds: Vec<PathBuf> },
 }
 
 impl Listener {
@@ -287,7 +287,7 @@ impl Listener {
                     .stderr(log)
                     .spawn()
                     .map_err(setup("start driftgate"))?;
-                let l = Listener::Process { child, name: "driftgate" };
+                let l = Listener::Process { child, name: "driftgate", binds: Vec::new() };
                 l.wait_log(&log_path, "driftgate ready")?;
                 Ok(l)
             }
@@ -330,19 +330,27 @@ impl Drop for Listener {
                     let _ = t.join();
                 }
             }
-            Listener::Process { child, name } => {
+            Listener::Process { child, name, binds } => {
                 let pid = nix::unistd::Pid::from_raw(child.id() as i32);
                 let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
                 let start = Instant::now();
+                let mut stopped = false;
                 while start.elapsed() < Duration::from_secs(5) {
                     if let Ok(Some(_)) = child.try_wait() {
-                        return;
+                        stopped = true;
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                eprintln!("bench: {name} did not stop on SIGTERM; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
+                if !stopped {
+                    eprintln!("bench: {name} did not stop on SIGTERM; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                // Bind mounts made in the benchmark's private mount namespace.
+                for b in binds.drain(..) {
+                    let _ = nix::mount::umount2(&b, nix::mount::MntFlags::MNT_DETACH);
+                }
             }
         }
     }
@@ -908,7 +916,14 @@ mod fapolicyd {
             .stderr(log)
             .spawn()
             .map_err(setup("start fapolicyd"))?;
-        let l = Listener::Process { child, name: "fapolicyd" };
+        let l = Listener::Process {
+            child,
+            name: "fapolicyd",
+            binds: ["/etc/fapolicyd", "/var/lib/fapolicyd", "/run/fapolicyd"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
         l.wait_log(&log_path, "Starting to listen for events")?;
         Ok(l)
     }

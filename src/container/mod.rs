@@ -54,6 +54,12 @@ pub struct Container {
     pub meta: arc_swap::ArcSwap<meta::Metadata>,
     /// Counts metadata lookups stored; findings wait for a lookup made after they were raised.
     pub meta_version: std::sync::atomic::AtomicU64,
+    /// When discovery woke up for the mount change that revealed this container (`None` for
+    /// containers found at start-up), when its superblock was marked, and whether an exec in
+    /// it was seen yet: the first-exec race measurement.
+    pub mount_seen: Option<std::time::Instant>,
+    pub marked_at: std::sync::OnceLock<std::time::Instant>,
+    pub first_exec_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Container {

@@ -74,8 +74,13 @@ impl Discovery {
         self.meta_tx = Some(tx);
     }
 
-    /// Re-reads the mount table, marks new containers and forgets gone ones.
+    /// Re-reads the mount table, marks new containers and forgets gone ones. `woken` is when
+    /// a mount change was noticed (None for start-up and periodic scans).
     pub fn rescan(&mut self) {
+        self.rescan_after(None)
+    }
+
+    pub fn rescan_after(&mut self, woken: Option<Instant>) {
         self.last_scan = Some(Instant::now());
         let text = match std::fs::read("/proc/self/mountinfo") {
             Ok(t) => t,
@@ -115,7 +120,7 @@ impl Discovery {
             if self.active.contains_key(mid) {
                 continue;
             }
-            match self.prepare(cand) {
+            match self.prepare(cand, woken) {
                 Ok((container, dirfd)) => {
                     self.detached.remove(&container.dev);
                     reg.by_dev.insert(container.dev, Arc::clone(&container));
@@ -134,6 +139,7 @@ impl Discovery {
         for (c, dirfd) in to_mark {
             match self.group.mark_filesystem(dirfd.as_fd()) {
                 Ok(()) => {
+                    let _ = c.marked_at.set(Instant::now());
                     self.active.insert(c.mount_id, c.dev);
                     if let Some(tx) = &self.meta_tx {
                         let _ = tx.send(Arc::clone(&c));
@@ -174,7 +180,11 @@ impl Discovery {
         }
     }
 
-    fn prepare(&self, cand: &Candidate) -> Result<(Arc<Container>, std::os::fd::OwnedFd), MarkError> {
+    fn prepare(
+        &self,
+        cand: &Candidate,
+        woken: Option<Instant>,
+    ) -> Result<(Arc<Container>, std::os::fd::OwnedFd), MarkError> {
         let dirfd = open_dir_readable(&cand.mount.mountpoint)?;
         let found = statx_mount_id(dirfd.as_fd())?;
         if found != cand.mount.mount_id {
@@ -205,6 +215,9 @@ impl Discovery {
                 ..Default::default()
             }),
             meta_version: std::sync::atomic::AtomicU64::new(0),
+            mount_seen: woken,
+            marked_at: std::sync::OnceLock::new(),
+            first_exec_seen: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((container, dirfd))
     }

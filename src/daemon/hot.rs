@@ -112,6 +112,11 @@ impl FastPath {
             self.answer(ev, true);
             return Routed::Done;
         };
+        if !container.first_exec_seen.load(Ordering::Relaxed)
+            && !container.first_exec_seen.swap(true, Ordering::Relaxed)
+        {
+            first_exec(container);
+        }
         let id = FileId::from_stat(&st);
         let key = (container.generation, id);
         if self.image_files.contains(&key) {
@@ -152,6 +157,20 @@ impl FastPath {
     fn answer(&self, ev: PendingExec, allow: bool) {
         self.shared.answer(ev, allow);
     }
+}
+
+/// Logs the first-exec race figures of a container that appeared while the daemon ran: how
+/// long after its mount was noticed the mark was in place, and when its first exec came.
+fn first_exec(c: &Container) {
+    let (Some(seen), Some(marked)) = (c.mount_seen, c.marked_at.get()) else { return };
+    let now = Instant::now();
+    tracing::info!(
+        container = %c.identity.id,
+        runtime = c.identity.runtime,
+        mount_to_mark_us = marked.saturating_duration_since(seen).as_micros() as u64,
+        mount_to_first_exec_us = now.saturating_duration_since(seen).as_micros() as u64,
+        "first exec in container"
+    );
 }
 
 /// The in-container path candidates for the path the kernel reported. A process inside the

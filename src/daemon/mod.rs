@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
@@ -252,8 +252,10 @@ fn spawn_discovery(
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 return;
             }
+            let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let woken = Instant::now();
             watch.drain();
-            disco.rescan();
+            disco.rescan_after(changed.then_some(woken));
         }
     })
 }

@@ -241,6 +241,7 @@ impl Default for DaemonOpts<'_> {
 
 impl Daemon {
     pub fn start(dir: &Path, o: DaemonOpts<'_>) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
         let spool = dir.join("spool");
         let config = dir.join("driftgate.toml");
         let globs: Vec<String> = o.globs.iter().map(|g| format!("{:?}", g.display().to_string())).collect();

@@ -59,6 +59,7 @@ pub fn detach_mounts_under(dir: &Path) {
 
 /// A plain rootfs tarball: busybox-static, applets, `/opt/true`, `/tmp`.
 pub fn rootfs_tar(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
     let r = dir.join("rootfs");
     for d in ["bin", "tmp", "opt"] {
         std::fs::create_dir_all(r.join(d)).unwrap();
@@ -149,8 +150,33 @@ impl Containerd {
     }
 }
 
+impl Containerd {
+    /// Kills and deletes every task and container, in every namespace (also what a failed
+    /// test left behind), so no shim outlives the test.
+    fn remove_all(&self) {
+        let list = |args: &[&str]| -> Vec<String> {
+            String::from_utf8_lossy(&self.ctr(args).stdout).lines().map(str::to_owned).collect()
+        };
+        for ns in list(&["namespaces", "ls", "-q"]) {
+            for t in list(&["-n", &ns, "tasks", "ls", "-q"]) {
+                let _ = self.ctr(&["-n", &ns, "tasks", "kill", "-s", "KILL", &t]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            for t in list(&["-n", &ns, "tasks", "ls", "-q"]) {
+                let _ = self.ctr(&["-n", &ns, "tasks", "rm", "-f", &t]);
+            }
+            if ns != "moby" {
+                for c in list(&["-n", &ns, "containers", "ls", "-q"]) {
+                    let _ = self.ctr(&["-n", &ns, "containers", "rm", &c]);
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
+        self.remove_all();
         stop_child(&mut self.child, Duration::from_secs(10));
         detach_mounts_under(&self.dir);
     }

@@ -1,0 +1,118 @@
+//! The first-exec race, measured with real runtimes (needs root and the runtimes installed,
+//! which `scripts/test-deps.sh` does):
+//!
+//!     cargo bench --bench first_exec_race -- [--runtime containerd|docker|podman|all] [--count N]
+//!
+//! A new container is marked from a mount event, racing the runtime's own start-up. Each of N
+//! containers runs `/opt/true` as its entrypoint, its only exec: if the daemon logs no first
+//! exec for a container, its first exec beat the mark. For the caught ones it prints the time
+//! from the noticed mount to the mark and to the first exec, and the margin between the two.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::runtimes::*;
+use common::*;
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let i = line.find(&format!("{key}="))? + key.len() + 1;
+    line[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn pct(v: &mut [u64], p: f64) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[(((p / 100.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn report(runtime: &str, count: usize, d: &Daemon) {
+    std::thread::sleep(Duration::from_millis(500));
+    let lines: Vec<String> =
+        d.log_text().lines().filter(|l| l.contains("first exec in container")).map(str::to_owned).collect();
+    let mut mark: Vec<u64> = lines.iter().filter_map(|l| field(l, "mount_to_mark_us")).collect();
+    let mut first: Vec<u64> = lines.iter().filter_map(|l| field(l, "mount_to_first_exec_us")).collect();
+    let mut margin: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| Some(field(l, "mount_to_first_exec_us")?.saturating_sub(field(l, "mount_to_mark_us")?)))
+        .collect();
+    println!(
+        "{runtime:<11} caught {:>3}/{count}  mount->mark p50 {:>6} us p99 {:>6} us max {:>6} us  \
+         mount->first exec p50 {:>7} us min {:>7} us  margin min {:>7} us p50 {:>7} us",
+        lines.len(),
+        pct(&mut mark, 50.0),
+        pct(&mut mark, 99.0),
+        pct(&mut mark, 100.0),
+        pct(&mut first, 50.0),
+        pct(&mut first, 0.0),
+        pct(&mut margin, 0.0),
+        pct(&mut margin, 50.0),
+    );
+}
+
+fn main() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: first_exec_race needs root");
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let runtime = arg("--runtime").unwrap_or_else(|| "all".into());
+    let count: usize = arg("--count").and_then(|c| c.parse().ok()).unwrap_or(50);
+    let want = |r: &str| runtime == "all" || runtime == r;
+    let dir = tempfile::Builder::new().prefix("dgrace-").tempdir_in("/tmp").unwrap();
+    println!("first-exec race, {count} container starts per runtime (entrypoint /opt/true, its only exec)");
+
+    if want("containerd") && tools_present(&["containerd", "ctr", "runc", "umoci"]) {
+        let c = Containerd::start(&dir.path().join("containerd"));
+        c.build_image("localhost/dgtest");
+        let d = Daemon::start(
+            &dir.path().join("d1"),
+            DaemonOpts {
+                mode: "audit",
+                containerd_state: Some(c.state()),
+                containerd_address: Some(c.sock()),
+                ..Default::default()
+            },
+        );
+        for i in 0..count {
+            let id = format!("race-{i}");
+            let out = c.ctr(&["run", "--rm", "localhost/dgtest:latest", &id, "/opt/true"]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        report("containerd", count, &d);
+    }
+    let needs_docker = want("docker") && tools_present(&["containerd", "dockerd", "docker"]);
+    if needs_docker {
+        let c = Containerd::start(&dir.path().join("containerd-docker"));
+        let dk = Dockerd::start(&dir.path().join("docker"), &c);
+        let tar = rootfs_tar(&dir.path().join("docker"));
+        assert!(dk.docker(&["import", tar.to_str().unwrap(), "dgtest:latest"]).status.success());
+        let d = Daemon::start(
+            &dir.path().join("d2"),
+            DaemonOpts { mode: "audit", docker_root: Some(dk.data_root()), ..Default::default() },
+        );
+        for _ in 0..count {
+            let out = dk.docker(&["run", "--rm", "dgtest:latest", "/opt/true"]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        report("docker", count, &d);
+    }
+    if want("podman") && tools_present(&["podman"]) {
+        let p = Podman::new(&dir.path().join("podman"));
+        let tar = rootfs_tar(&dir.path().join("podman"));
+        assert!(p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]).status.success());
+        let d = Daemon::start(
+            &dir.path().join("d3"),
+            DaemonOpts { mode: "audit", podman: Some((p.root(), p.runroot())), ..Default::default() },
+        );
+        for _ in 0..count {
+            let out = p.podman(&["run", "--rm", "localhost/dgtest:latest", "/opt/true"]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        report("podman", count, &d);
+    }
+}
