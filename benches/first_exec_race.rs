@@ -37,7 +37,9 @@ fn report(runtime: &str, count: usize, d: &Daemon) {
     let mut first: Vec<u64> = lines.iter().filter_map(|l| field(l, "mount_to_first_exec_us")).collect();
     let mut margin: Vec<u64> = lines
         .iter()
-        .filter_map(|l| Some(field(l, "mount_to_first_exec_us")?.saturating_sub(field(l, "mount_to_mark_us")?)))
+        .filter_map(|l| {
+            Some(field(l, "mount_to_first_exec_us")?.saturating_sub(field(l, "mount_to_mark_us")?))
+        })
         .collect();
     println!(
         "{runtime:<11} caught {:>3}/{count}  mount->mark p50 {:>6} us p99 {:>6} us max {:>6} us  \

@@ -280,3 +280,31 @@ fn a_restarted_daemon_marks_running_containers_of_every_runtime_before_ready() {
     }
     // The runtimes' drops remove the containers.
 }
+
+#[test]
+fn a_runtime_api_that_is_down_delays_nothing_but_metadata() {
+    if !privileged() || !tools_present(&["containerd", "ctr", "runc", "umoci"]) {
+        return;
+    }
+    let dir = tmpdir("dgdown-");
+    let c = Containerd::start(&dir.path().join("containerd"));
+    c.build_image("localhost/dgtest");
+    // A socket path where nothing listens: every API lookup fails.
+    let d = Daemon::start(
+        dir.path(),
+        DaemonOpts {
+            containerd_state: Some(c.state()),
+            containerd_address: Some(dir.path().join("nobody-listens.sock")),
+            ..Default::default()
+        },
+    );
+    let id = format!("down-{}", std::process::id());
+    let start = std::time::Instant::now();
+    let out = c.ctr(&["run", "--rm", "localhost/dgtest:latest", &id, "/bin/sh", "-c", ADD_AND_RUN]);
+    assert!(start.elapsed() < Duration::from_secs(10), "the container ran at normal speed");
+    assert_blocked(&out, &d);
+    let f = one_finding(&d);
+    assert_eq!(f["container"]["id"], id.as_str());
+    assert_eq!(f["container"]["runtime"], "containerd");
+    assert!(f["container"]["image"].is_null(), "unknown, not invented: {f}");
+}
