@@ -43,6 +43,15 @@ struct RawConfig {
     hashing: RawHashing,
     #[serde(default)]
     findings: RawFindings,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    socket: Option<PathBuf>,
+    stall_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +65,32 @@ struct RawFindings {
 struct RawSpool {
     dir: Option<PathBuf>,
     segment_bytes: Option<u64>,
+    max_bytes: Option<u64>,
+    max_age: Option<Spanned<DurationValue>>,
+}
+
+/// A duration written as seconds (`86400`) or with a unit (`"30d"`, `"12h"`, `"90m"`, `"45s"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Secs(u64),
+    Text(String),
+}
+
+/// Parses `30d`, `12h`, `90m`, `45s` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (like 30d, 12h, 90m, 45s)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use s, m, h, d or w)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +170,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub spool_dir: PathBuf,
     pub spool_segment_bytes: u64,
+    /// Retention: the oldest segments are deleted beyond this size or age.
+    pub spool_max_bytes: Option<u64>,
+    pub spool_max_age: Option<Duration>,
     pub overlay_globs: Vec<String>,
     pub overlay_globset: GlobSet,
     pub rescan_interval: Duration,
@@ -152,7 +190,17 @@ pub struct Config {
     pub hash_cache_entries: usize,
     /// Repeated identical findings within this window are recorded as one aggregate.
     pub aggregate_window: Duration,
+    /// The root-only status socket.
+    pub socket: PathBuf,
+    /// With an exec held this long and no decision made meanwhile, the daemon exits (the
+    /// kernel then allows what it held) rather than stall the node.
+    pub stall_timeout: Duration,
 }
+
+/// The configuration as the daemon's threads see it: swapped whole on reload.
+pub type SharedConfig = std::sync::Arc<arc_swap::ArcSwap<Config>>;
+
+pub const DEFAULT_SOCKET: &str = "/run/driftgate/driftgate.sock";
 
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
@@ -253,6 +301,22 @@ impl Config {
             None => 65536,
         };
 
+        let stall = match &raw.daemon.stall_timeout_secs {
+            Some(v) if *v.get_ref() < 5 => {
+                return Err(invalid(v.span(), "daemon.stall_timeout_secs", "must be at least 5".into()))
+            }
+            Some(v) => Duration::from_secs(*v.get_ref()),
+            None => Duration::from_secs(60),
+        };
+        let spool_max_age = match &raw.spool.max_age {
+            None => None,
+            Some(v) => Some(match v.get_ref() {
+                DurationValue::Secs(n) => Duration::from_secs(*n),
+                DurationValue::Text(t) => {
+                    parse_duration(t).map_err(|m| invalid(v.span(), "spool.max_age", m))?
+                }
+            }),
+        };
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
         let node_name = raw.node_name.unwrap_or_else(hostname);
@@ -263,6 +327,8 @@ impl Config {
             state_dir,
             spool_dir,
             spool_segment_bytes: raw.spool.segment_bytes.unwrap_or(16 * 1024 * 1024).max(4096),
+            spool_max_bytes: raw.spool.max_bytes,
+            spool_max_age,
             overlay_globs: glob_strings,
             overlay_globset,
             rescan_interval: rescan,
@@ -289,6 +355,8 @@ impl Config {
             large_file_bytes: raw.hashing.large_file_bytes.unwrap_or(8 * 1024 * 1024),
             hash_cache_entries: cache_entries,
             aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
+            socket: raw.daemon.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            stall_timeout: stall,
         })
     }
 }
@@ -410,6 +478,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("c.toml: line 2:"), "{err}");
+    }
+
+    #[test]
+    fn spool_retention_and_daemon_keys() {
+        let c = Config::from_toml(
+            "[spool]\nmax_bytes = 1048576\nmax_age = \"30d\"\n[daemon]\nsocket = \"/tmp/x.sock\"\nstall_timeout_secs = 30\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.spool_max_bytes, Some(1 << 20));
+        assert_eq!(c.spool_max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.socket, Path::new("/tmp/x.sock"));
+        assert_eq!(c.stall_timeout, Duration::from_secs(30));
+        assert_eq!(
+            Config::from_toml("[spool]\nmax_age = 3600\n", None).unwrap().spool_max_age,
+            Some(Duration::from_secs(3600))
+        );
+        let err = Config::from_toml("[spool]\nmax_age = \"3 fortnights\"\n", Some(Path::new("c.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml: line 2: `spool.max_age`"), "{err}");
+        assert!(Config::defaults().spool_max_bytes.is_none());
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

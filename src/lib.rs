@@ -23,4 +23,6 @@ pub mod exit {
     pub const USAGE: i32 = 64;
     pub const NOPERM: i32 = 77;
     pub const CONFIG: i32 = 78;
+    /// The daemon ended itself because decisions stalled (systemd restarts it).
+    pub const STALLED: i32 = 75;
 }

@@ -268,11 +268,14 @@ impl Listener {
                     &cfg,
                     format!(
                         "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
-                         [discovery.containerd]\nenabled = false\n[journald]\nenabled = false\n",
+                         [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
+                         [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
+                         [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n",
                         mode.as_str(),
                         root.join("state").display().to_string(),
                         root.join("spool").display().to_string(),
                         c.glob(),
+                        root.join("driftgate.sock").display().to_string(),
                     ),
                 )
                 .map_err(setup("write config"))?;

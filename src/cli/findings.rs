@@ -1,9 +1,11 @@
-//! `driftgate findings`: read the spool.
+//! `driftgate findings`: read the spool, filter, follow.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::engine::{Action, Category};
 use crate::exit;
 use crate::finding::Finding;
 use crate::sink::journald::printable;
@@ -19,11 +21,111 @@ pub struct FindingsArgs {
     /// One JSON object per line (schema driftgate.finding.v1)
     #[arg(long)]
     pub json: bool,
+    /// Only findings at or after this time: RFC 3339, or an age such as 30m, 12h, 7d
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only findings before this time: RFC 3339, or an age such as 1h
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only this category (e.g. ADDED_BINARY_EXECUTED)
+    #[arg(long, value_name = "CATEGORY")]
+    pub category: Option<String>,
+    /// Only this container: its id (or a prefix of it) or its name
+    #[arg(long, value_name = "ID|NAME")]
+    pub container: Option<String>,
+    /// Only this Kubernetes namespace
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this action: blocked or audited
+    #[arg(long, value_name = "ACTION", value_parser = ["blocked", "audited"])]
+    pub action: Option<String>,
+    /// Keep printing new findings as they are recorded
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+/// Validated filters.
+#[derive(Debug, Default)]
+pub struct Filter {
+    since: Option<time::OffsetDateTime>,
+    until: Option<time::OffsetDateTime>,
+    category: Option<Category>,
+    container: Option<String>,
+    namespace: Option<String>,
+    action: Option<Action>,
+}
+
+/// `2026-11-26T10:00:00Z` or an age (`30m`, `12h`, `7d`) before now.
+pub fn parse_time(s: &str, now: time::OffsetDateTime) -> Result<time::OffsetDateTime, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    let age = crate::config::parse_duration(s)
+        .map_err(|_| format!("{s:?} is neither RFC 3339 nor an age like 30m"))?;
+    Ok(now - age)
+}
+
+impl Filter {
+    pub fn from_args(a: &FindingsArgs, now: time::OffsetDateTime) -> Result<Filter, String> {
+        Ok(Filter {
+            since: a
+                .since
+                .as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()
+                .map_err(|e| format!("--since: {e}"))?,
+            until: a
+                .until
+                .as_deref()
+                .map(|s| parse_time(s, now))
+                .transpose()
+                .map_err(|e| format!("--until: {e}"))?,
+            category: a
+                .category
+                .as_deref()
+                .map(|c| Category::parse(c).ok_or_else(|| format!("--category: unknown category {c:?}")))
+                .transpose()?,
+            container: a.container.clone(),
+            namespace: a.namespace.clone(),
+            action: a
+                .action
+                .as_deref()
+                .map(|x| if x == "blocked" { Action::Blocked } else { Action::Audited }),
+        })
+    }
+
+    pub fn matches(&self, f: &Finding) -> bool {
+        let t = time::OffsetDateTime::parse(&f.time, &time::format_description::well_known::Rfc3339).ok();
+        if let Some(since) = self.since {
+            if t.is_none_or(|t| t < since) {
+                return false;
+            }
+        }
+        if let Some(until) = self.until {
+            if t.is_none_or(|t| t >= until) {
+                return false;
+            }
+        }
+        if self.category.is_some_and(|c| c != f.category) || self.action.is_some_and(|a| a != f.action) {
+            return false;
+        }
+        if let Some(c) = &self.container {
+            if !(f.container.id.starts_with(c.as_str()) || f.container.name.as_deref() == Some(c.as_str())) {
+                return false;
+            }
+        }
+        if let Some(ns) = &self.namespace {
+            if f.container.pod_namespace.as_deref() != Some(ns.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 pub fn run(args: FindingsArgs) -> i32 {
-    let dir = match args.spool_dir {
-        Some(d) => d,
+    let dir = match &args.spool_dir {
+        Some(d) => d.clone(),
         None => match Config::load(args.config.config.as_deref()) {
             Ok(c) => c.spool_dir,
             Err(e) => {
@@ -31,6 +133,13 @@ pub fn run(args: FindingsArgs) -> i32 {
                 return exit::CONFIG;
             }
         },
+    };
+    let filter = match Filter::from_args(&args, time::OffsetDateTime::now_utc()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("driftgate: {e}");
+            return exit::USAGE;
+        }
     };
     let (findings, bad) = match spool::read_all(&dir) {
         Ok(v) => v,
@@ -42,9 +151,25 @@ pub fn run(args: FindingsArgs) -> i32 {
     for b in &bad {
         eprintln!("driftgate: {}: line {}: unreadable finding: {}", b.file.display(), b.line, b.error);
     }
+    let shown: Vec<&Finding> = findings.iter().filter(|f| filter.matches(f)).collect();
     let out = std::io::stdout();
     let mut out = out.lock();
-    let res = if args.json { print_json(&mut out, &findings) } else { print_table(&mut out, &findings) };
+    let header = !args.json && (!shown.is_empty() || args.follow);
+    let res = (|| {
+        if header {
+            print_header(&mut out)?;
+        } else if shown.is_empty() && !args.json && std::io::stdout().is_terminal() {
+            writeln!(out, "no findings")?;
+        }
+        for f in &shown {
+            print_one(&mut out, f, args.json)?;
+        }
+        out.flush()?;
+        if args.follow {
+            follow(&dir, &filter, args.json, &mut out)?;
+        }
+        Ok::<(), std::io::Error>(())
+    })();
     match res {
         Ok(()) => exit::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
@@ -55,46 +180,90 @@ pub fn run(args: FindingsArgs) -> i32 {
     }
 }
 
-fn print_json(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
-    for f in findings {
-        serde_json::to_writer(&mut *out, f)?;
-        out.write_all(b"\n")?;
+/// Prints findings appended after the current end of the spool, until interrupted.
+fn follow(dir: &Path, filter: &Filter, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    use std::collections::HashMap;
+    let mut offsets: HashMap<u64, u64> = HashMap::new();
+    for (seq, p) in spool::segments(dir).unwrap_or_default() {
+        offsets.insert(seq, std::fs::metadata(&p).map_or(0, |m| m.len()));
     }
-    Ok(())
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        for (seq, p) in spool::segments(dir).unwrap_or_default() {
+            let off = offsets.entry(seq).or_insert(0);
+            let Ok(data) = std::fs::read(&p) else { continue };
+            if (data.len() as u64) <= *off {
+                continue;
+            }
+            let new = &data[*off as usize..];
+            let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for line in new[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(f) = serde_json::from_slice::<Finding>(line) {
+                    if filter.matches(&f) {
+                        print_one(out, &f, json)?;
+                    }
+                }
+            }
+            *off += complete as u64;
+        }
+        out.flush()?;
+    }
 }
 
-fn print_table(out: &mut impl Write, findings: &[Finding]) -> std::io::Result<()> {
-    if findings.is_empty() {
-        if std::io::stdout().is_terminal() {
-            writeln!(out, "no findings")?;
-        }
-        return Ok(());
-    }
+fn print_header(out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<20} {:<8} {:<25} {:<16} {:<8} {:<12} PATH",
-        "TIME", "ACTION", "CATEGORY", "CONTAINER", "PID", "SHA256"
-    )?;
-    for f in findings {
-        let time = f.time.get(..19).unwrap_or(&f.time).replace('T', " ");
-        let cid = printable(f.container.id.as_bytes());
-        let cid = if cid.chars().count() > 16 {
-            format!("{}…", cid.chars().take(15).collect::<String>())
-        } else {
-            cid
-        };
-        let sha = f.file.sha256.as_deref().map_or("-".to_owned(), |s| s.chars().take(12).collect());
-        writeln!(
-            out,
-            "{:<20} {:<8} {:<25} {:<16} {:<8} {:<12} {}",
-            time,
-            f.action.as_str(),
-            f.category.as_str(),
-            cid,
-            f.process.pid,
-            sha,
-            printable(&f.path_bytes())
-        )?;
+        "{:<20} {:<8} {:<25} {:<10} {:<16} {:<20} {:<6} {:<12} PATH",
+        "TIME", "ACTION", "CATEGORY", "RUNTIME", "CONTAINER", "POD", "COUNT", "SHA256"
+    )
+}
+
+fn print_one(out: &mut impl Write, f: &Finding, json: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, f)?;
+        return out.write_all(b"\n");
     }
-    Ok(())
+    let time = f.time.get(..19).unwrap_or(&f.time).replace('T', " ");
+    let short = |s: String, n: usize| {
+        if s.chars().count() > n {
+            format!("{}…", s.chars().take(n - 1).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let who = f.container.name.clone().unwrap_or_else(|| f.container.id.clone());
+    let pod = match (&f.container.pod_namespace, &f.container.pod_name) {
+        (Some(ns), Some(p)) => format!("{ns}/{p}"),
+        _ => "-".into(),
+    };
+    let sha = f.file.sha256.as_deref().map_or("-".to_owned(), |s| s.chars().take(12).collect());
+    writeln!(
+        out,
+        "{:<20} {:<8} {:<25} {:<10} {:<16} {:<20} {:<6} {:<12} {}",
+        time,
+        f.action.as_str(),
+        f.category.as_str(),
+        f.container.runtime,
+        short(printable(who.as_bytes()), 16),
+        short(printable(pod.as_bytes()), 20),
+        f.count,
+        sha,
+        printable(&f.path_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_or_ages() {
+        let now = time::macros::datetime!(2026-11-26 12:00 UTC);
+        assert_eq!(
+            parse_time("2026-11-26T10:00:00Z", now).unwrap(),
+            time::macros::datetime!(2026-11-26 10:00 UTC)
+        );
+        assert_eq!(parse_time("90m", now).unwrap(), time::macros::datetime!(2026-11-26 10:30 UTC));
+        assert!(parse_time("yesterday", now).is_err());
+    }
 }

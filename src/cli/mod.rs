@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config_check;
 pub mod findings;
 pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -28,8 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon in the foreground (needs root: CAP_SYS_ADMIN for fanotify).
     Run(run::RunArgs),
-    /// Print recorded findings from the spool.
+    /// Print recorded findings from the spool (filter them, or follow new ones).
     Findings(findings::FindingsArgs),
+    /// Show the running daemon's state: mode, containers, decisions, latency, spool.
+    Status(status::StatusArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -56,6 +59,7 @@ pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Findings(a) => findings::run(a),
+        Command::Status(a) => status::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Bench(b) => bench::run(b),
     }

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::SharedConfig;
 use crate::container::layers::Layers;
 use crate::container::{classify, mountinfo, Candidate, Container, Registry};
 use crate::sys::fanotify::PermGroup;
@@ -38,7 +38,7 @@ pub enum MarkError {
 
 /// Owns the container set; publishes it to the hot path through `registry`.
 pub struct Discovery {
-    cfg: Arc<Config>,
+    cfg: SharedConfig,
     group: Arc<PermGroup>,
     registry: Arc<ArcSwap<Registry>>,
     /// Mounted and marked: mount id -> device.
@@ -52,7 +52,7 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    pub fn new(cfg: Arc<Config>, group: Arc<PermGroup>, registry: Arc<ArcSwap<Registry>>) -> Self {
+    pub fn new(cfg: SharedConfig, group: Arc<PermGroup>, registry: Arc<ArcSwap<Registry>>) -> Self {
         let forbidden_devs = ["/", "/proc/self/exe"]
             .iter()
             .filter_map(|p| nix::sys::stat::stat(*p).ok().map(|s| s.st_dev))
@@ -89,9 +89,10 @@ impl Discovery {
                 return;
             }
         };
+        let cfg = self.cfg.load_full();
         let candidates: HashMap<u64, Candidate> = mountinfo::parse(&text)
             .iter()
-            .filter_map(|m| classify(m, &self.cfg))
+            .filter_map(|m| classify(m, &cfg))
             .map(|c| (c.mount.mount_id, c))
             .collect();
 

@@ -43,11 +43,43 @@ pub struct HotStats {
     pub findings_added: AtomicU64,
     pub findings_modified: AtomicU64,
     pub answer_errors: AtomicU64,
+    /// Time from reading an event to answering it.
+    pub latency: super::latency::Histogram,
+}
+
+impl HotStats {
+    /// Events read and not answered yet.
+    pub fn in_flight(&self) -> u64 {
+        let answered = self.allowed.load(Ordering::Relaxed) + self.denied.load(Ordering::Relaxed);
+        self.events.load(Ordering::Relaxed).saturating_sub(answered)
+    }
+}
+
+/// The mode, switchable by a reload without stopping the hot path.
+#[derive(Debug)]
+pub struct ModeCell(std::sync::atomic::AtomicU8);
+
+impl ModeCell {
+    pub fn new(m: Mode) -> Self {
+        Self(std::sync::atomic::AtomicU8::new(m as u8))
+    }
+
+    pub fn get(&self) -> Mode {
+        if self.0.load(Ordering::Relaxed) == Mode::Enforce as u8 {
+            Mode::Enforce
+        } else {
+            Mode::Audit
+        }
+    }
+
+    pub fn set(&self, m: Mode) {
+        self.0.store(m as u8, Ordering::Relaxed);
+    }
 }
 
 /// What is shared between the main thread and the workers.
 pub struct Shared {
-    pub mode: Mode,
+    pub mode: ModeCell,
     pub node: String,
     pub registry: Arc<ArcSwap<Registry>>,
     /// SHA-256 of file versions: overlay files keyed by (container generation, id), host layer
@@ -231,7 +263,10 @@ impl Shared {
         } else {
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = ev.answer(allow) {
+        let received = ev.received;
+        let res = ev.answer(allow);
+        self.stats.latency.record(received.elapsed());
+        if let Err(e) = res {
             self.stats.answer_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "could not answer exec event");
         }
@@ -262,7 +297,8 @@ impl Shared {
                 o
             }
         };
-        let verdict = decide(self.mode, outcome.evidence);
+        let mode = self.mode.get();
+        let verdict = decide(mode, outcome.evidence);
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             self.answer(job.ev, verdict.allow);
@@ -422,7 +458,7 @@ impl Shared {
             category,
             severity: category.severity(),
             action,
-            mode: self.mode,
+            mode: self.mode.get(),
             node: self.node.clone(),
             container: {
                 let m = c.meta.load();

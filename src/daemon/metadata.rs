@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::config::Config;
+use crate::config::SharedConfig;
 use crate::container::runtimes::Resolver;
 use crate::container::Container;
 
 const MAX_ATTEMPTS: u32 = 12;
 
-pub fn spawn(cfg: Arc<Config>, rx: Receiver<Arc<Container>>) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(cfg: SharedConfig, rx: Receiver<Arc<Container>>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("driftgate-meta".into()).spawn(move || {
         let resolver = Resolver::new();
         let mut pending: Vec<(Arc<Container>, u32, Instant)> = Vec::new();
@@ -42,7 +42,7 @@ pub fn spawn(cfg: Arc<Config>, rx: Receiver<Arc<Container>>) -> std::io::Result<
                 if *at > now {
                     return true;
                 }
-                let m = resolver.resolve(&cfg, c).merged_with(&c.meta.load());
+                let m = resolver.resolve(&cfg.load(), c).merged_with(&c.meta.load());
                 let complete = m.complete;
                 tracing::debug!(container = %c.identity.id, ?m, "container metadata");
                 c.meta.store(Arc::new(m));

@@ -1,34 +1,41 @@
-//! Wiring: the fanotify group, discovery, the hot path, hashing workers, sinks, signals.
+//! Wiring: the fanotify group, discovery, the hot path, hashing workers, sinks, signals, status,
+//! reload and the watchdog.
 //!
 //! Threads: `main` reads permission events and runs the fast path; `driftgate-discovery`
-//! watches the mount table and marks containers; `driftgate-hash-N` and `driftgate-hash-large`
-//! hash files for the slow path; `driftgate-sink` writes findings. If the process dies for any
-//! reason the kernel allows every exec still pending, so no failure leaves an exec hung.
+//! watches the mount table and marks containers; `driftgate-meta` reads runtime metadata;
+//! `driftgate-hash-N` and `driftgate-hash-large` hash files for the slow path;
+//! `driftgate-sink` writes findings; `driftgate-status` serves `driftgate status`;
+//! `driftgate-watchdog` pings systemd while decisions progress and ends a stalled daemon. If
+//! the process dies for any reason the kernel allows every exec still pending, so no failure
+//! leaves an exec hung.
 
 pub mod cache;
 pub mod discovery;
 pub mod hot;
+pub mod latency;
 pub mod metadata;
+pub mod status;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::Config;
+use crate::config::{Config, SharedConfig};
 use crate::container::Registry;
 use crate::sink::{self, spool::SpoolWriter, JournalTarget, SinkStats};
 use crate::sys::fanotify::PermGroup;
 use crate::sys::mountwatch::MountWatch;
 use crate::sys::SysError;
-use hot::{FastPath, HotStats, Job, Routed, Shared};
+use hot::{FastPath, HotStats, Job, ModeCell, Routed, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -40,9 +47,27 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+fn eventfd() -> Result<Arc<OwnedFd>, SysError> {
+    let e = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(|e| SysError::new("eventfd", e))?;
+    Ok(Arc::new(e.into()))
+}
+
+fn kick(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
+}
+
+fn drain_eventfd(fd: &OwnedFd) {
+    let mut b = [0u8; 8];
+    let _ = nix::unistd::read(fd.as_fd(), &mut b);
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    let cfg = Arc::new(cfg);
+pub fn run(initial: Config) -> Result<(), DaemonError> {
+    let started = SystemTime::now();
+    let config_path = initial.source.clone();
+    let cfg: SharedConfig = Arc::new(ArcSwap::from_pointee(initial));
+    let c0 = cfg.load_full();
     // Signals are blocked before any thread starts so that every thread inherits the mask and
     // only the signalfd sees them. SIGIO is what a lease break sends: ignore it.
     let mut mask = SigSet::empty();
@@ -60,12 +85,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| SysError::new("signalfd", e))?;
 
-    let spool = SpoolWriter::open(&cfg.spool_dir, cfg.spool_segment_bytes)?;
-    let journal = if cfg.journald_enabled {
-        match sink::journald::Journal::connect(&cfg.journald_socket) {
+    let spool = SpoolWriter::open(&c0.spool_dir, c0.spool_segment_bytes)?;
+    let journal = if c0.journald_enabled {
+        match sink::journald::Journal::connect(&c0.journald_socket) {
             Ok(j) => JournalTarget::Journald(j),
             Err(e) => {
-                tracing::info!(socket = %cfg.journald_socket.display(), error = %e, "no journald; findings go to stderr");
+                tracing::info!(socket = %c0.journald_socket.display(), error = %e, "no journald; findings go to stderr");
                 JournalTarget::Stderr
             }
         }
@@ -73,24 +98,24 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         JournalTarget::Stderr
     };
     let sink_stats = Arc::new(SinkStats::default());
-    let aggregator = Arc::new(sink::aggregate::Aggregator::new(cfg.aggregate_window));
+    let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window));
     let (findings, sink_thread) =
-        sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator));
+        sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator), Arc::clone(&cfg));
 
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     let group = PermGroup::new()?;
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
     let shared = Arc::new(Shared {
-        mode: cfg.mode,
-        node: cfg.node_name.clone(),
+        mode: ModeCell::new(c0.mode),
+        node: c0.node_name.clone(),
         registry: Arc::clone(&registry),
-        hashes: Mutex::new(cache::BoundedMap::new(cfg.hash_cache_entries)),
-        outcomes: Mutex::new(cache::BoundedMap::new(cfg.hash_cache_entries)),
+        hashes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        outcomes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
         aggregator,
         findings,
         stats: Arc::clone(&hot_stats),
-        large_file_bytes: cfg.large_file_bytes,
+        large_file_bytes: c0.large_file_bytes,
         meta_refresh: Some(meta_tx.clone()),
     });
 
@@ -98,24 +123,21 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx)?;
     let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
     disco.set_metadata_sink(meta_tx);
-    let watch = match cfg.mount_watch {
+    let watch = match c0.mount_watch {
         crate::config::MountWatchKind::Auto => MountWatch::open()?,
         crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
         crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
     };
     disco.rescan();
-    let stop = nix::sys::eventfd::EventFd::from_flags(
-        nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
-    )
-    .map_err(|e| SysError::new("eventfd", e))?;
-    let stop_fd: OwnedFd = stop.into();
-    let stop_fd = Arc::new(stop_fd);
-    let disco_thread = spawn_discovery(disco, watch, Arc::clone(&stop_fd), cfg.rescan_interval)?;
+    let stop_fd = eventfd()?;
+    let rescan_fd = eventfd()?;
+    let disco_thread =
+        spawn_discovery(disco, watch, Arc::clone(&stop_fd), Arc::clone(&rescan_fd), Arc::clone(&cfg))?;
 
     let (small_tx, small_rx) = crossbeam_channel::unbounded::<Job>();
     let (large_tx, large_rx) = crossbeam_channel::unbounded::<Job>();
     let mut workers = Vec::new();
-    for i in 0..cfg.hash_workers {
+    for i in 0..c0.hash_workers {
         workers.push(spawn_worker(
             format!("driftgate-hash-{i}"),
             Arc::clone(&shared),
@@ -126,18 +148,52 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx, true)?);
     drop(small_rx);
 
+    let reloads = Arc::new(AtomicU64::new(0));
+    let reload_errors = Arc::new(AtomicU64::new(0));
+    let sources = Arc::new(status::Sources {
+        cfg: Arc::clone(&cfg),
+        started,
+        registry: Arc::clone(&registry),
+        hot: Arc::clone(&hot_stats),
+        sink: Arc::clone(&sink_stats),
+        shared: Arc::clone(&shared),
+        reloads: Arc::clone(&reloads),
+        reload_errors: Arc::clone(&reload_errors),
+    });
+    match status::serve(&c0.socket, Arc::clone(&sources)) {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(socket = %c0.socket.display(), error = %e, "status socket unavailable"),
+    }
+    let stopping = Arc::new(AtomicBool::new(false));
+    let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
+
     let watched = registry.load().by_dev.len();
-    tracing::info!(mode = cfg.mode.as_str(), containers = watched, "driftgate ready");
+    tracing::info!(mode = c0.mode.as_str(), containers = watched, "driftgate ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
-        "mode={} containers={watched}",
-        cfg.mode.as_str()
-    ))]);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status_line(&sources.snapshot()))]);
 
     let mut fast = FastPath::new(Arc::clone(&shared), 1 << 16);
-    let result = event_loop(&group, &sfd, &mut fast, &small_tx, &large_tx, cfg.large_file_bytes);
+    let reload = || match Config::load(config_path.as_deref()) {
+        Ok(new) => {
+            let old = cfg.load_full();
+            if new.mode != old.mode {
+                tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
+            }
+            shared.mode.set(new.mode);
+            cfg.store(Arc::new(new));
+            reloads.fetch_add(1, Ordering::Relaxed);
+            kick(&rescan_fd);
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => {
+            reload_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+        }
+    };
+    let result = event_loop(&group, &sfd, &mut fast, &small_tx, &large_tx, c0.large_file_bytes, reload);
 
     tracing::info!("driftgate stopping");
+    stopping.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Workers answer what they hold, then exit; dropping the group closes the fanotify fd and
     // the kernel allows anything still queued.
@@ -146,15 +202,29 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     for w in workers {
         let _ = w.join();
     }
-    let _ = nix::unistd::write(stop_fd.as_fd(), &1u64.to_ne_bytes());
+    kick(&stop_fd);
     let _ = disco_thread.join();
+    let _ = watchdog.join();
     drop(fast);
     drop(group);
     // The metadata thread ends when its last sender (discovery's, the hot path's) is gone.
+    drop(sources);
     drop(shared);
     let _ = meta_thread.join();
     let _ = sink_thread.join();
     result
+}
+
+fn status_line(s: &status::Status) -> String {
+    format!(
+        "mode={} containers={} decisions={} denied={} findings={} p99={}us",
+        s.mode,
+        s.containers.len(),
+        s.decisions.allowed + s.decisions.denied,
+        s.decisions.denied,
+        s.findings.values().sum::<u64>(),
+        s.latency_us.p99.map_or("-".into(), |v| format!("{v:.0}")),
+    )
 }
 
 fn event_loop(
@@ -164,6 +234,7 @@ fn event_loop(
     small_tx: &Sender<Job>,
     large_tx: &Sender<Job>,
     large_bytes: u64,
+    reload: impl Fn(),
 ) -> Result<(), DaemonError> {
     loop {
         let mut fds =
@@ -186,7 +257,7 @@ fn event_loop(
                     if let Routed::Slow(job) = fast.handle(ev) {
                         let tx = if job.id.size >= large_bytes { large_tx } else { small_tx };
                         if let Err(e) = tx.send(job) {
-                            // Cannot happen while we hold the receivers' workers; answer anyway.
+                            // Cannot happen while the workers run; answer anyway.
                             let _ = fast.shared.try_complete(e.into_inner(), true);
                         }
                     }
@@ -198,7 +269,9 @@ fn event_loop(
                 match Signal::try_from(si.ssi_signo as i32) {
                     Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => return Ok(()),
                     Ok(Signal::SIGHUP) => {
-                        tracing::info!("SIGHUP: nothing to reload in this version");
+                        // Reading the file is quick; decisions for queued events wait only
+                        // for this one parse, and none is dropped.
+                        reload();
                     }
                     _ => {}
                 }
@@ -233,15 +306,21 @@ fn spawn_discovery(
     mut disco: discovery::Discovery,
     mut watch: MountWatch,
     stop: Arc<OwnedFd>,
-    interval: Duration,
+    rescan: Arc<OwnedFd>,
+    cfg: SharedConfig,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("driftgate-discovery".into()).spawn(move || {
         tracing::info!(kind = watch.kind(), "watching mount changes");
-        let timeout = PollTimeout::try_from(interval.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
         loop {
+            let interval = cfg.load().rescan_interval;
+            let timeout = PollTimeout::try_from(interval.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
             let flags = watch.poll_flags();
-            let mut fds = [PollFd::new(watch.fd(), flags), PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
+            let mut fds = [
+                PollFd::new(watch.fd(), flags),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+                PollFd::new(rescan.as_fd(), PollFlags::POLLIN),
+            ];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
@@ -253,9 +332,62 @@ fn spawn_discovery(
                 return;
             }
             let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
+            if fds[2].revents().is_some_and(|r| !r.is_empty()) {
+                drain_eventfd(&rescan);
+            }
             let woken = Instant::now();
             watch.drain();
             disco.rescan_after(changed.then_some(woken));
+        }
+    })
+}
+
+/// Pings systemd's watchdog only while decisions make progress, updates `STATUS=`, and ends
+/// the daemon when an exec has been held for `stall` with no decision made meanwhile: exiting
+/// closes the fanotify fd, the kernel allows what was held, and systemd restarts the daemon.
+fn spawn_watchdog(
+    sources: Arc<status::Sources>,
+    stopping: Arc<AtomicBool>,
+    stall: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    // WATCHDOG_USEC from systemd: ping at half of it.
+    let systemd_period = sd_notify::watchdog_enabled();
+    let systemd_watchdog = systemd_period.is_some();
+    let period = systemd_period.map_or(Duration::from_secs(1), |d| (d / 2).max(Duration::from_millis(100)));
+    std::thread::Builder::new().name("driftgate-watchdog".into()).spawn(move || {
+        let hot = Arc::clone(&sources.hot);
+        let answered = || hot.allowed.load(Ordering::Relaxed) + hot.denied.load(Ordering::Relaxed);
+        let mut last_answered = answered();
+        let mut stuck_since: Option<Instant> = None;
+        let mut last_status = Instant::now();
+        while !stopping.load(Ordering::Relaxed) {
+            std::thread::sleep(period.min(Duration::from_secs(1)));
+            let now_answered = answered();
+            let in_flight = hot.in_flight();
+            let progressing = in_flight == 0 || now_answered != last_answered;
+            last_answered = now_answered;
+            if progressing {
+                stuck_since = None;
+                if systemd_watchdog {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            } else {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= stall {
+                    tracing::error!(
+                        in_flight,
+                        stalled_secs = since.elapsed().as_secs(),
+                        "decisions stalled; exiting so the kernel releases the held execs"
+                    );
+                    eprintln!("driftgate: decisions stalled for {:?}; exiting", since.elapsed());
+                    std::process::exit(crate::exit::STALLED);
+                }
+            }
+            if last_status.elapsed() >= Duration::from_secs(5) {
+                last_status = Instant::now();
+                let _ =
+                    sd_notify::notify(&[sd_notify::NotifyState::Status(&status_line(&sources.snapshot()))]);
+            }
         }
     })
 }

@@ -32,6 +32,8 @@ pub struct SinkStats {
     /// Findings dropped because the queue was full.
     pub dropped: AtomicU64,
     pub journald_errors: AtomicU64,
+    /// Spool segments deleted by retention.
+    pub deleted_segments: AtomicU64,
 }
 
 /// The hot path's handle.
@@ -126,6 +128,7 @@ pub fn start(
     journal: JournalTarget,
     stats: Arc<SinkStats>,
     aggregator: Arc<aggregate::Aggregator>,
+    cfg: crate::config::SharedConfig,
 ) -> (FindingSender, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded::<Box<Queued>>(65536);
     let st = Arc::clone(&stats);
@@ -133,7 +136,7 @@ pub fn start(
         .name("driftgate-sink".into())
         .spawn(move || {
             crate::sys::process::lower_this_thread_priority(10);
-            run(&mut spool, &journal, &rx, &st, &aggregator)
+            run(&mut spool, &journal, &rx, &st, &aggregator, &cfg)
         })
         .expect("spawn sink thread");
     (FindingSender { tx, stats }, handle)
@@ -145,7 +148,9 @@ fn run(
     rx: &Receiver<Box<Queued>>,
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
+    cfg: &crate::config::SharedConfig,
 ) {
+    let mut last_retention = Instant::now() - Duration::from_secs(3600);
     let mut waiting: Vec<Queued> = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -174,6 +179,17 @@ fn run(
         let (ready, rest): (Vec<Queued>, Vec<Queued>) = waiting.drain(..).partition(|q| !open || q.ready());
         waiting = rest;
         let batch: Vec<Finding> = ready.into_iter().map(Queued::into_finding).collect();
+        if last_retention.elapsed() >= Duration::from_secs(10) || !open {
+            last_retention = Instant::now();
+            let c = cfg.load();
+            if let Err(e) = spool.set_segment_bytes(c.spool_segment_bytes) {
+                tracing::error!(error = %e, "could not start a new spool segment");
+            }
+            for p in spool.enforce_retention(c.spool_max_bytes, c.spool_max_age) {
+                stats.deleted_segments.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(segment = %p.display(), "spool retention: deleted the oldest segment");
+            }
+        }
         if batch.is_empty() {
             continue;
         }

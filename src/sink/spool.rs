@@ -50,6 +50,15 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     Ok(out)
 }
 
+/// (bytes, segments) the spool holds.
+pub fn usage(dir: &Path) -> (u64, u64) {
+    segments(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|(_, p)| fs::metadata(p).ok())
+        .fold((0, 0), |(b, n), m| (b + m.len(), n + 1))
+}
+
 pub struct SpoolWriter {
     dir: PathBuf,
     _lock: nix::fcntl::Flock<File>,
@@ -127,6 +136,50 @@ impl SpoolWriter {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Applies a (reloaded) segment size, starting a new segment if the current one is past it.
+    pub fn set_segment_bytes(&mut self, bytes: u64) -> Result<(), SpoolError> {
+        self.segment_bytes = bytes.max(4096);
+        if self.len >= self.segment_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while the spool is larger than `max_bytes`, and segments
+    /// last written longer than `max_age` ago. The segment being written is never deleted.
+    /// Returns the deleted files.
+    pub fn enforce_retention(
+        &mut self,
+        max_bytes: Option<u64>,
+        max_age: Option<std::time::Duration>,
+    ) -> Vec<PathBuf> {
+        let Ok(segs) = segments(&self.dir) else { return Vec::new() };
+        let mut sized: Vec<(PathBuf, u64, std::time::SystemTime)> = segs
+            .into_iter()
+            .filter(|(seq, _)| *seq != self.seq)
+            .filter_map(|(_, p)| {
+                let m = fs::metadata(&p).ok()?;
+                Some((p, m.len(), m.modified().ok()?))
+            })
+            .collect();
+        let mut total: u64 = sized.iter().map(|(_, l, _)| l).sum::<u64>() + self.len;
+        let mut deleted = Vec::new();
+        let now = std::time::SystemTime::now();
+        sized.reverse(); // pop() takes the oldest
+        while let Some((p, len, mtime)) = sized.pop() {
+            let too_big = max_bytes.is_some_and(|m| total > m);
+            let too_old = max_age.is_some_and(|a| now.duration_since(mtime).is_ok_and(|age| age > a));
+            if !too_big && !too_old {
+                break;
+            }
+            if fs::remove_file(&p).is_ok() {
+                total -= len;
+                deleted.push(p);
+            }
+        }
+        deleted
     }
 }
 
@@ -274,6 +327,28 @@ mod tests {
         w.append(&[finding("b")]).unwrap();
         let (all, _) = read_all(spool).unwrap();
         assert_eq!(all.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest_segments_but_never_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SpoolWriter::open(dir.path(), 4096).unwrap();
+        for i in 0..60 {
+            w.append(&[finding(&i.to_string())]).unwrap();
+        }
+        let before = segments(dir.path()).unwrap().len();
+        assert!(before > 3, "{before}");
+        let deleted = w.enforce_retention(Some(8192), None);
+        assert!(!deleted.is_empty());
+        let (bytes, n) = usage(dir.path());
+        assert!(bytes <= 8192 + 4096, "{bytes}");
+        assert!(n >= 1);
+        let (left, _) = read_all(dir.path()).unwrap();
+        assert_eq!(left.last().unwrap().id, "59", "the newest findings stay");
+        // Age: everything but the current segment is older than zero seconds.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.enforce_retention(None, Some(std::time::Duration::from_millis(1)));
+        assert_eq!(segments(dir.path()).unwrap().len(), 1);
     }
 
     #[test]

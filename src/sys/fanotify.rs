@@ -65,6 +65,7 @@ impl PermGroup {
 
     /// Reads the events that are ready. Returns an empty vector when none are (non-blocking).
     pub fn read(self: &Arc<Self>) -> Result<Vec<PendingExec>, SysError> {
+        let now = std::time::Instant::now();
         match self.fan.read_events() {
             Ok(evs) => Ok(evs
                 .into_iter()
@@ -72,7 +73,7 @@ impl PermGroup {
                     // Overflow notifications carry no fd; with FAN_UNLIMITED_QUEUE there
                     // should be none, and there is nothing to answer for them.
                     ev.fd()?;
-                    Some(PendingExec { event: Some(ev), group: Arc::clone(self) })
+                    Some(PendingExec { event: Some(ev), group: Arc::clone(self), received: now })
                 })
                 .collect()),
             Err(nix::errno::Errno::EAGAIN) => Ok(Vec::new()),
@@ -124,6 +125,8 @@ pub fn parse_fdinfo_sdevs(text: &str) -> Vec<u64> {
 pub struct PendingExec {
     event: Option<FanotifyEvent>,
     group: Arc<PermGroup>,
+    /// When the daemon read the event.
+    pub received: std::time::Instant,
 }
 
 impl PendingExec {

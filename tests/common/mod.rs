@@ -274,13 +274,14 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}{}",
+                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}[daemon]\nsocket = {:?}\n{}",
                 o.mode,
                 dir.join("state").display().to_string(),
                 o.extra,
                 spool.display().to_string(),
                 globs.join(", "),
                 o.extra_discovery,
+                dir.join("driftgate.sock").display().to_string(),
                 o.extra_tables,
             ),
         )
@@ -323,6 +324,25 @@ impl Daemon {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.config.parent().unwrap().join("driftgate.sock")
+    }
+
+    /// `driftgate status --json` from this daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(driftgate_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
 
     pub fn log_text(&self) -> String {

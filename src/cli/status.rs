@@ -1,0 +1,106 @@
+//! `driftgate status`: ask the running daemon over its root-only socket.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::daemon::status::{query, Status};
+use crate::exit;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: super::ConfigArg,
+    /// The daemon's status socket [default: the configured one, /run/driftgate/driftgate.sock]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the status as one JSON object (schema driftgate.status.v1)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: StatusArgs) -> i32 {
+    let socket = match a.socket {
+        Some(s) => s,
+        None => match Config::load(a.config.config.as_deref()) {
+            Ok(c) => c.socket,
+            Err(e) => {
+                eprintln!("driftgate: configuration error: {e}");
+                return exit::CONFIG;
+            }
+        },
+    };
+    match query(&socket) {
+        Ok(s) if a.json => {
+            println!("{}", serde_json::to_string(&s).expect("status serializes"));
+            exit::OK
+        }
+        Ok(s) => {
+            print!("{}", render(&s));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("driftgate: no daemon answered on {}: {e}", socket.display());
+            exit::FAILURE
+        }
+    }
+}
+
+pub fn render(s: &Status) -> String {
+    use crate::sink::journald::printable;
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.0}"));
+    let mut o = format!(
+        "driftgate {} (pid {}), mode {}, node {}, up {}s since {}\n",
+        s.version, s.pid, s.mode, s.node, s.uptime_secs, s.started
+    );
+    o += &format!(
+        "decisions: {} allowed, {} denied, {} in flight; image proofs {} (+{} cached), hashed {}, hash-cache hits {}, not a container {}\n",
+        s.decisions.allowed,
+        s.decisions.denied,
+        s.decisions.in_flight,
+        s.decisions.image_fast,
+        s.decisions.image_cached,
+        s.decisions.hashed,
+        s.decisions.hash_cache_hits,
+        s.decisions.not_container
+    );
+    o += &format!(
+        "decision latency (us): p50 {} p90 {} p99 {} p99.9 {} over {} decisions\n",
+        opt(s.latency_us.p50),
+        opt(s.latency_us.p90),
+        opt(s.latency_us.p99),
+        opt(s.latency_us.p999),
+        s.latency_us.count
+    );
+    o += "findings:";
+    for (k, v) in &s.findings {
+        o += &format!(" {k}={v}");
+    }
+    o += "\n";
+    o += &format!(
+        "spool {}: {} bytes in {} segments; {} recorded, {} write errors (lost), {} dropped, {} segments deleted by retention\n",
+        s.spool.dir, s.spool.bytes, s.spool.segments, s.spool.recorded, s.spool.write_errors, s.spool.dropped, s.spool.deleted_segments
+    );
+    o += &format!(
+        "IoC entries: {}; indexed layers: {}; reloads: {} ({} failed)\n",
+        s.ioc_entries.map_or("-".into(), |v| v.to_string()),
+        s.indexed_layers.map_or("-".into(), |v| v.to_string()),
+        s.reloads,
+        s.reload_errors
+    );
+    o += &format!("containers watched: {}\n", s.containers.len());
+    if !s.containers.is_empty() {
+        o += &format!("  {:<12} {:<14} {:<24} {:<28} SINCE\n", "RUNTIME", "ID", "NAME", "IMAGE");
+        for c in &s.containers {
+            let id: String = printable(c.id.as_bytes()).chars().take(12).collect();
+            o += &format!(
+                "  {:<12} {:<14} {:<24} {:<28} {}\n",
+                c.runtime,
+                id,
+                c.name.as_deref().map(|n| printable(n.as_bytes())).unwrap_or_else(|| "-".into()),
+                c.image.as_deref().map(|n| printable(n.as_bytes())).unwrap_or_else(|| "-".into()),
+                c.since
+            );
+        }
+    }
+    o
+}

@@ -1,0 +1,213 @@
+//! `driftgate status`: what the running daemon reports over its root-only unix socket.
+//!
+//! The protocol is deliberately trivial: connect, read one JSON document, the daemon closes.
+//! The socket lives in a 0700 directory and is itself 0600, so only root can read it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::hot::{HotStats, Shared};
+use crate::config::SharedConfig;
+use crate::container::Registry;
+use crate::sink::SinkStats;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub schema: String,
+    pub version: String,
+    pub pid: u32,
+    pub mode: String,
+    pub node: String,
+    pub config: Option<String>,
+    pub started: String,
+    pub uptime_secs: u64,
+    pub containers: Vec<WatchedContainer>,
+    pub decisions: Decisions,
+    pub findings: BTreeMap<String, u64>,
+    pub latency_us: Latency,
+    pub ioc_entries: Option<u64>,
+    pub indexed_layers: Option<u64>,
+    pub spool: Spool,
+    pub reloads: u64,
+    pub reload_errors: u64,
+    pub implicit_allows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WatchedContainer {
+    pub id: String,
+    pub runtime: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub rootfs: String,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Decisions {
+    pub events: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub in_flight: u64,
+    pub not_container: u64,
+    pub image_fast: u64,
+    pub image_cached: u64,
+    pub hashed: u64,
+    pub hash_cache_hits: u64,
+    pub answer_errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Spool {
+    pub dir: String,
+    pub bytes: u64,
+    pub segments: u64,
+    pub recorded: u64,
+    pub write_errors: u64,
+    pub dropped: u64,
+    pub journald_errors: u64,
+    pub deleted_segments: u64,
+}
+
+/// Everything a status report is made from.
+pub struct Sources {
+    pub cfg: SharedConfig,
+    pub started: SystemTime,
+    pub registry: Arc<ArcSwap<Registry>>,
+    pub hot: Arc<HotStats>,
+    pub sink: Arc<SinkStats>,
+    pub shared: Arc<Shared>,
+    pub reloads: Arc<std::sync::atomic::AtomicU64>,
+    pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+impl Sources {
+    pub fn snapshot(&self) -> Status {
+        let cfg = self.cfg.load();
+        let h = &self.hot;
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut containers: Vec<WatchedContainer> = self
+            .registry
+            .load()
+            .by_dev
+            .values()
+            .map(|c| {
+                let m = c.meta.load();
+                WatchedContainer {
+                    id: c.id(),
+                    runtime: c.runtime().to_owned(),
+                    name: m.name.clone(),
+                    image: m.image.clone(),
+                    pod_namespace: m.pod_namespace.clone(),
+                    pod_name: m.pod_name.clone(),
+                    rootfs: c.rootfs.display().to_string(),
+                    since: rfc3339(c.since),
+                }
+            })
+            .collect();
+        containers.sort_by(|a, b| (&a.runtime, &a.id).cmp(&(&b.runtime, &b.id)));
+        let mut findings = BTreeMap::new();
+        findings.insert("ADDED_BINARY_EXECUTED".to_owned(), ld(&h.findings_added));
+        findings.insert("MODIFIED_BINARY_EXECUTED".to_owned(), ld(&h.findings_modified));
+        let (bytes, segments) = crate::sink::spool::usage(&cfg.spool_dir);
+        Status {
+            schema: "driftgate.status.v1".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            mode: self.shared.mode.get().as_str().into(),
+            node: cfg.node_name.clone(),
+            config: cfg.source.as_ref().map(|p| p.display().to_string()),
+            started: rfc3339(self.started),
+            uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
+            containers,
+            decisions: Decisions {
+                events: ld(&h.events),
+                allowed: ld(&h.allowed),
+                denied: ld(&h.denied),
+                in_flight: h.in_flight(),
+                not_container: ld(&h.not_container),
+                image_fast: ld(&h.image_fast),
+                image_cached: ld(&h.image_cached),
+                hashed: ld(&h.hashed),
+                hash_cache_hits: ld(&h.hash_cache_hits),
+                answer_errors: ld(&h.answer_errors),
+            },
+            findings,
+            latency_us: Latency {
+                count: h.latency.count(),
+                p50: h.latency.percentile_us(50.0),
+                p90: h.latency.percentile_us(90.0),
+                p99: h.latency.percentile_us(99.0),
+                p999: h.latency.percentile_us(99.9),
+            },
+            ioc_entries: None,
+            indexed_layers: None,
+            spool: Spool {
+                dir: cfg.spool_dir.display().to_string(),
+                bytes,
+                segments,
+                recorded: ld(&self.sink.recorded),
+                write_errors: ld(&self.sink.spool_errors),
+                dropped: ld(&self.sink.dropped),
+                journald_errors: ld(&self.sink.journald_errors),
+                deleted_segments: ld(&self.sink.deleted_segments),
+            },
+            reloads: ld(&self.reloads),
+            reload_errors: ld(&self.reload_errors),
+            implicit_allows: crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Binds the socket (replacing a stale one) and serves status documents on a thread.
+pub fn serve(path: &Path, sources: Arc<Sources>) -> std::io::Result<JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("driftgate-status".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+            let doc = serde_json::to_vec(&sources.snapshot()).unwrap_or_default();
+            let _ = conn.write_all(&doc);
+        }
+    })
+}
+
+/// Reads the status from a running daemon.
+pub fn query(path: &Path) -> std::io::Result<Status> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}

@@ -1,0 +1,192 @@
+//! What operators do with a running daemon: status, reload, reading and following findings,
+//! spool retention. Real daemon, real overlay containers (root).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn status_reports_mode_containers_decisions_latency_and_spool() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(s.root(), DaemonOpts { globs: vec![s.merged.clone()], ..Default::default() });
+    let out = s.run_in_container(
+        "/opt/img/true; mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo a=$?\n",
+        T,
+    );
+    assert_eq!(results(&out)["a"], 126);
+    assert_eq!(d.findings(1).len(), 1);
+    let st = d.status();
+    assert_eq!(st["schema"], "driftgate.status.v1");
+    assert_eq!(st["mode"], "enforce");
+    assert_eq!(st["node"], "test-node");
+    let cs = st["containers"].as_array().unwrap();
+    assert_eq!(cs.len(), 1);
+    assert_eq!(cs[0]["id"], s.merged.display().to_string());
+    assert_eq!(cs[0]["runtime"], "overlay");
+    assert!(st["decisions"]["allowed"].as_u64().unwrap() >= 1);
+    assert_eq!(st["decisions"]["denied"], 1);
+    assert_eq!(st["decisions"]["in_flight"], 0);
+    assert_eq!(st["findings"]["ADDED_BINARY_EXECUTED"], 1);
+    assert!(st["latency_us"]["count"].as_u64().unwrap() >= 2);
+    assert!(st["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(st["spool"]["recorded"], 1);
+    assert!(st["spool"]["bytes"].as_u64().unwrap() > 0);
+    // The socket is root-only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.socket()).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // The human form.
+    let out = Command::new(driftgate_bin()).args(["status", "--socket"]).arg(d.socket()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mode enforce") && text.contains("containers watched: 1"), "{text}");
+}
+
+#[test]
+fn sighup_reloads_the_mode_and_a_bad_config_keeps_the_running_one() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
+    );
+    let run = |n: &str| {
+        let out = s.run_in_container(
+            &format!("mkdir -p /tmp/{n}; cp /opt/img/true /tmp/{n}/true; /tmp/{n}/true; echo rc=$?\n"),
+            T,
+        );
+        results(&out)["rc"]
+    };
+    assert_eq!(run("a"), 0, "audit");
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, cfg.replace("mode = \"audit\"", "mode = \"enforce\"")).unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_log("configuration reloaded", Duration::from_secs(5)), "{}", d.log_text());
+    assert_eq!(run("b"), 126, "enforce after reload");
+    assert_eq!(d.status()["reloads"], 1);
+    std::fs::write(&d.config, "mode = \"enforce\"\nbogus_key = 1\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_log("keeping the running configuration", Duration::from_secs(5)), "{}", d.log_text());
+    assert!(d.log_text().contains("bogus_key"), "the error names the key");
+    assert_eq!(run("c"), 126, "still enforcing, still watching");
+    let st = d.status();
+    assert_eq!(st["reload_errors"], 1);
+    assert_eq!(st["containers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn findings_filters_and_follow() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
+    );
+    let mut follower = Command::new(driftgate_bin())
+        .args(["findings", "--json", "--follow", "--category", "MODIFIED_BINARY_EXECUTED", "--spool-dir"])
+        .arg(&d.spool)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = s.run_in_container(
+        "mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true\necho >> /opt/img/false; /opt/img/false\necho done=0\n",
+        T,
+    );
+    assert_eq!(results(&out)["done"], 0);
+    assert_eq!(d.findings(2).len(), 2);
+    // --follow printed only the new MODIFIED finding.
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(10)).expect("follow prints the new finding");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["category"], "MODIFIED_BINARY_EXECUTED");
+    assert!(rx.recv_timeout(Duration::from_millis(700)).is_err(), "the ADDED finding is filtered out");
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    let q = |args: &[&str]| -> usize {
+        let out = Command::new(driftgate_bin())
+            .args(["findings", "--json", "--spool-dir"])
+            .arg(&d.spool)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(q(&[]), 2);
+    assert_eq!(q(&["--category", "ADDED_BINARY_EXECUTED"]), 1);
+    assert_eq!(q(&["--action", "audited"]), 2);
+    assert_eq!(q(&["--action", "blocked"]), 0);
+    assert_eq!(q(&["--since", "1h"]), 2);
+    assert_eq!(q(&["--until", "1h"]), 0);
+    assert_eq!(q(&["--since", "2000-01-01T00:00:00Z", "--until", "2999-01-01T00:00:00Z"]), 2);
+    assert_eq!(q(&["--container", &s.merged.display().to_string()]), 2);
+    assert_eq!(q(&["--container", "someone-else"]), 0);
+    assert_eq!(q(&["--namespace", "payments"]), 0);
+    let bad = Command::new(driftgate_bin())
+        .args(["findings", "--since", "yesterday", "--spool-dir"])
+        .arg(&d.spool)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+}
+
+#[test]
+fn spool_retention_bounds_the_spool_and_is_reported() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    );
+    // Tiny segments and limit, set through the config file and a reload.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, cfg.replace("[spool]\n", "[spool]\nsegment_bytes = 4096\nmax_bytes = 16384\n"))
+        .unwrap();
+    d.signal(Signal::SIGHUP);
+    assert!(d.wait_log("configuration reloaded", Duration::from_secs(5)));
+    let out = s.run_in_container(
+        "mkdir /tmp/a; cp /opt/img/true /tmp/a/true\ni=0; while [ $i -lt 60 ]; do /tmp/a/true; i=$((i+1)); done; echo done=0\n",
+        T,
+    );
+    assert_eq!(results(&out)["done"], 0);
+    let start = std::time::Instant::now();
+    loop {
+        let st = d.status();
+        if st["spool"]["deleted_segments"].as_u64().unwrap() > 0
+            && st["spool"]["recorded"].as_u64().unwrap() == 60
+        {
+            assert!(st["spool"]["bytes"].as_u64().unwrap() <= 16384 + 4096 * 2, "{st}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "retention did not run: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.log_text().contains("spool retention: deleted the oldest segment"));
+}
