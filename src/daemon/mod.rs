@@ -160,11 +160,14 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         reloads: Arc::clone(&reloads),
         reload_errors: Arc::clone(&reload_errors),
     });
-    match status::serve(&c0.socket, Arc::clone(&sources)) {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(socket = %c0.socket.display(), error = %e, "status socket unavailable"),
-    }
     let stopping = Arc::new(AtomicBool::new(false));
+    let status_thread = match status::serve(&c0.socket, Arc::clone(&sources), Arc::clone(&stopping)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(socket = %c0.socket.display(), error = %e, "status socket unavailable");
+            None
+        }
+    };
     let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
 
     let watched = registry.load().by_dev.len();
@@ -205,6 +208,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     kick(&stop_fd);
     let _ = disco_thread.join();
     let _ = watchdog.join();
+    if let Some(t) = status_thread {
+        let _ = t.join();
+    }
     drop(fast);
     drop(group);
     // The metadata thread ends when its last sender (discovery's, the hot path's) is gone.

@@ -184,21 +184,36 @@ impl Sources {
     }
 }
 
-/// Binds the socket (replacing a stale one) and serves status documents on a thread.
-pub fn serve(path: &Path, sources: Arc<Sources>) -> std::io::Result<JoinHandle<()>> {
+/// Binds the socket (replacing a stale one) and serves status documents on a thread until
+/// `stop` is set (the thread holds references that must go before shutdown completes).
+pub fn serve(
+    path: &Path,
+    sources: Arc<Sources>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    let path = path.to_path_buf();
     std::thread::Builder::new().name("driftgate-status".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        while !stop.load(Ordering::Relaxed) {
+            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::from(200u16)), Ok(n) if n > 0) {
+                continue;
+            }
+            let Ok((mut conn, _)) = listener.accept() else { continue };
+            let _ = conn.set_nonblocking(false);
             let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
             let doc = serde_json::to_vec(&sources.snapshot()).unwrap_or_default();
             let _ = conn.write_all(&doc);
         }
+        let _ = std::fs::remove_file(&path);
     })
 }
 
