@@ -190,3 +190,34 @@ fn spool_retention_bounds_the_spool_and_is_reported() {
     }
     assert!(d.log_text().contains("spool retention: deleted the oldest segment"));
 }
+
+#[test]
+fn journal_output_is_rate_limited_per_container_but_the_spool_keeps_everything() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
+    );
+    // 60 distinct added binaries: 60 distinct findings, not aggregated.
+    let out = s.run_in_container(
+        "i=0; while [ $i -lt 60 ]; do mkdir /tmp/d$i; cp /opt/img/true /tmp/d$i/true; /tmp/d$i/true; i=$((i+1)); done; echo done=0\n",
+        T,
+    );
+    assert_eq!(results(&out)["done"], 0);
+    assert_eq!(d.findings(60).len(), 60, "the spool has every finding");
+    let start = std::time::Instant::now();
+    while d.status()["spool"]["journal_suppressed"].as_u64().unwrap() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", d.status());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lines = d.log_text().lines().filter(|l| l.starts_with("driftgate-finding ")).count();
+    assert!((20..60).contains(&lines), "{lines} finding lines on stderr");
+    assert!(
+        d.wait_log("were not written to the journal (rate limit)", Duration::from_secs(15)),
+        "{}",
+        d.log_text()
+    );
+}

@@ -154,3 +154,60 @@ fn marks_containers_from_a_private_mount_namespace_like_the_unit_gives_it() {
     let _ = child.wait();
     assert_eq!(results(&out)["rc"], 126, "{out:?}");
 }
+
+/// journalctl shows a field that is not valid UTF-8 (or holds control characters) as an array
+/// of byte values.
+fn journal_bytes(v: &serde_json::Value) -> Vec<u8> {
+    match v {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        serde_json::Value::Array(a) => a.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
+        other => panic!("unexpected journal value {other}"),
+    }
+}
+
+#[test]
+fn findings_reach_a_real_journald_with_their_fields_even_for_a_hostile_name() {
+    if !privileged()
+        || !tools_present(&["journalctl", "unshare"])
+        || !Path::new("/lib/systemd/systemd-journald").exists()
+    {
+        return;
+    }
+    let s = Scratch::new();
+    let j = common::runtimes::Journald::start(&s.root().join("journald"));
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { globs: vec![s.merged.clone()], journald_socket: Some(j.socket()), ..Default::default() },
+    );
+    let name: &[u8] = b"/tmp/evil\nMESSAGE_ID=forged\x1b[2J\xff";
+    let script = "cp /opt/img/true \"$(printf '/tmp/evil\\nMESSAGE_ID=forged\\033[2J\\377')\"\n\
+                  \"$(printf '/tmp/evil\\nMESSAGE_ID=forged\\033[2J\\377')\"; echo evil=$?\n";
+    let out = s.run_in_container(script, Duration::from_secs(60));
+    assert_eq!(results(&out)["evil"], 126, "{out:?}");
+    let f = d.findings(1);
+    let id = f[0]["id"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    let entry = loop {
+        let e = j.entries(&[&format!("DRIFTGATE_FINDING_ID={id}")]);
+        if let Some(e) = e.into_iter().next() {
+            break e;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no journal entry for finding {id}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entry["MESSAGE_ID"], "6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91");
+    assert_eq!(entry["PRIORITY"], "5");
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "driftgate");
+    assert_eq!(entry["DRIFTGATE_CATEGORY"], "ADDED_BINARY_EXECUTED");
+    assert_eq!(entry["ACTION"], "blocked");
+    assert_eq!(entry["CONTAINER_ID"], s.merged.display().to_string());
+    assert_eq!(entry["SHA256"], f[0]["file"]["sha256"]);
+    assert_eq!(entry["TARGET_PID"], f[0]["process"]["pid"].to_string());
+    assert_eq!(journal_bytes(&entry["FILE_PATH"]), name, "the exact bytes of the name");
+    let msg = journal_bytes(&entry["MESSAGE"]);
+    assert!(!msg.contains(&b'\n') && !msg.contains(&0x1b), "MESSAGE stays one escaped line");
+    // The name could not forge a field.
+    assert_ne!(entry["MESSAGE_ID"], "forged");
+    // journalctl MESSAGE_ID=... finds findings by category.
+    assert_eq!(j.entries(&["MESSAGE_ID=6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91"]).len(), 1);
+}

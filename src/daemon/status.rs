@@ -88,6 +88,8 @@ pub struct Spool {
     pub dropped: u64,
     pub journald_errors: u64,
     pub deleted_segments: u64,
+    #[serde(default)]
+    pub journal_suppressed: u64,
 }
 
 /// Everything a status report is made from.
@@ -176,6 +178,7 @@ impl Sources {
                 dropped: ld(&self.sink.dropped),
                 journald_errors: ld(&self.sink.journald_errors),
                 deleted_segments: ld(&self.sink.deleted_segments),
+                journal_suppressed: ld(&self.sink.journal_suppressed),
             },
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod journald;
+pub mod ratelimit;
 pub mod spool;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,9 @@ pub struct SinkStats {
     pub journald_errors: AtomicU64,
     /// Spool segments deleted by retention.
     pub deleted_segments: AtomicU64,
+    /// Findings recorded in the spool but held back from journald/stderr by the per-container
+    /// rate limit.
+    pub journal_suppressed: AtomicU64,
 }
 
 /// The hot path's handle.
@@ -151,6 +155,8 @@ fn run(
     cfg: &crate::config::SharedConfig,
 ) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
+    let mut limiter = ratelimit::RateLimiter::new(ratelimit::DEFAULT_BURST, ratelimit::DEFAULT_PER_SEC);
+    let mut last_report = Instant::now();
     let mut waiting: Vec<Queued> = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -202,9 +208,46 @@ fn run(
                 tracing::error!(error = %e, lost = batch.len(), "could not write findings to the spool");
             }
         }
+        let now = Instant::now();
         for f in &batch {
-            emit(journal, f, stats);
+            match limiter.check(&f.container.id, now) {
+                ratelimit::Verdict::Write { suppressed } => {
+                    if suppressed > 0 {
+                        report_suppressed(journal, &f.container.id, suppressed);
+                    }
+                    emit(journal, f, stats);
+                }
+                ratelimit::Verdict::Suppress => {
+                    stats.journal_suppressed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
+        if last_report.elapsed() >= ratelimit::REPORT_EVERY {
+            last_report = Instant::now();
+            for (id, n) in limiter.due_reports(last_report) {
+                report_suppressed(journal, &id, n);
+            }
+        }
+    }
+}
+
+/// One line saying how many findings of a container were held back from the journal.
+fn report_suppressed(journal: &JournalTarget, container: &str, n: u64) {
+    let msg = format!(
+        "{n} findings from container {} were not written to the journal (rate limit); all are in the spool",
+        printable(container.as_bytes())
+    );
+    match journal {
+        JournalTarget::Journald(j) => {
+            let mut e = Entry::new();
+            e.field("MESSAGE", &msg)
+                .field("PRIORITY", "4")
+                .field("SYSLOG_IDENTIFIER", "driftgate")
+                .field("CONTAINER_ID", container)
+                .field("DRIFTGATE_SUPPRESSED", n.to_string());
+            let _ = j.send(&e);
+        }
+        JournalTarget::Stderr => eprintln!("driftgate: {msg}"),
     }
 }
 

@@ -289,3 +289,60 @@ impl Drop for Podman {
         detach_mounts_under(&self.dir);
     }
 }
+
+/// A real systemd-journald, started by hand in a private mount namespace whose
+/// `/run/systemd/journal` (sockets) and `/run/log/journal` (volatile journal) are directories
+/// of the test, so the host's journal is never touched. Stopped by pid on drop.
+pub struct Journald {
+    pub dir: PathBuf,
+    child: Child,
+}
+
+impl Journald {
+    pub fn start(dir: &Path) -> Journald {
+        for d in ["sock", "journal", "persist"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::create_dir_all("/run/systemd/journal").unwrap();
+        std::fs::create_dir_all("/run/log/journal").unwrap();
+        let script = format!(
+            "mount --bind {0}/sock /run/systemd/journal && mount --bind {0}/journal /run/log/journal && \
+             {{ [ ! -d /var/log/journal ] || mount --bind {0}/persist /var/log/journal; }} && \
+             exec /lib/systemd/systemd-journald",
+            dir.display()
+        );
+        let log = std::fs::File::create(dir.join("journald.log")).unwrap();
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start systemd-journald");
+        let j = Journald { dir: dir.to_path_buf(), child };
+        let start = Instant::now();
+        while !j.socket().exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "journald did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        j
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sock/socket")
+    }
+
+    /// `journalctl -o json` over this journal, with extra match arguments.
+    pub fn entries(&self, matches: &[&str]) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new("journalctl");
+        cmd.arg("-D").arg(self.dir.join("journal")).args(["-o", "json", "--no-pager"]).args(matches);
+        let out = run_with_deadline(cmd, Duration::from_secs(30));
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(5));
+    }
+}
