@@ -134,3 +134,27 @@ fn the_packaged_default_config_is_valid() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("mode audit, spool /var/lib/driftgate/spool"));
 }
+
+#[test]
+fn man_pages_and_completions_are_generated_from_the_cli_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dg(&["generate-assets", "--out", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let man = std::fs::read_to_string(dir.path().join("man/driftgate.8")).unwrap();
+    assert!(man.contains(".TH driftgate 8") || man.contains(".TH DRIFTGATE"), "{}", &man[..200.min(man.len())]);
+    for sub in ["run", "findings", "status", "config", "bench"] {
+        let p = dir.path().join(format!("man/driftgate-{sub}.8"));
+        assert!(p.exists(), "{}", p.display());
+    }
+    let run = std::fs::read_to_string(dir.path().join("man/driftgate-run.8")).unwrap();
+    assert!(run.contains("mode"), "options are documented");
+    let findings = std::fs::read_to_string(dir.path().join("man/driftgate-findings.8")).unwrap();
+    for flag in ["since", "until", "category", "container", "namespace", "action", "follow", "json"] {
+        assert!(findings.contains(flag), "{flag}");
+    }
+    let bash = std::fs::read_to_string(dir.path().join("completions/driftgate.bash")).unwrap();
+    assert!(bash.contains("findings") && bash.contains("--spool-dir"));
+    assert!(dir.path().join("completions/_driftgate").exists());
+    assert!(dir.path().join("completions/driftgate.fish").exists());
+    assert!(!String::from_utf8_lossy(&dg(&["--help"]).stdout).contains("generate-assets"), "hidden from --help");
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand. Each returns an exit code.
 
+pub mod assets;
 pub mod bench;
 pub mod config_check;
 pub mod findings;
@@ -39,6 +40,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(assets::AssetsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +66,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Status(a) => status::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Bench(b) => bench::run(b),
+        Command::GenerateAssets(a) => assets::run(a),
     }
 }
 
