@@ -11,6 +11,13 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
+# Packaging tools for the package suite (crates.io).
+for tool in cargo-deb cargo-generate-rpm; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "test-deps: cargo install $tool" >&2
+        cargo install --locked --quiet "$tool"
+    fi
+done
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

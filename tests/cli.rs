@@ -141,7 +141,11 @@ fn man_pages_and_completions_are_generated_from_the_cli_definitions() {
     let o = dg(&["generate-assets", "--out", dir.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let man = std::fs::read_to_string(dir.path().join("man/driftgate.8")).unwrap();
-    assert!(man.contains(".TH driftgate 8") || man.contains(".TH DRIFTGATE"), "{}", &man[..200.min(man.len())]);
+    assert!(
+        man.contains(".TH driftgate 8") || man.contains(".TH DRIFTGATE"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
     for sub in ["run", "findings", "status", "config", "bench"] {
         let p = dir.path().join(format!("man/driftgate-{sub}.8"));
         assert!(p.exists(), "{}", p.display());
@@ -156,5 +160,8 @@ fn man_pages_and_completions_are_generated_from_the_cli_definitions() {
     assert!(bash.contains("findings") && bash.contains("--spool-dir"));
     assert!(dir.path().join("completions/_driftgate").exists());
     assert!(dir.path().join("completions/driftgate.fish").exists());
-    assert!(!String::from_utf8_lossy(&dg(&["--help"]).stdout).contains("generate-assets"), "hidden from --help");
+    assert!(
+        !String::from_utf8_lossy(&dg(&["--help"]).stdout).contains("generate-assets"),
+        "hidden from --help"
+    );
 }
