@@ -45,6 +45,14 @@ struct RawConfig {
     findings: RawFindings,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +203,8 @@ pub struct Config {
     /// With an exec held this long and no decision made meanwhile, the daemon exits (the
     /// kernel then allows what it held) rather than stall the node.
     pub stall_timeout: Duration,
+    /// Prometheus metrics: `host:port` or an absolute unix socket path; off when `None`.
+    pub metrics_listen: Option<String>,
 }
 
 /// The configuration as the daemon's threads see it: swapped whole on reload.
@@ -317,6 +327,23 @@ impl Config {
                 }
             }),
         };
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(v) => {
+                let l = v.get_ref();
+                let ok = l.starts_with('/') || l.parse::<std::net::SocketAddr>().is_ok();
+                if !ok {
+                    return Err(invalid(
+                        v.span(),
+                        "metrics.listen",
+                        format!(
+                            "{l:?} is neither host:port (like 127.0.0.1:9464) nor an absolute socket path"
+                        ),
+                    ));
+                }
+                Some(l.clone())
+            }
+        };
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
         let node_name = raw.node_name.unwrap_or_else(hostname);
@@ -357,6 +384,7 @@ impl Config {
             aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
             socket: raw.daemon.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: stall,
+            metrics_listen,
         })
     }
 }

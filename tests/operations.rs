@@ -221,3 +221,61 @@ fn journal_output_is_rate_limited_per_container_but_the_spool_keeps_everything()
         d.log_text()
     );
 }
+
+#[test]
+fn prometheus_metrics_are_served_when_configured() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let sock = s.root().join("metrics.sock");
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            globs: vec![s.merged.clone()],
+            extra_tables: &format!("[metrics]\nlisten = {:?}\n", sock.display().to_string()),
+            ..Default::default()
+        },
+    );
+    let out = s.run_in_container(
+        "/opt/img/true; mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo a=$?\n",
+        T,
+    );
+    assert_eq!(results(&out)["a"], 126);
+    assert_eq!(d.findings(1).len(), 1);
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for needle in [
+        "driftgate_decisions_total{action=\"deny\"} 1",
+        "driftgate_findings_total{category=\"ADDED_BINARY_EXECUTED\"} 1",
+        "driftgate_containers_watched 1",
+        "driftgate_events_in_flight 0",
+        "driftgate_decision_latency_seconds_bucket{le=\"+Inf\"}",
+        "driftgate_hash_cache_misses_total 1",
+        "driftgate_enforce_mode 1",
+        "driftgate_spool_bytes",
+    ] {
+        assert!(body.contains(needle), "{needle} missing:\n{body}");
+    }
+    // TCP too.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let s2 = Scratch::new();
+    let d2 = Daemon::start(
+        s2.root(),
+        DaemonOpts {
+            globs: vec![s2.merged.clone()],
+            extra_tables: &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+            ..Default::default()
+        },
+    );
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 404"), "{body}");
+    drop(d2);
+}

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod hot;
 pub mod latency;
 pub mod metadata;
+pub mod metrics;
 pub mod status;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -168,6 +169,19 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             None
         }
     };
+    let metrics_thread = match &c0.metrics_listen {
+        Some(l) => match metrics::serve(l, Arc::clone(&sources), Arc::clone(&stopping)) {
+            Ok(t) => {
+                tracing::info!(listen = %l, "serving Prometheus metrics");
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!(listen = %l, error = %e, "could not serve metrics");
+                None
+            }
+        },
+        None => None,
+    };
     let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
 
     let watched = registry.load().by_dev.len();
@@ -208,7 +222,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     kick(&stop_fd);
     let _ = disco_thread.join();
     let _ = watchdog.join();
-    if let Some(t) = status_thread {
+    for t in [status_thread, metrics_thread].into_iter().flatten() {
         let _ = t.join();
     }
     drop(fast);
