@@ -346,7 +346,11 @@ impl Config {
         };
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
-        let node_name = raw.node_name.unwrap_or_else(hostname);
+        // In a DaemonSet pod the hostname is the pod's: the manifest passes the node name.
+        let node_name = raw
+            .node_name
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(hostname);
         Ok(Config {
             source: path.map(Path::to_path_buf),
             mode: raw.mode.unwrap_or_default(),
