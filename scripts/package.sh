@@ -18,8 +18,5 @@ if [ "$what" = deb ] || [ "$what" = all ]; then
     cargo deb --no-build --profile "$profile" --no-strip
 fi
 if [ "$what" = rpm ] || [ "$what" = all ]; then
-    if [ "$dir" = debug ]; then
-        mkdir -p target/release && cp target/debug/driftgate target/release/driftgate
-    fi
-    cargo generate-rpm
+    cargo generate-rpm --profile "$profile"
 fi

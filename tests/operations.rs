@@ -279,3 +279,88 @@ fn prometheus_metrics_are_served_when_configured() {
     assert!(body.starts_with("HTTP/1.1 404"), "{body}");
     drop(d2);
 }
+
+#[test]
+fn a_stalled_decision_path_ends_the_daemon_and_the_kernel_releases_the_exec() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { globs: vec![s.merged.clone()], extra_tables: "", ..Default::default() },
+    );
+    let (config, spool) = (d.config.clone(), d.spool.clone());
+    drop(d);
+    let cfg = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, cfg.replace("[daemon]\n", "[daemon]\nstall_timeout_secs = 5\n")).unwrap();
+    // Hashing never finishes in this (debug-build) daemon: the slow path stalls.
+    let mut d = Daemon::start_with_env(&config, &spool, &[("DRIFTGATE_TEST_STALL_HASHING", "1")]);
+    let start = std::time::Instant::now();
+    let out = s.run_in_container("mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo rc=$?\n", T);
+    let held = start.elapsed();
+    // Enforce mode, but the exec was released (allowed) when the stalled daemon exited.
+    assert_eq!(results(&out)["rc"], 0, "{out:?}");
+    assert!(held >= Duration::from_secs(5) && held < Duration::from_secs(30), "held {held:?}");
+    let code = d.child.wait().unwrap().code();
+    assert_eq!(code, Some(75), "exit status 75 means stalled; systemd restarts it");
+    assert!(d.log_text().contains("decisions stalled"), "{}", d.log_text());
+}
+
+#[test]
+fn a_full_disk_never_stops_decisions_and_the_loss_is_counted() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    // The spool on a tiny tmpfs, filled up.
+    let spool = s.root().join("tinyspool");
+    std::fs::create_dir(&spool).unwrap();
+    nix::mount::mount(Some("tmpfs"), &spool, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
+        .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _u = Unmount(spool.clone());
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    );
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let spool_line = format!("dir = {:?}", d.spool.display().to_string());
+    drop(d);
+    std::fs::write(
+        s.root().join("driftgate.toml"),
+        cfg.replace(&spool_line, &format!("dir = {:?}", spool.display().to_string())),
+    )
+    .unwrap();
+    let d = Daemon::start_with_config(&s.root().join("driftgate.toml"), &spool);
+    let _ = std::fs::write(spool.join("filler"), vec![0u8; 60 * 1024]);
+    let out = s.run_in_container(
+        "i=0; while [ $i -lt 40 ]; do mkdir /tmp/d$i; cp /opt/img/true /tmp/d$i/true; /tmp/d$i/true; i=$((i+1)); done; echo done=0\n",
+        T,
+    );
+    assert_eq!(results(&out)["done"], 0, "every exec was decided (audit: allowed)");
+    let start = std::time::Instant::now();
+    loop {
+        let st = d.status();
+        let (rec, lost) =
+            (st["spool"]["recorded"].as_u64().unwrap(), st["spool"]["write_errors"].as_u64().unwrap());
+        if rec + lost == 40 {
+            assert!(lost > 0, "{st}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log_text().contains("driftgate-finding"), "findings still reach the journal/stderr");
+    assert!(d.log_text().contains("could not write findings to the spool"));
+}

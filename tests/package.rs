@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::runtimes::tools_present;
 use common::*;
 
+/// Both tests run scripts/package.sh, which regenerates target/assets: one at a time.
+static PACKAGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sh(cmd: &str) -> std::process::Output {
     let mut c = Command::new("sh");
     c.args(["-c", cmd]).current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -33,7 +36,9 @@ fn the_deb_installs_enables_removes_and_purges() {
         assert!(std::env::var_os("CI").is_none(), "CI machines start clean");
         return;
     }
+    let guard = PACKAGING.lock().unwrap_or_else(|e| e.into_inner());
     let out = sh("scripts/package.sh deb --profile dev");
+    drop(guard);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deb = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/debian"))
         .unwrap()
@@ -81,4 +86,26 @@ fn the_deb_installs_enables_removes_and_purges() {
     assert!(!Path::new("/etc/driftgate/driftgate.toml").exists());
     assert!(!Path::new("/var/lib/driftgate").exists(), "purge removes the state");
     assert!(!wants.is_symlink(), "purge removes the enablement");
+}
+
+#[test]
+fn the_rpm_is_built_with_the_same_files() {
+    if !privileged() || !tools_present(&["cargo-generate-rpm"]) {
+        return;
+    }
+    let _guard = PACKAGING.lock().unwrap_or_else(|e| e.into_inner());
+    let out = sh("scripts/package.sh rpm --profile dev");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rpm = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/target/generate-rpm"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "rpm"))
+        .expect("an .rpm");
+    let bytes = std::fs::read(&rpm).unwrap();
+    assert_eq!(&bytes[..4], &[0xed, 0xab, 0xee, 0xdb], "RPM lead magic");
+    // The payload's file list is in the header, uncompressed.
+    for f in ["driftgate.service", "driftgate.toml", "driftgate-findings.8.gz", "bash-completion"] {
+        assert!(bytes.windows(f.len()).any(|w| w == f.as_bytes()), "{f} in {}", rpm.display());
+    }
 }

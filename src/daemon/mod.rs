@@ -315,7 +315,13 @@ fn spawn_worker(
                 crate::sys::process::lower_this_thread_priority(19);
             }
         }
+        // Fault injection for the stall-detector test; compiled into debug builds only.
+        let stall_for_test =
+            cfg!(debug_assertions) && std::env::var_os("DRIFTGATE_TEST_STALL_HASHING").is_some();
         while let Ok(job) = rx.recv() {
+            if stall_for_test {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
             // With hashing allowed this always completes (and returns None).
             let _ = shared.try_complete(job, true);
         }

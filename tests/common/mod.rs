@@ -290,7 +290,12 @@ impl Daemon {
     }
 
     pub fn start_with_config(config: &Path, spool: &Path) -> Daemon {
+        Self::start_with_env(config, spool, &[])
+    }
+
+    pub fn start_with_env(config: &Path, spool: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(driftgate_bin())
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config)
             .env("DRIFTGATE_LOG", "info")
