@@ -156,15 +156,7 @@ fn spool_retention_bounds_the_spool_and_is_reported() {
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    );
+    let d = audit_every_finding(&s);
     // Tiny segments and limit, set through the config file and a reload.
     let cfg = std::fs::read_to_string(&d.config).unwrap();
     std::fs::write(&d.config, cfg.replace("[spool]\n", "[spool]\nsegment_bytes = 4096\nmax_bytes = 16384\n"))
@@ -318,22 +310,8 @@ fn a_full_disk_never_stops_decisions_and_the_loss_is_counted() {
     std::fs::create_dir(&spool).unwrap();
     nix::mount::mount(Some("tmpfs"), &spool, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
         .unwrap();
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _u = Unmount(spool.clone());
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    );
+    let _u = DetachOnDrop(spool.clone());
+    let d = audit_every_finding(&s);
     let cfg = std::fs::read_to_string(&d.config).unwrap();
     let spool_line = format!("dir = {:?}", d.spool.display().to_string());
     drop(d);

@@ -19,6 +19,22 @@ fn tmpdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
 }
 
+/// A containerd with the test image, and an enforcing daemon watching it.
+fn containerd_and_daemon(prefix: &str) -> (tempfile::TempDir, Containerd, Daemon) {
+    let dir = tmpdir(prefix);
+    let c = Containerd::start(&dir.path().join("containerd"));
+    c.build_image("localhost/dgtest");
+    let d = Daemon::start(
+        dir.path(),
+        DaemonOpts {
+            containerd_state: Some(c.state()),
+            containerd_address: Some(c.sock()),
+            ..Default::default()
+        },
+    );
+    (dir, c, d)
+}
+
 fn assert_blocked(out: &std::process::Output, d: &Daemon) {
     let r = results(out);
     assert_eq!(r.get("image"), Some(&0), "{out:?}\n{}", d.log_text());
@@ -43,17 +59,7 @@ fn containerd_ctr_container_is_blocked_and_named_with_its_image() {
     if !privileged() || !tools_present(&["containerd", "ctr", "runc", "umoci"]) {
         return;
     }
-    let dir = tmpdir("dgctr-");
-    let c = Containerd::start(&dir.path().join("containerd"));
-    c.build_image("localhost/dgtest");
-    let d = Daemon::start(
-        dir.path(),
-        DaemonOpts {
-            containerd_state: Some(c.state()),
-            containerd_address: Some(c.sock()),
-            ..Default::default()
-        },
-    );
+    let (_dir, c, d) = containerd_and_daemon("dgctr-");
     let id = format!("dgtest-{}", std::process::id());
     let out = c.ctr(&["run", "--rm", "localhost/dgtest:latest", &id, "/bin/sh", "-c", ADD_AND_RUN]);
     assert_blocked(&out, &d);
@@ -82,17 +88,7 @@ fn kubernetes_cri_annotations_fill_pod_metadata() {
     if !privileged() || !tools_present(&["containerd", "ctr", "runc", "umoci"]) {
         return;
     }
-    let dir = tmpdir("dgk8s-");
-    let c = Containerd::start(&dir.path().join("containerd"));
-    c.build_image("localhost/dgtest");
-    let d = Daemon::start(
-        dir.path(),
-        DaemonOpts {
-            containerd_state: Some(c.state()),
-            containerd_address: Some(c.sock()),
-            ..Default::default()
-        },
-    );
+    let (_dir, c, d) = containerd_and_daemon("dgk8s-");
     let id = format!("k8s-{}", std::process::id());
     let mut args = vec!["run", "--rm"];
     let ann = [

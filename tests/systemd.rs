@@ -117,16 +117,10 @@ fn marks_containers_from_a_private_mount_namespace_like_the_unit_gives_it() {
     // a shared mount, which is the same situation scoped to the test).
     let mut s = Scratch::new();
     s.umount();
-    struct Unbind(std::path::PathBuf);
-    impl Drop for Unbind {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
     let root = s.root().to_path_buf();
     nix::mount::mount::<Path, Path, str, str>(Some(&root), &root, None, nix::mount::MsFlags::MS_BIND, None)
         .unwrap();
-    let _unbind = Unbind(root.clone());
+    let _unbind = DetachOnDrop(root.clone());
     nix::mount::mount::<str, Path, str, str>(None, &root, None, nix::mount::MsFlags::MS_SHARED, None)
         .unwrap();
     let cfg_dir = s.root().join("d");

@@ -445,3 +445,26 @@ pub fn sha256_file(p: &Path) -> String {
     let h = sha2::Sha256::digest(&data);
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Detaches a mount the test made, when dropped.
+pub struct DetachOnDrop(pub PathBuf);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A daemon in audit mode over `s` that records every exec as its own finding (no
+/// aggregation), for tests that count findings.
+pub fn audit_every_finding(s: &Scratch) -> Daemon {
+    Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    )
+}
