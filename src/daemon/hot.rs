@@ -90,6 +90,8 @@ pub struct Shared {
     pub aggregator: Arc<crate::sink::aggregate::Aggregator>,
     /// Asks the metadata thread to look a container up again now.
     pub meta_refresh: Option<crossbeam_channel::Sender<Arc<Container>>>,
+    /// Rate limit for log lines a container can trigger.
+    pub log_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
     pub large_file_bytes: u64,
@@ -257,6 +259,26 @@ struct ProcFacts {
 }
 
 impl Shared {
+    /// Logs a line about a container through the per-container rate limit, with a count of the
+    /// lines held back.
+    fn container_warning(&self, container: &str, log: impl FnOnce()) {
+        let verdict = self.log_limiter.lock().map(|mut l| l.check(container, Instant::now()));
+        match verdict {
+            Ok(crate::sink::ratelimit::Verdict::Write { suppressed }) => {
+                if suppressed > 0 {
+                    tracing::warn!(
+                        container,
+                        suppressed,
+                        "earlier warnings about this container were rate-limited"
+                    );
+                }
+                log();
+            }
+            Ok(crate::sink::ratelimit::Verdict::Suppress) => {}
+            Err(_) => log(),
+        }
+    }
+
     pub fn answer(&self, ev: PendingExec, allow: bool) {
         if allow {
             self.stats.allowed.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +375,11 @@ impl Shared {
         let image_at_path = match c.layers.image_lookup(&path) {
             ImageLookup::Absent | ImageLookup::NotRegular => ImageAtPath::Absent,
             ImageLookup::Failed(e) => {
-                tracing::warn!(container = %c.identity.id, error = %e, "image lookup failed");
+                let id = c.id();
+                self.container_warning(
+                    &id,
+                    || tracing::warn!(container = %id, error = %e, "image lookup failed"),
+                );
                 ImageAtPath::LookupFailed
             }
             ImageLookup::File(lf) => match sha {

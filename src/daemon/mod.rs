@@ -118,6 +118,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         stats: Arc::clone(&hot_stats),
         large_file_bytes: c0.large_file_bytes,
         meta_refresh: Some(meta_tx.clone()),
+        log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
+            sink::ratelimit::DEFAULT_BURST,
+            sink::ratelimit::DEFAULT_PER_SEC,
+        )),
     });
 
     // Discovery: mark every running container before reporting ready.
