@@ -69,6 +69,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(layers.upper_file(black_box(b"/usr/local/bin/app"))))
     });
 
+    // IoC lookup in a set of 1M hashes.
+    let entries: Vec<([u8; 32], Option<String>)> = (0u32..1_000_000)
+        .map(|i| {
+            use sha2::Digest;
+            (sha2::Sha256::digest(i.to_le_bytes()).into(), None)
+        })
+        .collect();
+    let probe = entries[123_456].0;
+    let set = driftgate::index::ioc::IocSet::build(vec![("bench".into(), entries)]);
+    c.bench_function("ioc/lookup_1m_hit", |b| b.iter(|| set.contains(black_box(&probe))));
+    c.bench_function("ioc/lookup_1m_miss", |b| b.iter(|| set.contains(black_box(&[0x42u8; 32]))));
+
     let data = vec![0x5au8; 1 << 20];
     c.bench_function("sha256/1MiB", |b| {
         b.iter(|| {

@@ -47,6 +47,16 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    ioc: RawIoc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIoc {
+    #[serde(default)]
+    paths: Vec<PathBuf>,
+    block: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +215,10 @@ pub struct Config {
     pub stall_timeout: Duration,
     /// Prometheus metrics: `host:port` or an absolute unix socket path; off when `None`.
     pub metrics_listen: Option<String>,
+    /// IoC sources: files or directories of plain lists or CSV exports.
+    pub ioc_paths: Vec<PathBuf>,
+    /// Block IoC matches even in audit mode.
+    pub ioc_block: bool,
 }
 
 /// The configuration as the daemon's threads see it: swapped whole on reload.
@@ -389,6 +403,8 @@ impl Config {
             socket: raw.daemon.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: stall,
             metrics_listen,
+            ioc_paths: raw.ioc.paths,
+            ioc_block: raw.ioc.block.unwrap_or(false),
         })
     }
 }

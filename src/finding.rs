@@ -39,6 +39,15 @@ pub struct Finding {
     pub first_seen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// For `*_MALICIOUS_*` categories: the IoC entry that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioc: Option<IocRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IocRef {
+    pub name: Option<String>,
+    pub source: String,
 }
 
 fn one() -> u64 {
@@ -183,6 +192,7 @@ mod tests {
             count: 1,
             first_seen: None,
             last_seen: None,
+            ioc: None,
         };
         let line = serde_json::to_string(&f).unwrap();
         assert!(!line.contains('\n'));

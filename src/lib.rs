@@ -12,6 +12,7 @@ pub mod container;
 pub mod daemon;
 pub mod engine;
 pub mod finding;
+pub mod index;
 pub mod sink;
 pub mod sys;
 

@@ -117,3 +117,17 @@ fn load_mode_reports_throughput_cpu_and_memory_without_failed_execs() {
     assert!(c[1]["daemon_cpu_ms_per_1000"].as_f64().is_some());
     assert_eq!(bench_mounts(tmp.path()), 0);
 }
+
+#[test]
+fn bench_ioc_reports_load_memory_and_lookup() {
+    let out = std::process::Command::new(driftgate_bin())
+        .args(["bench", "ioc", "--entries", "20000", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["entries"], 20000);
+    for k in ["load_ms", "heap_mib", "lookup_hit_ns", "lookup_miss_ns"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+}

@@ -165,3 +165,35 @@ fn man_pages_and_completions_are_generated_from_the_cli_definitions() {
         "hidden from --help"
     );
 }
+
+#[test]
+fn ioc_check_names_the_source_for_files_and_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, b"malware").unwrap();
+    use sha2::Digest;
+    let h: String = sha2::Sha256::digest(b"malware").iter().map(|b| format!("{b:02x}")).collect();
+    let list = dir.path().join("feed.txt");
+    std::fs::write(&list, format!("# test feed\n{} Test.Malware\nbogus line\n", h.to_uppercase())).unwrap();
+    let ok = dir.path().join("ok.bin");
+    std::fs::write(&ok, b"fine").unwrap();
+    let o = dg(&[
+        "ioc",
+        "check",
+        "--source",
+        list.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        ok.to_str().unwrap(),
+        &h,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("KNOWN-BAD") && lines[0].contains("Test.Malware") && lines[0].contains("feed.txt"),
+        "{out}"
+    );
+    assert!(lines[1].contains("not known"), "{out}");
+    assert!(lines[2].contains("KNOWN-BAD"), "{out}");
+    assert!(stderr(&o).contains("feed.txt: 1 invalid lines (first at line 3)"), "{}", stderr(&o));
+}

@@ -3,4 +3,5 @@
 
 pub mod elf;
 pub mod exec;
+pub mod ioc;
 pub mod stats;

@@ -12,6 +12,18 @@ pub enum BenchCommand {
     /// with no listener, the kernel's floor, driftgate (and fapolicyd when installed),
     /// interleaved in rounds (needs root). With --containers/--concurrency: exec storms.
     Exec(ExecArgs),
+    /// Measure IoC set load time, memory and lookup time with N generated hashes.
+    Ioc(IocArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IocArgs {
+    /// Number of hashes
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entries: usize,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,7 +59,10 @@ pub struct ExecArgs {
 }
 
 pub fn run(cmd: BenchCommand) -> i32 {
-    let BenchCommand::Exec(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Exec(a) => a,
+        BenchCommand::Ioc(i) => return run_ioc(i),
+    };
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("driftgate: `bench exec` needs root (overlay mount, fanotify)");
         return exit::NOPERM;
@@ -126,6 +141,33 @@ pub fn run(cmd: BenchCommand) -> i32 {
         }
         Err(e) => {
             eprintln!("driftgate: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn run_ioc(a: IocArgs) -> i32 {
+    match crate::bench::ioc::run(a.entries) {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            exit::OK
+        }
+        Ok(r) => {
+            println!(
+                "IoC set of {} hashes ({} MB file): loaded in {:.0} ms, {:.1} MiB heap ({:.1} MiB RSS growth), \
+                 lookup {:.0} ns (hit) / {:.0} ns (miss)",
+                r.entries,
+                r.file_bytes / 1_000_000,
+                r.load_ms,
+                r.heap_mib,
+                r.rss_growth_mib,
+                r.lookup_hit_ns,
+                r.lookup_miss_ns
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("driftgate: bench ioc: {e}");
             exit::FAILURE
         }
     }

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod bench;
 pub mod config_check;
 pub mod findings;
+pub mod ioc;
 pub mod run;
 pub mod status;
 
@@ -37,6 +38,9 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Known-bad hashes (IoCs).
+    #[command(subcommand)]
+    Ioc(ioc::IocCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +69,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Findings(a) => findings::run(a),
         Command::Status(a) => status::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
+        Command::Ioc(c) => ioc::run(c),
         Command::Bench(b) => bench::run(b),
         Command::GenerateAssets(a) => assets::run(a),
     }

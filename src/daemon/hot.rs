@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::container::layers::ImageLookup;
 use crate::container::{Container, Registry};
-use crate::engine::{decide, Category, Evidence, ImageAtPath, Mode, Verdict};
+use crate::engine::{decide_with_ioc, Category, Evidence, ImageAtPath, Mode, Verdict};
 use crate::finding::{self, ContainerRef, FileRef, Finding, ProcessRef};
 use crate::sink::FindingSender;
 use crate::sys::fanotify::PendingExec;
@@ -40,8 +40,8 @@ pub struct HotStats {
     pub image_cached: AtomicU64,
     pub hashed: AtomicU64,
     pub hash_cache_hits: AtomicU64,
-    pub findings_added: AtomicU64,
-    pub findings_modified: AtomicU64,
+    /// Findings by category, in the order of `Category::ALL`.
+    pub findings: [AtomicU64; 5],
     pub answer_errors: AtomicU64,
     /// Time from reading an event to answering it.
     pub latency: super::latency::Histogram,
@@ -92,6 +92,10 @@ pub struct Shared {
     pub meta_refresh: Option<crossbeam_channel::Sender<Arc<Container>>>,
     /// Rate limit for log lines a container can trigger.
     pub log_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
+    /// Known-bad hashes; swapped whole on reload.
+    pub iocs: ArcSwap<crate::index::ioc::IocSet>,
+    /// Block IoC matches even in audit mode.
+    pub block_iocs: std::sync::atomic::AtomicBool,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
     pub large_file_bytes: u64,
@@ -320,17 +324,19 @@ impl Shared {
             }
         };
         let mode = self.mode.get();
-        let verdict = decide(mode, outcome.evidence);
+        // Known-bad content, whatever the path: checked on every decision (also a cached
+        // outcome), so an IoC added by a reload applies at once.
+        let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
+        let verdict =
+            decide_with_ioc(mode, outcome.evidence, ioc.is_some(), self.block_iocs.load(Ordering::Relaxed));
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             self.answer(job.ev, verdict.allow);
             return None;
         };
-        match category {
-            Category::AddedBinaryExecuted => &self.stats.findings_added,
-            Category::ModifiedBinaryExecuted => &self.stats.findings_modified,
+        if let Some(i) = Category::ALL.iter().position(|c| *c == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
-        .fetch_add(1, Ordering::Relaxed);
         let agg_key = (job.container.generation, outcome.path.clone(), outcome.sha256, category, action);
         if self.aggregator.repeat(&agg_key, now_rfc3339) {
             // Counted in the open window's aggregate: no /proc reads, no sink work.
@@ -342,7 +348,8 @@ impl Shared {
         let tid = job.ev.tid();
         let facts = self.proc_facts(tid);
         self.answer(job.ev, verdict.allow);
-        let f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
+        let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
+        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         if let Some((prev, c)) = self.aggregator.opened(agg_key, &f, Some(Arc::clone(&job.container))) {
             self.findings.send_for(prev, c);
         }
@@ -526,6 +533,7 @@ impl Shared {
             count: 1,
             first_seen: None,
             last_seen: None,
+            ioc: None,
         }
     }
 }

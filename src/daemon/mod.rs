@@ -118,6 +118,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         stats: Arc::clone(&hot_stats),
         large_file_bytes: c0.large_file_bytes,
         meta_refresh: Some(meta_tx.clone()),
+        iocs: ArcSwap::from_pointee(load_iocs(&c0.ioc_paths, 0).unwrap_or_default()),
+        block_iocs: AtomicBool::new(c0.ioc_block),
         log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
             sink::ratelimit::DEFAULT_BURST,
             sink::ratelimit::DEFAULT_PER_SEC,
@@ -186,6 +188,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         },
         None => None,
     };
+    let ioc_watch = spawn_ioc_watch(Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&stopping))?;
     let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
 
     let watched = registry.load().by_dev.len();
@@ -201,6 +204,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
                 tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
             }
             shared.mode.set(new.mode);
+            shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
+            if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
+                shared.iocs.store(Arc::new(set));
+            }
             cfg.store(Arc::new(new));
             reloads.fetch_add(1, Ordering::Relaxed);
             kick(&rescan_fd);
@@ -226,6 +233,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     kick(&stop_fd);
     let _ = disco_thread.join();
     let _ = watchdog.join();
+    let _ = ioc_watch.join();
     for t in [status_thread, metrics_thread].into_iter().flatten() {
         let _ = t.join();
     }
@@ -237,6 +245,68 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let _ = meta_thread.join();
     let _ = sink_thread.join();
     result
+}
+
+/// Loads the IoC sources, logging what each gave. `None` means "keep the previous set": every
+/// source failed while a previous set had entries.
+fn load_iocs(paths: &[std::path::PathBuf], previous: usize) -> Option<crate::index::ioc::IocSet> {
+    if paths.is_empty() {
+        return Some(Default::default());
+    }
+    let start = Instant::now();
+    let (set, reports, errors) = crate::index::ioc::IocSet::load(paths);
+    for r in &reports {
+        if r.invalid > 0 {
+            let first: Vec<String> =
+                r.examples.iter().map(|b| format!("line {}: {}", b.line, b.reason)).collect();
+            tracing::warn!(source = %r.source, valid = r.valid, invalid = r.invalid, first = ?first, "IoC source has invalid lines");
+        }
+    }
+    for e in &errors {
+        tracing::error!(error = %e, "IoC source not loaded");
+    }
+    if set.is_empty() && !errors.is_empty() && previous > 0 {
+        tracing::error!(previous, "no IoC source could be loaded; keeping the previous set");
+        return None;
+    }
+    tracing::info!(entries = set.len(), ms = start.elapsed().as_millis() as u64, "IoC set loaded");
+    Some(set)
+}
+
+/// Reloads the IoC set when a source file changes (checked every two seconds by size and
+/// modification time, which also notices files added to a source directory).
+fn spawn_ioc_watch(
+    cfg: SharedConfig,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<(std::path::PathBuf, u64, Option<SystemTime>)> {
+        paths
+            .iter()
+            .flat_map(|p| crate::index::ioc::expand(p).unwrap_or_default())
+            .map(|f| {
+                let m = std::fs::metadata(&f).ok();
+                let len = m.as_ref().map_or(0, |m| m.len());
+                let mtime = m.and_then(|m| m.modified().ok());
+                (f, len, mtime)
+            })
+            .collect()
+    }
+    std::thread::Builder::new().name("driftgate-ioc-watch".into()).spawn(move || {
+        let mut last = fingerprint(&cfg.load().ioc_paths);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let paths = cfg.load().ioc_paths.clone();
+            let now = fingerprint(&paths);
+            if now != last {
+                last = now;
+                tracing::info!("an IoC source changed; reloading the IoC set");
+                if let Some(set) = load_iocs(&paths, shared.iocs.load().len()) {
+                    shared.iocs.store(Arc::new(set));
+                }
+            }
+        }
+    })
 }
 
 fn status_line(s: &status::Status) -> String {

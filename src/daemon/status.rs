@@ -133,9 +133,11 @@ impl Sources {
             })
             .collect();
         containers.sort_by(|a, b| (&a.runtime, &a.id).cmp(&(&b.runtime, &b.id)));
-        let mut findings = BTreeMap::new();
-        findings.insert("ADDED_BINARY_EXECUTED".to_owned(), ld(&h.findings_added));
-        findings.insert("MODIFIED_BINARY_EXECUTED".to_owned(), ld(&h.findings_modified));
+        let findings: BTreeMap<String, u64> = crate::engine::Category::ALL
+            .iter()
+            .zip(&h.findings)
+            .map(|(c, n)| (c.as_str().to_owned(), ld(n)))
+            .collect();
         let (bytes, segments) = crate::sink::spool::usage(&cfg.spool_dir);
         Status {
             schema: "driftgate.status.v1".into(),
@@ -167,7 +169,7 @@ impl Sources {
                 p99: h.latency.percentile_us(99.0),
                 p999: h.latency.percentile_us(99.9),
             },
-            ioc_entries: None,
+            ioc_entries: Some(self.shared.iocs.load().len() as u64),
             indexed_layers: None,
             spool: Spool {
                 dir: cfg.spool_dir.display().to_string(),

@@ -75,15 +75,30 @@ pub enum Category {
     AddedBinaryExecuted,
     /// The executed file is at an image path, but its content is not the image's.
     ModifiedBinaryExecuted,
+    /// An added binary whose SHA-256 is a known IoC.
+    AddedMaliciousBinaryExecuted,
+    /// A modified image binary whose SHA-256 is a known IoC.
+    ModifiedMaliciousBinaryExecuted,
+    /// An image binary (the image's own bytes) whose SHA-256 is a known IoC.
+    BuiltinMaliciousBinaryExecuted,
 }
 
 impl Category {
-    pub const ALL: [Category; 2] = [Category::AddedBinaryExecuted, Category::ModifiedBinaryExecuted];
+    pub const ALL: [Category; 5] = [
+        Category::AddedBinaryExecuted,
+        Category::ModifiedBinaryExecuted,
+        Category::AddedMaliciousBinaryExecuted,
+        Category::ModifiedMaliciousBinaryExecuted,
+        Category::BuiltinMaliciousBinaryExecuted,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Category::AddedBinaryExecuted => "ADDED_BINARY_EXECUTED",
             Category::ModifiedBinaryExecuted => "MODIFIED_BINARY_EXECUTED",
+            Category::AddedMaliciousBinaryExecuted => "ADDED_MALICIOUS_BINARY_EXECUTED",
+            Category::ModifiedMaliciousBinaryExecuted => "MODIFIED_MALICIOUS_BINARY_EXECUTED",
+            Category::BuiltinMaliciousBinaryExecuted => "BUILTIN_MALICIOUS_BINARY_EXECUTED",
         }
     }
 
@@ -91,6 +106,9 @@ impl Category {
         match self {
             Category::AddedBinaryExecuted => Severity::Low,
             Category::ModifiedBinaryExecuted => Severity::Medium,
+            Category::AddedMaliciousBinaryExecuted
+            | Category::ModifiedMaliciousBinaryExecuted
+            | Category::BuiltinMaliciousBinaryExecuted => Severity::Critical,
         }
     }
 
@@ -98,8 +116,12 @@ impl Category {
     /// T1036 Masquerading (a binary replaced under an image path).
     pub fn mitre(self) -> &'static [&'static str] {
         match self {
-            Category::AddedBinaryExecuted => &["T1105", "T1106"],
-            Category::ModifiedBinaryExecuted => &["T1105", "T1106", "T1036"],
+            Category::AddedBinaryExecuted | Category::AddedMaliciousBinaryExecuted => &["T1105", "T1106"],
+            Category::ModifiedBinaryExecuted | Category::ModifiedMaliciousBinaryExecuted => {
+                &["T1105", "T1106", "T1036"]
+            }
+            // A known-bad binary shipped in the image: a compromised image or dependency.
+            Category::BuiltinMaliciousBinaryExecuted => &["T1195", "T1204.003"],
         }
     }
 
@@ -108,6 +130,9 @@ impl Category {
         match self {
             Category::AddedBinaryExecuted => "6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91",
             Category::ModifiedBinaryExecuted => "0d7e2b9c4a1f4e6b8c3d5a7f9e1b2c42",
+            Category::AddedMaliciousBinaryExecuted => "b4e8d2a61c5f4f0e9d7a3c1b8e6f2a53",
+            Category::ModifiedMaliciousBinaryExecuted => "7a3f9c1e5b2d4e8a8f6c0d4b2a9e7c64",
+            Category::BuiltinMaliciousBinaryExecuted => "e91c7b3d2f8a4c6e9b5d1a7f3c2e8b75",
         }
     }
 
@@ -176,6 +201,31 @@ impl Verdict {
 
 /// Decides one exec.
 pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
+    decide_with_ioc(mode, evidence, false, false)
+}
+
+/// Decides one exec, knowing whether the executed file's hash is a known IoC. With
+/// `block_iocs`, an IoC match is blocked even in audit mode.
+pub fn decide_with_ioc(mode: Mode, evidence: Evidence, ioc: bool, block_iocs: bool) -> Verdict {
+    if ioc {
+        let category = match evidence {
+            Evidence::NotAContainer | Evidence::NotRegular => return Verdict::ALLOW,
+            Evidence::ImageFile | Evidence::UpperFile(ImageAtPath::SameContent) => {
+                Category::BuiltinMaliciousBinaryExecuted
+            }
+            Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) => {
+                Category::AddedMaliciousBinaryExecuted
+            }
+            Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
+                Category::ModifiedMaliciousBinaryExecuted
+            }
+        };
+        return if mode == Mode::Enforce || block_iocs {
+            Verdict { allow: false, finding: Some((category, Action::Blocked)) }
+        } else {
+            Verdict { allow: true, finding: Some((category, Action::Audited)) }
+        };
+    }
     let category = match evidence {
         Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
         Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
@@ -224,6 +274,58 @@ mod tests {
         for &(mode, ev, want) in table {
             assert_eq!(decide(mode, ev), want, "mode {mode:?}, evidence {ev:?}");
         }
+    }
+
+    #[test]
+    fn ioc_matches_are_critical_and_blockable_in_audit_mode() {
+        let table: &[(Mode, Evidence, bool, Verdict)] = &[
+            (
+                Audit,
+                UpperFile(Absent),
+                false,
+                Verdict { allow: true, finding: Some((AddedMaliciousBinaryExecuted, Audited)) },
+            ),
+            (
+                Audit,
+                UpperFile(Absent),
+                true,
+                Verdict { allow: false, finding: Some((AddedMaliciousBinaryExecuted, Blocked)) },
+            ),
+            (
+                Enforce,
+                UpperFile(Absent),
+                false,
+                Verdict { allow: false, finding: Some((AddedMaliciousBinaryExecuted, Blocked)) },
+            ),
+            (
+                Audit,
+                UpperFile(DifferentContent),
+                true,
+                Verdict { allow: false, finding: Some((ModifiedMaliciousBinaryExecuted, Blocked)) },
+            ),
+            (
+                Audit,
+                UpperFile(SameContent),
+                false,
+                Verdict { allow: true, finding: Some((BuiltinMaliciousBinaryExecuted, Audited)) },
+            ),
+            (
+                Enforce,
+                ImageFile,
+                false,
+                Verdict { allow: false, finding: Some((BuiltinMaliciousBinaryExecuted, Blocked)) },
+            ),
+            (Enforce, NotAContainer, true, Verdict::ALLOW),
+        ];
+        for &(mode, ev, block, want) in table {
+            assert_eq!(decide_with_ioc(mode, ev, true, block), want, "{mode:?} {ev:?} block={block}");
+        }
+        for c in
+            [AddedMaliciousBinaryExecuted, ModifiedMaliciousBinaryExecuted, BuiltinMaliciousBinaryExecuted]
+        {
+            assert_eq!(c.severity(), Severity::Critical);
+        }
+        assert_eq!(decide_with_ioc(Audit, UpperFile(Absent), false, true), decide(Audit, UpperFile(Absent)));
     }
 
     #[test]

@@ -138,6 +138,7 @@ mod tests {
             count: 1,
             first_seen: None,
             last_seen: None,
+            ioc: None,
         }
     }
 

@@ -284,6 +284,7 @@ mod tests {
             count: 1,
             first_seen: None,
             last_seen: None,
+            ioc: None,
         }
     }
 
