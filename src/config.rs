@@ -49,6 +49,15 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     ioc: RawIoc,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    rules: Vec<Spanned<crate::policy::RawRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,6 +228,8 @@ pub struct Config {
     pub ioc_paths: Vec<PathBuf>,
     /// Block IoC matches even in audit mode.
     pub ioc_block: bool,
+    /// Scoped rules; the global `mode` is the fallback.
+    pub policy: crate::policy::Policy,
 }
 
 /// The configuration as the daemon's threads see it: swapped whole on reload.
@@ -358,6 +369,19 @@ impl Config {
                 Some(l.clone())
             }
         };
+        let mut policy = crate::policy::Policy::default();
+        for (i, r) in raw.policy.rules.iter().enumerate() {
+            let rule = crate::policy::Rule::compile(i, r.get_ref()).map_err(|m| {
+                let (field, msg) = match m.split_once(": ") {
+                    Some((f, rest)) if !f.contains(' ') => {
+                        (format!("policy.rules[{i}].{f}"), rest.to_owned())
+                    }
+                    _ => (format!("policy.rules[{i}]"), m.clone()),
+                };
+                invalid(r.span(), &field, msg)
+            })?;
+            policy.rules.push(rule);
+        }
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
         // In a DaemonSet pod the hostname is the pod's: the manifest passes the node name.
@@ -405,6 +429,7 @@ impl Config {
             metrics_listen,
             ioc_paths: raw.ioc.paths,
             ioc_block: raw.ioc.block.unwrap_or(false),
+            policy,
         })
     }
 }
@@ -550,6 +575,35 @@ mod tests {
         assert!(Config::defaults().spool_max_bytes.is_none());
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn policy_rules_are_read_and_errors_name_the_rule_and_field() {
+        let c = Config::from_toml(
+            "mode = \"audit\"\n[[policy.rules]]\nname = \"pay\"\naction = \"enforce\"\nnamespaces = [\"payments-*\"]\n\
+             [[policy.rules]]\naction = \"allow\"\npaths = [\"/var/cache/jit/*\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.policy.rules.len(), 2);
+        assert_eq!(c.policy.rules[0].name, "pay");
+        assert_eq!(c.policy.rules[1].name, "2");
+        let err = Config::from_toml(
+            "[[policy.rules]]\naction = \"audit\"\n\n[[policy.rules]]\naction = \"enforce\"\npaths = [\"/x/[\"]\n",
+            Some(Path::new("c.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml: line 4: `policy.rules[1].paths[0]`"), "{err}");
+        let err =
+            Config::from_toml("[[policy.rules]]\nnamespaces = [\"x\"]\n", None).unwrap_err().to_string();
+        assert!(err.contains("`policy.rules[0]`") && err.contains("action"), "{err}");
+        let err = Config::from_toml("[[policy.rules]]\naction = \"block\"\n", None).unwrap_err().to_string();
+        assert!(err.contains("block"), "{err}");
+        let err = Config::from_toml("[[policy.rules]]\naction = \"audit\"\nnamespace = [\"x\"]\n", None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("namespace"), "unknown key: {err}");
     }
 
     #[test]

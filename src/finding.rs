@@ -42,6 +42,9 @@ pub struct Finding {
     /// For `*_MALICIOUS_*` categories: the IoC entry that matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ioc: Option<IocRef>,
+    /// The policy rule that decided (its name or 1-based index), or `global` for the mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -193,6 +196,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             ioc: None,
+            rule: None,
         };
         let line = serde_json::to_string(&f).unwrap();
         assert!(!line.contains('\n'));

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod engine;
 pub mod finding;
 pub mod index;
+pub mod policy;
 pub mod sink;
 pub mod sys;
 

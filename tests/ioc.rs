@@ -89,3 +89,44 @@ fn a_copied_up_image_binary_that_is_known_bad_is_builtin_malicious() {
     assert_eq!(f[0]["severity"], "CRITICAL");
     assert_eq!(f[0]["file"]["path"], "/opt/img/true");
 }
+
+#[test]
+fn policy_rules_scope_actions_by_container_and_path_and_findings_name_the_rule() {
+    if !privileged() {
+        return;
+    }
+    let a = Scratch::new();
+    let b = Scratch::new();
+    let d = Daemon::start(
+        a.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![a.merged.clone(), b.merged.clone()],
+            extra_tables: &format!(
+                "[[policy.rules]]\nname = \"jit-cache\"\naction = \"allow\"\npaths = [\"/var/jit/*\"]\n\
+                 [[policy.rules]]\nname = \"hardened\"\naction = \"enforce\"\ncontainers = [{:?}]\n",
+                a.merged.display().to_string()
+            ),
+            ..Default::default()
+        },
+    );
+    let script = "mkdir -p /tmp/a /var/jit; cp /opt/img/true /tmp/a/true; cp /opt/img/true /var/jit/true\n\
+                  /tmp/a/true; echo added=$?\n/var/jit/true; echo jit=$?\n";
+    let ra = results(&a.run_in_container(script, T));
+    let rb = results(&b.run_in_container(script, T));
+    assert_eq!((ra["added"], ra["jit"]), (126, 0), "container a: enforced, but the JIT path is allowed");
+    assert_eq!((rb["added"], rb["jit"]), (0, 0), "container b: audit (global)");
+    let f = d.findings(2);
+    assert_eq!(f.len(), 2, "allowed execs leave no finding: {f:?}");
+    let by: std::collections::HashMap<String, (String, String)> = f
+        .iter()
+        .map(|f| {
+            (
+                f["container"]["id"].as_str().unwrap().to_owned(),
+                (f["action"].as_str().unwrap().to_owned(), f["rule"].as_str().unwrap().to_owned()),
+            )
+        })
+        .collect();
+    assert_eq!(by[&a.merged.display().to_string()], ("blocked".into(), "hardened".into()));
+    assert_eq!(by[&b.merged.display().to_string()], ("audited".into(), "global".into()));
+}

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config_check;
 pub mod findings;
 pub mod ioc;
+pub mod policy;
 pub mod run;
 pub mod status;
 
@@ -41,6 +42,9 @@ pub enum Command {
     /// Known-bad hashes (IoCs).
     #[command(subcommand)]
     Ioc(ioc::IocCommand),
+    /// Scoped policy: check a candidate against recorded findings.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -70,6 +74,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Status(a) => status::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Ioc(c) => ioc::run(c),
+        Command::Policy(c) => policy::run(c),
         Command::Bench(b) => bench::run(b),
         Command::GenerateAssets(a) => assets::run(a),
     }

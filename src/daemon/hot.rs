@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::container::layers::ImageLookup;
 use crate::container::{Container, Registry};
-use crate::engine::{decide_with_ioc, Category, Evidence, ImageAtPath, Mode, Verdict};
+use crate::engine::{decide_scoped, Category, Evidence, ImageAtPath, Mode, Verdict};
 use crate::finding::{self, ContainerRef, FileRef, Finding, ProcessRef};
 use crate::sink::FindingSender;
 use crate::sys::fanotify::PendingExec;
@@ -96,6 +96,8 @@ pub struct Shared {
     pub iocs: ArcSwap<crate::index::ioc::IocSet>,
     /// Block IoC matches even in audit mode.
     pub block_iocs: std::sync::atomic::AtomicBool,
+    /// Scoped rules; swapped whole on reload.
+    pub policy: ArcSwap<crate::policy::Policy>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
     pub large_file_bytes: u64,
@@ -327,8 +329,30 @@ impl Shared {
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
-        let verdict =
-            decide_with_ioc(mode, outcome.evidence, ioc.is_some(), self.block_iocs.load(Ordering::Relaxed));
+        // The scoped policy: which rule (or the global mode) decides this exec.
+        let decision = {
+            let m = job.container.meta.load();
+            let id = m.id.clone().unwrap_or_else(|| job.container.identity.id.clone());
+            let path = String::from_utf8_lossy(&outcome.path);
+            let sha = outcome.sha256.map(hex);
+            let subject = crate::policy::Subject {
+                namespace: m.pod_namespace.as_deref(),
+                pod: m.pod_name.as_deref(),
+                container: Some(m.name.as_deref().unwrap_or(&id)),
+                container_id: Some(&id),
+                image: m.image.as_deref(),
+                runtime: m.runtime.unwrap_or(job.container.identity.runtime),
+                path: &path,
+                sha256: sha.as_deref(),
+            };
+            self.policy.load().decide(&subject, mode)
+        };
+        let verdict = decide_scoped(
+            decision.action,
+            outcome.evidence,
+            ioc.is_some(),
+            self.block_iocs.load(Ordering::Relaxed),
+        );
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             self.answer(job.ev, verdict.allow);
@@ -350,6 +374,7 @@ impl Shared {
         self.answer(job.ev, verdict.allow);
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
+        f.rule = Some(decision.rule.clone());
         if let Some((prev, c)) = self.aggregator.opened(agg_key, &f, Some(Arc::clone(&job.container))) {
             self.findings.send_for(prev, c);
         }
@@ -534,6 +559,7 @@ impl Shared {
             first_seen: None,
             last_seen: None,
             ioc: None,
+            rule: None,
         }
     }
 }

@@ -120,6 +120,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         meta_refresh: Some(meta_tx.clone()),
         iocs: ArcSwap::from_pointee(load_iocs(&c0.ioc_paths, 0).unwrap_or_default()),
         block_iocs: AtomicBool::new(c0.ioc_block),
+        policy: ArcSwap::from_pointee(c0.policy.clone()),
         log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
             sink::ratelimit::DEFAULT_BURST,
             sink::ratelimit::DEFAULT_PER_SEC,
@@ -205,6 +206,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             }
             shared.mode.set(new.mode);
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
+            shared.policy.store(Arc::new(new.policy.clone()));
             if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
                 shared.iocs.store(Arc::new(set));
             }

@@ -207,6 +207,25 @@ pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
 /// Decides one exec, knowing whether the executed file's hash is a known IoC. With
 /// `block_iocs`, an IoC match is blocked even in audit mode.
 pub fn decide_with_ioc(mode: Mode, evidence: Evidence, ioc: bool, block_iocs: bool) -> Verdict {
+    decide_scoped(mode.into(), evidence, ioc, block_iocs)
+}
+
+/// Decides one exec under the action a policy rule (or the global mode) chose. `allow` lets
+/// drift through without a finding; a known-bad hash is still recorded (and blocked with
+/// `block_iocs`): a rule that allows a path does not vouch for malware found there.
+pub fn decide_scoped(
+    action: crate::policy::RuleAction,
+    evidence: Evidence,
+    ioc: bool,
+    block_iocs: bool,
+) -> Verdict {
+    use crate::policy::RuleAction;
+    let mode = match action {
+        RuleAction::Enforce => Mode::Enforce,
+        RuleAction::Audit => Mode::Audit,
+        RuleAction::Allow if ioc => Mode::Audit,
+        RuleAction::Allow => return Verdict::ALLOW,
+    };
     if ioc {
         let category = match evidence {
             Evidence::NotAContainer | Evidence::NotRegular => return Verdict::ALLOW,
@@ -274,6 +293,25 @@ mod tests {
         for &(mode, ev, want) in table {
             assert_eq!(decide(mode, ev), want, "mode {mode:?}, evidence {ev:?}");
         }
+    }
+
+    #[test]
+    fn allow_rules_let_drift_through_but_not_known_malware() {
+        use crate::policy::RuleAction;
+        assert_eq!(decide_scoped(RuleAction::Allow, UpperFile(Absent), false, false), Verdict::ALLOW);
+        assert_eq!(
+            decide_scoped(RuleAction::Allow, UpperFile(Absent), true, false),
+            Verdict { allow: true, finding: Some((AddedMaliciousBinaryExecuted, Audited)) }
+        );
+        assert!(!decide_scoped(RuleAction::Allow, UpperFile(Absent), true, true).allow);
+        assert_eq!(
+            decide_scoped(RuleAction::Enforce, UpperFile(Absent), false, false),
+            decide(Enforce, UpperFile(Absent))
+        );
+        assert_eq!(
+            decide_scoped(RuleAction::Audit, UpperFile(DifferentContent), false, false),
+            decide(Audit, UpperFile(DifferentContent))
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             ioc: None,
+            rule: None,
         }
     }
 

@@ -285,6 +285,7 @@ mod tests {
             first_seen: None,
             last_seen: None,
             ioc: None,
+            rule: None,
         }
     }
 

@@ -1,0 +1,333 @@
+//! Scoped policy: rules in the configuration, first match wins, each matching on any of
+//! Kubernetes namespace, pod name, container name, image reference, runtime, file path (globs)
+//! and SHA-256, and setting the action for matching execs: `allow` (no finding), `audit` or
+//! `enforce`. The global `mode` is the fallback. Pure: facts in, the deciding rule out.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::engine::Mode;
+
+/// What a rule does with the execs it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Allow,
+    Audit,
+    Enforce,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Audit => "audit",
+            RuleAction::Enforce => "enforce",
+        }
+    }
+}
+
+impl From<Mode> for RuleAction {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Audit => RuleAction::Audit,
+            Mode::Enforce => RuleAction::Enforce,
+        }
+    }
+}
+
+/// One rule as written in TOML (`[[policy.rules]]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub action: Option<RuleAction>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub pods: Vec<String>,
+    #[serde(default)]
+    pub containers: Vec<String>,
+    #[serde(default)]
+    pub images: Vec<String>,
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub sha256: Vec<String>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's name, or its 1-based index in the file.
+    pub name: String,
+    pub action: RuleAction,
+    namespaces: Option<GlobSet>,
+    pods: Option<GlobSet>,
+    containers: Option<GlobSet>,
+    images: Option<GlobSet>,
+    runtimes: Vec<String>,
+    paths: Option<GlobSet>,
+    sha256: Vec<String>,
+}
+
+/// Facts about one exec a rule can match on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'a> {
+    pub namespace: Option<&'a str>,
+    pub pod: Option<&'a str>,
+    pub container: Option<&'a str>,
+    /// The container id: `containers` globs match the name or the id.
+    pub container_id: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub runtime: &'a str,
+    pub path: &'a str,
+    pub sha256: Option<&'a str>,
+}
+
+fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet>, String> {
+    if pats.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for (i, p) in pats.iter().enumerate() {
+        let g = GlobBuilder::new(p)
+            .literal_separator(path_like)
+            .build()
+            .map_err(|e| format!("{field}[{i}]: {e}"))?;
+        b.add(g);
+    }
+    b.build().map(Some).map_err(|e| format!("{field}: {e}"))
+}
+
+impl Rule {
+    /// Compiles rule number `index` (0-based); errors name the field.
+    pub fn compile(index: usize, raw: &RawRule) -> Result<Rule, String> {
+        let action = raw.action.ok_or("`action` is required (allow, audit or enforce)")?;
+        let mut sha256 = Vec::new();
+        for (i, h) in raw.sha256.iter().enumerate() {
+            if crate::index::ioc::parse_sha256(h.as_bytes()).is_none() {
+                return Err(format!("sha256[{i}]: {h:?} is not a SHA-256"));
+            }
+            sha256.push(h.to_ascii_lowercase());
+        }
+        let rule = Rule {
+            name: raw.name.clone().unwrap_or_else(|| (index + 1).to_string()),
+            action,
+            namespaces: globs("namespaces", &raw.namespaces, false)?,
+            pods: globs("pods", &raw.pods, false)?,
+            containers: globs("containers", &raw.containers, false)?,
+            images: globs("images", &raw.images, false)?,
+            runtimes: raw.runtimes.clone(),
+            paths: globs("paths", &raw.paths, true)?,
+            sha256,
+        };
+        Ok(rule)
+    }
+
+    /// Every matcher the rule sets must match (a list matches if any entry does); a matcher on
+    /// a fact that is unknown (no namespace, no image) does not match.
+    pub fn matches(&self, s: &Subject<'_>) -> bool {
+        let glob = |set: &Option<GlobSet>, v: Option<&str>| {
+            set.as_ref().is_none_or(|g| v.is_some_and(|v| g.is_match(v)))
+        };
+        glob(&self.namespaces, s.namespace)
+            && glob(&self.pods, s.pod)
+            && (glob(&self.containers, s.container)
+                || (self.containers.is_some() && glob(&self.containers, s.container_id)))
+            && glob(&self.images, s.image)
+            && glob(&self.paths, Some(s.path))
+            && (self.runtimes.is_empty() || self.runtimes.iter().any(|r| r == s.runtime))
+            && (self.sha256.is_empty() || s.sha256.is_some_and(|h| self.sha256.iter().any(|r| r == h)))
+    }
+}
+
+/// The rules, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+/// Which rule decided, and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: RuleAction,
+    /// The rule's name, or `global` for the fallback mode.
+    pub rule: String,
+}
+
+impl Policy {
+    pub fn decide(&self, s: &Subject<'_>, fallback: Mode) -> Decision {
+        match self.rules.iter().find(|r| r.matches(s)) {
+            Some(r) => Decision { action: r.action, rule: r.name.clone() },
+            None => Decision { action: fallback.into(), rule: "global".into() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(i: usize, f: impl FnOnce(&mut RawRule)) -> Rule {
+        let mut r = RawRule::default();
+        f(&mut r);
+        Rule::compile(i, &r).unwrap()
+    }
+
+    #[test]
+    fn first_match_wins_and_the_global_mode_is_the_fallback() {
+        let p = Policy {
+            rules: vec![
+                rule(0, |r| {
+                    r.name = Some("jit".into());
+                    r.action = Some(RuleAction::Allow);
+                    r.images = vec!["registry.example/app:*".into()];
+                    r.paths = vec!["/var/cache/jit/*".into()];
+                }),
+                rule(1, |r| {
+                    r.action = Some(RuleAction::Enforce);
+                    r.namespaces = vec!["payments-*".into()];
+                }),
+            ],
+        };
+        let base = Subject { runtime: "containerd", path: "/tmp/x", ..Default::default() };
+        let jit = Subject { image: Some("registry.example/app:1.2"), path: "/var/cache/jit/a1", ..base };
+        assert_eq!(p.decide(&jit, Mode::Audit), Decision { action: RuleAction::Allow, rule: "jit".into() });
+        let deeper = Subject { path: "/var/cache/jit/sub/a1", ..jit };
+        assert_eq!(p.decide(&deeper, Mode::Audit).rule, "global", "* does not cross / in paths");
+        let pay = Subject { namespace: Some("payments-eu"), ..base };
+        assert_eq!(p.decide(&pay, Mode::Audit), Decision { action: RuleAction::Enforce, rule: "2".into() });
+        assert_eq!(
+            p.decide(&base, Mode::Audit),
+            Decision { action: RuleAction::Audit, rule: "global".into() }
+        );
+        assert_eq!(p.decide(&base, Mode::Enforce).action, RuleAction::Enforce);
+    }
+
+    #[test]
+    fn every_matcher_must_match_and_unknown_facts_do_not() {
+        let r = rule(0, |r| {
+            r.action = Some(RuleAction::Audit);
+            r.runtimes = vec!["docker".into(), "podman".into()];
+            r.containers = vec!["web*".into()];
+            r.sha256 = vec!["AB".repeat(32)];
+        });
+        let s = Subject {
+            runtime: "docker",
+            container: Some("web-1"),
+            path: "/x",
+            sha256: Some(&"ab".repeat(32)),
+            ..Default::default()
+        };
+        assert!(r.matches(&s));
+        assert!(!r.matches(&Subject { runtime: "containerd", ..s }));
+        assert!(!r.matches(&Subject { container: None, ..s }), "unknown name");
+        assert!(!r.matches(&Subject { sha256: None, ..s }));
+        let pods = rule(0, |r| {
+            r.action = Some(RuleAction::Audit);
+            r.pods = vec!["api-*".into()];
+        });
+        assert!(!pods.matches(&s));
+    }
+
+    #[test]
+    fn bad_rules_name_the_field() {
+        let e = Rule::compile(0, &RawRule::default()).unwrap_err();
+        assert!(e.contains("action"), "{e}");
+        let e = Rule::compile(
+            0,
+            &RawRule { action: Some(RuleAction::Audit), paths: vec!["/a/[".into()], ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.starts_with("paths[0]"), "{e}");
+        let e = Rule::compile(
+            0,
+            &RawRule { action: Some(RuleAction::Audit), sha256: vec!["abc".into()], ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.starts_with("sha256[0]"), "{e}");
+    }
+}
+
+/// What a candidate policy would have done with recorded findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub blocked: u64,
+    pub audited: u64,
+    pub allowed: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Simulation {
+    /// Per (namespace, image): what the candidate would do.
+    pub rows: Vec<SimRow>,
+    pub total: Counts,
+    /// Execs whose outcome differs from what was recorded.
+    pub changed: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimRow {
+    pub namespace: String,
+    pub image: String,
+    pub counts: Counts,
+}
+
+/// Replays findings (each standing for `count` execs) against `policy` with fallback `mode`.
+pub fn simulate(
+    findings: &[crate::finding::Finding],
+    policy: &Policy,
+    mode: Mode,
+    block_iocs: bool,
+) -> Simulation {
+    use crate::engine::{decide_scoped, Action, Category, Evidence, ImageAtPath};
+    let mut rows: std::collections::BTreeMap<(String, String), Counts> = Default::default();
+    let mut sim = Simulation::default();
+    for f in findings {
+        let (evidence, ioc) = match f.category {
+            Category::AddedBinaryExecuted => (Evidence::UpperFile(ImageAtPath::Absent), false),
+            Category::ModifiedBinaryExecuted => (Evidence::UpperFile(ImageAtPath::DifferentContent), false),
+            Category::AddedMaliciousBinaryExecuted => (Evidence::UpperFile(ImageAtPath::Absent), true),
+            Category::ModifiedMaliciousBinaryExecuted => {
+                (Evidence::UpperFile(ImageAtPath::DifferentContent), true)
+            }
+            Category::BuiltinMaliciousBinaryExecuted => (Evidence::UpperFile(ImageAtPath::SameContent), true),
+        };
+        let c = &f.container;
+        let subject = Subject {
+            namespace: c.pod_namespace.as_deref(),
+            pod: c.pod_name.as_deref(),
+            container: Some(c.name.as_deref().unwrap_or(&c.id)),
+            container_id: Some(&c.id),
+            image: c.image.as_deref(),
+            runtime: &c.runtime,
+            path: &f.file.path,
+            sha256: f.file.sha256.as_deref(),
+        };
+        let d = policy.decide(&subject, mode);
+        let v = decide_scoped(d.action, evidence, ioc, block_iocs);
+        let n = f.count.max(1);
+        let key = (
+            c.pod_namespace.clone().unwrap_or_else(|| "-".into()),
+            c.image.clone().unwrap_or_else(|| "-".into()),
+        );
+        let row = rows.entry(key).or_default();
+        let (slot, total) = match v.finding {
+            None => (&mut row.allowed, &mut sim.total.allowed),
+            Some((_, Action::Blocked)) => (&mut row.blocked, &mut sim.total.blocked),
+            Some((_, Action::Audited)) => (&mut row.audited, &mut sim.total.audited),
+        };
+        *slot += n;
+        *total += n;
+        // Recorded: blocked or audited. Candidate: blocked, audited, or allowed without a finding.
+        if v.finding.map(|(_, a)| a) != Some(f.action) {
+            sim.changed += n;
+        }
+    }
+    sim.rows =
+        rows.into_iter().map(|((namespace, image), counts)| SimRow { namespace, image, counts }).collect();
+    sim
+}
