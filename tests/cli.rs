@@ -55,7 +55,11 @@ fn a_valid_config_checks_ok() {
     .unwrap();
     let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("mode enforce, spool /srv/spool"));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("mode enforce, spool /srv/spool"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
 
 #[test]
@@ -270,4 +274,27 @@ fn policy_simulate_replays_findings_against_a_candidate() {
     ]);
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("line 1: `policy.rules[0].images[0]`"), "{}", stderr(&o));
+}
+
+#[test]
+fn config_check_validates_ioc_sources_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = dir.path().join("feed.txt");
+    std::fs::write(&feed, format!("{}\nnot-a-hash\n", "ab".repeat(32))).unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "# nothing\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string())).unwrap();
+    let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 IoC entries"));
+    assert!(stderr(&o).contains(&format!("{}: line 2: not a SHA-256", feed.display())), "{}", stderr(&o));
+    std::fs::write(
+        &cfg,
+        format!("[ioc]\npaths = [{:?}, {:?}]\n", feed.display().to_string(), empty.display().to_string()),
+    )
+    .unwrap();
+    let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(78), "a source without a valid line fails the check");
+    assert!(stderr(&o).contains("empty.txt: no valid SHA-256 line"), "{}", stderr(&o));
 }

@@ -1,7 +1,9 @@
-//! `driftgate config check`: validate without starting.
+//! `driftgate config check`: validate everything (keys, values, policy rules, IoC sources)
+//! without starting the daemon.
 
 use crate::config::Config;
 use crate::exit;
+use crate::index::ioc::IocSet;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -10,15 +12,41 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> i32 {
-    match Config::load(args.config.config.as_deref()) {
-        Ok(c) => {
-            let src = c.source.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
-            println!("{src}: OK (mode {}, spool {})", c.mode.as_str(), c.spool_dir.display());
-            exit::OK
-        }
+    let c = match Config::load(args.config.config.as_deref()) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("driftgate: configuration error: {e}");
-            exit::CONFIG
+            return exit::CONFIG;
+        }
+    };
+    let src = c.source.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let mut ok = true;
+    let mut ioc_entries = 0;
+    if !c.ioc_paths.is_empty() {
+        let (set, reports, errors) = IocSet::load(&c.ioc_paths);
+        ioc_entries = set.len();
+        for e in &errors {
+            eprintln!("driftgate: ioc.paths: {e}");
+            ok = false;
+        }
+        for r in reports.iter().filter(|r| r.invalid > 0) {
+            for b in &r.examples {
+                eprintln!("driftgate: {}: line {}: {}", r.source, b.line, b.reason);
+            }
+            if r.invalid > r.examples.len() {
+                eprintln!("driftgate: {}: {} more invalid lines", r.source, r.invalid - r.examples.len());
+            }
         }
     }
+    if !ok {
+        return exit::CONFIG;
+    }
+    println!(
+        "{src}: OK (mode {}, spool {}, {} policy rules, {} IoC entries)",
+        c.mode.as_str(),
+        c.spool_dir.display(),
+        c.policy.rules.len(),
+        ioc_entries
+    );
+    exit::OK
 }
