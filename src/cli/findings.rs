@@ -141,16 +141,10 @@ pub fn run(args: FindingsArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let (findings, bad) = match spool::read_all(&dir) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("driftgate: {e}");
-            return exit::FAILURE;
-        }
+    let findings = match read_spool(&dir) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
-    for b in &bad {
-        eprintln!("driftgate: {}: line {}: unreadable finding: {}", b.file.display(), b.line, b.error);
-    }
     let shown: Vec<&Finding> = findings.iter().filter(|f| filter.matches(f)).collect();
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -178,6 +172,19 @@ pub fn run(args: FindingsArgs) -> i32 {
             exit::FAILURE
         }
     }
+}
+
+/// Every finding in the spool; unreadable lines are reported on stderr with file and line.
+/// `Err` is the exit code.
+pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, i32> {
+    let (findings, bad) = spool::read_all(dir).map_err(|e| {
+        eprintln!("driftgate: {e}");
+        exit::FAILURE
+    })?;
+    for b in &bad {
+        eprintln!("driftgate: {}: line {}: unreadable finding: {}", b.file.display(), b.line, b.error);
+    }
+    Ok(findings)
 }
 
 /// Prints findings appended after the current end of the spool, until interrupted.

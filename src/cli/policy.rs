@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::exit;
-use crate::sink::spool;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -58,16 +57,10 @@ pub fn run(cmd: PolicyCommand) -> i32 {
             Some(Ok(t)) => Some(t),
             None => None,
         };
-    let (findings, bad) = match spool::read_all(&spool_dir) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("driftgate: {e}");
-            return exit::FAILURE;
-        }
+    let findings = match super::findings::read_spool(&spool_dir) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
-    for b in &bad {
-        eprintln!("driftgate: {}: line {}: unreadable finding: {}", b.file.display(), b.line, b.error);
-    }
     let findings: Vec<_> = findings
         .into_iter()
         .filter(|f| {
