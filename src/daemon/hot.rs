@@ -165,25 +165,25 @@ impl FastPath {
             return Routed::Done;
         }
         let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
-        // A writable-layer file decided before (same version, same name, same container)
-        // skips the layer lookups: `try_complete` finds it in the outcome cache.
-        let decided_before = self
-            .shared
-            .outcomes
-            .lock()
-            .ok()
-            .is_some_and(|m| m.get(&(container.generation, id, raw_path.clone())).is_some());
-        if !decided_before {
-            for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
-                if container.layers.lower_has_identical(p, &id) {
-                    if self.image_files.len() >= self.image_cap {
-                        self.image_files.clear();
-                    }
-                    self.image_files.insert(key);
-                    stats.image_fast.fetch_add(1, Ordering::Relaxed);
-                    self.answer(ev, true);
-                    return Routed::Done;
+        // A writable-layer file decided before (same version, same name, same container) is
+        // decided from the outcome cache, without the layer lookups.
+        let okey: OutcomeKey = (container.generation, id, raw_path);
+        if let Some(o) = self.shared.cached_outcome(&okey) {
+            let (_, _, raw_path) = okey;
+            let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
+            self.shared.finish(job, o);
+            return Routed::Done;
+        }
+        let (_, _, raw_path) = okey;
+        for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
+            if container.layers.lower_has_identical(p, &id) {
+                if self.image_files.len() >= self.image_cap {
+                    self.image_files.clear();
                 }
+                self.image_files.insert(key);
+                stats.image_fast.fetch_add(1, Ordering::Relaxed);
+                self.answer(ev, true);
+                return Routed::Done;
             }
         }
         let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
@@ -305,26 +305,34 @@ impl Shared {
     #[must_use]
     pub fn try_complete(&self, job: Job, may_hash: bool) -> Option<Job> {
         let key: OutcomeKey = (job.container.generation, job.id, job.raw_path.clone());
-        let cached = self.outcomes.lock().ok().and_then(|m| m.get(&key).cloned());
-        let outcome = match cached {
-            Some(o) => o,
-            None => {
-                let Some(o) = self.evaluate(&job, may_hash) else { return Some(job) };
-                // Only settled outcomes are remembered: a comparison that failed is retried.
-                let settled = matches!(
-                    o.evidence,
-                    Evidence::UpperFile(
-                        ImageAtPath::Absent | ImageAtPath::SameContent | ImageAtPath::DifferentContent
-                    )
-                ) && o.sha256.is_some();
-                if settled {
-                    if let Ok(mut m) = self.outcomes.lock() {
-                        m.insert(key, o.clone());
-                    }
-                }
-                o
+        if let Some(o) = self.cached_outcome(&key) {
+            self.finish(job, o);
+            return None;
+        }
+        let Some(o) = self.evaluate(&job, may_hash) else { return Some(job) };
+        // Only settled outcomes are remembered: a comparison that failed is retried.
+        let settled = matches!(
+            o.evidence,
+            Evidence::UpperFile(
+                ImageAtPath::Absent | ImageAtPath::SameContent | ImageAtPath::DifferentContent
+            )
+        ) && o.sha256.is_some();
+        if settled {
+            if let Ok(mut m) = self.outcomes.lock() {
+                m.insert(key, o.clone());
             }
-        };
+        }
+        self.finish(job, o);
+        None
+    }
+
+    /// The settled decision of a writable-layer file seen before under this name.
+    pub fn cached_outcome(&self, key: &OutcomeKey) -> Option<Outcome> {
+        self.outcomes.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    /// Decides `job` from its outcome: IoC check, policy, answer, finding.
+    pub fn finish(&self, job: Job, outcome: Outcome) {
         let mode = self.mode.get();
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
@@ -356,7 +364,7 @@ impl Shared {
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             self.answer(job.ev, verdict.allow);
-            return None;
+            return;
         };
         if let Some(i) = Category::ALL.iter().position(|c| *c == category) {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
@@ -365,7 +373,7 @@ impl Shared {
         if self.aggregator.repeat(&agg_key, now_rfc3339) {
             // Counted in the open window's aggregate: no /proc reads, no sink work.
             self.answer(job.ev, verdict.allow);
-            return None;
+            return;
         }
         // Read what /proc says about the exec before answering: after "allow" the process
         // image is replaced, and a short program may be gone.
@@ -385,11 +393,16 @@ impl Shared {
             }
         }
         self.findings.send_for(f, Some(Arc::clone(&job.container)));
-        None
     }
 
     fn evaluate(&self, job: &Job, may_hash: bool) -> Option<Outcome> {
         let c = &job.container;
+        // The hash first: without it (and without leave to compute it) nothing below is
+        // needed yet, and the worker that hashes does the lookups once.
+        let sha = self.exec_hash(job, may_hash);
+        if sha.is_none() && !may_hash {
+            return None;
+        }
         let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
         // Prefer a candidate that names this very file in the upper layer.
         let verified = cands.iter().copied().find(|p| c.layers.upper_matches(p, &job.id));
@@ -400,10 +413,6 @@ impl Shared {
             None => cands.last().map(|p| p.to_vec()).unwrap_or_else(|| job.raw_path.clone()),
         };
 
-        let sha = self.exec_hash(job, may_hash);
-        if sha.is_none() && !may_hash {
-            return None;
-        }
         let image_at_path = match c.layers.image_lookup(&path) {
             ImageLookup::Absent | ImageLookup::NotRegular => ImageAtPath::Absent,
             ImageLookup::Failed(e) => {
