@@ -118,7 +118,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         stats: Arc::clone(&hot_stats),
         large_file_bytes: c0.large_file_bytes,
         meta_refresh: Some(meta_tx.clone()),
-        iocs: ArcSwap::from_pointee(load_iocs(&c0.ioc_paths, 0).unwrap_or_default()),
+        // Loaded after the first marking (below): marks protect running containers at once,
+        // and a large IoC set takes seconds to read.
+        iocs: ArcSwap::from_pointee(Default::default()),
         block_iocs: AtomicBool::new(c0.ioc_block),
         policy: ArcSwap::from_pointee(c0.policy.clone()),
         log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
@@ -137,6 +139,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
     };
     disco.rescan();
+    if let Some(set) = load_iocs(&c0.ioc_paths, 0) {
+        shared.iocs.store(Arc::new(set));
+    }
     let stop_fd = eventfd()?;
     let rescan_fd = eventfd()?;
     let disco_thread =
