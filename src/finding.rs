@@ -148,10 +148,6 @@ pub fn virustotal_url(sha256: &str) -> String {
 }
 
 impl Finding {
-    pub fn severity_of(category: Category) -> Severity {
-        category.severity()
-    }
-
     /// The exact bytes of the file path.
     pub fn path_bytes(&self) -> Vec<u8> {
         self.file

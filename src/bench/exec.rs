@@ -43,9 +43,6 @@ pub const CONFIGS: &[&str] = &[
     "fapolicyd",
 ];
 
-/// Kept for callers that want the common-case configurations only.
-pub const ALL_CONFIGS: &[&str] = &["none", "floor", "driftgate-audit", "driftgate-enforce"];
-
 /// The default set: everything, with `fapolicyd` only when it is installed.
 pub fn default_configs() -> Vec<String> {
     CONFIGS

@@ -158,10 +158,6 @@ impl Layers {
         }
         ImageLookup::Absent
     }
-
-    pub fn has_upper(&self) -> bool {
-        self.upper.is_some()
-    }
 }
 
 #[cfg(test)]

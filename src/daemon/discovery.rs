@@ -47,7 +47,6 @@ pub struct Discovery {
     /// mount namespace: still decided as containers until the kernel drops the mark.
     detached: HashSet<u64>,
     forbidden_devs: Vec<u64>,
-    pub last_scan: Option<Instant>,
     meta_tx: Option<crossbeam_channel::Sender<Arc<Container>>>,
 }
 
@@ -64,7 +63,6 @@ impl Discovery {
             active: HashMap::new(),
             detached: HashSet::new(),
             forbidden_devs,
-            last_scan: None,
             meta_tx: None,
         }
     }
@@ -81,7 +79,6 @@ impl Discovery {
     }
 
     pub fn rescan_after(&mut self, woken: Option<Instant>) {
-        self.last_scan = Some(Instant::now());
         let text = match std::fs::read("/proc/self/mountinfo") {
             Ok(t) => t,
             Err(e) => {
@@ -221,9 +218,5 @@ impl Discovery {
             first_exec_seen: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((container, dirfd))
-    }
-
-    pub fn watched(&self) -> usize {
-        self.active.len()
     }
 }

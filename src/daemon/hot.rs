@@ -100,7 +100,6 @@ pub struct Shared {
     pub policy: ArcSwap<crate::policy::Policy>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
-    pub large_file_bytes: u64,
 }
 
 /// One exec that needs the slow path.

@@ -116,7 +116,6 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         aggregator,
         findings,
         stats: Arc::clone(&hot_stats),
-        large_file_bytes: c0.large_file_bytes,
         meta_refresh: Some(meta_tx.clone()),
         // Loaded after the first marking (below): marks protect running containers at once,
         // and a large IoC set takes seconds to read.
@@ -497,9 +496,4 @@ fn spawn_watchdog(
             }
         }
     })
-}
-
-/// Counts for tests: how many decisions fell back to an implicit allow.
-pub fn implicit_allows() -> u64 {
-    crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed)
 }

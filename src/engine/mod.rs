@@ -201,13 +201,7 @@ impl Verdict {
 
 /// Decides one exec.
 pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
-    decide_with_ioc(mode, evidence, false, false)
-}
-
-/// Decides one exec, knowing whether the executed file's hash is a known IoC. With
-/// `block_iocs`, an IoC match is blocked even in audit mode.
-pub fn decide_with_ioc(mode: Mode, evidence: Evidence, ioc: bool, block_iocs: bool) -> Verdict {
-    decide_scoped(mode.into(), evidence, ioc, block_iocs)
+    decide_scoped(mode.into(), evidence, false, false)
 }
 
 /// Decides one exec under the action a policy rule (or the global mode) chose. `allow` lets
@@ -356,14 +350,17 @@ mod tests {
             (Enforce, NotAContainer, true, Verdict::ALLOW),
         ];
         for &(mode, ev, block, want) in table {
-            assert_eq!(decide_with_ioc(mode, ev, true, block), want, "{mode:?} {ev:?} block={block}");
+            assert_eq!(decide_scoped(mode.into(), ev, true, block), want, "{mode:?} {ev:?} block={block}");
         }
         for c in
             [AddedMaliciousBinaryExecuted, ModifiedMaliciousBinaryExecuted, BuiltinMaliciousBinaryExecuted]
         {
             assert_eq!(c.severity(), Severity::Critical);
         }
-        assert_eq!(decide_with_ioc(Audit, UpperFile(Absent), false, true), decide(Audit, UpperFile(Absent)));
+        assert_eq!(
+            decide_scoped(Audit.into(), UpperFile(Absent), false, true),
+            decide(Audit, UpperFile(Absent))
+        );
     }
 
     #[test]

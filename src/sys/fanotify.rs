@@ -51,18 +51,6 @@ impl PermGroup {
             .call("fanotify_mark")
     }
 
-    /// Removes the mark from the superblock `dir` lives on.
-    pub fn unmark_filesystem(&self, dir: BorrowedFd<'_>) -> Result<(), SysError> {
-        self.fan
-            .mark::<_, str>(
-                MarkFlags::FAN_MARK_REMOVE | MarkFlags::FAN_MARK_FILESYSTEM,
-                MaskFlags::FAN_OPEN_EXEC_PERM,
-                dir,
-                None,
-            )
-            .call("fanotify_mark")
-    }
-
     /// Reads the events that are ready. Returns an empty vector when none are (non-blocking).
     pub fn read(self: &Arc<Self>) -> Result<Vec<PendingExec>, SysError> {
         let now = std::time::Instant::now();
