@@ -143,11 +143,41 @@ pub fn decode_raw(raw: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(raw).ok()
 }
 
+/// RFC 3339 in UTC, as findings and status write times.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 pub fn virustotal_url(sha256: &str) -> String {
     format!("https://www.virustotal.com/gui/file/{sha256}")
 }
 
 impl Finding {
+    /// A minimal audited ADDED finding, for tests.
+    #[cfg(test)]
+    pub fn example(id: &str) -> Finding {
+        Finding {
+            schema: SCHEMA.into(),
+            id: id.into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            category: Category::AddedBinaryExecuted,
+            severity: Severity::Low,
+            action: Action::Audited,
+            mode: Mode::Audit,
+            node: "n".into(),
+            container: ContainerRef::default(),
+            process: ProcessRef::default(),
+            file: FileRef::default(),
+            mitre: vec![],
+            virustotal: None,
+            count: 1,
+            first_seen: None,
+            last_seen: None,
+            ioc: None,
+            rule: None,
+        }
+    }
+
     /// The exact bytes of the file path.
     pub fn path_bytes(&self) -> Vec<u8> {
         self.file
@@ -174,26 +204,8 @@ mod tests {
     #[test]
     fn a_hostile_path_cannot_forge_a_second_record() {
         let (path, path_raw) = text_and_raw(b"/tmp/x\n{\"schema\":\"driftgate.finding.v1\"}");
-        let f = Finding {
-            schema: SCHEMA.into(),
-            id: "1".into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            category: Category::AddedBinaryExecuted,
-            severity: Severity::Low,
-            action: Action::Audited,
-            mode: Mode::Audit,
-            node: "n".into(),
-            container: ContainerRef::default(),
-            process: ProcessRef::default(),
-            file: FileRef { path, path_raw, ..Default::default() },
-            mitre: vec![],
-            virustotal: None,
-            count: 1,
-            first_seen: None,
-            last_seen: None,
-            ioc: None,
-            rule: None,
-        };
+        let mut f = Finding::example("1");
+        f.file = FileRef { path, path_raw, ..Default::default() };
         let line = serde_json::to_string(&f).unwrap();
         assert!(!line.contains('\n'));
         let back: Finding = serde_json::from_str(&line).unwrap();

@@ -654,13 +654,6 @@ fn proc_cpu_ticks(pid: i32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-fn proc_rss_kib(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Runs exec storms: `concurrency` workers, each running `iterations` execs round-robin over
 /// `containers` scratch containers.
 pub fn run_load(opts: &LoadOptions, mut progress: impl FnMut(usize, &str)) -> Result<LoadReport, BenchError> {
@@ -746,7 +739,7 @@ pub fn run_load(opts: &LoadOptions, mut progress: impl FnMut(usize, &str)) -> Re
                 let _ = b.join();
             }
             let cpu1 = listener.pid().and_then(proc_cpu_ticks);
-            let rss = listener.pid().and_then(proc_rss_kib);
+            let rss = listener.pid().and_then(|p| crate::sys::proc::rss_kib(&p.to_string()));
             drop(listener);
             let a = &mut acc[ci];
             let execs = lat.len() as u64;

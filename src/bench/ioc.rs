@@ -34,14 +34,7 @@ fn hash_for(i: u64) -> [u8; 32] {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    crate::sys::proc::rss_kib("self").unwrap_or(0)
 }
 
 pub fn run(entries: usize) -> std::io::Result<IocReport> {

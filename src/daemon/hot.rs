@@ -41,7 +41,7 @@ pub struct HotStats {
     pub hashed: AtomicU64,
     pub hash_cache_hits: AtomicU64,
     /// Findings by category, in the order of `Category::ALL`.
-    pub findings: [AtomicU64; 5],
+    pub findings: [AtomicU64; Category::ALL.len()],
     pub answer_errors: AtomicU64,
     /// Time from reading an event to answering it.
     pub latency: super::latency::Histogram,
@@ -634,7 +634,7 @@ pub fn hex(h: [u8; 32]) -> String {
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    finding::rfc3339(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

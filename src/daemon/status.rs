@@ -104,10 +104,6 @@ pub struct Sources {
     pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 impl Sources {
     pub fn snapshot(&self) -> Status {
         let cfg = self.cfg.load();
@@ -128,7 +124,7 @@ impl Sources {
                     pod_namespace: m.pod_namespace.clone(),
                     pod_name: m.pod_name.clone(),
                     rootfs: c.rootfs.display().to_string(),
-                    since: rfc3339(c.since),
+                    since: crate::finding::rfc3339(c.since),
                 }
             })
             .collect();
@@ -146,7 +142,7 @@ impl Sources {
             mode: self.shared.mode.get().as_str().into(),
             node: cfg.node_name.clone(),
             config: cfg.source.as_ref().map(|p| p.display().to_string()),
-            started: rfc3339(self.started),
+            started: crate::finding::rfc3339(self.started),
             uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
             containers,
             decisions: Decisions {

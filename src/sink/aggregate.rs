@@ -118,29 +118,9 @@ fn aggregate(st: State) -> Option<Aggregate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finding::*;
 
     fn finding() -> Finding {
-        Finding {
-            schema: SCHEMA.into(),
-            id: "first".into(),
-            time: "t0".into(),
-            category: Category::AddedBinaryExecuted,
-            severity: Category::AddedBinaryExecuted.severity(),
-            action: Action::Audited,
-            mode: crate::engine::Mode::Audit,
-            node: "n".into(),
-            container: ContainerRef::default(),
-            process: ProcessRef::default(),
-            file: FileRef::default(),
-            mitre: vec![],
-            virustotal: None,
-            count: 1,
-            first_seen: None,
-            last_seen: None,
-            ioc: None,
-            rule: None,
-        }
+        Finding::example("first")
     }
 
     fn key(path: &str) -> AggKey {

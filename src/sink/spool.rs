@@ -263,30 +263,10 @@ pub fn read_all(dir: &Path) -> Result<(Vec<Finding>, Vec<BadLine>), SpoolError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Action, Category, Mode, Severity};
-    use crate::finding::*;
+    use crate::finding::Finding;
 
     fn finding(id: &str) -> Finding {
-        Finding {
-            schema: SCHEMA.into(),
-            id: id.into(),
-            time: "2026-01-01T00:00:00Z".into(),
-            category: Category::AddedBinaryExecuted,
-            severity: Severity::Low,
-            action: Action::Blocked,
-            mode: Mode::Enforce,
-            node: "n".into(),
-            container: ContainerRef::default(),
-            process: ProcessRef::default(),
-            file: FileRef::default(),
-            mitre: vec!["T1105".into()],
-            virustotal: None,
-            count: 1,
-            first_seen: None,
-            last_seen: None,
-            ioc: None,
-            rule: None,
-        }
+        Finding::example(id)
     }
 
     #[test]

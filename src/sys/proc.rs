@@ -67,6 +67,15 @@ pub fn read_status(tid: i32) -> Option<ProcStatus> {
     std::fs::read(format!("/proc/{tid}/status")).ok().map(|t| parse_status(&t))
 }
 
+/// Resident set in KiB of `pid` (a number, or `self`).
+pub fn rss_kib(pid: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn read_exe(pid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.into_os_string().into_vec())
 }
