@@ -91,8 +91,7 @@ fn main() {
     if needs_docker {
         let c = Containerd::start(&dir.path().join("containerd-docker"));
         let dk = Dockerd::start(&dir.path().join("docker"), &c);
-        let tar = rootfs_tar(&dir.path().join("docker"));
-        assert!(dk.docker(&["import", tar.to_str().unwrap(), "dgtest:latest"]).status.success());
+        dk.import_test_image();
         let d = Daemon::start(
             &dir.path().join("d2"),
             DaemonOpts { mode: "audit", docker_root: Some(dk.data_root()), ..Default::default() },
@@ -104,9 +103,7 @@ fn main() {
         report("docker", count, &d);
     }
     if want("podman") && tools_present(&["podman"]) {
-        let p = Podman::new(&dir.path().join("podman"));
-        let tar = rootfs_tar(&dir.path().join("podman"));
-        assert!(p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]).status.success());
+        let p = Podman::with_test_image(&dir.path().join("podman"));
         let d = Daemon::start(
             &dir.path().join("d3"),
             DaemonOpts { mode: "audit", podman: Some((p.root(), p.runroot())), ..Default::default() },

@@ -18,7 +18,7 @@ fn status_reports_mode_containers_decisions_latency_and_spool() {
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(s.root(), DaemonOpts { globs: vec![s.merged.clone()], ..Default::default() });
+    let d = daemon(&s, "enforce");
     let out = s.run_in_container(
         "/opt/img/true; mkdir /tmp/a; cp /opt/img/true /tmp/a/true; /tmp/a/true; echo a=$?\n",
         T,
@@ -56,10 +56,7 @@ fn sighup_reloads_the_mode_and_a_bad_config_keeps_the_running_one() {
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
-    );
+    let d = daemon(&s, "audit");
     let run = |n: &str| {
         let out = s.run_in_container(
             &format!("mkdir -p /tmp/{n}; cp /opt/img/true /tmp/{n}/true; /tmp/{n}/true; echo rc=$?\n"),
@@ -90,10 +87,7 @@ fn findings_filters_and_follow() {
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
-    );
+    let d = daemon(&s, "audit");
     let mut follower = Command::new(driftgate_bin())
         .args(["findings", "--json", "--follow", "--category", "MODIFIED_BINARY_EXECUTED", "--spool-dir"])
         .arg(&d.spool)
@@ -189,10 +183,7 @@ fn journal_output_is_rate_limited_per_container_but_the_spool_keeps_everything()
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
-    );
+    let d = daemon(&s, "audit");
     // 60 distinct added binaries: 60 distinct findings, not aggregated.
     let out = s.run_in_container(
         "i=0; while [ $i -lt 60 ]; do mkdir /tmp/d$i; cp /opt/img/true /tmp/d$i/true; /tmp/d$i/true; i=$((i+1)); done; echo done=0\n",

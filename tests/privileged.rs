@@ -10,10 +10,6 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-fn daemon(s: &Scratch, mode: &str) -> Daemon {
-    Daemon::start(s.root(), DaemonOpts { mode, globs: vec![s.merged.clone()], ..Default::default() })
-}
-
 fn by_path<'a>(findings: &'a [Value], path: &str) -> Vec<&'a Value> {
     findings.iter().filter(|f| f["file"]["path"] == path).collect()
 }

@@ -123,8 +123,7 @@ fn docker_container_is_blocked_with_its_docker_id_name_image_and_labels() {
     let dir = tmpdir("dgdock-");
     let c = Containerd::start(&dir.path().join("containerd"));
     let dk = Dockerd::start(&dir.path().join("docker"), &c);
-    let tar = rootfs_tar(dir.path());
-    assert!(dk.docker(&["import", tar.to_str().unwrap(), "dgtest:latest"]).status.success());
+    dk.import_test_image();
     let d = Daemon::start(dir.path(), DaemonOpts { docker_root: Some(dk.data_root()), ..Default::default() });
     let out = dk.docker(&[
         "run",
@@ -157,9 +156,7 @@ fn podman_container_is_blocked_with_its_id_name_and_image() {
         return;
     }
     let dir = tmpdir("dgpod-");
-    let p = Podman::new(&dir.path().join("podman"));
-    let tar = rootfs_tar(dir.path());
-    assert!(p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]).status.success());
+    let p = Podman::with_test_image(&dir.path().join("podman"));
     let d =
         Daemon::start(dir.path(), DaemonOpts { podman: Some((p.root(), p.runroot())), ..Default::default() });
     let out = p.podman(&[
@@ -190,9 +187,7 @@ fn crio_containers_are_told_apart_by_their_annotations_on_a_containers_storage_l
     // CRI-O is not packaged here: a containers/storage layout made by Podman, with the
     // annotations CRI-O writes into the OCI spec, configured as CRI-O's storage.
     let dir = tmpdir("dgcrio-");
-    let p = Podman::new(&dir.path().join("podman"));
-    let tar = rootfs_tar(dir.path());
-    assert!(p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]).status.success());
+    let p = Podman::with_test_image(&dir.path().join("podman"));
     let d =
         Daemon::start(dir.path(), DaemonOpts { crio: Some((p.root(), p.runroot())), ..Default::default() });
     let mut args = vec!["run", "--rm", "--name", "k8s_web_pod"];
@@ -232,10 +227,8 @@ fn a_restarted_daemon_marks_running_containers_of_every_runtime_before_ready() {
     let c = Containerd::start(&dir.path().join("containerd"));
     c.build_image("localhost/dgtest");
     let dk = Dockerd::start(&dir.path().join("docker"), &c);
-    let p = Podman::new(&dir.path().join("podman"));
-    let tar = rootfs_tar(dir.path());
-    assert!(dk.docker(&["import", tar.to_str().unwrap(), "dgtest:latest"]).status.success());
-    assert!(p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]).status.success());
+    dk.import_test_image();
+    let p = Podman::with_test_image(&dir.path().join("podman"));
     // Running containers, started before any daemon.
     let ctr_id = format!("dgtest-r{}", std::process::id());
     assert!(c.ctr(&["run", "-d", "localhost/dgtest:latest", &ctr_id, "/bin/sleep", "120"]).status.success());

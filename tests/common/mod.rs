@@ -455,6 +455,11 @@ impl Drop for DetachOnDrop {
     }
 }
 
+/// A daemon in `mode` watching the scratch container `s` (and nothing else).
+pub fn daemon(s: &Scratch, mode: &str) -> Daemon {
+    Daemon::start(s.root(), DaemonOpts { mode, globs: vec![s.merged.clone()], ..Default::default() })
+}
+
 /// A daemon in audit mode over `s` that records every exec as its own finding (no
 /// aggregation), for tests that count findings.
 pub fn audit_every_finding(s: &Scratch) -> Daemon {

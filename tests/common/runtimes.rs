@@ -225,6 +225,13 @@ impl Dockerd {
         self.dir.join("root")
     }
 
+    /// Imports the busybox-static rootfs as `dgtest:latest`.
+    pub fn import_test_image(&self) {
+        let tar = rootfs_tar(&self.dir);
+        let out = self.docker(&["import", tar.to_str().unwrap(), "dgtest:latest"]);
+        assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("docker");
         cmd.arg("-H").arg(format!("unix://{}", self.dir.join("docker.sock").display())).args(args);
@@ -266,6 +273,16 @@ impl Podman {
 
     pub fn runroot(&self) -> PathBuf {
         self.dir.join("runroot")
+    }
+
+    /// Podman with its storage under `dir`, holding the busybox-static rootfs as
+    /// `localhost/dgtest:latest`.
+    pub fn with_test_image(dir: &Path) -> Podman {
+        let p = Podman::new(dir);
+        let tar = rootfs_tar(dir);
+        let out = p.podman(&["import", tar.to_str().unwrap(), "localhost/dgtest:latest"]);
+        assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
+        p
     }
 
     pub fn podman(&self, args: &[&str]) -> Output {
