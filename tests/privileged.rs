@@ -338,15 +338,7 @@ fn sigkill_during_an_exec_loop_leaves_nothing_hung() {
     }
     let s = Scratch::new();
     // Every exec is its own finding here (no aggregation), so progress is visible in the spool.
-    let mut d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    );
+    let mut d = audit_every_finding(&s);
     let (root, merged) = (s.root().to_path_buf(), s.merged.clone());
     let spool = d.spool.clone();
     let runner = std::thread::spawn(move || {
