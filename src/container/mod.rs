@@ -72,6 +72,24 @@ impl Container {
         self.meta.load().runtime.unwrap_or(self.identity.runtime)
     }
 
+    /// The container as a finding describes it, from the metadata known now.
+    pub fn container_ref(&self) -> crate::finding::ContainerRef {
+        let m = self.meta.load();
+        crate::finding::ContainerRef {
+            id: m.id.clone().unwrap_or_else(|| self.identity.id.clone()),
+            runtime: m.runtime.unwrap_or(self.identity.runtime).into(),
+            rootfs: self.rootfs.to_string_lossy().into_owned(),
+            name: m.name.clone(),
+            image: m.image.clone(),
+            image_digest: m.image_digest.clone(),
+            pod_namespace: m.pod_namespace.clone(),
+            pod_name: m.pod_name.clone(),
+            pod_uid: m.pod_uid.clone(),
+            labels: m.labels.clone(),
+            runtime_namespace: self.identity.runtime_namespace.clone(),
+        }
+    }
+
     /// The mountpoint as bytes, for stripping it off host-side paths.
     pub fn rootfs_bytes(&self) -> &[u8] {
         self.rootfs.as_os_str().as_bytes()

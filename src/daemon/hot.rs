@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::container::layers::ImageLookup;
 use crate::container::{Container, Registry};
 use crate::engine::{decide_scoped, Category, Evidence, ImageAtPath, Mode, Verdict};
-use crate::finding::{self, ContainerRef, FileRef, Finding, ProcessRef};
+use crate::finding::{self, FileRef, Finding, ProcessRef};
 use crate::sink::FindingSender;
 use crate::sys::fanotify::PendingExec;
 use crate::sys::fs::{self as sfs, FileId};
@@ -526,22 +526,7 @@ impl Shared {
             action,
             mode: self.mode.get(),
             node: self.node.clone(),
-            container: {
-                let m = c.meta.load();
-                ContainerRef {
-                    id: m.id.clone().unwrap_or_else(|| c.identity.id.clone()),
-                    runtime: m.runtime.unwrap_or(c.identity.runtime).into(),
-                    rootfs: c.rootfs.to_string_lossy().into_owned(),
-                    name: m.name.clone(),
-                    image: m.image.clone(),
-                    image_digest: m.image_digest.clone(),
-                    pod_namespace: m.pod_namespace.clone(),
-                    pod_name: m.pod_name.clone(),
-                    pod_uid: m.pod_uid.clone(),
-                    labels: m.labels.clone(),
-                    runtime_namespace: c.identity.runtime_namespace.clone(),
-                }
-            },
+            container: c.container_ref(),
             process: ProcessRef {
                 pid: status.as_ref().map_or(tid, |s| s.tgid),
                 ppid: status.as_ref().map(|s| s.ppid),

@@ -49,10 +49,6 @@ pub struct FindingSender {
 }
 
 impl FindingSender {
-    pub fn send(&self, f: Finding) {
-        self.send_for(f, None)
-    }
-
     /// Sends a finding about `container`: the sink fills in the container's metadata when it
     /// writes the finding, waiting (the finding, never the exec) for the container's first
     /// metadata lookup to finish.
@@ -102,19 +98,7 @@ impl Queued {
     fn into_finding(self) -> Finding {
         let mut f = self.finding;
         if let Some(c) = self.container {
-            let m = c.meta.load();
-            let r = &mut f.container;
-            r.id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
-            r.runtime = m.runtime.unwrap_or(c.identity.runtime).into();
-            r.name = m.name.clone().or(r.name.take());
-            r.image = m.image.clone().or(r.image.take());
-            r.image_digest = m.image_digest.clone().or(r.image_digest.take());
-            r.pod_namespace = m.pod_namespace.clone().or(r.pod_namespace.take());
-            r.pod_name = m.pod_name.clone().or(r.pod_name.take());
-            r.pod_uid = m.pod_uid.clone().or(r.pod_uid.take());
-            if !m.labels.is_empty() {
-                r.labels = m.labels.clone();
-            }
+            f.container = c.container_ref();
         }
         f
     }
