@@ -162,8 +162,13 @@ impl Policy {
     pub fn decide(&self, s: &Subject<'_>, fallback: Mode) -> Decision {
         match self.rules.iter().find(|r| r.matches(s)) {
             Some(r) => Decision { action: r.action, rule: r.name.clone() },
-            None => Decision { action: fallback.into(), rule: "global".into() },
+            None => self.fallback(fallback),
         }
+    }
+
+    /// The decision when no rule matches: the global mode.
+    pub fn fallback(&self, mode: Mode) -> Decision {
+        Decision { action: mode.into(), rule: "global".into() }
     }
 }
 

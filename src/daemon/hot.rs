@@ -337,7 +337,11 @@ impl Shared {
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
         // The scoped policy: which rule (or the global mode) decides this exec.
-        let decision = {
+        let policy = self.policy.load();
+        let decision = if policy.rules.is_empty() {
+            // No rules (the default): the mode decides, and no subject needs building.
+            policy.fallback(mode)
+        } else {
             let m = job.container.meta.load();
             let id = m.id.clone().unwrap_or_else(|| job.container.identity.id.clone());
             let path = String::from_utf8_lossy(&outcome.path);
@@ -352,7 +356,7 @@ impl Shared {
                 path: &path,
                 sha256: sha.as_deref(),
             };
-            self.policy.load().decide(&subject, mode)
+            policy.decide(&subject, mode)
         };
         let verdict = decide_scoped(
             decision.action,
