@@ -1,4 +1,8 @@
-//! What the daemon knows about content: known-bad hashes (IoCs). (The image-layer manifest
-//! index will live here too.)
+//! What the daemon knows about content: known-bad hashes (IoCs) and, per image layer, which
+//! executable files it shipped with their hashes (manifests), built on the node or offline.
 
+pub mod build;
 pub mod ioc;
+pub mod layerdir;
+pub mod manifest;
+pub mod store;
