@@ -464,8 +464,8 @@ mod tests {
             assert_eq!(tool.sha256, <[u8; 32]>::from(Sha256::digest(b"\x7fELF....")));
             assert_eq!((tool.size, tool.mode, tool.mtime), (8, 0o755, 1_700_000_000));
             assert_eq!(m.files[&b"/usr/bin/hard".to_vec()], *tool);
-            assert!(m.whiteouts.contains(&b"/etc/gone".to_vec()));
-            assert!(m.opaque.contains(&b"/var".to_vec()));
+            assert!(m.whiteouts.contains(b"/etc/gone".as_slice()));
+            assert!(m.opaque.contains(b"/var".as_slice()));
         }
     }
 
