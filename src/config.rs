@@ -51,6 +51,8 @@ struct RawConfig {
     ioc: RawIoc,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    index: RawIndex,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,16 @@ struct RawConfig {
 struct RawPolicy {
     #[serde(default)]
     rules: Vec<Spanned<crate::policy::RawRule>>,
+    image_copies: Option<crate::policy::ImageCopies>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndex {
+    enabled: Option<bool>,
+    threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    import_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +242,18 @@ pub struct Config {
     pub ioc_block: bool,
     /// Scoped rules; the global `mode` is the fallback.
     pub policy: crate::policy::Policy,
+    pub index: IndexConfig,
+}
+
+/// `[index]`: image-layer manifests.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Index the layers of running containers on this node, in the background.
+    pub enabled: bool,
+    /// Threads that hash layer files (each at most one core, at low priority).
+    pub threads: usize,
+    /// Directories of manifest bundles (`driftgate index build --out`), matched by diffID.
+    pub import_dirs: Vec<PathBuf>,
 }
 
 /// The configuration as the daemon's threads see it: swapped whole on reload.
@@ -369,7 +393,17 @@ impl Config {
                 Some(l.clone())
             }
         };
-        let mut policy = crate::policy::Policy::default();
+        let mut policy = crate::policy::Policy {
+            image_copies: raw.policy.image_copies.unwrap_or_default(),
+            ..Default::default()
+        };
+        let index_threads = match &raw.index.threads {
+            Some(v) if !(1..=64).contains(v.get_ref()) => {
+                return Err(invalid(v.span(), "index.threads", "must be between 1 and 64".into()))
+            }
+            Some(v) => *v.get_ref(),
+            None => 1,
+        };
         for (i, r) in raw.policy.rules.iter().enumerate() {
             let rule = crate::policy::Rule::compile(i, r.get_ref()).map_err(|m| {
                 let (field, msg) = match m.split_once(": ") {
@@ -430,6 +464,11 @@ impl Config {
             ioc_paths: raw.ioc.paths,
             ioc_block: raw.ioc.block.unwrap_or(false),
             policy,
+            index: IndexConfig {
+                enabled: raw.index.enabled.unwrap_or(true),
+                threads: index_threads,
+                import_dirs: raw.index.import_dirs,
+            },
         })
     }
 }

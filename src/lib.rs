@@ -23,6 +23,11 @@ pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILURE: i32 = 1;
     pub const USAGE: i32 = 64;
+    /// Input data was malformed (an image, a manifest bundle).
+    pub const DATA: i32 = 65;
+    /// Something named on the command line does not exist.
+    pub const NOT_FOUND: i32 = 66;
+    pub const IO: i32 = 74;
     pub const NOPERM: i32 = 77;
     pub const CONFIG: i32 = 78;
     /// The daemon ended itself because decisions stalled (systemd restarts it).

@@ -36,6 +36,17 @@ impl From<Mode> for RuleAction {
     }
 }
 
+/// What to do with an added file whose content the image has at another path
+/// (`cp /bin/sh /tmp/x`): report it (as `ADDED_BINARY_EXECUTED` with `file.image_paths`), or
+/// allow it, since the bytes are the image's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageCopies {
+    #[default]
+    Report,
+    Allow,
+}
+
 /// One rule as written in TOML (`[[policy.rules]]`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +67,8 @@ pub struct RawRule {
     pub paths: Vec<String>,
     #[serde(default)]
     pub sha256: Vec<String>,
+    /// Overrides `[policy] image_copies` for the execs this rule matches.
+    pub image_copies: Option<ImageCopies>,
 }
 
 /// A compiled rule.
@@ -71,6 +84,7 @@ pub struct Rule {
     runtimes: Vec<String>,
     paths: Option<GlobSet>,
     sha256: Vec<String>,
+    image_copies: Option<ImageCopies>,
 }
 
 /// Facts about one exec a rule can match on.
@@ -123,6 +137,7 @@ impl Rule {
             runtimes: raw.runtimes.clone(),
             paths: globs("paths", &raw.paths, true)?,
             sha256,
+            image_copies: raw.image_copies,
         };
         Ok(rule)
     }
@@ -148,6 +163,8 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub rules: Vec<Rule>,
+    /// `[policy] image_copies`: the default for image content found at another path.
+    pub image_copies: ImageCopies,
 }
 
 /// Which rule decided, and what it says.
@@ -156,19 +173,24 @@ pub struct Decision {
     pub action: RuleAction,
     /// The rule's name, or `global` for the fallback mode.
     pub rule: String,
+    pub image_copies: ImageCopies,
 }
 
 impl Policy {
     pub fn decide(&self, s: &Subject<'_>, fallback: Mode) -> Decision {
         match self.rules.iter().find(|r| r.matches(s)) {
-            Some(r) => Decision { action: r.action, rule: r.name.clone() },
+            Some(r) => Decision {
+                action: r.action,
+                rule: r.name.clone(),
+                image_copies: r.image_copies.unwrap_or(self.image_copies),
+            },
             None => self.fallback(fallback),
         }
     }
 
     /// The decision when no rule matches: the global mode.
     pub fn fallback(&self, mode: Mode) -> Decision {
-        Decision { action: mode.into(), rule: "global".into() }
+        Decision { action: mode.into(), rule: "global".into(), image_copies: self.image_copies }
     }
 }
 

@@ -38,15 +38,21 @@ pub fn run(args: CheckArgs) -> i32 {
             }
         }
     }
+    let (imported, errors) = crate::index::store::load_imports(&c.index.import_dirs);
+    for e in &errors {
+        eprintln!("driftgate: index.import_dirs: {e}");
+        ok = false;
+    }
     if !ok {
         return exit::CONFIG;
     }
     println!(
-        "{src}: OK (mode {}, spool {}, {} policy rules, {} IoC entries)",
+        "{src}: OK (mode {}, spool {}, {} policy rules, {} IoC entries, {} imported layer manifests)",
         c.mode.as_str(),
         c.spool_dir.display(),
         c.policy.rules.len(),
-        ioc_entries
+        ioc_entries,
+        imported.by_diff_id.len()
     );
     exit::OK
 }

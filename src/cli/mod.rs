@@ -4,6 +4,7 @@ pub mod assets;
 pub mod bench;
 pub mod config_check;
 pub mod findings;
+pub mod index;
 pub mod ioc;
 pub mod policy;
 pub mod run;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Known-bad hashes (IoCs).
     #[command(subcommand)]
     Ioc(ioc::IocCommand),
+    /// Image-layer manifests: build offline, list, show.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Scoped policy: check a candidate against recorded findings.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -75,6 +79,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Ioc(c) => ioc::run(c),
         Command::Policy(c) => policy::run(c),
+        Command::Index(c) => index::run(c),
         Command::Bench(b) => bench::run(b),
         Command::GenerateAssets(a) => assets::run(a),
     }
