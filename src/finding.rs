@@ -121,10 +121,14 @@ pub struct FileRef {
     pub path: String,
     pub sha256: Option<String>,
     pub size: u64,
-    /// Where the executed file lives: `upper` (the container's writable layer).
+    /// Where the executed file lives: `upper` (the container's writable layer) or `lower`
+    /// (an image layer: a known-bad image file).
     pub layer: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_raw: Option<String>,
+    /// For an added file whose content the image has: the paths where the image has it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_paths: Vec<String>,
 }
 
 /// A byte string as UTF-8, plus its exact bytes in base64 when the conversion was lossy.

@@ -217,19 +217,27 @@ mod tests {
                 rule(1, |r| {
                     r.action = Some(RuleAction::Enforce);
                     r.namespaces = vec!["payments-*".into()];
+                    r.image_copies = Some(ImageCopies::Allow);
                 }),
             ],
+            image_copies: ImageCopies::Report,
         };
         let base = Subject { runtime: "containerd", path: "/tmp/x", ..Default::default() };
         let jit = Subject { image: Some("registry.example/app:1.2"), path: "/var/cache/jit/a1", ..base };
-        assert_eq!(p.decide(&jit, Mode::Audit), Decision { action: RuleAction::Allow, rule: "jit".into() });
+        assert_eq!(
+            p.decide(&jit, Mode::Audit),
+            Decision { action: RuleAction::Allow, rule: "jit".into(), image_copies: ImageCopies::Report }
+        );
         let deeper = Subject { path: "/var/cache/jit/sub/a1", ..jit };
         assert_eq!(p.decide(&deeper, Mode::Audit).rule, "global", "* does not cross / in paths");
         let pay = Subject { namespace: Some("payments-eu"), ..base };
-        assert_eq!(p.decide(&pay, Mode::Audit), Decision { action: RuleAction::Enforce, rule: "2".into() });
+        assert_eq!(
+            p.decide(&pay, Mode::Audit),
+            Decision { action: RuleAction::Enforce, rule: "2".into(), image_copies: ImageCopies::Allow }
+        );
         assert_eq!(
             p.decide(&base, Mode::Audit),
-            Decision { action: RuleAction::Audit, rule: "global".into() }
+            Decision { action: RuleAction::Audit, rule: "global".into(), image_copies: ImageCopies::Report }
         );
         assert_eq!(p.decide(&base, Mode::Enforce).action, RuleAction::Enforce);
     }
@@ -335,7 +343,10 @@ pub fn simulate(
             sha256: f.file.sha256.as_deref(),
         };
         let d = policy.decide(&subject, mode);
-        let v = decide_scoped(d.action, evidence, ioc, block_iocs);
+        let copy_allowed = d.image_copies == ImageCopies::Allow
+            && !f.file.image_paths.is_empty()
+            && evidence == Evidence::UpperFile(ImageAtPath::Absent);
+        let v = decide_scoped(if copy_allowed { RuleAction::Allow } else { d.action }, evidence, ioc, block_iocs);
         let n = f.count.max(1);
         let key = (
             c.pod_namespace.clone().unwrap_or_else(|| "-".into()),

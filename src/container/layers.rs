@@ -64,7 +64,13 @@ impl Layers {
     /// and times; a copy-up gets a new ctime. This is the fast proof that the bytes are the
     /// image's, without reading them.
     pub fn lower_has_identical(&self, rel: &[u8], exec: &FileId) -> bool {
-        self.lower.iter().any(|root| {
+        self.lower_identical(rel, exec).is_some()
+    }
+
+    /// The index (top first) of the lower layer holding, at `rel`, the very inode version
+    /// that is being executed.
+    pub fn lower_identical(&self, rel: &[u8], exec: &FileId) -> Option<usize> {
+        self.lower.iter().position(|root| {
             open_beneath(root.as_fd(), rel)
                 .and_then(|fd| fstat_fd(fd.as_fd()))
                 .map(|st| is_regular(&st) && FileId::from_stat(&st).same_version_as(exec))

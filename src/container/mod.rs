@@ -5,6 +5,7 @@
 //! or an operator's `overlay_globs`. Nothing else is ever marked.
 
 pub mod containerd_api;
+pub mod diffids;
 pub mod layers;
 pub mod meta;
 pub mod mountinfo;
@@ -60,6 +61,8 @@ pub struct Container {
     pub mount_seen: Option<std::time::Instant>,
     pub marked_at: std::sync::OnceLock<std::time::Instant>,
     pub first_exec_seen: std::sync::atomic::AtomicBool,
+    /// Manifests of the lower layers, attached by the indexer thread as they become known.
+    pub index: arc_swap::ArcSwap<crate::index::manifest::ContainerIndex>,
 }
 
 impl Container {

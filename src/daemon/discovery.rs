@@ -216,6 +216,7 @@ impl Discovery {
             mount_seen: woken,
             marked_at: std::sync::OnceLock::new(),
             first_exec_seen: std::sync::atomic::AtomicBool::new(false),
+            index: Default::default(),
         });
         Ok((container, dirfd))
     }

@@ -40,6 +40,8 @@ pub struct HotStats {
     pub image_cached: AtomicU64,
     pub hashed: AtomicU64,
     pub hash_cache_hits: AtomicU64,
+    /// Image-file hashes taken from a layer manifest instead of reading the file.
+    pub manifest_hashes: AtomicU64,
     /// Findings by category, in the order of `Category::ALL`.
     pub findings: [AtomicU64; Category::ALL.len()],
     pub answer_errors: AtomicU64,
@@ -98,6 +100,10 @@ pub struct Shared {
     pub block_iocs: std::sync::atomic::AtomicBool,
     /// Scoped rules; swapped whole on reload.
     pub policy: ArcSwap<crate::policy::Policy>,
+    /// Bumped when what is known about content changes (IoC set reloaded, manifests
+    /// attached): the fast path then forgets which image files it already let through, so
+    /// each is checked against the new knowledge on its next exec.
+    pub knowledge: Arc<AtomicU64>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
 }
@@ -116,6 +122,7 @@ pub struct FastPath {
     pub shared: Arc<Shared>,
     image_files: HashSet<(u64, FileId)>,
     image_cap: usize,
+    knowledge: u64,
 }
 
 pub enum Routed {
@@ -125,13 +132,18 @@ pub enum Routed {
 
 impl FastPath {
     pub fn new(shared: Arc<Shared>, cap: usize) -> Self {
-        Self { shared, image_files: HashSet::new(), image_cap: cap }
+        Self { shared, image_files: HashSet::new(), image_cap: cap, knowledge: 0 }
     }
 
     /// Decides what can be decided without reading file content.
     pub fn handle(&mut self, ev: PendingExec) -> Routed {
         let stats = &self.shared.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
+        let k = self.shared.knowledge.load(Ordering::Relaxed);
+        if k != self.knowledge {
+            self.image_files.clear();
+            self.knowledge = k;
+        }
         let st = match sfs::fstat_fd(ev.fd()) {
             Ok(st) => st,
             Err(e) => {
@@ -175,7 +187,31 @@ impl FastPath {
         }
         let (_, _, raw_path) = okey;
         for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
-            if container.layers.lower_has_identical(p, &id) {
+            if let Some(layer) = container.layers.lower_identical(p, &id) {
+                // An image file: its manifest hash (no reading) against the IoC set.
+                let idx = container.index.load();
+                let manifest = idx.layers.get(layer).and_then(Option::as_ref);
+                if let Some(h) = manifest.and_then(|l| l.manifest.hash_for(p, &id)) {
+                    stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
+                    if self.shared.iocs.load().lookup(&h).is_some() {
+                        let path = p.to_vec();
+                        let job = Job {
+                            ev,
+                            container: Arc::clone(container),
+                            id,
+                            raw_path,
+                            received: Instant::now(),
+                        };
+                        let o = Outcome {
+                            evidence: Evidence::ImageFile,
+                            path,
+                            sha256: Some(h),
+                            image_paths: Vec::new(),
+                        };
+                        self.shared.finish(job, o);
+                        return Routed::Done;
+                    }
+                }
                 if self.image_files.len() >= self.image_cap {
                     self.image_files.clear();
                 }
@@ -247,6 +283,8 @@ pub struct Outcome {
     evidence: Evidence,
     path: Vec<u8>,
     sha256: Option<[u8; 32]>,
+    /// For an added file: where the image has the same content (`cp /bin/sh /tmp/x`).
+    image_paths: Vec<Vec<u8>>,
 }
 
 /// Key of the outcome cache: one file version, executed under one name, in one container.
@@ -297,6 +335,13 @@ impl Shared {
             self.stats.answer_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "could not answer exec event");
         }
+    }
+
+    /// Swaps in a new IoC set; image files already let through are checked against it on
+    /// their next exec.
+    pub fn set_iocs(&self, set: crate::index::ioc::IocSet) {
+        self.iocs.store(Arc::new(set));
+        self.knowledge.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job
@@ -358,8 +403,12 @@ impl Shared {
             };
             policy.decide(&subject, mode)
         };
+        // The image's own bytes under another name: allowed when the policy says so.
+        let copy_allowed = decision.image_copies == crate::policy::ImageCopies::Allow
+            && !outcome.image_paths.is_empty()
+            && outcome.evidence == Evidence::UpperFile(ImageAtPath::Absent);
         let verdict = decide_scoped(
-            decision.action,
+            if copy_allowed { crate::policy::RuleAction::Allow } else { decision.action },
             outcome.evidence,
             ioc.is_some(),
             self.block_iocs.load(Ordering::Relaxed),
@@ -429,6 +478,15 @@ impl Shared {
             ImageLookup::File(lf) => match sha {
                 None => ImageAtPath::PresentUncompared,
                 Some(_) if lf.stat.st_size as u64 != job.id.size => ImageAtPath::DifferentContent,
+                // The image's hash from its layer manifest: the image file is not read.
+                Some(h) if let Some(img) = self.manifest_hash(c, &lf, &path) => {
+                    self.stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
+                    if img == h {
+                        ImageAtPath::SameContent
+                    } else {
+                        ImageAtPath::DifferentContent
+                    }
+                }
                 Some(h) => match self.host_file_hash(&lf, may_hash) {
                     Err(()) => return None,
                     Ok(Some(img)) if img == h => ImageAtPath::SameContent,
@@ -437,7 +495,43 @@ impl Shared {
                 },
             },
         };
-        Some(Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha })
+        let image_paths = match (image_at_path, sha) {
+            (ImageAtPath::Absent, Some(h)) => self.image_paths(c, &h),
+            _ => Vec::new(),
+        };
+        Some(Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha, image_paths })
+    }
+
+    /// The manifest hash of an image file found by a layer lookup, if its layer has a
+    /// manifest describing this very file version.
+    fn manifest_hash(
+        &self,
+        c: &Container,
+        lf: &crate::container::layers::LayerFile,
+        path: &[u8],
+    ) -> Option<[u8; 32]> {
+        let idx = c.index.load();
+        let l = idx.layers.get(lf.lower_index?)?.as_ref()?;
+        l.manifest.hash_for(path, &FileId::from_stat(&lf.stat))
+    }
+
+    /// Where the container's image has content with hash `h`, as the union of its layers
+    /// shows it now (each candidate from a manifest is confirmed by a layer lookup).
+    fn image_paths(&self, c: &Container, h: &[u8; 32]) -> Vec<Vec<u8>> {
+        const MAX: usize = 16;
+        let candidates = c.index.load().paths_with(h);
+        let mut out = Vec::new();
+        for (p, layer) in candidates {
+            if out.len() >= MAX {
+                break;
+            }
+            if let ImageLookup::File(lf) = c.layers.image_lookup(&p) {
+                if lf.lower_index == Some(layer) && self.manifest_hash(c, &lf, &p) == Some(*h) {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     /// The executed file's SHA-256, from the cache or (when allowed) read through the event fd.
@@ -549,7 +643,14 @@ impl Shared {
                 comm_raw,
                 cwd_raw,
             },
-            file: FileRef { path, sha256: sha.clone(), size: id.size, layer: "upper".into(), path_raw },
+            file: FileRef {
+                path,
+                sha256: sha.clone(),
+                size: id.size,
+                layer: if o.evidence == Evidence::ImageFile { "lower" } else { "upper" }.into(),
+                path_raw,
+                image_paths: o.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+            },
             mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
             virustotal: sha.as_deref().map(finding::virustotal_url),
             count: 1,

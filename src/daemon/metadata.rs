@@ -14,7 +14,13 @@ use crate::container::Container;
 
 const MAX_ATTEMPTS: u32 = 12;
 
-pub fn spawn(cfg: SharedConfig, rx: Receiver<Arc<Container>>) -> std::io::Result<JoinHandle<()>> {
+/// After each lookup the container goes on to `index` (the indexer matches layers by the
+/// image the metadata names).
+pub fn spawn(
+    cfg: SharedConfig,
+    rx: Receiver<Arc<Container>>,
+    index: Option<crossbeam_channel::Sender<super::indexer::Msg>>,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("driftgate-meta".into()).spawn(move || {
         let resolver = Resolver::new();
         let mut pending: Vec<(Arc<Container>, u32, Instant)> = Vec::new();
@@ -47,6 +53,9 @@ pub fn spawn(cfg: SharedConfig, rx: Receiver<Arc<Container>>) -> std::io::Result
                 tracing::debug!(container = %c.identity.id, ?m, "container metadata");
                 c.meta.store(Arc::new(m));
                 c.meta_version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                if let Some(tx) = &index {
+                    let _ = tx.send(super::indexer::Msg::Container(Arc::clone(c)));
+                }
                 *attempts += 1;
                 if complete || *attempts >= MAX_ATTEMPTS {
                     if !complete {

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod discovery;
 pub mod hot;
+pub mod indexer;
 pub mod latency;
 pub mod metadata;
 pub mod metrics;
@@ -122,6 +123,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         iocs: ArcSwap::from_pointee(Default::default()),
         block_iocs: AtomicBool::new(c0.ioc_block),
         policy: ArcSwap::from_pointee(c0.policy.clone()),
+        knowledge: Arc::new(AtomicU64::new(0)),
         log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
             sink::ratelimit::DEFAULT_BURST,
             sink::ratelimit::DEFAULT_PER_SEC,
@@ -129,7 +131,11 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     });
 
     // Discovery: mark every running container before reporting ready.
-    let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx)?;
+    let index_stats = Arc::new(indexer::IndexStats::default());
+    let (index_tx, index_rx) = crossbeam_channel::unbounded::<indexer::Msg>();
+    let _index_thread =
+        indexer::spawn(Arc::clone(&cfg), Arc::clone(&shared.knowledge), Arc::clone(&index_stats), index_rx)?;
+    let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx, Some(index_tx.clone()))?;
     let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
     disco.set_metadata_sink(meta_tx);
     let watch = match c0.mount_watch {
@@ -139,7 +145,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     };
     disco.rescan();
     if let Some(set) = load_iocs(&c0.ioc_paths, 0) {
-        shared.iocs.store(Arc::new(set));
+        shared.set_iocs(set);
     }
     let stop_fd = eventfd()?;
     let rescan_fd = eventfd()?;
@@ -171,6 +177,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         shared: Arc::clone(&shared),
         reloads: Arc::clone(&reloads),
         reload_errors: Arc::clone(&reload_errors),
+        index: Arc::clone(&index_stats),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let status_thread = match status::serve(&c0.socket, Arc::clone(&sources), Arc::clone(&stopping)) {
@@ -212,9 +219,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
             shared.policy.store(Arc::new(new.policy.clone()));
             if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
-                shared.iocs.store(Arc::new(set));
+                shared.set_iocs(set);
             }
             cfg.store(Arc::new(new));
+            let _ = index_tx.send(indexer::Msg::Reload);
             reloads.fetch_add(1, Ordering::Relaxed);
             kick(&rescan_fd);
             tracing::info!("configuration reloaded");
@@ -308,7 +316,7 @@ fn spawn_ioc_watch(
                 last = now;
                 tracing::info!("an IoC source changed; reloading the IoC set");
                 if let Some(set) = load_iocs(&paths, shared.iocs.load().len()) {
-                    shared.iocs.store(Arc::new(set));
+                    shared.set_iocs(set);
                 }
             }
         }

@@ -37,10 +37,31 @@ pub struct Status {
     pub latency_us: Latency,
     pub ioc_entries: Option<u64>,
     pub indexed_layers: Option<u64>,
+    #[serde(default)]
+    pub index: Option<IndexStatus>,
     pub spool: Spool,
     pub reloads: u64,
     pub reload_errors: u64,
     pub implicit_allows: u64,
+}
+
+/// The layer index: what is known, what is still being indexed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct IndexStatus {
+    /// Layer directories with an on-node manifest.
+    pub node_layers: u64,
+    /// Imported manifests available, and layers of watched containers using one.
+    pub imported_available: u64,
+    pub imported_matched: u64,
+    /// Layers waiting for or being indexed.
+    pub pending: u64,
+    pub indexed_files: u64,
+    pub indexed_bytes: u64,
+    /// Layers found changed on disk since they were indexed (then re-indexed).
+    pub changed: u64,
+    pub failures: u64,
+    /// Image-file hashes taken from manifests on the hot path.
+    pub manifest_hashes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +74,11 @@ pub struct WatchedContainer {
     pub pod_name: Option<String>,
     pub rootfs: String,
     pub since: String,
+    /// Lower layers, and how many of them have a manifest.
+    #[serde(default)]
+    pub layers: usize,
+    #[serde(default)]
+    pub indexed_layers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -102,6 +128,7 @@ pub struct Sources {
     pub shared: Arc<Shared>,
     pub reloads: Arc<std::sync::atomic::AtomicU64>,
     pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
+    pub index: Arc<super::indexer::IndexStats>,
 }
 
 impl Sources {
@@ -125,6 +152,8 @@ impl Sources {
                     pod_name: m.pod_name.clone(),
                     rootfs: c.rootfs.display().to_string(),
                     since: crate::finding::rfc3339(c.since),
+                    layers: c.layers.lower_paths.len(),
+                    indexed_layers: c.index.load().known(),
                 }
             })
             .collect();
@@ -166,7 +195,18 @@ impl Sources {
                 p999: h.latency.percentile_us(99.9),
             },
             ioc_entries: Some(self.shared.iocs.load().len() as u64),
-            indexed_layers: None,
+            indexed_layers: Some(ld(&self.index.node_layers) + ld(&self.index.imported_matched)),
+            index: Some(IndexStatus {
+                node_layers: ld(&self.index.node_layers),
+                imported_available: ld(&self.index.imported_available),
+                imported_matched: ld(&self.index.imported_matched),
+                pending: ld(&self.index.pending),
+                indexed_files: ld(&self.index.indexed_files),
+                indexed_bytes: ld(&self.index.indexed_bytes),
+                changed: ld(&self.index.changed),
+                failures: ld(&self.index.failures),
+                manifest_hashes: ld(&h.manifest_hashes),
+            }),
             spool: Spool {
                 dir: cfg.spool_dir.display().to_string(),
                 bytes,

@@ -1,0 +1,300 @@
+//! The layer indexer: gives each watched container the manifests of its lower layers, off the
+//! hot path.
+//!
+//! A coordinator thread attaches manifests to containers: an on-node manifest of the layer
+//! directory (from this run, or persisted under `<state_dir>/index/`), else an imported one
+//! matched by the diffID the runtime records. Layers without a verified on-node manifest go to
+//! the hashing workers (`[index] threads`, one by default, at low CPU priority), each layer
+//! once however many containers share it. A persisted manifest is used at once (its entries
+//! only count for the exact inode versions they were taken from) and re-checked by a walk
+//! that re-hashes only files that changed; a layer found changed is logged and re-indexed.
+//! Nothing here ever delays an exec: until a layer has a manifest, the hot path decides its
+//! files by provenance and hashing as before.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use crate::config::{Config, SharedConfig};
+use crate::container::diffids::DiffIdResolver;
+use crate::container::Container;
+use crate::index::layerdir::{changes, index_layer_dir, WalkStats};
+use crate::index::manifest::{ContainerIndex, LayerRef, Manifest};
+use crate::index::store::{load_imports, Imported, NodeStore};
+
+#[derive(Debug, Default)]
+pub struct IndexStats {
+    /// Layer directories with an on-node manifest (loaded or built).
+    pub node_layers: AtomicU64,
+    /// Imported manifests available (by diffID), and how many layers of watched containers
+    /// use one.
+    pub imported_available: AtomicU64,
+    pub imported_matched: AtomicU64,
+    /// Layers waiting for or being indexed.
+    pub pending: AtomicU64,
+    pub indexed_bytes: AtomicU64,
+    pub indexed_files: AtomicU64,
+    /// Layers found changed on disk since they were indexed.
+    pub changed: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+pub enum Msg {
+    /// A container to attach manifests to (new, or its metadata changed).
+    Container(Arc<Container>),
+    /// Re-read `[index] import_dirs` (reload).
+    Reload,
+}
+
+struct Job {
+    dir: PathBuf,
+    previous: Option<Arc<Manifest>>,
+}
+
+type JobResult = (PathBuf, Option<Arc<Manifest>>, Result<(Manifest, WalkStats), String>);
+
+pub fn spawn(
+    cfg: SharedConfig,
+    knowledge: Arc<AtomicU64>,
+    stats: Arc<IndexStats>,
+    rx: Receiver<Msg>,
+) -> std::io::Result<JoinHandle<()>> {
+    let c0 = cfg.load_full();
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let (res_tx, res_rx) = crossbeam_channel::unbounded::<JobResult>();
+    for i in 0..c0.index.threads {
+        let (job_rx, res_tx, stats) = (job_rx.clone(), res_tx.clone(), Arc::clone(&stats));
+        std::thread::Builder::new().name(format!("driftgate-index-{i}")).spawn(move || {
+            // Background work: never compete with the hot path or the containers.
+            crate::sys::process::lower_this_thread_priority(19);
+            for job in job_rx {
+                let started = std::time::Instant::now();
+                let res = index_layer_dir(&job.dir, job.previous.as_deref(), &mut |n| {
+                    stats.indexed_bytes.fetch_add(n, Ordering::Relaxed);
+                });
+                if let Ok((m, s)) = &res {
+                    tracing::info!(
+                        layer = %job.dir.display(),
+                        files = m.files.len(),
+                        hashed = s.hashed_files,
+                        reused = s.reused,
+                        mb = s.hashed_bytes as f64 / 1e6,
+                        ms = started.elapsed().as_millis() as u64,
+                        "layer indexed"
+                    );
+                }
+                if res_tx.send((job.dir, job.previous, res)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    }
+    drop(res_tx);
+    std::thread::Builder::new().name("driftgate-index".into()).spawn(move || {
+        let mut co = Coordinator {
+            store: NodeStore::new(&c0.state_dir),
+            node: HashMap::new(),
+            settled: HashSet::new(),
+            queued: HashSet::new(),
+            imported: Imported::default(),
+            resolver: DiffIdResolver::default(),
+            containers: Vec::new(),
+            job_tx: (c0.index.enabled).then_some(job_tx),
+            knowledge,
+            stats,
+        };
+        co.reload_imports(&c0);
+        loop {
+            select! {
+                recv(rx) -> msg => match msg {
+                    Ok(Msg::Container(c)) => co.attach(&cfg.load(), &c),
+                    Ok(Msg::Reload) => {
+                        let cfg = cfg.load_full();
+                        co.reload_imports(&cfg);
+                        co.reattach_all(&cfg, None);
+                    }
+                    Err(_) => return,
+                },
+                recv(res_rx) -> res => match res {
+                    Ok(r) => co.done(&cfg.load_full(), r),
+                    Err(_) => return,
+                },
+            }
+        }
+    })
+}
+
+struct Coordinator {
+    store: NodeStore,
+    /// On-node manifests by (canonical) layer directory.
+    node: HashMap<PathBuf, Arc<Manifest>>,
+    /// Layer directories walked in this run (built or re-checked), or that failed.
+    settled: HashSet<PathBuf>,
+    queued: HashSet<PathBuf>,
+    imported: Imported,
+    resolver: DiffIdResolver,
+    containers: Vec<Weak<Container>>,
+    job_tx: Option<Sender<Job>>,
+    knowledge: Arc<AtomicU64>,
+    stats: Arc<IndexStats>,
+}
+
+impl Coordinator {
+    fn reload_imports(&mut self, cfg: &Config) {
+        let (imp, errors) = load_imports(&cfg.index.import_dirs);
+        for e in &errors {
+            tracing::warn!(error = %e, "index import skipped");
+        }
+        if !cfg.index.import_dirs.is_empty() {
+            tracing::info!(layers = imp.by_diff_id.len(), files = imp.files, "imported layer manifests");
+        }
+        self.stats.imported_available.store(imp.by_diff_id.len() as u64, Ordering::Relaxed);
+        self.imported = imp;
+    }
+
+    /// The diffIDs of a container's lower layers (top first), where the runtime records them.
+    fn diff_ids(&mut self, cfg: &Config, c: &Container, dirs: &[PathBuf]) -> Vec<Option<String>> {
+        if let Some((root, _)) = &c.identity.storage {
+            return dirs.iter().map(|d| self.resolver.storage(root, d)).collect();
+        }
+        match c.identity.runtime {
+            "docker" => dirs.iter().map(|d| self.resolver.docker(&cfg.docker.data_root, d)).collect(),
+            "containerd" => {
+                let digest = c.meta.load().image_digest.clone();
+                let ids = digest.and_then(|d| self.resolver.containerd_image(&cfg.containerd.root, &d));
+                match ids {
+                    // One snapshot per layer, top first.
+                    Some(ids) if ids.len() == dirs.len() => ids.into_iter().rev().map(Some).collect(),
+                    _ => vec![None; dirs.len()],
+                }
+            }
+            _ => vec![None; dirs.len()],
+        }
+    }
+
+    fn attach(&mut self, cfg: &Config, c: &Arc<Container>) {
+        if !self.containers.iter().any(|w| w.as_ptr() == Arc::as_ptr(c)) {
+            self.containers.retain(|w| w.strong_count() > 0);
+            self.containers.push(Arc::downgrade(c));
+        }
+        // Runtimes name layers through symlinks (containers/storage's `overlay/l/XXXX`); the
+        // layer is its real directory.
+        let dirs: Vec<PathBuf> = c
+            .layers
+            .lower_paths
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        let diff_ids = self.diff_ids(cfg, c, &dirs);
+        let mut layers = Vec::with_capacity(dirs.len());
+        let mut matched = 0;
+        for (dir, diff_id) in dirs.iter().zip(diff_ids) {
+            let imported =
+                diff_id.as_ref().and_then(|d| self.imported.by_diff_id.get(d)).map(|x| Arc::clone(&x.0));
+            if imported.is_none() {
+                self.ensure_node(dir);
+            }
+            let lref = match (self.node.get(dir), imported) {
+                (Some(m), _) => Some(LayerRef { manifest: Arc::clone(m), diff_id, imported: false }),
+                (None, Some(m)) => {
+                    matched += 1;
+                    Some(LayerRef { manifest: m, diff_id, imported: true })
+                }
+                (None, None) => None,
+            };
+            layers.push(lref);
+        }
+        let idx = ContainerIndex { layers };
+        tracing::debug!(container = %c.identity.id, known = idx.known(), layers = dirs.len(), imported = matched, "layer manifests attached");
+        c.index.store(Arc::new(idx));
+        // Execs cached as image files before this was known are looked at again.
+        self.knowledge.fetch_add(1, Ordering::Relaxed);
+        self.count_matched();
+    }
+
+    fn count_matched(&self) {
+        let n: usize = self
+            .containers
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| c.index.load().layers.iter().flatten().filter(|l| l.imported).count())
+            .sum();
+        self.stats.imported_matched.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Makes sure `dir` has, or will have, an on-node manifest checked in this run.
+    fn ensure_node(&mut self, dir: &Path) {
+        let Some(tx) = &self.job_tx else { return };
+        if self.settled.contains(dir) || self.queued.contains(dir) {
+            return;
+        }
+        if !self.node.contains_key(dir) {
+            let id = nix::sys::stat::stat(dir).ok().map(|s| (s.st_dev, s.st_ino));
+            match id.map(|id| self.store.load(dir, id)) {
+                Some(Ok(Some(m))) => {
+                    self.node.insert(dir.to_path_buf(), Arc::new(m));
+                    self.stats.node_layers.store(self.node.len() as u64, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(layer = %dir.display(), error = %e, "stored layer manifest unreadable; indexing again")
+                }
+                _ => {}
+            }
+        }
+        let previous = self.node.get(dir).cloned();
+        self.queued.insert(dir.to_path_buf());
+        self.stats.pending.store(self.queued.len() as u64, Ordering::Relaxed);
+        let _ = tx.send(Job { dir: dir.to_path_buf(), previous });
+    }
+
+    fn done(&mut self, cfg: &Config, (dir, previous, res): JobResult) {
+        self.queued.remove(&dir);
+        self.settled.insert(dir.clone());
+        self.stats.pending.store(self.queued.len() as u64, Ordering::Relaxed);
+        match res {
+            Ok((m, _)) => {
+                if let Some(prev) = &previous {
+                    let ch = changes(prev, &m);
+                    if !ch.is_empty() {
+                        self.stats.changed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            layer = %dir.display(),
+                            changes = ch.len(),
+                            first = %ch.iter().take(5).cloned().collect::<Vec<_>>().join("; "),
+                            "image layer changed on disk since it was indexed; re-indexed"
+                        );
+                    }
+                }
+                self.stats.indexed_files.fetch_add(m.files.len() as u64, Ordering::Relaxed);
+                if let Err(e) = self.store.save(&m) {
+                    tracing::warn!(layer = %dir.display(), error = %e, "could not store layer manifest");
+                }
+                self.node.insert(dir.clone(), Arc::new(m));
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(layer = %dir.display(), error = %e, "could not index layer");
+            }
+        }
+        self.stats.node_layers.store(self.node.len() as u64, Ordering::Relaxed);
+        self.reattach_all(cfg, Some(&dir));
+    }
+
+    /// Attaches again every live container (with `dir` among its layers, if given).
+    fn reattach_all(&mut self, cfg: &Config, dir: Option<&Path>) {
+        self.containers.retain(|w| w.strong_count() > 0);
+        let live: Vec<Arc<Container>> = self.containers.iter().filter_map(Weak::upgrade).collect();
+        for c in live {
+            let uses = dir.is_none_or(|d| {
+                c.layers.lower_paths.iter().any(|p| p == d || std::fs::canonicalize(p).is_ok_and(|x| x == d))
+            });
+            if uses {
+                self.attach(cfg, &c);
+            }
+        }
+    }
+}
