@@ -346,7 +346,8 @@ pub fn simulate(
         let copy_allowed = d.image_copies == ImageCopies::Allow
             && !f.file.image_paths.is_empty()
             && evidence == Evidence::UpperFile(ImageAtPath::Absent);
-        let v = decide_scoped(if copy_allowed { RuleAction::Allow } else { d.action }, evidence, ioc, block_iocs);
+        let v =
+            decide_scoped(if copy_allowed { RuleAction::Allow } else { d.action }, evidence, ioc, block_iocs);
         let n = f.count.max(1);
         let key = (
             c.pod_namespace.clone().unwrap_or_else(|| "-".into()),

@@ -14,7 +14,12 @@ fn with_iocs(s: &Scratch, mode: &str, feed: &std::path::Path, block: bool) -> Da
         DaemonOpts {
             mode,
             globs: vec![s.merged.clone()],
-            extra_tables: &format!("[ioc]\npaths = [{:?}]\nblock = {block}\n", feed.display().to_string()),
+            // These tests are about files in the writable layer, and their IoC is busybox, which
+            // is also the image's shell: with the image indexed, the shell itself would match.
+            extra_tables: &format!(
+                "[ioc]\npaths = [{:?}]\nblock = {block}\n[index]\nenabled = false\n",
+                feed.display().to_string()
+            ),
             ..Default::default()
         },
     )

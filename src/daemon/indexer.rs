@@ -93,8 +93,9 @@ pub fn spawn(
             }
         })?;
     }
-    drop(res_tx);
     std::thread::Builder::new().name("driftgate-index".into()).spawn(move || {
+        // Held so the result channel stays open when there are no workers (indexing disabled).
+        let _res_tx = res_tx;
         let mut co = Coordinator {
             store: NodeStore::new(&c0.state_dir),
             node: HashMap::new(),
@@ -126,6 +127,12 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// `.../overlay2/<id>-init/diff`.
+fn is_docker_init_layer(dir: &Path) -> bool {
+    dir.ends_with("diff")
+        && dir.parent().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().ends_with("-init"))
 }
 
 struct Coordinator {
@@ -192,7 +199,15 @@ impl Coordinator {
         let diff_ids = self.diff_ids(cfg, c, &dirs);
         let mut layers = Vec::with_capacity(dirs.len());
         let mut matched = 0;
+        let mut image_layers = 0;
         for (dir, diff_id) in dirs.iter().zip(diff_ids) {
+            if c.identity.runtime == "docker" && is_docker_init_layer(dir) {
+                // Docker's `<id>-init` layer holds what Docker writes for the container
+                // (/etc/hosts, /.dockerenv...): not image content, never a manifest.
+                layers.push(None);
+                continue;
+            }
+            image_layers += 1;
             let imported =
                 diff_id.as_ref().and_then(|d| self.imported.by_diff_id.get(d)).map(|x| Arc::clone(&x.0));
             if imported.is_none() {
@@ -208,7 +223,7 @@ impl Coordinator {
             };
             layers.push(lref);
         }
-        let idx = ContainerIndex { layers };
+        let idx = ContainerIndex { layers, image_layers };
         tracing::debug!(container = %c.identity.id, known = idx.known(), layers = dirs.len(), imported = matched, "layer manifests attached");
         c.index.store(Arc::new(idx));
         // Execs cached as image files before this was known are looked at again.

@@ -74,7 +74,7 @@ pub struct WatchedContainer {
     pub pod_name: Option<String>,
     pub rootfs: String,
     pub since: String,
-    /// Lower layers, and how many of them have a manifest.
+    /// Image layers (lower layers but Docker's `-init`), and how many of them have a manifest.
     #[serde(default)]
     pub layers: usize,
     #[serde(default)]
@@ -152,7 +152,7 @@ impl Sources {
                     pod_name: m.pod_name.clone(),
                     rootfs: c.rootfs.display().to_string(),
                     since: crate::finding::rfc3339(c.since),
-                    layers: c.layers.lower_paths.len(),
+                    layers: c.index.load().image_layers,
                     indexed_layers: c.index.load().known(),
                 }
             })

@@ -414,6 +414,8 @@ pub fn union<'a>(layers: &[&'a Manifest]) -> BTreeMap<Vec<u8>, (usize, &'a Entry
 #[derive(Debug, Default)]
 pub struct ContainerIndex {
     pub layers: Vec<Option<LayerRef>>,
+    /// Lower layers that are image layers (Docker's `-init` layer is not).
+    pub image_layers: usize,
 }
 
 /// A manifest attached to one lower layer of a container.

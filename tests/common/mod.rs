@@ -249,7 +249,12 @@ impl Daemon {
         // host's containers.
         let q = |p: &Path| format!("{:?}", p.display().to_string());
         let mut containerd = match &o.containerd_state {
-            Some(s) => format!("[discovery.containerd]\nstate = {}\n", q(s)),
+            // The test containerd keeps its root beside its state.
+            Some(s) => format!(
+                "[discovery.containerd]\nstate = {}\nroot = {}\n",
+                q(s),
+                q(&s.parent().unwrap().join("root"))
+            ),
             None => "[discovery.containerd]\nenabled = false\n".to_owned(),
         };
         if let Some(a) = &o.containerd_address {

@@ -57,7 +57,10 @@ pub fn detach_mounts_under(dir: &Path) {
     }
 }
 
-/// A plain rootfs tarball: busybox-static, applets, `/opt/true`, `/tmp`.
+/// The content of `/opt/mark.sh` in the test images.
+pub const MARK_SCRIPT: &[u8] = b"#!/bin/sh\necho marked\n";
+
+/// A plain rootfs tarball: busybox-static, applets, `/opt/true`, `/opt/mark.sh`, `/tmp`.
 pub fn rootfs_tar(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let r = dir.join("rootfs");
@@ -70,6 +73,8 @@ pub fn rootfs_tar(dir: &Path) -> PathBuf {
         std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
     }
     std::fs::copy(BUSYBOX, r.join("opt/true")).unwrap();
+    // An image file with content of its own (an IoC target that is not the shell).
+    super::write_exec(&r.join("opt/mark.sh"), MARK_SCRIPT);
     let tar = dir.join("rootfs.tar");
     let mut cmd = Command::new("tar");
     cmd.arg("-C").arg(&r).arg("-cf").arg(&tar).arg(".");
@@ -139,7 +144,7 @@ impl Containerd {
             "umoci init --layout oci\numoci new --image oci:latest\numoci unpack --image oci:latest bundle\n\
              mkdir -p bundle/rootfs/bin bundle/rootfs/tmp bundle/rootfs/opt\nchmod 1777 bundle/rootfs/tmp\n\
              cp {BUSYBOX} bundle/rootfs/bin/busybox\nfor a in sh cp cat chmod echo sleep; do ln -s busybox bundle/rootfs/bin/$a; done\n\
-             cp {BUSYBOX} bundle/rootfs/opt/true\n\
+             cp {BUSYBOX} bundle/rootfs/opt/true\nprintf '#!/bin/sh\\necho marked\\n' > bundle/rootfs/opt/mark.sh\nchmod 755 bundle/rootfs/opt/mark.sh\n\
              umoci repack --image oci:latest bundle\numoci config --image oci:latest --config.cmd /bin/sh\n\
              tar -C oci -cf image.tar ."
         ));
