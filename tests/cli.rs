@@ -298,3 +298,114 @@ fn config_check_validates_ioc_sources_with_file_and_line() {
     assert_eq!(o.status.code(), Some(78), "a source without a valid line fails the check");
     assert!(stderr(&o).contains("empty.txt: no valid SHA-256 line"), "{}", stderr(&o));
 }
+
+/// A one-image OCI layout written by hand: one gzip layer with `/bin/tool` and a whiteout.
+fn oci_layout(dir: &std::path::Path, wrong_diff_id: bool) {
+    use sha2::Digest;
+    let hex = |b: &[u8]| -> String { sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect() };
+    let mut t = tar::Builder::new(Vec::new());
+    for (name, data, mode) in [("bin/tool", &b"\x7fELF-tool"[..], 0o755), ("etc/.wh.passwd", b"", 0o644)] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        t.append_data(&mut h, name, data).unwrap();
+    }
+    let layer = t.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let diff = if wrong_diff_id { "0".repeat(64) } else { hex(&layer) };
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{diff}"]}}}}"#
+    );
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{}","size":{}}}]}}"#,
+        hex(config.as_bytes()),
+        config.len(),
+        hex(&gz),
+        gz.len()
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"tool:1"}}}}]}}"#,
+        hex(manifest.as_bytes()),
+        manifest.len()
+    );
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for b in [config.as_bytes(), manifest.as_bytes(), &gz] {
+        std::fs::write(blobs.join(hex(b)), b).unwrap();
+    }
+    std::fs::write(dir.join("index.json"), index).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn index_build_list_show_and_config_check_of_import_dirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    oci_layout(&layout, false);
+    let imports = dir.path().join("imports");
+    std::fs::create_dir(&imports).unwrap();
+    let bundle = imports.join("tool.jsonl");
+    let o = dg(&["index", "build", layout.to_str().unwrap(), "--out", bundle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 image(s), 1 layer(s), 1 executable files"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tool:1: sha256:"), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let m: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(m["files"][0]["path"], "/bin/tool");
+    assert_eq!(m["whiteouts"][0], "/etc/passwd");
+    let diff_id = m["diff_id"].as_str().unwrap().to_owned();
+
+    // The same image as an OCI archive (a tar of the layout) gives the same manifest.
+    let archive = dir.path().join("layout.tar");
+    let mut cmd = std::process::Command::new("tar");
+    cmd.arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".");
+    assert!(cmd.status().unwrap().success());
+    let o = dg(&["index", "build", archive.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&diff_id));
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\n[index]\nimport_dirs = [{:?}]\n",
+            dir.path().join("state").display().to_string(),
+            imports.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let o = dg(&["config", "check", "--config", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 imported layer manifests"));
+    let o = dg(&["index", "list", "--config", c]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&diff_id), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = dg(&["index", "show", "--config", c, &diff_id["sha256:".len()..][..12]]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("0755") && out.contains("/bin/tool") && out.contains("whiteout /etc/passwd"),
+        "{out}"
+    );
+    let o = dg(&["index", "show", "--config", c, "sha256:ffffffffffff"]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+
+    // A bad bundle fails the check, naming file and line.
+    std::fs::write(imports.join("bad.jsonl"), format!("{}\n{{\"schema\":\"x\"}}\n", text.trim())).unwrap();
+    let o = dg(&["config", "check", "--config", c]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("bad.jsonl: line 2"), "{}", stderr(&o));
+
+    // A layer whose content does not match the diffID its config names is refused.
+    let wrong = dir.path().join("wrong");
+    oci_layout(&wrong, true);
+    let o = dg(&["index", "build", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(stderr(&o).contains("but the image config says"), "{}", stderr(&o));
+    let o = dg(&["index", "build", dir.path().join("nothing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(65));
+    assert!(stderr(&o).contains("nothing"), "{}", stderr(&o));
+}
