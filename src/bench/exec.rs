@@ -36,6 +36,8 @@ pub const CONFIGS: &[&str] = &[
     "floor",
     "driftgate-audit",
     "driftgate-enforce",
+    "driftgate-enforce-bare",
+    "driftgate-enforce-index-ioc-1m",
     "driftgate-audit-cached-added",
     "driftgate-first-exec-1m",
     "driftgate-first-exec-16m",
@@ -102,6 +104,13 @@ enum ListenerKind {
     None,
     Floor,
     Driftgate(Mode),
+    /// driftgate with layer indexing off (`bare`), or with the layer indexed and an IoC set of
+    /// this many generated hashes loaded.
+    DriftgateKnowledge {
+        mode: Mode,
+        index: bool,
+        iocs: usize,
+    },
     Fapolicyd,
 }
 
@@ -123,6 +132,13 @@ fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "floor" => (ListenerKind::Floor, Workload::Image),
         "driftgate-audit" => (ListenerKind::Driftgate(Mode::Audit), Workload::Image),
         "driftgate-enforce" => (ListenerKind::Driftgate(Mode::Enforce), Workload::Image),
+        "driftgate-enforce-bare" => {
+            (ListenerKind::DriftgateKnowledge { mode: Mode::Enforce, index: false, iocs: 0 }, Workload::Image)
+        }
+        "driftgate-enforce-index-ioc-1m" => (
+            ListenerKind::DriftgateKnowledge { mode: Mode::Enforce, index: true, iocs: 1_000_000 },
+            Workload::Image,
+        ),
         "driftgate-audit-cached-added" => (ListenerKind::Driftgate(Mode::Audit), Workload::CachedAdded),
         "driftgate-first-exec-1m" => (ListenerKind::Driftgate(Mode::Audit), Workload::FirstExec(1 << 20)),
         "driftgate-first-exec-16m" => (ListenerKind::Driftgate(Mode::Audit), Workload::FirstExec(16 << 20)),
@@ -258,18 +274,46 @@ impl Listener {
                 });
                 Ok(Listener::Floor { stop, thread: Some(thread) })
             }
-            ListenerKind::Driftgate(mode) => {
+            ListenerKind::Driftgate(mode) => Self::driftgate(mode, true, 0, c, driftgate),
+            ListenerKind::DriftgateKnowledge { mode, index, iocs } => {
+                Self::driftgate(mode, index, iocs, c, driftgate)
+            }
+            ListenerKind::Fapolicyd => fapolicyd::start(c),
+        }
+    }
+
+    fn driftgate(
+        mode: Mode,
+        index: bool,
+        iocs: usize,
+        c: &Containers,
+        driftgate: &Path,
+    ) -> Result<Listener, BenchError> {
+        {
+            {
                 let root = c.root();
-                let cfg = root.join(format!("driftgate-{}.toml", mode.as_str()));
+                let name = format!("{}-{}-{iocs}", mode.as_str(), if index { "index" } else { "bare" });
+                let cfg = root.join(format!("driftgate-{name}.toml"));
+                // Each configuration has its own state: an index persisted by another does
+                // not help this one.
+                let state = root.join(format!("state-{name}"));
+                let mut knowledge = format!("[index]\nenabled = {index}\n");
+                if iocs > 0 {
+                    let feed = root.join(format!("feed-{iocs}.txt"));
+                    if !feed.exists() {
+                        super::ioc::write_feed(&feed, iocs).map_err(setup("write IoC feed"))?;
+                    }
+                    knowledge.push_str(&format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string()));
+                }
                 std::fs::write(
                     &cfg,
                     format!(
                         "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
                          [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
                          [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
-                         [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n",
+                         [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n{knowledge}",
                         mode.as_str(),
-                        root.join("state").display().to_string(),
+                        state.display().to_string(),
                         root.join("spool").display().to_string(),
                         c.glob(),
                         root.join("driftgate.sock").display().to_string(),
@@ -289,9 +333,15 @@ impl Listener {
                     .map_err(setup("start driftgate"))?;
                 let l = Listener::Process { child, name: "driftgate", binds: Vec::new() };
                 l.wait_log(&log_path, "driftgate ready")?;
+                if index {
+                    // Measured with the image's layers indexed (and the IoC set loaded).
+                    l.wait_log(&log_path, "layer indexed")?;
+                }
+                if iocs > 0 {
+                    l.wait_log(&log_path, "IoC set loaded")?;
+                }
                 Ok(l)
             }
-            ListenerKind::Fapolicyd => fapolicyd::start(c),
         }
     }
 

@@ -37,25 +37,27 @@ fn rss_kib() -> u64 {
     crate::sys::proc::rss_kib("self").unwrap_or(0)
 }
 
+/// Writes a plain IoC list of `entries` generated hashes, every tenth one named.
+pub fn write_feed(path: &std::path::Path, entries: usize) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..entries as u64 {
+        let h = hash_for(i);
+        for b in h {
+            write!(w, "{b:02x}")?;
+        }
+        if i % 10 == 0 {
+            writeln!(w, " Family.{}", i % 1000)?;
+        } else {
+            writeln!(w)?;
+        }
+    }
+    w.flush()
+}
+
 pub fn run(entries: usize) -> std::io::Result<IocReport> {
     let dir = tempfile::Builder::new().prefix("driftgate-bench-ioc-").tempdir()?;
     let path = dir.path().join("feed.txt");
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        for i in 0..entries as u64 {
-            let h = hash_for(i);
-            for b in h {
-                write!(w, "{b:02x}")?;
-            }
-            // Every tenth entry is named, as in real feeds.
-            if i % 10 == 0 {
-                writeln!(w, " Family.{}", i % 1000)?;
-            } else {
-                writeln!(w)?;
-            }
-        }
-        w.flush()?;
-    }
+    write_feed(&path, entries)?;
     let file_bytes = std::fs::metadata(&path)?.len();
     let rss0 = rss_kib();
     let t = Instant::now();

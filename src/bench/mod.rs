@@ -3,5 +3,6 @@
 
 pub mod elf;
 pub mod exec;
+pub mod index;
 pub mod ioc;
 pub mod stats;

@@ -14,6 +14,22 @@ pub enum BenchCommand {
     Exec(ExecArgs),
     /// Measure IoC set load time, memory and lookup time with N generated hashes.
     Ioc(IocArgs),
+    /// Measure layer-indexing throughput: offline (plain, gzip, zstd layers) and on the node
+    /// (from scratch, and re-checking an unchanged layer).
+    Index(IndexArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexArgs {
+    /// Layer size in MiB
+    #[arg(long, default_value_t = 256)]
+    pub mb: usize,
+    /// Files in the layer (half executables)
+    #[arg(long, default_value_t = 2000)]
+    pub files: usize,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +78,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
     let a = match cmd {
         BenchCommand::Exec(a) => a,
         BenchCommand::Ioc(i) => return run_ioc(i),
+        BenchCommand::Index(i) => return run_index(i),
     };
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("driftgate: `bench exec` needs root (overlay mount, fanotify)");
@@ -168,6 +185,33 @@ fn run_ioc(a: IocArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("driftgate: bench ioc: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn run_index(a: IndexArgs) -> i32 {
+    if a.mb == 0 || a.files == 0 {
+        eprintln!("driftgate: --mb and --files must be at least 1");
+        return exit::USAGE;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let r = crate::bench::index::run(a.mb, a.files, |what| {
+        if tty {
+            eprintln!("driftgate: bench index: {what}");
+        }
+    });
+    match r {
+        Ok(r) if a.json => {
+            println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            exit::OK
+        }
+        Ok(r) => {
+            print!("{}", crate::bench::index::render(&r));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("driftgate: bench index: {e}");
             exit::FAILURE
         }
     }
