@@ -81,6 +81,28 @@ fn bench(c: &mut Criterion) {
     c.bench_function("ioc/lookup_1m_hit", |b| b.iter(|| set.contains(black_box(&probe))));
     c.bench_function("ioc/lookup_1m_miss", |b| b.iter(|| set.contains(black_box(&[0x42u8; 32]))));
 
+    // Image-file hash from a layer manifest of 20,000 executables (the fast path's BUILTIN
+    // check on a first exec), and the union of three such layers.
+    let mut manifest = driftgate::index::manifest::Manifest::new("bench");
+    for i in 0..20_000u32 {
+        let e = driftgate::index::manifest::Entry {
+            sha256: [(i % 251) as u8; 32],
+            size: 1000,
+            mode: 0o755,
+            mtime: 0,
+            node: Some(driftgate::index::manifest::NodeVersion { ino: i as u64, mtime_ns: 5, ctime_ns: 7 }),
+        };
+        manifest.insert(format!("/usr/lib/pkg{}/bin{i}", i % 64).into_bytes(), e);
+    }
+    let mid = driftgate::sys::fs::FileId { dev: 1, ino: 12_345, size: 1000, mtime_ns: 5, ctime_ns: 7 };
+    let path = format!("/usr/lib/pkg{}/bin12345", 12_345 % 64).into_bytes();
+    c.bench_function("index/manifest_hash_20k", |b| {
+        b.iter(|| assert!(manifest.hash_for(black_box(&path), black_box(&mid)).is_some()))
+    });
+    c.bench_function("index/union_3x20k", |b| {
+        b.iter(|| black_box(driftgate::index::manifest::union(&[&manifest, &manifest, &manifest]).len()))
+    });
+
     let data = vec![0x5au8; 1 << 20];
     c.bench_function("sha256/1MiB", |b| {
         b.iter(|| {
