@@ -369,3 +369,41 @@ fn an_oci_archive_saved_by_podman_is_indexed_offline_and_matched_through_contain
     assert_builtin_mark(&d);
     let _ = p.podman(&["rm", "-f", "-t", "0", "dgtest-p1"]);
 }
+
+#[test]
+fn a_layer_shared_by_several_containers_is_indexed_once() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    // A second container on the same image layer.
+    let second = s.root().join("second");
+    for d in ["upper", "work", "merged"] {
+        std::fs::create_dir_all(second.join(d)).unwrap();
+    }
+    let opts_str = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s.lower().display(),
+        second.join("upper").display(),
+        second.join("work").display()
+    );
+    let merged2 = second.join("merged");
+    nix::mount::mount(
+        Some("overlay"),
+        &merged2,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts_str.as_str()),
+    )
+    .unwrap();
+    let _detach = DetachOnDrop(merged2.clone());
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts { mode: "audit", globs: vec![s.merged.clone(), merged2.clone()], ..Default::default() },
+    );
+    let st = wait_indexed(&d, 2);
+    assert_eq!(st["index"]["node_layers"], 1, "{st}");
+    std::thread::sleep(Duration::from_millis(300));
+    let indexed = d.log_text().lines().filter(|l| l.contains("layer indexed")).count();
+    assert_eq!(indexed, 1, "{}", d.log_text());
+}

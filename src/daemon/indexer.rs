@@ -76,6 +76,16 @@ pub fn spawn(
                 let res = index_layer_dir(&job.dir, job.previous.as_deref(), &mut |n| {
                     stats.indexed_bytes.fetch_add(n, Ordering::Relaxed);
                 });
+                if let Ok((_, s)) = &res {
+                    if s.skipped > 0 {
+                        tracing::warn!(
+                            layer = %job.dir.display(),
+                            skipped = s.skipped,
+                            first = s.first_skipped.as_deref().unwrap_or(""),
+                            "layer entries could not be indexed (their files are hashed at exec time)"
+                        );
+                    }
+                }
                 if let Ok((m, s)) = &res {
                     tracing::info!(
                         layer = %job.dir.display(),
@@ -144,7 +154,8 @@ struct Coordinator {
     queued: HashSet<PathBuf>,
     imported: Imported,
     resolver: DiffIdResolver,
-    containers: Vec<Weak<Container>>,
+    /// Watched containers, with their lower directories (canonical).
+    containers: Vec<(Weak<Container>, Vec<PathBuf>)>,
     job_tx: Option<Sender<Job>>,
     knowledge: Arc<AtomicU64>,
     stats: Arc<IndexStats>,
@@ -184,18 +195,22 @@ impl Coordinator {
     }
 
     fn attach(&mut self, cfg: &Config, c: &Arc<Container>) {
-        if !self.containers.iter().any(|w| w.as_ptr() == Arc::as_ptr(c)) {
-            self.containers.retain(|w| w.strong_count() > 0);
-            self.containers.push(Arc::downgrade(c));
-        }
-        // Runtimes name layers through symlinks (containers/storage's `overlay/l/XXXX`); the
-        // layer is its real directory.
-        let dirs: Vec<PathBuf> = c
-            .layers
-            .lower_paths
-            .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            .collect();
+        let dirs = match self.containers.iter().find(|(w, _)| w.as_ptr() == Arc::as_ptr(c)) {
+            Some((_, dirs)) => dirs.clone(),
+            None => {
+                // Runtimes name layers through symlinks (containers/storage's `overlay/l/XXXX`);
+                // the layer is its real directory.
+                let dirs: Vec<PathBuf> = c
+                    .layers
+                    .lower_paths
+                    .iter()
+                    .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+                    .collect();
+                self.forget_gone();
+                self.containers.push((Arc::downgrade(c), dirs.clone()));
+                dirs
+            }
+        };
         let diff_ids = self.diff_ids(cfg, c, &dirs);
         let mut layers = Vec::with_capacity(dirs.len());
         let mut matched = 0;
@@ -231,11 +246,21 @@ impl Coordinator {
         self.count_matched();
     }
 
+    /// Drops gone containers, and the in-memory manifests no watched container uses (they stay
+    /// on disk, and are re-checked if a container with that layer appears again).
+    fn forget_gone(&mut self) {
+        self.containers.retain(|(w, _)| w.strong_count() > 0);
+        let used: HashSet<&PathBuf> = self.containers.iter().flat_map(|(_, d)| d.iter()).collect();
+        self.node.retain(|d, _| used.contains(d) || self.queued.contains(d));
+        self.settled.retain(|d| used.contains(d) || self.queued.contains(d));
+        self.stats.node_layers.store(self.node.len() as u64, Ordering::Relaxed);
+    }
+
     fn count_matched(&self) {
         let n: usize = self
             .containers
             .iter()
-            .filter_map(Weak::upgrade)
+            .filter_map(|(w, _)| w.upgrade())
             .map(|c| c.index.load().layers.iter().flatten().filter(|l| l.imported).count())
             .sum();
         self.stats.imported_matched.store(n as u64, Ordering::Relaxed);
@@ -301,15 +326,15 @@ impl Coordinator {
 
     /// Attaches again every live container (with `dir` among its layers, if given).
     fn reattach_all(&mut self, cfg: &Config, dir: Option<&Path>) {
-        self.containers.retain(|w| w.strong_count() > 0);
-        let live: Vec<Arc<Container>> = self.containers.iter().filter_map(Weak::upgrade).collect();
+        self.forget_gone();
+        let live: Vec<Arc<Container>> = self
+            .containers
+            .iter()
+            .filter(|(_, dirs)| dir.is_none_or(|d| dirs.iter().any(|x| x == d)))
+            .filter_map(|(w, _)| w.upgrade())
+            .collect();
         for c in live {
-            let uses = dir.is_none_or(|d| {
-                c.layers.lower_paths.iter().any(|p| p == d || std::fs::canonicalize(p).is_ok_and(|x| x == d))
-            });
-            if uses {
-                self.attach(cfg, &c);
-            }
+            self.attach(cfg, &c);
         }
     }
 }

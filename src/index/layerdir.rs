@@ -23,12 +23,16 @@ use crate::sys::fs::{self as sfs, FileId};
 /// Deeper trees than this are refused (a layer is a filesystem image, not a fork bomb).
 const MAX_DEPTH: usize = 512;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct WalkStats {
     pub entries: u64,
     pub hashed_files: u64,
     pub hashed_bytes: u64,
     pub reused: u64,
+    /// Entries that could not be read (or changed while being read): left out of the
+    /// manifest, so their files stay "unknown" and are decided by hashing at exec time.
+    pub skipped: u64,
+    pub first_skipped: Option<String>,
 }
 
 /// Indexes the layer directory `dir`. `previous` (a manifest of the same directory) lends the
@@ -96,7 +100,11 @@ impl Walker<'_> {
             path.extend_from_slice(&name);
             let res = self.entry(dfd, &name, path, depth);
             path.truncate(len);
-            res?;
+            // One unreadable file or directory does not void the layer's other entries.
+            if let Err(e) = res {
+                self.stats.skipped += 1;
+                self.stats.first_skipped.get_or_insert(e);
+            }
         }
         Ok(())
     }
