@@ -87,17 +87,35 @@ pub fn render(s: &Status) -> String {
         s.reloads,
         s.reload_errors
     );
+    if let Some(i) = &s.index {
+        o += &format!(
+            "layer index: {} layers indexed on this node ({} files, {} MB hashed), {} imported layers in use of {} available, {} pending, {} changed on disk, {} failed; {} image hashes from manifests\n",
+            i.node_layers,
+            i.indexed_files,
+            i.indexed_bytes / 1_000_000,
+            i.imported_matched,
+            i.imported_available,
+            i.pending,
+            i.changed,
+            i.failures,
+            i.manifest_hashes
+        );
+    }
     o += &format!("containers watched: {}\n", s.containers.len());
     if !s.containers.is_empty() {
-        o += &format!("  {:<12} {:<14} {:<24} {:<28} SINCE\n", "RUNTIME", "ID", "NAME", "IMAGE");
+        o += &format!(
+            "  {:<12} {:<14} {:<24} {:<28} {:<7} SINCE\n",
+            "RUNTIME", "ID", "NAME", "IMAGE", "INDEXED"
+        );
         for c in &s.containers {
             let id: String = printable(c.id.as_bytes()).chars().take(12).collect();
             o += &format!(
-                "  {:<12} {:<14} {:<24} {:<28} {}\n",
+                "  {:<12} {:<14} {:<24} {:<28} {:<7} {}\n",
                 c.runtime,
                 id,
                 c.name.as_deref().map(|n| printable(n.as_bytes())).unwrap_or_else(|| "-".into()),
                 c.image.as_deref().map(|n| printable(n.as_bytes())).unwrap_or_else(|| "-".into()),
+                format!("{}/{}", c.indexed_layers, c.layers),
                 c.since
             );
         }

@@ -240,8 +240,21 @@ impl Coordinator {
         }
         let idx = ContainerIndex { layers, image_layers };
         tracing::debug!(container = %c.identity.id, known = idx.known(), layers = dirs.len(), imported = matched, "layer manifests attached");
+        let old = c.index.load();
+        let changed = old.image_layers != idx.image_layers
+            || old.layers.len() != idx.layers.len()
+            || old.layers.iter().zip(&idx.layers).any(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => !Arc::ptr_eq(&a.manifest, &b.manifest),
+                (None, None) => false,
+                _ => true,
+            });
+        if !changed {
+            return;
+        }
         c.index.store(Arc::new(idx));
-        // Execs cached as image files before this was known are looked at again.
+        // Execs cached as image files before this was known are looked at again (only when
+        // something changed: metadata lookups repeat, and each bump costs every container's
+        // image files one identity proof).
         self.knowledge.fetch_add(1, Ordering::Relaxed);
         self.count_matched();
     }
