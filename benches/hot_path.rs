@@ -36,6 +36,13 @@ fn bench(c: &mut Criterion) {
     cache.insert((1, id), [7u8; 32]);
     c.bench_function("hash_cache/hit", |b| b.iter(|| black_box(cache.get(black_box(&(1, id))))));
 
+    // The name of the file being executed, read back from its event fd (every slow-path exec).
+    let f = std::fs::File::open("/proc/self/exe").unwrap();
+    c.bench_function("paths/fd_path", |b| {
+        b.iter(|| black_box(driftgate::sys::fs::fd_path(std::os::fd::AsFd::as_fd(&f)).unwrap()))
+    });
+    c.bench_function("time/rfc3339_now", |b| b.iter(|| black_box(driftgate::daemon::hot::now_rfc3339())));
+
     let root = b"/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs";
     c.bench_function("paths/candidates", |b| {
         b.iter(|| candidate_paths(black_box(b"/usr/local/bin/app"), black_box(&root[..])))

@@ -171,20 +171,28 @@ fn list(a: ListArgs) -> i32 {
             let _ = writeln!(out, "{v}");
         }
     } else {
-        let _ = writeln!(out, "{:<6} {:>6} {:>10}  {:<20}  LAYER", "KIND", "FILES", "SIZE", "CREATED");
+        let _ = writeln!(
+            out,
+            "{:<6} {:>6} {:>10}  {:<19}  {:<71}  SOURCE",
+            "KIND", "FILES", "SIZE", "CREATED", "LAYER"
+        );
         for k in &layers {
             let m = &k.manifest;
-            let source =
-                if k.kind == "import" { format!(" (from {})", k.file.display()) } else { String::new() };
+            // Where the manifest came from: this node's walk, or an image built offline
+            // (and the bundle it was imported from).
+            let source = match k.kind {
+                "import" => format!("{} (bundle {})", m.source, k.file.display()),
+                _ => "indexed on this node".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "{:<6} {:>6} {:>10}  {:<20}  {}{}",
+                "{:<6} {:>6} {:>10}  {:<19}  {:<71}  {}",
                 k.kind,
                 m.files.len(),
                 human(m.layer_bytes),
                 m.created.get(..19).unwrap_or(&m.created),
                 crate::index::manifest::BytePath(m.label().into_bytes()),
-                source
+                crate::index::manifest::BytePath(source.into_bytes())
             );
         }
     }

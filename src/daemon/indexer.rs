@@ -114,7 +114,7 @@ pub fn spawn(
             imported: Imported::default(),
             resolver: DiffIdResolver::default(),
             containers: Vec::new(),
-            job_tx: (c0.index.enabled).then_some(job_tx),
+            job_tx,
             knowledge,
             stats,
         };
@@ -156,7 +156,7 @@ struct Coordinator {
     resolver: DiffIdResolver,
     /// Watched containers, with their lower directories (canonical).
     containers: Vec<(Weak<Container>, Vec<PathBuf>)>,
-    job_tx: Option<Sender<Job>>,
+    job_tx: Sender<Job>,
     knowledge: Arc<AtomicU64>,
     stats: Arc<IndexStats>,
 }
@@ -226,7 +226,7 @@ impl Coordinator {
             let imported =
                 diff_id.as_ref().and_then(|d| self.imported.by_diff_id.get(d)).map(|x| Arc::clone(&x.0));
             if imported.is_none() {
-                self.ensure_node(dir);
+                self.ensure_node(cfg, dir);
             }
             let lref = match (self.node.get(dir), imported) {
                 (Some(m), _) => Some(LayerRef { manifest: Arc::clone(m), diff_id, imported: false }),
@@ -280,8 +280,11 @@ impl Coordinator {
     }
 
     /// Makes sure `dir` has, or will have, an on-node manifest checked in this run.
-    fn ensure_node(&mut self, dir: &Path) {
-        let Some(tx) = &self.job_tx else { return };
+    fn ensure_node(&mut self, cfg: &Config, dir: &Path) {
+        // `[index] enabled` is read at each use, so a reload can switch it.
+        if !cfg.index.enabled {
+            return;
+        }
         if self.settled.contains(dir) || self.queued.contains(dir) {
             return;
         }
@@ -301,7 +304,7 @@ impl Coordinator {
         let previous = self.node.get(dir).cloned();
         self.queued.insert(dir.to_path_buf());
         self.stats.pending.store(self.queued.len() as u64, Ordering::Relaxed);
-        let _ = tx.send(Job { dir: dir.to_path_buf(), previous });
+        let _ = self.job_tx.send(Job { dir: dir.to_path_buf(), previous });
     }
 
     fn done(&mut self, cfg: &Config, (dir, previous, res): JobResult) {

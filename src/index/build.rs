@@ -394,7 +394,8 @@ pub fn build(source: &Path, progress: bool) -> Result<Built, String> {
     );
     let mut out = Vec::new();
     let (mut bytes, mut files) = (0u64, 0usize);
-    let label = format!("{}", source.display());
+    // Recorded in each manifest as where it was built from.
+    let label = std::fs::canonicalize(source).unwrap_or_else(|_| source.to_path_buf()).display().to_string();
     for (i, (member, want)) in todo.iter().enumerate() {
         bar.set_message(format!("layer {}/{}", i + 1, todo.len()));
         let (r, _) = store.reader(member)?;
