@@ -34,6 +34,7 @@ pub const CONFIGS: &[&str] = &[
     "none",
     "none-added",
     "floor",
+    "floor-added",
     "driftgate-audit",
     "driftgate-enforce",
     "driftgate-enforce-bare",
@@ -130,6 +131,8 @@ fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "none" => (ListenerKind::None, Workload::Image),
         "none-added" => (ListenerKind::None, Workload::CachedAdded),
         "floor" => (ListenerKind::Floor, Workload::Image),
+        // The kernel's round trip for the writable-layer file `driftgate-audit-cached-added` runs.
+        "floor-added" => (ListenerKind::Floor, Workload::CachedAdded),
         "driftgate-audit" => (ListenerKind::Driftgate(Mode::Audit), Workload::Image),
         "driftgate-enforce" => (ListenerKind::Driftgate(Mode::Enforce), Workload::Image),
         "driftgate-enforce-bare" => {

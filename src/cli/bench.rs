@@ -55,7 +55,8 @@ pub struct ExecArgs {
     #[arg(long, value_name = "CPU")]
     pub pin: Option<usize>,
     /// Configurations to run, comma-separated [default: all; fapolicyd only when installed].
-    /// Single mode: none, floor, driftgate-audit, driftgate-enforce, driftgate-audit-cached-added,
+    /// Single mode: none, none-added, floor, floor-added, driftgate-audit, driftgate-enforce,
+    /// driftgate-enforce-bare, driftgate-enforce-index-ioc-1m, driftgate-audit-cached-added,
     /// driftgate-first-exec-1m, driftgate-first-exec-16m, driftgate-first-exec-128m, fapolicyd.
     /// Load mode: none, floor, driftgate-enforce, driftgate-audit-with-128m-first-execs.
     #[arg(long, value_delimiter = ',')]
