@@ -566,7 +566,8 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     let floor_added = configs.iter().find(|c| c.name == "floor").and_then(|f| f.added_p50_us);
     for (s, (_, work)) in configs.iter_mut().zip(&plans) {
         if let Workload::FirstExec(size) = work {
-            let h = sha256_us(*size);
+            // A `--binary` larger than the nominal size is written whole: hash what is executed.
+            let h = sha256_us((*size).max(binary.len()));
             s.sha256_us = Some(h);
             if let Some(fl) = floor_added {
                 // Target: added latency over `none` at most 1.2 x (hash time + floor).
