@@ -431,11 +431,15 @@ impl Shared {
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
         let facts = self.proc_facts(tid);
+        // The window opens before the answer: a loop's next exec of the same file can come as
+        // soon as this one is answered, and is a repeat even if this finding is not built yet.
+        let prev = self.aggregator.open(agg_key.clone());
         self.answer(job.ev, verdict.allow);
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         f.rule = Some(decision.rule.clone());
-        if let Some((prev, c)) = self.aggregator.opened(agg_key, &f, Some(Arc::clone(&job.container))) {
+        self.aggregator.set_first(&agg_key, &f, Some(Arc::clone(&job.container)));
+        if let Some((prev, c)) = prev {
             self.findings.send_for(prev, c);
         }
         if !job.container.meta.load().complete {

@@ -20,7 +20,9 @@ pub type Aggregate = (Finding, Option<Arc<Container>>);
 
 struct State {
     opened: Instant,
-    first: Finding,
+    /// The full finding of the window, filled in right after the window opens (see
+    /// [`Aggregator::open`]).
+    first: Option<Finding>,
     container: Option<Arc<Container>>,
     repeats: u64,
     first_repeat: Option<String>,
@@ -59,14 +61,11 @@ impl Aggregator {
         }
     }
 
-    /// Opens a window after a full finding was recorded. Returns an aggregate to record if a
-    /// previous window for the same key still had uncounted repeats.
-    pub fn opened(
-        &self,
-        key: AggKey,
-        first: &Finding,
-        container: Option<Arc<Container>>,
-    ) -> Option<Aggregate> {
+    /// Opens a window for a full finding, before its exec is answered: the next identical exec
+    /// can arrive as soon as this one is allowed (or denied), before the finding is built, and
+    /// must count as a repeat. Returns an aggregate to record if a previous window for the same
+    /// key still had uncounted repeats. [`Aggregator::set_first`] then fills in the finding.
+    pub fn open(&self, key: AggKey) -> Option<Aggregate> {
         if self.window.is_zero() {
             return None;
         }
@@ -75,14 +74,38 @@ impl Aggregator {
             key,
             State {
                 opened: Instant::now(),
-                first: first.clone(),
-                container,
+                first: None,
+                container: None,
                 repeats: 0,
                 first_repeat: None,
                 last_repeat: None,
             },
         );
         prev.and_then(aggregate)
+    }
+
+    /// The full finding (and its container) of the window `open` opened for `key`.
+    pub fn set_first(&self, key: &AggKey, first: &Finding, container: Option<Arc<Container>>) {
+        let Ok(mut m) = self.map.lock() else { return };
+        if let Some(st) = m.get_mut(key) {
+            if st.first.is_none() {
+                st.first = Some(first.clone());
+                st.container = container;
+            }
+        }
+    }
+
+    /// `open` and `set_first` in one (tests).
+    #[cfg(test)]
+    pub fn opened(
+        &self,
+        key: AggKey,
+        first: &Finding,
+        container: Option<Arc<Container>>,
+    ) -> Option<Aggregate> {
+        let prev = self.open(key.clone());
+        self.set_first(&key, first, container);
+        prev
     }
 
     /// Closes windows older than the window length (all of them with `all`), returning the
@@ -106,7 +129,11 @@ fn aggregate(st: State) -> Option<Aggregate> {
     if st.repeats == 0 {
         return None;
     }
-    let mut f = st.first;
+    let Some(mut f) = st.first else {
+        // The window's own finding was never built (the daemon is stopping mid-decision).
+        tracing::warn!(repeats = st.repeats, "repeats of a finding that was not recorded");
+        return None;
+    };
     f.id = uuid::Uuid::now_v7().to_string();
     f.count = st.repeats;
     f.first_seen = st.first_repeat;
