@@ -180,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn a_repeat_between_opening_and_the_finding_being_built_is_counted() {
+        let a = Aggregator::new(Duration::from_secs(3600));
+        assert!(a.open(key("/x")).is_none());
+        // The exec was answered; the next one is decided before the finding is built.
+        assert!(a.repeat(&key("/x"), || "t1".into()));
+        a.set_first(&key("/x"), &finding(), None);
+        let agg: Vec<Finding> = a.flush(true).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(agg.len(), 1);
+        assert_eq!(agg[0].count, 1);
+        assert_eq!(agg[0].first_seen.as_deref(), Some("t1"));
+    }
+
+    #[test]
     fn expired_windows_are_flushed_and_reopened() {
         let a = Aggregator::new(Duration::from_millis(1));
         a.opened(key("/x"), &finding(), None);
