@@ -48,7 +48,9 @@ impl Store {
         let f = File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
         let mut ar = tar::Archive::new(BufReader::new(f));
         let mut members = BTreeMap::new();
-        let entries = ar.entries().map_err(|e| format!("{}: not a tar archive: {e}", source.display()))?;
+        // Seeks past member data: listing a multi-gigabyte archive reads only its headers.
+        let entries =
+            ar.entries_with_seek().map_err(|e| format!("{}: not a tar archive: {e}", source.display()))?;
         for ent in entries {
             let ent = ent.map_err(|e| format!("{}: reading archive: {e}", source.display()))?;
             if ent.header().entry_type() != tar::EntryType::Regular {
