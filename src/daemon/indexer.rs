@@ -119,6 +119,11 @@ pub fn spawn(
             stats,
         };
         co.reload_imports(&c0);
+        // Manifests of layers deleted since (images removed) are not kept forever.
+        let pruned = co.store.prune();
+        if pruned > 0 {
+            tracing::info!(pruned, "stored manifests of removed layers deleted");
+        }
         loop {
             select! {
                 recv(rx) -> msg => match msg {

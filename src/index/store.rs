@@ -61,6 +61,24 @@ impl NodeStore {
         Ok(f)
     }
 
+    /// Deletes stored manifests of layer directories that are gone (or were re-created as
+    /// another directory), and unreadable ones. Returns how many were deleted.
+    pub fn prune(&self) -> usize {
+        let mut n = 0;
+        for (file, m) in self.list() {
+            let live = m.ok().is_some_and(|m| {
+                m.layer_dir
+                    .as_deref()
+                    .and_then(|d| nix::sys::stat::stat(d).ok())
+                    .is_some_and(|st| m.layer_dir_id == Some((st.st_dev, st.st_ino)))
+            });
+            if !live && std::fs::remove_file(&file).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Every stored manifest, with the file it is in (errors per file).
     pub fn list(&self) -> Vec<(PathBuf, Result<Manifest, String>)> {
         let mut out = Vec::new();
@@ -153,6 +171,19 @@ mod tests {
         assert!(store.load(Path::new("/var/lib/x/diff"), (1, 3)).unwrap().is_none());
         assert!(store.load(Path::new("/var/lib/y/diff"), (1, 2)).unwrap().is_none());
         assert_eq!(store.list().len(), 1);
+        // The layer directory does not exist: pruned. A live one is kept.
+        assert_eq!(store.prune(), 1);
+        assert!(store.list().is_empty());
+        let live = t.path().join("live");
+        std::fs::create_dir(&live).unwrap();
+        let st = nix::sys::stat::stat(&live).unwrap();
+        m.layer_dir = Some(live.clone());
+        m.layer_dir_id = Some((st.st_dev, st.st_ino));
+        store.save(&m).unwrap();
+        assert_eq!(store.prune(), 0);
+        assert_eq!(store.list().len(), 1);
+        m.layer_dir = Some("/var/lib/x/diff".into());
+        m.layer_dir_id = Some((1, 2));
 
         let imp = t.path().join("imports");
         std::fs::create_dir(&imp).unwrap();
