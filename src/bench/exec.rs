@@ -104,15 +104,21 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> BenchError + '_ 
 enum ListenerKind {
     None,
     Floor,
-    Driftgate(Mode),
-    /// driftgate with layer indexing off (`bare`), or with the layer indexed and an IoC set of
-    /// this many generated hashes loaded.
-    DriftgateKnowledge {
+    /// The daemon, with layer indexing on or off, and an IoC set of this many generated
+    /// hashes (none: 0).
+    Driftgate {
         mode: Mode,
         index: bool,
         iocs: usize,
     },
     Fapolicyd,
+}
+
+impl ListenerKind {
+    /// The daemon as installed: default configuration.
+    const fn driftgate(mode: Mode) -> ListenerKind {
+        ListenerKind::Driftgate { mode, index: true, iocs: 0 }
+    }
 }
 
 /// What a configuration executes.
@@ -133,19 +139,18 @@ fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "floor" => (ListenerKind::Floor, Workload::Image),
         // The kernel's round trip for the writable-layer file `driftgate-audit-cached-added` runs.
         "floor-added" => (ListenerKind::Floor, Workload::CachedAdded),
-        "driftgate-audit" => (ListenerKind::Driftgate(Mode::Audit), Workload::Image),
-        "driftgate-enforce" => (ListenerKind::Driftgate(Mode::Enforce), Workload::Image),
+        "driftgate-audit" => (ListenerKind::driftgate(Mode::Audit), Workload::Image),
+        "driftgate-enforce" => (ListenerKind::driftgate(Mode::Enforce), Workload::Image),
         "driftgate-enforce-bare" => {
-            (ListenerKind::DriftgateKnowledge { mode: Mode::Enforce, index: false, iocs: 0 }, Workload::Image)
+            (ListenerKind::Driftgate { mode: Mode::Enforce, index: false, iocs: 0 }, Workload::Image)
         }
-        "driftgate-enforce-index-ioc-1m" => (
-            ListenerKind::DriftgateKnowledge { mode: Mode::Enforce, index: true, iocs: 1_000_000 },
-            Workload::Image,
-        ),
-        "driftgate-audit-cached-added" => (ListenerKind::Driftgate(Mode::Audit), Workload::CachedAdded),
-        "driftgate-first-exec-1m" => (ListenerKind::Driftgate(Mode::Audit), Workload::FirstExec(1 << 20)),
-        "driftgate-first-exec-16m" => (ListenerKind::Driftgate(Mode::Audit), Workload::FirstExec(16 << 20)),
-        "driftgate-first-exec-128m" => (ListenerKind::Driftgate(Mode::Audit), Workload::FirstExec(128 << 20)),
+        "driftgate-enforce-index-ioc-1m" => {
+            (ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 1_000_000 }, Workload::Image)
+        }
+        "driftgate-audit-cached-added" => (ListenerKind::driftgate(Mode::Audit), Workload::CachedAdded),
+        "driftgate-first-exec-1m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(1 << 20)),
+        "driftgate-first-exec-16m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(16 << 20)),
+        "driftgate-first-exec-128m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(128 << 20)),
         "fapolicyd" => (ListenerKind::Fapolicyd, Workload::Image),
         other => return Err(BenchError::UnknownConfig(other.to_owned())),
     })
@@ -277,10 +282,7 @@ impl Listener {
                 });
                 Ok(Listener::Floor { stop, thread: Some(thread) })
             }
-            ListenerKind::Driftgate(mode) => Self::driftgate(mode, true, 0, c, driftgate),
-            ListenerKind::DriftgateKnowledge { mode, index, iocs } => {
-                Self::driftgate(mode, index, iocs, c, driftgate)
-            }
+            ListenerKind::Driftgate { mode, index, iocs } => Self::driftgate(mode, index, iocs, c, driftgate),
             ListenerKind::Fapolicyd => fapolicyd::start(c),
         }
     }
@@ -292,60 +294,56 @@ impl Listener {
         c: &Containers,
         driftgate: &Path,
     ) -> Result<Listener, BenchError> {
-        {
-            {
-                let root = c.root();
-                let name = format!("{}-{}-{iocs}", mode.as_str(), if index { "index" } else { "bare" });
-                let cfg = root.join(format!("driftgate-{name}.toml"));
-                // Each configuration has its own state: an index persisted by another does
-                // not help this one.
-                let state = root.join(format!("state-{name}"));
-                let mut knowledge = format!("[index]\nenabled = {index}\n");
-                if iocs > 0 {
-                    let feed = root.join(format!("feed-{iocs}.txt"));
-                    if !feed.exists() {
-                        super::ioc::write_feed(&feed, iocs).map_err(setup("write IoC feed"))?;
-                    }
-                    knowledge.push_str(&format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string()));
-                }
-                std::fs::write(
-                    &cfg,
-                    format!(
-                        "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
-                         [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
-                         [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
-                         [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n{knowledge}",
-                        mode.as_str(),
-                        state.display().to_string(),
-                        root.join("spool").display().to_string(),
-                        c.glob(),
-                        root.join("driftgate.sock").display().to_string(),
-                    ),
-                )
-                .map_err(setup("write config"))?;
-                let log_path = root.join("driftgate.log");
-                let log = std::fs::File::create(&log_path).map_err(setup("daemon log"))?;
-                let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
-                    .args(["run", "--config"])
-                    .arg(&cfg)
-                    .env("DRIFTGATE_LOG", "info")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .map_err(setup("start driftgate"))?;
-                let l = Listener::Process { child, name: "driftgate", binds: Vec::new() };
-                l.wait_log(&log_path, "driftgate ready")?;
-                if index {
-                    // Measured with the image's layers indexed (and the IoC set loaded).
-                    l.wait_log(&log_path, "layer indexed")?;
-                }
-                if iocs > 0 {
-                    l.wait_log(&log_path, "IoC set loaded")?;
-                }
-                Ok(l)
+        let root = c.root();
+        let name = format!("{}-{}-{iocs}", mode.as_str(), if index { "index" } else { "bare" });
+        let cfg = root.join(format!("driftgate-{name}.toml"));
+        // Each configuration has its own state: an index persisted by another does
+        // not help this one.
+        let state = root.join(format!("state-{name}"));
+        let mut knowledge = format!("[index]\nenabled = {index}\n");
+        if iocs > 0 {
+            let feed = root.join(format!("feed-{iocs}.txt"));
+            if !feed.exists() {
+                super::ioc::write_feed(&feed, iocs).map_err(setup("write IoC feed"))?;
             }
+            knowledge.push_str(&format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string()));
         }
+        std::fs::write(
+            &cfg,
+            format!(
+                "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
+                 [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
+                 [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
+                 [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n{knowledge}",
+                mode.as_str(),
+                state.display().to_string(),
+                root.join("spool").display().to_string(),
+                c.glob(),
+                root.join("driftgate.sock").display().to_string(),
+            ),
+        )
+        .map_err(setup("write config"))?;
+        let log_path = root.join("driftgate.log");
+        let log = std::fs::File::create(&log_path).map_err(setup("daemon log"))?;
+        let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("DRIFTGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(setup("start driftgate"))?;
+        let l = Listener::Process { child, name: "driftgate", binds: Vec::new() };
+        l.wait_log(&log_path, "driftgate ready")?;
+        if index {
+            // Measured with the image's layers indexed (and the IoC set loaded).
+            l.wait_log(&log_path, "layer indexed")?;
+        }
+        if iocs > 0 {
+            l.wait_log(&log_path, "IoC set loaded")?;
+        }
+        Ok(l)
     }
 
     fn wait_log(&self, log_path: &Path, needle: &str) -> Result<(), BenchError> {
@@ -732,9 +730,9 @@ pub fn run_load(opts: &LoadOptions, mut progress: impl FnMut(usize, &str)) -> Re
             let (kind, background) = match name.as_str() {
                 "none" => (ListenerKind::None, false),
                 "floor" => (ListenerKind::Floor, false),
-                "driftgate-enforce" => (ListenerKind::Driftgate(Mode::Enforce), false),
+                "driftgate-enforce" => (ListenerKind::driftgate(Mode::Enforce), false),
                 "none-with-128m-first-execs" => (ListenerKind::None, true),
-                _ => (ListenerKind::Driftgate(Mode::Audit), true),
+                _ => (ListenerKind::driftgate(Mode::Audit), true),
             };
             let listener = Listener::start(kind, &c, &opts.driftgate)?;
             let cpu0 = listener.pid().and_then(proc_cpu_ticks);
