@@ -176,6 +176,22 @@ pub struct Decision {
     pub image_copies: ImageCopies,
 }
 
+impl Decision {
+    /// The action for an exec with `evidence`: the rule's, except that an added file whose
+    /// content the image has at other paths (`image_copy`) is allowed when `image_copies` says so.
+    pub fn action_for(&self, evidence: crate::engine::Evidence, image_copy: bool) -> RuleAction {
+        use crate::engine::{Evidence, ImageAtPath};
+        let copy_allowed = self.image_copies == ImageCopies::Allow
+            && image_copy
+            && evidence == Evidence::UpperFile(ImageAtPath::Absent);
+        if copy_allowed {
+            RuleAction::Allow
+        } else {
+            self.action
+        }
+    }
+}
+
 impl Policy {
     pub fn decide(&self, s: &Subject<'_>, fallback: Mode) -> Decision {
         match self.rules.iter().find(|r| r.matches(s)) {
@@ -269,6 +285,21 @@ mod tests {
     }
 
     #[test]
+    fn image_copies_allow_only_added_files_the_image_has_elsewhere() {
+        use crate::engine::{Evidence, ImageAtPath};
+        let d = Decision { action: RuleAction::Enforce, rule: "r".into(), image_copies: ImageCopies::Allow };
+        let added = Evidence::UpperFile(ImageAtPath::Absent);
+        assert_eq!(d.action_for(added, true), RuleAction::Allow);
+        assert_eq!(d.action_for(added, false), RuleAction::Enforce);
+        assert_eq!(
+            d.action_for(Evidence::UpperFile(ImageAtPath::DifferentContent), true),
+            RuleAction::Enforce
+        );
+        let report = Decision { image_copies: ImageCopies::Report, ..d };
+        assert_eq!(report.action_for(added, true), RuleAction::Enforce);
+    }
+
+    #[test]
     fn bad_rules_name_the_field() {
         let e = Rule::compile(0, &RawRule::default()).unwrap_err();
         assert!(e.contains("action"), "{e}");
@@ -343,11 +374,8 @@ pub fn simulate(
             sha256: f.file.sha256.as_deref(),
         };
         let d = policy.decide(&subject, mode);
-        let copy_allowed = d.image_copies == ImageCopies::Allow
-            && !f.file.image_paths.is_empty()
-            && evidence == Evidence::UpperFile(ImageAtPath::Absent);
         let v =
-            decide_scoped(if copy_allowed { RuleAction::Allow } else { d.action }, evidence, ioc, block_iocs);
+            decide_scoped(d.action_for(evidence, !f.file.image_paths.is_empty()), evidence, ioc, block_iocs);
         let n = f.count.max(1);
         let key = (
             c.pod_namespace.clone().unwrap_or_else(|| "-".into()),

@@ -189,9 +189,7 @@ impl FastPath {
         for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
             if let Some(layer) = container.layers.lower_identical(p, &id) {
                 // An image file: its manifest hash (no reading) against the IoC set.
-                let idx = container.index.load();
-                let manifest = idx.layers.get(layer).and_then(Option::as_ref);
-                if let Some(h) = manifest.and_then(|l| l.manifest.hash_for(p, &id)) {
+                if let Some(h) = container.index.load().hash_for(layer, p, &id) {
                     stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
                     if self.shared.iocs.load().lookup(&h).is_some() {
                         let path = p.to_vec();
@@ -403,12 +401,8 @@ impl Shared {
             };
             policy.decide(&subject, mode)
         };
-        // The image's own bytes under another name: allowed when the policy says so.
-        let copy_allowed = decision.image_copies == crate::policy::ImageCopies::Allow
-            && !outcome.image_paths.is_empty()
-            && outcome.evidence == Evidence::UpperFile(ImageAtPath::Absent);
         let verdict = decide_scoped(
-            if copy_allowed { crate::policy::RuleAction::Allow } else { decision.action },
+            decision.action_for(outcome.evidence, !outcome.image_paths.is_empty()),
             outcome.evidence,
             ioc.is_some(),
             self.block_iocs.load(Ordering::Relaxed),
@@ -514,9 +508,7 @@ impl Shared {
         lf: &crate::container::layers::LayerFile,
         path: &[u8],
     ) -> Option<[u8; 32]> {
-        let idx = c.index.load();
-        let l = idx.layers.get(lf.lower_index?)?.as_ref()?;
-        l.manifest.hash_for(path, &FileId::from_stat(&lf.stat))
+        c.index.load().hash_for(lf.lower_index?, path, &FileId::from_stat(&lf.stat))
     }
 
     /// Where the container's image has content with hash `h`, as the union of its layers

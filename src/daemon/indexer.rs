@@ -76,7 +76,7 @@ pub fn spawn(
                 let res = index_layer_dir(&job.dir, job.previous.as_deref(), &mut |n| {
                     stats.indexed_bytes.fetch_add(n, Ordering::Relaxed);
                 });
-                if let Ok((_, s)) = &res {
+                if let Ok((m, s)) = &res {
                     if s.skipped > 0 {
                         tracing::warn!(
                             layer = %job.dir.display(),
@@ -85,8 +85,6 @@ pub fn spawn(
                             "layer entries could not be indexed (their files are hashed at exec time)"
                         );
                     }
-                }
-                if let Ok((m, s)) = &res {
                     tracing::info!(
                         layer = %job.dir.display(),
                         files = m.files.len(),
@@ -245,15 +243,7 @@ impl Coordinator {
         }
         let idx = ContainerIndex { layers, image_layers };
         tracing::debug!(container = %c.identity.id, known = idx.known(), layers = dirs.len(), imported = matched, "layer manifests attached");
-        let old = c.index.load();
-        let changed = old.image_layers != idx.image_layers
-            || old.layers.len() != idx.layers.len()
-            || old.layers.iter().zip(&idx.layers).any(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => !Arc::ptr_eq(&a.manifest, &b.manifest),
-                (None, None) => false,
-                _ => true,
-            });
-        if !changed {
+        if c.index.load().same_as(&idx) {
             return;
         }
         c.index.store(Arc::new(idx));

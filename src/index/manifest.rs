@@ -429,6 +429,23 @@ pub struct LayerRef {
 }
 
 impl ContainerIndex {
+    /// The manifest hash of the file at `path` of lower layer `layer`, if that layer has a
+    /// manifest and its entry describes the file version `id`.
+    pub fn hash_for(&self, layer: usize, path: &[u8], id: &FileId) -> Option<[u8; 32]> {
+        self.layers.get(layer)?.as_ref()?.manifest.hash_for(path, id)
+    }
+
+    /// Whether `other` attaches the same manifests to the same layers.
+    pub fn same_as(&self, other: &ContainerIndex) -> bool {
+        self.image_layers == other.image_layers
+            && self.layers.len() == other.layers.len()
+            && self.layers.iter().zip(&other.layers).all(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(&a.manifest, &b.manifest),
+                (None, None) => true,
+                _ => false,
+            })
+    }
+
     /// How many of the container's layers have a manifest.
     pub fn known(&self) -> usize {
         self.layers.iter().flatten().count()
