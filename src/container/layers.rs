@@ -59,16 +59,10 @@ impl Layers {
         })
     }
 
-    /// Whether some lower layer has, at `rel`, the very inode version that is being executed.
-    /// For a file that was never copied up, overlayfs reports the lower inode's number, size
-    /// and times; a copy-up gets a new ctime. This is the fast proof that the bytes are the
-    /// image's, without reading them.
-    pub fn lower_has_identical(&self, rel: &[u8], exec: &FileId) -> bool {
-        self.lower_identical(rel, exec).is_some()
-    }
-
     /// The index (top first) of the lower layer holding, at `rel`, the very inode version
-    /// that is being executed.
+    /// that is being executed. For a file that was never copied up, overlayfs reports the lower
+    /// inode's number, size and times; a copy-up gets a new ctime. This is the fast proof that
+    /// the bytes are the image's, without reading them.
     pub fn lower_identical(&self, rel: &[u8], exec: &FileId) -> Option<usize> {
         self.lower.iter().position(|root| {
             open_beneath(root.as_fd(), rel)
@@ -248,6 +242,6 @@ mod tests {
         assert!(l.upper_file(b"/escape/secret").is_none());
         assert!(l.upper_file(b"/bin/link").is_none());
         let st = nix::sys::stat::stat(&d.path().join("outside/secret")).unwrap();
-        assert!(!l.lower_has_identical(b"/escape/secret", &FileId::from_stat(&st)));
+        assert!(l.lower_identical(b"/escape/secret", &FileId::from_stat(&st)).is_none());
     }
 }
