@@ -1,7 +1,6 @@
 //! `driftgate config check`: validate everything (keys, values, policy rules, IoC sources)
 //! without starting the daemon.
 
-use crate::config::Config;
 use crate::exit;
 use crate::index::ioc::IocSet;
 
@@ -12,12 +11,9 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> i32 {
-    let c = match Config::load(args.config.config.as_deref()) {
+    let c = match args.config.load() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("driftgate: configuration error: {e}");
-            return exit::CONFIG;
-        }
+        Err(code) => return code,
     };
     let src = c.source.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     let mut ok = true;

@@ -4,7 +4,6 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::engine::{Action, Category};
 use crate::exit;
 use crate::finding::Finding;
@@ -126,12 +125,9 @@ impl Filter {
 pub fn run(args: FindingsArgs) -> i32 {
     let dir = match &args.spool_dir {
         Some(d) => d.clone(),
-        None => match Config::load(args.config.config.as_deref()) {
+        None => match args.config.load() {
             Ok(c) => c.spool_dir,
-            Err(e) => {
-                eprintln!("driftgate: configuration error: {e}");
-                return exit::CONFIG;
-            }
+            Err(code) => return code,
         },
     };
     let filter = match Filter::from_args(&args, time::OffsetDateTime::now_utc()) {

@@ -119,6 +119,17 @@ struct Known {
     file: PathBuf,
 }
 
+/// The known layers under the configuration `a` names; problems with stored or imported
+/// manifests are printed, and reported in the second value.
+fn load_known(a: &super::ConfigArg) -> Result<(Vec<Known>, bool), i32> {
+    let c = a.load()?;
+    let (layers, errors) = known(&c);
+    for e in &errors {
+        eprintln!("driftgate: {e}");
+    }
+    Ok((layers, !errors.is_empty()))
+}
+
 fn known(c: &Config) -> (Vec<Known>, Vec<String>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -138,22 +149,11 @@ fn known(c: &Config) -> (Vec<Known>, Vec<String>) {
     (out, errors)
 }
 
-fn load_config(a: &super::ConfigArg) -> Result<Config, i32> {
-    Config::load(a.config.as_deref()).map_err(|e| {
-        eprintln!("driftgate: configuration error: {e}");
-        exit::CONFIG
-    })
-}
-
 fn list(a: ListArgs) -> i32 {
-    let c = match load_config(&a.config) {
-        Ok(c) => c,
+    let (layers, had_errors) = match load_known(&a.config) {
+        Ok(k) => k,
         Err(code) => return code,
     };
-    let (layers, errors) = known(&c);
-    for e in &errors {
-        eprintln!("driftgate: {e}");
-    }
     let mut out = std::io::stdout().lock();
     if a.json {
         for k in &layers {
@@ -196,10 +196,10 @@ fn list(a: ListArgs) -> i32 {
             );
         }
     }
-    if errors.is_empty() {
-        exit::OK
-    } else {
+    if had_errors {
         exit::DATA
+    } else {
+        exit::OK
     }
 }
 
@@ -213,14 +213,10 @@ fn human(b: u64) -> String {
 }
 
 fn show(a: ShowArgs) -> i32 {
-    let c = match load_config(&a.config) {
-        Ok(c) => c,
+    let (layers, _) = match load_known(&a.config) {
+        Ok(k) => k,
         Err(code) => return code,
     };
-    let (layers, errors) = known(&c);
-    for e in &errors {
-        eprintln!("driftgate: {e}");
-    }
     let want = a.layer.trim();
     let hex_part = want.strip_prefix("sha256:").unwrap_or(want).to_ascii_lowercase();
     let hits: Vec<&Known> = layers

@@ -1,6 +1,5 @@
 //! `driftgate ioc check FILE|SHA256...`: is it known-bad, and according to which source.
 
-use crate::config::Config;
 use crate::exit;
 use crate::index::ioc::{parse_sha256, IocSet};
 
@@ -25,12 +24,9 @@ pub struct CheckArgs {
 pub fn run(cmd: IocCommand) -> i32 {
     let IocCommand::Check(a) = cmd;
     let paths = if a.sources.is_empty() {
-        match Config::load(a.config.config.as_deref()) {
+        match a.config.load() {
             Ok(c) => c.ioc_paths,
-            Err(e) => {
-                eprintln!("driftgate: configuration error: {e}");
-                return exit::CONFIG;
-            }
+            Err(code) => return code,
         }
     } else {
         a.sources

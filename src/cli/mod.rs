@@ -71,6 +71,22 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+impl ConfigArg {
+    /// The configuration, or the exit code after saying what is wrong with it.
+    pub fn load(&self) -> Result<crate::config::Config, i32> {
+        load_config(self.config.as_deref())
+    }
+}
+
+/// Loads a configuration (`None`: the default file or built-in defaults); on error, prints it
+/// (file, line and key) and returns the exit code for a bad configuration.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config, i32> {
+    crate::config::Config::load(path).map_err(|e| {
+        eprintln!("driftgate: configuration error: {e}");
+        crate::exit::CONFIG
+    })
+}
+
 pub fn dispatch(cli: Cli) -> i32 {
     match cli.command {
         Command::Run(a) => run::run(a),

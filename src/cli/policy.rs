@@ -40,12 +40,9 @@ pub fn run(cmd: PolicyCommand) -> i32 {
     };
     let spool_dir = match a.spool_dir {
         Some(d) => d,
-        None => match Config::load(None) {
+        None => match super::load_config(None) {
             Ok(c) => c.spool_dir,
-            Err(e) => {
-                eprintln!("driftgate: configuration error: {e}");
-                return exit::CONFIG;
-            }
+            Err(code) => return code,
         },
     };
     let since =

@@ -1,6 +1,5 @@
 //! `driftgate run`: the daemon in the foreground.
 
-use crate::config::Config;
 use crate::engine::Mode;
 use crate::exit;
 
@@ -19,12 +18,9 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> i32 {
     super::init_logging(args.verbose);
     // The configuration is validated completely before anything is marked.
-    let mut cfg = match Config::load(args.config.config.as_deref()) {
+    let mut cfg = match args.config.load() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("driftgate: configuration error: {e}");
-            return exit::CONFIG;
-        }
+        Err(code) => return code,
     };
     if let Some(m) = args.mode {
         cfg.mode = m.parse::<Mode>().expect("clap restricts the values");

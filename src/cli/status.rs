@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::Config;
 use crate::daemon::status::{query, Status};
 use crate::exit;
 
@@ -21,12 +20,9 @@ pub struct StatusArgs {
 pub fn run(a: StatusArgs) -> i32 {
     let socket = match a.socket {
         Some(s) => s,
-        None => match Config::load(a.config.config.as_deref()) {
+        None => match a.config.load() {
             Ok(c) => c.socket,
-            Err(e) => {
-                eprintln!("driftgate: configuration error: {e}");
-                return exit::CONFIG;
-            }
+            Err(code) => return code,
         },
     };
     match query(&socket) {
