@@ -52,15 +52,8 @@ impl<'de> Deserialize<'de> for BytePath {
 
 impl std::fmt::Display for BytePath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Control characters escaped, so a hostile name cannot forge terminal output.
-        for c in String::from_utf8_lossy(&self.0).chars() {
-            if c.is_control() {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                write!(f, "{c}")?;
-            }
-        }
-        Ok(())
+        // Control characters and invalid UTF-8 escaped, so a hostile name cannot forge output.
+        f.write_str(&crate::sink::journald::printable(&self.0))
     }
 }
 
