@@ -299,10 +299,8 @@ fn config_check_validates_ioc_sources_with_file_and_line() {
     assert!(stderr(&o).contains("empty.txt: no valid SHA-256 line"), "{}", stderr(&o));
 }
 
-/// A one-image OCI layout written by hand: one gzip layer with `/bin/tool` and a whiteout.
+/// A one-image OCI layout: one gzip layer with `/bin/tool` and a whiteout.
 fn oci_layout(dir: &std::path::Path, wrong_diff_id: bool) {
-    use sha2::Digest;
-    let hex = |b: &[u8]| -> String { sha2::Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect() };
     let mut t = tar::Builder::new(Vec::new());
     for (name, data, mode) in [("bin/tool", &b"\x7fELF-tool"[..], 0o755), ("etc/.wh.passwd", b"", 0o644)] {
         let mut h = tar::Header::new_ustar();
@@ -315,29 +313,16 @@ fn oci_layout(dir: &std::path::Path, wrong_diff_id: bool) {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &layer).unwrap();
     let gz = gz.finish().unwrap();
-    let diff = if wrong_diff_id { "0".repeat(64) } else { hex(&layer) };
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{diff}"]}}}}"#
-    );
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{}","size":{}}}]}}"#,
-        hex(config.as_bytes()),
-        config.len(),
-        hex(&gz),
-        gz.len()
-    );
-    let index = format!(
-        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"tool:1"}}}}]}}"#,
-        hex(manifest.as_bytes()),
-        manifest.len()
-    );
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    for b in [config.as_bytes(), manifest.as_bytes(), &gz] {
-        std::fs::write(blobs.join(hex(b)), b).unwrap();
-    }
-    std::fs::write(dir.join("index.json"), index).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    // With `wrong_diff_id`, the config names the hash of other bytes.
+    let diff_of: &[u8] = if wrong_diff_id { b"not the layer" } else { &layer };
+    driftgate::bench::index::write_oci_layout(
+        dir,
+        diff_of,
+        &gz,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        Some("tool:1"),
+    )
+    .unwrap();
 }
 
 #[test]

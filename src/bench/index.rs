@@ -76,12 +76,23 @@ fn generate(rootfs: &Path, mb: usize, files: usize) -> std::io::Result<(Vec<u8>,
     Ok((t.into_inner()?, exes, data))
 }
 
-/// Writes an OCI layout holding one image with `blob` as its only layer.
-fn layout(dir: &Path, tar: &[u8], blob: &[u8], media: &str) -> std::io::Result<()> {
+/// Writes an OCI layout holding one image with `blob` (of media type `media`) as its only
+/// layer; the config names the SHA-256 of `tar` as its diffID (the uncompressed layer, or other
+/// bytes to make a mismatch). `ref_name` annotates the image. Used by the tests too.
+pub fn write_oci_layout(
+    dir: &Path,
+    tar: &[u8],
+    blob: &[u8],
+    media: &str,
+    ref_name: Option<&str>,
+) -> std::io::Result<()> {
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
         hex(tar)
     );
+    let annotations = ref_name.map_or(String::new(), |r| {
+        format!(r#","annotations":{{"org.opencontainers.image.ref.name":{r:?}}}"#)
+    });
     let manifest = format!(
         r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[{{"mediaType":"{media}","digest":"sha256:{}","size":{}}}]}}"#,
         hex(config.as_bytes()),
@@ -90,7 +101,7 @@ fn layout(dir: &Path, tar: &[u8], blob: &[u8], media: &str) -> std::io::Result<(
         blob.len()
     );
     let index = format!(
-        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{}}}]}}"#,
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{}","size":{}{annotations}}}]}}"#,
         hex(manifest.as_bytes()),
         manifest.len()
     );
@@ -122,7 +133,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
         ("offline-zstd", &zst, "application/vnd.oci.image.layer.v1.tar+zstd"),
     ] {
         let d = dir.path().join(name);
-        layout(&d, &tar, blob, media).map_err(e)?;
+        write_oci_layout(&d, &tar, blob, media, None).map_err(e)?;
         progress(name);
         let b = super::super::index::build::build(&d, false)?;
         let mb = b.layer_bytes as f64 / 1e6;
