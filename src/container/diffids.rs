@@ -91,6 +91,8 @@ pub fn oci_arch() -> &'static str {
 pub struct DiffIdResolver {
     docker: HashMap<PathBuf, HashMap<String, String>>,
     storage: HashMap<PathBuf, HashMap<String, String>>,
+    /// (content root, image digest) -> diffIDs: content blobs never change under a digest.
+    containerd: HashMap<(PathBuf, String), Vec<String>>,
 }
 
 impl DiffIdResolver {
@@ -131,22 +133,32 @@ impl DiffIdResolver {
     }
 
     /// containerd: the diffIDs of the image `digest` (manifest or index), bottom first.
-    pub fn containerd_image(&self, root: &Path, digest: &str) -> Option<Vec<String>> {
-        let blob = |d: &str| -> Option<Vec<u8>> {
-            let d = parse_digest(d)?;
-            let p = root.join("io.containerd.content.v1.content/blobs/sha256").join(&d["sha256:".len()..]);
-            let md = std::fs::metadata(&p).ok()?;
-            (md.len() <= 16 << 20).then(|| std::fs::read(&p).ok()).flatten()
-        };
-        let mut doc = blob(digest)?;
-        for _ in 0..3 {
-            match parse_manifest_or_index(&doc, oci_arch())? {
-                BlobRef::Config(c) => return parse_config_diff_ids(&blob(&c)?),
-                BlobRef::Manifest(m) => doc = blob(&m)?,
-            }
+    pub fn containerd_image(&mut self, root: &Path, digest: &str) -> Option<Vec<String>> {
+        let key = (root.to_path_buf(), digest.to_owned());
+        if let Some(ids) = self.containerd.get(&key) {
+            return Some(ids.clone());
         }
-        None
+        let ids = read_containerd_image(root, digest)?;
+        self.containerd.insert(key, ids.clone());
+        Some(ids)
     }
+}
+
+fn read_containerd_image(root: &Path, digest: &str) -> Option<Vec<String>> {
+    let blob = |d: &str| -> Option<Vec<u8>> {
+        let d = parse_digest(d)?;
+        let p = root.join("io.containerd.content.v1.content/blobs/sha256").join(&d["sha256:".len()..]);
+        let md = std::fs::metadata(&p).ok()?;
+        (md.len() <= 16 << 20).then(|| std::fs::read(&p).ok()).flatten()
+    };
+    let mut doc = blob(digest)?;
+    for _ in 0..3 {
+        match parse_manifest_or_index(&doc, oci_arch())? {
+            BlobRef::Config(c) => return parse_config_diff_ids(&blob(&c)?),
+            BlobRef::Manifest(m) => doc = blob(&m)?,
+        }
+    }
+    None
 }
 
 fn read_docker_layerdb(dir: &Path) -> HashMap<String, String> {
