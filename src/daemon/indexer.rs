@@ -331,7 +331,7 @@ impl Coordinator {
                 tracing::warn!(layer = %dir.display(), error = %e, "could not index layer");
             }
         }
-        self.stats.node_layers.store(self.node.len() as u64, Ordering::Relaxed);
+        // (Counts node layers again, after dropping those no container uses.)
         self.reattach_all(cfg, Some(&dir));
     }
 
