@@ -53,6 +53,14 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     index: RawIndex,
+    #[serde(default)]
+    mounts: RawMounts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMounts {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,6 +251,8 @@ pub struct Config {
     /// Scoped rules; the global `mode` is the fallback.
     pub policy: crate::policy::Policy,
     pub index: IndexConfig,
+    /// Mark every mount of each container (volumes, tmpfs, `/dev/shm`), not only its rootfs.
+    pub mounts_enabled: bool,
 }
 
 /// `[index]`: image-layer manifests.
@@ -469,6 +479,7 @@ impl Config {
                 threads: index_threads,
                 import_dirs: raw.index.import_dirs,
             },
+            mounts_enabled: raw.mounts.enabled.unwrap_or(true),
         })
     }
 }

@@ -121,14 +121,43 @@ pub struct FileRef {
     pub path: String,
     pub sha256: Option<String>,
     pub size: u64,
-    /// Where the executed file lives: `upper` (the container's writable layer) or `lower`
-    /// (an image layer: a known-bad image file).
+    /// Where the executed file lives: `upper` (the container's writable layer), `lower` (an
+    /// image layer: a known-bad image file), `mount` (another mount of the container: a volume,
+    /// a tmpfs, `/dev/shm`) or `memfd` (no file: fileless execution).
     pub layer: String,
+    /// For `layer = "mount"`: which mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<MountRef>,
+    /// For a script, or a program run through the dynamic loader: the image program that was
+    /// executed and was given this file to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<InterpreterRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_raw: Option<String>,
     /// For an added file whose content the image has: the paths where the image has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_paths: Vec<String>,
+}
+
+/// A mount of a container, as the container sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MountRef {
+    pub mountpoint: String,
+    pub fstype: String,
+    /// The mount source (`tmpfs`, `shm`, `/dev/vda1`).
+    pub source: String,
+    /// The directory of that filesystem mounted there: a volume's host-side directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+}
+
+/// The image program (an interpreter or the dynamic loader) that ran a file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InterpreterRef {
+    /// `interpreter` (a script language or shell) or `loader` (the dynamic loader).
+    pub kind: String,
+    /// The executed program's path in the container.
+    pub path: String,
 }
 
 /// A byte string as UTF-8, plus its exact bytes in base64 when the conversion was lossy.

@@ -1,6 +1,7 @@
 //! Scoped policy: rules in the configuration, first match wins, each matching on any of
-//! Kubernetes namespace, pod name, container name, image reference, runtime, file path (globs)
-//! and SHA-256, and setting the action for matching execs: `allow` (no finding), `audit` or
+//! Kubernetes namespace, pod name, container name, image reference, runtime, file path (globs),
+//! the mount the file is on (mountpoint globs; `/` for the rootfs) and SHA-256, and setting the
+//! action for matching execs: `allow` (no finding), `audit` or
 //! `enforce`. The global `mode` is the fallback. Pure: facts in, the deciding rule out.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -67,6 +68,10 @@ pub struct RawRule {
     pub paths: Vec<String>,
     #[serde(default)]
     pub sha256: Vec<String>,
+    /// Mountpoints in the container (globs): the mount the executed file (or script) is on.
+    /// Files of the rootfs are on `/`.
+    #[serde(default)]
+    pub mounts: Vec<String>,
     /// Overrides `[policy] image_copies` for the execs this rule matches.
     pub image_copies: Option<ImageCopies>,
 }
@@ -84,6 +89,7 @@ pub struct Rule {
     runtimes: Vec<String>,
     paths: Option<GlobSet>,
     sha256: Vec<String>,
+    mounts: Option<GlobSet>,
     image_copies: Option<ImageCopies>,
 }
 
@@ -99,6 +105,8 @@ pub struct Subject<'a> {
     pub runtime: &'a str,
     pub path: &'a str,
     pub sha256: Option<&'a str>,
+    /// The mountpoint (in the container) of the mount the file is on; `/` for the rootfs.
+    pub mount: Option<&'a str>,
 }
 
 fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet>, String> {
@@ -137,6 +145,7 @@ impl Rule {
             runtimes: raw.runtimes.clone(),
             paths: globs("paths", &raw.paths, true)?,
             sha256,
+            mounts: globs("mounts", &raw.mounts, true)?,
             image_copies: raw.image_copies,
         };
         Ok(rule)
@@ -154,6 +163,7 @@ impl Rule {
                 || (self.containers.is_some() && glob(&self.containers, s.container_id)))
             && glob(&self.images, s.image)
             && glob(&self.paths, Some(s.path))
+            && glob(&self.mounts, s.mount)
             && (self.runtimes.is_empty() || self.runtimes.iter().any(|r| r == s.runtime))
             && (self.sha256.is_empty() || s.sha256.is_some_and(|h| self.sha256.iter().any(|r| r == h)))
     }
@@ -183,7 +193,7 @@ impl Decision {
         use crate::engine::{Evidence, ImageAtPath};
         let copy_allowed = self.image_copies == ImageCopies::Allow
             && image_copy
-            && evidence == Evidence::UpperFile(ImageAtPath::Absent);
+            && matches!(evidence, Evidence::UpperFile(ImageAtPath::Absent) | Evidence::MountFile);
         if copy_allowed {
             RuleAction::Allow
         } else {
@@ -285,6 +295,36 @@ mod tests {
     }
 
     #[test]
+    fn mounts_match_the_mountpoint_of_the_file_and_the_rootfs_is_slash() {
+        let r = rule(0, |r| {
+            r.action = Some(RuleAction::Allow);
+            r.mounts = vec!["/opt/tools".into(), "/data/*".into()];
+        });
+        let s = Subject {
+            runtime: "docker",
+            path: "/opt/tools/x",
+            mount: Some("/opt/tools"),
+            ..Default::default()
+        };
+        assert!(r.matches(&s));
+        assert!(r.matches(&Subject { mount: Some("/data/a"), ..s }));
+        assert!(!r.matches(&Subject { mount: Some("/data/a/b"), ..s }), "* does not cross /");
+        assert!(!r.matches(&Subject { mount: Some("/"), ..s }), "a rootfs file");
+        assert!(!r.matches(&Subject { mount: None, ..s }));
+        let root = rule(0, |r| {
+            r.action = Some(RuleAction::Enforce);
+            r.mounts = vec!["/".into()];
+        });
+        assert!(root.matches(&Subject { mount: Some("/"), ..s }));
+        let e = Rule::compile(
+            0,
+            &RawRule { action: Some(RuleAction::Audit), mounts: vec!["/x/[".into()], ..Default::default() },
+        )
+        .unwrap_err();
+        assert!(e.starts_with("mounts[0]"), "{e}");
+    }
+
+    #[test]
     fn image_copies_allow_only_added_files_the_image_has_elsewhere() {
         use crate::engine::{Evidence, ImageAtPath};
         let d = Decision { action: RuleAction::Enforce, rule: "r".into(), image_copies: ImageCopies::Allow };
@@ -295,6 +335,7 @@ mod tests {
             d.action_for(Evidence::UpperFile(ImageAtPath::DifferentContent), true),
             RuleAction::Enforce
         );
+        assert_eq!(d.action_for(Evidence::MountFile, true), RuleAction::Allow, "a copy on a volume");
         let report = Decision { image_copies: ImageCopies::Report, ..d };
         assert_eq!(report.action_for(added, true), RuleAction::Enforce);
     }
@@ -349,20 +390,33 @@ pub fn simulate(
     mode: Mode,
     block_iocs: bool,
 ) -> Simulation {
-    use crate::engine::{decide_scoped, Action, Category, Evidence, ImageAtPath};
+    use crate::engine::{decide_scoped, Action, Category, Evidence, Executed, ImageAtPath};
     let mut rows: std::collections::BTreeMap<(String, String), Counts> = Default::default();
     let mut sim = Simulation::default();
     for f in findings {
-        let (evidence, ioc) = match f.category {
-            Category::AddedBinaryExecuted => (Evidence::UpperFile(ImageAtPath::Absent), false),
-            Category::ModifiedBinaryExecuted => (Evidence::UpperFile(ImageAtPath::DifferentContent), false),
-            Category::AddedMaliciousBinaryExecuted => (Evidence::UpperFile(ImageAtPath::Absent), true),
-            Category::ModifiedMaliciousBinaryExecuted => {
-                (Evidence::UpperFile(ImageAtPath::DifferentContent), true)
-            }
-            Category::BuiltinMaliciousBinaryExecuted => (Evidence::UpperFile(ImageAtPath::SameContent), true),
+        let on_mount = f.file.layer == "mount";
+        let added = if on_mount { Evidence::MountFile } else { Evidence::UpperFile(ImageAtPath::Absent) };
+        let modified = Evidence::UpperFile(ImageAtPath::DifferentContent);
+        let builtin = if f.file.layer == "lower" {
+            Evidence::ImageFile
+        } else {
+            Evidence::UpperFile(ImageAtPath::SameContent)
         };
+        let (evidence, ioc) = match f.category {
+            Category::AddedBinaryExecuted | Category::AddedScriptExecuted => (added, false),
+            Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => (modified, false),
+            Category::AddedMaliciousBinaryExecuted => (added, true),
+            Category::ModifiedMaliciousBinaryExecuted => (modified, true),
+            Category::BuiltinMaliciousBinaryExecuted => (builtin, true),
+            // Which image content the script was compared with is not recorded: the kind of
+            // file decides whether an allow rule applies, and an IoC match is never allowed.
+            Category::MaliciousScriptExecuted => (added, true),
+            // Recorded after the fact: no policy decided them and none can block them.
+            Category::FilelessExecution | Category::FilelessMaliciousExecution => continue,
+        };
+        let executed = if f.category.is_script() { Executed::Script } else { Executed::Binary };
         let c = &f.container;
+        let mount = f.file.mount.as_ref().map_or("/", |m| m.mountpoint.as_str());
         let subject = Subject {
             namespace: c.pod_namespace.as_deref(),
             pod: c.pod_name.as_deref(),
@@ -372,10 +426,16 @@ pub fn simulate(
             runtime: &c.runtime,
             path: &f.file.path,
             sha256: f.file.sha256.as_deref(),
+            mount: Some(mount),
         };
         let d = policy.decide(&subject, mode);
-        let v =
-            decide_scoped(d.action_for(evidence, !f.file.image_paths.is_empty()), evidence, ioc, block_iocs);
+        let v = decide_scoped(
+            d.action_for(evidence, !f.file.image_paths.is_empty()),
+            evidence,
+            executed,
+            ioc,
+            block_iocs,
+        );
         let n = f.count.max(1);
         let key = (
             c.pod_namespace.clone().unwrap_or_else(|| "-".into()),

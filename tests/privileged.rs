@@ -105,7 +105,7 @@ fn modified_image_binary_is_blocked_or_audited() {
         let out = s.run_in_container("echo >> /opt/img/true\n/opt/img/true; echo modified=$?\n", T);
         assert_eq!(results(&out)["modified"], want_rc, "{mode}: {out:?}");
         let f = d.findings(1);
-        assert_eq!(f.len(), 1, "{mode}");
+        assert_eq!(f.len(), 1, "{mode}: {f:#?}");
         assert_eq!(f[0]["category"], "MODIFIED_BINARY_EXECUTED");
         assert_eq!(f[0]["severity"], "MEDIUM");
         assert_eq!(f[0]["action"], action);

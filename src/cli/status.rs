@@ -97,6 +97,15 @@ pub fn render(s: &Status) -> String {
             i.manifest_hashes
         );
     }
+    let cv = &s.coverage;
+    o += &format!(
+        "mounts beyond the rootfs: {}; {} namespaces, {} mounts marked, {} could not be marked; {} execs from them\n",
+        if cv.mounts_enabled { "watched" } else { "not watched ([mounts] enabled = false)" },
+        cv.mount_namespaces,
+        cv.mounts_marked,
+        cv.mounts_failed,
+        cv.mount_execs
+    );
     o += &format!("containers watched: {}\n", s.containers.len());
     if !s.containers.is_empty() {
         o += &format!(
@@ -114,6 +123,18 @@ pub fn render(s: &Status) -> String {
                 format!("{}/{}", c.indexed_layers, c.layers),
                 c.since
             );
+            if c.mount_namespaces == 0 && cv.mounts_enabled {
+                o += "      mounts: namespace not found yet (no process of the container seen)\n";
+            }
+            for m in &c.mounts {
+                o += &format!(
+                    "      mount {} ({}, {}): {}\n",
+                    printable(m.mountpoint.as_bytes()),
+                    m.fstype,
+                    printable(m.source.as_bytes()),
+                    m.state
+                );
+            }
         }
     }
     o

@@ -9,6 +9,7 @@ pub mod diffids;
 pub mod layers;
 pub mod meta;
 pub mod mountinfo;
+pub mod mounts;
 pub mod runtimes;
 
 use std::collections::HashMap;
@@ -63,6 +64,11 @@ pub struct Container {
     pub first_exec_seen: std::sync::atomic::AtomicBool,
     /// Manifests of the lower layers, attached by the indexer thread as they become known.
     pub index: arc_swap::ArcSwap<crate::index::manifest::ContainerIndex>,
+    /// Its mount and PID namespaces, and what was marked or set in each.
+    pub namespaces: std::sync::Mutex<mounts::Namespaces>,
+    /// Whether a mount namespace of the container is known (and its mounts marked). Until one
+    /// is, the hot path asks which namespace each exec comes from, and marks it before answering.
+    pub ns_known: std::sync::atomic::AtomicBool,
 }
 
 impl Container {
@@ -202,6 +208,7 @@ mod tests {
             mountpoint: mp.into(),
             fstype: fstype.into(),
             super_options: b"rw,lowerdir=/l,upperdir=/u,workdir=/w".to_vec(),
+            ..Default::default()
         }
     }
 

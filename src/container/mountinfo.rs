@@ -8,13 +8,27 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 /// One line of mountinfo.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MountEntry {
     pub mount_id: u64,
     pub dev: u64,
+    /// The directory of the filesystem that is mounted here (`/` for a whole filesystem, a
+    /// subdirectory for a bind mount of one).
+    pub root: Vec<u8>,
     pub mountpoint: PathBuf,
+    /// Per-mount options (`rw,nosuid,nodev,noexec,relatime`).
+    pub mount_options: Vec<u8>,
     pub fstype: String,
+    /// The mount source (`overlay`, `tmpfs`, `/dev/vda1`), as the kernel shows it.
+    pub source: Vec<u8>,
     pub super_options: Vec<u8>,
+}
+
+impl MountEntry {
+    /// Whether the kernel refuses exec on this mount (`noexec`).
+    pub fn noexec(&self) -> bool {
+        self.mount_options.split(|&b| b == b',').any(|o| o == b"noexec")
+    }
 }
 
 /// Parses the whole file. Malformed lines are skipped: the kernel writes this file, and one
@@ -38,8 +52,11 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     Some(MountEntry {
         mount_id,
         dev: libc::makedev(maj, min),
+        root: unescape_octal(fields[3]),
         mountpoint: PathBuf::from(OsString::from_vec(unescape_octal(fields[4]))),
+        mount_options: fields[5].to_vec(),
         fstype: String::from_utf8_lossy(fields[sep + 1]).into_owned(),
+        source: unescape_octal(fields[sep + 2]),
         super_options: fields[sep + 3].to_vec(),
     })
 }
@@ -147,6 +164,11 @@ mod tests {
         assert_eq!(v.len(), 2);
         assert_eq!(v[1].mountpoint, PathBuf::from("/a"));
         assert_eq!(v[1].fstype, "tmpfs");
+        assert!(!v[1].noexec());
+        let bind = parse(b"40 30 8:1 /srv/vol\\040x /data rw,nosuid,nodev,noexec - ext4 /dev/vda1 rw\n");
+        assert_eq!(bind[0].root, b"/srv/vol x");
+        assert_eq!(bind[0].source, b"/dev/vda1");
+        assert!(bind[0].noexec());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -48,10 +48,24 @@ pub struct Discovery {
     detached: HashSet<u64>,
     forbidden_devs: Vec<u64>,
     meta_tx: Option<crossbeam_channel::Sender<Arc<Container>>>,
+    marker: Arc<super::namespaces::Marker>,
+    /// When to look for the namespaces of new containers again (soonest last).
+    ns_scans: Vec<Instant>,
 }
 
+/// After a new container appears, its namespace is looked for at these delays (its runtime
+/// sets up its mounts and starts it within milliseconds to seconds). The first exec from its
+/// rootfs marks them at once anyway; these find containers whose first exec came from
+/// elsewhere (a volume).
+const NS_SCAN_BACKOFF_MS: [u64; 8] = [5, 15, 40, 100, 250, 600, 1500, 4000];
+
 impl Discovery {
-    pub fn new(cfg: SharedConfig, group: Arc<PermGroup>, registry: Arc<ArcSwap<Registry>>) -> Self {
+    pub fn new(
+        cfg: SharedConfig,
+        group: Arc<PermGroup>,
+        registry: Arc<ArcSwap<Registry>>,
+        marker: Arc<super::namespaces::Marker>,
+    ) -> Self {
         let forbidden_devs = ["/", "/proc/self/exe"]
             .iter()
             .filter_map(|p| nix::sys::stat::stat(*p).ok().map(|s| s.st_dev))
@@ -64,7 +78,39 @@ impl Discovery {
             detached: HashSet::new(),
             forbidden_devs,
             meta_tx: None,
+            marker,
+            ns_scans: Vec::new(),
         }
+    }
+
+    /// Finds and marks the mount namespaces of every watched container now.
+    pub fn scan_namespaces(&mut self) {
+        let reg = self.registry.load_full();
+        let n = self.marker.scan(&reg);
+        if n > 0 {
+            tracing::debug!(namespaces = n, "container namespaces marked by scan");
+        }
+        // Pending scans are only useful while a container has no namespace known.
+        if reg.by_dev.values().all(|c| c.ns_known.load(Ordering::Relaxed)) {
+            self.ns_scans.clear();
+        }
+    }
+
+    /// Scans if one of the scheduled scans is due, or `periodic` says so.
+    pub fn scan_namespaces_if_due(&mut self, periodic: bool) {
+        let now = Instant::now();
+        let due = self.ns_scans.last().is_some_and(|t| *t <= now);
+        while self.ns_scans.last().is_some_and(|t| *t <= now) {
+            self.ns_scans.pop();
+        }
+        if due || periodic {
+            self.scan_namespaces();
+        }
+    }
+
+    /// When the next scheduled namespace scan is due.
+    pub fn next_namespace_scan(&self) -> Option<Instant> {
+        self.ns_scans.last().copied()
     }
 
     /// Where newly marked containers are sent for their metadata.
@@ -142,6 +188,9 @@ impl Discovery {
                     if let Some(tx) = &self.meta_tx {
                         let _ = tx.send(Arc::clone(&c));
                     }
+                    let now = Instant::now();
+                    self.ns_scans =
+                        NS_SCAN_BACKOFF_MS.iter().rev().map(|ms| now + Duration::from_millis(*ms)).collect();
                     tracing::info!(
                         container = %c.identity.id,
                         runtime = c.identity.runtime,
@@ -167,6 +216,7 @@ impl Discovery {
                 for dev in dead {
                     self.detached.remove(&dev);
                     if let Some(c) = reg.by_dev.remove(&dev) {
+                        self.marker.forget(&c);
                         tracing::info!(container = %c.identity.id, "container filesystem gone; forgotten");
                     }
                     failed = true;
@@ -217,6 +267,8 @@ impl Discovery {
             marked_at: std::sync::OnceLock::new(),
             first_exec_seen: std::sync::atomic::AtomicBool::new(false),
             index: Default::default(),
+            namespaces: Default::default(),
+            ns_known: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((container, dirfd))
     }

@@ -19,8 +19,9 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::container::layers::ImageLookup;
+use crate::container::mounts::ContainerMount;
 use crate::container::{Container, Registry};
-use crate::engine::{decide_scoped, Category, Evidence, ImageAtPath, Mode, Verdict};
+use crate::engine::{decide_scoped, Category, Evidence, Executed, ImageAtPath, Mode, Verdict};
 use crate::finding::{self, FileRef, Finding, ProcessRef};
 use crate::sink::FindingSender;
 use crate::sys::fanotify::PendingExec;
@@ -40,6 +41,8 @@ pub struct HotStats {
     pub image_cached: AtomicU64,
     pub hashed: AtomicU64,
     pub hash_cache_hits: AtomicU64,
+    /// Execs from a container's mounts other than its rootfs.
+    pub mount_execs: AtomicU64,
     /// Image-file hashes taken from a layer manifest instead of reading the file.
     pub manifest_hashes: AtomicU64,
     /// Findings by category, in the order of `Category::ALL`.
@@ -106,6 +109,8 @@ pub struct Shared {
     pub knowledge: Arc<AtomicU64>,
     pub findings: FindingSender,
     pub stats: Arc<HotStats>,
+    /// The containers' other mounts: which are marked, and marking new namespaces.
+    pub namespaces: Arc<super::namespaces::Marker>,
 }
 
 /// One exec that needs the slow path.
@@ -115,6 +120,8 @@ pub struct Job {
     pub id: FileId,
     pub raw_path: Vec<u8>,
     pub received: Instant,
+    /// The container mount the file is on, when it is not the rootfs.
+    pub mount: Option<Arc<ContainerMount>>,
 }
 
 /// Main-thread state: the cache of file versions proven to be image files.
@@ -157,16 +164,33 @@ impl FastPath {
             return Routed::Done;
         }
         let reg = self.shared.registry.load();
-        let Some(container) = reg.by_dev.get(&st.st_dev) else {
-            // Never deny on a superblock we do not know as a container.
-            stats.not_container.fetch_add(1, Ordering::Relaxed);
-            self.answer(ev, true);
-            return Routed::Done;
+        let (container, mount) = match reg.by_dev.get(&st.st_dev) {
+            Some(c) => (Arc::clone(c), None),
+            // Not a rootfs: one of the containers' other mounts, or nothing we know.
+            None => match self.shared.namespaces.lookup(ev.fd()) {
+                Some(hit) => (hit.container, Some(hit.mount)),
+                None => {
+                    // Never deny on a superblock or mount we do not know as a container's.
+                    stats.not_container.fetch_add(1, Ordering::Relaxed);
+                    self.answer(ev, true);
+                    return Routed::Done;
+                }
+            },
         };
+        drop(reg);
+        let container = &container;
         if !container.first_exec_seen.load(Ordering::Relaxed)
             && !container.first_exec_seen.swap(true, Ordering::Relaxed)
         {
             first_exec(container);
+        }
+        if !container.ns_known.load(Ordering::Relaxed) {
+            // The container's first exec from its own namespace: mark that namespace's mounts
+            // before answering, so nothing the process starts next escapes them.
+            self.shared.namespaces.on_event(container, ev.tid());
+        }
+        if let Some(mount) = mount {
+            return self.mount_exec(ev, container, mount, FileId::from_stat(&st));
         }
         let id = FileId::from_stat(&st);
         let key = (container.generation, id);
@@ -181,7 +205,7 @@ impl FastPath {
         let okey: OutcomeKey = (container.generation, id, raw_path);
         if let Some(o) = self.shared.cached_outcome(&okey) {
             let (_, _, raw_path) = okey;
-            let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
+            let job = Job::new(ev, container, id, raw_path, None);
             self.shared.finish(job, o);
             return Routed::Done;
         }
@@ -193,18 +217,13 @@ impl FastPath {
                     stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
                     if self.shared.iocs.load().lookup(&h).is_some() {
                         let path = p.to_vec();
-                        let job = Job {
-                            ev,
-                            container: Arc::clone(container),
-                            id,
-                            raw_path,
-                            received: Instant::now(),
-                        };
+                        let job = Job::new(ev, container, id, raw_path, None);
                         let o = Outcome {
                             evidence: Evidence::ImageFile,
                             path,
                             sha256: Some(h),
                             image_paths: Vec::new(),
+                            mount: None,
                         };
                         self.shared.finish(job, o);
                         return Routed::Done;
@@ -219,8 +238,27 @@ impl FastPath {
                 return Routed::Done;
             }
         }
-        let job = Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now() };
+        let job = Job::new(ev, container, id, raw_path, None);
         // A file hashed before is decided right here; only hashing goes to the workers.
+        match self.shared.try_complete(job, false) {
+            None => Routed::Done,
+            Some(job) => Routed::Slow(job),
+        }
+    }
+
+    /// An exec of a file on one of the container's other mounts (a volume, a tmpfs,
+    /// `/dev/shm`): never image content, so decided like an added file. Its hash is cached
+    /// per file version for every container that mounts it.
+    fn mount_exec(
+        &mut self,
+        ev: PendingExec,
+        c: &Arc<Container>,
+        m: Arc<ContainerMount>,
+        id: FileId,
+    ) -> Routed {
+        self.shared.stats.mount_execs.fetch_add(1, Ordering::Relaxed);
+        let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+        let job = Job::new(ev, c, id, raw_path, Some(m));
         match self.shared.try_complete(job, false) {
             None => Routed::Done,
             Some(job) => Routed::Slow(job),
@@ -229,6 +267,29 @@ impl FastPath {
 
     fn answer(&self, ev: PendingExec, allow: bool) {
         self.shared.answer(ev, allow);
+    }
+}
+
+impl Job {
+    pub fn new(
+        ev: PendingExec,
+        container: &Arc<Container>,
+        id: FileId,
+        raw_path: Vec<u8>,
+        mount: Option<Arc<ContainerMount>>,
+    ) -> Job {
+        Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now(), mount }
+    }
+
+    /// The key of this file version in the hash cache: a rootfs file's is per container (an
+    /// overlay's inode numbers are its own), a mount file's is global (the same volume file
+    /// seen by many containers is hashed once).
+    fn hash_key(&self) -> (u64, FileId) {
+        if self.mount.is_some() {
+            (0, self.id)
+        } else {
+            (self.container.generation, self.id)
+        }
     }
 }
 
@@ -283,6 +344,8 @@ pub struct Outcome {
     sha256: Option<[u8; 32]>,
     /// For an added file: where the image has the same content (`cp /bin/sh /tmp/x`).
     image_paths: Vec<Vec<u8>>,
+    /// The container mount the file is on, when it is not the rootfs.
+    mount: Option<Arc<ContainerMount>>,
 }
 
 /// Key of the outcome cache: one file version, executed under one name, in one container.
@@ -357,7 +420,7 @@ impl Shared {
             o.evidence,
             Evidence::UpperFile(
                 ImageAtPath::Absent | ImageAtPath::SameContent | ImageAtPath::DifferentContent
-            )
+            ) | Evidence::MountFile
         ) && o.sha256.is_some();
         if settled {
             if let Ok(mut m) = self.outcomes.lock() {
@@ -389,6 +452,7 @@ impl Shared {
             let id = m.id.clone().unwrap_or_else(|| job.container.identity.id.clone());
             let path = String::from_utf8_lossy(&outcome.path);
             let sha = outcome.sha256.map(hex);
+            let mount = outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
             let subject = crate::policy::Subject {
                 namespace: m.pod_namespace.as_deref(),
                 pod: m.pod_name.as_deref(),
@@ -398,12 +462,14 @@ impl Shared {
                 runtime: m.runtime.unwrap_or(job.container.identity.runtime),
                 path: &path,
                 sha256: sha.as_deref(),
+                mount: Some(mount.as_deref().unwrap_or("/")),
             };
             policy.decide(&subject, mode)
         };
         let verdict = decide_scoped(
             decision.action_for(outcome.evidence, !outcome.image_paths.is_empty()),
             outcome.evidence,
+            Executed::Binary,
             ioc.is_some(),
             self.block_iocs.load(Ordering::Relaxed),
         );
@@ -453,6 +519,16 @@ impl Shared {
         if sha.is_none() && !may_hash {
             return None;
         }
+        if let Some(m) = &job.mount {
+            let image_paths = sha.map(|h| self.image_paths(c, &h)).unwrap_or_default();
+            return Some(Outcome {
+                evidence: Evidence::MountFile,
+                path: job.raw_path.clone(),
+                sha256: sha,
+                image_paths,
+                mount: Some(Arc::clone(m)),
+            });
+        }
         let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
         // Prefer a candidate that names this very file in the upper layer.
         let verified = cands.iter().copied().find(|p| c.layers.upper_matches(p, &job.id));
@@ -497,7 +573,13 @@ impl Shared {
             (ImageAtPath::Absent, Some(h)) => self.image_paths(c, &h),
             _ => Vec::new(),
         };
-        Some(Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha, image_paths })
+        Some(Outcome {
+            evidence: Evidence::UpperFile(image_at_path),
+            path,
+            sha256: sha,
+            image_paths,
+            mount: None,
+        })
     }
 
     /// The manifest hash of an image file found by a layer lookup, if its layer has a
@@ -532,7 +614,7 @@ impl Shared {
 
     /// The executed file's SHA-256, from the cache or (when allowed) read through the event fd.
     fn exec_hash(&self, job: &Job, may_hash: bool) -> Option<[u8; 32]> {
-        let key = (job.container.generation, job.id);
+        let key = job.hash_key();
         if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
             self.stats.hash_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Some(h);
@@ -643,7 +725,14 @@ impl Shared {
                 path,
                 sha256: sha.clone(),
                 size: id.size,
-                layer: if o.evidence == Evidence::ImageFile { "lower" } else { "upper" }.into(),
+                layer: match o.evidence {
+                    Evidence::ImageFile => "lower",
+                    Evidence::MountFile => "mount",
+                    _ => "upper",
+                }
+                .into(),
+                mount: o.mount.as_deref().map(mount_ref),
+                interpreter: None,
                 path_raw,
                 image_paths: o.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
             },
@@ -655,6 +744,16 @@ impl Shared {
             ioc: None,
             rule: None,
         }
+    }
+}
+
+/// A container mount as findings describe it.
+pub fn mount_ref(m: &ContainerMount) -> finding::MountRef {
+    finding::MountRef {
+        mountpoint: String::from_utf8_lossy(&m.mountpoint).into_owned(),
+        fstype: m.fstype.clone(),
+        source: String::from_utf8_lossy(&m.source).into_owned(),
+        root: (m.root != b"/").then(|| String::from_utf8_lossy(&m.root).into_owned()),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod indexer;
 pub mod latency;
 pub mod metadata;
 pub mod metrics;
+pub mod namespaces;
 pub mod status;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -106,6 +107,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
 
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     let group = PermGroup::new()?;
+    let marker = Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
     let shared = Arc::new(Shared {
@@ -128,6 +130,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             sink::ratelimit::DEFAULT_BURST,
             sink::ratelimit::DEFAULT_PER_SEC,
         )),
+        namespaces: Arc::clone(&marker),
     });
 
     // Discovery: mark every running container before reporting ready.
@@ -136,7 +139,12 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let _index_thread =
         indexer::spawn(Arc::clone(&cfg), Arc::clone(&shared.knowledge), Arc::clone(&index_stats), index_rx)?;
     let meta_thread = metadata::spawn(Arc::clone(&cfg), meta_rx, Some(index_tx.clone()))?;
-    let mut disco = discovery::Discovery::new(Arc::clone(&cfg), Arc::clone(&group), Arc::clone(&registry));
+    let mut disco = discovery::Discovery::new(
+        Arc::clone(&cfg),
+        Arc::clone(&group),
+        Arc::clone(&registry),
+        Arc::clone(&marker),
+    );
     disco.set_metadata_sink(meta_tx);
     let watch = match c0.mount_watch {
         crate::config::MountWatchKind::Auto => MountWatch::open()?,
@@ -144,6 +152,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
     };
     disco.rescan();
+    // The mounts of every running container, also before reporting ready.
+    disco.scan_namespaces();
     if let Some(set) = load_iocs(&c0.ioc_paths, 0) {
         shared.set_iocs(set);
     }
@@ -216,6 +226,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
                 tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
             }
             shared.mode.set(new.mode);
+            shared.namespaces.set_enabled(new.mounts_enabled);
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
             shared.policy.store(Arc::new(new.policy.clone()));
             if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
@@ -427,7 +438,11 @@ fn spawn_discovery(
         tracing::info!(kind = watch.kind(), "watching mount changes");
         loop {
             let interval = cfg.load().rescan_interval;
-            let timeout = PollTimeout::try_from(interval.as_millis().min(i32::MAX as u128) as i32)
+            // Wake for the next namespace scan of new containers, if one is due sooner.
+            let wait = disco
+                .next_namespace_scan()
+                .map_or(interval, |at| at.saturating_duration_since(Instant::now()).min(interval));
+            let timeout = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX);
             let flags = watch.poll_flags();
             let mut fds = [
@@ -435,23 +450,30 @@ fn spawn_discovery(
                 PollFd::new(stop.as_fd(), PollFlags::POLLIN),
                 PollFd::new(rescan.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            let woke = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 1,
                 Err(e) => {
                     tracing::error!(error = %e, "poll on mount watch failed");
                     std::thread::sleep(Duration::from_millis(100));
+                    1
                 }
-            }
+            };
             if fds[1].revents().is_some_and(|r| !r.is_empty()) {
                 return;
             }
             let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
-            if fds[2].revents().is_some_and(|r| !r.is_empty()) {
+            let kicked = fds[2].revents().is_some_and(|r| !r.is_empty());
+            if kicked {
                 drain_eventfd(&rescan);
             }
             let woken = Instant::now();
             watch.drain();
             disco.rescan_after(changed.then_some(woken));
+            if woke == 0 || kicked {
+                // A timeout (periodic, or a scan scheduled after a new container) or a reload.
+                disco.scan_namespaces_if_due(kicked || wait >= interval);
+            }
         }
     })
 }

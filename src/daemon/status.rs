@@ -43,6 +43,8 @@ pub struct Status {
     pub reloads: u64,
     pub reload_errors: u64,
     pub implicit_allows: u64,
+    #[serde(default)]
+    pub coverage: Coverage,
 }
 
 /// The layer index: what is known, what is still being indexed.
@@ -79,6 +81,31 @@ pub struct WatchedContainer {
     pub layers: usize,
     #[serde(default)]
     pub indexed_layers: usize,
+    /// Mount namespaces found (through the container's processes); 0 until one is.
+    #[serde(default)]
+    pub mount_namespaces: usize,
+    /// Its mounts other than the rootfs, in every namespace, and whether each is marked.
+    #[serde(default)]
+    pub mounts: Vec<MountStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountStatus {
+    pub mountpoint: String,
+    pub fstype: String,
+    pub source: String,
+    /// `marked`, `skipped: <why>` or `not marked: <error>`.
+    pub state: String,
+}
+
+/// Coverage beyond the rootfs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Coverage {
+    pub mounts_enabled: bool,
+    pub mount_namespaces: u64,
+    pub mounts_marked: u64,
+    pub mounts_failed: u64,
+    pub mount_execs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -154,6 +181,8 @@ impl Sources {
                     since: crate::finding::rfc3339(c.since),
                     layers: c.index.load().image_layers,
                     indexed_layers: c.index.load().known(),
+                    mount_namespaces: c.namespaces.lock().map_or(0, |n| n.mnt.len()),
+                    mounts: mount_statuses(c),
                 }
             })
             .collect();
@@ -221,8 +250,40 @@ impl Sources {
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),
             implicit_allows: crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
+            coverage: Coverage {
+                mounts_enabled: self.shared.namespaces.enabled(),
+                mount_namespaces: ld(&self.shared.namespaces.stats.namespaces),
+                mounts_marked: ld(&self.shared.namespaces.stats.mounts_marked),
+                mounts_failed: ld(&self.shared.namespaces.stats.mounts_failed),
+                mount_execs: ld(&h.mount_execs),
+            },
         }
     }
+}
+
+/// A container's mounts other than its rootfs (pseudo filesystems left out), one line per
+/// mountpoint even when several namespaces have it.
+fn mount_statuses(c: &crate::container::Container) -> Vec<MountStatus> {
+    use crate::container::mounts::{MountState, Skip};
+    let Ok(ns) = c.namespaces.lock() else { return Vec::new() };
+    let mut out: Vec<MountStatus> = Vec::new();
+    for m in ns.mnt.values().flat_map(|n| &n.mounts) {
+        if matches!(m.state, MountState::Skipped(Skip::Rootfs | Skip::Pseudo)) {
+            continue;
+        }
+        let mountpoint = String::from_utf8_lossy(&m.mountpoint).into_owned();
+        if out.iter().any(|o| o.mountpoint == mountpoint) {
+            continue;
+        }
+        out.push(MountStatus {
+            mountpoint,
+            fstype: m.fstype.clone(),
+            source: String::from_utf8_lossy(&m.source).into_owned(),
+            state: m.state.describe(),
+        });
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
 }
 
 /// Binds the socket (replacing a stale one) and serves status documents on a thread until

@@ -71,7 +71,8 @@ impl Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Category {
-    /// The executed file is at a path the image does not have.
+    /// The executed file is at a path the image does not have (or on a mount: a volume,
+    /// a tmpfs, `/dev/shm`), or is a program run through the dynamic loader.
     AddedBinaryExecuted,
     /// The executed file is at an image path, but its content is not the image's.
     ModifiedBinaryExecuted,
@@ -81,15 +82,31 @@ pub enum Category {
     ModifiedMaliciousBinaryExecuted,
     /// An image binary (the image's own bytes) whose SHA-256 is a known IoC.
     BuiltinMaliciousBinaryExecuted,
+    /// An image interpreter (`sh`, `python3`, ...) was given a script the image does not have.
+    AddedScriptExecuted,
+    /// An image interpreter was given a script at an image path whose content is not the image's.
+    ModifiedScriptExecuted,
+    /// An interpreter was given a script whose SHA-256 is a known IoC.
+    MaliciousScriptExecuted,
+    /// A process in a container runs a program that has no file: a memfd (`memfd_create` +
+    /// `fexecve`). Recorded after the fact.
+    FilelessExecution,
+    /// Fileless execution of a program whose SHA-256 is a known IoC.
+    FilelessMaliciousExecution,
 }
 
 impl Category {
-    pub const ALL: [Category; 5] = [
+    pub const ALL: [Category; 10] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
         Category::ModifiedMaliciousBinaryExecuted,
         Category::BuiltinMaliciousBinaryExecuted,
+        Category::AddedScriptExecuted,
+        Category::ModifiedScriptExecuted,
+        Category::MaliciousScriptExecuted,
+        Category::FilelessExecution,
+        Category::FilelessMaliciousExecution,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,21 +116,30 @@ impl Category {
             Category::AddedMaliciousBinaryExecuted => "ADDED_MALICIOUS_BINARY_EXECUTED",
             Category::ModifiedMaliciousBinaryExecuted => "MODIFIED_MALICIOUS_BINARY_EXECUTED",
             Category::BuiltinMaliciousBinaryExecuted => "BUILTIN_MALICIOUS_BINARY_EXECUTED",
+            Category::AddedScriptExecuted => "ADDED_SCRIPT_EXECUTED",
+            Category::ModifiedScriptExecuted => "MODIFIED_SCRIPT_EXECUTED",
+            Category::MaliciousScriptExecuted => "MALICIOUS_SCRIPT_EXECUTED",
+            Category::FilelessExecution => "FILELESS_EXECUTION",
+            Category::FilelessMaliciousExecution => "FILELESS_MALICIOUS_EXECUTION",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            Category::AddedBinaryExecuted => Severity::Low,
-            Category::ModifiedBinaryExecuted => Severity::Medium,
+            Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
+            Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
+            Category::FilelessExecution => Severity::High,
             Category::AddedMaliciousBinaryExecuted
             | Category::ModifiedMaliciousBinaryExecuted
-            | Category::BuiltinMaliciousBinaryExecuted => Severity::Critical,
+            | Category::BuiltinMaliciousBinaryExecuted
+            | Category::MaliciousScriptExecuted
+            | Category::FilelessMaliciousExecution => Severity::Critical,
         }
     }
 
     /// MITRE ATT&CK techniques: T1105 Ingress Tool Transfer, T1106 Native API,
-    /// T1036 Masquerading (a binary replaced under an image path).
+    /// T1036 Masquerading (a binary replaced under an image path), T1059 Command and Scripting
+    /// Interpreter, T1620 Reflective Code Loading.
     pub fn mitre(self) -> &'static [&'static str] {
         match self {
             Category::AddedBinaryExecuted | Category::AddedMaliciousBinaryExecuted => &["T1105", "T1106"],
@@ -122,6 +148,9 @@ impl Category {
             }
             // A known-bad binary shipped in the image: a compromised image or dependency.
             Category::BuiltinMaliciousBinaryExecuted => &["T1195", "T1204.003"],
+            Category::AddedScriptExecuted | Category::MaliciousScriptExecuted => &["T1059", "T1105"],
+            Category::ModifiedScriptExecuted => &["T1059", "T1105", "T1036"],
+            Category::FilelessExecution | Category::FilelessMaliciousExecution => &["T1620", "T1106"],
         }
     }
 
@@ -133,11 +162,26 @@ impl Category {
             Category::AddedMaliciousBinaryExecuted => "b4e8d2a61c5f4f0e9d7a3c1b8e6f2a53",
             Category::ModifiedMaliciousBinaryExecuted => "7a3f9c1e5b2d4e8a8f6c0d4b2a9e7c64",
             Category::BuiltinMaliciousBinaryExecuted => "e91c7b3d2f8a4c6e9b5d1a7f3c2e8b75",
+            Category::AddedScriptExecuted => "3b8e1f6a9c2d4e7f8a0b5c1d6e2f9a86",
+            Category::ModifiedScriptExecuted => "a47c2e9b1d5f4a3e8c6b0d2f7e1a5c97",
+            Category::MaliciousScriptExecuted => "5e2a9d7c3b1f4e6a9d8c2b0e4f7a1ca8",
+            Category::FilelessExecution => "c93f1a7e5d2b4c8e9f6a3d1b7c0e2fb9",
+            Category::FilelessMaliciousExecution => "2d6b8f1c4e9a4b7d8e3c5a0f6b2d9ec0",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether this is about a script run by an interpreter.
+    pub fn is_script(self) -> bool {
+        matches!(
+            self,
+            Category::AddedScriptExecuted
+                | Category::ModifiedScriptExecuted
+                | Category::MaliciousScriptExecuted
+        )
     }
 }
 
@@ -186,6 +230,18 @@ pub enum Evidence {
     ImageFile,
     /// The executed file lives in the container's writable layer.
     UpperFile(ImageAtPath),
+    /// The executed file is on another mount of the container (a volume, a tmpfs, `/dev/shm`):
+    /// never image content.
+    MountFile,
+}
+
+/// What is being run: a program (executed by the kernel, or run through the dynamic loader),
+/// or a script handed to an interpreter of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executed {
+    #[default]
+    Binary,
+    Script,
 }
 
 /// The answer to give the kernel, and the finding to record, if any.
@@ -199,9 +255,9 @@ impl Verdict {
     pub const ALLOW: Verdict = Verdict { allow: true, finding: None };
 }
 
-/// Decides one exec.
+/// Decides one exec of a binary.
 pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
-    decide_scoped(mode.into(), evidence, false, false)
+    decide_scoped(mode.into(), evidence, Executed::Binary, false, false)
 }
 
 /// Decides one exec under the action a policy rule (or the global mode) chose. `allow` lets
@@ -210,6 +266,7 @@ pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
 pub fn decide_scoped(
     action: crate::policy::RuleAction,
     evidence: Evidence,
+    executed: Executed,
     ioc: bool,
     block_iocs: bool,
 ) -> Verdict {
@@ -220,13 +277,15 @@ pub fn decide_scoped(
         RuleAction::Allow if ioc => Mode::Audit,
         RuleAction::Allow => return Verdict::ALLOW,
     };
+    let script = executed == Executed::Script;
     if ioc {
         let category = match evidence {
             Evidence::NotAContainer | Evidence::NotRegular => return Verdict::ALLOW,
+            _ if script => Category::MaliciousScriptExecuted,
             Evidence::ImageFile | Evidence::UpperFile(ImageAtPath::SameContent) => {
                 Category::BuiltinMaliciousBinaryExecuted
             }
-            Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) => {
+            Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => {
                 Category::AddedMaliciousBinaryExecuted
             }
             Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
@@ -239,13 +298,13 @@ pub fn decide_scoped(
             Verdict { allow: true, finding: Some((category, Action::Audited)) }
         };
     }
+    let added = if script { Category::AddedScriptExecuted } else { Category::AddedBinaryExecuted };
+    let modified = if script { Category::ModifiedScriptExecuted } else { Category::ModifiedBinaryExecuted };
     let category = match evidence {
         Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
         Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
-        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) => Category::AddedBinaryExecuted,
-        Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
-            Category::ModifiedBinaryExecuted
-        }
+        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => added,
+        Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => modified,
     };
     match mode {
         Mode::Audit => Verdict { allow: true, finding: Some((category, Action::Audited)) },
@@ -259,6 +318,7 @@ mod tests {
     use Action::*;
     use Category::*;
     use Evidence::*;
+    use Executed::*;
     use ImageAtPath::*;
     use Mode::*;
 
@@ -283,6 +343,8 @@ mod tests {
             (Enforce, UpperFile(DifferentContent), blocked(ModifiedBinaryExecuted)),
             (Audit, UpperFile(PresentUncompared), audited(ModifiedBinaryExecuted)),
             (Enforce, UpperFile(PresentUncompared), blocked(ModifiedBinaryExecuted)),
+            (Audit, MountFile, audited(AddedBinaryExecuted)),
+            (Enforce, MountFile, blocked(AddedBinaryExecuted)),
         ];
         for &(mode, ev, want) in table {
             assert_eq!(decide(mode, ev), want, "mode {mode:?}, evidence {ev:?}");
@@ -290,20 +352,49 @@ mod tests {
     }
 
     #[test]
+    fn scripts_given_to_image_interpreters_have_their_own_categories() {
+        use crate::policy::RuleAction::{Allow, Audit as A, Enforce as E};
+        let audited = |c| Verdict { allow: true, finding: Some((c, Audited)) };
+        let blocked = |c| Verdict { allow: false, finding: Some((c, Blocked)) };
+        let table: &[(crate::policy::RuleAction, Evidence, bool, bool, Verdict)] = &[
+            (E, ImageFile, false, false, Verdict::ALLOW),
+            (E, UpperFile(SameContent), false, false, Verdict::ALLOW),
+            (E, UpperFile(Absent), false, false, blocked(AddedScriptExecuted)),
+            (A, UpperFile(Absent), false, false, audited(AddedScriptExecuted)),
+            (E, MountFile, false, false, blocked(AddedScriptExecuted)),
+            (E, UpperFile(DifferentContent), false, false, blocked(ModifiedScriptExecuted)),
+            (A, UpperFile(LookupFailed), false, false, audited(AddedScriptExecuted)),
+            (A, UpperFile(Absent), true, false, audited(MaliciousScriptExecuted)),
+            (A, ImageFile, true, true, blocked(MaliciousScriptExecuted)),
+            (Allow, MountFile, false, false, Verdict::ALLOW),
+            (Allow, MountFile, true, false, audited(MaliciousScriptExecuted)),
+        ];
+        for &(action, ev, ioc, block, want) in table {
+            assert_eq!(decide_scoped(action, ev, Script, ioc, block), want, "{action:?} {ev:?} ioc={ioc}");
+        }
+        assert_eq!(AddedScriptExecuted.severity(), Severity::Low);
+        assert_eq!(ModifiedScriptExecuted.severity(), Severity::Medium);
+        assert_eq!(MaliciousScriptExecuted.severity(), Severity::Critical);
+        assert_eq!(FilelessExecution.severity(), Severity::High);
+        assert_eq!(FilelessExecution.as_str(), "FILELESS_EXECUTION");
+        assert!(AddedScriptExecuted.is_script() && !AddedBinaryExecuted.is_script());
+    }
+
+    #[test]
     fn allow_rules_let_drift_through_but_not_known_malware() {
         use crate::policy::RuleAction;
-        assert_eq!(decide_scoped(RuleAction::Allow, UpperFile(Absent), false, false), Verdict::ALLOW);
+        assert_eq!(decide_scoped(RuleAction::Allow, UpperFile(Absent), Binary, false, false), Verdict::ALLOW);
         assert_eq!(
-            decide_scoped(RuleAction::Allow, UpperFile(Absent), true, false),
+            decide_scoped(RuleAction::Allow, UpperFile(Absent), Binary, true, false),
             Verdict { allow: true, finding: Some((AddedMaliciousBinaryExecuted, Audited)) }
         );
-        assert!(!decide_scoped(RuleAction::Allow, UpperFile(Absent), true, true).allow);
+        assert!(!decide_scoped(RuleAction::Allow, UpperFile(Absent), Binary, true, true).allow);
         assert_eq!(
-            decide_scoped(RuleAction::Enforce, UpperFile(Absent), false, false),
+            decide_scoped(RuleAction::Enforce, UpperFile(Absent), Binary, false, false),
             decide(Enforce, UpperFile(Absent))
         );
         assert_eq!(
-            decide_scoped(RuleAction::Audit, UpperFile(DifferentContent), false, false),
+            decide_scoped(RuleAction::Audit, UpperFile(DifferentContent), Binary, false, false),
             decide(Audit, UpperFile(DifferentContent))
         );
     }
@@ -350,7 +441,11 @@ mod tests {
             (Enforce, NotAContainer, true, Verdict::ALLOW),
         ];
         for &(mode, ev, block, want) in table {
-            assert_eq!(decide_scoped(mode.into(), ev, true, block), want, "{mode:?} {ev:?} block={block}");
+            assert_eq!(
+                decide_scoped(mode.into(), ev, Binary, true, block),
+                want,
+                "{mode:?} {ev:?} block={block}"
+            );
         }
         for c in
             [AddedMaliciousBinaryExecuted, ModifiedMaliciousBinaryExecuted, BuiltinMaliciousBinaryExecuted]
@@ -358,7 +453,7 @@ mod tests {
             assert_eq!(c.severity(), Severity::Critical);
         }
         assert_eq!(
-            decide_scoped(Audit.into(), UpperFile(Absent), false, true),
+            decide_scoped(Audit.into(), UpperFile(Absent), Binary, false, true),
             decide(Audit, UpperFile(Absent))
         );
     }
@@ -369,6 +464,8 @@ mod tests {
         assert_eq!(AddedBinaryExecuted.severity(), Severity::Low);
         assert_eq!(ModifiedBinaryExecuted.as_str(), "MODIFIED_BINARY_EXECUTED");
         assert_eq!(ModifiedBinaryExecuted.severity(), Severity::Medium);
+        let ids: std::collections::HashSet<&str> = Category::ALL.iter().map(|c| c.message_id()).collect();
+        assert_eq!(ids.len(), Category::ALL.len(), "message ids are distinct");
         for c in Category::ALL {
             assert_eq!(Category::parse(c.as_str()), Some(c));
             assert_eq!(c.message_id().len(), 32);

@@ -51,6 +51,28 @@ impl PermGroup {
             .call("fanotify_mark")
     }
 
+    /// Marks the one mount (vfsmount) that `fd` (an open file or directory of it, never a path)
+    /// is on. Used for a container's mounts other than its rootfs (volumes, tmpfs, `/dev/shm`):
+    /// a mount mark covers that mount only, so the host's own view of the same directory or
+    /// filesystem is never intercepted.
+    pub fn mark_mount(&self, fd: BorrowedFd<'_>) -> Result<(), SysError> {
+        self.fan
+            .mark::<_, str>(
+                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
+                MaskFlags::FAN_OPEN_EXEC_PERM,
+                fd,
+                None,
+            )
+            .call("fanotify_mark(FAN_MARK_MOUNT)")
+    }
+
+    /// The legacy mount ids this group has mount marks on (`/proc/self/fdinfo`). A mount mark
+    /// goes away with its mount, which is how a container's mount that is gone is noticed.
+    pub fn marked_mounts(&self) -> std::io::Result<Vec<u64>> {
+        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.raw_fd()))?;
+        Ok(parse_fdinfo_mnt_ids(&text))
+    }
+
     /// Reads the events that are ready. Returns an empty vector when none are (non-blocking).
     pub fn read(self: &Arc<Self>) -> Result<Vec<PendingExec>, SysError> {
         let now = std::time::Instant::now();
@@ -102,6 +124,15 @@ pub fn parse_fdinfo_sdevs(text: &str) -> Vec<u64> {
             let (major, minor) = (kdev >> 20, kdev & 0xfffff);
             libc::makedev(major, minor)
         })
+        .collect()
+}
+
+/// Parses `fanotify mnt_id:<hex> ...` lines (mount marks).
+pub fn parse_fdinfo_mnt_ids(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("fanotify mnt_id:"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
         .collect()
 }
 
@@ -163,5 +194,10 @@ mod tests {
                     fanotify ino:10 sdev:fd00001 mflags:0 mask:1 ignored_mask:0 fhandle-bytes:8\n";
         let devs = parse_fdinfo_sdevs(text);
         assert_eq!(devs, vec![libc::makedev(0, 0x2a), libc::makedev(8, 3)]);
+        let mounts = "fanotify mnt_id:1f mflags:0 mask:40000 ignored_mask:0\n\
+                      fanotify sdev:2a mflags:0 mask:40000 ignored_mask:0\n\
+                      fanotify mnt_id:800 mflags:0 mask:40000 ignored_mask:0\n";
+        assert_eq!(parse_fdinfo_mnt_ids(mounts), vec![0x1f, 0x800]);
+        assert!(parse_fdinfo_sdevs(mounts) == vec![libc::makedev(0, 0x2a)]);
     }
 }

@@ -234,6 +234,69 @@ pub fn statx_mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
     Ok(stx.stx_mnt_id)
 }
 
+/// The mount ids of the mount `fd` is on: the legacy id (as `/proc/<pid>/mountinfo` shows it,
+/// recycled after unmount) and, where the kernel has it (Linux 6.8+), the 64-bit id that is never
+/// reused. Events are attributed to container mounts by the unique id, so a recycled legacy id
+/// can never make a host mount look like a container's.
+pub fn statx_mount_ids(fd: BorrowedFd<'_>) -> Result<(u64, Option<u64>), SysError> {
+    // The legacy id and the unique id share one field: ask for each in turn.
+    let legacy = statx_mount_id(fd)?;
+    let unique = statx_mnt_field(fd, libc::STATX_MNT_ID_UNIQUE).ok();
+    Ok((legacy, unique))
+}
+
+/// The unique (never reused) mount id of the mount `fd` is on; the legacy id on kernels
+/// before 6.8, which is still unique among mounts that exist at the same time. One `statx`:
+/// on the hot path for every exec from a container's non-rootfs mount.
+pub fn statx_mount_key(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
+    statx_mnt_field(fd, libc::STATX_MNT_ID_UNIQUE).or_else(|_| statx_mount_id(fd))
+}
+
+fn statx_mnt_field(fd: BorrowedFd<'_>, want: u32) -> Result<u64, SysError> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH on a valid fd; `stx` points to
+    // writable memory of the right type.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
+            want,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(SysError::new("statx", Errno::last()));
+    }
+    // SAFETY: statx returned 0, so it filled the structure.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & want == 0 {
+        return Err(SysError::new("statx(mount id)", Errno::ENOTSUP));
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// Opens `path` as `O_PATH` with `root` as the root directory of the lookup (`RESOLVE_IN_ROOT`):
+/// absolute paths and `..` stay inside it, as they do for a process whose root it is.
+/// Symlinks are followed inside the root unless `no_symlinks`; magic links (`/proc/*/fd/*`)
+/// never are. This is how a path a container process named is looked at from the host.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &[u8], no_symlinks: bool) -> Result<OwnedFd, SysError> {
+    let mut resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    if no_symlinks {
+        resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
+    }
+    let rel = strip_leading_slashes(path);
+    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(resolve);
+    openat2(root, OsStr::from_bytes(rel), how).call("openat2(RESOLVE_IN_ROOT)")
+}
+
+/// Opens a directory of the host (such as `/proc`) as `O_PATH`, for `*at` lookups under it.
+pub fn open_path_dir(path: &Path) -> Result<OwnedFd, SysError> {
+    nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .call("open(O_PATH|O_DIRECTORY)")
+}
+
 /// Whether `fd` lives on an overlayfs superblock.
 pub fn is_overlayfs(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
     let st = nix::sys::statfs::fstatfs(fd).call("fstatfs")?;

@@ -84,8 +84,19 @@ pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{tid}/cwd")).ok().map(|p| p.into_os_string().into_vec())
 }
 
-/// The `argv` pointer of a pending execve/execveat, from the text of `/proc/<tid>/syscall`.
-pub fn pending_exec_argv_ptr(syscall_line: &str) -> Option<u64> {
+/// The arguments of a pending execve/execveat, from the text of `/proc/<tid>/syscall`: the
+/// syscall number and its six argument registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecRegs {
+    /// `execveat`'s directory fd (`AT_FDCWD` for execve).
+    pub dirfd: i32,
+    pub filename: u64,
+    pub argv: u64,
+    /// `execveat`'s flags (`AT_EMPTY_PATH` for fexecve); 0 for execve.
+    pub flags: i32,
+}
+
+pub fn parse_exec_regs(syscall_line: &str) -> Option<ExecRegs> {
     let mut it = syscall_line.split_whitespace();
     let nr: i64 = it.next()?.parse().ok()?;
     let args: Vec<u64> = it
@@ -97,10 +108,17 @@ pub fn pending_exec_argv_ptr(syscall_line: &str) -> Option<u64> {
         return None;
     }
     match nr {
-        SYS_EXECVE => Some(args[1]),
-        SYS_EXECVEAT => Some(args[2]),
+        SYS_EXECVE => Some(ExecRegs { dirfd: libc::AT_FDCWD, filename: args[0], argv: args[1], flags: 0 }),
+        SYS_EXECVEAT => {
+            Some(ExecRegs { dirfd: args[0] as i32, filename: args[1], argv: args[2], flags: args[4] as i32 })
+        }
         _ => None,
     }
+}
+
+/// The `argv` pointer of a pending execve/execveat, from the text of `/proc/<tid>/syscall`.
+pub fn pending_exec_argv_ptr(syscall_line: &str) -> Option<u64> {
+    parse_exec_regs(syscall_line).map(|r| r.argv)
 }
 
 /// Whether reading a pending exec's syscall is safe on this kernel. `/proc/<tid>/syscall`
@@ -130,12 +148,49 @@ pub fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
 /// read (not in execve, process gone, unreadable memory, or a kernel where reading them could
 /// deadlock: see [`pending_args_readable`]).
 pub fn pending_exec_args(tid: i32) -> Option<Vec<Vec<u8>>> {
+    pending_exec_call(tid)?.argv
+}
+
+/// The exec call thread `tid` is waiting in: which file it named (a path, relative to `dirfd`
+/// or the cwd, or an fd with `AT_EMPTY_PATH`) and its arguments. Read while the exec is held,
+/// so this is the call the kernel is executing; the strings are the process's memory, read
+/// before the kernel copies them (a multithreaded process could change them in between).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCall {
+    pub regs: ExecRegs,
+    pub filename: Vec<u8>,
+    /// `None` when the array could not be read.
+    pub argv: Option<Vec<Vec<u8>>>,
+}
+
+pub fn pending_exec_call(tid: i32) -> Option<ExecCall> {
     if !pending_args_readable() {
         return None;
     }
-    let line = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
-    let argv = pending_exec_argv_ptr(&line)?;
+    let line = read_syscall_line(tid)?;
+    let regs = parse_exec_regs(&line)?;
     let pid = Pid::from_raw(tid);
+    let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
+    Some(ExecCall { regs, filename, argv: read_argv(pid, regs.argv) })
+}
+
+/// `/proc/<tid>/syscall`, opened relative to a `/proc` directory fd held for the process's life.
+fn read_syscall_line(tid: i32) -> Option<String> {
+    use std::io::Read;
+    let dir = proc_dir()?;
+    let fd = nix::fcntl::openat(
+        dir,
+        format!("{tid}/syscall").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::from(fd).read(&mut buf).ok()?;
+    String::from_utf8(buf[..n].to_vec()).ok()
+}
+
+fn read_argv(pid: Pid, argv: u64) -> Option<Vec<Vec<u8>>> {
     let mut args = Vec::new();
     let mut total = 0usize;
     let mut ptrs = [0u8; 8 * 32];
@@ -162,6 +217,47 @@ pub fn pending_exec_args(tid: i32) -> Option<Vec<Vec<u8>>> {
         }
     }
     Some(args)
+}
+
+/// An `O_PATH` directory fd of `/proc`, opened once: `*at` lookups under it skip resolving
+/// `/proc` itself on hot-path reads.
+pub fn proc_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
+    use std::os::fd::AsFd;
+    static DIR: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| crate::sys::fs::open_path_dir(std::path::Path::new("/proc")).ok())
+        .as_ref()
+        .map(|f| f.as_fd())
+}
+
+/// The inode number of one of a process's namespaces (`kind`: `mnt`, `pid`, ...), which
+/// identifies the namespace: `readlink /proc/<pid>/ns/<kind>` reads `mnt:[4026531841]`.
+pub fn ns_id(pid: i32, kind: &str) -> Option<u64> {
+    let dir = proc_dir()?;
+    let link = nix::fcntl::readlinkat(dir, format!("{pid}/ns/{kind}").as_str()).ok()?;
+    parse_ns_link(link.as_encoded_bytes())
+}
+
+/// `mnt:[4026531841]` → 4026531841.
+pub fn parse_ns_link(link: &[u8]) -> Option<u64> {
+    let open = link.iter().position(|&b| b == b'[')?;
+    let close = link.iter().rposition(|&b| b == b']')?;
+    std::str::from_utf8(link.get(open + 1..close)?).ok()?.parse().ok()
+}
+
+/// Device and inode of a process's root directory (`/proc/<pid>/root`, followed): a process
+/// whose root is a container's rootfs has the overlay's device here.
+pub fn root_dev_ino(pid: i32) -> Option<(u64, u64)> {
+    let dir = proc_dir()?;
+    let st =
+        nix::sys::stat::fstatat(dir, format!("{pid}/root").as_str(), nix::fcntl::AtFlags::empty()).ok()?;
+    Some((st.st_dev, st.st_ino))
+}
+
+/// The numeric entries of `/proc`: every process (thread group) of the host's PID namespace.
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Copies up to `buf.len()` bytes from `addr` in process `pid`, stopping at the first
@@ -266,6 +362,21 @@ mod tests {
         assert_eq!(pending_exec_argv_ptr("0 0x3 0x1 0x2 0x0 0x0 0x0 0x7ffd00 0x7f11"), None);
         assert_eq!(pending_exec_argv_ptr("running"), None);
         assert_eq!(pending_exec_argv_ptr(&format!("{SYS_EXECVE} 0x1")), None);
+        let r = parse_exec_regs(&execveat).unwrap();
+        assert_eq!((r.dirfd, r.filename, r.flags), (3, 0x55d0c0, 0x1000));
+        assert_eq!(parse_exec_regs(&execve).unwrap().dirfd, libc::AT_FDCWD);
+    }
+
+    #[test]
+    fn namespace_links_are_parsed() {
+        assert_eq!(parse_ns_link(b"mnt:[4026531841]"), Some(4026531841));
+        assert_eq!(parse_ns_link(b"pid:[1]"), Some(1));
+        assert_eq!(parse_ns_link(b"mnt:4026531841"), None);
+        assert_eq!(parse_ns_link(b"mnt:[x]"), None);
+        let own = ns_id(std::process::id() as i32, "mnt").expect("own mount namespace");
+        assert!(own > 0);
+        let (dev, _) = root_dev_ino(std::process::id() as i32).unwrap();
+        assert_eq!(dev, nix::sys::stat::stat("/").unwrap().st_dev);
     }
 
     #[test]

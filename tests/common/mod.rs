@@ -121,27 +121,61 @@ impl Scratch {
     pub fn run_in_container(&self, script: &str, limit: Duration) -> Output {
         run_in_container(self.root(), &self.merged, script, limit)
     }
+
+    /// [`run_in_container_with`] in this container.
+    pub fn run_in_container_with(&self, setup: &str, script: &str, limit: Duration) -> Output {
+        run_in_container_with(self.root(), &self.merged, setup, script, limit)
+    }
 }
 
 /// [`Scratch::run_in_container`] for an overlay mounted at `merged`, with helper files in `root`.
 pub fn run_in_container(root: &Path, merged: &Path, script: &str, limit: Duration) -> Output {
-    {
-        let dg = merged.join(".dgtest");
-        std::fs::create_dir_all(&dg).unwrap();
-        std::fs::write(dg.join("run.sh"), script).unwrap();
-        let enter = root.join("enter.sh");
-        std::fs::write(
-            &enter,
-            "set -e\nM=\"$1\"\nmount --bind \"$M\" \"$M\"\ncd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
-             exec /bin/busybox sh -c 'umount -l /.oldroot; rmdir /.oldroot; mount -t proc proc /proc; \
-             mount -t tmpfs dev /dev; mknod -m 666 /dev/null c 1 3; cd /; exec /bin/busybox sh /.dgtest/run.sh'\n",
-        )
-        .unwrap();
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"]).arg(&enter).arg(merged);
-        run_with_deadline(cmd, limit)
-    }
+    run_in_container_with(root, merged, "", script, limit)
 }
+
+/// Like [`run_in_container`], with `setup` (host shell lines, `$M` is the rootfs) run in the
+/// container's new mount namespace before `pivot_root`: where a runtime makes volumes and
+/// tmpfs mounts. As with a real runtime, every mount is in place before the container's first
+/// exec: `/proc`, a tmpfs `/dev` (exec allowed, as Docker's) with `/dev/null` and a tmpfs
+/// `/dev/shm`, then whatever `setup` adds. The workload starts as `sh -c "<script>"`, as many
+/// entrypoints do (a script file handed to the image's shell would itself be drift).
+pub fn run_in_container_with(
+    root: &Path,
+    merged: &Path,
+    setup: &str,
+    script: &str,
+    limit: Duration,
+) -> Output {
+    let mut cmd = container_command(root, merged, setup, script);
+    cmd.stdin(Stdio::null());
+    run_with_deadline(cmd, limit)
+}
+
+/// The command that runs `script` in a container (see [`run_in_container_with`]).
+pub fn container_command(root: &Path, merged: &Path, setup: &str, script: &str) -> Command {
+    let dg = merged.join(".dgtest");
+    std::fs::create_dir_all(&dg).unwrap();
+    let n = SCRIPT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let run = format!("run{n}.sh");
+    std::fs::write(dg.join(&run), script).unwrap();
+    let enter = root.join(format!("enter{n}.sh"));
+    std::fs::write(
+        &enter,
+        format!(
+            "set -e\nM=\"$1\"\nmount --bind \"$M\" \"$M\"\nmount -t proc proc \"$M/proc\"\n\
+             mount -t tmpfs -o mode=755 dev \"$M/dev\"\nmknod -m 666 \"$M/dev/null\" c 1 3\n\
+             mkdir \"$M/dev/shm\"\nmount -t tmpfs -o mode=1777 shm \"$M/dev/shm\"\n{setup}\n\
+             cd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
+             exec /bin/busybox sh -c 'umount -l /.oldroot; rmdir /.oldroot; cd /; exec /bin/busybox sh -c \"$(cat /.dgtest/{run})\"'\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"]).arg(&enter).arg(merged);
+    cmd
+}
+
+static SCRIPT_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -477,4 +511,55 @@ pub fn audit_every_finding(s: &Scratch) -> Daemon {
             ..Default::default()
         },
     )
+}
+
+/// A container running in the background (for tests that act on it from outside while it
+/// runs), killed with its process group on drop.
+pub struct Background {
+    pub child: Child,
+}
+
+impl Background {
+    /// Starts `script` in the container (see [`run_in_container_with`]) and waits until it has
+    /// created `ready` (a path inside the container's rootfs, as seen from the host).
+    pub fn start(root: &Path, merged: &Path, setup: &str, script: &str, ready: &Path) -> Background {
+        let mut cmd = container_command(root, merged, setup, script);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        let child = cmd.spawn().expect("start container");
+        let b = Background { child };
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed() < Duration::from_secs(20), "container did not get ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        b
+    }
+
+    /// The pid of the container's shell (its init), found as the only child of `unshare`.
+    pub fn init_pid(&self) -> Option<i32> {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", self.child.id(), self.child.id()))
+                .ok()?;
+        kids.split_whitespace().next()?.parse().ok()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, up to `limit`.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
 }

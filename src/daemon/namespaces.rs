@@ -1,0 +1,332 @@
+//! Every mount of every watched container: its mount namespaces are found through its
+//! processes, and each mount that can hold an executable file gets a `FAN_MARK_MOUNT` mark.
+//!
+//! How a namespace is found: any process whose root is the container's rootfs. The hot path
+//! asks for the namespace of each exec's caller only while a container has none known yet, so
+//! a new container's first exec (from its rootfs) is held until its mounts are marked. The
+//! discovery thread also scans `/proc` at start-up, shortly after each new container, and on
+//! every periodic rescan, which finds namespaces of containers whose first exec came from
+//! somewhere else, namespaces created later, and mounts added later.
+//!
+//! Safety, as for rootfs marks: nothing in the daemon's own or PID 1's mount namespace is ever
+//! marked; the process's root must be the container's overlay; every mount is opened through
+//! that root (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`), its
+//! mount id checked on the opened fd, and the mark placed through that fd, never by path. A
+//! mount mark covers that one mount: the host's own view of a volume is never intercepted.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::container::mountinfo;
+use crate::container::mounts::{self, ContainerMount, MountState, NsMounts};
+use crate::container::{Container, Registry};
+use crate::sys::fanotify::PermGroup;
+use crate::sys::fs as sfs;
+use crate::sys::proc;
+
+/// A container mount an event came from.
+#[derive(Debug, Clone)]
+pub struct MountHit {
+    pub container: Arc<Container>,
+    pub mount: Arc<ContainerMount>,
+}
+
+/// Marked container mounts by mount key (the never-reused mount id where the kernel has one).
+pub type MountTable = HashMap<u64, MountHit>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("{0}")]
+    Sys(#[from] crate::sys::SysError),
+    #[error("process {0} is gone")]
+    Gone(i32),
+    #[error("the mount namespace is the host's")]
+    HostNamespace,
+    #[error("process {0} does not have the container's rootfs as its root")]
+    NotInContainer(i32),
+}
+
+/// Counters for status.
+#[derive(Debug, Default)]
+pub struct NsStats {
+    pub namespaces: AtomicU64,
+    pub mounts_marked: AtomicU64,
+    pub mounts_failed: AtomicU64,
+    pub scans: AtomicU64,
+}
+
+/// Marks the mounts of containers' namespaces; shared by the hot path and discovery.
+pub struct Marker {
+    group: Arc<PermGroup>,
+    table: ArcSwap<MountTable>,
+    /// The daemon's own and PID 1's mount namespaces: never marked.
+    host_mnt: Vec<u64>,
+    /// Serialises marking (the hot path and discovery can both find a namespace).
+    lock: std::sync::Mutex<()>,
+    pub stats: NsStats,
+    enabled: std::sync::atomic::AtomicBool,
+}
+
+impl Marker {
+    pub fn new(group: Arc<PermGroup>, enabled: bool) -> Marker {
+        let me = std::process::id() as i32;
+        let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
+        Marker {
+            group,
+            table: ArcSwap::from_pointee(HashMap::new()),
+            host_mnt,
+            lock: std::sync::Mutex::new(()),
+            stats: NsStats::default(),
+            enabled: std::sync::atomic::AtomicBool::new(enabled),
+        }
+    }
+
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The container mount an exec event's file is on, if it is a marked container mount.
+    /// One `statx`; only asked for files that are not on a container rootfs.
+    /// Marks already placed stay after `[mounts] enabled = false` is reloaded (a mark cannot be
+    /// removed without its mount), so a disabled marker lets their execs through here.
+    pub fn lookup(&self, fd: BorrowedFd<'_>) -> Option<MountHit> {
+        if !self.enabled() {
+            return None;
+        }
+        let key = sfs::statx_mount_key(fd).ok()?;
+        self.table.load().get(&key).cloned()
+    }
+
+    /// Hot path, for a container with no namespace known yet: if thread `tid` is in a mount
+    /// namespace of the container, marks its mounts (before the exec is answered).
+    pub fn on_event(&self, c: &Arc<Container>, tid: i32) {
+        if !self.enabled() || c.ns_known.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(ns) = proc::ns_id(tid, "mnt") else { return };
+        if self.host_mnt.contains(&ns) {
+            // A host-side exec through the rootfs mountpoint: not the container's namespace.
+            return;
+        }
+        if let Err(e) = self.mark_namespace(c, tid, ns) {
+            tracing::debug!(container = %c.id(), tid, error = %e, "namespace of an exec not marked");
+        }
+    }
+
+    /// Discovery: finds every mount namespace of every watched container through `/proc`, marks
+    /// new ones, and re-reads known ones (mounts added or removed since). Returns how many
+    /// namespaces were newly marked.
+    pub fn scan(&self, reg: &Registry) -> usize {
+        if !self.enabled() || reg.by_dev.is_empty() {
+            return 0;
+        }
+        self.stats.scans.fetch_add(1, Ordering::Relaxed);
+        // (container dev, namespace) -> one process in it.
+        let mut found: HashMap<(u64, u64), i32> = HashMap::new();
+        for pid in proc::all_pids() {
+            let Some((dev, _)) = proc::root_dev_ino(pid) else { continue };
+            if !reg.by_dev.contains_key(&dev) {
+                continue;
+            }
+            let Some(ns) = proc::ns_id(pid, "mnt") else { continue };
+            if self.host_mnt.contains(&ns) {
+                continue;
+            }
+            found.entry((dev, ns)).or_insert(pid);
+        }
+        let mut new = 0;
+        for ((dev, ns), pid) in found {
+            let Some(c) = reg.by_dev.get(&dev) else { continue };
+            let known = c.namespaces.lock().map(|n| n.mnt.contains_key(&ns)).unwrap_or(false);
+            match self.mark_namespace(c, pid, ns) {
+                Ok(_) if !known => new += 1,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(container = %c.id(), pid, error = %e, "namespace not marked"),
+            }
+        }
+        new
+    }
+
+    /// Drops the table entries of a container that is forgotten.
+    pub fn forget(&self, c: &Container) {
+        self.table.rcu(|t| {
+            let mut t = (**t).clone();
+            t.retain(|_, hit| hit.container.generation != c.generation);
+            t
+        });
+    }
+
+    /// Marks (or re-reads) mount namespace `ns` of container `c` through process `pid`.
+    /// Mounts marked before are kept; new ones are marked; ones gone are dropped.
+    pub fn mark_namespace(&self, c: &Arc<Container>, pid: i32, ns: u64) -> Result<usize, NsError> {
+        if self.host_mnt.contains(&ns) {
+            return Err(NsError::HostNamespace);
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Everything is read relative to the process's /proc directory, opened once: if the
+        // process exits and its pid is reused, the reads fail rather than describe another one.
+        let pdir = nix::fcntl::openat(
+            proc::proc_dir().ok_or(NsError::Gone(pid))?,
+            pid.to_string().as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|_| NsError::Gone(pid))?;
+        let root = nix::fcntl::openat(
+            &pdir,
+            "root",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|_| NsError::Gone(pid))?;
+        if sfs::fstat_fd(root.as_fd())?.st_dev != c.dev {
+            return Err(NsError::NotInContainer(pid));
+        }
+        let text = read_at(&pdir, "mountinfo").ok_or(NsError::Gone(pid))?;
+        let ns_now = nix::fcntl::readlinkat(&pdir, "ns/mnt")
+            .ok()
+            .and_then(|l| proc::parse_ns_link(l.as_encoded_bytes()));
+        if ns_now != Some(ns) {
+            return Err(NsError::Gone(pid));
+        }
+        let entries = mountinfo::parse(&text);
+        let previous: HashMap<u64, Arc<ContainerMount>> = c
+            .namespaces
+            .lock()
+            .ok()
+            .and_then(|n| {
+                n.mnt.get(&ns).map(|m| m.mounts.iter().map(|x| (x.mount_id, Arc::clone(x))).collect())
+            })
+            .unwrap_or_default();
+        let mut mounts = Vec::with_capacity(entries.len());
+        let mut marked_now = Vec::new();
+        for e in &entries {
+            if let Some(p) = previous.get(&e.mount_id).filter(|p| p.dev == e.dev) {
+                if p.state == MountState::Marked || matches!(p.state, MountState::Skipped(_)) {
+                    mounts.push(Arc::clone(p));
+                    continue;
+                }
+            }
+            let m = Arc::new(self.mark_one(root.as_fd(), e, c.dev));
+            match &m.state {
+                MountState::Marked => {
+                    self.stats.mounts_marked.fetch_add(1, Ordering::Relaxed);
+                    marked_now.push(Arc::clone(&m));
+                    tracing::info!(
+                        container = %c.id(),
+                        mountpoint = %String::from_utf8_lossy(&m.mountpoint),
+                        fstype = %m.fstype,
+                        "watching container mount"
+                    );
+                }
+                MountState::Failed(err) => {
+                    self.stats.mounts_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        container = %c.id(),
+                        mountpoint = %String::from_utf8_lossy(&m.mountpoint),
+                        error = %err,
+                        "container mount not marked"
+                    );
+                }
+                MountState::Skipped(_) => {}
+            }
+            mounts.push(m);
+        }
+        let present: HashSet<u64> = mounts.iter().filter_map(|m| m.key).collect();
+        let gone: Vec<u64> =
+            previous.values().filter_map(|p| p.key).filter(|k| !present.contains(k)).collect();
+        if !marked_now.is_empty() || !gone.is_empty() {
+            self.table.rcu(|t| {
+                let mut t = (**t).clone();
+                for k in &gone {
+                    t.remove(k);
+                }
+                for m in &marked_now {
+                    if let Some(k) = m.key {
+                        t.insert(k, MountHit { container: Arc::clone(c), mount: Arc::clone(m) });
+                    }
+                }
+                t
+            });
+        }
+        let n = marked_now.len();
+        if let Ok(mut st) = c.namespaces.lock() {
+            if st.mnt.insert(ns, NsMounts { pid, mounts }).is_none() {
+                self.stats.namespaces.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(container = %c.id(), pid, mnt_ns = ns, "container mount namespace found");
+            }
+        }
+        c.ns_known.store(true, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Opens one mount through the container's root, checks it is that mount, and marks it.
+    fn mark_one(&self, root: BorrowedFd<'_>, e: &mountinfo::MountEntry, rootfs_dev: u64) -> ContainerMount {
+        use std::os::unix::ffi::OsStrExt;
+        let mut m = ContainerMount {
+            mount_id: e.mount_id,
+            key: None,
+            dev: e.dev,
+            mountpoint: e.mountpoint.as_os_str().as_bytes().to_vec(),
+            fstype: e.fstype.clone(),
+            source: e.source.clone(),
+            root: e.root.clone(),
+            state: MountState::Marked,
+        };
+        if let Err(skip) = mounts::plan(e, rootfs_dev) {
+            m.state = MountState::Skipped(skip);
+            return m;
+        }
+        match open_mount(root, &m.mountpoint, e.mount_id) {
+            Ok((fd, key)) => {
+                m.key = Some(key);
+                if let Err(err) = self.group.mark_mount(fd.as_fd()) {
+                    m.state = MountState::Failed(err.to_string());
+                }
+            }
+            Err(err) => m.state = MountState::Failed(err),
+        }
+        m
+    }
+}
+
+/// Opens the mount at `mountpoint` (as the container sees it) through the container's root,
+/// as a readable fd (fanotify refuses `O_PATH` fds), and checks that the fd is on the mount
+/// with legacy id `mount_id`. Returns the fd and the mount's key.
+fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<(OwnedFd, u64), String> {
+    let opath = sfs::open_in_root(root, mountpoint, true).map_err(|e| e.to_string())?;
+    let st = sfs::fstat_fd(opath.as_fd()).map_err(|e| e.to_string())?;
+    // Directories and regular files (a bind-mounted file such as /etc/hosts); a device,
+    // socket or FIFO bind is never opened, and nothing can be executed from one.
+    if !sfs::is_dir(&st) && !sfs::is_regular(&st) {
+        return Err("not a directory or regular file".into());
+    }
+    let fd = sfs::reopen_readonly(opath.as_fd()).map_err(|e| e.to_string())?;
+    let (legacy, unique) = sfs::statx_mount_ids(fd.as_fd()).map_err(|e| e.to_string())?;
+    if legacy != mount_id {
+        return Err(format!("the path leads to mount {legacy}, not {mount_id} (covered by another mount)"));
+    }
+    Ok((fd, unique.unwrap_or(legacy)))
+}
+
+fn read_at(dir: &OwnedFd, name: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    std::fs::File::from(fd).read_to_end(&mut out).ok()?;
+    Some(out)
+}
