@@ -262,3 +262,24 @@ fn containers_running_before_the_daemon_starts_have_their_mounts_marked_before_i
     let result = std::fs::read_to_string(s.merged.join("result")).unwrap();
     assert!(result.contains("shm=126") && result.contains("vol=126"), "{result}\n{}", d.log_text());
 }
+
+#[test]
+fn a_mount_the_container_makes_after_it_started_is_marked() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon(&s, "enforce");
+    // The scratch container runs as root in the host's user namespace: it may mount, like a
+    // privileged container. The pause stands in for what a workload does between mounting
+    // and running something; the window itself is measured by `cargo bench --bench
+    // first_exec_race -- --late-mounts`.
+    let out = s.run_in_container(
+        "mkdir /late\nmount -t tmpfs late /late\ncp /opt/img/true /late/true\nsleep 0.2\n\
+         /late/true; echo late=$?\n",
+        T,
+    );
+    assert_eq!(results(&out)["late"], 126, "{out:?}\n{}", d.log_text());
+    let f = d.findings(1);
+    assert_eq!(f[0]["file"]["mount"]["mountpoint"], "/late", "{f:#?}");
+}

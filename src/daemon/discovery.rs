@@ -51,7 +51,13 @@ pub struct Discovery {
     marker: Arc<super::namespaces::Marker>,
     /// When to look for the namespaces of new containers again (soonest last).
     ns_scans: Vec<Instant>,
+    /// The last scan made for a container's mount event.
+    last_event_scan: Option<Instant>,
 }
+
+/// Scans for containers' mount events are at least this far apart: a container that mounts
+/// and unmounts in a loop cannot keep discovery scanning.
+const EVENT_SCAN_SPACING: Duration = Duration::from_millis(20);
 
 /// After a new container appears, its namespace is looked for at these delays (its runtime
 /// sets up its mounts and starts it within milliseconds to seconds). The first exec from its
@@ -80,6 +86,22 @@ impl Discovery {
             meta_tx: None,
             marker,
             ns_scans: Vec::new(),
+            last_event_scan: None,
+        }
+    }
+
+    /// A container mounted something: scan now, or as soon as the spacing allows.
+    pub fn scan_for_mount_event(&mut self) {
+        let now = Instant::now();
+        match self.last_event_scan {
+            Some(last) if now < last + EVENT_SCAN_SPACING => {
+                self.ns_scans.push(last + EVENT_SCAN_SPACING);
+                self.ns_scans.sort_by(|a, b| b.cmp(a));
+            }
+            _ => {
+                self.last_event_scan = Some(now);
+                self.scan_namespaces();
+            }
         }
     }
 
@@ -90,9 +112,11 @@ impl Discovery {
         if n > 0 {
             tracing::debug!(namespaces = n, "container namespaces marked by scan");
         }
-        // Pending scans are only useful while a container has no namespace known.
+        // Scheduled scans of new containers are only useful while one has no namespace known;
+        // a scan deferred by the event spacing is always made.
+        let event_deferred = self.last_event_scan.map(|l| l + EVENT_SCAN_SPACING);
         if reg.by_dev.values().all(|c| c.ns_known.load(Ordering::Relaxed)) {
-            self.ns_scans.clear();
+            self.ns_scans.retain(|t| Some(*t) == event_deferred && *t > Instant::now());
         }
     }
 
@@ -106,6 +130,11 @@ impl Discovery {
         if due || periodic {
             self.scan_namespaces();
         }
+    }
+
+    /// The mount-event watch of the containers' namespaces, if the kernel has one.
+    pub fn ns_watch(&self) -> Option<Arc<crate::sys::mountwatch::NsWatch>> {
+        self.marker.ns_watch()
     }
 
     /// When the next scheduled namespace scan is due.

@@ -436,6 +436,7 @@ fn spawn_discovery(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("driftgate-discovery".into()).spawn(move || {
         tracing::info!(kind = watch.kind(), "watching mount changes");
+        let ns_watch = disco.ns_watch();
         loop {
             let interval = cfg.load().rescan_interval;
             // Wake for the next namespace scan of new containers, if one is due sooner.
@@ -445,11 +446,14 @@ fn spawn_discovery(
             let timeout = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32)
                 .unwrap_or(PollTimeout::MAX);
             let flags = watch.poll_flags();
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(watch.fd(), flags),
                 PollFd::new(stop.as_fd(), PollFlags::POLLIN),
                 PollFd::new(rescan.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(w) = &ns_watch {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
             let woke = match poll(&mut fds, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 1,
@@ -464,13 +468,21 @@ fn spawn_discovery(
             }
             let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
             let kicked = fds[2].revents().is_some_and(|r| !r.is_empty());
+            let ns_changed = fds.get(3).is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            drop(fds);
             if kicked {
                 drain_eventfd(&rescan);
             }
             let woken = Instant::now();
             watch.drain();
             disco.rescan_after(changed.then_some(woken));
-            if woke == 0 || kicked {
+            if ns_changed {
+                // A container mounted something: mark it now (a burst of mounts is one scan).
+                if let Some(w) = &ns_watch {
+                    w.drain();
+                }
+                disco.scan_for_mount_event();
+            } else if woke == 0 || kicked {
                 // A timeout (periodic, or a scan scheduled after a new container) or a reload.
                 disco.scan_namespaces_if_due(kicked || wait >= interval);
             }

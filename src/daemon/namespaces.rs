@@ -69,13 +69,26 @@ pub struct Marker {
     lock: std::sync::Mutex<()>,
     pub stats: NsStats,
     enabled: std::sync::atomic::AtomicBool,
+    /// Mount events of the containers' namespaces (Linux 6.14+), for mounts made later.
+    ns_watch: Option<Arc<crate::sys::mountwatch::NsWatch>>,
+    /// Namespaces already watched for mount events.
+    watched_ns: std::sync::Mutex<HashSet<u64>>,
 }
 
 impl Marker {
     pub fn new(group: Arc<PermGroup>, enabled: bool) -> Marker {
         let me = std::process::id() as i32;
         let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
+        let ns_watch = match crate::sys::mountwatch::NsWatch::open() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::info!(error = %e, "no mount events for container namespaces; mounts made later are found by the periodic scan");
+                None
+            }
+        };
         Marker {
+            ns_watch,
+            watched_ns: Default::default(),
             group,
             table: ArcSwap::from_pointee(HashMap::new()),
             host_mnt,
@@ -83,6 +96,11 @@ impl Marker {
             stats: NsStats::default(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
         }
+    }
+
+    /// The mount-event watch of containers' namespaces, for discovery to poll.
+    pub fn ns_watch(&self) -> Option<Arc<crate::sys::mountwatch::NsWatch>> {
+        self.ns_watch.clone()
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -157,6 +175,11 @@ impl Marker {
 
     /// Drops the table entries of a container that is forgotten.
     pub fn forget(&self, c: &Container) {
+        if let (Ok(ns), Ok(mut seen)) = (c.namespaces.lock(), self.watched_ns.lock()) {
+            for k in ns.mnt.keys() {
+                seen.remove(k);
+            }
+        }
         self.table.rcu(|t| {
             let mut t = (**t).clone();
             t.retain(|_, hit| hit.container.generation != c.generation);
@@ -197,6 +220,7 @@ impl Marker {
         if ns_now != Some(ns) {
             return Err(NsError::Gone(pid));
         }
+        self.watch_mount_events(&pdir, ns);
         let entries = mountinfo::parse(&text);
         let previous: HashMap<u64, Arc<ContainerMount>> = c
             .namespaces
@@ -266,6 +290,27 @@ impl Marker {
         }
         c.ns_known.store(true, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// Asks for the namespace's mount events, once per namespace.
+    fn watch_mount_events(&self, pdir: &OwnedFd, ns: u64) {
+        let Some(w) = &self.ns_watch else { return };
+        let Ok(mut seen) = self.watched_ns.lock() else { return };
+        if seen.contains(&ns) {
+            return;
+        }
+        let fd = nix::fcntl::openat(
+            pdir,
+            "ns/mnt",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        match fd.map_err(|e| crate::sys::SysError::new("open(ns/mnt)", e)).and_then(|fd| w.watch(fd.as_fd())) {
+            Ok(()) => {
+                seen.insert(ns);
+            }
+            Err(e) => tracing::debug!(mnt_ns = ns, error = %e, "no mount events for a container namespace"),
+        }
     }
 
     /// Opens one mount through the container's root, checks it is that mount, and marks it.

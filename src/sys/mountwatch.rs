@@ -108,3 +108,52 @@ impl MountWatch {
 fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
+
+/// Mount events of *other* mount namespaces (containers'): a notification group with
+/// `FAN_REPORT_MNT`, one `FAN_MARK_MNTNS` mark per namespace (Linux 6.14+). A container that
+/// mounts something after it started (a privileged one) wakes discovery, which marks the new
+/// mount. Only a wake-up, like [`MountWatch`]: what changed is read from the namespace.
+#[derive(Debug)]
+pub struct NsWatch {
+    fan: Fanotify,
+}
+
+impl NsWatch {
+    pub fn open() -> Result<Self, SysError> {
+        let flags = InitFlags::from_bits_retain(
+            libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK | FAN_REPORT_MNT,
+        );
+        let fan = Fanotify::init(flags, EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC)
+            .call("fanotify_init(FAN_REPORT_MNT)")?;
+        Ok(Self { fan })
+    }
+
+    /// Watches the mount namespace `ns` (an fd of `/proc/<pid>/ns/mnt`) for new mounts.
+    pub fn watch(&self, ns: BorrowedFd<'_>) -> Result<(), SysError> {
+        self.fan
+            .mark::<_, str>(
+                MarkFlags::from_bits_retain(libc::FAN_MARK_ADD | FAN_MARK_MNTNS),
+                MaskFlags::from_bits_retain(FAN_MNT_ATTACH),
+                ns,
+                None,
+            )
+            .call("fanotify_mark(FAN_MARK_MNTNS)")
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fan.as_fd()
+    }
+
+    /// Consumes pending events; returns whether there were any.
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        while let Ok(n) = nix::unistd::read(self.fan.as_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            any = true;
+        }
+        any
+    }
+}
