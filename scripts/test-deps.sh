@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
-# containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites).
+# containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites), gcc
+# with the static libc (a test tool).
 # Installing does not start any service here. Idempotent.
 set -euo pipefail
 need=()
@@ -11,6 +12,9 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
+# The fileless-execution tests build a static dropper (tests/tools/memfd_exec.c).
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
 # Packaging tools for the package suite (crates.io).
 for tool in cargo-deb cargo-generate-rpm; do
     if ! command -v "$tool" >/dev/null; then

@@ -55,6 +55,29 @@ struct RawConfig {
     index: RawIndex,
     #[serde(default)]
     mounts: RawMounts,
+    #[serde(default)]
+    fileless: RawFileless,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileless {
+    memfd_noexec: Option<MemfdNoexec>,
+    audit: Option<bool>,
+}
+
+/// Where `vm.memfd_noexec = 2` is set (in each container's own PID namespace), which makes
+/// `memfd_create(MFD_EXEC)` fail and every memfd non-executable: fileless execution refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemfdNoexec {
+    /// In containers whose drift is blocked (the global mode, or a rule, says enforce).
+    #[default]
+    Enforce,
+    /// In every watched container, also in audit mode.
+    Always,
+    /// Nowhere (a value set earlier is put back).
+    Off,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +276,10 @@ pub struct Config {
     pub index: IndexConfig,
     /// Mark every mount of each container (volumes, tmpfs, `/dev/shm`), not only its rootfs.
     pub mounts_enabled: bool,
+    /// Where memfd execution is refused.
+    pub memfd_noexec: MemfdNoexec,
+    /// Record fileless execution after the fact (the kernel's process-event connector).
+    pub fileless_audit: bool,
 }
 
 /// `[index]`: image-layer manifests.
@@ -480,6 +507,8 @@ impl Config {
                 import_dirs: raw.index.import_dirs,
             },
             mounts_enabled: raw.mounts.enabled.unwrap_or(true),
+            memfd_noexec: raw.fileless.memfd_noexec.unwrap_or_default(),
+            fileless_audit: raw.fileless.audit.unwrap_or(true),
         })
     }
 }

@@ -283,3 +283,96 @@ fn a_mount_the_container_makes_after_it_started_is_marked() {
     let f = d.findings(1);
     assert_eq!(f[0]["file"]["mount"]["mountpoint"], "/late", "{f:#?}");
 }
+
+#[test]
+fn memfd_execution_is_refused_in_the_container_where_drift_is_blocked_and_nowhere_else() {
+    if !privileged() {
+        return;
+    }
+    let (_tools, s, tool) = fileless_container();
+    let d = daemon(&s, "enforce");
+    let out = s.run_in_container(FILELESS, T);
+    assert_eq!(results(&out)["memfd"], 126, "{out:?}\n{}", d.log_text());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("memfd_create(MFD_EXEC): Permission denied"), "{err}");
+    assert!(err.contains("fexecve: Permission denied"), "a plain memfd is sealed non-executable: {err}");
+    // (The test harness's own `unshare` also has the container's root, in the host's PID
+    // namespace: that one is listed as not set.)
+    let states = d.status()["containers"][0]["memfd_noexec"].clone();
+    assert!(states.as_array().unwrap().contains(&serde_json::json!("2")), "{states}");
+    // The host's PID namespace is untouched: fileless execution still works there.
+    let mut cmd = std::process::Command::new(&tool);
+    cmd.args([BUSYBOX, "true"]);
+    assert!(run_with_deadline(cmd, T).status.success(), "the host keeps vm.memfd_noexec = 0");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(read_findings(&d.spool).is_empty(), "nothing ran, nothing to record");
+}
+
+#[test]
+fn fileless_execution_is_recorded_in_audit_mode_with_the_programs_hash() {
+    if !privileged() {
+        return;
+    }
+    let (tools, s, _) = fileless_container();
+    let d = daemon(&s, "audit");
+    let out = s.run_in_container(FILELESS, T);
+    assert_eq!(results(&out)["memfd"], 0, "runs in audit mode: {out:?}");
+    let f = d.findings(1);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    let f = &f[0];
+    assert_eq!(f["category"], "FILELESS_EXECUTION");
+    assert_eq!(f["severity"], "HIGH");
+    assert_eq!(f["action"], "audited");
+    assert_eq!(f["file"]["layer"], "memfd");
+    assert!(f["file"]["path"].as_str().unwrap().starts_with("/memfd:dropper"), "{f}");
+    assert_eq!(f["file"]["sha256"], sha256_file(&tools.path().join("bb2")).as_str());
+    assert_eq!(f["process"]["args"], serde_json::json!(["sleep", "0.5"]));
+    assert_eq!(f["mitre"], serde_json::json!(["T1620", "T1106"]));
+    let states = d.status()["containers"][0]["memfd_noexec"].clone();
+    assert!(!states.as_array().unwrap().contains(&serde_json::json!("2")), "audit sets nothing: {states}");
+    assert_eq!(d.status()["coverage"]["fileless_audit"], "listening");
+}
+
+#[test]
+fn a_known_bad_fileless_program_is_critical() {
+    if !privileged() {
+        return;
+    }
+    let (tools, s, _) = fileless_container();
+    let iocs = s.root().join("iocs.txt");
+    std::fs::write(&iocs, format!("{} dropper-x\n", sha256_file(&tools.path().join("bb2")))).unwrap();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: &format!("[ioc]\npaths = [{:?}]\n", iocs.display().to_string()),
+            ..Default::default()
+        },
+    );
+    let out = s.run_in_container(FILELESS, T);
+    assert_eq!(results(&out)["memfd"], 0, "{out:?}");
+    let f = d.findings(1);
+    assert_eq!(f[0]["category"], "FILELESS_MALICIOUS_EXECUTION", "{f:#?}");
+    assert_eq!(f[0]["severity"], "CRITICAL");
+    assert_eq!(f[0]["ioc"]["name"], "dropper-x");
+}
+
+#[test]
+fn a_container_sharing_the_hosts_pid_namespace_is_not_changed_but_its_fileless_execution_is_recorded() {
+    if !privileged() {
+        return;
+    }
+    let (_tools, s, _) = fileless_container();
+    let d = daemon(&s, "enforce");
+    let cmd = container_command_in(s.root(), &s.merged, "", FILELESS, false);
+    let out = run_with_deadline(cmd, T);
+    assert_eq!(results(&out)["memfd"], 0, "vm.memfd_noexec cannot be set for it: {out:?}");
+    let f = d.findings(1);
+    assert_eq!(f[0]["category"], "FILELESS_EXECUTION", "{f:#?}");
+    assert_eq!(
+        d.status()["containers"][0]["memfd_noexec"],
+        serde_json::json!(["not set: host PID namespace"])
+    );
+    assert!(d.log_text().contains("in the host's PID namespace (hostPID)"));
+}

@@ -149,6 +149,46 @@ fn marks_containers_from_a_private_mount_namespace_like_the_unit_gives_it() {
     assert_eq!(results(&out)["rc"], 126, "{out:?}");
 }
 
+#[test]
+fn fileless_execution_is_refused_under_the_units_read_only_proc_sys_and_hidden_pids() {
+    if !privileged() {
+        return;
+    }
+    // The unit's ProtectKernelTunables= makes /proc/sys read-only but for the one file its
+    // ReadWritePaths= names, and ProtectProc=invisible mounts /proc with hidepid=invisible; the
+    // same, in a mount namespace of the test.
+    let (_tools, s, _) = fileless_container();
+    let d = Daemon::start(s.root(), DaemonOpts { globs: vec![s.merged.clone()], ..Default::default() });
+    let cfg = d.config.clone();
+    drop(d);
+    let script = format!(
+        "mount -t proc -o hidepid=invisible proc /proc && mount --bind /proc/sys /proc/sys && \
+         mount -o remount,bind,ro /proc/sys && F=/proc/sys/vm/memfd_noexec && mount --bind $F $F && \
+         mount -o remount,bind,rw $F && test ! -w /proc/sys/vm/overcommit_memory && test -w $F && \
+         exec {} run --config {}",
+        driftgate_bin(),
+        cfg.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "slave", "sh", "-c", &script]);
+    let log = std::fs::File::create(s.root().join("daemon.log")).unwrap();
+    cmd.stderr(log);
+    let mut child = cmd.spawn().unwrap();
+    let sock = s.root().join("driftgate.sock");
+    let start = Instant::now();
+    while driftgate::daemon::status::query(&sock).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = s.run_in_container(FILELESS, Duration::from_secs(60));
+    let st = driftgate::daemon::status::query(&sock).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(s.root().join("daemon.log")).unwrap_or_default();
+    assert_eq!(results(&out)["memfd"], 126, "{out:?}\n{log}");
+    assert!(st.containers[0].memfd_noexec.contains(&"2".to_owned()), "{:?}", st.containers[0]);
+}
+
 /// journalctl shows a field that is not valid UTF-8 (or holds control characters) as an array
 /// of byte values.
 fn journal_bytes(v: &serde_json::Value) -> Vec<u8> {

@@ -106,6 +106,10 @@ pub fn render(s: &Status) -> String {
         cv.mounts_failed,
         cv.mount_execs
     );
+    o += &format!(
+        "fileless execution: vm.memfd_noexec={} in containers; process-event connector {} ({} execs seen, {} lost, {} from a memfd)\n",
+        cv.memfd_noexec, cv.fileless_audit, cv.exec_events, cv.exec_events_lost, cv.memfd_execs
+    );
     o += &format!("containers watched: {}\n", s.containers.len());
     if !s.containers.is_empty() {
         o += &format!(
@@ -125,6 +129,9 @@ pub fn render(s: &Status) -> String {
             );
             if c.mount_namespaces == 0 && cv.mounts_enabled {
                 o += "      mounts: namespace not found yet (no process of the container seen)\n";
+            }
+            if !c.memfd_noexec.is_empty() {
+                o += &format!("      vm.memfd_noexec: {}\n", c.memfd_noexec.join(", "));
             }
             for m in &c.mounts {
                 o += &format!(

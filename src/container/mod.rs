@@ -69,6 +69,9 @@ pub struct Container {
     /// Whether a mount namespace of the container is known (and its mounts marked). Until one
     /// is, the hot path asks which namespace each exec comes from, and marks it before answering.
     pub ns_known: std::sync::atomic::AtomicBool,
+    /// Whether a PID namespace of the container (other than the host's) was handled
+    /// (`vm.memfd_noexec` applied). Until one is, the hot path asks each exec's caller.
+    pub pid_known: std::sync::atomic::AtomicBool,
 }
 
 impl Container {

@@ -298,6 +298,7 @@ impl Discovery {
             index: Default::default(),
             namespaces: Default::default(),
             ns_known: std::sync::atomic::AtomicBool::new(false),
+            pid_known: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((container, dirfd))
     }

@@ -22,13 +22,13 @@ use crate::container::layers::ImageLookup;
 use crate::container::mounts::ContainerMount;
 use crate::container::{Container, Registry};
 use crate::engine::{decide_scoped, Category, Evidence, Executed, ImageAtPath, Mode, Verdict};
-use crate::finding::{self, FileRef, Finding, ProcessRef};
+use crate::finding::{self, Finding};
 use crate::sink::FindingSender;
 use crate::sys::fanotify::PendingExec;
 use crate::sys::fs::{self as sfs, FileId};
-use crate::sys::proc;
 
 use super::cache::BoundedMap;
+use super::report::{self, FileFacts, ProcFacts};
 
 /// Counters for status and tests.
 #[derive(Debug, Default)]
@@ -351,17 +351,6 @@ pub struct Outcome {
 /// Key of the outcome cache: one file version, executed under one name, in one container.
 pub type OutcomeKey = (u64, FileId, Vec<u8>);
 
-/// (pid, comm, exe) of the parent of the process doing the exec.
-type ParentFacts = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// What is read from /proc about the exec being decided, before it is answered.
-struct ProcFacts {
-    status: Option<proc::ProcStatus>,
-    args: Option<Vec<Vec<u8>>>,
-    cwd: Option<Vec<u8>>,
-    parent: Option<ParentFacts>,
-}
-
 impl Shared {
     /// Logs a line about a container through the per-container rate limit, with a count of the
     /// lines held back.
@@ -490,7 +479,7 @@ impl Shared {
         // Read what /proc says about the exec before answering: after "allow" the process
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
-        let facts = self.proc_facts(tid);
+        let facts = ProcFacts::of_pending_exec(tid);
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());
@@ -498,17 +487,67 @@ impl Shared {
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         f.rule = Some(decision.rule.clone());
-        self.aggregator.set_first(&agg_key, &f, Some(Arc::clone(&job.container)));
-        if let Some((prev, c)) = prev {
-            self.findings.send_for(prev, c);
+        self.send(&job.container, &agg_key, f, prev);
+    }
+
+    /// Records the first finding of an aggregation window (`prev`: the previous window's
+    /// aggregate, if it had repeats) and asks for the container's metadata if incomplete.
+    fn send(
+        &self,
+        c: &Arc<Container>,
+        agg_key: &crate::sink::aggregate::AggKey,
+        f: Finding,
+        prev: Option<crate::sink::aggregate::Aggregate>,
+    ) {
+        self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c)));
+        if let Some((prev, pc)) = prev {
+            self.findings.send_for(prev, pc);
         }
-        if !job.container.meta.load().complete {
+        if !c.meta.load().complete {
             // The container is running, so its runtime has written everything by now.
             if let Some(tx) = &self.meta_refresh {
-                let _ = tx.try_send(Arc::clone(&job.container));
+                let _ = tx.try_send(Arc::clone(c));
             }
         }
-        self.findings.send_for(f, Some(Arc::clone(&job.container)));
+        self.findings.send_for(f, Some(Arc::clone(c)));
+    }
+
+    /// Records fileless execution seen after the fact (process `pid` of container `c` runs a
+    /// program from a memfd): never blocked (it already runs), aggregated like any finding.
+    pub fn record_fileless(
+        &self,
+        c: &Arc<Container>,
+        pid: i32,
+        path: Vec<u8>,
+        sha: Option<[u8; 32]>,
+        size: u64,
+    ) {
+        use crate::engine::Action;
+        let ioc = sha.and_then(|h| self.iocs.load().lookup(&h));
+        let category =
+            if ioc.is_some() { Category::FilelessMaliciousExecution } else { Category::FilelessExecution };
+        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let agg_key = (c.generation, path.clone(), sha, category, Action::Audited);
+        if self.aggregator.repeat(&agg_key, now_rfc3339) {
+            return;
+        }
+        let facts = ProcFacts::of_running(pid);
+        let prev = self.aggregator.open(agg_key.clone());
+        let file = FileFacts {
+            path,
+            sha256: sha,
+            size,
+            layer: "memfd",
+            mount: None,
+            image_paths: Vec::new(),
+            interpreter: None,
+        };
+        let mut f =
+            report::build(&self.node, self.mode.get(), c, pid, facts, file, category, Action::Audited);
+        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
+        self.send(c, &agg_key, f, prev);
     }
 
     fn evaluate(&self, job: &Job, may_hash: bool) -> Option<Outcome> {
@@ -652,15 +691,7 @@ impl Shared {
         Ok(Some(h))
     }
 
-    fn proc_facts(&self, tid: i32) -> ProcFacts {
-        let status = proc::read_status(tid);
-        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
-            let p = s.ppid;
-            (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
-        });
-        ProcFacts { status, args: proc::pending_exec_args(tid), cwd: proc::read_cwd(tid), parent }
-    }
-
+    /// The finding for a decided exec, with what /proc said about it before the answer.
     #[allow(clippy::too_many_arguments)]
     fn build_finding(
         &self,
@@ -672,98 +703,20 @@ impl Shared {
         category: Category,
         action: crate::engine::Action,
     ) -> Finding {
-        let ProcFacts { status, args, cwd, parent } = facts;
-        // The status Name is the comm of the program calling exec.
-        let comm = status.as_ref().map(|s| s.name.clone());
-        let (comm, comm_raw) = split_opt(comm);
-        let (cwd, cwd_raw) = split_opt(cwd);
-        let (args, args_raw) = match args {
-            Some(a) => {
-                let conv: Vec<(String, Option<String>)> =
-                    a.iter().map(|x| finding::text_and_raw(x)).collect();
-                let lossy = conv.iter().any(|(_, r)| r.is_some());
-                let raw = lossy.then(|| {
-                    a.iter()
-                        .map(|x| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, x))
-                        .collect()
-                });
-                (Some(conv.into_iter().map(|(t, _)| t).collect()), raw)
-            }
-            None => (None, None),
+        let file = FileFacts {
+            path: o.path.clone(),
+            sha256: o.sha256,
+            size: id.size,
+            layer: match o.evidence {
+                Evidence::ImageFile => "lower",
+                Evidence::MountFile => "mount",
+                _ => "upper",
+            },
+            mount: o.mount.as_deref().map(report::mount_ref),
+            image_paths: o.image_paths.clone(),
+            interpreter: None,
         };
-        let (path, path_raw) = finding::text_and_raw(&o.path);
-        let sha = o.sha256.map(hex);
-        Finding {
-            schema: finding::SCHEMA.into(),
-            id: uuid::Uuid::now_v7().to_string(),
-            time: now_rfc3339(),
-            category,
-            severity: category.severity(),
-            action,
-            mode: self.mode.get(),
-            node: self.node.clone(),
-            container: c.container_ref(),
-            process: ProcessRef {
-                pid: status.as_ref().map_or(tid, |s| s.tgid),
-                ppid: status.as_ref().map(|s| s.ppid),
-                uid: status.as_ref().map(|s| s.uid),
-                comm,
-                args,
-                cwd,
-                tid,
-                container_pid: status.as_ref().and_then(|s| s.ns_pid),
-                parent: parent.map(|(pid, comm, exe)| finding::ParentRef {
-                    pid,
-                    comm: comm.map(|c| String::from_utf8_lossy(&c).into_owned()),
-                    exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
-                }),
-                args_raw,
-                comm_raw,
-                cwd_raw,
-            },
-            file: FileRef {
-                path,
-                sha256: sha.clone(),
-                size: id.size,
-                layer: match o.evidence {
-                    Evidence::ImageFile => "lower",
-                    Evidence::MountFile => "mount",
-                    _ => "upper",
-                }
-                .into(),
-                mount: o.mount.as_deref().map(mount_ref),
-                interpreter: None,
-                path_raw,
-                image_paths: o.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
-            },
-            mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
-            virustotal: sha.as_deref().map(finding::virustotal_url),
-            count: 1,
-            first_seen: None,
-            last_seen: None,
-            ioc: None,
-            rule: None,
-        }
-    }
-}
-
-/// A container mount as findings describe it.
-pub fn mount_ref(m: &ContainerMount) -> finding::MountRef {
-    finding::MountRef {
-        mountpoint: String::from_utf8_lossy(&m.mountpoint).into_owned(),
-        fstype: m.fstype.clone(),
-        source: String::from_utf8_lossy(&m.source).into_owned(),
-        root: (m.root != b"/").then(|| String::from_utf8_lossy(&m.root).into_owned()),
-    }
-}
-
-fn split_opt(v: Option<Vec<u8>>) -> (Option<String>, Option<String>) {
-    match v {
-        Some(b) => {
-            let (t, r) = finding::text_and_raw(&b);
-            (Some(t), r)
-        }
-        None => (None, None),
+        report::build(&self.node, self.mode.get(), c, tid, facts, file, category, action)
     }
 }
 

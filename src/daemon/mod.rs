@@ -11,12 +11,14 @@
 
 pub mod cache;
 pub mod discovery;
+pub mod fileless;
 pub mod hot;
 pub mod indexer;
 pub mod latency;
 pub mod metadata;
 pub mod metrics;
 pub mod namespaces;
+pub mod report;
 pub mod status;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -108,6 +110,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     let group = PermGroup::new()?;
     let marker = Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled));
+    marker.set_memfd_rule(memfd_rule(&c0));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
     let shared = Arc::new(Shared {
@@ -176,6 +179,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx, true)?);
     drop(small_rx);
 
+    let fileless_stats = Arc::new(fileless::FilelessStats::default());
     let reloads = Arc::new(AtomicU64::new(0));
     let reload_errors = Arc::new(AtomicU64::new(0));
     let sources = Arc::new(status::Sources {
@@ -188,6 +192,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         reloads: Arc::clone(&reloads),
         reload_errors: Arc::clone(&reload_errors),
         index: Arc::clone(&index_stats),
+        fileless: Arc::clone(&fileless_stats),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let status_thread = match status::serve(&c0.socket, Arc::clone(&sources), Arc::clone(&stopping)) {
@@ -211,6 +216,12 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let ioc_watch = spawn_ioc_watch(Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&stopping))?;
+    let fileless_thread = fileless::spawn(
+        Arc::clone(&shared),
+        c0.fileless_audit,
+        Arc::clone(&fileless_stats),
+        Arc::clone(&stopping),
+    )?;
     let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
 
     let watched = registry.load().by_dev.len();
@@ -227,6 +238,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             }
             shared.mode.set(new.mode);
             shared.namespaces.set_enabled(new.mounts_enabled);
+            shared.namespaces.set_memfd_rule(memfd_rule(&new));
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
             shared.policy.store(Arc::new(new.policy.clone()));
             if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
@@ -259,7 +271,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let _ = disco_thread.join();
     let _ = watchdog.join();
     let _ = ioc_watch.join();
-    for t in [status_thread, metrics_thread].into_iter().flatten() {
+    for t in [status_thread, metrics_thread, fileless_thread].into_iter().flatten() {
         let _ = t.join();
     }
     drop(fast);
@@ -270,6 +282,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let _ = meta_thread.join();
     let _ = sink_thread.join();
     result
+}
+
+fn memfd_rule(c: &Config) -> namespaces::MemfdRule {
+    namespaces::MemfdRule { setting: c.memfd_noexec, mode: c.mode, policy: Arc::new(c.policy.clone()) }
 }
 
 /// Loads the IoC sources, logging what each gave. `None` means "keep the previous set": every

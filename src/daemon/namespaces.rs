@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::config::MemfdNoexec;
 use crate::container::mountinfo;
-use crate::container::mounts::{self, ContainerMount, MountState, NsMounts};
+use crate::container::mounts::{self, ContainerMount, MemfdState, MountState, NsMounts};
 use crate::container::{Container, Registry};
+use crate::engine::Mode;
 use crate::sys::fanotify::PermGroup;
 use crate::sys::fs as sfs;
 use crate::sys::proc;
@@ -73,12 +75,59 @@ pub struct Marker {
     ns_watch: Option<Arc<crate::sys::mountwatch::NsWatch>>,
     /// Namespaces already watched for mount events.
     watched_ns: std::sync::Mutex<HashSet<u64>>,
+    /// The daemon's own and PID 1's PID namespaces: `vm.memfd_noexec` is never set there.
+    host_pid: Vec<u64>,
+    /// Where memfd execution is refused, and the mode and rules that decide it.
+    memfd: ArcSwap<MemfdRule>,
+}
+
+/// What decides the `vm.memfd_noexec` value of a container's PID namespace.
+#[derive(Debug, Clone, Default)]
+pub struct MemfdRule {
+    pub setting: MemfdNoexec,
+    pub mode: Mode,
+    pub policy: Arc<crate::policy::Policy>,
+}
+
+impl MemfdRule {
+    /// The value for container `c`: 2 (memfds never executable) where drift is blocked, or
+    /// everywhere with `always`; 0 (the kernel's default) otherwise. With `enforce`, the
+    /// container is matched against the rules with the path `/memfd:` (what a fileless
+    /// program's path reads as), so a rule can make an exception for one workload.
+    pub fn value_for(&self, c: &Container) -> u8 {
+        match self.setting {
+            MemfdNoexec::Off => 0,
+            MemfdNoexec::Always => 2,
+            MemfdNoexec::Enforce => {
+                let m = c.meta.load();
+                let id = c.id();
+                let subject = crate::policy::Subject {
+                    namespace: m.pod_namespace.as_deref(),
+                    pod: m.pod_name.as_deref(),
+                    container: Some(m.name.as_deref().unwrap_or(&id)),
+                    container_id: Some(&id),
+                    image: m.image.as_deref(),
+                    runtime: c.runtime(),
+                    path: "/memfd:",
+                    sha256: None,
+                    mount: None,
+                };
+                let d = self.policy.decide(&subject, self.mode);
+                if d.action == crate::policy::RuleAction::Enforce {
+                    2
+                } else {
+                    0
+                }
+            }
+        }
+    }
 }
 
 impl Marker {
     pub fn new(group: Arc<PermGroup>, enabled: bool) -> Marker {
         let me = std::process::id() as i32;
         let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
+        let host_pid = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "pid")).collect();
         let ns_watch = match crate::sys::mountwatch::NsWatch::open() {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
@@ -89,6 +138,8 @@ impl Marker {
         Marker {
             ns_watch,
             watched_ns: Default::default(),
+            host_pid,
+            memfd: ArcSwap::from_pointee(MemfdRule::default()),
             group,
             table: ArcSwap::from_pointee(HashMap::new()),
             host_mnt,
@@ -101,6 +152,11 @@ impl Marker {
     /// The mount-event watch of containers' namespaces, for discovery to poll.
     pub fn ns_watch(&self) -> Option<Arc<crate::sys::mountwatch::NsWatch>> {
         self.ns_watch.clone()
+    }
+
+    /// What decides `vm.memfd_noexec` (at start and on reload; applied on the next scan).
+    pub fn set_memfd_rule(&self, rule: MemfdRule) {
+        self.memfd.store(Arc::new(rule));
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -123,54 +179,95 @@ impl Marker {
         self.table.load().get(&key).cloned()
     }
 
-    /// Hot path, for a container with no namespace known yet: if thread `tid` is in a mount
-    /// namespace of the container, marks its mounts (before the exec is answered).
+    /// Hot path, for a container with no mount or PID namespace known yet: if thread `tid`
+    /// is in a namespace of the container, marks its mounts and applies `vm.memfd_noexec`
+    /// (before the exec is answered).
     pub fn on_event(&self, c: &Arc<Container>, tid: i32) {
-        if !self.enabled() || c.ns_known.load(Ordering::Relaxed) {
-            return;
+        if self.enabled() && !c.ns_known.load(Ordering::Relaxed) {
+            match proc::ns_id(tid, "mnt") {
+                // A host-side exec through the rootfs mountpoint: not the container's namespace.
+                Some(ns) if self.host_mnt.contains(&ns) => {}
+                Some(ns) => {
+                    if let Err(e) = self.mark_namespace(c, tid, ns) {
+                        tracing::debug!(container = %c.id(), tid, error = %e, "namespace of an exec not marked");
+                    }
+                }
+                None => {}
+            }
         }
-        let Some(ns) = proc::ns_id(tid, "mnt") else { return };
-        if self.host_mnt.contains(&ns) {
-            // A host-side exec through the rootfs mountpoint: not the container's namespace.
-            return;
-        }
-        if let Err(e) = self.mark_namespace(c, tid, ns) {
-            tracing::debug!(container = %c.id(), tid, error = %e, "namespace of an exec not marked");
+        if !c.pid_known.load(Ordering::Relaxed) {
+            self.apply_memfd_through(c, tid);
+            if proc::ns_id(tid, "pid").is_some_and(|ns| self.host_pid.contains(&ns)) {
+                // A hostPID container: nothing can be set for it, and asking on every exec
+                // would cost each one. Scans still find any PID namespace it makes later.
+                c.pid_known.store(true, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Discovery: finds every mount namespace of every watched container through `/proc`, marks
-    /// new ones, and re-reads known ones (mounts added or removed since). Returns how many
-    /// namespaces were newly marked.
+    /// Discovery: finds every mount and PID namespace of every watched container through
+    /// `/proc`, marks new mount namespaces and re-reads known ones (mounts added or removed
+    /// since), and applies `vm.memfd_noexec` to each PID namespace (the rule may have changed:
+    /// metadata arrived, a reload). Returns how many mount namespaces were newly marked.
     pub fn scan(&self, reg: &Registry) -> usize {
-        if !self.enabled() || reg.by_dev.is_empty() {
+        if reg.by_dev.is_empty() {
             return 0;
         }
         self.stats.scans.fetch_add(1, Ordering::Relaxed);
         // (container dev, namespace) -> one process in it.
-        let mut found: HashMap<(u64, u64), i32> = HashMap::new();
+        let mut mnt: HashMap<(u64, u64), i32> = HashMap::new();
+        let mut pid_ns: HashMap<(u64, u64), i32> = HashMap::new();
         for pid in proc::all_pids() {
             let Some((dev, _)) = proc::root_dev_ino(pid) else { continue };
             if !reg.by_dev.contains_key(&dev) {
                 continue;
             }
-            let Some(ns) = proc::ns_id(pid, "mnt") else { continue };
-            if self.host_mnt.contains(&ns) {
-                continue;
+            if let Some(ns) = proc::ns_id(pid, "mnt").filter(|ns| !self.host_mnt.contains(ns)) {
+                mnt.entry((dev, ns)).or_insert(pid);
             }
-            found.entry((dev, ns)).or_insert(pid);
+            if let Some(ns) = proc::ns_id(pid, "pid") {
+                pid_ns.entry((dev, ns)).or_insert(pid);
+            }
         }
         let mut new = 0;
-        for ((dev, ns), pid) in found {
-            let Some(c) = reg.by_dev.get(&dev) else { continue };
-            let known = c.namespaces.lock().map(|n| n.mnt.contains_key(&ns)).unwrap_or(false);
-            match self.mark_namespace(c, pid, ns) {
-                Ok(_) if !known => new += 1,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(container = %c.id(), pid, error = %e, "namespace not marked"),
+        if self.enabled() {
+            for ((dev, ns), pid) in mnt {
+                let Some(c) = reg.by_dev.get(&dev) else { continue };
+                let known = c.namespaces.lock().map(|n| n.mnt.contains_key(&ns)).unwrap_or(false);
+                match self.mark_namespace(c, pid, ns) {
+                    Ok(_) if !known => new += 1,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(container = %c.id(), pid, error = %e, "namespace not marked"),
+                }
+            }
+        }
+        for ((dev, _), pid) in pid_ns {
+            if let Some(c) = reg.by_dev.get(&dev) {
+                self.apply_memfd_through(c, pid);
             }
         }
         new
+    }
+
+    /// Applies `vm.memfd_noexec` to the PID namespace of process `pid` of container `c`.
+    fn apply_memfd_through(&self, c: &Container, pid: i32) {
+        let Some(dir) = proc::proc_dir() else { return };
+        let Ok(pdir) = nix::fcntl::openat(
+            dir,
+            pid.to_string().as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) else {
+            return;
+        };
+        // The process must (still) be the container's: its root is the container's rootfs.
+        let root_dev =
+            nix::sys::stat::fstatat(&pdir, "root", nix::fcntl::AtFlags::empty()).map(|st| st.st_dev);
+        if root_dev != Ok(c.dev) {
+            return;
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_memfd(c, &pdir);
     }
 
     /// Drops the table entries of a container that is forgotten.
@@ -292,6 +389,59 @@ impl Marker {
         Ok(n)
     }
 
+    /// Sets `vm.memfd_noexec` in the PID namespace of a process of container `c` to what
+    /// the rule says, when it is not already that.
+    fn apply_memfd(&self, c: &Container, pdir: &OwnedFd) {
+        let Some(pidns) = nix::fcntl::readlinkat(pdir, "ns/pid")
+            .ok()
+            .and_then(|l| proc::parse_ns_link(l.as_encoded_bytes()))
+        else {
+            return;
+        };
+        let current = c.namespaces.lock().ok().and_then(|n| n.pid.get(&pidns).cloned());
+        if self.host_pid.contains(&pidns) {
+            if current.is_none() {
+                tracing::warn!(container = %c.id(), "a process of the container is in the host's PID namespace (hostPID): vm.memfd_noexec is not set there (it would change the host); fileless execution is recorded, not refused");
+                if let Ok(mut n) = c.namespaces.lock() {
+                    n.pid.insert(pidns, MemfdState::HostPid);
+                }
+            }
+            return;
+        }
+        c.pid_known.store(true, Ordering::Relaxed);
+        let want = self.memfd.load().value_for(c);
+        let have = match &current {
+            Some(MemfdState::Set(v)) => Some(*v),
+            // Never set: the namespace has the kernel's default (what the host has).
+            None => Some(0),
+            Some(MemfdState::Failed(_)) | Some(MemfdState::HostPid) => None,
+        };
+        if have == Some(want) || (current.is_none() && want == 0) {
+            return;
+        }
+        let res = nix::fcntl::openat(
+            pdir,
+            "ns/pid",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| crate::sys::SysError::new("open(ns/pid)", e))
+        .and_then(|fd| crate::sys::nsexec::set_memfd_noexec(fd, want));
+        let state = match res {
+            Ok(()) => {
+                tracing::info!(container = %c.id(), pid_ns = pidns, value = want, "vm.memfd_noexec set in the container's PID namespace");
+                MemfdState::Set(want)
+            }
+            Err(e) => {
+                tracing::warn!(container = %c.id(), pid_ns = pidns, error = %e, "could not set vm.memfd_noexec in the container");
+                MemfdState::Failed(e.to_string())
+            }
+        };
+        if let Ok(mut n) = c.namespaces.lock() {
+            n.pid.insert(pidns, state);
+        }
+    }
+
     /// Asks for the namespace's mount events, once per namespace.
     fn watch_mount_events(&self, pdir: &OwnedFd, ns: u64) {
         let Some(w) = &self.ns_watch else { return };
@@ -305,7 +455,8 @@ impl Marker {
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         );
-        match fd.map_err(|e| crate::sys::SysError::new("open(ns/mnt)", e)).and_then(|fd| w.watch(fd.as_fd())) {
+        match fd.map_err(|e| crate::sys::SysError::new("open(ns/mnt)", e)).and_then(|fd| w.watch(fd.as_fd()))
+        {
             Ok(()) => {
                 seen.insert(ns);
             }

@@ -87,6 +87,10 @@ pub struct WatchedContainer {
     /// Its mounts other than the rootfs, in every namespace, and whether each is marked.
     #[serde(default)]
     pub mounts: Vec<MountStatus>,
+    /// `vm.memfd_noexec` in its PID namespace(s): `2`, `0`, `not set: host PID namespace`,
+    /// `failed: <error>`; absent until a namespace is found or while nothing was set.
+    #[serde(default)]
+    pub memfd_noexec: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,6 +110,18 @@ pub struct Coverage {
     pub mounts_marked: u64,
     pub mounts_failed: u64,
     pub mount_execs: u64,
+    /// `[fileless] memfd_noexec`: `enforce`, `always` or `off`.
+    #[serde(default)]
+    pub memfd_noexec: String,
+    /// The process-event connector: `listening`, `off` or why it is unavailable.
+    #[serde(default)]
+    pub fileless_audit: String,
+    #[serde(default)]
+    pub exec_events: u64,
+    #[serde(default)]
+    pub exec_events_lost: u64,
+    #[serde(default)]
+    pub memfd_execs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -156,6 +172,7 @@ pub struct Sources {
     pub reloads: Arc<std::sync::atomic::AtomicU64>,
     pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
     pub index: Arc<super::indexer::IndexStats>,
+    pub fileless: Arc<super::fileless::FilelessStats>,
 }
 
 impl Sources {
@@ -183,6 +200,7 @@ impl Sources {
                     indexed_layers: c.index.load().known(),
                     mount_namespaces: c.namespaces.lock().map_or(0, |n| n.mnt.len()),
                     mounts: mount_statuses(c),
+                    memfd_noexec: memfd_statuses(c),
                 }
             })
             .collect();
@@ -256,9 +274,27 @@ impl Sources {
                 mounts_marked: ld(&self.shared.namespaces.stats.mounts_marked),
                 mounts_failed: ld(&self.shared.namespaces.stats.mounts_failed),
                 mount_execs: ld(&h.mount_execs),
+                memfd_noexec: format!("{:?}", cfg.memfd_noexec).to_lowercase(),
+                fileless_audit: self.fileless.state(),
+                exec_events: ld(&self.fileless.exec_events),
+                exec_events_lost: ld(&self.fileless.lost_events),
+                memfd_execs: ld(&self.fileless.memfd_execs),
             },
         }
     }
+}
+
+fn memfd_statuses(c: &crate::container::Container) -> Vec<String> {
+    use crate::container::mounts::MemfdState;
+    let Ok(ns) = c.namespaces.lock() else { return Vec::new() };
+    ns.pid
+        .values()
+        .map(|s| match s {
+            MemfdState::Set(v) => v.to_string(),
+            MemfdState::HostPid => "not set: host PID namespace".to_owned(),
+            MemfdState::Failed(e) => format!("failed: {e}"),
+        })
+        .collect()
 }
 
 /// A container's mounts other than its rootfs (pseudo filesystems left out), one line per

@@ -7,6 +7,7 @@
 pub mod fanotify;
 pub mod fs;
 pub mod mountwatch;
+pub mod nsexec;
 pub mod proc;
 pub mod process;
 

@@ -80,6 +80,22 @@ pub fn read_exe(pid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.into_os_string().into_vec())
 }
 
+/// The arguments of a running process (`/proc/<pid>/cmdline`), bounded like a pending exec's.
+pub fn read_cmdline(pid: i32) -> Option<Vec<Vec<u8>>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut total = 0usize;
+    let mut out = Vec::new();
+    for a in raw.strip_suffix(b"\0").unwrap_or(&raw).split(|&b| b == 0) {
+        if out.len() >= MAX_ARGS || total >= MAX_TOTAL_ARG_BYTES {
+            break;
+        }
+        let a = &a[..a.len().min(MAX_ARG_BYTES)];
+        total += a.len();
+        out.push(a.to_vec());
+    }
+    Some(out)
+}
+
 pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{tid}/cwd")).ok().map(|p| p.into_os_string().into_vec())
 }

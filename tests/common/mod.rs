@@ -48,6 +48,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
+        Self::with_image_files(&[])
+    }
+
+    /// A scratch container whose image also has `files` (path in the image, host file to copy),
+    /// executable.
+    pub fn with_image_files(files: &[(&str, &Path)]) -> Scratch {
         let dir = tempfile::Builder::new().prefix("dgtest-").tempdir_in("/tmp").unwrap();
         let root = dir.path();
         let lower = root.join("lower");
@@ -66,6 +72,12 @@ impl Scratch {
         std::fs::copy(BUSYBOX, lower.join("opt/img/true")).unwrap();
         std::fs::copy(BUSYBOX, lower.join("opt/img/false")).unwrap();
         write_exec(&lower.join("opt/img/script.sh"), b"#!/bin/sh\necho image-script\n");
+        for (rel, src) in files {
+            let dst = lower.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(src, &dst).unwrap();
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         for d in ["upper", "work", "merged"] {
             std::fs::create_dir(root.join(d)).unwrap();
         }
@@ -153,6 +165,18 @@ pub fn run_in_container_with(
 
 /// The command that runs `script` in a container (see [`run_in_container_with`]).
 pub fn container_command(root: &Path, merged: &Path, setup: &str, script: &str) -> Command {
+    container_command_in(root, merged, setup, script, true)
+}
+
+/// [`container_command`], in a PID namespace of its own or (`own_pid_ns` false) sharing the
+/// host's, like a `hostPID` pod.
+pub fn container_command_in(
+    root: &Path,
+    merged: &Path,
+    setup: &str,
+    script: &str,
+    own_pid_ns: bool,
+) -> Command {
     let dg = merged.join(".dgtest");
     std::fs::create_dir_all(&dg).unwrap();
     let n = SCRIPT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -171,7 +195,11 @@ pub fn container_command(root: &Path, merged: &Path, setup: &str, script: &str) 
     )
     .unwrap();
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--pid", "--fork", "--propagation", "private", "sh"]).arg(&enter).arg(merged);
+    cmd.arg("--mount");
+    if own_pid_ns {
+        cmd.args(["--pid", "--fork"]);
+    }
+    cmd.args(["--propagation", "private", "sh"]).arg(&enter).arg(merged);
     cmd
 }
 
@@ -563,3 +591,32 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// The fileless dropper of `tests/tools/memfd_exec.c`, built static (the scratch containers
+/// have no libc) into `dir`.
+pub fn memfd_exec_tool(dir: &Path) -> PathBuf {
+    let out = dir.join("memfd_exec");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/memfd_exec.c");
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-static", "-O2", "-o"]).arg(&out).arg(&src);
+    let o = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(o.status.success(), "gcc -static (scripts/test-deps.sh installs gcc and libc6-dev): {o:?}");
+    out
+}
+
+/// A scratch container whose image has the fileless dropper (`/opt/img/memfd_exec`) and a
+/// busybox of its own content (`/opt/img/bb2`: not the image's shell, so an IoC for it matches
+/// nothing else).
+pub fn fileless_container() -> (tempfile::TempDir, Scratch, PathBuf) {
+    let tools = tempfile::tempdir().unwrap();
+    let tool = memfd_exec_tool(tools.path());
+    let bb2 = tools.path().join("bb2");
+    let mut bytes = std::fs::read(BUSYBOX).unwrap();
+    bytes.extend_from_slice(b"distinct");
+    std::fs::write(&bb2, bytes).unwrap();
+    let s = Scratch::with_image_files(&[("/opt/img/memfd_exec", &tool), ("/opt/img/bb2", &bb2)]);
+    (tools, s, tool)
+}
+
+/// Runs `/opt/img/bb2 sleep 0.5` from a memfd in a [`fileless_container`]; prints `memfd=<rc>`.
+pub const FILELESS: &str = "/opt/img/memfd_exec /opt/img/bb2 sleep 0.5; echo memfd=$?\n";

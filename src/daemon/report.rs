@@ -1,0 +1,155 @@
+//! Reporting: what a finding says about the process and the file, read from /proc and put
+//! into the `driftgate.finding.v1` record. Used for decided execs (read while the exec is
+//! held, before the answer replaces the process image) and for fileless execution (read
+//! after the fact).
+
+use crate::container::mounts::ContainerMount;
+use crate::container::Container;
+use crate::engine::{Action, Category, Mode};
+use crate::finding::{self, FileRef, Finding, ProcessRef};
+use crate::sys::proc;
+
+/// (pid, comm, exe) of the parent of the process.
+type ParentFacts = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What /proc says about the process a finding is about.
+pub struct ProcFacts {
+    pub status: Option<proc::ProcStatus>,
+    pub args: Option<Vec<Vec<u8>>>,
+    pub cwd: Option<Vec<u8>>,
+    parent: Option<ParentFacts>,
+}
+
+impl ProcFacts {
+    /// For thread `tid` waiting in an exec: the arguments are the pending call's (its
+    /// `/proc/<pid>/cmdline` still shows the old program's).
+    pub fn of_pending_exec(tid: i32) -> ProcFacts {
+        Self::read(tid, proc::pending_exec_args(tid))
+    }
+
+    /// For a process that is running its program already: the arguments are its cmdline.
+    pub fn of_running(pid: i32) -> ProcFacts {
+        Self::read(pid, proc::read_cmdline(pid))
+    }
+
+    fn read(tid: i32, args: Option<Vec<Vec<u8>>>) -> ProcFacts {
+        let status = proc::read_status(tid);
+        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
+            let p = s.ppid;
+            (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
+        });
+        ProcFacts { status, args, cwd: proc::read_cwd(tid), parent }
+    }
+}
+
+/// What a finding says about the file.
+pub struct FileFacts {
+    pub path: Vec<u8>,
+    pub sha256: Option<[u8; 32]>,
+    pub size: u64,
+    /// `lower`, `upper`, `mount` or `memfd`.
+    pub layer: &'static str,
+    pub mount: Option<finding::MountRef>,
+    pub image_paths: Vec<Vec<u8>>,
+    pub interpreter: Option<finding::InterpreterRef>,
+}
+
+/// Builds the finding record (without `ioc` and `rule`, which the decision adds).
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    node: &str,
+    mode: Mode,
+    c: &Container,
+    tid: i32,
+    facts: ProcFacts,
+    file: FileFacts,
+    category: Category,
+    action: Action,
+) -> Finding {
+    let ProcFacts { status, args, cwd, parent } = facts;
+    // The status Name is the comm of the program calling exec.
+    let comm = status.as_ref().map(|s| s.name.clone());
+    let (comm, comm_raw) = split_opt(comm);
+    let (cwd, cwd_raw) = split_opt(cwd);
+    let (args, args_raw) = match args {
+        Some(a) => {
+            let conv: Vec<(String, Option<String>)> = a.iter().map(|x| finding::text_and_raw(x)).collect();
+            let lossy = conv.iter().any(|(_, r)| r.is_some());
+            let raw = lossy.then(|| {
+                a.iter()
+                    .map(|x| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, x))
+                    .collect()
+            });
+            (Some(conv.into_iter().map(|(t, _)| t).collect()), raw)
+        }
+        None => (None, None),
+    };
+    let (path, path_raw) = finding::text_and_raw(&file.path);
+    let sha = file.sha256.map(super::hot::hex);
+    Finding {
+        schema: finding::SCHEMA.into(),
+        id: uuid::Uuid::now_v7().to_string(),
+        time: super::hot::now_rfc3339(),
+        category,
+        severity: category.severity(),
+        action,
+        mode,
+        node: node.to_owned(),
+        container: c.container_ref(),
+        process: ProcessRef {
+            pid: status.as_ref().map_or(tid, |s| s.tgid),
+            ppid: status.as_ref().map(|s| s.ppid),
+            uid: status.as_ref().map(|s| s.uid),
+            comm,
+            args,
+            cwd,
+            tid,
+            container_pid: status.as_ref().and_then(|s| s.ns_pid),
+            parent: parent.map(|(pid, comm, exe)| finding::ParentRef {
+                pid,
+                comm: comm.map(|c| String::from_utf8_lossy(&c).into_owned()),
+                exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
+            }),
+            args_raw,
+            comm_raw,
+            cwd_raw,
+        },
+        file: FileRef {
+            path,
+            sha256: sha.clone(),
+            size: file.size,
+            layer: file.layer.into(),
+            mount: file.mount,
+            interpreter: file.interpreter,
+            path_raw,
+            image_paths: file.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+        },
+        mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
+        virustotal: sha.as_deref().map(finding::virustotal_url),
+        count: 1,
+        first_seen: None,
+        last_seen: None,
+        ioc: None,
+        rule: None,
+    }
+}
+
+/// A container mount as findings describe it.
+pub fn mount_ref(m: &ContainerMount) -> finding::MountRef {
+    finding::MountRef {
+        mountpoint: String::from_utf8_lossy(&m.mountpoint).into_owned(),
+        fstype: m.fstype.clone(),
+        source: String::from_utf8_lossy(&m.source).into_owned(),
+        root: (m.root != b"/").then(|| String::from_utf8_lossy(&m.root).into_owned()),
+    }
+}
+
+fn split_opt(v: Option<Vec<u8>>) -> (Option<String>, Option<String>) {
+    match v {
+        Some(b) => {
+            let (t, r) = finding::text_and_raw(&b);
+            (Some(t), r)
+        }
+        None => (None, None),
+    }
+}

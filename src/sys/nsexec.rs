@@ -1,0 +1,79 @@
+//! Writing `vm.memfd_noexec` inside another process's PID namespace.
+//!
+//! The sysctl is per PID namespace: a write applies to the active PID namespace of the writing
+//! process, so it has to come from a process *in* that namespace. `setns(CLONE_NEWPID)` only
+//! moves the caller's future children, so a short-lived child is forked after it, writes the
+//! value and exits. The `setns` happens on a thread of its own that ends afterwards: no thread
+//! of the daemon keeps a foreign namespace for its children.
+//!
+//! Written by hand: no crate forks into a PID namespace. The child only calls `open`, `write`
+//! and `_exit` (async-signal-safe), with everything it needs prepared before the fork.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use super::SysError;
+
+/// Where the value is written: any procfs works, the value lands in the writer's PID
+/// namespace. Under systemd's `ProtectKernelTunables=`, the unit's
+/// `ReadWritePaths=/proc/sys/vm/memfd_noexec` keeps this one file writable.
+const PATH: &str = "/proc/sys/vm/memfd_noexec";
+
+/// Sets `vm.memfd_noexec` to `value` (0, 1 or 2) in the PID namespace that `pid_ns` (an fd of
+/// `/proc/<pid>/ns/pid`) refers to.
+pub fn set_memfd_noexec(pid_ns: OwnedFd, value: u8) -> Result<(), SysError> {
+    let path = CString::new(PATH).expect("no NUL");
+    let text = [b'0' + value.min(2), b'\n'];
+    let handle = std::thread::Builder::new()
+        .name("driftgate-setns".into())
+        .spawn(move || in_namespace(pid_ns.as_fd(), &path, &text))
+        .map_err(|e| SysError::new("spawn", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN))))?;
+    handle.join().unwrap_or(Err(SysError::new("thread", Errno::EIO)))
+}
+
+fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: &[u8; 2]) -> Result<(), SysError> {
+    // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace for
+    // children, and this thread ends when the function returns.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        return Err(SysError::new("setns(CLONE_NEWPID)", Errno::last()));
+    }
+    // SAFETY: the child only calls async-signal-safe functions (open, write, _exit) on data
+    // prepared before the fork, and never returns into Rust code.
+    match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", e))? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: `path` is a NUL-terminated path prepared before the fork.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+            let err = if fd < 0 {
+                Errno::last_raw()
+            } else {
+                // SAFETY: writing 2 bytes from a live array to an fd just opened.
+                let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+                if n == text.len() as isize {
+                    0
+                } else {
+                    Errno::last_raw()
+                }
+            };
+            // SAFETY: _exit ends the child without running anything of the parent's.
+            unsafe { libc::_exit(err.clamp(0, 255)) }
+        }
+        nix::unistd::ForkResult::Parent { child } => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, libc::EROFS)) => {
+                    // /proc/sys read-only (systemd's ProtectKernelTunables= without the unit's
+                    // ReadWritePaths= exception, or a read-only /proc/sys in a pod).
+                    return Err(SysError::new("write(/proc/sys/vm/memfd_noexec: read-only)", Errno::EROFS));
+                }
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    return Err(SysError::new("write(/proc/sys/vm/memfd_noexec)", Errno::from_raw(code)))
+                }
+                Ok(_) => return Err(SysError::new("write(vm.memfd_noexec)", Errno::EIO)),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(SysError::new("waitpid", e)),
+            }
+        },
+    }
+}
