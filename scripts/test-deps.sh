@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
 # containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites), gcc
-# with the static libc (a test tool).
+# with the static libc (a test tool), bash-static (a shell for the script tests).
 # Installing does not start any service here. Idempotent.
 set -euo pipefail
 need=()
@@ -12,6 +12,8 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v podman >/dev/null || need+=(podman)
 command -v file >/dev/null || need+=(file)
+# A real shell for the script tests: busybox-static runs its own `sh` in-process, never exec.
+[ -x /bin/bash-static ] || need+=(bash-static)
 # The fileless-execution tests build a static dropper (tests/tools/memfd_exec.c).
 command -v gcc >/dev/null || need+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)

@@ -57,6 +57,23 @@ struct RawConfig {
     mounts: RawMounts,
     #[serde(default)]
     fileless: RawFileless,
+    #[serde(default)]
+    scripts: RawScripts,
+    #[serde(default)]
+    loader: RawLoader,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScripts {
+    enabled: Option<bool>,
+    interpreters: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoader {
+    enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -280,6 +297,12 @@ pub struct Config {
     pub memfd_noexec: MemfdNoexec,
     /// Record fileless execution after the fact (the kernel's process-event connector).
     pub fileless_audit: bool,
+    /// Decide on the script an image interpreter is given (`sh /tmp/x.sh`).
+    pub scripts_enabled: bool,
+    /// Which executed files are interpreters (globs on their file name).
+    pub interpreters: crate::engine::indirect::Interpreters,
+    /// Decide on the program the image's dynamic loader is asked to run (`ld.so /tmp/x`).
+    pub loader_enabled: bool,
 }
 
 /// `[index]`: image-layer manifests.
@@ -453,6 +476,16 @@ impl Config {
             })?;
             policy.rules.push(rule);
         }
+        let interpreters = match &raw.scripts.interpreters {
+            None => crate::engine::indirect::Interpreters::defaults(),
+            Some(v) => crate::engine::indirect::Interpreters::new(v.get_ref()).map_err(|m| {
+                let (idx, msg) = match m.split_once(": ") {
+                    Some((i, rest)) if i.starts_with('[') => (i.to_owned(), rest.to_owned()),
+                    _ => (String::new(), m.clone()),
+                };
+                invalid(v.span(), &format!("scripts.interpreters{idx}"), msg)
+            })?,
+        };
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
         // In a DaemonSet pod the hostname is the pod's: the manifest passes the node name.
@@ -509,6 +542,9 @@ impl Config {
             mounts_enabled: raw.mounts.enabled.unwrap_or(true),
             memfd_noexec: raw.fileless.memfd_noexec.unwrap_or_default(),
             fileless_audit: raw.fileless.audit.unwrap_or(true),
+            scripts_enabled: raw.scripts.enabled.unwrap_or(true),
+            interpreters,
+            loader_enabled: raw.loader.enabled.unwrap_or(true),
         })
     }
 }
@@ -683,6 +719,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("namespace"), "unknown key: {err}");
+    }
+
+    #[test]
+    fn coverage_sections_are_read_and_bad_interpreters_name_the_entry() {
+        let c = Config::defaults();
+        assert!(c.scripts_enabled && c.loader_enabled && c.mounts_enabled && c.fileless_audit);
+        assert_eq!(c.memfd_noexec, MemfdNoexec::Enforce);
+        assert!(c.interpreters.names().contains(&"python*".to_owned()));
+        let c = Config::from_toml(
+            "[scripts]\nenabled = false\ninterpreters = [\"lua*\"]\n[loader]\nenabled = false\n\
+             [mounts]\nenabled = false\n[fileless]\nmemfd_noexec = \"always\"\naudit = false\n",
+            None,
+        )
+        .unwrap();
+        assert!(!c.scripts_enabled && !c.loader_enabled && !c.mounts_enabled && !c.fileless_audit);
+        assert_eq!(c.memfd_noexec, MemfdNoexec::Always);
+        assert_eq!(c.interpreters.names(), ["lua*".to_owned()]);
+        let err = Config::from_toml(
+            "[scripts]\ninterpreters = [\"sh\", \"/usr/bin/perl\"]\n",
+            Some(Path::new("c.toml")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml: line 2: `scripts.interpreters[1]`"), "{err}");
+        let err =
+            Config::from_toml("[fileless]\nmemfd_noexec = \"sometimes\"\n", None).unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]

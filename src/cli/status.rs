@@ -60,6 +60,10 @@ pub fn render(s: &Status) -> String {
         s.decisions.not_container
     );
     o += &format!(
+        "loaders and interpreters: {} execs looked at ({} call unreadable, {} argument not found, {} not invoked directly)\n",
+        s.decisions.indirect, s.decisions.indirect_unread, s.decisions.indirect_unresolved, s.decisions.indirect_not_direct
+    );
+    o += &format!(
         "decision latency (us): p50 {} p90 {} p99 {} p99.9 {} over {} decisions\n",
         opt(s.latency_us.p50),
         opt(s.latency_us.p90),

@@ -9,7 +9,7 @@
 //! file at the same path, and decided by [`crate::engine::decide`]. Hashing runs on worker
 //! threads, with separate workers for large files, so a big file never holds up other execs.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::container::layers::ImageLookup;
 use crate::container::mounts::ContainerMount;
 use crate::container::{Container, Registry};
+use crate::engine::indirect::ExecKind;
 use crate::engine::{decide_scoped, Category, Evidence, Executed, ImageAtPath, Mode, Verdict};
 use crate::finding::{self, Finding};
 use crate::sink::FindingSender;
@@ -43,6 +44,15 @@ pub struct HotStats {
     pub hash_cache_hits: AtomicU64,
     /// Execs from a container's mounts other than its rootfs.
     pub mount_execs: AtomicU64,
+    /// Execs of image loaders and interpreters whose arguments were looked at.
+    pub indirect: AtomicU64,
+    /// ... whose pending call could not be read (process gone; kernel before 6.8).
+    pub indirect_unread: AtomicU64,
+    /// ... whose file argument did not resolve (no such file, a pipe): nothing to decide.
+    pub indirect_unresolved: AtomicU64,
+    /// ... that ran a drift file but were not invoked directly (a program's loader, a
+    /// script's `#!` interpreter): the program was decided on its own exec.
+    pub indirect_not_direct: AtomicU64,
     /// Image-file hashes taken from a layer manifest instead of reading the file.
     pub manifest_hashes: AtomicU64,
     /// Findings by category, in the order of `Category::ALL`.
@@ -111,6 +121,48 @@ pub struct Shared {
     pub stats: Arc<HotStats>,
     /// The containers' other mounts: which are marked, and marking new namespaces.
     pub namespaces: Arc<super::namespaces::Marker>,
+    /// Which files are loaders and interpreters whose argument is decided; swapped on reload.
+    pub indirect_cfg: ArcSwap<IndirectConfig>,
+    /// Files run by a loader or interpreter that were proven to be image files.
+    pub targets: Mutex<BoundedMap<(u64, FileId), ()>>,
+    /// The hashing workers, for jobs made on any thread (set while the workers run; taken
+    /// away at shutdown so that their channels close).
+    pub router: arc_swap::ArcSwapOption<Router>,
+}
+
+/// `[scripts]` and `[loader]`.
+#[derive(Debug, Clone)]
+pub struct IndirectConfig {
+    pub scripts: bool,
+    pub loader: bool,
+    pub interpreters: crate::engine::indirect::Interpreters,
+}
+
+impl IndirectConfig {
+    pub fn from_config(c: &crate::config::Config) -> IndirectConfig {
+        IndirectConfig {
+            scripts: c.scripts_enabled,
+            loader: c.loader_enabled,
+            interpreters: c.interpreters.clone(),
+        }
+    }
+}
+
+/// Where slow-path jobs go: small files to the pool, large ones to their own worker.
+pub struct Router {
+    pub small: crossbeam_channel::Sender<Job>,
+    pub large: crossbeam_channel::Sender<Job>,
+    pub large_bytes: u64,
+}
+
+/// The file an image loader or interpreter was asked to run, decided instead of the exec'd file.
+pub struct Target {
+    /// Open for reading (hashing goes through it).
+    pub fd: std::os::fd::OwnedFd,
+    pub executed: Executed,
+    pub interpreter: crate::finding::InterpreterRef,
+    /// Already decided by identity (an image file whose manifest hash is an IoC).
+    pub proven: Option<Outcome>,
 }
 
 /// One exec that needs the slow path.
@@ -122,24 +174,37 @@ pub struct Job {
     pub received: Instant,
     /// The container mount the file is on, when it is not the rootfs.
     pub mount: Option<Arc<ContainerMount>>,
+    /// When the file to decide is not the event's own: what a loader or interpreter runs.
+    pub target: Option<Target>,
 }
 
 /// Main-thread state: the cache of file versions proven to be image files.
 pub struct FastPath {
     pub shared: Arc<Shared>,
-    image_files: HashSet<(u64, FileId)>,
+    /// Image file versions proven by identity, with what each runs besides itself.
+    image_files: HashMap<(u64, FileId), ExecKind>,
     image_cap: usize,
     knowledge: u64,
 }
 
 pub enum Routed {
     Done,
-    Slow(Job),
+    Slow(Box<Job>),
+}
+
+impl Routed {
+    /// The job still to be hashed, if any.
+    pub fn into_job(self) -> Option<Job> {
+        match self {
+            Routed::Done => None,
+            Routed::Slow(j) => Some(*j),
+        }
+    }
 }
 
 impl FastPath {
     pub fn new(shared: Arc<Shared>, cap: usize) -> Self {
-        Self { shared, image_files: HashSet::new(), image_cap: cap, knowledge: 0 }
+        Self { shared, image_files: HashMap::new(), image_cap: cap, knowledge: 0 }
     }
 
     /// Decides what can be decided without reading file content.
@@ -194,10 +259,14 @@ impl FastPath {
         }
         let id = FileId::from_stat(&st);
         let key = (container.generation, id);
-        if self.image_files.contains(&key) {
+        if let Some(kind) = self.image_files.get(&key).copied() {
             stats.image_cached.fetch_add(1, Ordering::Relaxed);
-            self.answer(ev, true);
-            return Routed::Done;
+            if kind.is_plain() {
+                self.answer(ev, true);
+                return Routed::Done;
+            }
+            let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+            return self.shared.indirect(ev, container, kind, &raw_path);
         }
         let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
         // A writable-layer file decided before (same version, same name, same container) is
@@ -206,8 +275,7 @@ impl FastPath {
         if let Some(o) = self.shared.cached_outcome(&okey) {
             let (_, _, raw_path) = okey;
             let job = Job::new(ev, container, id, raw_path, None);
-            self.shared.finish(job, o);
-            return Routed::Done;
+            return self.shared.finish(job, o);
         }
         let (_, _, raw_path) = okey;
         for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
@@ -216,33 +284,29 @@ impl FastPath {
                 if let Some(h) = container.index.load().hash_for(layer, p, &id) {
                     stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
                     if self.shared.iocs.load().lookup(&h).is_some() {
-                        let path = p.to_vec();
+                        let o = Outcome::image_file(p.to_vec(), h);
                         let job = Job::new(ev, container, id, raw_path, None);
-                        let o = Outcome {
-                            evidence: Evidence::ImageFile,
-                            path,
-                            sha256: Some(h),
-                            image_paths: Vec::new(),
-                            mount: None,
-                        };
-                        self.shared.finish(job, o);
-                        return Routed::Done;
+                        return self.shared.finish(job, o);
                     }
                 }
                 if self.image_files.len() >= self.image_cap {
                     self.image_files.clear();
                 }
-                self.image_files.insert(key);
+                let kind = self.shared.classify(&raw_path, ev.fd());
+                self.image_files.insert(key, kind);
                 stats.image_fast.fetch_add(1, Ordering::Relaxed);
-                self.answer(ev, true);
-                return Routed::Done;
+                if kind.is_plain() {
+                    self.answer(ev, true);
+                    return Routed::Done;
+                }
+                return self.shared.indirect(ev, container, kind, &raw_path);
             }
         }
         let job = Job::new(ev, container, id, raw_path, None);
         // A file hashed before is decided right here; only hashing goes to the workers.
         match self.shared.try_complete(job, false) {
             None => Routed::Done,
-            Some(job) => Routed::Slow(job),
+            Some(job) => Routed::Slow(Box::new(job)),
         }
     }
 
@@ -261,7 +325,7 @@ impl FastPath {
         let job = Job::new(ev, c, id, raw_path, Some(m));
         match self.shared.try_complete(job, false) {
             None => Routed::Done,
-            Some(job) => Routed::Slow(job),
+            Some(job) => Routed::Slow(Box::new(job)),
         }
     }
 
@@ -278,7 +342,34 @@ impl Job {
         raw_path: Vec<u8>,
         mount: Option<Arc<ContainerMount>>,
     ) -> Job {
-        Job { ev, container: Arc::clone(container), id, raw_path, received: Instant::now(), mount }
+        Job {
+            ev,
+            container: Arc::clone(container),
+            id,
+            raw_path,
+            received: Instant::now(),
+            mount,
+            target: None,
+        }
+    }
+
+    /// A job that decides `target` (a file a loader or interpreter runs) for the exec `ev`.
+    pub fn with_target(
+        ev: PendingExec,
+        container: &Arc<Container>,
+        id: FileId,
+        raw_path: Vec<u8>,
+        mount: Option<Arc<ContainerMount>>,
+        target: Target,
+    ) -> Job {
+        let mut j = Job::new(ev, container, id, raw_path, mount);
+        j.target = Some(target);
+        j
+    }
+
+    /// The fd the file to decide is read through.
+    fn file_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.target.as_ref().map_or_else(|| self.ev.fd(), |t| t.fd.as_fd())
     }
 
     /// The key of this file version in the hash cache: a rootfs file's is per container (an
@@ -346,6 +437,14 @@ pub struct Outcome {
     image_paths: Vec<Vec<u8>>,
     /// The container mount the file is on, when it is not the rootfs.
     mount: Option<Arc<ContainerMount>>,
+    /// For a file with the image's content (a copy-up): what it runs besides itself.
+    kind: ExecKind,
+}
+
+impl Outcome {
+    pub(super) fn new(evidence: Evidence, path: Vec<u8>, sha256: Option<[u8; 32]>) -> Outcome {
+        Outcome { evidence, path, sha256, image_paths: Vec::new(), mount: None, kind: ExecKind::Plain }
+    }
 }
 
 /// Key of the outcome cache: one file version, executed under one name, in one container.
@@ -397,11 +496,13 @@ impl Shared {
     /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job
     /// that would need a file hashed is handed back.
     #[must_use]
-    pub fn try_complete(&self, job: Job, may_hash: bool) -> Option<Job> {
+    pub fn try_complete(&self, mut job: Job, may_hash: bool) -> Option<Job> {
+        if let Some(o) = job.target.as_mut().and_then(|t| t.proven.take()) {
+            return self.finish(job, o).into_job();
+        }
         let key: OutcomeKey = (job.container.generation, job.id, job.raw_path.clone());
         if let Some(o) = self.cached_outcome(&key) {
-            self.finish(job, o);
-            return None;
+            return self.finish(job, o).into_job();
         }
         let Some(o) = self.evaluate(&job, may_hash) else { return Some(job) };
         // Only settled outcomes are remembered: a comparison that failed is retried.
@@ -416,8 +517,30 @@ impl Shared {
                 m.insert(key, o.clone());
             }
         }
-        self.finish(job, o);
-        None
+        self.finish(job, o).into_job()
+    }
+
+    /// Completes a job on a hashing worker, and any job deciding it hands on (the script a
+    /// copied-up interpreter was given).
+    pub fn complete_on_worker(&self, job: Job) {
+        let mut next = Some(job);
+        while let Some(j) = next {
+            next = self.try_complete(j, true);
+        }
+    }
+
+    /// Sends a job that needs hashing to the workers (from any thread).
+    pub fn route(&self, job: Job) {
+        match self.router.load().as_ref() {
+            Some(r) => {
+                let tx = if job.id.size >= r.large_bytes { &r.large } else { &r.small };
+                if let Err(e) = tx.send(job) {
+                    // Only when the workers are gone (stopping): decide here.
+                    self.complete_on_worker(e.into_inner());
+                }
+            }
+            None => self.complete_on_worker(job),
+        }
     }
 
     /// The settled decision of a writable-layer file seen before under this name.
@@ -426,8 +549,9 @@ impl Shared {
     }
 
     /// Decides `job` from its outcome: IoC check, policy, answer, finding.
-    pub fn finish(&self, job: Job, outcome: Outcome) {
+    pub fn finish(&self, job: Job, outcome: Outcome) -> Routed {
         let mode = self.mode.get();
+        let executed = job.target.as_ref().map_or(Executed::Binary, |t| t.executed);
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
@@ -458,14 +582,18 @@ impl Shared {
         let verdict = decide_scoped(
             decision.action_for(outcome.evidence, !outcome.image_paths.is_empty()),
             outcome.evidence,
-            Executed::Binary,
+            executed,
             ioc.is_some(),
             self.block_iocs.load(Ordering::Relaxed),
         );
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
+            if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
+                // The image's own loader or interpreter (copied up): decide what it runs.
+                return self.indirect(job.ev, &job.container, outcome.kind, &outcome.path);
+            }
             self.answer(job.ev, verdict.allow);
-            return;
+            return Routed::Done;
         };
         if let Some(i) = Category::ALL.iter().position(|c| *c == category) {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
@@ -474,7 +602,7 @@ impl Shared {
         if self.aggregator.repeat(&agg_key, now_rfc3339) {
             // Counted in the open window's aggregate: no /proc reads, no sink work.
             self.answer(job.ev, verdict.allow);
-            return;
+            return Routed::Done;
         }
         // Read what /proc says about the exec before answering: after "allow" the process
         // image is replaced, and a short program may be gone.
@@ -484,10 +612,13 @@ impl Shared {
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());
         self.answer(job.ev, verdict.allow);
+        let interpreter = job.target.as_ref().map(|t| t.interpreter.clone());
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
+        f.file.interpreter = interpreter;
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         f.rule = Some(decision.rule.clone());
         self.send(&job.container, &agg_key, f, prev);
+        Routed::Done
     }
 
     /// Records the first finding of an aggregation window (`prev`: the previous window's
@@ -566,6 +697,7 @@ impl Shared {
                 sha256: sha,
                 image_paths,
                 mount: Some(Arc::clone(m)),
+                kind: ExecKind::Plain,
             });
         }
         let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
@@ -612,12 +744,20 @@ impl Shared {
             (ImageAtPath::Absent, Some(h)) => self.image_paths(c, &h),
             _ => Vec::new(),
         };
+        // A copy-up with the image's content is the image's program: it may be a loader or an
+        // interpreter whose argument is decided (`touch /bin/sh` must not switch that off).
+        let kind = if image_at_path == ImageAtPath::SameContent && job.target.is_none() {
+            self.classify(&path, job.ev.fd())
+        } else {
+            ExecKind::Plain
+        };
         Some(Outcome {
             evidence: Evidence::UpperFile(image_at_path),
             path,
             sha256: sha,
             image_paths,
             mount: None,
+            kind,
         })
     }
 
@@ -661,7 +801,7 @@ impl Shared {
         if !may_hash {
             return None;
         }
-        let h = hash_stable(job.ev.fd(), &job.id)?;
+        let h = hash_stable(job.file_fd(), &job.id)?;
         self.stats.hashed.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.hashes.lock() {
             m.insert(key, h);

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod fileless;
 pub mod hot;
 pub mod indexer;
+pub mod indirect;
 pub mod latency;
 pub mod metadata;
 pub mod metrics;
@@ -28,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
@@ -134,6 +135,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             sink::ratelimit::DEFAULT_PER_SEC,
         )),
         namespaces: Arc::clone(&marker),
+        indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(&c0)),
+        targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        router: arc_swap::ArcSwapOption::empty(),
     });
 
     // Discovery: mark every running container before reporting ready.
@@ -178,6 +182,11 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     }
     workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx, true)?);
     drop(small_rx);
+    shared.router.store(Some(Arc::new(hot::Router {
+        small: small_tx,
+        large: large_tx,
+        large_bytes: c0.large_file_bytes,
+    })));
 
     let fileless_stats = Arc::new(fileless::FilelessStats::default());
     let reloads = Arc::new(AtomicU64::new(0));
@@ -239,6 +248,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             shared.mode.set(new.mode);
             shared.namespaces.set_enabled(new.mounts_enabled);
             shared.namespaces.set_memfd_rule(memfd_rule(&new));
+            shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
+            // Which image files are loaders or interpreters may have changed.
+            shared.knowledge.fetch_add(1, Ordering::Relaxed);
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
             shared.policy.store(Arc::new(new.policy.clone()));
             if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
@@ -255,15 +267,14 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
         }
     };
-    let result = event_loop(&group, &sfd, &mut fast, &small_tx, &large_tx, c0.large_file_bytes, reload);
+    let result = event_loop(&group, &sfd, &mut fast, reload);
 
     tracing::info!("driftgate stopping");
     stopping.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Workers answer what they hold, then exit; dropping the group closes the fanotify fd and
-    // the kernel allows anything still queued.
-    drop(small_tx);
-    drop(large_tx);
+    // Workers answer what they hold, then exit (their channels close with the router); dropping
+    // the group closes the fanotify fd and the kernel allows anything still queued.
+    shared.router.store(None);
     for w in workers {
         let _ = w.join();
     }
@@ -366,9 +377,6 @@ fn event_loop(
     group: &Arc<PermGroup>,
     sfd: &SignalFd,
     fast: &mut FastPath,
-    small_tx: &Sender<Job>,
-    large_tx: &Sender<Job>,
-    large_bytes: u64,
     reload: impl Fn(),
 ) -> Result<(), DaemonError> {
     loop {
@@ -390,11 +398,7 @@ fn event_loop(
                 }
                 for ev in events {
                     if let Routed::Slow(job) = fast.handle(ev) {
-                        let tx = if job.id.size >= large_bytes { large_tx } else { small_tx };
-                        if let Err(e) = tx.send(job) {
-                            // Cannot happen while the workers run; answer anyway.
-                            let _ = fast.shared.try_complete(e.into_inner(), true);
-                        }
+                        fast.shared.route(*job);
                     }
                 }
             }
@@ -437,8 +441,7 @@ fn spawn_worker(
             if stall_for_test {
                 std::thread::sleep(Duration::from_secs(3600));
             }
-            // With hashing allowed this always completes (and returns None).
-            let _ = shared.try_complete(job, true);
+            shared.complete_on_worker(job);
         }
     })
 }

@@ -136,6 +136,16 @@ pub struct Decisions {
     pub hashed: u64,
     pub hash_cache_hits: u64,
     pub answer_errors: u64,
+    /// Execs of image loaders and interpreters whose arguments were looked at, and of those:
+    /// pending call unreadable, file argument not found, not a direct invocation.
+    #[serde(default)]
+    pub indirect: u64,
+    #[serde(default)]
+    pub indirect_unread: u64,
+    #[serde(default)]
+    pub indirect_unresolved: u64,
+    #[serde(default)]
+    pub indirect_not_direct: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -232,6 +242,10 @@ impl Sources {
                 hashed: ld(&h.hashed),
                 hash_cache_hits: ld(&h.hash_cache_hits),
                 answer_errors: ld(&h.answer_errors),
+                indirect: ld(&h.indirect),
+                indirect_unread: ld(&h.indirect_unread),
+                indirect_unresolved: ld(&h.indirect_unresolved),
+                indirect_not_direct: ld(&h.indirect_not_direct),
             },
             findings,
             latency_us: Latency {

@@ -6,6 +6,9 @@
 //! image's bytes, either because the executed inode *is* a lower-layer inode, or because its
 //! content hash equals the image file's at the same path.
 
+pub mod elf;
+pub mod indirect;
+
 use serde::{Deserialize, Serialize};
 
 /// What happens to drift: recorded only, or recorded and denied.

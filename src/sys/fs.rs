@@ -278,16 +278,21 @@ fn statx_mnt_field(fd: BorrowedFd<'_>, want: u32) -> Result<u64, SysError> {
 
 /// Opens `path` as `O_PATH` with `root` as the root directory of the lookup (`RESOLVE_IN_ROOT`):
 /// absolute paths and `..` stay inside it, as they do for a process whose root it is.
-/// Symlinks are followed inside the root unless `no_symlinks`; magic links (`/proc/*/fd/*`)
-/// never are. This is how a path a container process named is looked at from the host.
+/// Symlinks (the final one too) are followed inside the root unless `no_symlinks`; magic links
+/// (`/proc/*/fd/*`) never are. This is how a path a container process named is looked at from
+/// the host.
 pub fn open_in_root(root: BorrowedFd<'_>, path: &[u8], no_symlinks: bool) -> Result<OwnedFd, SysError> {
     let mut resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
     if no_symlinks {
         resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
+        flags |= OFlag::O_NOFOLLOW;
     }
+    // Otherwise a final symlink is followed too, as the kernel follows it for execve and an
+    // interpreter for open: resolving a name to the file it runs must not stop at the link.
     let rel = strip_leading_slashes(path);
     let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
-    let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(resolve);
+    let how = OpenHow::new().flags(flags).resolve(resolve);
     openat2(root, OsStr::from_bytes(rel), how).call("openat2(RESOLVE_IN_ROOT)")
 }
 
@@ -381,6 +386,41 @@ pub fn read_all_mapped_leased(
 mod tests {
     use super::*;
     use std::os::fd::{AsFd, FromRawFd};
+
+    #[test]
+    fn paths_resolve_inside_a_root_following_symlinks_there_unless_told_not_to() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/prog"), b"x").unwrap();
+        std::fs::write(t.path().join("outside"), b"host").unwrap();
+        std::os::unix::fs::symlink("/bin/prog", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("bin/escape")).unwrap();
+        let r = open_path_dir(&root).unwrap();
+        let ino = |fd: OwnedFd| fstat_fd(fd.as_fd()).unwrap().st_ino;
+        let prog = std::fs::metadata(root.join("bin/prog")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            ino(open_in_root(r.as_fd(), b"/link", false).unwrap()),
+            prog.ino(),
+            "final symlink followed"
+        );
+        assert_eq!(
+            ino(open_in_root(r.as_fd(), b"/../../bin/prog", false).unwrap()),
+            prog.ino(),
+            "`..` stays inside"
+        );
+        // An absolute symlink target and `..` resolve inside the root, never outside it.
+        assert!(open_in_root(r.as_fd(), b"/bin/escape", false).is_err(), "no such file inside the root");
+        // Not followed when asked: the link itself (O_PATH | O_NOFOLLOW), never its target.
+        let link = open_in_root(r.as_fd(), b"/link", true).unwrap();
+        assert_eq!(fstat_fd(link.as_fd()).unwrap().st_mode & libc::S_IFMT, libc::S_IFLNK);
+        std::os::unix::fs::symlink("prog", root.join("bin/rel")).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::os::unix::fs::symlink("/bin", root.join("d/up")).unwrap();
+        assert!(open_in_root(r.as_fd(), b"/d/up/prog", true).is_err(), "no symlink on the way");
+        assert!(open_in_root(r.as_fd(), b"/bin/prog", true).is_ok());
+    }
 
     #[test]
     fn fd_path_reads_exact_names_for_any_fd_number() {

@@ -188,6 +188,7 @@ pub fn container_command_in(
         format!(
             "set -e\nM=\"$1\"\nmount --bind \"$M\" \"$M\"\nmount -t proc proc \"$M/proc\"\n\
              mount -t tmpfs -o mode=755 dev \"$M/dev\"\nmknod -m 666 \"$M/dev/null\" c 1 3\n\
+             ln -s /proc/self/fd \"$M/dev/fd\"\nln -s /proc/self/fd/0 \"$M/dev/stdin\"\n\
              mkdir \"$M/dev/shm\"\nmount -t tmpfs -o mode=1777 shm \"$M/dev/shm\"\n{setup}\n\
              cd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
              exec /bin/busybox sh -c 'umount -l /.oldroot; rmdir /.oldroot; cd /; exec /bin/busybox sh -c \"$(cat /.dgtest/{run})\"'\n"
@@ -620,3 +621,8 @@ pub fn fileless_container() -> (tempfile::TempDir, Scratch, PathBuf) {
 
 /// Runs `/opt/img/bb2 sleep 0.5` from a memfd in a [`fileless_container`]; prints `memfd=<rc>`.
 pub const FILELESS: &str = "/opt/img/memfd_exec /opt/img/bb2 sleep 0.5; echo memfd=$?\n";
+
+pub fn sha256_bytes(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
