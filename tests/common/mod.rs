@@ -414,6 +414,22 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Switches the running daemon to `mode` through its configuration file and a reload.
+    pub fn reload_mode(&self, mode: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.starts_with("mode = "), "{first}");
+        std::fs::write(&self.config, text.replacen(first, &format!("mode = {mode:?}"), 1)).unwrap();
+        let before = self.log_text().matches("configuration reloaded").count();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+        assert!(
+            wait_until(Duration::from_secs(10), || self.log_text().matches("configuration reloaded").count()
+                > before),
+            "no reload: {}",
+            self.log_text()
+        );
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }

@@ -82,6 +82,33 @@ pub fn rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// The coverage image: the busybox rootfs of [`rootfs_tar`] plus a real dynamic loader and libc
+/// (`/lib64/ld-linux-x86-64.so.2`, `/lib/x86_64-linux-gnu/libc.so.6`), a dynamic program
+/// (`/opt/dyntrue`), a shell (`/opt/bash`, bash-static), an image script (`/opt/run.sh`) and the
+/// fileless dropper (`/opt/memfd_exec`). Returns the rootfs directory and its tarball.
+pub fn coverage_rootfs(dir: &Path) -> (PathBuf, PathBuf) {
+    let tar = rootfs_tar(dir);
+    let r = dir.join("rootfs");
+    let canon = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let copy = |src: PathBuf, rel: &str| {
+        let dst = r.join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, &dst).unwrap();
+        std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    copy(canon("/lib64/ld-linux-x86-64.so.2"), "lib64/ld-linux-x86-64.so.2");
+    copy(canon("/lib/x86_64-linux-gnu/libc.so.6"), "lib/x86_64-linux-gnu/libc.so.6");
+    copy(canon("/usr/bin/true"), "opt/dyntrue");
+    copy(canon("/bin/bash-static"), "opt/bash");
+    copy(super::memfd_exec_tool(dir), "opt/memfd_exec");
+    std::fs::write(r.join("opt/run.sh"), b"echo image-run\n").unwrap();
+    std::fs::remove_file(&tar).unwrap();
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C").arg(&r).arg("-cf").arg(&tar).arg(".");
+    assert!(run_with_deadline(cmd, Duration::from_secs(60)).status.success());
+    (r, tar)
+}
+
 pub struct Containerd {
     pub dir: PathBuf,
     child: Child,
@@ -133,6 +160,24 @@ impl Containerd {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address").arg(self.sock()).args(args);
         run_with_deadline(cmd, Duration::from_secs(60))
+    }
+
+    /// Builds a one-layer OCI image from the rootfs directory `rootfs` and imports it as
+    /// `name:latest`.
+    pub fn build_image_from(&self, name: &str, rootfs: &Path) {
+        let d = self.dir.join(format!("image-{}", name.replace('/', "_")));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.current_dir(&d).arg("-ec").arg(format!(
+            "umoci init --layout oci\numoci new --image oci:latest\numoci unpack --image oci:latest bundle\n\
+             cp -a '{}'/. bundle/rootfs/\numoci repack --image oci:latest bundle\n\
+             umoci config --image oci:latest --config.cmd /bin/sh\ntar -C oci -cf image.tar .",
+            rootfs.display()
+        ));
+        let out = run_with_deadline(cmd, Duration::from_secs(120));
+        assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.ctr(&["images", "import", "--base-name", name, d.join("image.tar").to_str().unwrap()]);
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Builds a one-layer OCI image (busybox-static) with umoci and imports it as `name:latest`.
