@@ -20,6 +20,7 @@ fn main() {
         configs: default_configs(),
         binary: std::env::var_os("DRIFTGATE_BENCH_BINARY").map(Into::into),
         driftgate: env!("CARGO_BIN_EXE_driftgate").into(),
+        daemon_extra: String::new(),
     };
     match run(&opts, |_, _| {}) {
         Ok(r) => print!("{}", render(&r)),

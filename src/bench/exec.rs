@@ -24,6 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::Serialize;
 
+use super::inside::Inside;
 use super::stats::{relate, summarize, Summary};
 use crate::engine::Mode;
 use crate::sys::fanotify::PermGroup;
@@ -43,6 +44,14 @@ pub const CONFIGS: &[&str] = &[
     "driftgate-first-exec-1m",
     "driftgate-first-exec-16m",
     "driftgate-first-exec-128m",
+    "none-volume",
+    "driftgate-enforce-volume",
+    "none-script",
+    "floor-script",
+    "driftgate-enforce-script",
+    "none-dynamic",
+    "floor-dynamic",
+    "driftgate-enforce-dynamic",
     "fapolicyd",
 ];
 
@@ -72,6 +81,8 @@ pub struct Options {
     pub binary: Option<PathBuf>,
     /// The driftgate executable that runs the daemon configurations.
     pub driftgate: PathBuf,
+    /// TOML appended to the daemon's configuration (`--daemon-toml`): measure with your settings.
+    pub daemon_extra: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +121,8 @@ enum ListenerKind {
         mode: Mode,
         index: bool,
         iocs: usize,
+        /// A rule that allows the trusted volume at /vol.
+        allow_vol: bool,
     },
     Fapolicyd,
 }
@@ -117,7 +130,7 @@ enum ListenerKind {
 impl ListenerKind {
     /// The daemon as installed: default configuration.
     const fn driftgate(mode: Mode) -> ListenerKind {
-        ListenerKind::Driftgate { mode, index: true, iocs: 0 }
+        ListenerKind::Driftgate { mode, index: true, iocs: 0, allow_vol: false }
     }
 }
 
@@ -130,6 +143,8 @@ enum Workload {
     CachedAdded,
     /// A fresh added binary of this many bytes for every exec.
     FirstExec(usize),
+    /// Run inside the container's own mount namespace.
+    Inside(super::inside::Inside),
 }
 
 fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
@@ -141,16 +156,36 @@ fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "floor-added" => (ListenerKind::Floor, Workload::CachedAdded),
         "driftgate-audit" => (ListenerKind::driftgate(Mode::Audit), Workload::Image),
         "driftgate-enforce" => (ListenerKind::driftgate(Mode::Enforce), Workload::Image),
-        "driftgate-enforce-bare" => {
-            (ListenerKind::Driftgate { mode: Mode::Enforce, index: false, iocs: 0 }, Workload::Image)
-        }
-        "driftgate-enforce-index-ioc-1m" => {
-            (ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 1_000_000 }, Workload::Image)
-        }
+        "driftgate-enforce-bare" => (
+            ListenerKind::Driftgate { mode: Mode::Enforce, index: false, iocs: 0, allow_vol: false },
+            Workload::Image,
+        ),
+        "driftgate-enforce-index-ioc-1m" => (
+            ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 1_000_000, allow_vol: false },
+            Workload::Image,
+        ),
         "driftgate-audit-cached-added" => (ListenerKind::driftgate(Mode::Audit), Workload::CachedAdded),
         "driftgate-first-exec-1m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(1 << 20)),
         "driftgate-first-exec-16m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(16 << 20)),
         "driftgate-first-exec-128m" => (ListenerKind::driftgate(Mode::Audit), Workload::FirstExec(128 << 20)),
+        // A trusted tools volume: its executables allowed by a `mounts` rule (otherwise drift).
+        "none-volume" => (ListenerKind::None, Workload::Inside(Inside::Volume)),
+        "driftgate-enforce-volume" => (
+            ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 0, allow_vol: true },
+            Workload::Inside(Inside::Volume),
+        ),
+        // The image's shell given the image's script: the interpreter's arguments are read.
+        "none-script" => (ListenerKind::None, Workload::Inside(Inside::Script)),
+        "floor-script" => (ListenerKind::Floor, Workload::Inside(Inside::Script)),
+        "driftgate-enforce-script" => {
+            (ListenerKind::driftgate(Mode::Enforce), Workload::Inside(Inside::Script))
+        }
+        // A dynamic program: two events (the program, its loader), the loader's call checked.
+        "none-dynamic" => (ListenerKind::None, Workload::Inside(Inside::Dynamic)),
+        "floor-dynamic" => (ListenerKind::Floor, Workload::Inside(Inside::Dynamic)),
+        "driftgate-enforce-dynamic" => {
+            (ListenerKind::driftgate(Mode::Enforce), Workload::Inside(Inside::Dynamic))
+        }
         "fapolicyd" => (ListenerKind::Fapolicyd, Workload::Image),
         other => return Err(BenchError::UnknownConfig(other.to_owned())),
     })
@@ -178,6 +213,14 @@ impl Containers {
             std::fs::set_permissions(r.join("lower/tmp"), std::fs::Permissions::from_mode(0o1777))
                 .map_err(setup("chmod"))?;
             write_exec(&r.join("lower/bin/true"), binary)?;
+            // What the inside workloads run: a shell with a script, a dynamic program.
+            for (img, host) in super::inside::image_files() {
+                let dst = r.join("lower").join(img);
+                std::fs::create_dir_all(dst.parent().expect("a file")).map_err(setup("mkdir"))?;
+                std::fs::copy(&host, &dst).map_err(setup("copy image file"))?;
+            }
+            std::fs::create_dir_all(r.join("lower/opt")).map_err(setup("mkdir"))?;
+            std::fs::write(r.join("lower/opt/script.sh"), b"exit 0\n").map_err(setup("write script"))?;
             let opts = format!(
                 "lowerdir={},upperdir={},workdir={}",
                 r.join("lower").display(),
@@ -254,7 +297,12 @@ enum Listener {
 }
 
 impl Listener {
-    fn start(kind: ListenerKind, c: &Containers, driftgate: &Path) -> Result<Listener, BenchError> {
+    fn start(
+        kind: ListenerKind,
+        c: &Containers,
+        driftgate: &Path,
+        extra: &str,
+    ) -> Result<Listener, BenchError> {
         match kind {
             ListenerKind::None => Ok(Listener::None),
             ListenerKind::Floor => {
@@ -282,7 +330,9 @@ impl Listener {
                 });
                 Ok(Listener::Floor { stop, thread: Some(thread) })
             }
-            ListenerKind::Driftgate { mode, index, iocs } => Self::driftgate(mode, index, iocs, c, driftgate),
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol } => {
+                Self::driftgate(mode, index, iocs, allow_vol, c, driftgate, extra)
+            }
             ListenerKind::Fapolicyd => fapolicyd::start(c),
         }
     }
@@ -291,11 +341,13 @@ impl Listener {
         mode: Mode,
         index: bool,
         iocs: usize,
+        allow_vol: bool,
         c: &Containers,
         driftgate: &Path,
+        extra: &str,
     ) -> Result<Listener, BenchError> {
         let root = c.root();
-        let name = format!("{}-{}-{iocs}", mode.as_str(), if index { "index" } else { "bare" });
+        let name = format!("{}-{}-{iocs}-{allow_vol}", mode.as_str(), if index { "index" } else { "bare" });
         let cfg = root.join(format!("driftgate-{name}.toml"));
         // Each configuration has its own state: an index persisted by another does
         // not help this one.
@@ -307,6 +359,12 @@ impl Listener {
                 super::ioc::write_feed(&feed, iocs).map_err(setup("write IoC feed"))?;
             }
             knowledge.push_str(&format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string()));
+        }
+        knowledge.push_str(extra);
+        knowledge.push('\n');
+        if allow_vol {
+            knowledge
+                .push_str("[[policy.rules]]\nname = \"tools\"\naction = \"allow\"\nmounts = [\"/vol\"]\n");
         }
         std::fs::write(
             &cfg,
@@ -506,13 +564,17 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     std::fs::create_dir_all(&added_dir).map_err(setup("mkdir"))?;
     let added = added_dir.join("true");
     write_exec(&added, &binary)?;
+    // The volume of the inside workloads: a host directory, bind-mounted at /vol.
+    let volume = c.root().join("volume");
+    std::fs::create_dir_all(&volume).map_err(setup("mkdir"))?;
+    write_exec(&volume.join("true"), &binary)?;
 
     let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); opts.configs.len()];
     let warmup = (opts.iterations / 20).clamp(10, 200);
     let mut fresh = 0usize;
     for round in 0..opts.rounds {
         for (ci, (name, (kind, work))) in opts.configs.iter().zip(&plans).enumerate() {
-            let listener = Listener::start(*kind, &c, &opts.driftgate)?;
+            let listener = Listener::start(*kind, &c, &opts.driftgate, &opts.daemon_extra)?;
             let s = match *work {
                 Workload::Image => {
                     measure(warmup, &sig, |_| Ok(image.clone()), |_| {})?;
@@ -541,6 +603,15 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
                         },
                     )?
                 }
+                Workload::Inside(what) => super::inside::measure(
+                    &opts.driftgate,
+                    &c.merged[0],
+                    &volume,
+                    what,
+                    warmup,
+                    opts.iterations,
+                    &sig,
+                )?,
             };
             drop(listener);
             samples[ci].push(s);
@@ -552,9 +623,12 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     // copies of a binary at different paths exec at measurably different speeds.
     let none = configs.iter().find(|c| c.name == "none").cloned();
     let none_added = configs.iter().find(|c| c.name == "none-added").cloned();
+    let all = configs.clone();
     for (c, (_, work)) in configs.iter_mut().zip(&plans) {
+        let inside_base = |w: Inside| all.iter().find(|b| b.name == format!("none-{}", w.name()));
         let base = match work {
             Workload::CachedAdded => none_added.as_ref().or(none.as_ref()),
+            Workload::Inside(w) => inside_base(*w),
             _ => none.as_ref(),
         };
         if let Some(b) = base {
@@ -655,6 +729,8 @@ pub struct LoadOptions {
     pub configs: Vec<String>,
     pub binary: Option<PathBuf>,
     pub driftgate: PathBuf,
+    /// TOML appended to the daemon's configuration.
+    pub daemon_extra: String,
 }
 
 /// Load configurations: the same listeners, plus a pair that runs fresh 128 MiB binaries in
@@ -734,7 +810,7 @@ pub fn run_load(opts: &LoadOptions, mut progress: impl FnMut(usize, &str)) -> Re
                 "none-with-128m-first-execs" => (ListenerKind::None, true),
                 _ => (ListenerKind::driftgate(Mode::Audit), true),
             };
-            let listener = Listener::start(kind, &c, &opts.driftgate)?;
+            let listener = Listener::start(kind, &c, &opts.driftgate, &opts.daemon_extra)?;
             let cpu0 = listener.pid().and_then(proc_cpu_ticks);
             let stop = Arc::new(AtomicBool::new(false));
             let bg_done = Arc::new(AtomicU64::new(0));

@@ -4,5 +4,6 @@
 pub mod elf;
 pub mod exec;
 pub mod index;
+pub mod inside;
 pub mod ioc;
 pub mod stats;

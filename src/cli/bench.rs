@@ -17,6 +17,26 @@ pub enum BenchCommand {
     /// Measure layer-indexing throughput: offline (plain, gzip, zstd layers) and on the node
     /// (from scratch, and re-checking an unchanged layer).
     Index(IndexArgs),
+    /// (used by `bench exec`) Time a workload inside a scratch container's mount namespace.
+    #[command(hide = true)]
+    ExecInside(InsideArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InsideArgs {
+    /// The container's rootfs (chrooted into)
+    #[arg(long)]
+    pub root: std::path::PathBuf,
+    /// SRC:DST bind mounts made in the new mount namespace before the chroot
+    #[arg(long)]
+    pub bind: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
+    /// The program and its arguments, as the container sees them
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +90,10 @@ pub struct ExecArgs {
     /// A static binary to execute instead of the built-in exit(0) executable.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+    /// A TOML file appended to the configuration the driftgate configurations run with (its
+    /// tables come after the benchmark's own): measure with your own settings
+    #[arg(long, value_name = "FILE")]
+    pub daemon_toml: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -80,6 +104,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
         BenchCommand::Exec(a) => a,
         BenchCommand::Ioc(i) => return run_ioc(i),
         BenchCommand::Index(i) => return run_index(i),
+        BenchCommand::ExecInside(i) => return run_inside(i),
     };
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("driftgate: `bench exec` needs root (overlay mount, fanotify)");
@@ -102,6 +127,16 @@ pub fn run(cmd: BenchCommand) -> i32 {
             eprint!("\rround {}/{} {:<40}", round + 1, rounds, name);
         }
     };
+    let daemon_extra = match &a.daemon_toml {
+        None => String::new(),
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("driftgate: --daemon-toml {}: {e}", p.display());
+                return exit::NOT_FOUND;
+            }
+        },
+    };
     if a.containers.is_some() || a.concurrency.is_some() {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let opts = LoadOptions {
@@ -116,6 +151,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
             },
             binary: a.binary,
             driftgate,
+            daemon_extra: daemon_extra.clone(),
         };
         let res = exec::run_load(&opts, |r, n| show(r, opts.rounds, n));
         if tty {
@@ -143,6 +179,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
         configs: if a.configs.is_empty() { exec::default_configs() } else { a.configs },
         binary: a.binary,
         driftgate,
+        daemon_extra,
     };
     let res = exec::run(&opts, |round, name| show(round, opts.rounds, name));
     if tty {
@@ -213,6 +250,28 @@ fn run_index(a: IndexArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("driftgate: bench index: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn run_inside(a: InsideArgs) -> i32 {
+    let mut binds = Vec::new();
+    for b in &a.bind {
+        let Some((src, dst)) = b.split_once(':') else {
+            eprintln!("driftgate: --bind {b:?}: expected SRC:DST");
+            return exit::USAGE;
+        };
+        binds.push((src.into(), dst.into()));
+    }
+    match crate::bench::inside::run_inside(&a.root, &binds, a.warmup, a.iterations, &a.argv) {
+        Ok(samples) => {
+            let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
+            println!("{}", text.join(" "));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("driftgate: bench exec-inside: {e}");
             exit::FAILURE
         }
     }

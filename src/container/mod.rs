@@ -72,6 +72,9 @@ pub struct Container {
     /// Whether a PID namespace of the container (other than the host's) was handled
     /// (`vm.memfd_noexec` applied). Until one is, the hot path asks each exec's caller.
     pub pid_known: std::sync::atomic::AtomicBool,
+    /// While no namespace is known: when (ms on the daemon's clock) the hot path may ask an
+    /// exec's caller again, after one that was not in the container (a host-side exec).
+    pub ns_probe_after: std::sync::atomic::AtomicU64,
 }
 
 impl Container {

@@ -53,6 +53,8 @@ pub struct Discovery {
     ns_scans: Vec<Instant>,
     /// The last scan made for a container's mount event.
     last_event_scan: Option<Instant>,
+    /// Written to when containers come or go.
+    changed: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Scans for containers' mount events are at least this far apart: a container that mounts
@@ -87,11 +89,25 @@ impl Discovery {
             marker,
             ns_scans: Vec::new(),
             last_event_scan: None,
+            changed: None,
         }
     }
 
-    /// A container mounted something: scan now, or as soon as the spacing allows.
-    pub fn scan_for_mount_event(&mut self) {
+    /// An eventfd written to whenever the set of containers changes.
+    pub fn set_change_signal(&mut self, fd: Arc<std::os::fd::OwnedFd>) {
+        self.changed = Some(fd);
+    }
+
+    fn signal_change(&self) {
+        if let Some(fd) = &self.changed {
+            let _ = nix::unistd::write(fd.as_fd(), &1u64.to_ne_bytes());
+        }
+    }
+
+    /// A container mounted something (noticed at `woken`): scan now, or as soon as the spacing
+    /// allows. Logs how long the new mounts went unmarked: the window of a mount made after the
+    /// container started.
+    pub fn scan_for_mount_event(&mut self, woken: Instant) {
         let now = Instant::now();
         match self.last_event_scan {
             Some(last) if now < last + EVENT_SCAN_SPACING => {
@@ -100,7 +116,19 @@ impl Discovery {
             }
             _ => {
                 self.last_event_scan = Some(now);
-                self.scan_namespaces();
+                let before = self.marker.stats.mounts_marked.load(Ordering::Relaxed);
+                // Only a known namespace can have sent the event: re-read those first.
+                if !self.marker.rescan_known(&self.registry.load_full()) {
+                    self.scan_namespaces();
+                }
+                let marked = self.marker.stats.mounts_marked.load(Ordering::Relaxed) - before;
+                if marked > 0 {
+                    tracing::info!(
+                        mounts = marked,
+                        event_to_mark_us = woken.elapsed().as_micros() as u64,
+                        "container mounts made after start marked"
+                    );
+                }
             }
         }
     }
@@ -207,6 +235,7 @@ impl Discovery {
         }
         if changed {
             self.registry.store(Arc::new(reg.clone()));
+            self.signal_change();
         }
         let mut failed = false;
         for (c, dirfd) in to_mark {
@@ -254,6 +283,7 @@ impl Discovery {
         }
         if failed {
             self.registry.store(Arc::new(reg));
+            self.signal_change();
         }
     }
 
@@ -299,6 +329,7 @@ impl Discovery {
             namespaces: Default::default(),
             ns_known: std::sync::atomic::AtomicBool::new(false),
             pid_known: std::sync::atomic::AtomicBool::new(false),
+            ns_probe_after: std::sync::atomic::AtomicU64::new(0),
         });
         Ok((container, dirfd))
     }

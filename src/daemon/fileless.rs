@@ -11,11 +11,10 @@
 //! program read through `/proc/<pid>/exe` while the process still exists, checked against the
 //! IoC set. A program that exits before it is looked at is counted, not recorded.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use proc_connector::{EventMask, ProcConnector, ProcEvent};
 
@@ -48,61 +47,115 @@ impl FilelessStats {
     }
 }
 
-/// Starts the connector thread when `[fileless] audit` is on.
+/// Starts the connector thread. It listens only while the record is needed (see [`needed`]):
+/// every exec on the node costs a netlink message while anyone listens, and the daemon a
+/// `/proc` lookup per exec.
 pub fn spawn(
     shared: Arc<Shared>,
-    enabled: bool,
+    cfg: crate::config::SharedConfig,
     stats: Arc<FilelessStats>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<Option<JoinHandle<()>>> {
-    if !enabled {
-        stats.set_state("off");
-        return Ok(None);
-    }
+    wake: Arc<OwnedFd>,
+) -> std::io::Result<JoinHandle<()>> {
     // Opened on its own thread: nothing here may ever hold up the daemon's start.
     std::thread::Builder::new().name("driftgate-fileless".into()).spawn(move || {
-        let conn = match open() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "fileless execution is not recorded: the process-event connector is unavailable (needs CAP_NET_ADMIN in the host's network namespace)");
-                stats.set_state(format!("unavailable: {e}"));
-                return;
-            }
-        };
-        stats.set_state("listening");
+        // After the fact, at the lowest priority: never ahead of the programs on the node.
+        crate::sys::process::lower_this_thread_priority(19);
+        let mut conn: Option<ProcConnector> = None;
+        let mut listening = false;
         let mut buf = vec![0u8; 64 * 1024];
         while !stop.load(Ordering::Relaxed) {
-            match conn.recv_timeout(&mut buf, Duration::from_millis(250)) {
-                Ok(Some(ProcEvent::Exec { pid, .. })) => {
-                    stats.exec_events.fetch_add(1, Ordering::Relaxed);
-                    on_exec(&shared, &stats, pid as i32);
+            let want = cfg.load().fileless_audit && needed(&shared);
+            if want && conn.is_none() {
+                match open() {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fileless execution is not recorded: the process-event connector is unavailable (needs CAP_NET_ADMIN in the host's network namespace)");
+                        stats.set_state(format!("unavailable: {e}"));
+                        return;
+                    }
                 }
-                Ok(_) => {}
-                Err(proc_connector::Error::Overrun) => {
-                    stats.lost_events.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(c) = &conn {
+                if want != listening {
+                    let r = if want { subscribe(c) } else { c.unsubscribe() };
+                    match r {
+                        Ok(()) => listening = want,
+                        Err(e) => tracing::warn!(error = %e, "process-event connector (un)subscribe"),
+                    }
                 }
-                Err(proc_connector::Error::Interrupted | proc_connector::Error::WouldBlock) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "process-event connector");
-                    std::thread::sleep(Duration::from_millis(100));
+            }
+            stats.set_state(if listening {
+                "listening"
+            } else if cfg.load().fileless_audit {
+                "idle (vm.memfd_noexec refuses memfd execution in every watched container)"
+            } else {
+                "off"
+            });
+            // Wait for events, a change of the containers, or the next look at what is needed.
+            let mut fds = vec![nix::poll::PollFd::new(wake.as_fd(), nix::poll::PollFlags::POLLIN)];
+            if let Some(c) = &conn {
+                fds.push(nix::poll::PollFd::new(c.as_fd(), nix::poll::PollFlags::POLLIN));
+            }
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(250u16));
+            let mut b = [0u8; 8];
+            let _ = nix::unistd::read(wake.as_fd(), &mut b);
+            let Some(c) = &conn else { continue };
+            // Everything queued, also what came in just before unsubscribing.
+            loop {
+                match c.recv(&mut buf) {
+                    Ok(ProcEvent::Exec { pid, .. }) => {
+                        stats.exec_events.fetch_add(1, Ordering::Relaxed);
+                        on_exec(&shared, &stats, pid as i32);
+                    }
+                    Ok(_) => {}
+                    Err(proc_connector::Error::Overrun) => {
+                        stats.lost_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(proc_connector::Error::Interrupted) => {}
+                    Err(proc_connector::Error::WouldBlock) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "process-event connector");
+                        break;
+                    }
                 }
             }
         }
     })
-    .map(Some)
 }
 
-fn open() -> Result<ProcConnector, proc_connector::Error> {
-    let conn = ProcConnector::new()?;
+/// Whether the after-the-fact record is needed: some watched container can run a memfd
+/// program, because fileless execution is not refused there (`vm.memfd_noexec` is not 2 in
+/// each of its PID namespaces: audit mode, a hostPID container, a failed setting) or not yet
+/// known to be (its first exec has not come yet).
+pub fn needed(shared: &Shared) -> bool {
+    use crate::container::mounts::MemfdState;
+    shared.registry.load().by_dev.values().any(|c| {
+        if !c.pid_known.load(Ordering::Relaxed) {
+            return true;
+        }
+        c.namespaces
+            .lock()
+            .map_or(true, |n| n.pid.is_empty() || n.pid.values().any(|s| *s != MemfdState::Set(2)))
+    })
+}
+
+fn subscribe(conn: &ProcConnector) -> Result<(), proc_connector::Error> {
     // Only execs; a busy node makes many forks and exits, none of which matter here. The
     // kernel's per-socket filter, installed by this very request, also drops its
     // acknowledgement (an event of type NONE), which proc-connector 0.3 waits for: without
     // O_NONBLOCK that wait lasts until some exec happens. The missing ACK is not an error.
-    conn.set_nonblocking()?;
     match conn.subscribe_filtered(EventMask::EXEC) {
-        Ok(()) | Err(proc_connector::Error::WouldBlock) => {}
-        Err(e) => return Err(e),
+        Ok(()) | Err(proc_connector::Error::WouldBlock) => Ok(()),
+        Err(e) => Err(e),
     }
+}
+
+fn open() -> Result<ProcConnector, proc_connector::Error> {
+    // ProcConnector::new subscribes to everything; the loop subscribes (filtered) when needed.
+    let conn = ProcConnector::new()?;
+    conn.set_nonblocking()?;
+    conn.unsubscribe()?;
     // Room for bursts of execs while a finding is being recorded.
     let _ = conn.set_recv_buf_size(4 << 20);
     Ok(conn)

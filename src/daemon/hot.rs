@@ -249,9 +249,9 @@ impl FastPath {
         {
             first_exec(container);
         }
-        if !container.ns_known.load(Ordering::Relaxed) {
-            // The container's first exec from its own namespace: mark that namespace's mounts
-            // before answering, so nothing the process starts next escapes them.
+        if !container.ns_known.load(Ordering::Relaxed) || !container.pid_known.load(Ordering::Relaxed) {
+            // The container's first exec from its own namespaces: mark the mounts and set
+            // vm.memfd_noexec before answering, so nothing the process starts next escapes.
             self.shared.namespaces.on_event(container, ev.tid());
         }
         if let Some(mount) = mount {

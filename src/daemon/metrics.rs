@@ -53,6 +53,31 @@ pub fn render(src: &Sources) -> String {
         &[("{reason=\"spool_write\"}", s.spool.write_errors), ("{reason=\"queue_full\"}", s.spool.dropped)],
     );
     counter(
+        "driftgate_mount_execs_total",
+        "Execs from containers' mounts other than the rootfs (volumes, tmpfs, /dev/shm).",
+        &[("", s.coverage.mount_execs)],
+    );
+    counter(
+        "driftgate_indirect_execs_total",
+        "Execs of image loaders and interpreters whose argument was looked at, by outcome.",
+        &[
+            ("{outcome=\"looked_at\"}", s.decisions.indirect),
+            ("{outcome=\"call_unreadable\"}", s.decisions.indirect_unread),
+            ("{outcome=\"argument_not_found\"}", s.decisions.indirect_unresolved),
+            ("{outcome=\"not_direct\"}", s.decisions.indirect_not_direct),
+        ],
+    );
+    counter(
+        "driftgate_process_exec_events_total",
+        "Exec events from the kernel's process-event connector (fileless execution record).",
+        &[("{result=\"read\"}", s.coverage.exec_events), ("{result=\"lost\"}", s.coverage.exec_events_lost)],
+    );
+    counter(
+        "driftgate_container_mounts_total",
+        "Container mounts beyond the rootfs, by whether they could be marked.",
+        &[("{marked=\"true\"}", s.coverage.mounts_marked), ("{marked=\"false\"}", s.coverage.mounts_failed)],
+    );
+    counter(
         "driftgate_reloads_total",
         "Configuration reloads.",
         &[("{result=\"ok\"}", s.reloads), ("{result=\"error\"}", s.reload_errors)],

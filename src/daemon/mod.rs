@@ -166,6 +166,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     }
     let stop_fd = eventfd()?;
     let rescan_fd = eventfd()?;
+    // Kicked by discovery when containers come or go (the fileless recorder listens only while
+    // some container needs it).
+    let containers_changed = eventfd()?;
+    disco.set_change_signal(Arc::clone(&containers_changed));
     let disco_thread =
         spawn_discovery(disco, watch, Arc::clone(&stop_fd), Arc::clone(&rescan_fd), Arc::clone(&cfg))?;
 
@@ -225,12 +229,13 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let ioc_watch = spawn_ioc_watch(Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&stopping))?;
-    let fileless_thread = fileless::spawn(
+    let fileless_thread = Some(fileless::spawn(
         Arc::clone(&shared),
-        c0.fileless_audit,
+        Arc::clone(&cfg),
         Arc::clone(&fileless_stats),
         Arc::clone(&stopping),
-    )?;
+        Arc::clone(&containers_changed),
+    )?);
     let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
 
     let watched = registry.load().by_dev.len();
@@ -493,15 +498,18 @@ fn spawn_discovery(
                 drain_eventfd(&rescan);
             }
             let woken = Instant::now();
-            watch.drain();
-            disco.rescan_after(changed.then_some(woken));
             if ns_changed {
-                // A container mounted something: mark it now (a burst of mounts is one scan).
+                // A container mounted something: mark it first (a burst of mounts is one scan).
                 if let Some(w) = &ns_watch {
                     w.drain();
                 }
-                disco.scan_for_mount_event();
-            } else if woke == 0 || kicked {
+                disco.scan_for_mount_event(woken);
+            }
+            if changed || woke == 0 || kicked {
+                watch.drain();
+                disco.rescan_after(changed.then_some(woken));
+            }
+            if !ns_changed && (woke == 0 || kicked) {
                 // A timeout (periodic, or a scan scheduled after a new container) or a reload.
                 disco.scan_namespaces_if_due(kicked || wait >= interval);
             }

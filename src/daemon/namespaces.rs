@@ -30,6 +30,9 @@ use crate::sys::fanotify::PermGroup;
 use crate::sys::fs as sfs;
 use crate::sys::proc;
 
+/// After a hot-path question about an exec's caller that taught nothing, the next one waits.
+pub const PROBE_BACKOFF_MS: u64 = 50;
+
 /// A container mount an event came from.
 #[derive(Debug, Clone)]
 pub struct MountHit {
@@ -79,6 +82,8 @@ pub struct Marker {
     host_pid: Vec<u64>,
     /// Where memfd execution is refused, and the mode and rules that decide it.
     memfd: ArcSwap<MemfdRule>,
+    /// The clock of `Container::ns_probe_after`.
+    epoch: std::time::Instant,
 }
 
 /// What decides the `vm.memfd_noexec` value of a container's PID namespace.
@@ -140,6 +145,7 @@ impl Marker {
             watched_ns: Default::default(),
             host_pid,
             memfd: ArcSwap::from_pointee(MemfdRule::default()),
+            epoch: std::time::Instant::now(),
             group,
             table: ArcSwap::from_pointee(HashMap::new()),
             host_mnt,
@@ -180,12 +186,24 @@ impl Marker {
     }
 
     /// Hot path, for a container with no mount or PID namespace known yet: if thread `tid`
-    /// is in a namespace of the container, marks its mounts and applies `vm.memfd_noexec`
-    /// (before the exec is answered).
+    /// is a process of the container (its root is the container's rootfs), marks the mounts of
+    /// its mount namespace and applies `vm.memfd_noexec` to its PID namespace, before the exec
+    /// is answered. Asking costs a few µs (new `/proc` entries for each new pid): a caller that
+    /// is not in the container (an exec through the host-side mountpoint) puts the next question
+    /// off by [`PROBE_BACKOFF_MS`]; scans cover that time.
     pub fn on_event(&self, c: &Arc<Container>, tid: i32) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        if now < c.ns_probe_after.load(Ordering::Relaxed) {
+            return;
+        }
+        if proc::root_dev_ino(tid).map(|(dev, _)| dev) != Some(c.dev) {
+            c.ns_probe_after.store(now + PROBE_BACKOFF_MS, Ordering::Relaxed);
+            return;
+        }
         if self.enabled() && !c.ns_known.load(Ordering::Relaxed) {
             match proc::ns_id(tid, "mnt") {
-                // A host-side exec through the rootfs mountpoint: not the container's namespace.
+                // Sharing the host's mount namespace with the container's root: chroot-like,
+                // nothing of the container's own to mark.
                 Some(ns) if self.host_mnt.contains(&ns) => {}
                 Some(ns) => {
                     if let Err(e) = self.mark_namespace(c, tid, ns) {
@@ -202,6 +220,11 @@ impl Marker {
                 // would cost each one. Scans still find any PID namespace it makes later.
                 c.pid_known.store(true, Ordering::Relaxed);
             }
+        }
+        if !c.ns_known.load(Ordering::Relaxed) || !c.pid_known.load(Ordering::Relaxed) {
+            // A process of the container, but nothing could be learnt from it (a namespace
+            // shared with the host): do not ask on every exec.
+            c.ns_probe_after.store(now + PROBE_BACKOFF_MS, Ordering::Relaxed);
         }
     }
 
@@ -247,6 +270,29 @@ impl Marker {
             }
         }
         new
+    }
+
+    /// Re-reads the mount namespaces already known (a mount event came from one of them),
+    /// through the process each was found with. `false` when one of those processes is gone:
+    /// then a full [`Marker::scan`] is needed.
+    pub fn rescan_known(&self, reg: &Registry) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        let mut ok = true;
+        for c in reg.by_dev.values() {
+            let known: Vec<(u64, i32)> = c
+                .namespaces
+                .lock()
+                .map(|n| n.mnt.iter().map(|(ns, m)| (*ns, m.pid)).collect())
+                .unwrap_or_default();
+            for (ns, pid) in known {
+                if self.mark_namespace(c, pid, ns).is_err() {
+                    ok = false;
+                }
+            }
+        }
+        ok
     }
 
     /// Applies `vm.memfd_noexec` to the PID namespace of process `pid` of container `c`.
