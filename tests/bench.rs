@@ -47,6 +47,32 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
 }
 
 #[test]
+fn inside_workloads_run_in_the_container_and_are_related_to_their_own_baseline() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(driftgate_bin());
+    let wanted = "none-volume,driftgate-enforce-volume,none-script,driftgate-enforce-script,none-dynamic,driftgate-enforce-dynamic";
+    cmd.args(["bench", "exec", "--iterations", "20", "--rounds", "1", "--json", "--configs", wanted])
+        .env("TMPDIR", tmp.path());
+    let out = run_with_deadline(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    for c in configs {
+        assert_eq!(c["samples"], 20, "{c}");
+        assert!(c["p50_us"].as_f64().unwrap() > 0.0);
+        if c["name"].as_str().unwrap().starts_with("none-") {
+            assert_eq!(c["ratio_p50"], 1.0, "each inside workload is its own baseline: {c}");
+        } else {
+            assert!(c["ratio_p50"].as_f64().is_some(), "related to its none- run: {c}");
+        }
+    }
+    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
+}
+
+#[test]
 fn bench_exec_cleans_up_when_interrupted() {
     if !privileged() {
         return;

@@ -87,13 +87,20 @@ impl Shared {
         kind: ExecKind,
         exec_path: &[u8],
     ) -> Option<(Target, FileId, Vec<u8>, Option<Arc<crate::container::mounts::ContainerMount>>)> {
-        let tid = ev.tid();
-        let Some(call) = proc::pending_exec_call(tid) else {
+        let Some((pdir, call)) = proc::ProcDir::open(ev.tid()).and_then(|d| d.exec_call().map(|c| (d, c)))
+        else {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let argv = call.argv.as_ref()?;
-        let root = open_proc_entry(tid, "root")?;
+        // The process's root, opened only once there is a name to resolve.
+        let mut root_fd: Option<OwnedFd> = None;
+        let mut root = || -> Option<OwnedFd> {
+            if root_fd.is_none() {
+                root_fd = pdir.open_entry("root");
+            }
+            root_fd.as_ref().and_then(|f| f.try_clone().ok())
+        };
         let exec_st = sfs::fstat_fd(ev.fd()).ok()?;
         let mut kind = kind;
         let mut start = 0usize;
@@ -101,7 +108,7 @@ impl Shared {
         // A loader's exec is nearly always a dynamic program's PT_INTERP: rule that out first.
         let mut direct_known = false;
         if kind == ExecKind::Loader {
-            if !invoked_directly(tid, root.as_fd(), &call, &exec_st) {
+            if !invoked_directly(&pdir, root()?.as_fd(), &call, &exec_st) {
                 return None;
             }
             direct_known = true;
@@ -123,7 +130,7 @@ impl Shared {
                 }
             };
             let arg = &args[idx];
-            let Some(opath) = resolve(tid, root.as_fd(), arg) else {
+            let Some(opath) = resolve(&pdir, root()?.as_fd(), arg) else {
                 self.stats.indirect_unresolved.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
@@ -133,7 +140,7 @@ impl Shared {
             }
             let id = FileId::from_stat(&st);
             let path = sfs::fd_path(opath.as_fd()).unwrap_or_else(|_| arg.clone());
-            let fd = sfs::reopen_readonly(opath.as_fd()).ok()?;
+            let readable = || sfs::reopen_readonly(opath.as_fd()).ok();
             let interpreter =
                 InterpreterRef { kind: what.into(), path: String::from_utf8_lossy(&runner).into_owned() };
             let mut mount = None;
@@ -142,12 +149,12 @@ impl Shared {
                     match image {
                         // The image's own file; an IoC shipped in the image is still decided.
                         ImageProof::KnownBad(o) => {
-                            let target = Target { fd, executed, interpreter, proven: Some(o) };
+                            let target = Target { fd: readable()?, executed, interpreter, proven: Some(o) };
                             return Some((target, id, path, None));
                         }
                         ImageProof::Clean if kind == ExecKind::Loader => {
                             // The loader runs an image program; an interpreter runs its script.
-                            let next = self.classify(&path, fd.as_fd());
+                            let next = self.classify(&path, readable()?.as_fd());
                             if next.is_plain() {
                                 return None;
                             }
@@ -163,11 +170,11 @@ impl Shared {
                 mount = self.target_mount(c, opath.as_fd());
             }
             // Drift. Unless the runner was invoked directly, these are a program's arguments.
-            if !direct_known && !invoked_directly(tid, root.as_fd(), &call, &exec_st) {
+            if !direct_known && !invoked_directly(&pdir, root()?.as_fd(), &call, &exec_st) {
                 self.stats.indirect_not_direct.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            return Some((Target { fd, executed, interpreter, proven: None }, id, path, mount));
+            return Some((Target { fd: readable()?, executed, interpreter, proven: None }, id, path, mount));
         }
         None
     }
@@ -216,29 +223,17 @@ enum ImageProof {
     KnownBad(Outcome),
 }
 
-/// Opens `/proc/<tid>/<entry>` as an `O_PATH` directory (the process's root or cwd).
-fn open_proc_entry(tid: i32, entry: &str) -> Option<OwnedFd> {
-    nix::fcntl::openat(
-        proc::proc_dir()?,
-        format!("{tid}/{entry}").as_str(),
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()
-}
-
-/// Resolves a path argument of process `tid` as the process would: absolute ones in its root,
+/// Resolves a path argument of the process as the process would: absolute ones in its root,
 /// relative ones from its cwd; `/dev/fd/N`, `/proc/self/fd/N` and `/dev/stdin` through its fd
 /// table. `O_PATH`; `None` when there is no such file.
-fn resolve(tid: i32, root: BorrowedFd<'_>, arg: &[u8]) -> Option<OwnedFd> {
+fn resolve(pdir: &proc::ProcDir, root: BorrowedFd<'_>, arg: &[u8]) -> Option<OwnedFd> {
     if let Some(n) = fd_argument(arg) {
-        return open_proc_entry(tid, &format!("fd/{n}"));
+        return pdir.open_entry(&format!("fd/{n}"));
     }
     if arg.first() == Some(&b'/') {
         return sfs::open_in_root(root, arg, false).ok();
     }
-    let cwd = nix::fcntl::readlinkat(proc::proc_dir()?, format!("{tid}/cwd").as_str()).ok()?;
-    let mut full = cwd.into_encoded_bytes();
+    let mut full = pdir.readlink("cwd")?;
     full.push(b'/');
     full.extend_from_slice(arg);
     sfs::open_in_root(root, &full, false).ok()
@@ -257,25 +252,23 @@ fn fd_argument(arg: &[u8]) -> Option<u32> {
 /// program or script whose loader or interpreter this is. When the name cannot be resolved,
 /// it counts as direct: the arguments are then checked, never skipped.
 fn invoked_directly(
-    tid: i32,
+    pdir: &proc::ProcDir,
     root: BorrowedFd<'_>,
     call: &proc::ExecCall,
     exec: &nix::sys::stat::FileStat,
 ) -> bool {
     let named = if call.filename.is_empty() && call.regs.flags & libc::AT_EMPTY_PATH != 0 {
         // fexecve / execveat(fd, "", AT_EMPTY_PATH): the file is that fd.
-        open_proc_entry(tid, &format!("fd/{}", call.regs.dirfd))
+        pdir.open_entry(&format!("fd/{}", call.regs.dirfd))
     } else if call.filename.first() == Some(&b'/') {
         sfs::open_in_root(root, &call.filename, false).ok()
     } else {
-        let link = if call.regs.dirfd == libc::AT_FDCWD {
-            format!("{tid}/cwd")
+        let base = if call.regs.dirfd == libc::AT_FDCWD {
+            pdir.readlink("cwd")
         } else {
-            format!("{tid}/fd/{}", call.regs.dirfd)
+            pdir.readlink(&format!("fd/{}", call.regs.dirfd))
         };
-        let base = proc::proc_dir().and_then(|d| nix::fcntl::readlinkat(d, link.as_str()).ok());
-        base.and_then(|b| {
-            let mut full = b.into_encoded_bytes();
+        base.and_then(|mut full| {
             full.push(b'/');
             full.extend_from_slice(&call.filename);
             sfs::open_in_root(root, &full, false).ok()

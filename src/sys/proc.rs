@@ -180,30 +180,67 @@ pub struct ExecCall {
 }
 
 pub fn pending_exec_call(tid: i32) -> Option<ExecCall> {
-    if !pending_args_readable() {
-        return None;
-    }
-    let line = read_syscall_line(tid)?;
-    let regs = parse_exec_regs(&line)?;
-    let pid = Pid::from_raw(tid);
-    let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
-    Some(ExecCall { regs, filename, argv: read_argv(pid, regs.argv) })
+    ProcDir::open(tid)?.exec_call()
 }
 
-/// `/proc/<tid>/syscall`, opened relative to a `/proc` directory fd held for the process's life.
-fn read_syscall_line(tid: i32) -> Option<String> {
-    use std::io::Read;
-    let dir = proc_dir()?;
-    let fd = nix::fcntl::openat(
-        dir,
-        format!("{tid}/syscall").as_str(),
-        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    let mut buf = [0u8; 256];
-    let n = std::fs::File::from(fd).read(&mut buf).ok()?;
-    String::from_utf8(buf[..n].to_vec()).ok()
+/// The `/proc/<tid>` directory of one thread, opened once: every pid is new to `/proc`, and
+/// each lookup of `/proc/<tid>` makes the kernel build its entries afresh (several µs), so
+/// the hot path looks up everything it needs relative to this one fd. If the thread exits and
+/// its tid is reused, reads through it fail rather than describe another process.
+pub struct ProcDir {
+    tid: i32,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl ProcDir {
+    pub fn open(tid: i32) -> Option<ProcDir> {
+        let fd = nix::fcntl::openat(
+            proc_dir()?,
+            tid.to_string().as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        Some(ProcDir { tid, fd })
+    }
+
+    /// The exec call the thread is waiting in (see [`pending_exec_call`]).
+    pub fn exec_call(&self) -> Option<ExecCall> {
+        use std::io::Read;
+        if !pending_args_readable() {
+            return None;
+        }
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            "syscall",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let mut buf = [0u8; 256];
+        let n = std::fs::File::from(fd).read(&mut buf).ok()?;
+        let regs = parse_exec_regs(std::str::from_utf8(&buf[..n]).ok()?)?;
+        let pid = Pid::from_raw(self.tid);
+        let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
+        Some(ExecCall { regs, filename, argv: read_argv(pid, regs.argv) })
+    }
+
+    /// An entry (`root`, `cwd`, `fd/3`) as `O_PATH`, following its magic link: the process's
+    /// root directory, cwd or open file.
+    pub fn open_entry(&self, name: &str) -> Option<std::os::fd::OwnedFd> {
+        nix::fcntl::openat(
+            &self.fd,
+            name,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+    }
+
+    /// What a link entry (`cwd`, `fd/3`) names, as the kernel prints it.
+    pub fn readlink(&self, name: &str) -> Option<Vec<u8>> {
+        nix::fcntl::readlinkat(&self.fd, name).ok().map(|p| p.into_encoded_bytes())
+    }
 }
 
 fn read_argv(pid: Pid, argv: u64) -> Option<Vec<Vec<u8>>> {
