@@ -16,6 +16,8 @@ use crate::engine::Mode;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/driftgate/driftgate.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/driftgate";
 pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The spool's size cap when `[spool] max_bytes` is not set (0 turns the cap off).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 512 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -145,6 +147,10 @@ struct RawDaemon {
 #[serde(deny_unknown_fields)]
 struct RawFindings {
     aggregate_window_secs: Option<u64>,
+    max_arg_bytes: Option<Spanned<u64>>,
+    container_burst: Option<Spanned<u64>>,
+    container_per_sec: Option<Spanned<f64>>,
+    max_open_windows: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +240,9 @@ struct RawHashing {
     workers: Option<Spanned<usize>>,
     large_file_bytes: Option<u64>,
     cache_entries: Option<Spanned<usize>>,
+    max_file_bytes: Option<Spanned<u64>>,
+    max_secs: Option<Spanned<f64>>,
+    max_pending: Option<Spanned<usize>>,
 }
 
 /// How mount-table changes are noticed.
@@ -277,6 +286,21 @@ pub struct Config {
     pub hash_cache_entries: usize,
     /// Repeated identical findings within this window are recorded as one aggregate.
     pub aggregate_window: Duration,
+    /// Open aggregation windows kept at most (the oldest is closed and recorded beyond).
+    pub max_open_windows: usize,
+    /// Argument bytes recorded per finding (the rest is cut, with `process.args_truncated`).
+    pub max_arg_bytes: usize,
+    /// Full findings recorded per container: a burst, then this many per second; beyond,
+    /// findings are counted (per container, in status and metrics), not recorded.
+    pub container_burst: u32,
+    pub container_per_sec: f64,
+    /// A writable-layer file larger than this is decided without its hash (unverified drift).
+    pub max_hash_bytes: u64,
+    /// Hashing one file for an exec takes at most this long; then the exec is decided without.
+    pub max_hash_time: Duration,
+    /// Slow-path execs waiting at most (each holds a file descriptor); `None`: sized from the
+    /// file-descriptor limit at start-up. Beyond, an exec is decided without its hash.
+    pub max_pending: Option<usize>,
     /// The root-only status socket.
     pub socket: PathBuf,
     /// With an exec held this long and no decision made meanwhile, the daemon exits (the
@@ -379,6 +403,20 @@ impl Config {
             message,
         };
 
+        // A value that must be at least 1, or the default.
+        fn positive_of<T: Copy + PartialOrd + Default>(
+            v: &Option<Spanned<T>>,
+            default: T,
+        ) -> Result<T, std::ops::Range<usize>> {
+            match v {
+                Some(x) if *x.get_ref() <= T::default() => Err(x.span()),
+                Some(x) => Ok(*x.get_ref()),
+                None => Ok(default),
+            }
+        }
+        let positive = |v: &Option<Spanned<u64>>, key: &str, default: u64| {
+            positive_of(v, default).map_err(|span| invalid(span, key, "must be at least 1".into()))
+        };
         let mut globs = GlobSetBuilder::new();
         let mut glob_strings = Vec::new();
         for (i, g) in raw.discovery.overlay_globs.iter().enumerate() {
@@ -425,7 +463,7 @@ impl Config {
                 return Err(invalid(v.span(), "daemon.stall_timeout_secs", "must be at least 5".into()))
             }
             Some(v) => Duration::from_secs(*v.get_ref()),
-            None => Duration::from_secs(60),
+            None => Duration::from_secs(10),
         };
         let spool_max_age = match &raw.spool.max_age {
             None => None,
@@ -500,7 +538,8 @@ impl Config {
             state_dir,
             spool_dir,
             spool_segment_bytes: raw.spool.segment_bytes.unwrap_or(16 * 1024 * 1024).max(4096),
-            spool_max_bytes: raw.spool.max_bytes,
+            // A container that floods findings must not fill the node's disk: 512 MiB unless set.
+            spool_max_bytes: Some(raw.spool.max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES)).filter(|b| *b > 0),
             spool_max_age,
             overlay_globs: glob_strings,
             overlay_globset,
@@ -528,6 +567,32 @@ impl Config {
             large_file_bytes: raw.hashing.large_file_bytes.unwrap_or(8 * 1024 * 1024),
             hash_cache_entries: cache_entries,
             aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
+            max_open_windows: positive(&raw.findings.max_open_windows, "findings.max_open_windows", 4096)? as usize,
+            max_arg_bytes: positive(&raw.findings.max_arg_bytes, "findings.max_arg_bytes", 8192)? as usize,
+            container_burst: positive(&raw.findings.container_burst, "findings.container_burst", 200)?
+                .min(u32::MAX as u64) as u32,
+            container_per_sec: match &raw.findings.container_per_sec {
+                Some(v) if !(v.get_ref().is_finite() && *v.get_ref() > 0.0) => {
+                    return Err(invalid(v.span(), "findings.container_per_sec", "must be a positive number".into()))
+                }
+                Some(v) => *v.get_ref(),
+                None => 20.0,
+            },
+            max_hash_bytes: positive(&raw.hashing.max_file_bytes, "hashing.max_file_bytes", 512 << 20)?,
+            max_hash_time: match &raw.hashing.max_secs {
+                Some(v) if !(v.get_ref().is_finite() && (0.1..=60.0).contains(v.get_ref())) => {
+                    return Err(invalid(v.span(), "hashing.max_secs", "must be between 0.1 and 60".into()))
+                }
+                Some(v) => Duration::from_secs_f64(*v.get_ref()),
+                None => Duration::from_secs(5),
+            },
+            max_pending: match &raw.hashing.max_pending {
+                Some(v) if *v.get_ref() < 16 => {
+                    return Err(invalid(v.span(), "hashing.max_pending", "must be at least 16".into()))
+                }
+                Some(v) => Some(*v.get_ref()),
+                None => None,
+            },
             socket: raw.daemon.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: stall,
             metrics_listen,
@@ -687,7 +752,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("c.toml: line 2: `spool.max_age`"), "{err}");
-        assert!(Config::defaults().spool_max_bytes.is_none());
+        assert_eq!(Config::defaults().spool_max_bytes, Some(DEFAULT_SPOOL_MAX_BYTES), "capped by default");
+        assert_eq!(Config::from_toml("[spool]\nmax_bytes = 0\n", None).unwrap().spool_max_bytes, None, "0: no cap");
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("").is_err());
     }
@@ -746,6 +812,36 @@ mod tests {
         let err =
             Config::from_toml("[fileless]\nmemfd_noexec = \"sometimes\"\n", None).unwrap_err().to_string();
         assert!(err.contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_bad_values_name_the_key() {
+        let c = Config::defaults();
+        assert_eq!(c.max_hash_bytes, 512 << 20);
+        assert_eq!(c.max_hash_time, Duration::from_secs(5));
+        assert_eq!(c.max_pending, None);
+        assert_eq!(c.max_arg_bytes, 8192);
+        assert_eq!((c.container_burst, c.container_per_sec), (200, 20.0));
+        assert_eq!(c.stall_timeout, Duration::from_secs(10));
+        let c = Config::from_toml(
+            "[hashing]\nmax_file_bytes = 1000\nmax_secs = 0.5\nmax_pending = 64\n\
+             [findings]\nmax_arg_bytes = 100\ncontainer_burst = 5\ncontainer_per_sec = 0.5\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.max_hash_bytes, c.max_hash_time, c.max_pending), (1000, Duration::from_millis(500), Some(64)));
+        assert_eq!((c.max_arg_bytes, c.container_burst, c.container_per_sec), (100, 5, 0.5));
+        for (toml, key) in [
+            ("[hashing]\nmax_secs = 0\n", "hashing.max_secs"),
+            ("[hashing]\nmax_secs = 600\n", "hashing.max_secs"),
+            ("[hashing]\nmax_pending = 2\n", "hashing.max_pending"),
+            ("[hashing]\nmax_file_bytes = 0\n", "hashing.max_file_bytes"),
+            ("[findings]\ncontainer_per_sec = -1.0\n", "findings.container_per_sec"),
+            ("[findings]\nmax_arg_bytes = 0\n", "findings.max_arg_bytes"),
+        ] {
+            let err = Config::from_toml(toml, Some(Path::new("c.toml"))).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")) && err.contains("line 2"), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct Finding {
     /// The policy rule that decided (its name or 1-based index), or `global` for the mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Why the file was decided as it was when that is not the usual way: decided without its
+    /// hash (too big, too slow, open for writing, the daemon over its budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -208,6 +212,7 @@ impl Finding {
             last_seen: None,
             ioc: None,
             rule: None,
+            reason: None,
         }
     }
 

@@ -44,6 +44,12 @@ pub struct HotStats {
     pub hash_cache_hits: AtomicU64,
     /// Execs from a container's mounts other than its rootfs.
     pub mount_execs: AtomicU64,
+    /// Files decided without their hash because they are over `hashing.max_file_bytes`.
+    pub too_big: AtomicU64,
+    /// Layer lookups that failed (I/O error, resource limits): decided as unproven.
+    pub lookup_errors: AtomicU64,
+    /// Reads of the fanotify group that failed (EMFILE: the kernel denied those execs).
+    pub read_errors: AtomicU64,
     /// Execs of image loaders and interpreters whose arguments were looked at.
     pub indirect: AtomicU64,
     /// ... whose pending call could not be read (process gone; kernel before 6.8).
@@ -126,8 +132,13 @@ pub struct Shared {
     /// Files run by a loader or interpreter that were proven to be image files.
     pub targets: Mutex<BoundedMap<(u64, FileId), ()>>,
     /// The hashing workers, for jobs made on any thread (set while the workers run; taken
-    /// away at shutdown so that their channels close).
+    /// away at shutdown so that their queues close).
     pub router: arc_swap::ArcSwapOption<Router>,
+    /// Reads files for their hash, with a deadline per exec.
+    pub hasher: super::hasher::Hasher,
+    pub hash_limits: ArcSwap<HashLimits>,
+    /// How many execs may wait in the slow path (each holds a file descriptor).
+    pub budget: super::budget::FdBudget,
 }
 
 /// `[scripts]` and `[loader]`.
@@ -148,10 +159,11 @@ impl IndirectConfig {
     }
 }
 
-/// Where slow-path jobs go: small files to the pool, large ones to their own worker.
+/// Where slow-path jobs go: small files to the pool, large ones to their own worker; each
+/// queue fair between containers.
 pub struct Router {
-    pub small: crossbeam_channel::Sender<Job>,
-    pub large: crossbeam_channel::Sender<Job>,
+    pub small: Arc<super::queue::FairQueue<Job>>,
+    pub large: Arc<super::queue::FairQueue<Job>>,
     pub large_bytes: u64,
 }
 
@@ -163,6 +175,28 @@ pub struct Target {
     pub interpreter: crate::finding::InterpreterRef,
     /// Already decided by identity (an image file whose manifest hash is an IoC).
     pub proven: Option<Outcome>,
+}
+
+/// What is known of the hash of the file a job decides.
+enum HashState {
+    Known([u8; 32]),
+    /// Not cached, and this thread may not hash (the main thread): a worker must.
+    NotYet,
+    /// It could not be had: why (the finding says it).
+    Missing(String),
+}
+
+/// `[hashing]` limits, swapped on reload.
+#[derive(Debug, Clone, Copy)]
+pub struct HashLimits {
+    pub max_bytes: u64,
+    pub max_time: std::time::Duration,
+}
+
+impl HashLimits {
+    pub fn from_config(c: &crate::config::Config) -> HashLimits {
+        HashLimits { max_bytes: c.max_hash_bytes, max_time: c.max_hash_time }
+    }
 }
 
 /// One exec that needs the slow path.
@@ -439,11 +473,13 @@ pub struct Outcome {
     mount: Option<Arc<ContainerMount>>,
     /// For a file with the image's content (a copy-up): what it runs besides itself.
     kind: ExecKind,
+    /// Why it was decided without its hash, if it was.
+    reason: Option<String>,
 }
 
 impl Outcome {
     pub(super) fn new(evidence: Evidence, path: Vec<u8>, sha256: Option<[u8; 32]>) -> Outcome {
-        Outcome { evidence, path, sha256, image_paths: Vec::new(), mount: None, kind: ExecKind::Plain }
+        Outcome { evidence, path, sha256, image_paths: Vec::new(), mount: None, kind: ExecKind::Plain, reason: None }
     }
 }
 
@@ -529,17 +565,37 @@ impl Shared {
         }
     }
 
-    /// Sends a job that needs hashing to the workers (from any thread).
+    /// Sends a job that needs hashing to the workers (from any thread). With the slow path's
+    /// fd budget spent, the exec is decided now, without its hash.
     pub fn route(&self, job: Job) {
+        let waiting = self.stats.in_flight();
+        if !self.budget.allows(waiting) {
+            self.budget.spent.fetch_add(1, Ordering::Relaxed);
+            let reason = format!(
+                "not hashed: {waiting} execs were waiting for the slow path, the most the daemon's file-descriptor budget allows ({})",
+                self.budget.limit()
+            );
+            self.decide_unverified(job, reason);
+            return;
+        }
         match self.router.load().as_ref() {
             Some(r) => {
-                let tx = if job.id.size >= r.large_bytes { &r.large } else { &r.small };
-                if let Err(e) = tx.send(job) {
-                    // Only when the workers are gone (stopping): decide here.
-                    self.complete_on_worker(e.into_inner());
+                let q = if job.id.size >= r.large_bytes { &r.large } else { &r.small };
+                if let Err(job) = q.push(job.container.generation, job) {
+                    // The workers are stopping: the kernel allows what is left anyway.
+                    self.answer(job.ev, true);
                 }
             }
             None => self.complete_on_worker(job),
+        }
+    }
+
+    /// Decides a job without the hash of its file (`reason` says why), answering now.
+    pub fn decide_unverified(&self, job: Job, reason: String) {
+        let o = self.outcome_for(&job, HashState::Missing(reason));
+        if let Routed::Slow(j) = self.finish(job, o) {
+            // The copied-up interpreter case hands on its argument: decided the same way.
+            self.decide_unverified(*j, "not hashed: the daemon was over its budget".into());
         }
     }
 
@@ -615,6 +671,7 @@ impl Shared {
         let interpreter = job.target.as_ref().map(|t| t.interpreter.clone());
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
         f.file.interpreter = interpreter;
+        f.reason = outcome.reason.clone();
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         f.rule = Some(decision.rule.clone());
         self.send(&job.container, &agg_key, f, prev);
@@ -682,23 +739,34 @@ impl Shared {
     }
 
     fn evaluate(&self, job: &Job, may_hash: bool) -> Option<Outcome> {
-        let c = &job.container;
         // The hash first: without it (and without leave to compute it) nothing below is
         // needed yet, and the worker that hashes does the lookups once.
-        let sha = self.exec_hash(job, may_hash);
-        if sha.is_none() && !may_hash {
-            return None;
+        match self.exec_hash(job, may_hash) {
+            HashState::NotYet => None,
+            state => Some(self.outcome_for(job, state)),
         }
+    }
+
+    /// What a job's file is, given what is known of its hash.
+    fn outcome_for(&self, job: &Job, state: HashState) -> Outcome {
+        let c = &job.container;
+        let (sha, reason) = match state {
+            HashState::Known(h) => (Some(h), None),
+            HashState::Missing(r) => (None, Some(r)),
+            HashState::NotYet => (None, None),
+        };
+        let may_hash = reason.is_none();
         if let Some(m) = &job.mount {
             let image_paths = sha.map(|h| self.image_paths(c, &h)).unwrap_or_default();
-            return Some(Outcome {
+            return Outcome {
                 evidence: Evidence::MountFile,
                 path: job.raw_path.clone(),
                 sha256: sha,
                 image_paths,
                 mount: Some(Arc::clone(m)),
                 kind: ExecKind::Plain,
-            });
+                reason,
+            };
         }
         let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
         // Prefer a candidate that names this very file in the upper layer.
@@ -714,6 +782,7 @@ impl Shared {
             ImageLookup::Absent | ImageLookup::NotRegular => ImageAtPath::Absent,
             ImageLookup::Failed(e) => {
                 let id = c.id();
+                self.stats.lookup_errors.fetch_add(1, Ordering::Relaxed);
                 self.container_warning(
                     &id,
                     || tracing::warn!(container = %id, error = %e, "image lookup failed"),
@@ -733,10 +802,9 @@ impl Shared {
                     }
                 }
                 Some(h) => match self.host_file_hash(&lf, may_hash) {
-                    Err(()) => return None,
-                    Ok(Some(img)) if img == h => ImageAtPath::SameContent,
-                    Ok(Some(_)) => ImageAtPath::DifferentContent,
-                    Ok(None) => ImageAtPath::PresentUncompared,
+                    Some(img) if img == h => ImageAtPath::SameContent,
+                    Some(_) => ImageAtPath::DifferentContent,
+                    None => ImageAtPath::PresentUncompared,
                 },
             },
         };
@@ -751,14 +819,7 @@ impl Shared {
         } else {
             ExecKind::Plain
         };
-        Some(Outcome {
-            evidence: Evidence::UpperFile(image_at_path),
-            path,
-            sha256: sha,
-            image_paths,
-            mount: None,
-            kind,
-        })
+        Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha, image_paths, mount: None, kind, reason }
     }
 
     /// The manifest hash of an image file found by a layer lookup, if its layer has a
@@ -792,43 +853,64 @@ impl Shared {
     }
 
     /// The executed file's SHA-256, from the cache or (when allowed) read through the event fd.
-    fn exec_hash(&self, job: &Job, may_hash: bool) -> Option<[u8; 32]> {
+    fn exec_hash(&self, job: &Job, may_hash: bool) -> HashState {
         let key = job.hash_key();
         if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
             self.stats.hash_cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(h);
+            return HashState::Known(h);
+        }
+        let limits = **self.hash_limits.load();
+        if job.id.size > limits.max_bytes {
+            self.stats.too_big.fetch_add(1, Ordering::Relaxed);
+            return HashState::Missing(format!(
+                "not hashed: {} bytes is more than hashing.max_file_bytes ({})",
+                job.id.size, limits.max_bytes
+            ));
         }
         if !may_hash {
+            return HashState::NotYet;
+        }
+        use super::hasher::Hashed;
+        match self.hasher.hash(job.file_fd(), &job.id, limits.max_time) {
+            Hashed::Done(h) => {
+                self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut m) = self.hashes.lock() {
+                    m.insert(key, h);
+                }
+                HashState::Known(h)
+            }
+            Hashed::Unsettled => HashState::Missing(
+                "not hashed: the file was open for writing, or changed while it was read".into(),
+            ),
+            Hashed::TimedOut => HashState::Missing(format!(
+                "not hashed: reading the file took longer than hashing.max_secs ({:.1} s)",
+                limits.max_time.as_secs_f64()
+            )),
+            Hashed::Unavailable => HashState::Missing(
+                "not hashed: every hashing reader is held by a file that does not return its data".into(),
+            ),
+            Hashed::Stopping => HashState::Missing("not hashed: the daemon is stopping".into()),
+        }
+    }
+
+    /// The SHA-256 of an image file (to compare a writable-layer file with). `None` when it
+    /// cannot be had in time (or at all, without leave to hash).
+    fn host_file_hash(&self, lf: &crate::container::layers::LayerFile, may_hash: bool) -> Option<[u8; 32]> {
+        let id = FileId::from_stat(&lf.stat);
+        let key = (0, id);
+        if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
+            return Some(h);
+        }
+        let limits = **self.hash_limits.load();
+        if !may_hash || id.size > limits.max_bytes {
             return None;
         }
-        let h = hash_stable(job.file_fd(), &job.id)?;
-        self.stats.hashed.fetch_add(1, Ordering::Relaxed);
+        let fd = sfs::reopen_readonly(lf.fd.as_fd()).ok()?;
+        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, limits.max_time) else { return None };
         if let Ok(mut m) = self.hashes.lock() {
             m.insert(key, h);
         }
         Some(h)
-    }
-
-    /// The SHA-256 of an image file. `Err` when it is not cached and hashing is not allowed.
-    fn host_file_hash(
-        &self,
-        lf: &crate::container::layers::LayerFile,
-        may_hash: bool,
-    ) -> Result<Option<[u8; 32]>, ()> {
-        let id = FileId::from_stat(&lf.stat);
-        let key = (0, id);
-        if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
-            return Ok(Some(h));
-        }
-        if !may_hash {
-            return Err(());
-        }
-        let Ok(fd) = sfs::reopen_readonly(lf.fd.as_fd()) else { return Ok(None) };
-        let Some(h) = hash_stable(fd.as_fd(), &id) else { return Ok(None) };
-        if let Ok(mut m) = self.hashes.lock() {
-            m.insert(key, h);
-        }
-        Ok(Some(h))
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.

@@ -9,9 +9,11 @@
 //! the process dies for any reason the kernel allows every exec still pending, so no failure
 //! leaves an exec hung.
 
+pub mod budget;
 pub mod cache;
 pub mod discovery;
 pub mod fileless;
+pub mod hasher;
 pub mod hot;
 pub mod indexer;
 pub mod indirect;
@@ -19,6 +21,7 @@ pub mod latency;
 pub mod metadata;
 pub mod metrics;
 pub mod namespaces;
+pub mod queue;
 pub mod report;
 pub mod status;
 
@@ -29,7 +32,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::Receiver;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, Signal};
@@ -109,6 +111,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator), Arc::clone(&cfg));
 
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
+    // Every waiting exec holds an fd: take all the process may have (see `budget`).
+    let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
+    tracing::info!(soft = nofile, hard = nofile_hard, "open-file limit");
     let group = PermGroup::new()?;
     let marker = Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled));
     marker.set_memfd_rule(memfd_rule(&c0));
@@ -138,6 +143,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(&c0)),
         targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
         router: arc_swap::ArcSwapOption::empty(),
+        hasher: hasher::Hasher::new(),
+        hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(&c0)),
+        budget: budget::FdBudget::new(nofile, c0.max_pending),
     });
 
     // Discovery: mark every running container before reporting ready.
@@ -173,25 +181,21 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let disco_thread =
         spawn_discovery(disco, watch, Arc::clone(&stop_fd), Arc::clone(&rescan_fd), Arc::clone(&cfg))?;
 
-    let (small_tx, small_rx) = crossbeam_channel::unbounded::<Job>();
-    let (large_tx, large_rx) = crossbeam_channel::unbounded::<Job>();
+    let small = Arc::new(queue::FairQueue::<Job>::new());
+    let large = Arc::new(queue::FairQueue::<Job>::new());
     let mut workers = Vec::new();
     for i in 0..c0.hash_workers {
-        workers.push(spawn_worker(
-            format!("driftgate-hash-{i}"),
-            Arc::clone(&shared),
-            small_rx.clone(),
-            false,
-        )?);
+        workers.push(spawn_worker(format!("driftgate-hash-{i}"), Arc::clone(&shared), Arc::clone(&small), false)?);
     }
-    workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), large_rx, true)?);
-    drop(small_rx);
+    workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), Arc::clone(&large), true)?);
     shared.router.store(Some(Arc::new(hot::Router {
-        small: small_tx,
-        large: large_tx,
+        small: Arc::clone(&small),
+        large: Arc::clone(&large),
         large_bytes: c0.large_file_bytes,
     })));
-
+    // The fds held so far (containers' layers, sockets): what the slow path's budget is not.
+    shared.budget.refresh(0);
+    tracing::info!(limit = shared.budget.limit(), "execs that may wait for the slow path");
     let fileless_stats = Arc::new(fileless::FilelessStats::default());
     let reloads = Arc::new(AtomicU64::new(0));
     let reload_errors = Arc::new(AtomicU64::new(0));
@@ -254,6 +258,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             shared.namespaces.set_enabled(new.mounts_enabled);
             shared.namespaces.set_memfd_rule(memfd_rule(&new));
             shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
+            shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
             // Which image files are loaders or interpreters may have changed.
             shared.knowledge.fetch_add(1, Ordering::Relaxed);
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
@@ -277,9 +282,14 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     tracing::info!("driftgate stopping");
     stopping.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    // Workers answer what they hold, then exit (their channels close with the router); dropping
-    // the group closes the fanotify fd and the kernel allows anything still queued.
+    // Prompt, whatever is being hashed: every hash wait ends now; what is still queued is
+    // allowed (the kernel allows it anyway once the fanotify fd is closed); workers finish the
+    // job in hand and exit; dropping the group closes the fanotify fd.
+    shared.hasher.stop();
     shared.router.store(None);
+    for j in small.close().into_iter().chain(large.close()) {
+        shared.answer(j.ev, true);
+    }
     for w in workers {
         let _ = w.join();
     }
@@ -397,7 +407,24 @@ fn event_loop(
         if fan_ready {
             // Drain everything queued before looking at signals again.
             loop {
-                let events = group.read()?;
+                let events = match group.read() {
+                    Ok(e) => e,
+                    Err(e) if e.errno == nix::errno::Errno::EBADF || e.errno == nix::errno::Errno::EINVAL => {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        // EMFILE/ENFILE/ENOMEM: the kernel could not make an event's fd (and
+                        // denied that exec itself). Never stop over it: the budget makes it rare,
+                        // and the next read may well succeed.
+                        fast.shared.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                        let n = fast.shared.stats.read_errors.load(Ordering::Relaxed);
+                        if n.is_power_of_two() {
+                            tracing::error!(error = %e, errors = n, "reading exec events failed; the kernel denied those it could not give a file descriptor");
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                        break;
+                    }
+                };
                 if events.is_empty() {
                     break;
                 }
@@ -429,7 +456,7 @@ fn event_loop(
 fn spawn_worker(
     name: String,
     shared: Arc<Shared>,
-    rx: Receiver<Job>,
+    queue: Arc<queue::FairQueue<Job>>,
     idle: bool,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(move || {
@@ -442,7 +469,7 @@ fn spawn_worker(
         // Fault injection for the stall-detector test; compiled into debug builds only.
         let stall_for_test =
             cfg!(debug_assertions) && std::env::var_os("DRIFTGATE_TEST_STALL_HASHING").is_some();
-        while let Ok(job) = rx.recv() {
+        while let Some(job) = queue.pop() {
             if stall_for_test {
                 std::thread::sleep(Duration::from_secs(3600));
             }
@@ -537,6 +564,7 @@ fn spawn_watchdog(
         let mut last_status = Instant::now();
         while !stopping.load(Ordering::Relaxed) {
             std::thread::sleep(period.min(Duration::from_secs(1)));
+            sources.shared.budget.refresh(hot.in_flight());
             let now_answered = answered();
             let in_flight = hot.in_flight();
             let progressing = in_flight == 0 || now_answered != last_answered;

@@ -131,6 +131,7 @@ pub fn build(
         last_seen: None,
         ioc: None,
         rule: None,
+        reason: None,
     }
 }
 

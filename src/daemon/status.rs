@@ -45,6 +45,8 @@ pub struct Status {
     pub implicit_allows: u64,
     #[serde(default)]
     pub coverage: Coverage,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// The layer index: what is known, what is still being indexed.
@@ -146,6 +148,25 @@ pub struct Decisions {
     pub indirect_unresolved: u64,
     #[serde(default)]
     pub indirect_not_direct: u64,
+}
+
+/// Limits that keep the daemon from being stalled or exhausted, and how often they bit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Limits {
+    /// The open-file limit, and how many execs may wait for the slow path within it.
+    pub nofile: u64,
+    pub pending_limit: u64,
+    /// Execs decided without their hash: budget spent, over `hashing.max_file_bytes`, hashing
+    /// over `hashing.max_secs`, no reader free.
+    pub over_budget: u64,
+    pub too_big: u64,
+    pub hash_timeouts: u64,
+    pub hash_unavailable: u64,
+    /// Hashing readers busy now (some may be stuck on a file that never returns its data).
+    pub readers_busy: u64,
+    /// Failed reads of exec events (the kernel denied those it could not give an fd).
+    pub read_errors: u64,
+    pub lookup_errors: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -282,6 +303,17 @@ impl Sources {
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),
             implicit_allows: crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
+            limits: Limits {
+                nofile: self.shared.budget.soft_limit(),
+                pending_limit: self.shared.budget.limit(),
+                over_budget: ld(&self.shared.budget.spent),
+                too_big: ld(&h.too_big),
+                hash_timeouts: ld(&self.shared.hasher.timeouts),
+                hash_unavailable: ld(&self.shared.hasher.unavailable),
+                readers_busy: self.shared.hasher.busy() as u64,
+                read_errors: ld(&h.read_errors),
+                lookup_errors: ld(&h.lookup_errors),
+            },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),
                 mount_namespaces: ld(&self.shared.namespaces.stats.namespaces),

@@ -47,3 +47,19 @@ pub fn set_this_thread_idle_policy() -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Raises the soft limit on open files to the hard limit (what a process may do without
+/// privilege). Returns the limits now in force.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return (1024, 1024) };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return (hard, hard);
+    }
+    (soft, hard)
+}
+
+/// How many file descriptors this process has open (`/proc/self/fd`).
+pub fn open_fd_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1))
+}

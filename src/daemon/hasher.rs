@@ -1,0 +1,199 @@
+//! Hashing with a deadline. An exec must never wait on a read that takes too long or never
+//! returns (a huge sparse file, a hung FUSE or network filesystem): the read runs on a reader
+//! thread while the deciding worker waits at most `hashing.max_secs`, then decides without the
+//! hash. A reader stuck in the kernel stays stuck, but only it: a new one takes the next
+//! request, up to [`MAX_READERS`]; with that many stuck, hashing reports itself unavailable.
+//! On shutdown every wait ends at once.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::sys::fs::FileId;
+
+/// Reader threads at most (stuck ones included).
+pub const MAX_READERS: usize = 16;
+
+/// What became of one hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    Done([u8; 32]),
+    /// The content could not be pinned down (open for writing, changed while read, I/O error).
+    Unsettled,
+    /// Not done within the limit.
+    TimedOut,
+    /// Every reader is stuck: no hash can be taken now.
+    Unavailable,
+    /// The daemon is stopping.
+    Stopping,
+}
+
+struct Request {
+    fd: OwnedFd,
+    id: FileId,
+    reply: Sender<Option<[u8; 32]>>,
+}
+
+/// What a reader does with a request (the real one: [`super::hot::hash_stable`]).
+pub type ReadFn = fn(BorrowedFd<'_>, &FileId) -> Option<[u8; 32]>;
+
+pub struct Hasher {
+    read: ReadFn,
+    tx: Sender<Request>,
+    rx: Receiver<Request>,
+    readers: AtomicUsize,
+    idle: Arc<AtomicUsize>,
+    stopping: AtomicBool,
+    pub timeouts: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Self::with_reader(super::hot::hash_stable)
+    }
+
+    pub fn with_reader(read: ReadFn) -> Hasher {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Hasher {
+            read,
+            tx,
+            rx,
+            readers: AtomicUsize::new(0),
+            idle: Arc::new(AtomicUsize::new(0)),
+            stopping: AtomicBool::new(false),
+            timeouts: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+        }
+    }
+
+    /// Ends every wait now and for good (shutdown).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Readers that are busy (some possibly stuck in the kernel).
+    pub fn busy(&self) -> usize {
+        self.readers.load(Ordering::Relaxed).saturating_sub(self.idle.load(Ordering::Relaxed))
+    }
+
+    /// The SHA-256 of the file version `id` read through `fd`, within `limit`.
+    pub fn hash(&self, fd: BorrowedFd<'_>, id: &FileId, limit: Duration) -> Hashed {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Hashed::Stopping;
+        }
+        // The reader works on its own fd of the same open file (a lease taken through it is
+        // the open file's, and it outlives this wait if the read is stuck).
+        let Ok(dup) = fd.try_clone_to_owned() else { return Hashed::Unsettled };
+        if self.idle.load(Ordering::Relaxed) == 0 && !self.spawn_reader() {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
+            return Hashed::Unavailable;
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.tx.send(Request { fd: dup, id: *id, reply }).is_err() {
+            return Hashed::Unavailable;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return Hashed::Stopping;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Hashed::TimedOut;
+            }
+            match answer.recv_timeout(left.min(Duration::from_millis(20))) {
+                Ok(Some(h)) => return Hashed::Done(h),
+                Ok(None) => return Hashed::Unsettled,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Hashed::Unsettled,
+            }
+        }
+    }
+
+    /// Starts one more reader unless there are [`MAX_READERS`] already.
+    fn spawn_reader(&self) -> bool {
+        let n = self.readers.fetch_add(1, Ordering::Relaxed);
+        if n >= MAX_READERS {
+            self.readers.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let rx = self.rx.clone();
+        let read = self.read;
+        let idle = Arc::clone(&self.idle);
+        idle.fetch_add(1, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new().name(format!("driftgate-read-{n}")).spawn(move || {
+            // Reading takes spare CPU only, as the large-file hashing did.
+            if crate::sys::process::set_this_thread_idle_policy().is_err() {
+                crate::sys::process::lower_this_thread_priority(10);
+            }
+            while let Ok(req) = rx.recv() {
+                idle.fetch_sub(1, Ordering::Relaxed);
+                let h = read(req.fd.as_fd(), &req.id);
+                idle.fetch_add(1, Ordering::Relaxed);
+                let _ = req.reply.send(h);
+            }
+        });
+        if spawned.is_err() {
+            self.readers.fetch_sub(1, Ordering::Relaxed);
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_within_the_limit_and_stops_waiting_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let id = FileId::from_stat(&crate::sys::fs::fstat_fd(f.as_fd()).unwrap());
+        let h = Hasher::new();
+        match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
+            Hashed::Done(d) => assert_eq!(super::super::hot::hex(d).len(), 64),
+            other => panic!("{other:?}"),
+        }
+        let mut changed = id;
+        changed.size += 1;
+        assert_eq!(h.hash(f.as_fd(), &changed, Duration::from_secs(5)), Hashed::Unsettled);
+        h.stop();
+        assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Stopping);
+    }
+
+    #[test]
+    fn a_read_that_never_returns_holds_up_only_its_reader_and_stuck_readers_are_bounded() {
+        fn stuck(_: BorrowedFd<'_>, _: &FileId) -> Option<[u8; 32]> {
+            std::thread::sleep(Duration::from_secs(3600));
+            None
+        }
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let id = FileId { dev: 0, ino: 0, size: 10, mtime_ns: 0, ctime_ns: 0 };
+        let h = Hasher::with_reader(stuck);
+        for i in 0..MAX_READERS {
+            let t = Instant::now();
+            assert_eq!(h.hash(f.as_fd(), &id, Duration::from_millis(30)), Hashed::TimedOut, "request {i}");
+            assert!(t.elapsed() < Duration::from_millis(500), "the wait is bounded");
+        }
+        assert_eq!(h.busy(), MAX_READERS, "every reader is stuck");
+        let t = Instant::now();
+        assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Unavailable, "no more readers");
+        assert!(t.elapsed() < Duration::from_millis(100), "and no wait at all");
+        assert_eq!(h.timeouts.load(Ordering::Relaxed), MAX_READERS as u64);
+    }
+}
