@@ -567,13 +567,18 @@ impl Config {
             large_file_bytes: raw.hashing.large_file_bytes.unwrap_or(8 * 1024 * 1024),
             hash_cache_entries: cache_entries,
             aggregate_window: Duration::from_secs(raw.findings.aggregate_window_secs.unwrap_or(10)),
-            max_open_windows: positive(&raw.findings.max_open_windows, "findings.max_open_windows", 4096)? as usize,
+            max_open_windows: positive(&raw.findings.max_open_windows, "findings.max_open_windows", 4096)?
+                as usize,
             max_arg_bytes: positive(&raw.findings.max_arg_bytes, "findings.max_arg_bytes", 8192)? as usize,
             container_burst: positive(&raw.findings.container_burst, "findings.container_burst", 200)?
                 .min(u32::MAX as u64) as u32,
             container_per_sec: match &raw.findings.container_per_sec {
                 Some(v) if !(v.get_ref().is_finite() && *v.get_ref() > 0.0) => {
-                    return Err(invalid(v.span(), "findings.container_per_sec", "must be a positive number".into()))
+                    return Err(invalid(
+                        v.span(),
+                        "findings.container_per_sec",
+                        "must be a positive number".into(),
+                    ))
                 }
                 Some(v) => *v.get_ref(),
                 None => 20.0,
@@ -753,7 +758,11 @@ mod tests {
             .to_string();
         assert!(err.starts_with("c.toml: line 2: `spool.max_age`"), "{err}");
         assert_eq!(Config::defaults().spool_max_bytes, Some(DEFAULT_SPOOL_MAX_BYTES), "capped by default");
-        assert_eq!(Config::from_toml("[spool]\nmax_bytes = 0\n", None).unwrap().spool_max_bytes, None, "0: no cap");
+        assert_eq!(
+            Config::from_toml("[spool]\nmax_bytes = 0\n", None).unwrap().spool_max_bytes,
+            None,
+            "0: no cap"
+        );
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("").is_err());
     }
@@ -829,7 +838,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((c.max_hash_bytes, c.max_hash_time, c.max_pending), (1000, Duration::from_millis(500), Some(64)));
+        assert_eq!(
+            (c.max_hash_bytes, c.max_hash_time, c.max_pending),
+            (1000, Duration::from_millis(500), Some(64))
+        );
         assert_eq!((c.max_arg_bytes, c.container_burst, c.container_per_sec), (100, 5, 0.5));
         for (toml, key) in [
             ("[hashing]\nmax_secs = 0\n", "hashing.max_secs"),

@@ -109,6 +109,9 @@ pub struct ProcessRef {
     pub comm_raw: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd_raw: Option<String>,
+    /// The arguments were cut (`findings.max_arg_bytes`, or the read's own bounds).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_truncated: bool,
 }
 
 /// The parent of the process doing the exec.

@@ -101,6 +101,12 @@ pub fn render(s: &Status) -> String {
             i.manifest_hashes
         );
     }
+    let l = &s.limits;
+    o += &format!(
+        "limits: {} open files, {} execs may wait for hashing; decided without a hash: {} over budget, {} too big, {} too slow, {} no reader ({} readers busy); {} findings counted not recorded; {} event read errors\n",
+        l.nofile, l.pending_limit, l.over_budget, l.too_big, l.hash_timeouts, l.hash_unavailable, l.readers_busy,
+        l.findings_suppressed, l.read_errors
+    );
     let cv = &s.coverage;
     o += &format!(
         "mounts beyond the rootfs: {}; {} namespaces, {} mounts marked, {} could not be marked; {} execs from them\n",

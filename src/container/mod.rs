@@ -75,6 +75,8 @@ pub struct Container {
     /// While no namespace is known: when (ms on the daemon's clock) the hot path may ask an
     /// exec's caller again, after one that was not in the container (a host-side exec).
     pub ns_probe_after: std::sync::atomic::AtomicU64,
+    /// Findings of this container counted but not recorded (its recording budget was spent).
+    pub findings_suppressed: std::sync::atomic::AtomicU64,
 }
 
 impl Container {

@@ -30,7 +30,12 @@ pub struct FdBudget {
 
 impl FdBudget {
     pub fn new(soft_limit: u64, cap: Option<usize>) -> FdBudget {
-        let b = FdBudget { soft_limit, base: AtomicU64::new(0), cap: cap.map(|c| c as u64), spent: AtomicU64::new(0) };
+        let b = FdBudget {
+            soft_limit,
+            base: AtomicU64::new(0),
+            cap: cap.map(|c| c as u64),
+            spent: AtomicU64::new(0),
+        };
         b.refresh(0);
         b
     }

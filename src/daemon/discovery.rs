@@ -330,6 +330,7 @@ impl Discovery {
             ns_known: std::sync::atomic::AtomicBool::new(false),
             pid_known: std::sync::atomic::AtomicBool::new(false),
             ns_probe_after: std::sync::atomic::AtomicU64::new(0),
+            findings_suppressed: std::sync::atomic::AtomicU64::new(0),
         });
         Ok((container, dirfd))
     }

@@ -139,6 +139,13 @@ pub struct Shared {
     pub hash_limits: ArcSwap<HashLimits>,
     /// How many execs may wait in the slow path (each holds a file descriptor).
     pub budget: super::budget::FdBudget,
+    /// Argument bytes kept per finding (`findings.max_arg_bytes`).
+    pub max_arg_bytes: std::sync::atomic::AtomicUsize,
+    /// Full findings per container: a token bucket (`findings.container_burst`,
+    /// `container_per_sec`); beyond it findings are counted, not recorded.
+    pub record_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
+    /// Findings not recorded because of that limit.
+    pub suppressed: AtomicU64,
 }
 
 /// `[scripts]` and `[loader]`.
@@ -479,7 +486,15 @@ pub struct Outcome {
 
 impl Outcome {
     pub(super) fn new(evidence: Evidence, path: Vec<u8>, sha256: Option<[u8; 32]>) -> Outcome {
-        Outcome { evidence, path, sha256, image_paths: Vec::new(), mount: None, kind: ExecKind::Plain, reason: None }
+        Outcome {
+            evidence,
+            path,
+            sha256,
+            image_paths: Vec::new(),
+            mount: None,
+            kind: ExecKind::Plain,
+            reason: None,
+        }
     }
 }
 
@@ -487,6 +502,43 @@ impl Outcome {
 pub type OutcomeKey = (u64, FileId, Vec<u8>);
 
 impl Shared {
+    /// How findings are recorded now.
+    fn recorder(&self) -> report::Recorder<'_> {
+        report::Recorder {
+            node: &self.node,
+            mode: self.mode.get(),
+            max_arg_bytes: self.max_arg_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether container `c` may have one more full finding recorded now. Beyond its budget,
+    /// findings are counted (for the container, in status and metrics) and a line says how
+    /// many once it may record again: a flood from one container cannot fill memory, the
+    /// spool or the journal, and every exec is still accounted for.
+    fn may_record(&self, c: &Container) -> bool {
+        use crate::sink::ratelimit::Verdict;
+        let key = c.generation.to_string();
+        let verdict = self.record_limiter.lock().map(|mut l| l.check(&key, Instant::now()));
+        match verdict {
+            Ok(Verdict::Write { suppressed }) => {
+                if suppressed > 0 {
+                    tracing::warn!(
+                        container = %c.id(),
+                        suppressed,
+                        "findings of this container were counted, not recorded (findings.container_per_sec)"
+                    );
+                }
+                true
+            }
+            Ok(Verdict::Suppress) => {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                c.findings_suppressed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
     /// Logs a line about a container through the per-container rate limit, with a count of the
     /// lines held back.
     fn container_warning(&self, container: &str, log: impl FnOnce()) {
@@ -660,6 +712,10 @@ impl Shared {
             self.answer(job.ev, verdict.allow);
             return Routed::Done;
         }
+        if !self.may_record(&job.container) {
+            self.answer(job.ev, verdict.allow);
+            return Routed::Done;
+        }
         // Read what /proc says about the exec before answering: after "allow" the process
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
@@ -678,17 +734,17 @@ impl Shared {
         Routed::Done
     }
 
-    /// Records the first finding of an aggregation window (`prev`: the previous window's
-    /// aggregate, if it had repeats) and asks for the container's metadata if incomplete.
+    /// Records the first finding of an aggregation window (`prev`: aggregates of windows its
+    /// opening closed, if they had repeats) and asks for the container's metadata if incomplete.
     fn send(
         &self,
         c: &Arc<Container>,
         agg_key: &crate::sink::aggregate::AggKey,
         f: Finding,
-        prev: Option<crate::sink::aggregate::Aggregate>,
+        prev: Vec<crate::sink::aggregate::Aggregate>,
     ) {
         self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c)));
-        if let Some((prev, pc)) = prev {
+        for (prev, pc) in prev {
             self.findings.send_for(prev, pc);
         }
         if !c.meta.load().complete {
@@ -718,7 +774,7 @@ impl Shared {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
         let agg_key = (c.generation, path.clone(), sha, category, Action::Audited);
-        if self.aggregator.repeat(&agg_key, now_rfc3339) {
+        if self.aggregator.repeat(&agg_key, now_rfc3339) || !self.may_record(c) {
             return;
         }
         let facts = ProcFacts::of_running(pid);
@@ -732,8 +788,7 @@ impl Shared {
             image_paths: Vec::new(),
             interpreter: None,
         };
-        let mut f =
-            report::build(&self.node, self.mode.get(), c, pid, facts, file, category, Action::Audited);
+        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         self.send(c, &agg_key, f, prev);
     }
@@ -819,7 +874,15 @@ impl Shared {
         } else {
             ExecKind::Plain
         };
-        Outcome { evidence: Evidence::UpperFile(image_at_path), path, sha256: sha, image_paths, mount: None, kind, reason }
+        Outcome {
+            evidence: Evidence::UpperFile(image_at_path),
+            path,
+            sha256: sha,
+            image_paths,
+            mount: None,
+            kind,
+            reason,
+        }
     }
 
     /// The manifest hash of an image file found by a layer lookup, if its layer has a
@@ -906,7 +969,9 @@ impl Shared {
             return None;
         }
         let fd = sfs::reopen_readonly(lf.fd.as_fd()).ok()?;
-        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, limits.max_time) else { return None };
+        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, limits.max_time) else {
+            return None;
+        };
         if let Ok(mut m) = self.hashes.lock() {
             m.insert(key, h);
         }
@@ -938,7 +1003,7 @@ impl Shared {
             image_paths: o.image_paths.clone(),
             interpreter: None,
         };
-        report::build(&self.node, self.mode.get(), c, tid, facts, file, category, action)
+        report::build(&self.recorder(), c, tid, facts, file, category, action)
     }
 }
 

@@ -78,6 +78,21 @@ pub fn render(src: &Sources) -> String {
         &[("{marked=\"true\"}", s.coverage.mounts_marked), ("{marked=\"false\"}", s.coverage.mounts_failed)],
     );
     counter(
+        "driftgate_findings_suppressed_total",
+        "Findings counted but not recorded: a container over findings.container_per_sec.",
+        &[("", s.limits.findings_suppressed)],
+    );
+    counter(
+        "driftgate_unverified_total",
+        "Execs decided without their file's hash, by why.",
+        &[
+            ("{reason=\"budget\"}", s.limits.over_budget),
+            ("{reason=\"too_big\"}", s.limits.too_big),
+            ("{reason=\"timeout\"}", s.limits.hash_timeouts),
+            ("{reason=\"no_reader\"}", s.limits.hash_unavailable),
+        ],
+    );
+    counter(
         "driftgate_reloads_total",
         "Configuration reloads.",
         &[("{result=\"ok\"}", s.reloads), ("{result=\"error\"}", s.reload_errors)],

@@ -106,7 +106,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         JournalTarget::Stderr
     };
     let sink_stats = Arc::new(SinkStats::default());
-    let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window));
+    let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window, c0.max_open_windows));
     let (findings, sink_thread) =
         sink::start(spool, journal, Arc::clone(&sink_stats), Arc::clone(&aggregator), Arc::clone(&cfg));
 
@@ -146,6 +146,12 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         hasher: hasher::Hasher::new(),
         hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(&c0)),
         budget: budget::FdBudget::new(nofile, c0.max_pending),
+        max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),
+        record_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
+            c0.container_burst,
+            c0.container_per_sec,
+        )),
+        suppressed: AtomicU64::new(0),
     });
 
     // Discovery: mark every running container before reporting ready.
@@ -185,7 +191,12 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let large = Arc::new(queue::FairQueue::<Job>::new());
     let mut workers = Vec::new();
     for i in 0..c0.hash_workers {
-        workers.push(spawn_worker(format!("driftgate-hash-{i}"), Arc::clone(&shared), Arc::clone(&small), false)?);
+        workers.push(spawn_worker(
+            format!("driftgate-hash-{i}"),
+            Arc::clone(&shared),
+            Arc::clone(&small),
+            false,
+        )?);
     }
     workers.push(spawn_worker("driftgate-hash-large".into(), Arc::clone(&shared), Arc::clone(&large), true)?);
     shared.router.store(Some(Arc::new(hot::Router {
@@ -259,6 +270,12 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             shared.namespaces.set_memfd_rule(memfd_rule(&new));
             shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
             shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
+            shared.max_arg_bytes.store(new.max_arg_bytes, Ordering::Relaxed);
+            if (new.container_burst, new.container_per_sec) != (old.container_burst, old.container_per_sec) {
+                if let Ok(mut l) = shared.record_limiter.lock() {
+                    *l = sink::ratelimit::RateLimiter::new(new.container_burst, new.container_per_sec);
+                }
+            }
             // Which image files are loaders or interpreters may have changed.
             shared.knowledge.fetch_add(1, Ordering::Relaxed);
             shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);

@@ -27,7 +27,12 @@ impl<T> Default for FairQueue<T> {
 impl<T> FairQueue<T> {
     pub fn new() -> FairQueue<T> {
         FairQueue {
-            inner: Mutex::new(Inner { queues: HashMap::new(), order: VecDeque::new(), len: 0, closed: false }),
+            inner: Mutex::new(Inner {
+                queues: HashMap::new(),
+                order: VecDeque::new(),
+                len: 0,
+                closed: false,
+            }),
             cv: Condvar::new(),
         }
     }

@@ -15,7 +15,7 @@ type ParentFacts = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
 /// What /proc says about the process a finding is about.
 pub struct ProcFacts {
     pub status: Option<proc::ProcStatus>,
-    pub args: Option<Vec<Vec<u8>>>,
+    pub args: Option<proc::Args>,
     pub cwd: Option<Vec<u8>>,
     parent: Option<ParentFacts>,
 }
@@ -32,7 +32,7 @@ impl ProcFacts {
         Self::read(pid, proc::read_cmdline(pid))
     }
 
-    fn read(tid: i32, args: Option<Vec<Vec<u8>>>) -> ProcFacts {
+    fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
         let status = proc::read_status(tid);
         let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
             let p = s.ppid;
@@ -54,11 +54,30 @@ pub struct FileFacts {
     pub interpreter: Option<finding::InterpreterRef>,
 }
 
+/// Where and how a finding is recorded: the node, the mode, the argument bytes kept.
+pub struct Recorder<'a> {
+    pub node: &'a str,
+    pub mode: Mode,
+    pub max_arg_bytes: usize,
+}
+
+/// Keeps at most `max` bytes of arguments (whole arguments, then a cut last one).
+pub fn cap_args(args: &mut Vec<Vec<u8>>, max: usize) -> bool {
+    let mut total = 0usize;
+    for i in 0..args.len() {
+        if total + args[i].len() > max {
+            args[i].truncate(max - total);
+            args.truncate(i + 1);
+            return true;
+        }
+        total += args[i].len();
+    }
+    false
+}
+
 /// Builds the finding record (without `ioc` and `rule`, which the decision adds).
-#[allow(clippy::too_many_arguments)]
 pub fn build(
-    node: &str,
-    mode: Mode,
+    r: &Recorder<'_>,
     c: &Container,
     tid: i32,
     facts: ProcFacts,
@@ -67,6 +86,11 @@ pub fn build(
     action: Action,
 ) -> Finding {
     let ProcFacts { status, args, cwd, parent } = facts;
+    let mut args_truncated = false;
+    let args = args.map(|(mut a, t)| {
+        args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
+        a
+    });
     // The status Name is the comm of the program calling exec.
     let comm = status.as_ref().map(|s| s.name.clone());
     let (comm, comm_raw) = split_opt(comm);
@@ -93,8 +117,8 @@ pub fn build(
         category,
         severity: category.severity(),
         action,
-        mode,
-        node: node.to_owned(),
+        mode: r.mode,
+        node: r.node.to_owned(),
         container: c.container_ref(),
         process: ProcessRef {
             pid: status.as_ref().map_or(tid, |s| s.tgid),
@@ -113,6 +137,7 @@ pub fn build(
             args_raw,
             comm_raw,
             cwd_raw,
+            args_truncated,
         },
         file: FileRef {
             path,
@@ -152,5 +177,20 @@ fn split_opt(v: Option<Vec<u8>>) -> (Option<String>, Option<String>) {
             (Some(t), r)
         }
         None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_cut_to_the_byte_cap() {
+        let mut a: Vec<Vec<u8>> = vec![b"prog".to_vec(), b"0123456789".to_vec(), b"tail".to_vec()];
+        assert!(!cap_args(&mut a.clone(), 100));
+        assert!(cap_args(&mut a, 8));
+        assert_eq!(a, vec![b"prog".to_vec(), b"0123".to_vec()]);
+        let mut b: Vec<Vec<u8>> = vec![b"exact".to_vec()];
+        assert!(!cap_args(&mut b, 5));
     }
 }

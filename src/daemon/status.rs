@@ -93,6 +93,9 @@ pub struct WatchedContainer {
     /// `failed: <error>`; absent until a namespace is found or while nothing was set.
     #[serde(default)]
     pub memfd_noexec: Vec<String>,
+    /// Findings of this container counted but not recorded (over its recording budget).
+    #[serde(default)]
+    pub findings_suppressed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +170,9 @@ pub struct Limits {
     /// Failed reads of exec events (the kernel denied those it could not give an fd).
     pub read_errors: u64,
     pub lookup_errors: u64,
+    /// Findings counted but not recorded: a container over `findings.container_per_sec`.
+    #[serde(default)]
+    pub findings_suppressed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -232,6 +238,7 @@ impl Sources {
                     mount_namespaces: c.namespaces.lock().map_or(0, |n| n.mnt.len()),
                     mounts: mount_statuses(c),
                     memfd_noexec: memfd_statuses(c),
+                    findings_suppressed: c.findings_suppressed.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -313,6 +320,7 @@ impl Sources {
                 readers_busy: self.shared.hasher.busy() as u64,
                 read_errors: ld(&h.read_errors),
                 lookup_errors: ld(&h.lookup_errors),
+                findings_suppressed: ld(&self.shared.suppressed),
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

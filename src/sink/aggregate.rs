@@ -31,13 +31,16 @@ struct State {
 
 pub struct Aggregator {
     window: Duration,
+    /// Open windows at most: a container that executes many distinct files cannot grow this
+    /// without bound (each window keeps its full finding). Beyond it the oldest is closed.
+    max_open: usize,
     map: Mutex<HashMap<AggKey, State>>,
 }
 
 impl Aggregator {
     /// `window` zero disables aggregation.
-    pub fn new(window: Duration) -> Self {
-        Self { window, map: Mutex::new(HashMap::new()) }
+    pub fn new(window: Duration, max_open: usize) -> Self {
+        Self { window, max_open: max_open.max(1), map: Mutex::new(HashMap::new()) }
     }
 
     /// Counts a repeat if a window is open for `key`. Returns false when the caller must
@@ -63,13 +66,29 @@ impl Aggregator {
 
     /// Opens a window for a full finding, before its exec is answered: the next identical exec
     /// can arrive as soon as this one is allowed (or denied), before the finding is built, and
-    /// must count as a repeat. Returns an aggregate to record if a previous window for the same
-    /// key still had uncounted repeats. [`Aggregator::set_first`] then fills in the finding.
-    pub fn open(&self, key: AggKey) -> Option<Aggregate> {
+    /// must count as a repeat. Returns the aggregates to record: of a previous window for the
+    /// same key, and of the oldest window when too many are open, if they had repeats.
+    /// [`Aggregator::set_first`] then fills in the finding.
+    pub fn open(&self, key: AggKey) -> Vec<Aggregate> {
         if self.window.is_zero() {
-            return None;
+            return Vec::new();
         }
-        let mut m = self.map.lock().ok()?;
+        let Ok(mut m) = self.map.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        if m.len() >= self.max_open && !m.contains_key(&key) {
+            // Close the expired windows, then the oldest if that was not enough.
+            let expired: Vec<AggKey> = m
+                .iter()
+                .filter(|(_, st)| st.opened.elapsed() >= self.window)
+                .map(|(k, _)| k.clone())
+                .collect();
+            out.extend(expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(aggregate));
+            if m.len() >= self.max_open {
+                if let Some(oldest) = m.iter().min_by_key(|(_, st)| st.opened).map(|(k, _)| k.clone()) {
+                    out.extend(m.remove(&oldest).and_then(aggregate));
+                }
+            }
+        }
         let prev = m.insert(
             key,
             State {
@@ -81,7 +100,8 @@ impl Aggregator {
                 last_repeat: None,
             },
         );
-        prev.and_then(aggregate)
+        out.extend(prev.and_then(aggregate));
+        out
     }
 
     /// The full finding (and its container) of the window `open` opened for `key`.
@@ -97,12 +117,7 @@ impl Aggregator {
 
     /// `open` and `set_first` in one (tests).
     #[cfg(test)]
-    pub fn opened(
-        &self,
-        key: AggKey,
-        first: &Finding,
-        container: Option<Arc<Container>>,
-    ) -> Option<Aggregate> {
+    pub fn opened(&self, key: AggKey, first: &Finding, container: Option<Arc<Container>>) -> Vec<Aggregate> {
         let prev = self.open(key.clone());
         self.set_first(&key, first, container);
         prev
@@ -156,9 +171,9 @@ mod tests {
 
     #[test]
     fn repeats_in_a_window_become_one_aggregate_and_every_exec_is_counted() {
-        let a = Aggregator::new(Duration::from_secs(3600));
+        let a = Aggregator::new(Duration::from_secs(3600), 1000);
         assert!(!a.repeat(&key("/x"), || "t".into()), "nothing open yet");
-        assert!(a.opened(key("/x"), &finding(), None).is_none());
+        assert!(a.opened(key("/x"), &finding(), None).is_empty());
         for i in 0..99 {
             assert!(a.repeat(&key("/x"), || format!("t{i}")));
         }
@@ -174,15 +189,15 @@ mod tests {
 
     #[test]
     fn a_zero_window_disables_aggregation() {
-        let a = Aggregator::new(Duration::ZERO);
-        assert!(a.opened(key("/x"), &finding(), None).is_none());
+        let a = Aggregator::new(Duration::ZERO, 1000);
+        assert!(a.opened(key("/x"), &finding(), None).is_empty());
         assert!(!a.repeat(&key("/x"), || "t".into()));
     }
 
     #[test]
     fn a_repeat_between_opening_and_the_finding_being_built_is_counted() {
-        let a = Aggregator::new(Duration::from_secs(3600));
-        assert!(a.open(key("/x")).is_none());
+        let a = Aggregator::new(Duration::from_secs(3600), 1000);
+        assert!(a.open(key("/x")).is_empty());
         // The exec was answered; the next one is decided before the finding is built.
         assert!(a.repeat(&key("/x"), || "t1".into()));
         a.set_first(&key("/x"), &finding(), None);
@@ -193,8 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn open_windows_are_bounded_and_the_oldest_is_recorded_when_one_more_opens() {
+        let a = Aggregator::new(Duration::from_secs(3600), 3);
+        for p in ["/a", "/b", "/c"] {
+            assert!(a.opened(key(p), &finding(), None).is_empty());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(a.repeat(&key("/a"), || "ta".into()), "/a has a repeat");
+        let closed = a.opened(key("/d"), &finding(), None);
+        assert_eq!(closed.len(), 1, "the oldest window (/a) was closed and its repeat recorded");
+        assert_eq!(closed[0].0.count, 1);
+        assert!(!a.repeat(&key("/a"), || "t".into()), "/a is no longer open");
+        assert!(a.repeat(&key("/d"), || "t".into()));
+        assert!(a.opened(key("/e"), &finding(), None).is_empty(), "/b closes silently: no repeats");
+        assert_eq!(a.map.lock().unwrap().len(), 3);
+    }
+
+    #[test]
     fn expired_windows_are_flushed_and_reopened() {
-        let a = Aggregator::new(Duration::from_millis(1));
+        let a = Aggregator::new(Duration::from_millis(1), 1000);
         a.opened(key("/x"), &finding(), None);
         std::thread::sleep(Duration::from_millis(5));
         assert!(!a.repeat(&key("/x"), || "t".into()), "expired window: record in full again");

@@ -80,20 +80,26 @@ pub fn read_exe(pid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.into_os_string().into_vec())
 }
 
+/// Arguments as read, and whether the read stopped at one of its bounds.
+pub type Args = (Vec<Vec<u8>>, bool);
+
 /// The arguments of a running process (`/proc/<pid>/cmdline`), bounded like a pending exec's.
-pub fn read_cmdline(pid: i32) -> Option<Vec<Vec<u8>>> {
+pub fn read_cmdline(pid: i32) -> Option<Args> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let mut total = 0usize;
     let mut out = Vec::new();
+    let mut truncated = false;
     for a in raw.strip_suffix(b"\0").unwrap_or(&raw).split(|&b| b == 0) {
         if out.len() >= MAX_ARGS || total >= MAX_TOTAL_ARG_BYTES {
+            truncated = true;
             break;
         }
+        truncated |= a.len() > MAX_ARG_BYTES;
         let a = &a[..a.len().min(MAX_ARG_BYTES)];
         total += a.len();
         out.push(a.to_vec());
     }
-    Some(out)
+    Some((out, truncated))
 }
 
 pub fn read_cwd(tid: i32) -> Option<Vec<u8>> {
@@ -163,8 +169,9 @@ pub fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
 /// The arguments of the exec that thread `tid` is waiting in, or `None` when they cannot be
 /// read (not in execve, process gone, unreadable memory, or a kernel where reading them could
 /// deadlock: see [`pending_args_readable`]).
-pub fn pending_exec_args(tid: i32) -> Option<Vec<Vec<u8>>> {
-    pending_exec_call(tid)?.argv
+pub fn pending_exec_args(tid: i32) -> Option<Args> {
+    let call = pending_exec_call(tid)?;
+    Some((call.argv?, call.argv_truncated))
 }
 
 /// The exec call thread `tid` is waiting in: which file it named (a path, relative to `dirfd`
@@ -177,6 +184,9 @@ pub struct ExecCall {
     pub filename: Vec<u8>,
     /// `None` when the array could not be read.
     pub argv: Option<Vec<Vec<u8>>>,
+    /// Whether the read stopped at one of its bounds ([`MAX_ARGS`], [`MAX_ARG_BYTES`],
+    /// [`MAX_TOTAL_ARG_BYTES`]).
+    pub argv_truncated: bool,
 }
 
 pub fn pending_exec_call(tid: i32) -> Option<ExecCall> {
@@ -222,7 +232,11 @@ impl ProcDir {
         let regs = parse_exec_regs(std::str::from_utf8(&buf[..n]).ok()?)?;
         let pid = Pid::from_raw(self.tid);
         let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
-        Some(ExecCall { regs, filename, argv: read_argv(pid, regs.argv) })
+        let (argv, argv_truncated) = match read_argv(pid, regs.argv) {
+            Some((a, t)) => (Some(a), t),
+            None => (None, false),
+        };
+        Some(ExecCall { regs, filename, argv, argv_truncated })
     }
 
     /// An entry (`root`, `cwd`, `fd/3`) as `O_PATH`, following its magic link: the process's
@@ -243,12 +257,18 @@ impl ProcDir {
     }
 }
 
-fn read_argv(pid: Pid, argv: u64) -> Option<Vec<Vec<u8>>> {
+fn read_argv(pid: Pid, argv: u64) -> Option<Args> {
     let mut args = Vec::new();
     let mut total = 0usize;
     let mut ptrs = [0u8; 8 * 32];
     let mut idx = 0usize;
-    'outer: while args.len() < MAX_ARGS {
+    let mut truncated = false;
+    'outer: loop {
+        if args.len() >= MAX_ARGS {
+            // More arguments follow unless the next pointer is the terminating null.
+            truncated = true;
+            break;
+        }
         let base = argv.checked_add((idx * 8) as u64)?;
         let n = read_remote(pid, base, &mut ptrs)?;
         if n < 8 {
@@ -257,19 +277,27 @@ fn read_argv(pid: Pid, argv: u64) -> Option<Vec<Vec<u8>>> {
         for chunk in ptrs[..n - n % 8].chunks_exact(8) {
             let p = u64::from_ne_bytes(chunk.try_into().ok()?);
             idx += 1;
-            if p == 0 || args.len() >= MAX_ARGS {
+            if p == 0 {
+                break 'outer;
+            }
+            if args.len() >= MAX_ARGS {
+                truncated = true;
                 break 'outer;
             }
             let budget = MAX_ARG_BYTES.min(MAX_TOTAL_ARG_BYTES.saturating_sub(total));
             if budget == 0 {
+                truncated = true;
                 break 'outer;
             }
             let s = read_remote_cstr(pid, p, budget)?;
+            // A string as long as the budget was cut (or ended exactly there: rare, and saying
+            // "truncated" then is harmless).
+            truncated |= s.len() >= budget;
             total += s.len();
             args.push(s);
         }
     }
-    Some(args)
+    Some((args, truncated))
 }
 
 /// An `O_PATH` directory fd of `/proc`, opened once: `*at` lookups under it skip resolving
