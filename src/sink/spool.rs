@@ -4,7 +4,8 @@
 //! A finding counts as recorded only after the segment is `fdatasync`ed. A write that fails
 //! half-way (disk full) is cut back to the last whole line, and a torn line left by a crash is
 //! trimmed at start-up, so readers only ever see whole records. One writer at a time holds an
-//! exclusive `flock` on `<dir>/.lock`.
+//! exclusive `flock` on `<dir>/.lock`. A writer that starts while the previous one is still
+//! exiting (a restart right after `SIGKILL`) waits, bounded, for that lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,8 +18,8 @@ use crate::finding::Finding;
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("spool {path} is in use by another driftgate process")]
-    Locked { path: PathBuf },
+    #[error("spool {path} is in use by another driftgate process (waited {waited_ms} ms for its lock)")]
+    Locked { path: PathBuf, waited_ms: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -50,6 +51,34 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     Ok(out)
 }
 
+/// Takes the exclusive lock, polling until `wait` has passed. A polled non-blocking lock rather
+/// than a blocking one with an alarm: nothing here may block without a bound.
+fn lock_waiting(
+    mut file: File,
+    wait: std::time::Duration,
+) -> Result<nix::fcntl::Flock<File>, std::time::Duration> {
+    use nix::fcntl::{Flock, FlockArg};
+    let start = std::time::Instant::now();
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => {
+                if start.elapsed() >= std::time::Duration::from_millis(20) {
+                    tracing::info!(
+                        waited_ms = start.elapsed().as_millis() as u64,
+                        "spool lock released by the previous writer"
+                    );
+                }
+                return Ok(l);
+            }
+            Err((f, _)) => file = f,
+        }
+        if start.elapsed() >= wait {
+            return Err(start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// (bytes, segments) the spool holds.
 pub fn usage(dir: &Path) -> (u64, u64) {
     segments(dir)
@@ -68,8 +97,20 @@ pub struct SpoolWriter {
     segment_bytes: u64,
 }
 
+/// How long a new writer waits for the lock of one that is still exiting.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SpoolWriter {
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<SpoolWriter, SpoolError> {
+        Self::open_waiting(dir, segment_bytes, LOCK_WAIT)
+    }
+
+    /// Opens the spool, waiting up to `wait` for another writer's lock to be released.
+    pub fn open_waiting(
+        dir: &Path,
+        segment_bytes: u64,
+        wait: std::time::Duration,
+    ) -> Result<SpoolWriter, SpoolError> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
         let lock_path = dir.join(".lock");
         let lock = OpenOptions::new()
@@ -79,8 +120,10 @@ impl SpoolWriter {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| SpoolError::Locked { path: dir.to_path_buf() })?;
+        let lock = lock_waiting(lock, wait).map_err(|waited| SpoolError::Locked {
+            path: dir.to_path_buf(),
+            waited_ms: waited.as_millis() as u64,
+        })?;
         let segs = segments(dir)?;
         let (seq, path) = match segs.last() {
             Some((seq, path)) => (*seq, path.clone()),
@@ -334,9 +377,28 @@ mod tests {
     }
 
     #[test]
-    fn a_second_writer_is_refused() {
+    fn a_second_writer_is_refused_after_a_bounded_wait() {
         let dir = tempfile::tempdir().unwrap();
         let _w = SpoolWriter::open(dir.path(), 1 << 20).unwrap();
-        assert!(matches!(SpoolWriter::open(dir.path(), 1 << 20), Err(SpoolError::Locked { .. })));
+        let t = std::time::Instant::now();
+        let wait = std::time::Duration::from_millis(150);
+        let r = SpoolWriter::open_waiting(dir.path(), 1 << 20, wait);
+        assert!(matches!(r, Err(SpoolError::Locked { .. })));
+        assert!(t.elapsed() >= wait && t.elapsed() < wait * 10, "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_writer_that_starts_while_the_previous_one_exits_gets_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = SpoolWriter::open(dir.path(), 1 << 20).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(w);
+        });
+        let t = std::time::Instant::now();
+        let mut w2 = SpoolWriter::open(dir.path(), 1 << 20).expect("waits for the lock");
+        assert!(t.elapsed() >= std::time::Duration::from_millis(150), "{:?}", t.elapsed());
+        w2.append(&[]).unwrap();
+        release.join().unwrap();
     }
 }
