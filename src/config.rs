@@ -18,6 +18,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/driftgate";
 pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// The spool's size cap when `[spool] max_bytes` is not set (0 turns the cap off).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 512 << 20;
+/// `daemon.writer_hold_ms`: long enough for an exec thread that was answered to reach the
+/// kernel's own write denial even on a busy or CPU-throttled node (one default CFS period).
+pub const DEFAULT_WRITER_HOLD_MS: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -141,6 +144,7 @@ struct RawMetrics {
 struct RawDaemon {
     socket: Option<PathBuf>,
     stall_timeout_secs: Option<Spanned<u64>>,
+    writer_hold_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +310,9 @@ pub struct Config {
     /// With an exec held this long and no decision made meanwhile, the daemon exits (the
     /// kernel then allows what it held) rather than stall the node.
     pub stall_timeout: Duration,
+    /// How long writers are kept out of an allowed file after its exec is answered
+    /// (`daemon.writer_hold_ms`; zero: not at all).
+    pub writer_hold: Duration,
     /// Prometheus metrics: `host:port` or an absolute unix socket path; off when `None`.
     pub metrics_listen: Option<String>,
     /// IoC sources: files or directories of plain lists or CSV exports.
@@ -465,6 +472,13 @@ impl Config {
             Some(v) => Duration::from_secs(*v.get_ref()),
             None => Duration::from_secs(10),
         };
+        let writer_hold = match &raw.daemon.writer_hold_ms {
+            Some(v) if *v.get_ref() > 10_000 => {
+                return Err(invalid(v.span(), "daemon.writer_hold_ms", "must be at most 10000".into()))
+            }
+            Some(v) => Duration::from_millis(*v.get_ref()),
+            None => Duration::from_millis(DEFAULT_WRITER_HOLD_MS),
+        };
         let spool_max_age = match &raw.spool.max_age {
             None => None,
             Some(v) => Some(match v.get_ref() {
@@ -600,6 +614,7 @@ impl Config {
             },
             socket: raw.daemon.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: stall,
+            writer_hold,
             metrics_listen,
             ioc_paths: raw.ioc.paths,
             ioc_block: raw.ioc.block.unwrap_or(false),

@@ -9,18 +9,37 @@ const PHDR: usize = 56;
 
 #[cfg(target_arch = "x86_64")]
 const MACHINE: u16 = 0x3e;
-/// mov eax, 60 (exit); xor edi, edi; syscall
+/// mov eax, 60 (exit); mov edi, STATUS; syscall
 #[cfg(target_arch = "x86_64")]
-const CODE: &[u8] = &[0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05];
+const CODE: [u8; 12] = [0xb8, 0x3c, 0, 0, 0, 0xbf, 0, 0, 0, 0, 0x0f, 0x05];
+/// Where in [`CODE`] the exit status byte is.
+#[cfg(target_arch = "x86_64")]
+const STATUS_AT: usize = 6;
 
 #[cfg(target_arch = "aarch64")]
 const MACHINE: u16 = 0xb7;
-/// mov x8, #93 (exit); mov x0, #0; svc #0
+/// mov x8, #93 (exit); mov x0, #STATUS; svc #0
 #[cfg(target_arch = "aarch64")]
-const CODE: &[u8] = &[0xa8, 0x0b, 0x80, 0xd2, 0x00, 0x00, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4];
+const CODE: [u8; 12] = [0xa8, 0x0b, 0x80, 0xd2, 0x00, 0x00, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4];
+/// The exit status is bits 5..21 of `mov x0`: the low 3 bits of the status land in the top of
+/// byte 4; statuses are kept to multiples of 8 there (see [`exit_with`]).
+#[cfg(target_arch = "aarch64")]
+const STATUS_AT: usize = 4;
 
 /// Builds the executable, padded with zeros to `size` bytes (at least its natural size).
 pub fn exit0(size: usize) -> Vec<u8> {
+    exit_with(0, size)
+}
+
+/// Offset of the byte that holds the exit status in [`exit_with`]'s output: two programs that
+/// differ only there differ in one byte (the check-then-exec race test flips it).
+pub const fn status_offset() -> usize {
+    EHDR + PHDR + STATUS_AT
+}
+
+/// The executable that exits with `status`, padded as in [`exit0`]. On aarch64 the status is
+/// encoded from bit 5 of the byte at [`status_offset`], so only its low 3 bits are kept.
+pub fn exit_with(status: u8, size: usize) -> Vec<u8> {
     let code_off = EHDR + PHDR;
     let total = (code_off + CODE.len()).max(size);
     let mut b = Vec::with_capacity(total);
@@ -48,7 +67,13 @@ pub fn exit0(size: usize) -> Vec<u8> {
     b.extend_from_slice(&((code_off + CODE.len()) as u64).to_le_bytes()); // p_memsz
     b.extend_from_slice(&0x1000u64.to_le_bytes());
     debug_assert_eq!(b.len(), code_off);
-    b.extend_from_slice(CODE);
+    let mut code = CODE;
+    if cfg!(target_arch = "x86_64") {
+        code[STATUS_AT] = status;
+    } else {
+        code[STATUS_AT] |= (status & 7) << 5;
+    }
+    b.extend_from_slice(&code);
     b.resize(total, 0);
     b
 }
@@ -69,5 +94,13 @@ mod tests {
             let st = std::process::Command::new(&p).status().unwrap();
             assert!(st.success(), "{st:?}");
         }
+        let p = dir.path().join("exit5");
+        let (a, b) = (exit0(0), exit_with(5, 0));
+        assert_eq!(a.len(), b.len());
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!(differ, vec![status_offset()], "one byte apart");
+        std::fs::write(&p, b).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(std::process::Command::new(&p).status().unwrap().code(), Some(5));
     }
 }

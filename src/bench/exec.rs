@@ -360,27 +360,22 @@ impl Listener {
             }
             knowledge.push_str(&format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string()));
         }
-        knowledge.push_str(extra);
-        knowledge.push('\n');
         if allow_vol {
             knowledge
                 .push_str("[[policy.rules]]\nname = \"tools\"\naction = \"allow\"\nmounts = [\"/vol\"]\n");
         }
-        std::fs::write(
-            &cfg,
-            format!(
-                "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
-                 [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
-                 [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
-                 [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n{knowledge}",
-                mode.as_str(),
-                state.display().to_string(),
-                root.join("spool").display().to_string(),
-                c.glob(),
-                root.join("driftgate.sock").display().to_string(),
-            ),
-        )
-        .map_err(setup("write config"))?;
+        let base = format!(
+            "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
+             [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
+             [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n\
+             [journald]\nenabled = false\n[daemon]\nsocket = {:?}\n{knowledge}",
+            mode.as_str(),
+            state.display().to_string(),
+            root.join("spool").display().to_string(),
+            c.glob(),
+            root.join("driftgate.sock").display().to_string(),
+        );
+        std::fs::write(&cfg, with_extra(&base, extra)?).map_err(setup("write config"))?;
         let log_path = root.join("driftgate.log");
         let log = std::fs::File::create(&log_path).map_err(setup("daemon log"))?;
         let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
@@ -1047,5 +1042,53 @@ mod fapolicyd {
         };
         l.wait_log(&log_path, "Starting to listen for events")?;
         Ok(l)
+    }
+}
+
+/// The benchmark's configuration with the user's (`--daemon-toml`) merged in: the user's keys
+/// win, tables merge key by key, and arrays of tables (`[[policy.rules]]`) are appended.
+pub fn with_extra(base: &str, extra: &str) -> Result<String, BenchError> {
+    if extra.trim().is_empty() {
+        return Ok(base.to_string());
+    }
+    let mut b: toml::Table = base.parse().map_err(|e| BenchError::Setup(format!("bench config: {e}")))?;
+    let x: toml::Table = extra.parse().map_err(|e| BenchError::Setup(format!("--daemon-toml: {e}")))?;
+    merge_toml(&mut b, x);
+    toml::to_string(&b).map_err(|e| BenchError::Setup(format!("bench config: {e}")))
+}
+
+fn merge_toml(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge_toml(a, b),
+            (Some(toml::Value::Array(a)), toml::Value::Array(b))
+                if a.iter().chain(b.iter()).all(|v| v.is_table()) =>
+            {
+                a.extend(b)
+            }
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_settings_merge_into_the_benchmarks_configuration() {
+        let base = "mode = \"enforce\"\n[daemon]\nsocket = \"/s\"\n[[policy.rules]]\naction = \"allow\"\nmounts = [\"/vol\"]\n";
+        let extra = "[daemon]\nwriter_hold_ms = 0\n[[policy.rules]]\naction = \"audit\"\npaths = [\"/x\"]\n";
+        let merged: toml::Table = with_extra(base, extra).unwrap().parse().unwrap();
+        let c = crate::config::Config::from_toml(&toml::to_string(&merged).unwrap(), None);
+        assert!(c.is_ok(), "{c:?}");
+        assert_eq!(merged["daemon"]["socket"].as_str(), Some("/s"));
+        assert_eq!(merged["daemon"]["writer_hold_ms"].as_integer(), Some(0));
+        assert_eq!(merged["policy"]["rules"].as_array().unwrap().len(), 2);
+        assert!(
+            matches!(with_extra(base, "[daemon"), Err(BenchError::Setup(m)) if m.contains("--daemon-toml"))
+        );
     }
 }

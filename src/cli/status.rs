@@ -104,8 +104,13 @@ pub fn render(s: &Status) -> String {
     let l = &s.limits;
     o += &format!(
         "limits: {} open files, {} execs may wait for hashing; decided without a hash: {} over budget, {} too big, {} too slow, {} no reader ({} readers busy); {} findings counted not recorded; {} event read errors\n",
-        l.nofile, l.pending_limit, l.over_budget, l.too_big, l.hash_timeouts, l.hash_unavailable, l.readers_busy,
+        l.nofile, l.pending_limit, l.over_budget, l.too_big, l.hash_timeouts + l.queue_timeouts, l.hash_unavailable, l.readers_busy,
         l.findings_suppressed, l.read_errors
+    );
+    let w = &s.writer_hold;
+    o += &format!(
+        "writers held off: {} ms after each allowed exec; {} files held now ({} leased, {} renewed, {} over the cap, {} without a lease); {} execs found being written\n",
+        w.hold_ms, w.held, w.kept, w.renewed, w.cut, w.unsupported, w.unsettled
     );
     let cv = &s.coverage;
     o += &format!(
@@ -120,6 +125,18 @@ pub fn render(s: &Status) -> String {
         "fileless execution: vm.memfd_noexec={} in containers; process-event connector {} ({} execs seen, {} lost, {} from a memfd)\n",
         cv.memfd_noexec, cv.fileless_audit, cv.exec_events, cv.exec_events_lost, cv.memfd_execs
     );
+    if !s.unwatched.is_empty() {
+        o += &format!("containers NOT watched (execs in them are not checked): {}\n", s.unwatched.len());
+        for u in &s.unwatched {
+            o += &format!(
+                "  {:<12} {:<14} {}: {}\n",
+                u.runtime,
+                printable(u.id.as_bytes()).chars().take(12).collect::<String>(),
+                printable(u.rootfs.as_bytes()),
+                printable(u.error.as_bytes())
+            );
+        }
+    }
     o += &format!("containers watched: {}\n", s.containers.len());
     if !s.containers.is_empty() {
         o += &format!(

@@ -14,16 +14,22 @@ pub const READ_BATCH: u64 = 4096 / 24;
 /// Fds kept free for everything else the daemon opens on the way (layer lookups, /proc,
 /// the spool, a status client).
 const MARGIN: u64 = 256;
+/// Fds never given to watching containers: the room decisions need on the way (a read batch,
+/// layer lookups, /proc). A container that would eat into it is left unwatched, and says so,
+/// rather than making later decisions fail for want of an fd.
+pub const RESERVED: u64 = READ_BATCH + MARGIN;
 /// Never more waiting execs than this, however high the limit.
 const CEILING: u64 = 8192;
 
 #[derive(Debug)]
 pub struct FdBudget {
     soft_limit: u64,
-    /// Fds the daemon holds besides waiting events, measured.
+    /// Fds the daemon holds besides waiting events and held files, measured.
     base: AtomicU64,
     /// `[hashing] max_pending`.
     cap: Option<u64>,
+    /// Files kept open after an allow at most ([`super::pin`]): room kept for them.
+    holds: u64,
     /// Execs decided without their hash because the budget was spent.
     pub spent: AtomicU64,
 }
@@ -34,15 +40,27 @@ impl FdBudget {
             soft_limit,
             base: AtomicU64::new(0),
             cap: cap.map(|c| c as u64),
+            holds: Self::holds_for(soft_limit),
             spent: AtomicU64::new(0),
         };
-        b.refresh(0);
+        b.refresh(0, 0);
         b
+    }
+
+    /// How many files may be held after an allow under `soft_limit`: a quarter of what is
+    /// left beside the reserve.
+    pub fn holds_for(soft_limit: u64) -> u64 {
+        (soft_limit.saturating_sub(RESERVED) / 4).clamp(16, 65536)
+    }
+
+    /// Room kept for held files (see [`FdBudget::holds_for`]).
+    pub fn holds(&self) -> u64 {
+        self.holds
     }
 
     /// How many execs may wait for the slow path now.
     pub fn limit(&self) -> u64 {
-        let free = self.soft_limit.saturating_sub(self.base.load(Ordering::Relaxed) + READ_BATCH + MARGIN);
+        let free = self.soft_limit.saturating_sub(self.base.load(Ordering::Relaxed) + RESERVED + self.holds);
         free.min(self.cap.unwrap_or(CEILING))
     }
 
@@ -51,10 +69,11 @@ impl FdBudget {
         waiting < self.limit()
     }
 
-    /// Re-measures the daemon's own fds; `waiting` of them are waiting events.
-    pub fn refresh(&self, waiting: u64) {
+    /// Re-measures the daemon's own fds; `waiting` of them are waiting events and `held` are
+    /// held files.
+    pub fn refresh(&self, waiting: u64, held: u64) {
         if let Some(open) = crate::sys::process::open_fd_count() {
-            self.base.store((open as u64).saturating_sub(waiting), Ordering::Relaxed);
+            self.base.store((open as u64).saturating_sub(waiting + held), Ordering::Relaxed);
         }
     }
 
@@ -72,7 +91,8 @@ mod tests {
         let b = FdBudget::new(1024, None);
         let base = b.base.load(Ordering::Relaxed);
         assert!(base > 0, "the test process has fds open");
-        assert_eq!(b.limit(), 1024 - base - READ_BATCH - MARGIN);
+        assert_eq!(b.holds(), (1024 - RESERVED) / 4);
+        assert_eq!(b.limit(), 1024 - base - READ_BATCH - MARGIN - b.holds());
         assert!(b.allows(0) && !b.allows(b.limit()));
         assert_eq!(FdBudget::new(1 << 20, Some(100)).limit(), 100, "the configured cap");
         assert_eq!(FdBudget::new(1 << 20, None).limit(), CEILING);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use super::status::UnwatchedContainer;
 use crate::config::SharedConfig;
 use crate::container::layers::Layers;
 use crate::container::{classify, mountinfo, Candidate, Container, Registry};
@@ -55,6 +56,12 @@ pub struct Discovery {
     last_event_scan: Option<Instant>,
     /// Written to when containers come or go.
     changed: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Containers found but not watched, as of the last scan (for status).
+    unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
+    /// Their mount ids, so each failure is logged once, and its recovery too.
+    unwatched_ids: HashSet<u64>,
+    /// The open-file limit: watching a container holds its layer directories open.
+    nofile: u64,
 }
 
 /// Scans for containers' mount events are at least this far apart: a container that mounts
@@ -90,7 +97,16 @@ impl Discovery {
             ns_scans: Vec::new(),
             last_event_scan: None,
             changed: None,
+            unwatched: Arc::default(),
+            unwatched_ids: HashSet::new(),
+            nofile: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map_or(1024, |(soft, _)| soft),
         }
+    }
+
+    /// The containers found but not watched, as of the last scan.
+    pub fn unwatched(&self) -> Arc<ArcSwap<Vec<UnwatchedContainer>>> {
+        Arc::clone(&self.unwatched)
     }
 
     /// An eventfd written to whenever the set of containers changes.
@@ -217,10 +233,34 @@ impl Discovery {
 
         // New containers: verify, publish, then mark.
         let mut to_mark = Vec::new();
+        let mut unwatched: Vec<(u64, UnwatchedContainer)> = Vec::new();
+        let unwatched_entry = |cand: &Candidate, e: &dyn std::fmt::Display| UnwatchedContainer {
+            id: cand.identity.id.clone(),
+            runtime: cand.identity.runtime.to_string(),
+            rootfs: cand.mount.mountpoint.display().to_string(),
+            error: e.to_string(),
+        };
+        // Fds in use, counted once and then kept up to date as containers are added.
+        let mut open_fds: Option<u64> = None;
         for (mid, cand) in &candidates {
             if self.active.contains_key(mid) {
                 continue;
             }
+            // Its layer directories stay open while it is watched (and its rootfs while it is
+            // being marked).
+            let needs = cand.layers.lower.len() as u64 + u64::from(cand.layers.upper.is_some()) + 1;
+            let open =
+                *open_fds.get_or_insert_with(|| crate::sys::process::open_fd_count().unwrap_or(0) as u64);
+            if open + needs + super::budget::RESERVED > self.nofile {
+                let e = format!(
+                    "not enough file descriptors: watching it needs {needs}, {open} are in use, and {} of the open-file limit ({}) are kept for decisions (raise LimitNOFILE)",
+                    super::budget::RESERVED,
+                    self.nofile
+                );
+                unwatched.push((*mid, unwatched_entry(cand, &e)));
+                continue;
+            }
+            open_fds = Some(open + needs - 1);
             match self.prepare(cand, woken) {
                 Ok((container, dirfd)) => {
                     self.detached.remove(&container.dev);
@@ -228,9 +268,18 @@ impl Discovery {
                     to_mark.push((container, dirfd));
                     changed = true;
                 }
-                Err(e) => {
+                // The mount is not (or no longer) what was listed: not a container to watch.
+                Err(
+                    e @ (MarkError::MountChanged { .. }
+                    | MarkError::NotOverlay
+                    | MarkError::DevChanged { .. }
+                    | MarkError::OwnFilesystem),
+                ) => {
                     tracing::debug!(mountpoint = %cand.mount.mountpoint.display(), error = %e, "not marking mount");
                 }
+                // A container that cannot be watched (out of file descriptors, a layer that
+                // cannot be opened): counted, logged once, retried on every scan.
+                Err(e) => unwatched.push((*mid, unwatched_entry(cand, &e))),
             }
         }
         if changed {
@@ -258,9 +307,17 @@ impl Discovery {
                     );
                 }
                 Err(e) => {
-                    tracing::error!(container = %c.identity.id, error = %e, "could not mark container rootfs");
                     reg.by_dev.remove(&c.dev);
                     failed = true;
+                    unwatched.push((
+                        c.mount_id,
+                        UnwatchedContainer {
+                            id: c.identity.id.clone(),
+                            runtime: c.identity.runtime.to_string(),
+                            rootfs: c.rootfs.display().to_string(),
+                            error: format!("could not mark its rootfs: {e}"),
+                        },
+                    ));
                 }
             }
             // `dirfd` closes here: holding it would keep the mount busy.
@@ -284,6 +341,39 @@ impl Discovery {
         if failed {
             self.registry.store(Arc::new(reg));
             self.signal_change();
+        }
+        self.publish_unwatched(unwatched, &candidates);
+    }
+
+    /// Logs containers that became unwatched (once each) and those watched again, and
+    /// publishes the list for status.
+    fn publish_unwatched(
+        &mut self,
+        now: Vec<(u64, UnwatchedContainer)>,
+        candidates: &HashMap<u64, Candidate>,
+    ) {
+        let ids: HashSet<u64> = now.iter().map(|(m, _)| *m).collect();
+        for (mid, u) in &now {
+            if !self.unwatched_ids.contains(mid) {
+                tracing::error!(
+                    container = %u.id,
+                    runtime = %u.runtime,
+                    rootfs = %u.rootfs,
+                    error = %u.error,
+                    unwatched = now.len(),
+                    "container NOT watched: its execs are not checked (retried on every scan)"
+                );
+            }
+        }
+        for mid in self.unwatched_ids.difference(&ids) {
+            if self.active.contains_key(mid) {
+                let id = candidates.get(mid).map(|c| c.identity.id.clone()).unwrap_or_default();
+                tracing::info!(container = %id, "container watched after all");
+            }
+        }
+        self.unwatched_ids = ids;
+        if !now.is_empty() || !self.unwatched.load().is_empty() {
+            self.unwatched.store(Arc::new(now.into_iter().map(|(_, u)| u).collect()));
         }
     }
 

@@ -40,6 +40,26 @@ struct Request {
 /// What a reader does with a request (the real one: [`super::hot::hash_stable`]).
 pub type ReadFn = fn(BorrowedFd<'_>, &FileId) -> Option<[u8; 32]>;
 
+/// The reader the daemon runs: [`super::hot::hash_stable`], or in debug builds with
+/// `DRIFTGATE_TEST_HASH_DELAY_MS` set, the same after a delay per file (fault injection for
+/// the reliability tests: slow storage).
+pub fn daemon_reader() -> ReadFn {
+    if cfg!(debug_assertions) {
+        if let Some(ms) = std::env::var("DRIFTGATE_TEST_HASH_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            TEST_DELAY_MS.store(ms, Ordering::Relaxed);
+            return slow_read;
+        }
+    }
+    super::hot::hash_stable
+}
+
+static TEST_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
+fn slow_read(fd: BorrowedFd<'_>, id: &FileId) -> Option<[u8; 32]> {
+    std::thread::sleep(Duration::from_millis(TEST_DELAY_MS.load(Ordering::Relaxed)));
+    super::hot::hash_stable(fd, id)
+}
+
 pub struct Hasher {
     read: ReadFn,
     tx: Sender<Request>,

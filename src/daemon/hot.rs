@@ -46,10 +46,14 @@ pub struct HotStats {
     pub mount_execs: AtomicU64,
     /// Files decided without their hash because they are over `hashing.max_file_bytes`.
     pub too_big: AtomicU64,
+    /// Execs decided without their hash because they waited `hashing.max_secs` in the queue.
+    pub queue_timeouts: AtomicU64,
     /// Layer lookups that failed (I/O error, resource limits): decided as unproven.
     pub lookup_errors: AtomicU64,
     /// Reads of the fanotify group that failed (EMFILE: the kernel denied those execs).
     pub read_errors: AtomicU64,
+    /// Batches of events read from the fanotify group.
+    pub reads: AtomicU64,
     /// Execs of image loaders and interpreters whose arguments were looked at.
     pub indirect: AtomicU64,
     /// ... whose pending call could not be read (process gone; kernel before 6.8).
@@ -146,6 +150,8 @@ pub struct Shared {
     pub record_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
     /// Findings not recorded because of that limit.
     pub suppressed: AtomicU64,
+    /// Allowed files kept leased until the kernel keeps writers out ([`super::pin`]).
+    pub holder: super::pin::Holder,
 }
 
 /// `[scripts]` and `[loader]`.
@@ -248,10 +254,10 @@ impl FastPath {
         Self { shared, image_files: HashMap::new(), image_cap: cap, knowledge: 0 }
     }
 
-    /// Decides what can be decided without reading file content.
+    /// Decides what can be decided without reading file content. The caller has counted the
+    /// event in `stats.events` when it read it (so a decision path that never returns shows).
     pub fn handle(&mut self, ev: PendingExec) -> Routed {
         let stats = &self.shared.stats;
-        stats.events.fetch_add(1, Ordering::Relaxed);
         let k = self.shared.knowledge.load(Ordering::Relaxed);
         if k != self.knowledge {
             self.image_files.clear();
@@ -302,6 +308,9 @@ impl FastPath {
         let key = (container.generation, id);
         if let Some(kind) = self.image_files.get(&key).copied() {
             stats.image_cached.fetch_add(1, Ordering::Relaxed);
+            if let Err(reason) = self.shared.pin_event(&ev, &id) {
+                return self.unsettled(ev, container, id, reason);
+            }
             if kind.is_plain() {
                 self.answer(ev, true);
                 return Routed::Done;
@@ -336,6 +345,9 @@ impl FastPath {
                 let kind = self.shared.classify(&raw_path, ev.fd());
                 self.image_files.insert(key, kind);
                 stats.image_fast.fetch_add(1, Ordering::Relaxed);
+                if let Err(reason) = self.shared.pin_event(&ev, &id) {
+                    return self.unsettled(ev, container, id, reason);
+                }
                 if kind.is_plain() {
                     self.answer(ev, true);
                     return Routed::Done;
@@ -372,6 +384,14 @@ impl FastPath {
 
     fn answer(&self, ev: PendingExec, allow: bool) {
         self.shared.answer(ev, allow);
+    }
+
+    /// An image file that was being written, or had changed, when it was leased: its bytes
+    /// are not the image's any more, so it is decided like a writable-layer file without a hash.
+    fn unsettled(&self, ev: PendingExec, c: &Arc<Container>, id: FileId, reason: String) -> Routed {
+        let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+        self.shared.decide_unverified(Job::new(ev, c, id, raw_path, None), reason);
+        Routed::Done
     }
 }
 
@@ -498,6 +518,24 @@ impl Outcome {
     }
 }
 
+/// What decides an exec, given its outcome.
+struct Decided {
+    ioc: Option<crate::index::ioc::IocMatch>,
+    decision: crate::policy::Decision,
+    verdict: Verdict,
+}
+
+/// Maps what taking the lease found to: go on (held, or nothing to hold), or why the file's
+/// bytes are not settled.
+fn pin_result(p: super::pin::Pin) -> Result<(), String> {
+    use super::pin::Pin;
+    match p {
+        Pin::Held | Pin::Unsupported | Pin::Off => Ok(()),
+        Pin::Busy => Err("not settled: the file was open for writing when it was executed".into()),
+        Pin::Changed => Err("not settled: the file changed after it was checked, before it ran".into()),
+    }
+}
+
 /// Key of the outcome cache: one file version, executed under one name, in one container.
 pub type OutcomeKey = (u64, FileId, Vec<u8>);
 
@@ -572,6 +610,17 @@ impl Shared {
             self.stats.answer_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, "could not answer exec event");
         }
+    }
+
+    /// Leases the event's file before it is allowed, checking that it is still version `id`,
+    /// and holds it ([`super::pin`]). `Err` says why its bytes are not settled.
+    pub fn pin_event(&self, ev: &PendingExec, id: &FileId) -> Result<(), String> {
+        pin_result(self.holder.pin(ev.fd(), id))
+    }
+
+    /// Leases and holds the file a job decides (the event's, or what a loader or interpreter runs).
+    fn pin_job(&self, job: &Job) -> Result<(), String> {
+        pin_result(self.holder.pin(job.file_fd(), &job.id))
     }
 
     /// Swaps in a new IoC set; image files already let through are checked against it on
@@ -656,9 +705,8 @@ impl Shared {
         self.outcomes.lock().ok().and_then(|m| m.get(key).cloned())
     }
 
-    /// Decides `job` from its outcome: IoC check, policy, answer, finding.
-    pub fn finish(&self, job: Job, outcome: Outcome) -> Routed {
-        let mode = self.mode.get();
+    /// The decision on `job` given its outcome: IoC match, the policy rule, the verdict.
+    fn verdict_for(&self, job: &Job, outcome: &Outcome, mode: Mode) -> Decided {
         let executed = job.target.as_ref().map_or(Executed::Binary, |t| t.executed);
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
@@ -694,6 +742,23 @@ impl Shared {
             ioc.is_some(),
             self.block_iocs.load(Ordering::Relaxed),
         );
+        Decided { ioc, decision, verdict }
+    }
+
+    /// Decides `job` from its outcome: IoC check, policy, answer, finding.
+    pub fn finish(&self, job: Job, mut outcome: Outcome) -> Routed {
+        let mode = self.mode.get();
+        let mut d = self.verdict_for(&job, &outcome, mode);
+        if d.verdict.allow {
+            // Writers are kept out from here until the kernel denies them itself; a file
+            // that is being written or has changed since it was checked is not what was
+            // decided, so it is decided again without its hash.
+            if let Err(reason) = self.pin_job(&job) {
+                outcome = self.outcome_for(&job, HashState::Missing(reason));
+                d = self.verdict_for(&job, &outcome, mode);
+            }
+        }
+        let Decided { ioc, decision, verdict } = d;
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
@@ -856,7 +921,7 @@ impl Shared {
                         ImageAtPath::DifferentContent
                     }
                 }
-                Some(h) => match self.host_file_hash(&lf, may_hash) {
+                Some(h) => match self.host_file_hash(&lf, may_hash, job.received) {
                     Some(img) if img == h => ImageAtPath::SameContent,
                     Some(_) => ImageAtPath::DifferentContent,
                     None => ImageAtPath::PresentUncompared,
@@ -933,8 +998,18 @@ impl Shared {
         if !may_hash {
             return HashState::NotYet;
         }
+        // `hashing.max_secs` bounds the whole wait of the exec, queueing included: a queue of
+        // slow files cannot hold the execs behind it for longer.
+        let left = limits.max_time.saturating_sub(job.received.elapsed());
+        if left.is_zero() {
+            self.stats.queue_timeouts.fetch_add(1, Ordering::Relaxed);
+            return HashState::Missing(format!(
+                "not hashed: the exec waited longer than hashing.max_secs ({:.1} s) for a hashing worker",
+                limits.max_time.as_secs_f64()
+            ));
+        }
         use super::hasher::Hashed;
-        match self.hasher.hash(job.file_fd(), &job.id, limits.max_time) {
+        match self.hasher.hash(job.file_fd(), &job.id, left) {
             Hashed::Done(h) => {
                 self.stats.hashed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut m) = self.hashes.lock() {
@@ -958,7 +1033,12 @@ impl Shared {
 
     /// The SHA-256 of an image file (to compare a writable-layer file with). `None` when it
     /// cannot be had in time (or at all, without leave to hash).
-    fn host_file_hash(&self, lf: &crate::container::layers::LayerFile, may_hash: bool) -> Option<[u8; 32]> {
+    fn host_file_hash(
+        &self,
+        lf: &crate::container::layers::LayerFile,
+        may_hash: bool,
+        received: Instant,
+    ) -> Option<[u8; 32]> {
         let id = FileId::from_stat(&lf.stat);
         let key = (0, id);
         if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
@@ -968,8 +1048,12 @@ impl Shared {
         if !may_hash || id.size > limits.max_bytes {
             return None;
         }
+        let left = limits.max_time.saturating_sub(received.elapsed());
+        if left.is_zero() {
+            return None;
+        }
         let fd = sfs::reopen_readonly(lf.fd.as_fd()).ok()?;
-        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, limits.max_time) else {
+        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, left) else {
             return None;
         };
         if let Ok(mut m) = self.hashes.lock() {
@@ -1041,12 +1125,16 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 
         sfs::read_all_at(fd, |b| h.update(b))
     };
     let after = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s));
-    if leased {
-        sfs::release_lease(fd);
-    }
     match (res, after) {
+        // The lease stays on the open file: an "allow" keeps it until the kernel keeps
+        // writers out itself ([`super::pin`]); otherwise it ends when the file is closed.
         (Ok(n), Some(after)) if n == id.size && after == *id => Some(h.finalize().into()),
-        _ => None,
+        _ => {
+            if leased {
+                sfs::release_lease(fd);
+            }
+            None
+        }
     }
 }
 

@@ -89,7 +89,19 @@ pub fn render(src: &Sources) -> String {
             ("{reason=\"budget\"}", s.limits.over_budget),
             ("{reason=\"too_big\"}", s.limits.too_big),
             ("{reason=\"timeout\"}", s.limits.hash_timeouts),
+            ("{reason=\"queue_timeout\"}", s.limits.queue_timeouts),
             ("{reason=\"no_reader\"}", s.limits.hash_unavailable),
+        ],
+    );
+    counter(
+        "driftgate_writer_holds_total",
+        "Allowed execs by what keeping writers out of their file did: a new hold, a renewed one, none (over the cap, no lease on that filesystem), or a file found being written or changed (decided without its hash).",
+        &[
+            ("{result=\"kept\"}", s.writer_hold.kept),
+            ("{result=\"renewed\"}", s.writer_hold.renewed),
+            ("{result=\"cut\"}", s.writer_hold.cut),
+            ("{result=\"unsupported\"}", s.writer_hold.unsupported),
+            ("{result=\"unsettled\"}", s.writer_hold.unsettled),
         ],
     );
     counter(
@@ -115,8 +127,15 @@ pub fn render(src: &Sources) -> String {
         "Container root filesystems marked.",
         s.containers.len() as u64,
     );
+    gauge(
+        &mut o,
+        "driftgate_containers_unwatched",
+        "Container root filesystems found but not marked (their execs are not checked); retried on every scan.",
+        s.unwatched.len() as u64,
+    );
     gauge(&mut o, "driftgate_events_in_flight", "Execs held and not answered yet.", s.decisions.in_flight);
     gauge(&mut o, "driftgate_spool_bytes", "Bytes in the findings spool.", s.spool.bytes);
+    gauge(&mut o, "driftgate_files_held", "Allowed files writers are kept out of now.", s.writer_hold.held);
     gauge(
         &mut o,
         "driftgate_enforce_mode",

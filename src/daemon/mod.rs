@@ -21,6 +21,7 @@ pub mod latency;
 pub mod metadata;
 pub mod metrics;
 pub mod namespaces;
+pub mod pin;
 pub mod queue;
 pub mod report;
 pub mod status;
@@ -92,6 +93,15 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     }
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| SysError::new("signalfd", e))?;
+    // Forked before the fanotify group exists; paused until decisions start (start-up is
+    // bounded by the service manager's start timeout).
+    let sentinel = match crate::sys::sentinel::Sentinel::start(Duration::ZERO) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no sentinel: a stopped daemon would hold execs until it runs again");
+            None
+        }
+    };
 
     let spool = SpoolWriter::open(&c0.spool_dir, c0.spool_segment_bytes)?;
     let journal = if c0.journald_enabled {
@@ -143,7 +153,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(&c0)),
         targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
         router: arc_swap::ArcSwapOption::empty(),
-        hasher: hasher::Hasher::new(),
+        hasher: hasher::Hasher::with_reader(hasher::daemon_reader()),
         hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(&c0)),
         budget: budget::FdBudget::new(nofile, c0.max_pending),
         max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),
@@ -152,6 +162,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             c0.container_per_sec,
         )),
         suppressed: AtomicU64::new(0),
+        // At most a quarter of the fd limit, so holds never starve waiting execs.
+        holder: pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
     });
 
     // Discovery: mark every running container before reporting ready.
@@ -167,6 +179,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         Arc::clone(&marker),
     );
     disco.set_metadata_sink(meta_tx);
+    let unwatched = disco.unwatched();
     let watch = match c0.mount_watch {
         crate::config::MountWatchKind::Auto => MountWatch::open()?,
         crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
@@ -205,7 +218,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         large_bytes: c0.large_file_bytes,
     })));
     // The fds held so far (containers' layers, sockets): what the slow path's budget is not.
-    shared.budget.refresh(0);
+    shared.budget.refresh(0, 0);
     tracing::info!(limit = shared.budget.limit(), "execs that may wait for the slow path");
     let fileless_stats = Arc::new(fileless::FilelessStats::default());
     let reloads = Arc::new(AtomicU64::new(0));
@@ -221,6 +234,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         reload_errors: Arc::clone(&reload_errors),
         index: Arc::clone(&index_stats),
         fileless: Arc::clone(&fileless_stats),
+        unwatched,
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let status_thread = match status::serve(&c0.socket, Arc::clone(&sources), Arc::clone(&stopping)) {
@@ -251,7 +265,13 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         Arc::clone(&stopping),
         Arc::clone(&containers_changed),
     )?);
-    let watchdog = spawn_watchdog(Arc::clone(&sources), Arc::clone(&stopping), c0.stall_timeout)?;
+    let watchdog = spawn_watchdog(
+        Arc::clone(&group),
+        Arc::clone(&sources),
+        Arc::clone(&stopping),
+        Arc::clone(&cfg),
+        sentinel.clone(),
+    )?;
 
     let watched = registry.load().by_dev.len();
     tracing::info!(mode = c0.mode.as_str(), containers = watched, "driftgate ready");
@@ -271,6 +291,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
             shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
             shared.max_arg_bytes.store(new.max_arg_bytes, Ordering::Relaxed);
+            shared.holder.set_hold(new.writer_hold);
+            if let Some(s) = &sentinel {
+                s.set_stall(new.stall_timeout);
+            }
             if (new.container_burst, new.container_per_sec) != (old.container_burst, old.container_per_sec) {
                 if let Ok(mut l) = shared.record_limiter.lock() {
                     *l = sink::ratelimit::RateLimiter::new(new.container_burst, new.container_per_sec);
@@ -294,6 +318,10 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
         }
     };
+    if let Some(s) = &sentinel {
+        tracing::info!(pid = s.pid(), stall_secs = c0.stall_timeout.as_secs(), "sentinel watching decisions");
+        s.set_stall(c0.stall_timeout);
+    }
     let result = event_loop(&group, &sfd, &mut fast, reload);
 
     tracing::info!("driftgate stopping");
@@ -303,6 +331,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     // allowed (the kernel allows it anyway once the fanotify fd is closed); workers finish the
     // job in hand and exit; dropping the group closes the fanotify fd.
     shared.hasher.stop();
+    shared.holder.stop();
     shared.router.store(None);
     for j in small.close().into_iter().chain(large.close()) {
         shared.answer(j.ev, true);
@@ -411,6 +440,10 @@ fn event_loop(
     fast: &mut FastPath,
     reload: impl Fn(),
 ) -> Result<(), DaemonError> {
+    // Fault injection for the stall tests (a decision thread that never returns); compiled
+    // into debug builds only.
+    let deadlock_for_test =
+        cfg!(debug_assertions) && std::env::var_os("DRIFTGATE_TEST_DEADLOCK_DECISIONS").is_some();
     loop {
         let mut fds =
             [PollFd::new(group.as_fd(), PollFlags::POLLIN), PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -445,7 +478,16 @@ fn event_loop(
                 if events.is_empty() {
                     break;
                 }
+                let stats = &fast.shared.stats;
+                stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                stats.reads.fetch_add(1, Ordering::Relaxed);
                 for ev in events {
+                    if deadlock_for_test {
+                        let _held = ev;
+                        loop {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                    }
                     if let Routed::Slow(job) = fast.handle(ev) {
                         fast.shared.route(*job);
                     }
@@ -565,42 +607,65 @@ fn spawn_discovery(
 /// the daemon when an exec has been held for `stall` with no decision made meanwhile: exiting
 /// closes the fanotify fd, the kernel allows what was held, and systemd restarts the daemon.
 fn spawn_watchdog(
+    group: Arc<PermGroup>,
     sources: Arc<status::Sources>,
     stopping: Arc<AtomicBool>,
-    stall: Duration,
+    cfg: SharedConfig,
+    sentinel: Option<Arc<crate::sys::sentinel::Sentinel>>,
 ) -> std::io::Result<JoinHandle<()>> {
-    // WATCHDOG_USEC from systemd: ping at half of it.
+    // WATCHDOG_USEC from systemd: ping at half of it (at most every TICK).
     let systemd_period = sd_notify::watchdog_enabled();
-    let systemd_watchdog = systemd_period.is_some();
-    let period = systemd_period.map_or(Duration::from_secs(1), |d| (d / 2).max(Duration::from_millis(100)));
+    let ping_every = systemd_period.map(|d| (d / 2).max(TICK));
     std::thread::Builder::new().name("driftgate-watchdog".into()).spawn(move || {
         let hot = Arc::clone(&sources.hot);
         let answered = || hot.allowed.load(Ordering::Relaxed) + hot.denied.load(Ordering::Relaxed);
         let mut last_answered = answered();
-        let mut stuck_since: Option<Instant> = None;
+        let mut last_reads = hot.reads.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut last_ping = Instant::now();
         let mut last_status = Instant::now();
+        let mut last_refresh = Instant::now();
         while !stopping.load(Ordering::Relaxed) {
-            std::thread::sleep(period.min(Duration::from_secs(1)));
-            sources.shared.budget.refresh(hot.in_flight());
+            std::thread::sleep(TICK);
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                last_refresh = Instant::now();
+                sources.shared.budget.refresh(hot.in_flight(), sources.shared.holder.held() as u64);
+            }
+            // Progress: execs read are being answered, and execs queued in the kernel are being
+            // read (a decision thread stuck before it counts an event shows as the second).
             let now_answered = answered();
             let in_flight = hot.in_flight();
-            let progressing = in_flight == 0 || now_answered != last_answered;
+            let reads = hot.reads.load(Ordering::Relaxed);
+            let queued = group.queued_bytes().unwrap_or(0);
+            let progressing =
+                (in_flight == 0 || now_answered != last_answered) && (queued == 0 || reads != last_reads);
             last_answered = now_answered;
+            last_reads = reads;
             if progressing {
-                stuck_since = None;
-                if systemd_watchdog {
+                last_progress = Instant::now();
+                if let Some(s) = &sentinel {
+                    s.beat();
+                }
+                if ping_every.is_some_and(|p| last_ping.elapsed() >= p) {
+                    last_ping = Instant::now();
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             } else {
-                let since = *stuck_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= stall {
+                // Just before the sentinel would (it kills at the stall timeout since the last
+                // beat): an exit with a status and a log line says more than SIGKILL.
+                let stall = cfg.load().stall_timeout;
+                let stalled = last_progress.elapsed();
+                if stalled + TICK >= stall {
                     tracing::error!(
                         in_flight,
-                        stalled_secs = since.elapsed().as_secs(),
+                        queued_bytes = queued,
+                        stalled_ms = stalled.as_millis() as u64,
                         "decisions stalled; exiting so the kernel releases the held execs"
                     );
-                    eprintln!("driftgate: decisions stalled for {:?}; exiting", since.elapsed());
-                    std::process::exit(crate::exit::STALLED);
+                    crate::sys::process::exit_now(
+                        crate::exit::STALLED,
+                        "driftgate: decisions stalled; exiting so the kernel releases the held execs\n",
+                    );
                 }
             }
             if last_status.elapsed() >= Duration::from_secs(5) {
@@ -611,3 +676,6 @@ fn spawn_watchdog(
         }
     })
 }
+
+/// How often the watchdog looks at progress.
+const TICK: Duration = Duration::from_millis(250);

@@ -32,6 +32,10 @@ pub struct Status {
     pub started: String,
     pub uptime_secs: u64,
     pub containers: Vec<WatchedContainer>,
+    /// Containers found but not watched (marking failed: out of file descriptors, a layer
+    /// directory that cannot be opened). Retried on every rescan.
+    #[serde(default)]
+    pub unwatched: Vec<UnwatchedContainer>,
     pub decisions: Decisions,
     pub findings: BTreeMap<String, u64>,
     pub latency_us: Latency,
@@ -47,6 +51,25 @@ pub struct Status {
     pub coverage: Coverage,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub writer_hold: WriterHold,
+}
+
+/// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct WriterHold {
+    pub hold_ms: u64,
+    /// Files held now.
+    pub held: u64,
+    /// Files leased and held; allowed execs of a held file (its hold renewed).
+    pub kept: u64,
+    pub renewed: u64,
+    /// Files not held: over the cap; on a filesystem without leases.
+    pub cut: u64,
+    pub unsupported: u64,
+    /// Execs decided without their hash because the file was being written, or had
+    /// changed, when it was about to be allowed.
+    pub unsettled: u64,
 }
 
 /// The layer index: what is known, what is still being indexed.
@@ -66,6 +89,15 @@ pub struct IndexStatus {
     pub failures: u64,
     /// Image-file hashes taken from manifests on the hot path.
     pub manifest_hashes: u64,
+}
+
+/// A container rootfs found but not watched (execs in it are not checked), and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnwatchedContainer {
+    pub id: String,
+    pub runtime: String,
+    pub rootfs: String,
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -164,6 +196,9 @@ pub struct Limits {
     pub over_budget: u64,
     pub too_big: u64,
     pub hash_timeouts: u64,
+    /// ... and waiting for a hashing worker longer than `hashing.max_secs`.
+    #[serde(default)]
+    pub queue_timeouts: u64,
     pub hash_unavailable: u64,
     /// Hashing readers busy now (some may be stuck on a file that never returns its data).
     pub readers_busy: u64,
@@ -210,6 +245,7 @@ pub struct Sources {
     pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
     pub index: Arc<super::indexer::IndexStats>,
     pub fileless: Arc<super::fileless::FilelessStats>,
+    pub unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
 }
 
 impl Sources {
@@ -259,6 +295,7 @@ impl Sources {
             started: crate::finding::rfc3339(self.started),
             uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
             containers,
+            unwatched: (**self.unwatched.load()).clone(),
             decisions: Decisions {
                 events: ld(&h.events),
                 allowed: ld(&h.allowed),
@@ -316,11 +353,24 @@ impl Sources {
                 over_budget: ld(&self.shared.budget.spent),
                 too_big: ld(&h.too_big),
                 hash_timeouts: ld(&self.shared.hasher.timeouts),
+                queue_timeouts: ld(&h.queue_timeouts),
                 hash_unavailable: ld(&self.shared.hasher.unavailable),
                 readers_busy: self.shared.hasher.busy() as u64,
                 read_errors: ld(&h.read_errors),
                 lookup_errors: ld(&h.lookup_errors),
                 findings_suppressed: ld(&self.shared.suppressed),
+            },
+            writer_hold: {
+                let w = &self.shared.holder;
+                WriterHold {
+                    hold_ms: w.hold().as_millis() as u64,
+                    held: w.held() as u64,
+                    kept: ld(&w.kept),
+                    renewed: ld(&w.renewed),
+                    cut: ld(&w.cut),
+                    unsupported: ld(&w.unsupported),
+                    unsettled: ld(&w.unsettled),
+                }
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

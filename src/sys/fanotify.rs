@@ -99,6 +99,17 @@ impl PermGroup {
         Ok(parse_fdinfo_sdevs(&text))
     }
 
+    /// Bytes of events queued in the kernel and not read yet (`FIONREAD`).
+    pub fn queued_bytes(&self) -> Result<u64, SysError> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer we pass.
+        let rc = unsafe { libc::ioctl(self.fan.as_raw_fd(), libc::FIONREAD, &mut n) };
+        if rc < 0 {
+            return Err(SysError::new("ioctl(FIONREAD)", nix::errno::Errno::last()));
+        }
+        Ok(n.max(0) as u64)
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fan.as_raw_fd()
     }

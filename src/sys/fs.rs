@@ -338,6 +338,14 @@ pub fn try_read_lease(fd: BorrowedFd<'_>) -> Result<(), SysError> {
     Ok(())
 }
 
+/// The lease held through `fd` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`); while a lease is being
+/// broken, the type it is being broken to.
+pub fn lease_type(fd: BorrowedFd<'_>) -> Option<i32> {
+    // SAFETY: fcntl with F_GETLEASE on a valid fd; no pointers are involved.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETLEASE) };
+    (rc >= 0).then_some(rc)
+}
+
 pub fn release_lease(fd: BorrowedFd<'_>) {
     // SAFETY: fcntl with F_SETLEASE on a valid fd; no pointers are involved.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };

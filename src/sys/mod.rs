@@ -10,6 +10,7 @@ pub mod mountwatch;
 pub mod nsexec;
 pub mod proc;
 pub mod process;
+pub mod sentinel;
 
 use nix::errno::Errno;
 

@@ -59,6 +59,16 @@ pub fn raise_nofile_limit() -> (u64, u64) {
     (soft, hard)
 }
 
+/// Writes `msg` to stderr and ends the process at once: no destructors, no atexit handlers,
+/// no locks (a stalled thread may hold any of them).
+pub fn exit_now(code: i32, msg: &str) -> ! {
+    // SAFETY: write(2) of a valid buffer, then _exit; neither touches process state.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(code)
+    }
+}
+
 /// How many file descriptors this process has open (`/proc/self/fd`).
 pub fn open_fd_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1))

@@ -280,6 +280,8 @@ pub struct DaemonOpts<'a> {
     pub extra: &'a str,
     /// Lines for the `[discovery]` table.
     pub extra_discovery: &'a str,
+    /// Lines for the `[daemon]` table.
+    pub extra_daemon: &'a str,
     /// Whole tables appended at the end.
     pub extra_tables: &'a str,
 }
@@ -297,6 +299,7 @@ impl Default for DaemonOpts<'_> {
             journald_socket: None,
             extra: "",
             extra_discovery: "",
+            extra_daemon: "",
             extra_tables: "",
         }
     }
@@ -342,7 +345,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}[daemon]\nsocket = {:?}\n{}",
+                "mode = {:?}\nnode_name = \"test-node\"\nstate_dir = {:?}\n{}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{}]\nrescan_interval_secs = 1\n{}{containerd}{journald}[daemon]\nsocket = {:?}\n{}{}",
                 o.mode,
                 dir.join("state").display().to_string(),
                 o.extra,
@@ -350,6 +353,7 @@ impl Daemon {
                 globs.join(", "),
                 o.extra_discovery,
                 dir.join("driftgate.sock").display().to_string(),
+                o.extra_daemon,
                 o.extra_tables,
             ),
         )
@@ -362,16 +366,30 @@ impl Daemon {
     }
 
     pub fn start_with_env(config: &Path, spool: &Path, env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(driftgate_bin())
-            .envs(env.iter().copied())
+        Self::start_limited(config, spool, env, None)
+    }
+
+    /// Starts the daemon with `env` and, if given, `RLIMIT_NOFILE` soft and hard at `nofile`.
+    pub fn start_limited(config: &Path, spool: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+        let mut cmd = Command::new(driftgate_bin());
+        cmd.envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config)
             .env("DRIFTGATE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start driftgate");
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start driftgate");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -612,8 +630,13 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// The fileless dropper of `tests/tools/memfd_exec.c`, built static (the scratch containers
 /// have no libc) into `dir`.
 pub fn memfd_exec_tool(dir: &Path) -> PathBuf {
-    let out = dir.join("memfd_exec");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/memfd_exec.c");
+    static_tool(dir, "memfd_exec")
+}
+
+/// `tests/tools/<name>.c`, built static (the scratch containers have no libc) into `dir`.
+pub fn static_tool(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/tools/{name}.c"));
     let mut cmd = Command::new("gcc");
     cmd.args(["-static", "-O2", "-o"]).arg(&out).arg(&src);
     let o = run_with_deadline(cmd, Duration::from_secs(60));
