@@ -144,6 +144,10 @@ pub struct FileRef {
     /// For an added file whose content the image has: the paths where the image has it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_paths: Vec<String>,
+    /// The file had been deleted (its last name removed) when it was decided; `path` is the
+    /// name it had.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// A mount of a container, as the container sees it.

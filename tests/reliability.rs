@@ -274,6 +274,7 @@ fn a_stopped_daemon_is_ended_by_its_sentinel_within_the_stall_timeout() {
             ..Default::default()
         },
     );
+    assert!(d.wait_log("sentinel watching decisions", Duration::from_secs(10)), "{}", d.log_text());
     let sentinel: i32 = d
         .log_text()
         .lines()
@@ -496,4 +497,190 @@ fn a_flood_of_blocked_execs_is_answered_fast_and_every_one_is_accounted_for() {
     let recorded = executions_recorded(&d.spool);
     let suppressed = st["limits"]["findings_suppressed"].as_u64().unwrap();
     assert_eq!(recorded + suppressed, denied, "recorded {recorded} + suppressed {suppressed}");
+}
+
+fn spool_counts(d: &Daemon) -> (u64, u64, u64, u64) {
+    let st = d.status();
+    let s = &st["spool"];
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    (n("recorded"), n("write_errors"), n("journald_errors"), n("recreated"))
+}
+
+/// Runs `n` execs of distinct added programs in the container (audit mode: each allowed, each
+/// a finding) and returns how long they took.
+fn drift_execs(s: &Scratch, tag: &str, n: usize) -> Duration {
+    let files = added_programs(s, &format!("/tmp/{tag}"), n);
+    let script = format!("for f in {}; do $f; done; echo done=0\n", files.join(" "));
+    let t = std::time::Instant::now();
+    let out = s.run_in_container(&script, T);
+    assert_eq!(results(&out).get("done"), Some(&0), "{out:?}");
+    t.elapsed()
+}
+
+#[test]
+fn a_journald_that_stops_reading_or_goes_away_never_holds_decisions() {
+    if !privileged() || !std::path::Path::new("/lib/systemd/systemd-journald").exists() {
+        return;
+    }
+    // Three containers: each phase starts with a fresh per-container journal rate limit.
+    let (s, s2, s3) = (Scratch::new(), Scratch::new(), Scratch::new());
+    let j = common::runtimes::Journald::start(&s.root().join("journald"));
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone(), s2.merged.clone(), s3.merged.clone()],
+            journald_socket: Some(j.socket()),
+            extra_tables: "[findings]\naggregate_window_secs = 0\ncontainer_burst = 100000\n",
+            ..Default::default()
+        },
+    );
+    // journald stopped: its socket queue fills, then every send would wait.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(j.pid()), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let n = 1500;
+    let took = drift_execs(&s, "a", n);
+    assert!(wait_until(Duration::from_secs(20), || spool_counts(&d).0 >= n as u64));
+    let (recorded, lost, journald_errors, _) = spool_counts(&d);
+    assert_eq!((recorded, lost), (n as u64, 0), "every finding is in the spool");
+    assert!(journald_errors > 0, "journald's refusals are counted");
+    println!(
+        "journald stopped: {n} audited execs in {took:?}; {journald_errors} findings not taken by journald"
+    );
+    // It reads again: findings reach it again.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(j.pid()), nix::sys::signal::Signal::SIGCONT).unwrap();
+    drift_execs(&s2, "b", 20);
+    assert!(wait_until(Duration::from_secs(20), || spool_counts(&d).0 >= n as u64 + 20));
+    let id2 = s2.merged.display().to_string();
+    assert!(
+        wait_until(Duration::from_secs(20), || !j.entries(&[&format!("CONTAINER_ID={id2}")]).is_empty()),
+        "after SIGCONT journald takes findings again"
+    );
+    // Gone altogether: refused at once, counted, decisions unaffected.
+    let before = spool_counts(&d).2;
+    drop(j);
+    let took = drift_execs(&s3, "c", 20);
+    assert!(wait_until(Duration::from_secs(20), || spool_counts(&d).0 >= n as u64 + 40));
+    assert!(
+        wait_until(Duration::from_secs(5), || spool_counts(&d).2 >= before + 20),
+        "{:?}",
+        spool_counts(&d)
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn a_full_or_removed_spool_never_stops_decisions_and_recovers() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let spool = s.root().join("tinyspool");
+    std::fs::create_dir(&spool).unwrap();
+    nix::mount::mount(Some("tmpfs"), &spool, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=256k"))
+        .unwrap();
+    let _u = DetachOnDrop(spool.clone());
+    let dir = spool.join("findings");
+    let d0 = Daemon::start(
+        &s.root().join("d"),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\ncontainer_burst = 100000\n",
+            ..Default::default()
+        },
+    );
+    let config = d0.config.clone();
+    drop(d0);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = text.lines().find(|l| l.starts_with("dir = ")).unwrap().to_owned();
+    std::fs::write(&config, text.replace(&old, &format!("dir = {:?}", dir.display().to_string()))).unwrap();
+    let d = Daemon::start_with_config(&config, &dir);
+    // Full: decisions go on, the loss is counted.
+    let filler = spool.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 256 * 1024]);
+    drift_execs(&s, "a", 30);
+    assert!(wait_until(Duration::from_secs(20), || {
+        let (r, l, _, _) = spool_counts(&d);
+        r + l == 30
+    }));
+    let (_, lost, _, _) = spool_counts(&d);
+    assert!(lost > 0, "{:?}", spool_counts(&d));
+    // Space again: recorded again.
+    std::fs::remove_file(&filler).unwrap();
+    drift_execs(&s, "b", 10);
+    assert!(wait_until(Duration::from_secs(20), || spool_counts(&d).0 + spool_counts(&d).1 == 40));
+    let (recorded_before, lost_before, _, _) = spool_counts(&d);
+    assert!(recorded_before >= 10, "{:?}", spool_counts(&d));
+    // Removed: made again, and what follows is readable there.
+    std::fs::remove_dir_all(&dir).unwrap();
+    drift_execs(&s, "c", 10);
+    assert!(wait_until(Duration::from_secs(20), || spool_counts(&d).0 == recorded_before + 10));
+    let (_, lost_after, _, recreated) = spool_counts(&d);
+    assert_eq!((lost_after, recreated), (lost_before, 1));
+    let (found, bad) = driftgate::sink::spool::read_all(&dir).unwrap();
+    assert!(bad.is_empty());
+    assert_eq!(found.len(), 10, "the findings after the removal are in the new directory");
+}
+
+#[test]
+fn hostile_names_huge_arguments_and_vanishing_files_give_valid_findings() {
+    if !privileged() {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let prog = tools.path().join("prog");
+    std::fs::write(&prog, driftgate::bench::elf::exit0(0)).unwrap();
+    let s = Scratch::with_image_files(&[("/opt/img/prog", &prog)]);
+    let d0 = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    );
+    let (config, spool) = (d0.config.clone(), d0.spool.clone());
+    drop(d0);
+    // Slow storage (300 ms a hash): the program is deleted while its exec waits.
+    let mut d = Daemon::start_with_env(&config, &spool, &[("DRIFTGATE_TEST_HASH_DELAY_MS", "300")]);
+    // A path of more than 4,000 bytes (20 directories of 200 bytes), a name with a newline
+    // and invalid UTF-8, 200 KB of arguments, and a program deleted while its exec waits.
+    let long: String = (0..20).map(|i| format!("/{}", format!("{i:02}").repeat(100))).collect();
+    let script = format!(
+        "mkdir -p '/tmp{long}'; cp /opt/img/prog '/tmp{long}/t'; '/tmp{long}/t'; echo long=$?\n\
+         n=\"$(printf '/tmp/evil\\nname\\377')\"; cp /opt/img/prog \"$n\"; \"$n\"; echo evil=$?\n\
+         a=A; for i in $(seq 16); do a=$a$a; done\n\
+         cp /opt/img/prog /tmp/args; /tmp/args \"$a\" \"$a\"; echo args=$?\n\
+         cp /opt/img/prog /tmp/gone; /tmp/gone & sleep 0.1; rm /tmp/gone; wait $!; echo gone=$?\n"
+    );
+    let out = s.run_in_container(&script, T);
+    let r = results(&out);
+    for k in ["long", "evil", "args", "gone"] {
+        assert_eq!(r.get(k), Some(&0), "{k}: {out:?}");
+    }
+    let f = d.findings(4);
+    let sha = sha256_file(&prog);
+    let by = |pred: &dyn Fn(&str) -> bool| {
+        f.iter().find(|x| pred(x["file"]["path"].as_str().unwrap_or(""))).unwrap_or_else(|| panic!("{f:#?}"))
+    };
+    let l = by(&|p| p.len() > 4000);
+    assert_eq!(l["file"]["path"].as_str().unwrap(), format!("/tmp{long}/t"));
+    let e = by(&|p| p.starts_with("/tmp/evil"));
+    assert!(e["file"]["path_raw"].is_string() || e["file"]["path"].as_str().unwrap().contains('\n'), "{e}");
+    let a = by(&|p| p == "/tmp/args");
+    assert_eq!(a["process"]["args_truncated"], true, "{a}");
+    let kept: usize =
+        a["process"]["args"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().len()).sum();
+    assert!(kept <= 8192, "{kept} argument bytes kept");
+    let g = by(&|p| p.starts_with("/tmp/gone"));
+    assert_eq!((&g["file"]["path"], &g["file"]["deleted"]), (&"/tmp/gone".into(), &true.into()), "{g}");
+    for x in &f {
+        assert_eq!(x["file"]["sha256"], sha.as_str(), "{x}");
+        assert_eq!(x["category"], "ADDED_BINARY_EXECUTED");
+    }
+    let rss = vm_rss_kib(d.pid());
+    assert!(rss < 128 * 1024, "RSS {rss} KiB");
+    let code = d.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "alive until asked to stop: {:?}\n{}", d.child.try_wait(), d.log_text());
 }

@@ -102,25 +102,39 @@ pub fn dispatch(cli: Cli) -> i32 {
 }
 
 /// Sets up logging: journald when running under systemd (or when asked), stderr otherwise.
-pub fn init_logging(verbose: bool) {
+///
+/// Log lines go through a bounded queue to a thread of their own that does the writing: a
+/// journald that stops reading (or a stderr pipe nobody drains) can only make that thread
+/// wait, never a thread that decides execs. When the queue is full, lines are dropped and
+/// counted ([`crate::sink::log_lines_dropped`]). Keep the returned guard alive: dropping it
+/// flushes what is queued.
+pub fn init_logging(verbose: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "info" }));
+    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16_384)
+        .thread_name("driftgate-log");
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
-    if under_systemd {
-        if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer.with_field_prefix(None).with_syslog_identifier("driftgate".into());
-            let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
-            return;
-        }
+    let journal = under_systemd.then(crate::sink::journald::LogLines::open).flatten();
+    if let Some(lines) = journal {
+        let (writer, guard) = builder.finish(lines);
+        crate::sink::set_log_drop_counter(writer.error_counter());
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+        return guard;
     }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = builder.finish(std::io::stderr());
+    crate::sink::set_log_drop_counter(writer.error_counter());
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(ansi))
         .try_init();
+    guard
 }

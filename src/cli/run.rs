@@ -16,7 +16,12 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    super::init_logging(args.verbose);
+    // Before the logging thread exists (see `block_signals`).
+    if let Err(e) = crate::daemon::block_signals() {
+        eprintln!("driftgate: {e}");
+        return exit::FAILURE;
+    }
+    let _log = super::init_logging(args.verbose);
     // The configuration is validated completely before anything is marked.
     let mut cfg = match args.config.load() {
         Ok(c) => c,

@@ -81,6 +81,10 @@ pub fn render(s: &Status) -> String {
         s.spool.dir, s.spool.bytes, s.spool.segments, s.spool.recorded, s.spool.write_errors, s.spool.dropped, s.spool.deleted_segments
     );
     o += &format!(
+        "journal: {} findings not taken by journald (all in the spool), {} rate-limited; {} log lines dropped; spool directory re-made {} times\n",
+        s.spool.journald_errors, s.spool.journal_suppressed, s.spool.log_lines_dropped, s.spool.recreated
+    );
+    o += &format!(
         "IoC entries: {}; indexed layers: {}; reloads: {} ({} failed)\n",
         s.ioc_entries.map_or("-".into(), |v| v.to_string()),
         s.indexed_layers.map_or("-".into(), |v| v.to_string()),

@@ -114,6 +114,9 @@ pub fn spawn(
                     }
                     Err(proc_connector::Error::Interrupted) => {}
                     Err(proc_connector::Error::WouldBlock) => break,
+                    // What the crate's blocking `recv` says for "nothing more" on a
+                    // non-blocking socket.
+                    Err(proc_connector::Error::Os(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         tracing::error!(error = %e, "process-event connector");
                         break;
@@ -185,7 +188,7 @@ fn on_exec(shared: &Shared, stats: &FilelessStats, pid: i32) {
         Ok(fd) => match sfs::fstat_fd(fd.as_fd()) {
             Ok(st) => {
                 let id = FileId::from_stat(&st);
-                (super::hot::hash_stable(fd.as_fd(), &id), id.size)
+                (super::hot::hash_stable(fd.as_fd(), &id).map(|(h, _)| h), id.size)
             }
             Err(_) => (None, 0),
         },

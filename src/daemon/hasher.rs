@@ -20,7 +20,8 @@ pub const MAX_READERS: usize = 16;
 /// What became of one hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hashed {
-    Done([u8; 32]),
+    /// The hash, and the file version it is of (see [`super::hot::hash_stable`]).
+    Done([u8; 32], FileId),
     /// The content could not be pinned down (open for writing, changed while read, I/O error).
     Unsettled,
     /// Not done within the limit.
@@ -34,11 +35,11 @@ pub enum Hashed {
 struct Request {
     fd: OwnedFd,
     id: FileId,
-    reply: Sender<Option<[u8; 32]>>,
+    reply: Sender<Option<([u8; 32], FileId)>>,
 }
 
 /// What a reader does with a request (the real one: [`super::hot::hash_stable`]).
-pub type ReadFn = fn(BorrowedFd<'_>, &FileId) -> Option<[u8; 32]>;
+pub type ReadFn = fn(BorrowedFd<'_>, &FileId) -> Option<([u8; 32], FileId)>;
 
 /// The reader the daemon runs: [`super::hot::hash_stable`], or in debug builds with
 /// `DRIFTGATE_TEST_HASH_DELAY_MS` set, the same after a delay per file (fault injection for
@@ -55,7 +56,7 @@ pub fn daemon_reader() -> ReadFn {
 
 static TEST_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
-fn slow_read(fd: BorrowedFd<'_>, id: &FileId) -> Option<[u8; 32]> {
+fn slow_read(fd: BorrowedFd<'_>, id: &FileId) -> Option<([u8; 32], FileId)> {
     std::thread::sleep(Duration::from_millis(TEST_DELAY_MS.load(Ordering::Relaxed)));
     super::hot::hash_stable(fd, id)
 }
@@ -133,7 +134,7 @@ impl Hasher {
                 return Hashed::TimedOut;
             }
             match answer.recv_timeout(left.min(Duration::from_millis(20))) {
-                Ok(Some(h)) => return Hashed::Done(h),
+                Ok(Some((h, v))) => return Hashed::Done(h, v),
                 Ok(None) => return Hashed::Unsettled,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Hashed::Unsettled,
@@ -186,19 +187,37 @@ mod tests {
         let id = FileId::from_stat(&crate::sys::fs::fstat_fd(f.as_fd()).unwrap());
         let h = Hasher::new();
         match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
-            Hashed::Done(d) => assert_eq!(super::super::hot::hex(d).len(), 64),
+            Hashed::Done(d, v) => {
+                assert_eq!(super::super::hot::hex(d).len(), 64);
+                assert_eq!(v, id);
+            }
             other => panic!("{other:?}"),
         }
         let mut changed = id;
         changed.size += 1;
-        assert_eq!(h.hash(f.as_fd(), &changed, Duration::from_secs(5)), Hashed::Unsettled);
+        assert_eq!(
+            h.hash(f.as_fd(), &changed, Duration::from_secs(5)),
+            Hashed::Done(
+                match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
+                    Hashed::Done(d, _) => d,
+                    other => panic!("{other:?}"),
+                },
+                id
+            ),
+            "under a lease, the hash of the version there now"
+        );
+        // A hash that succeeded keeps its lease on the open file (for the writer hold): give
+        // it back before a writer opens the file.
+        crate::sys::fs::release_lease(f.as_fd());
+        let _w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Unsettled, "open for writing");
         h.stop();
         assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Stopping);
     }
 
     #[test]
     fn a_read_that_never_returns_holds_up_only_its_reader_and_stuck_readers_are_bounded() {
-        fn stuck(_: BorrowedFd<'_>, _: &FileId) -> Option<[u8; 32]> {
+        fn stuck(_: BorrowedFd<'_>, _: &FileId) -> Option<([u8; 32], FileId)> {
             std::thread::sleep(Duration::from_secs(3600));
             None
         }

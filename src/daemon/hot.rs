@@ -193,6 +193,8 @@ pub struct Target {
 /// What is known of the hash of the file a job decides.
 enum HashState {
     Known([u8; 32]),
+    /// Known, for a newer version of the file than the exec event saw (see [`hash_stable`]).
+    KnownNewer([u8; 32]),
     /// Not cached, and this thread may not hash (the main thread): a worker must.
     NotYet,
     /// It could not be had: why (the finding says it).
@@ -502,6 +504,11 @@ pub struct Outcome {
     kind: ExecKind,
     /// Why it was decided without its hash, if it was.
     reason: Option<String>,
+    /// Its hash is of a newer version of the file than the exec event named: right for this
+    /// decision, not to be remembered for that version.
+    newer: bool,
+    /// The file was unlinked when it was decided (`path` is its last name).
+    deleted: bool,
 }
 
 impl Outcome {
@@ -514,6 +521,8 @@ impl Outcome {
             mount: None,
             kind: ExecKind::Plain,
             reason: None,
+            newer: false,
+            deleted: false,
         }
     }
 }
@@ -648,7 +657,8 @@ impl Shared {
             Evidence::UpperFile(
                 ImageAtPath::Absent | ImageAtPath::SameContent | ImageAtPath::DifferentContent
             ) | Evidence::MountFile
-        ) && o.sha256.is_some();
+        ) && o.sha256.is_some()
+            && !o.newer;
         if settled {
             if let Ok(mut m) = self.outcomes.lock() {
                 m.insert(key, o.clone());
@@ -852,6 +862,7 @@ impl Shared {
             mount: None,
             image_paths: Vec::new(),
             interpreter: None,
+            deleted: false,
         };
         let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
@@ -870,32 +881,42 @@ impl Shared {
     /// What a job's file is, given what is known of its hash.
     fn outcome_for(&self, job: &Job, state: HashState) -> Outcome {
         let c = &job.container;
+        let newer = matches!(state, HashState::KnownNewer(_));
         let (sha, reason) = match state {
-            HashState::Known(h) => (Some(h), None),
+            HashState::Known(h) | HashState::KnownNewer(h) => (Some(h), None),
             HashState::Missing(r) => (None, Some(r)),
             HashState::NotYet => (None, None),
         };
         let may_hash = reason.is_none();
+        // A file unlinked since it was opened (its name read back as `<name> (deleted)` if
+        // that came after the unlink).
+        let deleted = sfs::fstat_fd(job.file_fd()).is_ok_and(|st| st.st_nlink == 0);
+        let raw_path = match job.raw_path.strip_suffix(b" (deleted)") {
+            Some(name) if deleted => name,
+            _ => &job.raw_path[..],
+        };
         if let Some(m) = &job.mount {
             let image_paths = sha.map(|h| self.image_paths(c, &h)).unwrap_or_default();
             return Outcome {
                 evidence: Evidence::MountFile,
-                path: job.raw_path.clone(),
+                path: raw_path.to_vec(),
                 sha256: sha,
                 image_paths,
                 mount: Some(Arc::clone(m)),
                 kind: ExecKind::Plain,
                 reason,
+                newer,
+                deleted,
             };
         }
-        let cands = candidate_paths(&job.raw_path, c.rootfs_bytes());
+        let cands = candidate_paths(raw_path, c.rootfs_bytes());
         // Prefer a candidate that names this very file in the upper layer.
         let verified = cands.iter().copied().find(|p| c.layers.upper_matches(p, &job.id));
         let path: Vec<u8> = match verified {
             Some(p) => p.to_vec(),
             // Unlinked, renamed meanwhile, or not found: the best guess, for display and for
             // the content comparison (which stays sound: equal bytes are image bytes).
-            None => cands.last().map(|p| p.to_vec()).unwrap_or_else(|| job.raw_path.clone()),
+            None => cands.last().map(|p| p.to_vec()).unwrap_or_else(|| raw_path.to_vec()),
         };
 
         let image_at_path = match c.layers.image_lookup(&path) {
@@ -947,6 +968,8 @@ impl Shared {
             mount: None,
             kind,
             reason,
+            newer,
+            deleted,
         }
     }
 
@@ -1010,12 +1033,18 @@ impl Shared {
         }
         use super::hasher::Hashed;
         match self.hasher.hash(job.file_fd(), &job.id, left) {
-            Hashed::Done(h) => {
+            Hashed::Done(h, version) => {
                 self.stats.hashed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut m) = self.hashes.lock() {
-                    m.insert(key, h);
+                    m.insert((key.0, version), h);
                 }
-                HashState::Known(h)
+                if version == job.id {
+                    HashState::Known(h)
+                } else {
+                    // Changed (or only its metadata) since the event: the hash is of what
+                    // runs, but not of the version the event named.
+                    HashState::KnownNewer(h)
+                }
             }
             Hashed::Unsettled => HashState::Missing(
                 "not hashed: the file was open for writing, or changed while it was read".into(),
@@ -1053,9 +1082,12 @@ impl Shared {
             return None;
         }
         let fd = sfs::reopen_readonly(lf.fd.as_fd()).ok()?;
-        let super::hasher::Hashed::Done(h) = self.hasher.hash(fd.as_fd(), &id, left) else {
+        let super::hasher::Hashed::Done(h, version) = self.hasher.hash(fd.as_fd(), &id, left) else {
             return None;
         };
+        if version != id {
+            return None;
+        }
         if let Ok(mut m) = self.hashes.lock() {
             m.insert(key, h);
         }
@@ -1086,6 +1118,7 @@ impl Shared {
             mount: o.mount.as_deref().map(report::mount_ref),
             image_paths: o.image_paths.clone(),
             interpreter: None,
+            deleted: o.deleted,
         };
         report::build(&self.recorder(), c, tid, facts, file, category, action)
     }
@@ -1108,19 +1141,34 @@ const MAP_LIMIT: u64 = 4 << 20;
 /// Hashes a file through `fd` so that the result is the content that will execute: under a
 /// read lease when the filesystem allows one (a lease cannot be had while anyone has the file
 /// open for writing, and blocks new writers while held), and with a re-check that the file
-/// version did not change. `None` when the content could not be pinned down.
-pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 32]> {
+/// version did not change while it was read. Returns the hash and the file version it is the
+/// hash of: under a lease that is the version seen when the lease was taken, which may be
+/// newer than `id` (the version the exec event saw) when the file changed in between, or only
+/// its metadata did (an unlink, a chmod); the bytes that run are the ones hashed either way.
+/// Without a lease the version must be `id` itself. `None` when the content could not be
+/// pinned down.
+pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<([u8; 32], FileId)> {
     let leased = match sfs::try_read_lease(fd) {
         Ok(()) => true,
         // EAGAIN: someone has it open for writing right now; its content is not settled.
         Err(e) if e.errno == nix::errno::Errno::EAGAIN => return None,
         Err(_) => false,
     };
+    let unsettled = || {
+        if leased {
+            sfs::release_lease(fd);
+        }
+        None
+    };
+    let Some(before) = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s)) else { return unsettled() };
+    if !leased && before != *id {
+        return unsettled();
+    }
     let mut h = Sha256::new();
     // Under a lease the file is hashed straight from a mapping (no copy); without one, a
     // truncation could turn a mapping into SIGBUS, so it is read with pread.
-    let res = if leased && id.size < MAP_LIMIT {
-        sfs::read_all_mapped_leased(fd, id.size, |b| h.update(b)).map(|()| id.size)
+    let res = if leased && before.size < MAP_LIMIT {
+        sfs::read_all_mapped_leased(fd, before.size, |b| h.update(b)).map(|()| before.size)
     } else {
         sfs::read_all_at(fd, |b| h.update(b))
     };
@@ -1128,13 +1176,8 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<[u8; 
     match (res, after) {
         // The lease stays on the open file: an "allow" keeps it until the kernel keeps
         // writers out itself ([`super::pin`]); otherwise it ends when the file is closed.
-        (Ok(n), Some(after)) if n == id.size && after == *id => Some(h.finalize().into()),
-        _ => {
-            if leased {
-                sfs::release_lease(fd);
-            }
-            None
-        }
+        (Ok(n), Some(after)) if n == before.size && after == before => Some((h.finalize().into(), before)),
+        _ => unsettled(),
     }
 }
 
@@ -1178,8 +1221,9 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
         let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
-        let h = hash_stable(f.as_fd(), &id).unwrap();
+        let (h, version) = hash_stable(f.as_fd(), &id).unwrap();
         assert_eq!(hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(version, id);
     }
 
     #[test]
@@ -1194,13 +1238,22 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_file_version_is_not_trusted() {
+    fn a_file_changed_since_the_event_is_hashed_as_its_new_version() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let mut id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
-        id.ctime_ns -= 1;
-        assert_eq!(hash_stable(f.as_fd(), &id), None);
+        let now = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let mut seen = now;
+        seen.ctime_ns -= 1;
+        // Under the lease the bytes are what will run: the hash is returned as the newer
+        // version's, never as the one the event saw.
+        let (_, version) = hash_stable(f.as_fd(), &seen).unwrap();
+        assert_eq!(version, now);
+        sfs::release_lease(f.as_fd());
+        // Without a lease (a filesystem that has none) a changed version is not trusted: a
+        // read-only open of a file we already have open for writing cannot be leased.
+        let _w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        assert_eq!(hash_stable(f.as_fd(), &seen), None);
     }
 }

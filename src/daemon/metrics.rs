@@ -115,6 +115,8 @@ pub fn render(src: &Sources) -> String {
         &[
             ("{kind=\"answer\"}", s.decisions.answer_errors),
             ("{kind=\"journald\"}", s.spool.journald_errors),
+            ("{kind=\"log_dropped\"}", s.spool.log_lines_dropped),
+            ("{kind=\"spool_recreated\"}", s.spool.recreated),
             ("{kind=\"implicit_allow\"}", s.implicit_allows),
         ],
     );

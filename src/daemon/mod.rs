@@ -71,19 +71,27 @@ fn drain_eventfd(fd: &OwnedFd) {
     let _ = nix::unistd::read(fd.as_fd(), &mut b);
 }
 
+/// The signals the daemon takes through its signalfd (SIGTERM, SIGINT, SIGHUP), blocked in the
+/// calling thread. Call it before any thread starts (the logging thread too): threads inherit
+/// the mask, and a thread that had them unblocked would take SIGTERM's default action (end the
+/// process at once) instead of the daemon's orderly stop.
+pub fn block_signals() -> Result<SigSet, SysError> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| SysError::new("pthread_sigmask", e))?;
+    Ok(mask)
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(initial: Config) -> Result<(), DaemonError> {
     let started = SystemTime::now();
     let config_path = initial.source.clone();
     let cfg: SharedConfig = Arc::new(ArcSwap::from_pointee(initial));
     let c0 = cfg.load_full();
-    // Signals are blocked before any thread starts so that every thread inherits the mask and
-    // only the signalfd sees them. SIGIO is what a lease break sends: ignore it.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().map_err(|e| SysError::new("pthread_sigmask", e))?;
+    // SIGIO is what a lease break sends: ignore it.
+    let mask = block_signals()?;
     // SAFETY: setting SIG_IGN installs no handler code; nothing else manages SIGIO/SIGPIPE.
     unsafe {
         nix::sys::signal::signal(Signal::SIGIO, nix::sys::signal::SigHandler::SigIgn)

@@ -185,8 +185,13 @@ impl Holder {
     }
 }
 
-/// Takes a read lease through `fd` and compares the file with version `id` under it.
+/// Takes a read lease through `fd` and compares the file with version `id` under it. A file
+/// already leased through this open file was hashed under that lease (no writer since): its
+/// bytes are the ones decided even if its metadata changed meanwhile (an unlink, a chmod).
 pub fn pin(fd: BorrowedFd<'_>, id: &FileId) -> Pin {
+    if lease_intact(fd) {
+        return Pin::Held;
+    }
     match sfs::try_read_lease(fd) {
         Ok(()) => {}
         Err(e) if e.errno == nix::errno::Errno::EAGAIN => return Pin::Busy,

@@ -52,6 +52,8 @@ pub struct FileFacts {
     pub mount: Option<finding::MountRef>,
     pub image_paths: Vec<Vec<u8>>,
     pub interpreter: Option<finding::InterpreterRef>,
+    /// Unlinked by the time it was decided.
+    pub deleted: bool,
 }
 
 /// Where and how a finding is recorded: the node, the mode, the argument bytes kept.
@@ -148,6 +150,7 @@ pub fn build(
             interpreter: file.interpreter,
             path_raw,
             image_paths: file.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
+            deleted: file.deleted,
         },
         mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
         virustotal: sha.as_deref().map(finding::virustotal_url),

@@ -231,6 +231,12 @@ pub struct Spool {
     pub deleted_segments: u64,
     #[serde(default)]
     pub journal_suppressed: u64,
+    /// Log lines dropped because the logging thread was behind (journald or stderr stuck).
+    #[serde(default)]
+    pub log_lines_dropped: u64,
+    /// Times the spool directory was found removed and made again.
+    #[serde(default)]
+    pub recreated: u64,
 }
 
 /// Everything a status report is made from.
@@ -343,6 +349,8 @@ impl Sources {
                 journald_errors: ld(&self.sink.journald_errors),
                 deleted_segments: ld(&self.sink.deleted_segments),
                 journal_suppressed: ld(&self.sink.journal_suppressed),
+                log_lines_dropped: crate::sink::log_lines_dropped(),
+                recreated: ld(&self.sink.spool_recreated),
             },
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),

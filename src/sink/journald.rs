@@ -57,7 +57,10 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// A connection to journald's socket.
+/// A way to journald's socket. Each entry is sent to the socket's path (the socket is not
+/// connected), so a journald that restarts is reached again without reconnecting. Sends never
+/// block: a journald that is not reading makes them fail with `WouldBlock` at once, and the
+/// sink counts them (every finding is in the spool either way).
 #[derive(Debug)]
 pub struct Journal {
     sock: UnixDatagram,
@@ -65,15 +68,18 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Fails when no journald listens at `path`.
+    /// Fails when no journald listens at `path` now.
     pub fn connect(path: &Path) -> std::io::Result<Journal> {
         let sock = UnixDatagram::unbound()?;
-        sock.connect(path)?;
-        Ok(Journal { sock, path: path.to_path_buf() })
+        sock.set_nonblocking(true)?;
+        let j = Journal { sock, path: path.to_path_buf() };
+        // A probe: an empty datagram is ignored by journald.
+        j.sock.send_to(&[], &j.path)?;
+        Ok(j)
     }
 
     pub fn send(&self, entry: &Entry) -> std::io::Result<()> {
-        match self.sock.send(entry.bytes()) {
+        match self.sock.send_to(entry.bytes(), &self.path) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) || e.raw_os_error() == Some(libc::ENOBUFS) => {
                 self.send_memfd(entry)
@@ -96,8 +102,61 @@ impl Journal {
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let addr = UnixAddr::new(&self.path).map_err(std::io::Error::from)?;
         let iov: [IoSlice<'_>; 0] = [];
-        sendmsg(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&addr))
+        sendmsg(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&addr))
             .map_err(std::io::Error::from)?;
+        Ok(())
+    }
+}
+
+/// The daemon's log lines as journal entries (the writer behind the logging thread, which
+/// alone waits when journald does): the level that starts a formatted line becomes
+/// `PRIORITY`, the rest `MESSAGE`.
+#[derive(Debug)]
+pub struct LogLines {
+    sock: UnixDatagram,
+    path: PathBuf,
+}
+
+impl LogLines {
+    /// `None` when journald's socket cannot be used.
+    pub fn open() -> Option<LogLines> {
+        let path = PathBuf::from(crate::config::DEFAULT_JOURNAL_SOCKET);
+        let sock = UnixDatagram::unbound().ok()?;
+        sock.send_to(&[], &path).ok()?;
+        Some(LogLines { sock, path })
+    }
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let line = text.trim_end_matches('\n').trim_start();
+        let (priority, message) = match line.split_once(' ') {
+            Some(("ERROR", rest)) => ("3", rest),
+            Some(("WARN", rest)) => ("4", rest),
+            Some(("INFO", rest)) => ("6", rest),
+            Some(("DEBUG" | "TRACE", rest)) => ("7", rest),
+            _ => ("6", line),
+        };
+        let mut e = Entry::new();
+        e.field("MESSAGE", message.trim_start())
+            .field("PRIORITY", priority)
+            .field("SYSLOG_IDENTIFIER", "driftgate");
+        // Blocking is fine here: only the logging thread waits.
+        match self.sock.send_to(e.bytes(), &self.path) {
+            Ok(_) => Ok(buf.len()),
+            // Too big for a datagram: cut rather than lose the line.
+            Err(err) if err.raw_os_error() == Some(libc::EMSGSIZE) => {
+                let mut e = Entry::new();
+                let cut: String = message.chars().take(16 * 1024).collect();
+                e.field("MESSAGE", cut).field("PRIORITY", priority).field("SYSLOG_IDENTIFIER", "driftgate");
+                self.sock.send_to(e.bytes(), &self.path).map(|_| buf.len())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -151,11 +210,16 @@ mod tests {
         e.field("MESSAGE", "small");
         j.send(&e).unwrap();
         let mut buf = vec![0u8; 1 << 16];
+        assert_eq!(server.recv(&mut buf).unwrap(), 0, "connect probes with an empty datagram");
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"MESSAGE=small\n");
         // Larger than the socket's send buffer: goes via memfd.
         let mut big = Entry::new();
         big.field("MESSAGE", vec![b'x'; 4 << 20]);
         j.send(&big).unwrap();
+        // A listener that does not read: sends fail at once instead of waiting.
+        let t = std::time::Instant::now();
+        let refused = (0..10_000).map(|_| j.send(&e)).filter(|r| r.is_err()).count();
+        assert!(refused > 0 && t.elapsed() < std::time::Duration::from_secs(5));
     }
 }

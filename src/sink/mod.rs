@@ -38,6 +38,8 @@ pub struct SinkStats {
     /// Findings recorded in the spool but held back from journald/stderr by the per-container
     /// rate limit.
     pub journal_suppressed: AtomicU64,
+    /// Times the spool directory had been removed and was made again.
+    pub spool_recreated: AtomicU64,
 }
 
 /// The hot path's handle.
@@ -183,7 +185,9 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        match spool.append(&batch) {
+        let res = spool.append(&batch);
+        stats.spool_recreated.fetch_add(spool.take_recreated(), Ordering::Relaxed);
+        match res {
             Ok(()) => {
                 stats.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
@@ -231,22 +235,45 @@ fn report_suppressed(journal: &JournalTarget, container: &str, n: u64) {
                 .field("DRIFTGATE_SUPPRESSED", n.to_string());
             let _ = j.send(&e);
         }
-        JournalTarget::Stderr => eprintln!("driftgate: {msg}"),
+        JournalTarget::Stderr => to_stderr(&format!("driftgate: {msg}")),
     }
+}
+
+static LOG_DROPS: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// Installs the counter of log lines the logging thread could not take.
+pub fn set_log_drop_counter(c: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = LOG_DROPS.set(c);
+}
+
+/// Log lines dropped because the logging thread was behind (journald or stderr not taking
+/// them).
+pub fn log_lines_dropped() -> u64 {
+    LOG_DROPS.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// One line to stderr; a stderr that is gone or full loses the line, it never panics.
+fn to_stderr(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn emit(journal: &JournalTarget, f: &Finding, stats: &SinkStats) {
     match journal {
         JournalTarget::Journald(j) => {
             if let Err(e) = j.send(&journal_entry(f)) {
-                stats.journald_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "journald refused a finding; writing it to stderr");
-                eprintln!("driftgate-finding {}", serde_json::to_string(f).unwrap_or_default());
+                // Not reading (its queue is full) or gone: the finding is in the spool; the loss
+                // is counted, and said once per power of two.
+                let n = stats.journald_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(error = %e, lost = n, "journald did not take findings; they are in the spool");
+                }
             }
         }
         JournalTarget::Stderr => {
             // JSON escaping keeps a hostile name on this one line.
-            eprintln!("driftgate-finding {}", serde_json::to_string(f).unwrap_or_default());
+            to_stderr(&format!("driftgate-finding {}", serde_json::to_string(f).unwrap_or_default()));
         }
     }
 }

@@ -51,6 +51,22 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SpoolError> {
     Ok(out)
 }
 
+/// Opens `<dir>/.lock` and takes it, waiting up to `wait` for another writer.
+fn take_lock(dir: &Path, wait: std::time::Duration) -> Result<nix::fcntl::Flock<File>, SpoolError> {
+    let lock_path = dir.join(".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    lock_waiting(lock, wait).map_err(|waited| SpoolError::Locked {
+        path: dir.to_path_buf(),
+        waited_ms: waited.as_millis() as u64,
+    })
+}
+
 /// Takes the exclusive lock, polling until `wait` has passed. A polled non-blocking lock rather
 /// than a blocking one with an alarm: nothing here may block without a bound.
 fn lock_waiting(
@@ -90,7 +106,9 @@ pub fn usage(dir: &Path) -> (u64, u64) {
 
 pub struct SpoolWriter {
     dir: PathBuf,
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
+    /// Times the directory was found removed and made again (taken by the caller).
+    recreated: u64,
     file: File,
     seq: u64,
     len: u64,
@@ -112,18 +130,7 @@ impl SpoolWriter {
         wait: std::time::Duration,
     ) -> Result<SpoolWriter, SpoolError> {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
-        let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        let lock = lock_waiting(lock, wait).map_err(|waited| SpoolError::Locked {
-            path: dir.to_path_buf(),
-            waited_ms: waited.as_millis() as u64,
-        })?;
+        let lock = take_lock(dir, wait)?;
         let segs = segments(dir)?;
         let (seq, path) = match segs.last() {
             Some((seq, path)) => (*seq, path.clone()),
@@ -131,7 +138,8 @@ impl SpoolWriter {
         };
         let mut w = SpoolWriter {
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock,
+            recreated: 0,
             file: open_segment(&path)?,
             seq,
             len: 0,
@@ -144,8 +152,35 @@ impl SpoolWriter {
         Ok(w)
     }
 
+    /// Times the spool directory was found removed and made again since the last call.
+    pub fn take_recreated(&mut self) -> u64 {
+        std::mem::take(&mut self.recreated)
+    }
+
+    /// A segment whose directory was removed (by hand, by a cleanup job) takes writes that no
+    /// reader will ever see: before appending, check the segment is still linked, and if not,
+    /// make the directory, its lock and a segment again.
+    fn ensure_linked(&mut self) -> Result<(), SpoolError> {
+        use std::os::unix::fs::MetadataExt;
+        let linked = self.file.metadata().map(|m| m.nlink() > 0).unwrap_or(false);
+        if linked {
+            return Ok(());
+        }
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir))?;
+        self.lock = take_lock(&self.dir, std::time::Duration::ZERO)?;
+        let next = segments(&self.dir)?.last().map_or(self.seq + 1, |(seq, _)| seq + 1).max(self.seq + 1);
+        self.seq = next;
+        let path = segment_path(&self.dir, self.seq);
+        self.file = open_segment(&path)?;
+        self.len = 0;
+        self.recreated += 1;
+        tracing::warn!(dir = %self.dir.display(), "the spool directory was removed; made it again");
+        Ok(())
+    }
+
     /// Appends findings and makes them durable. On error nothing partial stays in the file.
     pub fn append(&mut self, findings: &[Finding]) -> Result<(), SpoolError> {
+        self.ensure_linked()?;
         let mut buf = Vec::with_capacity(findings.len() * 1024);
         for f in findings {
             serde_json::to_writer(&mut buf, f).expect("findings serialize");
@@ -374,6 +409,25 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         w.enforce_retention(None, Some(std::time::Duration::from_millis(1)));
         assert_eq!(segments(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_removed_spool_directory_is_made_again_and_nothing_is_written_into_the_void() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("spool");
+        let mut w = SpoolWriter::open(&dir, 1 << 20).unwrap();
+        w.append(&[finding("1")]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        w.append(&[finding("2")]).unwrap();
+        assert_eq!(w.take_recreated(), 1);
+        let (got, bad) = read_all(&dir).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(got.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), vec!["2"]);
+        // And the new directory is locked again.
+        assert!(matches!(
+            SpoolWriter::open_waiting(&dir, 1 << 20, std::time::Duration::ZERO),
+            Err(SpoolError::Locked { .. })
+        ));
     }
 
     #[test]

@@ -399,6 +399,11 @@ impl Journald {
         self.dir.join("sock/socket")
     }
 
+    /// journald's pid (`unshare` and `sh` exec it in place).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// `journalctl -o json` over this journal, with extra match arguments.
     pub fn entries(&self, matches: &[&str]) -> Vec<serde_json::Value> {
         let mut cmd = Command::new("journalctl");
