@@ -124,9 +124,12 @@ impl DiffIdResolver {
         if let Some(d) = self.storage.get(root).and_then(|m| m.get(&id)) {
             return Some(d.clone());
         }
-        let map = std::fs::read(root.join("overlay-layers/layers.json"))
-            .map(|b| parse_storage_layers(&b))
-            .unwrap_or_default();
+        let path = root.join("overlay-layers/layers.json");
+        let bytes = super::read_state(&path).unwrap_or_default();
+        let map = parse_storage_layers(&bytes);
+        if map.is_empty() && !bytes.is_empty() && !super::is_json_array(&bytes) {
+            super::state_warning(&path, "not a containers/storage layer list");
+        }
         let found = map.get(&id).cloned();
         self.storage.insert(root.to_path_buf(), map);
         found
@@ -148,8 +151,7 @@ fn read_containerd_image(root: &Path, digest: &str) -> Option<Vec<String>> {
     let blob = |d: &str| -> Option<Vec<u8>> {
         let d = parse_digest(d)?;
         let p = root.join("io.containerd.content.v1.content/blobs/sha256").join(&d["sha256:".len()..]);
-        let md = std::fs::metadata(&p).ok()?;
-        (md.len() <= 16 << 20).then(|| std::fs::read(&p).ok()).flatten()
+        super::read_state(&p)
     };
     let mut doc = blob(digest)?;
     for _ in 0..3 {
@@ -166,7 +168,9 @@ fn read_docker_layerdb(dir: &Path) -> HashMap<String, String> {
     let Ok(rd) = std::fs::read_dir(dir) else { return map };
     for e in rd.flatten() {
         let p = e.path();
-        let read = |n: &str| std::fs::read_to_string(p.join(n)).ok().map(|s| s.trim().to_owned());
+        let read = |n: &str| {
+            super::read_state(&p.join(n)).map(|b| String::from_utf8_lossy(b.trim_ascii()).into_owned())
+        };
         if let (Some(cache), Some(diff)) = (read("cache-id"), read("diff")) {
             if let Some(d) = parse_digest(&diff) {
                 map.insert(cache, d);

@@ -54,7 +54,9 @@ impl Resolver {
         let mut m = Metadata { runtime: Some("containerd"), ..Default::default() };
         let spec =
             cfg.containerd.state.join("io.containerd.runtime.v2.task").join(&ns).join(id).join("config.json");
-        if let Some(a) = std::fs::read(&spec).ok().and_then(|b| meta::parse_oci_annotations(&b)) {
+        if let Some(a) =
+            super::read_state(&spec).and_then(|b| parse_or_warn(&spec, meta::parse_oci_annotations(&b)))
+        {
             meta::apply_kubernetes(&mut m, &a);
             m.labels.extend(a.into_iter().filter(|(k, _)| !k.starts_with("io.kubernetes.cri.")));
         }
@@ -97,36 +99,47 @@ pub fn docker(data_root: &Path, layer: &str) -> Metadata {
     let mounts = data_root.join("image/overlay2/layerdb/mounts");
     let cid = std::fs::read_dir(&mounts).ok().and_then(|rd| {
         rd.flatten().find_map(|e| {
-            let m = std::fs::read_to_string(e.path().join("mount-id")).ok()?;
-            (m.trim() == layer).then(|| e.file_name().to_string_lossy().into_owned())
+            let m = super::read_state(&e.path().join("mount-id"))?;
+            (m.trim_ascii() == layer.as_bytes()).then(|| e.file_name().to_string_lossy().into_owned())
         })
     });
     let Some(cid) = cid else {
         return Metadata { runtime: Some("docker"), ..Default::default() };
     };
     let cfg = data_root.join("containers").join(&cid).join("config.v2.json");
-    std::fs::read(cfg).ok().and_then(|b| meta::parse_docker_config_v2(&b)).unwrap_or_else(|| Metadata {
-        id: Some(cid),
-        runtime: Some("docker"),
-        ..Default::default()
-    })
+    super::read_state(&cfg)
+        .and_then(|b| parse_or_warn(&cfg, meta::parse_docker_config_v2(&b)))
+        .unwrap_or_else(|| Metadata { id: Some(cid), runtime: Some("docker"), ..Default::default() })
 }
 
 /// containers/storage (Podman, CRI-O): the container whose rootfs is layer `layer`.
 pub fn storage(root: &Path, runroot: &Path, layer: &str, runtime: &'static str) -> Metadata {
-    let containers = std::fs::read(root.join("overlay-containers/containers.json")).unwrap_or_default();
-    let Some(c) = meta::parse_storage_containers(&containers).into_iter().find(|c| c.layer == layer) else {
+    let path = root.join("overlay-containers/containers.json");
+    let containers = super::read_state(&path).unwrap_or_default();
+    let records = meta::parse_storage_containers(&containers);
+    if records.is_empty() && !containers.is_empty() && !super::is_json_array(&containers) {
+        super::state_warning(&path, "not a containers/storage container list");
+    }
+    let Some(c) = records.into_iter().find(|c| c.layer == layer) else {
         return Metadata::default();
     };
     let annotations = [root, runroot].iter().find_map(|base| {
         let p = base.join("overlay-containers").join(&c.id).join("userdata/config.json");
-        std::fs::read(p).ok().and_then(|b| meta::parse_oci_annotations(&b))
+        super::read_state(&p).and_then(|b| parse_or_warn(&p, meta::parse_oci_annotations(&b)))
     });
     let mut m = meta::storage_metadata(&c, annotations.as_ref(), runtime);
     if m.image_digest.is_none() && !c.image.is_empty() {
-        let images = std::fs::read(root.join("overlay-images/images.json")).unwrap_or_default();
+        let images = super::read_state(&root.join("overlay-images/images.json")).unwrap_or_default();
         m.image_digest = meta::storage_image_digest(&images, &c.image);
     }
     m.complete = m.image.is_some() && annotations.is_some();
     m
+}
+
+/// `parsed`, with a warning (once per file) when the file did not parse.
+fn parse_or_warn<T>(path: &Path, parsed: Option<T>) -> Option<T> {
+    if parsed.is_none() {
+        super::state_warning(path, "not what its runtime writes (truncated, wrong types?)");
+    }
+    parsed
 }

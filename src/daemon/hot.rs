@@ -781,7 +781,13 @@ impl Shared {
         if let Some(i) = Category::ALL.iter().position(|c| *c == category) {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
-        let agg_key = (job.container.generation, outcome.path.clone(), outcome.sha256, category, action);
+        // A deleted file's exec is its own window: running a binary with no name left is worth
+        // a record of its own.
+        let mut agg_path = outcome.path.clone();
+        if outcome.deleted {
+            agg_path.extend_from_slice(b" (deleted)");
+        }
+        let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
         if self.aggregator.repeat(&agg_key, now_rfc3339) {
             // Counted in the open window's aggregate: no /proc reads, no sink work.
             self.answer(job.ev, verdict.allow);

@@ -459,17 +459,35 @@ impl ContainerIndex {
     }
 }
 
+/// The longest line (one layer's manifest) a bundle may have.
+pub const MAX_BUNDLE_LINE: u64 = 128 << 20;
+
 /// Reads a manifest bundle: one manifest per line, blank lines and `#` comments skipped. Errors
 /// name the file and line.
 pub fn read_bundle(path: &Path) -> Result<Vec<Manifest>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    use std::io::{BufRead, Read};
+    let cannot = |e: std::io::Error| format!("{}: cannot read: {e}", path.display());
+    let mut r = std::io::BufReader::new(std::fs::File::open(path).map_err(cannot)?);
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut buf = Vec::new();
+    // Read a line at a time (a bundle of many layers is large; only its manifests are kept),
+    // and no line longer than a manifest can sensibly be.
+    for n in 1.. {
+        buf.clear();
+        let got = r.by_ref().take(MAX_BUNDLE_LINE + 1).read_until(b'\n', &mut buf).map_err(cannot)?;
+        if got == 0 {
+            break;
+        }
+        if buf.len() as u64 > MAX_BUNDLE_LINE {
+            return Err(format!("{}: line {n}: longer than {} MiB", path.display(), MAX_BUNDLE_LINE >> 20));
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| format!("{}: line {n}: not UTF-8 ({e})", path.display()))?
+            .trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let m = Manifest::parse(line).map_err(|e| format!("{}: line {}: {e}", path.display(), n + 1))?;
+        let m = Manifest::parse(line).map_err(|e| format!("{}: line {n}: {e}", path.display()))?;
         out.push(m);
     }
     if out.is_empty() {
