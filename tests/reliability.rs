@@ -48,7 +48,7 @@ fn a_writer_racing_an_exec_never_gets_modified_bytes_run() {
         return;
     }
     let (_tools, s) = race_container();
-    let n = 4000;
+    let n: u32 = std::env::var("DRIFTGATE_RACE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
     // Control: with writers not held off, the race is won (the test can fail).
     let d = Daemon::start(
         &s.root().join("control"),
@@ -66,6 +66,7 @@ fn a_writer_racing_an_exec_never_gets_modified_bytes_run() {
     let d = daemon(&s, "enforce");
     for pause in [0, 10, 50, 200] {
         let r = race(&s, n, pause);
+        println!("race, writer pause {pause} us: {r:?}");
         assert_eq!(r["bad"], 0, "modified bytes ran (writer pause {pause} us): {r:?}\n{}", d.log_text());
         assert_eq!(r["other"], 0, "{r:?}");
         assert_eq!(r["good"] + r["txtbsy"] + r["denied"], n as u64);
@@ -266,15 +267,18 @@ fn a_stopped_daemon_is_ended_by_its_sentinel_within_the_stall_timeout() {
         return;
     }
     let s = Scratch::new();
+    let load = Load::new();
     let mut d = Daemon::start(
         s.root(),
         DaemonOpts {
-            globs: vec![s.merged.clone()],
+            globs: vec![s.merged.clone(), load.s.merged.clone()],
             extra_daemon: "stall_timeout_secs = 5\n",
             ..Default::default()
         },
     );
     assert!(d.wait_log("sentinel watching decisions", Duration::from_secs(10)), "{}", d.log_text());
+    let busy = load.run(8);
+    std::thread::sleep(Duration::from_secs(1));
     let sentinel: i32 = d
         .log_text()
         .lines()
@@ -292,7 +296,14 @@ fn a_stopped_daemon_is_ended_by_its_sentinel_within_the_stall_timeout() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(9), "{st:?}");
     assert!(wait_until(Duration::from_secs(5), || !Path::new(&format!("/proc/{sentinel}")).exists()));
-    println!("SIGSTOP: exec held {held:?} (stall timeout 5 s)");
+    let l = busy.join().unwrap();
+    assert_eq!((l["failed"], l["escaped"]), (0.0, 0.0), "{l:?}");
+    assert!(l["max_us"] <= 5_600_000.0, "the load's execs were held no longer: {l:?}");
+    println!(
+        "SIGSTOP: exec held {held:?} (stall timeout 5 s); load {:.0} execs/s, its longest wait {:.0} ms",
+        l["rate"],
+        l["max_us"] / 1000.0
+    );
 }
 
 #[test]
@@ -301,10 +312,11 @@ fn a_deadlocked_decision_thread_ends_the_daemon_within_the_stall_timeout() {
         return;
     }
     let s = Scratch::new();
+    let load = Load::new();
     let d0 = Daemon::start(
         s.root(),
         DaemonOpts {
-            globs: vec![s.merged.clone()],
+            globs: vec![s.merged.clone(), load.s.merged.clone()],
             extra_daemon: "stall_timeout_secs = 5\n",
             ..Default::default()
         },
@@ -312,12 +324,16 @@ fn a_deadlocked_decision_thread_ends_the_daemon_within_the_stall_timeout() {
     let (config, spool) = (d0.config.clone(), d0.spool.clone());
     drop(d0);
     let mut d = Daemon::start_with_env(&config, &spool, &[("DRIFTGATE_TEST_DEADLOCK_DECISIONS", "1")]);
+    let busy = load.run(8);
     let start = std::time::Instant::now();
     let out = s.run_in_container("/opt/img/true; echo rc=$?\n", T);
     let held = start.elapsed();
     assert_eq!(results(&out)["rc"], 0, "{out:?}");
     assert!(held >= Duration::from_secs(3) && held <= Duration::from_millis(5600), "held {held:?}");
     assert_eq!(d.child.wait().unwrap().code(), Some(75), "{}", d.log_text());
+    let l = busy.join().unwrap();
+    assert_eq!((l["failed"], l["escaped"]), (0.0, 0.0), "{l:?}");
+    assert!(l["max_us"] <= 5_600_000.0, "{l:?}");
     println!("deadlocked decision thread: exec held {held:?} (stall timeout 5 s)");
 }
 
@@ -384,6 +400,27 @@ fn load_container(tools: &Path, added: usize) -> (Scratch, Vec<String>) {
     let s = Scratch::with_image_files(&[("/opt/img/exec_flood", &flood), ("/opt/img/victim", &victim)]);
     let files = added_programs(&s, "/tmp/added", added);
     (s, files)
+}
+
+/// Background exec load in a container of its own (image programs, 2 processes): what the
+/// node's other containers keep doing while a fault is injected.
+struct Load {
+    _tools: tempfile::TempDir,
+    pub s: Scratch,
+}
+
+impl Load {
+    fn new() -> Load {
+        let tools = tempfile::tempdir().unwrap();
+        let (s, _) = load_container(tools.path(), 0);
+        Load { _tools: tools, s }
+    }
+
+    fn run(&self, secs: u64) -> std::thread::JoinHandle<std::collections::HashMap<String, f64>> {
+        let (root, merged) = (self.s.root().to_path_buf(), self.s.merged.clone());
+        let script = format!("/opt/img/exec_flood run {secs} 2 /opt/img/victim\n");
+        std::thread::spawn(move || flood_counts(&run_in_container(&root, &merged, &script, T)))
+    }
 }
 
 fn vm_hwm_kib(pid: i32) -> u64 {
@@ -826,4 +863,97 @@ fn hostile_runtime_state_is_logged_and_the_container_still_watched() {
         );
         assert!(d.status()["pid"].as_u64().is_some(), "{what}: alive");
     }
+}
+
+/// `n` overlay containers sharing one image layer (busybox), mounted under `dir`; unmounted on
+/// drop.
+struct ManyRootfs {
+    merged: Vec<std::path::PathBuf>,
+}
+
+impl ManyRootfs {
+    fn mount(dir: &Path, from: usize, n: usize) -> ManyRootfs {
+        let lower = dir.join("lower");
+        if !lower.exists() {
+            std::fs::create_dir_all(lower.join("bin")).unwrap();
+            std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        }
+        let merged = (from..from + n)
+            .map(|i| {
+                let c = dir.join(format!("c{i}"));
+                for d in ["upper", "work", "merged"] {
+                    std::fs::create_dir_all(c.join(d)).unwrap();
+                }
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.display(),
+                    c.join("upper").display(),
+                    c.join("work").display()
+                );
+                let m = c.join("merged");
+                nix::mount::mount(
+                    Some("overlay"),
+                    &m,
+                    Some("overlay"),
+                    nix::mount::MsFlags::empty(),
+                    Some(opts.as_str()),
+                )
+                .unwrap();
+                m
+            })
+            .collect();
+        ManyRootfs { merged }
+    }
+}
+
+impl Drop for ManyRootfs {
+    fn drop(&mut self) {
+        for m in &self.merged {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn many_containers_are_watched_quickly_with_bounded_memory_and_fds() {
+    if !privileged() {
+        return;
+    }
+    let n: usize = std::env::var("DRIFTGATE_CONTAINERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let t = tempfile::Builder::new().prefix("dgmany-").tempdir_in("/tmp").unwrap();
+    let first = ManyRootfs::mount(t.path(), 0, n);
+    let glob = t.path().join("c*/merged");
+    let dir = t.path().join("daemon");
+    // Start-up with n running containers: what a restart after a crash costs, on top of
+    // RestartSec.
+    let start = std::time::Instant::now();
+    let d = Daemon::start(&dir, DaemonOpts { globs: vec![glob.clone()], ..Default::default() });
+    let ready = start.elapsed();
+    let st = d.status();
+    assert_eq!(st["containers"].as_array().unwrap().len(), n, "all watched at start");
+    let (rss, fds) = (vm_rss_kib(d.pid()), open_fds(d.pid()));
+    // As many again while it runs.
+    let t1 = std::time::Instant::now();
+    let second = ManyRootfs::mount(t.path(), n, n);
+    assert!(
+        wait_until(Duration::from_secs(120), || d.status()["containers"].as_array().unwrap().len() == 2 * n),
+        "{}",
+        d.status()
+    );
+    let more = t1.elapsed();
+    let (rss2, fds2) = (vm_rss_kib(d.pid()), open_fds(d.pid()));
+    // Every one decides: an added program is blocked in the last one mounted.
+    let last = second.merged.last().unwrap();
+    std::fs::create_dir_all(last.join("tmp")).unwrap();
+    std::fs::copy(BUSYBOX, last.join("tmp/added")).unwrap();
+    assert!(std::process::Command::new(last.join("tmp/added")).arg("true").status().is_err());
+    // Gone: forgotten.
+    drop(second);
+    drop(first);
+    assert!(wait_until(Duration::from_secs(60), || d.status()["containers"].as_array().unwrap().is_empty()));
+    let fds3 = open_fds(d.pid());
+    println!(
+        "{n} containers: ready in {ready:?} (RSS {rss} KiB, {fds} fds); {n} more marked in {more:?} (RSS {rss2} KiB, {fds2} fds); all gone: {fds3} fds"
+    );
+    assert!(fds3 < fds, "fds are given back: {fds3} >= {fds}");
 }
