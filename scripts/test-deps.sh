@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
 # containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites), gcc
-# with the static libc (a test tool), bash-static (a shell for the script tests).
+# with the static libc (the test tools), bash-static (a shell for the script tests), the
+# packaging tools and cargo-fuzz (with a nightly toolchain, for scripts/fuzz.sh).
 # Installing does not start any service here. Idempotent.
 set -euo pipefail
 need=()
@@ -17,13 +18,18 @@ command -v file >/dev/null || need+=(file)
 # The fileless-execution tests build a static dropper (tests/tools/memfd_exec.c).
 command -v gcc >/dev/null || need+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
-# Packaging tools for the package suite (crates.io).
-for tool in cargo-deb cargo-generate-rpm; do
+# Packaging tools for the package suite, cargo-fuzz for the fuzz targets (crates.io).
+for tool in cargo-deb cargo-generate-rpm cargo-fuzz; do
     if ! command -v "$tool" >/dev/null; then
         echo "test-deps: cargo install $tool" >&2
         cargo install --locked --quiet "$tool"
     fi
 done
+# Fuzzing needs a nightly toolchain (libFuzzer's sanitizer flags).
+if ! cargo +nightly --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+    echo "test-deps: rustup toolchain install nightly" >&2
+    rustup toolchain install --profile minimal nightly >/dev/null
+fi
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs its dependencies, checks formatting and lints, then runs unit,
 # CLI, privileged (real fanotify + overlay), benchmark-harness, runtime (containerd, Docker,
-# Podman), operations, systemd and packaging tests.
+# Podman), operations, reliability, systemd and packaging tests, then fuzzes every parser of
+# untrusted bytes briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-deps.sh
@@ -13,3 +14,7 @@ cargo clippy --all-targets -- -D warnings
 cargo test --benches --no-run
 cargo test --bench hot_path
 cargo test --lib --bins --tests "$@"
+# Every parser of untrusted bytes, fuzzed for 20 s each (longer: scripts/fuzz.sh SECONDS).
+if [ $# -eq 0 ]; then
+    scripts/fuzz.sh 20
+fi

@@ -342,9 +342,13 @@ pub enum TarMeaning {
     Plain,
 }
 
+/// What a normalized layer path (see [`normalize_tar_path`]) means to overlayfs. Total: a
+/// path without a slash is taken as a name at the root.
 pub fn tar_meaning(path: &[u8]) -> TarMeaning {
-    let split = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
-    let (dir, base) = (&path[..split], &path[split + 1..]);
+    let (dir, base) = match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    };
     if base == b".wh..wh..opq" {
         return TarMeaning::Opaque(if dir.is_empty() { b"/".to_vec() } else { dir.to_vec() });
     }
@@ -570,6 +574,9 @@ mod tests {
         assert!(matches!(tar_meaning(b"/opt/.wh..wh..opq"), TarMeaning::Opaque(p) if p == b"/opt"));
         assert!(matches!(tar_meaning(b"/.wh..wh..opq"), TarMeaning::Opaque(p) if p == b"/"));
         assert!(matches!(tar_meaning(b"/etc/passwd"), TarMeaning::Plain));
+        // Found by fuzzing (an empty path used to panic); no slash: a name at the root.
+        assert!(matches!(tar_meaning(b""), TarMeaning::Plain));
+        assert!(matches!(tar_meaning(b".wh.x"), TarMeaning::Whiteout(p) if p == b"/x"));
         assert!(could_execute(0o700, b""));
         assert!(could_execute(0o001, b""));
         assert!(could_execute(0o644, b"\x7fELF\x02"));

@@ -1,0 +1,27 @@
+//! Layer manifests (one JSON document per line of a bundle), and the tar member names and
+//! paths they are built from.
+#![no_main]
+use driftgate::index::manifest as m;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    for line in text.lines() {
+        if let Ok(parsed) = m::Manifest::parse(line) {
+            // What parses must write back and parse again the same.
+            let again = m::Manifest::parse(&parsed.to_json_line()).expect("a written manifest parses");
+            assert_eq!(again.to_json_line(), parsed.to_json_line());
+        }
+    }
+    let _ = m::parse_digest(&text);
+    if let Some(p) = m::normalize_tar_path(data) {
+        assert!(m::is_normal_path(&p), "{p:?}");
+    }
+    let _ = m::tar_meaning(data);
+    let _ = m::could_execute(0o755, data);
+    // The whole input as a bundle file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bundle.jsonl");
+    std::fs::write(&p, data).unwrap();
+    let _ = m::read_bundle(&p);
+});
