@@ -4,7 +4,9 @@
 //! (`EMFILE`), it *denies* that exec itself and `read` fails: running out of fds would both
 //! block arbitrary execs and blind the daemon. So the number of execs allowed to wait is
 //! sized from the limit minus what the daemon holds otherwise (measured every second), and an
-//! exec beyond it is decided at once without its hash ([`super::hot::Shared::route`]).
+//! exec beyond it is decided at once without its hash ([`super::hot::Shared::route`]). Room
+//! is also kept for the files held open after an allow ([`super::pin`]), and discovery leaves
+//! a container unwatched rather than eat into [`RESERVED`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -8,6 +8,10 @@
 //! event fd under a read lease (no writer can change it meanwhile), compared with the image's
 //! file at the same path, and decided by [`crate::engine::decide`]. Hashing runs on worker
 //! threads, with separate workers for large files, so a big file never holds up other execs.
+//!
+//! Every allowed exec of a container file is first pinned ([`super::pin`]): leased, re-checked
+//! and held, so that no writer can change the bytes between the answer and the kernel's own
+//! write denial.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
