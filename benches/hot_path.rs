@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("paths/fd_path", |b| {
         b.iter(|| black_box(driftgate::sys::fs::fd_path(std::os::fd::AsFd::as_fd(&f)).unwrap()))
     });
-    c.bench_function("time/rfc3339_now", |b| b.iter(|| black_box(driftgate::daemon::hot::now_rfc3339())));
+    c.bench_function("time/rfc3339_now", |b| b.iter(|| black_box(driftgate::util::now_rfc3339())));
 
     let root = b"/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs";
     c.bench_function("paths/candidates", |b| {

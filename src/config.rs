@@ -174,22 +174,6 @@ enum DurationValue {
     Text(String),
 }
 
-/// Parses `30d`, `12h`, `90m`, `45s` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (like 30d, 12h, 90m, 45s)"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use s, m, h, d or w)")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(mult)))
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDiscovery {
@@ -484,7 +468,7 @@ impl Config {
             Some(v) => Some(match v.get_ref() {
                 DurationValue::Secs(n) => Duration::from_secs(*n),
                 DurationValue::Text(t) => {
-                    parse_duration(t).map_err(|m| invalid(v.span(), "spool.max_age", m))?
+                    crate::util::parse_duration(t).map_err(|m| invalid(v.span(), "spool.max_age", m))?
                 }
             }),
         };
@@ -778,8 +762,8 @@ mod tests {
             None,
             "0: no cap"
         );
-        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("").is_err());
+        assert_eq!(crate::util::parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert!(crate::util::parse_duration("").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Action, Category, Mode, Severity};
+use crate::model::{Action, Category, Mode, Severity};
 
 pub const SCHEMA: &str = "driftgate.finding.v1";
 
@@ -188,10 +188,6 @@ pub fn decode_raw(raw: &str) -> Option<Vec<u8>> {
 }
 
 /// RFC 3339 in UTC, as findings and status write times.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
 pub fn virustotal_url(sha256: &str) -> String {
     format!("https://www.virustotal.com/gui/file/{sha256}")
 }

@@ -13,9 +13,11 @@ pub mod daemon;
 pub mod engine;
 pub mod finding;
 pub mod index;
+pub mod model;
 pub mod policy;
 pub mod sink;
 pub mod sys;
+pub mod util;
 
 /// Exit codes (sysexits.h), so a service manager can tell a bad configuration (do not restart)
 /// from a runtime failure.

@@ -7,46 +7,8 @@
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::engine::Mode;
-
-/// What a rule does with the execs it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleAction {
-    Allow,
-    Audit,
-    Enforce,
-}
-
-impl RuleAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RuleAction::Allow => "allow",
-            RuleAction::Audit => "audit",
-            RuleAction::Enforce => "enforce",
-        }
-    }
-}
-
-impl From<Mode> for RuleAction {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Audit => RuleAction::Audit,
-            Mode::Enforce => RuleAction::Enforce,
-        }
-    }
-}
-
-/// What to do with an added file whose content the image has at another path
-/// (`cp /bin/sh /tmp/x`): report it (as `ADDED_BINARY_EXECUTED` with `file.image_paths`), or
-/// allow it, since the bytes are the image's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ImageCopies {
-    #[default]
-    Report,
-    Allow,
-}
+use crate::model::{Evidence, ImageAtPath, Mode};
+pub use crate::model::{ImageCopies, RuleAction};
 
 /// One rule as written in TOML (`[[policy.rules]]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,7 +92,7 @@ impl Rule {
         let action = raw.action.ok_or("`action` is required (allow, audit or enforce)")?;
         let mut sha256 = Vec::new();
         for (i, h) in raw.sha256.iter().enumerate() {
-            if crate::index::ioc::parse_sha256(h.as_bytes()).is_none() {
+            if crate::util::parse_sha256(h.as_bytes()).is_none() {
                 return Err(format!("sha256[{i}]: {h:?} is not a SHA-256"));
             }
             sha256.push(h.to_ascii_lowercase());
@@ -189,8 +151,7 @@ pub struct Decision {
 impl Decision {
     /// The action for an exec with `evidence`: the rule's, except that an added file whose
     /// content the image has at other paths (`image_copy`) is allowed when `image_copies` says so.
-    pub fn action_for(&self, evidence: crate::engine::Evidence, image_copy: bool) -> RuleAction {
-        use crate::engine::{Evidence, ImageAtPath};
+    pub fn action_for(&self, evidence: Evidence, image_copy: bool) -> RuleAction {
         let copy_allowed = self.image_copies == ImageCopies::Allow
             && image_copy
             && matches!(evidence, Evidence::UpperFile(ImageAtPath::Absent) | Evidence::MountFile);
@@ -326,7 +287,6 @@ mod tests {
 
     #[test]
     fn image_copies_allow_only_added_files_the_image_has_elsewhere() {
-        use crate::engine::{Evidence, ImageAtPath};
         let d = Decision { action: RuleAction::Enforce, rule: "r".into(), image_copies: ImageCopies::Allow };
         let added = Evidence::UpperFile(ImageAtPath::Absent);
         assert_eq!(d.action_for(added, true), RuleAction::Allow);
@@ -357,104 +317,4 @@ mod tests {
         .unwrap_err();
         assert!(e.starts_with("sha256[0]"), "{e}");
     }
-}
-
-/// What a candidate policy would have done with recorded findings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
-    pub blocked: u64,
-    pub audited: u64,
-    pub allowed: u64,
-}
-
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Simulation {
-    /// Per (namespace, image): what the candidate would do.
-    pub rows: Vec<SimRow>,
-    pub total: Counts,
-    /// Execs whose outcome differs from what was recorded.
-    pub changed: u64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SimRow {
-    pub namespace: String,
-    pub image: String,
-    pub counts: Counts,
-}
-
-/// Replays findings (each standing for `count` execs) against `policy` with fallback `mode`.
-pub fn simulate(
-    findings: &[crate::finding::Finding],
-    policy: &Policy,
-    mode: Mode,
-    block_iocs: bool,
-) -> Simulation {
-    use crate::engine::{decide_scoped, Action, Category, Evidence, Executed, ImageAtPath};
-    let mut rows: std::collections::BTreeMap<(String, String), Counts> = Default::default();
-    let mut sim = Simulation::default();
-    for f in findings {
-        let on_mount = f.file.layer == "mount";
-        let added = if on_mount { Evidence::MountFile } else { Evidence::UpperFile(ImageAtPath::Absent) };
-        let modified = Evidence::UpperFile(ImageAtPath::DifferentContent);
-        let builtin = if f.file.layer == "lower" {
-            Evidence::ImageFile
-        } else {
-            Evidence::UpperFile(ImageAtPath::SameContent)
-        };
-        let (evidence, ioc) = match f.category {
-            Category::AddedBinaryExecuted | Category::AddedScriptExecuted => (added, false),
-            Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => (modified, false),
-            Category::AddedMaliciousBinaryExecuted => (added, true),
-            Category::ModifiedMaliciousBinaryExecuted => (modified, true),
-            Category::BuiltinMaliciousBinaryExecuted => (builtin, true),
-            // Which image content the script was compared with is not recorded: the kind of
-            // file decides whether an allow rule applies, and an IoC match is never allowed.
-            Category::MaliciousScriptExecuted => (added, true),
-            // Recorded after the fact: no policy decided them and none can block them.
-            Category::FilelessExecution | Category::FilelessMaliciousExecution => continue,
-        };
-        let executed = if f.category.is_script() { Executed::Script } else { Executed::Binary };
-        let c = &f.container;
-        let mount = f.file.mount.as_ref().map_or("/", |m| m.mountpoint.as_str());
-        let subject = Subject {
-            namespace: c.pod_namespace.as_deref(),
-            pod: c.pod_name.as_deref(),
-            container: Some(c.name.as_deref().unwrap_or(&c.id)),
-            container_id: Some(&c.id),
-            image: c.image.as_deref(),
-            runtime: &c.runtime,
-            path: &f.file.path,
-            sha256: f.file.sha256.as_deref(),
-            mount: Some(mount),
-        };
-        let d = policy.decide(&subject, mode);
-        let v = decide_scoped(
-            d.action_for(evidence, !f.file.image_paths.is_empty()),
-            evidence,
-            executed,
-            ioc,
-            block_iocs,
-        );
-        let n = f.count.max(1);
-        let key = (
-            c.pod_namespace.clone().unwrap_or_else(|| "-".into()),
-            c.image.clone().unwrap_or_else(|| "-".into()),
-        );
-        let row = rows.entry(key).or_default();
-        let (slot, total) = match v.finding {
-            None => (&mut row.allowed, &mut sim.total.allowed),
-            Some((_, Action::Blocked)) => (&mut row.blocked, &mut sim.total.blocked),
-            Some((_, Action::Audited)) => (&mut row.audited, &mut sim.total.audited),
-        };
-        *slot += n;
-        *total += n;
-        // Recorded: blocked or audited. Candidate: blocked, audited, or allowed without a finding.
-        if v.finding.map(|(_, a)| a) != Some(f.action) {
-            sim.changed += n;
-        }
-    }
-    sim.rows =
-        rows.into_iter().map(|((namespace, image), counts)| SimRow { namespace, image, counts }).collect();
-    sim
 }

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         Some(r) => assert_eq!(driftgate::finding::decode_raw(&r).as_deref(), Some(data)),
         None => assert_eq!(shown.as_bytes(), data),
     }
-    let p = driftgate::sink::journald::printable(data);
+    let p = driftgate::util::printable(data);
     assert!(!p.contains('\n') && !p.contains('\u{1b}'), "{p:?}");
     let args: Vec<Vec<u8>> = data.split(|b| *b == 0).map(<[u8]>::to_vec).collect();
     let _ = driftgate::engine::indirect::loader_target(&args);

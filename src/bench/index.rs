@@ -29,7 +29,7 @@ pub struct IndexReport {
 }
 
 fn hex(b: &[u8]) -> String {
-    crate::daemon::hot::hex(Sha256::digest(b).into())
+    crate::util::hex(Sha256::digest(b))
 }
 
 /// Fills `buf` with cheap pseudo-random bytes (xorshift), so compression has real work.

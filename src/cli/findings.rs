@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::engine::{Action, Category};
 use crate::exit;
 use crate::finding::Finding;
-use crate::sink::journald::printable;
 use crate::sink::spool;
+use crate::util::printable;
 
 #[derive(Debug, clap::Args)]
 pub struct FindingsArgs {
@@ -59,7 +59,7 @@ pub fn parse_time(s: &str, now: time::OffsetDateTime) -> Result<time::OffsetDate
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t);
     }
-    let age = crate::config::parse_duration(s)
+    let age = crate::util::parse_duration(s)
         .map_err(|_| format!("{s:?} is neither RFC 3339 nor an age like 30m"))?;
     Ok(now - age)
 }

@@ -1,7 +1,8 @@
 //! `driftgate ioc check FILE|SHA256...`: is it known-bad, and according to which source.
 
 use crate::exit;
-use crate::index::ioc::{parse_sha256, IocSet};
+use crate::index::ioc::IocSet;
+use crate::util::parse_sha256;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum IocCommand {
@@ -54,7 +55,7 @@ pub fn run(cmd: IocCommand) -> i32 {
                 }
             },
         };
-        let hex = crate::daemon::hot::hex(hash);
+        let hex = crate::util::hex(hash);
         match set.lookup(&hash) {
             Some(m) => println!(
                 "{item}: KNOWN-BAD sha256={hex} name={} source={}",

@@ -67,7 +67,8 @@ pub fn run(cmd: PolicyCommand) -> i32 {
             })
         })
         .collect();
-    let sim = crate::policy::simulate(&findings, &candidate.policy, candidate.mode, candidate.ioc_block);
+    let sim =
+        crate::engine::simulate::simulate(&findings, &candidate.policy, candidate.mode, candidate.ioc_block);
     if a.json {
         println!("{}", serde_json::to_string(&sim).expect("simulation serializes"));
         return exit::OK;
@@ -83,8 +84,8 @@ pub fn run(cmd: PolicyCommand) -> i32 {
     for r in &sim.rows {
         println!(
             "{:<24} {:<40} {:>8} {:>8} {:>8}",
-            crate::sink::journald::printable(r.namespace.as_bytes()),
-            crate::sink::journald::printable(r.image.as_bytes()),
+            crate::util::printable(r.namespace.as_bytes()),
+            crate::util::printable(r.image.as_bytes()),
             r.counts.blocked,
             r.counts.audited,
             r.counts.allowed

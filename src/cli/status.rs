@@ -42,7 +42,7 @@ pub fn run(a: StatusArgs) -> i32 {
 }
 
 pub fn render(s: &Status) -> String {
-    use crate::sink::journald::printable;
+    use crate::util::printable;
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.0}"));
     let mut o = format!(
         "driftgate {} (pid {}), mode {}, node {}, up {}s since {}\n",

@@ -188,7 +188,7 @@ mod tests {
         let h = Hasher::new();
         match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
             Hashed::Done(d, v) => {
-                assert_eq!(super::super::hot::hex(d).len(), 64);
+                assert_eq!(crate::util::hex(d).len(), 64);
                 assert_eq!(v, id);
             }
             other => panic!("{other:?}"),

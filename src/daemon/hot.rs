@@ -26,9 +26,11 @@ use crate::container::layers::ImageLookup;
 use crate::container::mounts::ContainerMount;
 use crate::container::{Container, Registry};
 use crate::engine::indirect::ExecKind;
-use crate::engine::{decide_scoped, Category, Evidence, Executed, ImageAtPath, Mode, Verdict};
+use crate::engine::{
+    judge, Category, Describe, Evidence, Executed, Facts, ImageAtPath, Judgement, Mode, Settings, Verdict,
+};
 use crate::finding::{self, Finding};
-use crate::sink::FindingSender;
+use crate::sink::{ContainerHandle, FindingSender};
 use crate::sys::fanotify::PendingExec;
 use crate::sys::fs::{self as sfs, FileId};
 
@@ -721,41 +723,18 @@ impl Shared {
 
     /// The decision on `job` given its outcome: IoC match, the policy rule, the verdict.
     fn verdict_for(&self, job: &Job, outcome: &Outcome, mode: Mode) -> Decided {
-        let executed = job.target.as_ref().map_or(Executed::Binary, |t| t.executed);
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
-        // The scoped policy: which rule (or the global mode) decides this exec.
-        let policy = self.policy.load();
-        let decision = if policy.rules.is_empty() {
-            // No rules (the default): the mode decides, and no subject needs building.
-            policy.fallback(mode)
-        } else {
-            let m = job.container.meta.load();
-            let id = m.id.clone().unwrap_or_else(|| job.container.identity.id.clone());
-            let path = String::from_utf8_lossy(&outcome.path);
-            let sha = outcome.sha256.map(hex);
-            let mount = outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
-            let subject = crate::policy::Subject {
-                namespace: m.pod_namespace.as_deref(),
-                pod: m.pod_name.as_deref(),
-                container: Some(m.name.as_deref().unwrap_or(&id)),
-                container_id: Some(&id),
-                image: m.image.as_deref(),
-                runtime: m.runtime.unwrap_or(job.container.identity.runtime),
-                path: &path,
-                sha256: sha.as_deref(),
-                mount: Some(mount.as_deref().unwrap_or("/")),
-            };
-            policy.decide(&subject, mode)
+        let facts = Facts {
+            evidence: outcome.evidence,
+            executed: job.target.as_ref().map_or(Executed::Binary, |t| t.executed),
+            ioc: ioc.is_some(),
+            image_copy: !outcome.image_paths.is_empty(),
         };
-        let verdict = decide_scoped(
-            decision.action_for(outcome.evidence, !outcome.image_paths.is_empty()),
-            outcome.evidence,
-            executed,
-            ioc.is_some(),
-            self.block_iocs.load(Ordering::Relaxed),
-        );
+        let settings = Settings { mode, block_iocs: self.block_iocs.load(Ordering::Relaxed) };
+        let Judgement { verdict, decision } =
+            judge(&facts, &self.policy.load(), &ExecSubject { job, outcome }, settings);
         Decided { ioc, decision, verdict }
     }
 
@@ -792,7 +771,7 @@ impl Shared {
             agg_path.extend_from_slice(b" (deleted)");
         }
         let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
-        if self.aggregator.repeat(&agg_key, now_rfc3339) {
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) {
             // Counted in the open window's aggregate: no /proc reads, no sink work.
             self.answer(job.ev, verdict.allow);
             return Routed::Done;
@@ -828,7 +807,7 @@ impl Shared {
         f: Finding,
         prev: Vec<crate::sink::aggregate::Aggregate>,
     ) {
-        self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c)));
+        self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c) as ContainerHandle));
         for (prev, pc) in prev {
             self.findings.send_for(prev, pc);
         }
@@ -838,7 +817,7 @@ impl Shared {
                 let _ = tx.try_send(Arc::clone(c));
             }
         }
-        self.findings.send_for(f, Some(Arc::clone(c)));
+        self.findings.send_for(f, Some(Arc::clone(c) as ContainerHandle));
     }
 
     /// Records fileless execution seen after the fact (process `pid` of container `c` runs a
@@ -859,7 +838,7 @@ impl Shared {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
         let agg_key = (c.generation, path.clone(), sha, category, Action::Audited);
-        if self.aggregator.repeat(&agg_key, now_rfc3339) || !self.may_record(c) {
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || !self.may_record(c) {
             return;
         }
         let facts = ProcFacts::of_running(pid);
@@ -1191,16 +1170,32 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<([u8;
     }
 }
 
-pub fn hex(h: [u8; 32]) -> String {
-    use std::fmt::Write;
-    h.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+/// An exec as the policy sees it, built only when some rule needs it.
+struct ExecSubject<'a> {
+    job: &'a Job,
+    outcome: &'a Outcome,
 }
 
-pub fn now_rfc3339() -> String {
-    finding::rfc3339(std::time::SystemTime::now())
+impl Describe for ExecSubject<'_> {
+    fn describe<R>(&self, f: impl FnOnce(&crate::policy::Subject<'_>) -> R) -> R {
+        let c = &self.job.container;
+        let m = c.meta.load();
+        let id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
+        let path = String::from_utf8_lossy(&self.outcome.path);
+        let sha = self.outcome.sha256.map(crate::util::hex);
+        let mount = self.outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
+        f(&crate::policy::Subject {
+            namespace: m.pod_namespace.as_deref(),
+            pod: m.pod_name.as_deref(),
+            container: Some(m.name.as_deref().unwrap_or(&id)),
+            container_id: Some(&id),
+            image: m.image.as_deref(),
+            runtime: m.runtime.unwrap_or(c.identity.runtime),
+            path: &path,
+            sha256: sha.as_deref(),
+            mount: Some(mount.as_deref().unwrap_or("/")),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1232,7 +1227,7 @@ mod tests {
         let f = std::fs::File::open(&p).unwrap();
         let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
         let (h, version) = hash_stable(f.as_fd(), &id).unwrap();
-        assert_eq!(hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(crate::util::hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(version, id);
     }
 

@@ -111,11 +111,11 @@ pub fn build(
         None => (None, None),
     };
     let (path, path_raw) = finding::text_and_raw(&file.path);
-    let sha = file.sha256.map(super::hot::hex);
+    let sha = file.sha256.map(crate::util::hex);
     Finding {
         schema: finding::SCHEMA.into(),
         id: uuid::Uuid::now_v7().to_string(),
-        time: super::hot::now_rfc3339(),
+        time: crate::util::now_rfc3339(),
         category,
         severity: category.severity(),
         action,
@@ -180,6 +180,16 @@ fn split_opt(v: Option<Vec<u8>>) -> (Option<String>, Option<String>) {
             (Some(t), r)
         }
         None => (None, None),
+    }
+}
+
+impl crate::sink::Metadata for Container {
+    fn pending_version(&self) -> Option<u64> {
+        (!self.meta.load().complete).then(|| self.meta_version.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn container_ref(&self) -> crate::finding::ContainerRef {
+        Container::container_ref(self)
     }
 }
 

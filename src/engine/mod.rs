@@ -8,254 +8,65 @@
 
 pub mod elf;
 pub mod indirect;
+pub mod simulate;
 
-use serde::{Deserialize, Serialize};
+pub use crate::model::{
+    Action, Category, Evidence, Executed, ImageAtPath, ImageCopies, Mode, RuleAction, Severity, Verdict,
+};
+use crate::policy::{Decision, Policy, Subject};
 
-/// What happens to drift: recorded only, or recorded and denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Audit,
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Audit => "audit",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "audit" => Ok(Mode::Audit),
-            "enforce" => Ok(Mode::Enforce),
-            other => Err(format!("unknown mode {other:?} (expected \"audit\" or \"enforce\")")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "LOW",
-            Severity::Medium => "MEDIUM",
-            Severity::High => "HIGH",
-            Severity::Critical => "CRITICAL",
-        }
-    }
-
-    /// syslog priority used for the journal entry.
-    pub fn syslog_priority(self) -> u8 {
-        match self {
-            Severity::Low => 5,
-            Severity::Medium => 4,
-            Severity::High => 3,
-            Severity::Critical => 2,
-        }
-    }
-}
-
-/// Kinds of drift.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Category {
-    /// The executed file is at a path the image does not have (or on a mount: a volume,
-    /// a tmpfs, `/dev/shm`), or is a program run through the dynamic loader.
-    AddedBinaryExecuted,
-    /// The executed file is at an image path, but its content is not the image's.
-    ModifiedBinaryExecuted,
-    /// An added binary whose SHA-256 is a known IoC.
-    AddedMaliciousBinaryExecuted,
-    /// A modified image binary whose SHA-256 is a known IoC.
-    ModifiedMaliciousBinaryExecuted,
-    /// An image binary (the image's own bytes) whose SHA-256 is a known IoC.
-    BuiltinMaliciousBinaryExecuted,
-    /// An image interpreter (`sh`, `python3`, ...) was given a script the image does not have.
-    AddedScriptExecuted,
-    /// An image interpreter was given a script at an image path whose content is not the image's.
-    ModifiedScriptExecuted,
-    /// An interpreter was given a script whose SHA-256 is a known IoC.
-    MaliciousScriptExecuted,
-    /// A process in a container runs a program that has no file: a memfd (`memfd_create` +
-    /// `fexecve`). Recorded after the fact.
-    FilelessExecution,
-    /// Fileless execution of a program whose SHA-256 is a known IoC.
-    FilelessMaliciousExecution,
-}
-
-impl Category {
-    pub const ALL: [Category; 10] = [
-        Category::AddedBinaryExecuted,
-        Category::ModifiedBinaryExecuted,
-        Category::AddedMaliciousBinaryExecuted,
-        Category::ModifiedMaliciousBinaryExecuted,
-        Category::BuiltinMaliciousBinaryExecuted,
-        Category::AddedScriptExecuted,
-        Category::ModifiedScriptExecuted,
-        Category::MaliciousScriptExecuted,
-        Category::FilelessExecution,
-        Category::FilelessMaliciousExecution,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::AddedBinaryExecuted => "ADDED_BINARY_EXECUTED",
-            Category::ModifiedBinaryExecuted => "MODIFIED_BINARY_EXECUTED",
-            Category::AddedMaliciousBinaryExecuted => "ADDED_MALICIOUS_BINARY_EXECUTED",
-            Category::ModifiedMaliciousBinaryExecuted => "MODIFIED_MALICIOUS_BINARY_EXECUTED",
-            Category::BuiltinMaliciousBinaryExecuted => "BUILTIN_MALICIOUS_BINARY_EXECUTED",
-            Category::AddedScriptExecuted => "ADDED_SCRIPT_EXECUTED",
-            Category::ModifiedScriptExecuted => "MODIFIED_SCRIPT_EXECUTED",
-            Category::MaliciousScriptExecuted => "MALICIOUS_SCRIPT_EXECUTED",
-            Category::FilelessExecution => "FILELESS_EXECUTION",
-            Category::FilelessMaliciousExecution => "FILELESS_MALICIOUS_EXECUTION",
-        }
-    }
-
-    pub fn severity(self) -> Severity {
-        match self {
-            Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
-            Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
-            Category::FilelessExecution => Severity::High,
-            Category::AddedMaliciousBinaryExecuted
-            | Category::ModifiedMaliciousBinaryExecuted
-            | Category::BuiltinMaliciousBinaryExecuted
-            | Category::MaliciousScriptExecuted
-            | Category::FilelessMaliciousExecution => Severity::Critical,
-        }
-    }
-
-    /// MITRE ATT&CK techniques: T1105 Ingress Tool Transfer, T1106 Native API,
-    /// T1036 Masquerading (a binary replaced under an image path), T1059 Command and Scripting
-    /// Interpreter, T1620 Reflective Code Loading.
-    pub fn mitre(self) -> &'static [&'static str] {
-        match self {
-            Category::AddedBinaryExecuted | Category::AddedMaliciousBinaryExecuted => &["T1105", "T1106"],
-            Category::ModifiedBinaryExecuted | Category::ModifiedMaliciousBinaryExecuted => {
-                &["T1105", "T1106", "T1036"]
-            }
-            // A known-bad binary shipped in the image: a compromised image or dependency.
-            Category::BuiltinMaliciousBinaryExecuted => &["T1195", "T1204.003"],
-            Category::AddedScriptExecuted | Category::MaliciousScriptExecuted => &["T1059", "T1105"],
-            Category::ModifiedScriptExecuted => &["T1059", "T1105", "T1036"],
-            Category::FilelessExecution | Category::FilelessMaliciousExecution => &["T1620", "T1106"],
-        }
-    }
-
-    /// A fixed journal `MESSAGE_ID` per category, so `journalctl MESSAGE_ID=...` finds them.
-    pub fn message_id(self) -> &'static str {
-        match self {
-            Category::AddedBinaryExecuted => "6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91",
-            Category::ModifiedBinaryExecuted => "0d7e2b9c4a1f4e6b8c3d5a7f9e1b2c42",
-            Category::AddedMaliciousBinaryExecuted => "b4e8d2a61c5f4f0e9d7a3c1b8e6f2a53",
-            Category::ModifiedMaliciousBinaryExecuted => "7a3f9c1e5b2d4e8a8f6c0d4b2a9e7c64",
-            Category::BuiltinMaliciousBinaryExecuted => "e91c7b3d2f8a4c6e9b5d1a7f3c2e8b75",
-            Category::AddedScriptExecuted => "3b8e1f6a9c2d4e7f8a0b5c1d6e2f9a86",
-            Category::ModifiedScriptExecuted => "a47c2e9b1d5f4a3e8c6b0d2f7e1a5c97",
-            Category::MaliciousScriptExecuted => "5e2a9d7c3b1f4e6a9d8c2b0e4f7a1ca8",
-            Category::FilelessExecution => "c93f1a7e5d2b4c8e9f6a3d1b7c0e2fb9",
-            Category::FilelessMaliciousExecution => "2d6b8f1c4e9a4b7d8e3c5a0f6b2d9ec0",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    /// Whether this is about a script run by an interpreter.
-    pub fn is_script(self) -> bool {
-        matches!(
-            self,
-            Category::AddedScriptExecuted
-                | Category::ModifiedScriptExecuted
-                | Category::MaliciousScriptExecuted
-        )
-    }
-}
-
-/// What was done with the exec that produced a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Blocked,
-    Audited,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Blocked => "blocked",
-            Action::Audited => "audited",
-        }
-    }
-}
-
-/// What the image has at the path of an upper-layer file.
+/// What is known about one exec when it is decided: gathered by the daemon on the hot path, or
+/// read back from a recorded finding by `policy simulate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageAtPath {
-    /// No image layer has this path (or a whiteout hides it).
-    Absent,
-    /// The image has a regular file here with the same content (a copy-up by chmod, touch...).
-    SameContent,
-    /// The image has a file here with other content.
-    DifferentContent,
-    /// The image has something here, but the contents could not be compared (read error, or
-    /// the executed file could not be hashed safely).
-    PresentUncompared,
-    /// The layers could not be searched (I/O error, hostile layout): the path is not proven to
-    /// be in the image.
-    LookupFailed,
+pub struct Facts {
+    pub evidence: Evidence,
+    pub executed: Executed,
+    /// The content's SHA-256 is a known IoC.
+    pub ioc: bool,
+    /// An added file whose content the image has at another path.
+    pub image_copy: bool,
 }
 
-/// Facts about one exec, gathered by the daemon.
+/// The global settings a decision depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Evidence {
-    /// The file is not on a superblock we know as a container rootfs.
-    NotAContainer,
-    /// Not a regular file (the kernel only executes regular files; nothing to decide).
-    NotRegular,
-    /// The executed inode is a lower-layer (image) inode, proven by identity.
-    ImageFile,
-    /// The executed file lives in the container's writable layer.
-    UpperFile(ImageAtPath),
-    /// The executed file is on another mount of the container (a volume, a tmpfs, `/dev/shm`):
-    /// never image content.
-    MountFile,
+pub struct Settings {
+    /// The fallback when no rule matches.
+    pub mode: Mode,
+    /// `[ioc] block`: deny IoC matches whatever the mode.
+    pub block_iocs: bool,
 }
 
-/// What is being run: a program (executed by the kernel, or run through the dynamic loader),
-/// or a script handed to an interpreter of the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Executed {
-    #[default]
-    Binary,
-    Script,
+/// The policy's view of an exec, built only when some rule needs it: the daemon's (from the
+/// container and the outcome, which costs allocations) and `simulate`'s (from a finding).
+pub trait Describe {
+    fn describe<R>(&self, f: impl FnOnce(&Subject<'_>) -> R) -> R;
 }
 
-/// The answer to give the kernel, and the finding to record, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
-    pub allow: bool,
-    pub finding: Option<(Category, Action)>,
+/// A decision and the rule that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub decision: Decision,
 }
 
-impl Verdict {
-    pub const ALLOW: Verdict = Verdict { allow: true, finding: None };
+/// **The** decision: which rule applies (first match, else the global mode), what it does with
+/// these facts (image copies, allow), then the verdict (IoC matches are never allowed). The
+/// daemon and `policy simulate` both decide through here.
+pub fn judge(facts: &Facts, policy: &Policy, subject: &impl Describe, settings: Settings) -> Judgement {
+    let decision = if policy.rules.is_empty() {
+        // No rules (the default): the mode decides, and no subject needs building.
+        policy.fallback(settings.mode)
+    } else {
+        subject.describe(|s| policy.decide(s, settings.mode))
+    };
+    let verdict = decide_scoped(
+        decision.action_for(facts.evidence, facts.image_copy),
+        facts.evidence,
+        facts.executed,
+        facts.ioc,
+        settings.block_iocs,
+    );
+    Judgement { verdict, decision }
 }
 
 /// Decides one exec of a binary.
@@ -266,14 +77,13 @@ pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
 /// Decides one exec under the action a policy rule (or the global mode) chose. `allow` lets
 /// drift through without a finding; a known-bad hash is still recorded (and blocked with
 /// `block_iocs`): a rule that allows a path does not vouch for malware found there.
-pub fn decide_scoped(
-    action: crate::policy::RuleAction,
+fn decide_scoped(
+    action: RuleAction,
     evidence: Evidence,
     executed: Executed,
     ioc: bool,
     block_iocs: bool,
 ) -> Verdict {
-    use crate::policy::RuleAction;
     let mode = match action {
         RuleAction::Enforce => Mode::Enforce,
         RuleAction::Audit => Mode::Audit,
@@ -325,6 +135,74 @@ mod tests {
     use ImageAtPath::*;
     use Mode::*;
 
+    /// A subject for `judge`: the fields the rules below look at.
+    struct At(&'static str, Option<&'static str>);
+
+    impl Describe for At {
+        fn describe<R>(&self, f: impl FnOnce(&Subject<'_>) -> R) -> R {
+            f(&Subject {
+                runtime: "containerd",
+                path: self.0,
+                namespace: self.1,
+                mount: Some("/"),
+                ..Default::default()
+            })
+        }
+    }
+
+    #[test]
+    fn judge_applies_rules_then_the_verdict_table() {
+        use crate::policy::{RawRule, Rule};
+        let rule = |i, action, f: &dyn Fn(&mut RawRule)| {
+            let mut r = RawRule { action: Some(action), ..Default::default() };
+            f(&mut r);
+            Rule::compile(i, &r).unwrap()
+        };
+        let policy = Policy {
+            rules: vec![
+                rule(0, RuleAction::Allow, &|r| r.paths = vec!["/opt/jit/*".into()]),
+                rule(1, RuleAction::Enforce, &|r| r.namespaces = vec!["prod".into()]),
+                rule(2, RuleAction::Audit, &|r| r.image_copies = Some(ImageCopies::Allow)),
+            ],
+            image_copies: ImageCopies::Report,
+        };
+        let fact = |evidence, ioc, image_copy| Facts { evidence, executed: Binary, ioc, image_copy };
+        let audit = Settings { mode: Audit, block_iocs: false };
+        let enforce = Settings { mode: Enforce, block_iocs: false };
+        let audited = |c| Verdict { allow: true, finding: Some((c, Audited)) };
+        let blocked = |c| Verdict { allow: false, finding: Some((c, Blocked)) };
+        let added = UpperFile(Absent);
+        #[rustfmt::skip]
+        let table: &[(Facts, At, Settings, Verdict, &str)] = &[
+            // An allow rule: drift passes silently, known malware does not.
+            (fact(added, false, false), At("/opt/jit/a", None), enforce, Verdict::ALLOW, "1"),
+            (fact(added, true, false), At("/opt/jit/a", None), enforce, audited(AddedMaliciousBinaryExecuted), "1"),
+            (fact(added, true, false), At("/opt/jit/a", None), Settings { block_iocs: true, ..audit }, blocked(AddedMaliciousBinaryExecuted), "1"),
+            // An enforce rule in an audit-mode node.
+            (fact(added, false, false), At("/tmp/x", Some("prod")), audit, blocked(AddedBinaryExecuted), "2"),
+            (fact(ImageFile, false, false), At("/bin/sh", Some("prod")), audit, Verdict::ALLOW, "2"),
+            // image_copies = allow on the last rule (which matches everything).
+            (fact(added, false, true), At("/tmp/sh", None), enforce, Verdict::ALLOW, "3"),
+            (fact(UpperFile(DifferentContent), false, true), At("/bin/sh", None), enforce, audited(ModifiedBinaryExecuted), "3"),
+            (fact(MountFile, false, false), At("/data/x", None), enforce, audited(AddedBinaryExecuted), "3"),
+        ];
+        for (facts, at, settings, want, rule) in table {
+            let j = judge(facts, &policy, at, *settings);
+            assert_eq!((j.verdict, j.decision.rule.as_str()), (*want, *rule), "{facts:?} at {}", at.0);
+        }
+        // No rules: the global mode, and no subject is built.
+        struct Never;
+        impl Describe for Never {
+            fn describe<R>(&self, _: impl FnOnce(&Subject<'_>) -> R) -> R {
+                panic!("no rule needs a subject")
+            }
+        }
+        let none = Policy::default();
+        let j = judge(&fact(added, false, false), &none, &Never, enforce);
+        assert_eq!((j.verdict, j.decision.rule.as_str()), (blocked(AddedBinaryExecuted), "global"));
+        assert_eq!(judge(&fact(added, false, false), &none, &Never, audit).verdict, decide(Audit, added));
+    }
+
     #[test]
     fn decision_table() {
         let allow = Verdict::ALLOW;
@@ -356,10 +234,10 @@ mod tests {
 
     #[test]
     fn scripts_given_to_image_interpreters_have_their_own_categories() {
-        use crate::policy::RuleAction::{Allow, Audit as A, Enforce as E};
+        use RuleAction::{Allow, Audit as A, Enforce as E};
         let audited = |c| Verdict { allow: true, finding: Some((c, Audited)) };
         let blocked = |c| Verdict { allow: false, finding: Some((c, Blocked)) };
-        let table: &[(crate::policy::RuleAction, Evidence, bool, bool, Verdict)] = &[
+        let table: &[(RuleAction, Evidence, bool, bool, Verdict)] = &[
             (E, ImageFile, false, false, Verdict::ALLOW),
             (E, UpperFile(SameContent), false, false, Verdict::ALLOW),
             (E, UpperFile(Absent), false, false, blocked(AddedScriptExecuted)),
@@ -385,7 +263,6 @@ mod tests {
 
     #[test]
     fn allow_rules_let_drift_through_but_not_known_malware() {
-        use crate::policy::RuleAction;
         assert_eq!(decide_scoped(RuleAction::Allow, UpperFile(Absent), Binary, false, false), Verdict::ALLOW);
         assert_eq!(
             decide_scoped(RuleAction::Allow, UpperFile(Absent), Binary, true, false),

@@ -364,7 +364,7 @@ pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manif
     // The end-of-archive padding is part of the diffID too.
     std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| format!("reading layer: {e}"))?;
     m.layer_bytes = tee.bytes;
-    let diff_id = format!("sha256:{}", crate::daemon::hot::hex(tee.hash.finalize().into()));
+    let diff_id = format!("sha256:{}", crate::util::hex(tee.hash.finalize()));
     Ok((m, diff_id))
 }
 
@@ -449,7 +449,7 @@ mod tests {
             ("etc/.wh.gone", b"", 0o644),
             ("var/.wh..wh..opq", b"", 0o644),
         ]);
-        let want_diff = format!("sha256:{}", crate::daemon::hot::hex(Sha256::digest(&tar).into()));
+        let want_diff = format!("sha256:{}", crate::util::hex(Sha256::digest(&tar)));
         let gz = {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut e, &tar).unwrap();

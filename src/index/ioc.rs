@@ -9,6 +9,7 @@
 //! Stored as one sorted array of 32-byte hashes plus a parallel array of name/source ids into
 //! small string tables: 1M entries take about 40 MB and a lookup is a binary search.
 
+use crate::util::parse_sha256;
 use std::path::{Path, PathBuf};
 
 /// Where a matching hash came from.
@@ -62,27 +63,6 @@ const PREFIX_BITS: u32 = 18;
 
 fn bucket(h: &[u8; 32]) -> usize {
     (u32::from_be_bytes([h[0], h[1], h[2], h[3]]) >> (32 - PREFIX_BITS)) as usize
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// 64 hex digits (any case) to bytes.
-pub fn parse_sha256(s: &[u8]) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = hex_val(pair[0])? << 4 | hex_val(pair[1])?;
-    }
-    Some(out)
 }
 
 /// One parsed entry: hash and optional name.

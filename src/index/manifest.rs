@@ -53,7 +53,7 @@ impl<'de> Deserialize<'de> for BytePath {
 impl std::fmt::Display for BytePath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Control characters and invalid UTF-8 escaped, so a hostile name cannot forge output.
-        f.write_str(&crate::sink::journald::printable(&self.0))
+        f.write_str(&crate::util::printable(&self.0))
     }
 }
 
@@ -172,7 +172,7 @@ pub enum ManifestError {
 
 impl Manifest {
     pub fn new(source: impl Into<String>) -> Manifest {
-        Manifest { source: source.into(), created: crate::daemon::hot::now_rfc3339(), ..Default::default() }
+        Manifest { source: source.into(), created: crate::util::now_rfc3339(), ..Default::default() }
     }
 
     pub fn insert(&mut self, path: Vec<u8>, e: Entry) {
@@ -238,7 +238,7 @@ impl Manifest {
         };
         for f in doc.files {
             check(&f.path)?;
-            let sha = crate::index::ioc::parse_sha256(f.sha256.as_bytes())
+            let sha = crate::util::parse_sha256(f.sha256.as_bytes())
                 .ok_or_else(|| ManifestError::Hash { path: f.path.to_string(), value: f.sha256.clone() })?;
             let node = match (f.ino, f.mtime_ns, f.ctime_ns) {
                 (Some(ino), Some(mtime_ns), Some(ctime_ns)) => Some(NodeVersion { ino, mtime_ns, ctime_ns }),
@@ -263,7 +263,7 @@ impl Manifest {
             .iter()
             .map(|(p, e)| FileRecord {
                 path: BytePath(p.clone()),
-                sha256: crate::daemon::hot::hex(e.sha256),
+                sha256: crate::util::hex(e.sha256),
                 size: e.size,
                 mode: e.mode,
                 mtime: e.mtime,
@@ -306,7 +306,7 @@ impl Manifest {
 /// `sha256:<64 hex>` to its lower-case form, or `None`.
 pub fn parse_digest(s: &str) -> Option<String> {
     let hex = s.strip_prefix("sha256:")?;
-    crate::index::ioc::parse_sha256(hex.as_bytes()).map(|h| format!("sha256:{}", crate::daemon::hot::hex(h)))
+    crate::util::parse_sha256(hex.as_bytes()).map(|h| format!("sha256:{}", crate::util::hex(h)))
 }
 
 /// Whether `p` is `/a/b`: absolute, no empty, `.` or `..` components.

@@ -26,7 +26,7 @@ impl NodeStore {
 
     /// The file holding the manifest of one layer directory.
     pub fn file_for(&self, layer_dir: &Path) -> PathBuf {
-        let h = crate::daemon::hot::hex(Sha256::digest(layer_dir.as_os_str().as_bytes()).into());
+        let h = crate::util::hex(Sha256::digest(layer_dir.as_os_str().as_bytes()));
         self.dir.join(format!("layer-{}.json", &h[..32]))
     }
 

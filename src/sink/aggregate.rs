@@ -5,10 +5,9 @@
 //! `count`, `first_seen` and `last_seen` is written. Every exec is accounted for.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::container::Container;
 use crate::engine::{Action, Category};
 use crate::finding::Finding;
 
@@ -16,14 +15,14 @@ use crate::finding::Finding;
 pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);
 
 /// An aggregate to record, with the container it is about (for its metadata).
-pub type Aggregate = (Finding, Option<Arc<Container>>);
+pub type Aggregate = (Finding, Option<super::ContainerHandle>);
 
 struct State {
     opened: Instant,
     /// The full finding of the window, filled in right after the window opens (see
     /// [`Aggregator::open`]).
     first: Option<Finding>,
-    container: Option<Arc<Container>>,
+    container: Option<super::ContainerHandle>,
     repeats: u64,
     first_repeat: Option<String>,
     last_repeat: Option<String>,
@@ -105,7 +104,7 @@ impl Aggregator {
     }
 
     /// The full finding (and its container) of the window `open` opened for `key`.
-    pub fn set_first(&self, key: &AggKey, first: &Finding, container: Option<Arc<Container>>) {
+    pub fn set_first(&self, key: &AggKey, first: &Finding, container: Option<super::ContainerHandle>) {
         let Ok(mut m) = self.map.lock() else { return };
         if let Some(st) = m.get_mut(key) {
             if st.first.is_none() {
@@ -117,7 +116,12 @@ impl Aggregator {
 
     /// `open` and `set_first` in one (tests).
     #[cfg(test)]
-    pub fn opened(&self, key: AggKey, first: &Finding, container: Option<Arc<Container>>) -> Vec<Aggregate> {
+    pub fn opened(
+        &self,
+        key: AggKey,
+        first: &Finding,
+        container: Option<super::ContainerHandle>,
+    ) -> Vec<Aggregate> {
         let prev = self.open(key.clone());
         self.set_first(&key, first, container);
         prev

@@ -161,25 +161,6 @@ impl std::io::Write for LogLines {
     }
 }
 
-/// Renders bytes for a one-line human message: control characters and invalid UTF-8 are
-/// escaped, so a name cannot break the line or fake another.
-pub fn printable(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,12 +173,6 @@ mod tests {
         want.extend_from_slice(&15u64.to_le_bytes());
         want.extend_from_slice(b"/tmp/a\nFORGED=1\n");
         assert_eq!(e.bytes(), &want[..]);
-    }
-
-    #[test]
-    fn printable_escapes_controls_and_bad_utf8() {
-        assert_eq!(printable(b"/tmp/a\nb\x1b[31m\xff\\"), "/tmp/a\\nb\\u{1b}[31m\\xff\\\\");
-        assert_eq!(printable("/bin/ünï".as_bytes()), "/bin/ünï");
     }
 
     #[test]

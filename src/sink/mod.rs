@@ -17,10 +17,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::container::Container;
-
 use crate::finding::Finding;
-use journald::{printable, Entry, Journal};
+use crate::util::printable;
+use journald::{Entry, Journal};
 use spool::SpoolWriter;
 
 /// Counters shared with the rest of the daemon.
@@ -54,15 +53,9 @@ impl FindingSender {
     /// Sends a finding about `container`: the sink fills in the container's metadata when it
     /// writes the finding, waiting (the finding, never the exec) for the container's first
     /// metadata lookup to finish.
-    pub fn send_for(&self, f: Finding, container: Option<Arc<Container>>) {
+    pub fn send_for(&self, f: Finding, container: Option<ContainerHandle>) {
         // Metadata not complete yet: wait for a lookup made from now on.
-        let wait_for = container.as_ref().map_or(0, |c| {
-            if c.meta.load().complete {
-                0
-            } else {
-                c.meta_version.load(Ordering::Acquire) + 1
-            }
-        });
+        let wait_for = container.as_ref().and_then(|c| c.pending_version()).map_or(0, |v| v + 1);
         match self.tx.try_send(Box::new(Queued { finding: f, container, since: Instant::now(), wait_for })) {
             Ok(()) => {}
             Err(TrySendError::Full(q)) => {
@@ -76,10 +69,21 @@ impl FindingSender {
     }
 }
 
+/// What the sink needs of a finding's container (the daemon's container record): the finding
+/// waits, for a bounded time, for the container's metadata before it is written.
+pub trait Metadata: Send + Sync {
+    /// `None` once the metadata is complete; else the number of lookups finished so far.
+    fn pending_version(&self) -> Option<u64>;
+    /// The container as a finding describes it, from the metadata known now.
+    fn container_ref(&self) -> crate::finding::ContainerRef;
+}
+
+pub type ContainerHandle = Arc<dyn Metadata>;
+
 /// A finding on its way to the sinks.
 pub struct Queued {
     finding: Finding,
-    container: Option<Arc<Container>>,
+    container: Option<ContainerHandle>,
     since: Instant,
     /// The container's `meta_version` to wait for (0: none).
     wait_for: u64,
@@ -90,9 +94,7 @@ const METADATA_WAIT: Duration = Duration::from_secs(5);
 
 impl Queued {
     fn ready(&self) -> bool {
-        self.container
-            .as_ref()
-            .is_none_or(|c| c.meta.load().complete || c.meta_version.load(Ordering::Acquire) >= self.wait_for)
+        self.container.as_ref().is_none_or(|c| c.pending_version().is_none_or(|v| v >= self.wait_for))
             || self.since.elapsed() >= METADATA_WAIT
     }
 

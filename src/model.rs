@@ -1,0 +1,290 @@
+//! The vocabulary of a decision: modes, the facts gathered about an exec, verdicts, finding
+//! categories and rule actions. Plain types only; [`crate::engine`] decides with them.
+
+use serde::{Deserialize, Serialize};
+
+/// What happens to drift: recorded only, or recorded and denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Audit,
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "audit" => Ok(Mode::Audit),
+            "enforce" => Ok(Mode::Enforce),
+            other => Err(format!("unknown mode {other:?} (expected \"audit\" or \"enforce\")")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
+    /// syslog priority used for the journal entry.
+    pub fn syslog_priority(self) -> u8 {
+        match self {
+            Severity::Low => 5,
+            Severity::Medium => 4,
+            Severity::High => 3,
+            Severity::Critical => 2,
+        }
+    }
+}
+
+/// Kinds of drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Category {
+    /// The executed file is at a path the image does not have (or on a mount: a volume,
+    /// a tmpfs, `/dev/shm`), or is a program run through the dynamic loader.
+    AddedBinaryExecuted,
+    /// The executed file is at an image path, but its content is not the image's.
+    ModifiedBinaryExecuted,
+    /// An added binary whose SHA-256 is a known IoC.
+    AddedMaliciousBinaryExecuted,
+    /// A modified image binary whose SHA-256 is a known IoC.
+    ModifiedMaliciousBinaryExecuted,
+    /// An image binary (the image's own bytes) whose SHA-256 is a known IoC.
+    BuiltinMaliciousBinaryExecuted,
+    /// An image interpreter (`sh`, `python3`, ...) was given a script the image does not have.
+    AddedScriptExecuted,
+    /// An image interpreter was given a script at an image path whose content is not the image's.
+    ModifiedScriptExecuted,
+    /// An interpreter was given a script whose SHA-256 is a known IoC.
+    MaliciousScriptExecuted,
+    /// A process in a container runs a program that has no file: a memfd (`memfd_create` +
+    /// `fexecve`). Recorded after the fact.
+    FilelessExecution,
+    /// Fileless execution of a program whose SHA-256 is a known IoC.
+    FilelessMaliciousExecution,
+}
+
+impl Category {
+    pub const ALL: [Category; 10] = [
+        Category::AddedBinaryExecuted,
+        Category::ModifiedBinaryExecuted,
+        Category::AddedMaliciousBinaryExecuted,
+        Category::ModifiedMaliciousBinaryExecuted,
+        Category::BuiltinMaliciousBinaryExecuted,
+        Category::AddedScriptExecuted,
+        Category::ModifiedScriptExecuted,
+        Category::MaliciousScriptExecuted,
+        Category::FilelessExecution,
+        Category::FilelessMaliciousExecution,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::AddedBinaryExecuted => "ADDED_BINARY_EXECUTED",
+            Category::ModifiedBinaryExecuted => "MODIFIED_BINARY_EXECUTED",
+            Category::AddedMaliciousBinaryExecuted => "ADDED_MALICIOUS_BINARY_EXECUTED",
+            Category::ModifiedMaliciousBinaryExecuted => "MODIFIED_MALICIOUS_BINARY_EXECUTED",
+            Category::BuiltinMaliciousBinaryExecuted => "BUILTIN_MALICIOUS_BINARY_EXECUTED",
+            Category::AddedScriptExecuted => "ADDED_SCRIPT_EXECUTED",
+            Category::ModifiedScriptExecuted => "MODIFIED_SCRIPT_EXECUTED",
+            Category::MaliciousScriptExecuted => "MALICIOUS_SCRIPT_EXECUTED",
+            Category::FilelessExecution => "FILELESS_EXECUTION",
+            Category::FilelessMaliciousExecution => "FILELESS_MALICIOUS_EXECUTION",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
+            Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
+            Category::FilelessExecution => Severity::High,
+            Category::AddedMaliciousBinaryExecuted
+            | Category::ModifiedMaliciousBinaryExecuted
+            | Category::BuiltinMaliciousBinaryExecuted
+            | Category::MaliciousScriptExecuted
+            | Category::FilelessMaliciousExecution => Severity::Critical,
+        }
+    }
+
+    /// MITRE ATT&CK techniques: T1105 Ingress Tool Transfer, T1106 Native API,
+    /// T1036 Masquerading (a binary replaced under an image path), T1059 Command and Scripting
+    /// Interpreter, T1620 Reflective Code Loading.
+    pub fn mitre(self) -> &'static [&'static str] {
+        match self {
+            Category::AddedBinaryExecuted | Category::AddedMaliciousBinaryExecuted => &["T1105", "T1106"],
+            Category::ModifiedBinaryExecuted | Category::ModifiedMaliciousBinaryExecuted => {
+                &["T1105", "T1106", "T1036"]
+            }
+            // A known-bad binary shipped in the image: a compromised image or dependency.
+            Category::BuiltinMaliciousBinaryExecuted => &["T1195", "T1204.003"],
+            Category::AddedScriptExecuted | Category::MaliciousScriptExecuted => &["T1059", "T1105"],
+            Category::ModifiedScriptExecuted => &["T1059", "T1105", "T1036"],
+            Category::FilelessExecution | Category::FilelessMaliciousExecution => &["T1620", "T1106"],
+        }
+    }
+
+    /// A fixed journal `MESSAGE_ID` per category, so `journalctl MESSAGE_ID=...` finds them.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            Category::AddedBinaryExecuted => "6c1f4a3e0b9d4c8e9a2f7d5b3e1c0a91",
+            Category::ModifiedBinaryExecuted => "0d7e2b9c4a1f4e6b8c3d5a7f9e1b2c42",
+            Category::AddedMaliciousBinaryExecuted => "b4e8d2a61c5f4f0e9d7a3c1b8e6f2a53",
+            Category::ModifiedMaliciousBinaryExecuted => "7a3f9c1e5b2d4e8a8f6c0d4b2a9e7c64",
+            Category::BuiltinMaliciousBinaryExecuted => "e91c7b3d2f8a4c6e9b5d1a7f3c2e8b75",
+            Category::AddedScriptExecuted => "3b8e1f6a9c2d4e7f8a0b5c1d6e2f9a86",
+            Category::ModifiedScriptExecuted => "a47c2e9b1d5f4a3e8c6b0d2f7e1a5c97",
+            Category::MaliciousScriptExecuted => "5e2a9d7c3b1f4e6a9d8c2b0e4f7a1ca8",
+            Category::FilelessExecution => "c93f1a7e5d2b4c8e9f6a3d1b7c0e2fb9",
+            Category::FilelessMaliciousExecution => "2d6b8f1c4e9a4b7d8e3c5a0f6b2d9ec0",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether this is about a script run by an interpreter.
+    pub fn is_script(self) -> bool {
+        matches!(
+            self,
+            Category::AddedScriptExecuted
+                | Category::ModifiedScriptExecuted
+                | Category::MaliciousScriptExecuted
+        )
+    }
+}
+
+/// What was done with the exec that produced a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Blocked,
+    Audited,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Blocked => "blocked",
+            Action::Audited => "audited",
+        }
+    }
+}
+
+/// What the image has at the path of an upper-layer file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageAtPath {
+    /// No image layer has this path (or a whiteout hides it).
+    Absent,
+    /// The image has a regular file here with the same content (a copy-up by chmod, touch...).
+    SameContent,
+    /// The image has a file here with other content.
+    DifferentContent,
+    /// The image has something here, but the contents could not be compared (read error, or
+    /// the executed file could not be hashed safely).
+    PresentUncompared,
+    /// The layers could not be searched (I/O error, hostile layout): the path is not proven to
+    /// be in the image.
+    LookupFailed,
+}
+
+/// Facts about one exec, gathered by the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The file is not on a superblock we know as a container rootfs.
+    NotAContainer,
+    /// Not a regular file (the kernel only executes regular files; nothing to decide).
+    NotRegular,
+    /// The executed inode is a lower-layer (image) inode, proven by identity.
+    ImageFile,
+    /// The executed file lives in the container's writable layer.
+    UpperFile(ImageAtPath),
+    /// The executed file is on another mount of the container (a volume, a tmpfs, `/dev/shm`):
+    /// never image content.
+    MountFile,
+}
+
+/// What is being run: a program (executed by the kernel, or run through the dynamic loader),
+/// or a script handed to an interpreter of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Executed {
+    #[default]
+    Binary,
+    Script,
+}
+
+/// The answer to give the kernel, and the finding to record, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub allow: bool,
+    pub finding: Option<(Category, Action)>,
+}
+
+impl Verdict {
+    pub const ALLOW: Verdict = Verdict { allow: true, finding: None };
+}
+
+/// What a rule does with the execs it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Allow,
+    Audit,
+    Enforce,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Audit => "audit",
+            RuleAction::Enforce => "enforce",
+        }
+    }
+}
+
+impl From<Mode> for RuleAction {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Audit => RuleAction::Audit,
+            Mode::Enforce => RuleAction::Enforce,
+        }
+    }
+}
+
+/// What to do with an added file whose content the image has at another path
+/// (`cp /bin/sh /tmp/x`): report it (as `ADDED_BINARY_EXECUTED` with `file.image_paths`), or
+/// allow it, since the bytes are the image's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageCopies {
+    #[default]
+    Report,
+    Allow,
+}
