@@ -5,19 +5,14 @@
 //! container mounts and looks into their layers; [`daemon`] wires the hot path; [`sink`]
 //! records findings; [`cli`] holds one module per subcommand.
 
-pub mod bench;
 pub mod cli;
-pub mod config;
 pub mod container;
 pub mod daemon;
-pub mod engine;
-pub mod finding;
-pub mod index;
-pub mod model;
-pub mod policy;
 pub mod sink;
-pub mod sys;
-pub mod util;
+
+pub use driftgate_bench as bench;
+pub use driftgate_core::{config, engine, finding, index, model, policy, util};
+pub use driftgate_sys as sys;
 
 /// Exit codes (sysexits.h), so a service manager can tell a bad configuration (do not restart)
 /// from a runtime failure.

@@ -205,11 +205,8 @@ fn whiteouts_and_opaque_directories_of_a_real_layer_directory_are_recorded() {
 }
 
 fn xattr_set(p: &Path, name: &str, value: &[u8]) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(rc, 0, "setxattr {name}");
+    let r = rustix::fs::setxattr(p, name, value, rustix::fs::XattrFlags::empty());
+    assert!(r.is_ok(), "setxattr {name}: {r:?}");
 }
 
 /// Waits for a container of `runtime` to be watched with all its layers matched; returns it.

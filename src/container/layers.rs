@@ -179,11 +179,7 @@ mod tests {
 
     fn opaque(p: &Path) -> bool {
         std::fs::create_dir_all(p).unwrap();
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: NUL-terminated path and name, a 1-byte value buffer that outlives the call.
-        unsafe {
-            libc::setxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0) == 0
-        }
+        rustix::fs::setxattr(p, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).is_ok()
     }
 
     fn found(l: &Layers, p: &[u8]) -> Option<usize> {

@@ -92,13 +92,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let c0 = cfg.load_full();
     // SIGIO is what a lease break sends: ignore it.
     let mask = block_signals()?;
-    // SAFETY: setting SIG_IGN installs no handler code; nothing else manages SIGIO/SIGPIPE.
-    unsafe {
-        nix::sys::signal::signal(Signal::SIGIO, nix::sys::signal::SigHandler::SigIgn)
-            .map_err(|e| SysError::new("signal(SIGIO)", e))?;
-        nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)
-            .map_err(|e| SysError::new("signal(SIGPIPE)", e))?;
-    }
+    crate::sys::process::ignore_signal(Signal::SIGIO)?;
+    crate::sys::process::ignore_signal(Signal::SIGPIPE)?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| SysError::new("signalfd", e))?;
     // Forked before the fanotify group exists; paused until decisions start (start-up is

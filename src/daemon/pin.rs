@@ -79,10 +79,7 @@ impl Holder {
     pub fn new(hold: Duration, cap: usize) -> Holder {
         // A writer that meets a held lease makes the kernel send the holder SIGIO, whose default
         // action ends the process.
-        // SAFETY: SIG_IGN installs no handler code.
-        let ignored = unsafe {
-            nix::sys::signal::signal(nix::sys::signal::Signal::SIGIO, nix::sys::signal::SigHandler::SigIgn)
-        };
+        let ignored = crate::sys::process::ignore_signal(nix::sys::signal::Signal::SIGIO);
         let holds = Arc::new((Mutex::new(Holds { off: hold.is_zero(), ..Holds::default() }), Condvar::new()));
         let h = Holder {
             holds: Arc::clone(&holds),

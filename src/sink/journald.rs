@@ -93,11 +93,10 @@ impl Journal {
         let fd = memfd_create("driftgate-journal", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(entry.bytes())?;
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-        // SAFETY: fcntl(F_ADD_SEALS) on a memfd we own; no pointers are involved.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        let seals =
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+        fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
         let fds = [file.as_raw_fd()];
         let cmsg = [ControlMessage::ScmRights(&fds)];
         let addr = UnixAddr::new(&self.path).map_err(std::io::Error::from)?;

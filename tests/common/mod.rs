@@ -380,14 +380,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
-                        .map_err(std::io::Error::from)
-                });
-            }
+            driftgate::sys::process::limit_nofile_in_child(&mut cmd, n);
         }
         let mut child = cmd.spawn().expect("start driftgate");
         let log = Arc::new(Mutex::new(Vec::new()));

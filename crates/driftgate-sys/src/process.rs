@@ -19,6 +19,19 @@ pub fn unblock_signals_in_child(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Makes `cmd` start with `RLIMIT_NOFILE` set to `n` (soft and hard): for tests and tools that
+/// run the daemon under a low descriptor limit.
+pub fn limit_nofile_in_child(cmd: &mut Command, n: u64) -> &mut Command {
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
+    // async-signal-safe; it allocates nothing and touches no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 /// Lowers the calling thread's scheduling priority (raises its nice value by `by`). The sink
 /// thread does the work that can wait (serialising, writing and syncing findings); at a lower
 /// priority it yields the CPU to the programs whose execs were just allowed.
@@ -72,4 +85,13 @@ pub fn exit_now(code: i32, msg: &str) -> ! {
 /// How many file descriptors this process has open (`/proc/self/fd`).
 pub fn open_fd_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().saturating_sub(1))
+}
+
+/// Sets `sig` to be ignored in the whole process (SIGIO from a lease break, SIGPIPE from a
+/// closed peer): the daemon handles those conditions where they arise.
+pub fn ignore_signal(sig: nix::sys::signal::Signal) -> Result<(), crate::SysError> {
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in signal context.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| crate::SysError::new("signal", e))
 }

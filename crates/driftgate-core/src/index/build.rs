@@ -42,7 +42,7 @@ impl Store {
         let md = std::fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?;
         if md.is_dir() {
             let root =
-                crate::sys::fs::open_dir_path(source).map_err(|e| format!("{}: {e}", source.display()))?;
+                driftgate_sys::fs::open_dir_path(source).map_err(|e| format!("{}: {e}", source.display()))?;
             return Ok(Store::Dir { root, path: source.to_path_buf() });
         }
         let f = File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
@@ -74,7 +74,7 @@ impl Store {
 
     fn has(&self, name: &str) -> bool {
         match self {
-            Store::Dir { root, .. } => crate::sys::fs::open_beneath(root.as_fd(), name.as_bytes()).is_ok(),
+            Store::Dir { root, .. } => driftgate_sys::fs::open_beneath(root.as_fd(), name.as_bytes()).is_ok(),
             Store::Archive { members, .. } => members.contains_key(name),
         }
     }
@@ -84,12 +84,12 @@ impl Store {
         let e = |x: &dyn std::fmt::Display| format!("{}: {name}: {x}", self.describe());
         match self {
             Store::Dir { root, .. } => {
-                let o = crate::sys::fs::open_beneath(root.as_fd(), name.as_bytes()).map_err(|x| e(&x))?;
-                let st = crate::sys::fs::fstat_fd(o.as_fd()).map_err(|x| e(&x))?;
-                if !crate::sys::fs::is_regular(&st) {
+                let o = driftgate_sys::fs::open_beneath(root.as_fd(), name.as_bytes()).map_err(|x| e(&x))?;
+                let st = driftgate_sys::fs::fstat_fd(o.as_fd()).map_err(|x| e(&x))?;
+                if !driftgate_sys::fs::is_regular(&st) {
                     return Err(e(&"not a regular file"));
                 }
-                let fd = crate::sys::fs::reopen_readonly(o.as_fd()).map_err(|x| e(&x))?;
+                let fd = driftgate_sys::fs::reopen_readonly(o.as_fd()).map_err(|x| e(&x))?;
                 Ok((Box::new(File::from(fd)), st.st_size as u64))
             }
             Store::Archive { path, members } => {

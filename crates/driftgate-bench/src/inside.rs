@@ -87,7 +87,7 @@ pub fn measure(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = crate::sys::process::unblock_signals_in_child(&mut cmd)
+    let mut child = driftgate_sys::process::unblock_signals_in_child(&mut cmd)
         .spawn()
         .map_err(|e| BenchError::Setup(format!("exec-inside: {e}")))?;
     // Wait for the runner, or for an interrupt (then stop the runner by its pid).

@@ -29,7 +29,7 @@ pub struct IndexReport {
 }
 
 fn hex(b: &[u8]) -> String {
-    crate::util::hex(Sha256::digest(b))
+    driftgate_core::util::hex(Sha256::digest(b))
 }
 
 /// Fills `buf` with cheap pseudo-random bytes (xorshift), so compression has real work.
@@ -135,7 +135,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
         let d = dir.path().join(name);
         write_oci_layout(&d, &tar, blob, media, None).map_err(e)?;
         progress(name);
-        let b = super::super::index::build::build(&d, false)?;
+        let b = driftgate_core::index::build::build(&d, false)?;
         let mb = b.layer_bytes as f64 / 1e6;
         runs.push(IndexRun {
             name: name.into(),
@@ -148,7 +148,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     }
     progress("node");
     let start = Instant::now();
-    let (m, s) = crate::index::layerdir::index_layer_dir(&rootfs, None, &mut |_| {})?;
+    let (m, s) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, None, &mut |_| {})?;
     let secs = start.elapsed().as_secs_f64();
     let mb_hashed = s.hashed_bytes as f64 / 1e6;
     runs.push(IndexRun {
@@ -160,7 +160,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     });
     progress("node-recheck");
     let start = Instant::now();
-    let (m2, s2) = crate::index::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})?;
+    let (m2, s2) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})?;
     let secs = start.elapsed().as_secs_f64();
     if s2.hashed_files != 0 {
         return Err(format!("re-check hashed {} files of an unchanged layer", s2.hashed_files));

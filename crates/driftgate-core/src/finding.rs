@@ -194,7 +194,7 @@ pub fn virustotal_url(sha256: &str) -> String {
 
 impl Finding {
     /// A minimal audited ADDED finding, for tests.
-    #[cfg(test)]
+    #[doc(hidden)]
     pub fn example(id: &str) -> Finding {
         Finding {
             schema: SCHEMA.into(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::sys::fs::FileId;
+use driftgate_sys::fs::FileId;
 
 pub const SCHEMA: &str = "driftgate.manifest.v1";
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::index::ioc::IocSet;
+use driftgate_core::index::ioc::IocSet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IocReport {
@@ -34,7 +34,7 @@ fn hash_for(i: u64) -> [u8; 32] {
 }
 
 fn rss_kib() -> u64 {
-    crate::sys::proc::rss_kib("self").unwrap_or(0)
+    driftgate_sys::proc::rss_kib("self").unwrap_or(0)
 }
 
 /// Writes a plain IoC list of `entries` generated hashes, every tenth one named.

@@ -305,7 +305,7 @@ fn read_argv(pid: Pid, argv: u64) -> Option<Args> {
 pub fn proc_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
     use std::os::fd::AsFd;
     static DIR: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| crate::sys::fs::open_path_dir(std::path::Path::new("/proc")).ok())
+    DIR.get_or_init(|| crate::fs::open_path_dir(std::path::Path::new("/proc")).ok())
         .as_ref()
         .map(|f| f.as_fd())
 }

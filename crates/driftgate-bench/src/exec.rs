@@ -26,9 +26,9 @@ use serde::Serialize;
 
 use super::inside::Inside;
 use super::stats::{relate, summarize, Summary};
-use crate::engine::Mode;
-use crate::sys::fanotify::PermGroup;
-use crate::sys::fs::open_dir_readable;
+use driftgate_core::engine::Mode;
+use driftgate_sys::fanotify::PermGroup;
+use driftgate_sys::fs::open_dir_readable;
 
 /// Every configuration, in the order they run.
 pub const CONFIGS: &[&str] = &[
@@ -378,7 +378,7 @@ impl Listener {
         std::fs::write(&cfg, with_extra(&base, extra)?).map_err(setup("write config"))?;
         let log_path = root.join("driftgate.log");
         let log = std::fs::File::create(&log_path).map_err(setup("daemon log"))?;
-        let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
+        let child = driftgate_sys::process::unblock_signals_in_child(&mut Command::new(driftgate))
             .args(["run", "--config"])
             .arg(&cfg)
             .env("DRIFTGATE_LOG", "info")
@@ -862,7 +862,7 @@ pub fn run_load(opts: &LoadOptions, mut progress: impl FnMut(usize, &str)) -> Re
                 let _ = b.join();
             }
             let cpu1 = listener.pid().and_then(proc_cpu_ticks);
-            let rss = listener.pid().and_then(|p| crate::sys::proc::rss_kib(&p.to_string()));
+            let rss = listener.pid().and_then(|p| driftgate_sys::proc::rss_kib(&p.to_string()));
             drop(listener);
             let a = &mut acc[ci];
             let execs = lat.len() as u64;
@@ -1025,7 +1025,7 @@ mod fapolicyd {
         }
         let log_path = root.join("fapolicyd.log");
         let log = std::fs::File::create(&log_path).map_err(setup("fapolicyd log"))?;
-        let child = crate::sys::process::unblock_signals_in_child(&mut Command::new(exe))
+        let child = driftgate_sys::process::unblock_signals_in_child(&mut Command::new(exe))
             .arg("--debug-deny")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(setup("log"))?)
@@ -1082,7 +1082,7 @@ mod tests {
         let base = "mode = \"enforce\"\n[daemon]\nsocket = \"/s\"\n[[policy.rules]]\naction = \"allow\"\nmounts = [\"/vol\"]\n";
         let extra = "[daemon]\nwriter_hold_ms = 0\n[[policy.rules]]\naction = \"audit\"\npaths = [\"/x\"]\n";
         let merged: toml::Table = with_extra(base, extra).unwrap().parse().unwrap();
-        let c = crate::config::Config::from_toml(&toml::to_string(&merged).unwrap(), None);
+        let c = driftgate_core::config::Config::from_toml(&toml::to_string(&merged).unwrap(), None);
         assert!(c.is_ok(), "{c:?}");
         assert_eq!(merged["daemon"]["socket"].as_str(), Some("/s"));
         assert_eq!(merged["daemon"]["writer_hold_ms"].as_integer(), Some(0));

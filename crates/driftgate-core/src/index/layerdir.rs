@@ -18,7 +18,7 @@ use nix::sys::stat::{fstatat, FileStat};
 use sha2::{Digest, Sha256};
 
 use super::manifest::{could_execute, Entry, Manifest, NodeVersion};
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_sys::fs::{self as sfs, FileId};
 
 /// Deeper trees than this are refused (a layer is a filesystem image, not a fork bomb).
 const MAX_DEPTH: usize = 512;

@@ -1,0 +1,11 @@
+//! driftgate's core: what does not touch the kernel's hot path. The decision ([`engine::judge`],
+//! pure), the [`policy`], the [`finding`] schema, the [`config`]uration, the image [`index`]
+//! and IoC set, and small shared helpers ([`util`]). System calls come from `driftgate-sys`.
+
+pub mod config;
+pub mod engine;
+pub mod finding;
+pub mod index;
+pub mod model;
+pub mod policy;
+pub mod util;
