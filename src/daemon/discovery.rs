@@ -20,6 +20,10 @@ use crate::container::layers::Layers;
 use crate::container::{classify, mountinfo, Candidate, Container, Registry};
 use crate::sys::fanotify::PermGroup;
 use crate::sys::fs::{fstat_fd, is_overlayfs, open_dir_readable, statx_mount_id};
+use crate::sys::mountwatch::MountWatch;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::OwnedFd;
+use std::thread::JoinHandle;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -424,4 +428,72 @@ impl Discovery {
         });
         Ok((container, dirfd))
     }
+}
+
+/// The discovery thread: rescans when the mount table changes (or periodically), scans
+/// container namespaces when due, and stops when `stop` is kicked.
+pub(super) fn spawn_discovery(
+    mut disco: Discovery,
+    mut watch: MountWatch,
+    stop: Arc<OwnedFd>,
+    rescan: Arc<OwnedFd>,
+    cfg: SharedConfig,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("driftgate-discovery".into()).spawn(move || {
+        tracing::info!(kind = watch.kind(), "watching mount changes");
+        let ns_watch = disco.ns_watch();
+        loop {
+            let interval = cfg.load().rescan_interval;
+            // Wake for the next namespace scan of new containers, if one is due sooner.
+            let wait = disco
+                .next_namespace_scan()
+                .map_or(interval, |at| at.saturating_duration_since(Instant::now()).min(interval));
+            let timeout = PollTimeout::try_from(wait.as_millis().min(i32::MAX as u128) as i32)
+                .unwrap_or(PollTimeout::MAX);
+            let flags = watch.poll_flags();
+            let mut fds = vec![
+                PollFd::new(watch.fd(), flags),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+                PollFd::new(rescan.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(w) = &ns_watch {
+                fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+            }
+            let woke = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "poll on mount watch failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                    1
+                }
+            };
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return;
+            }
+            let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
+            let kicked = fds[2].revents().is_some_and(|r| !r.is_empty());
+            let ns_changed = fds.get(3).is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            drop(fds);
+            if kicked {
+                super::wake::drain_eventfd(&rescan);
+            }
+            let woken = Instant::now();
+            if ns_changed {
+                // A container mounted something: mark it first (a burst of mounts is one scan).
+                if let Some(w) = &ns_watch {
+                    w.drain();
+                }
+                disco.scan_for_mount_event(woken);
+            }
+            if changed || woke == 0 || kicked {
+                watch.drain();
+                disco.rescan_after(changed.then_some(woken));
+            }
+            if !ns_changed && (woke == 0 || kicked) {
+                // A timeout (periodic, or a scan scheduled after a new container) or a reload.
+                disco.scan_namespaces_if_due(kicked || wait >= interval);
+            }
+        }
+    })
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::sys::fs::FileId;
+use crate::sys::fs::{self as sfs, FileId};
+use sha2::{Digest, Sha256};
 
 /// Reader threads at most (stuck ones included).
 pub const MAX_READERS: usize = 16;
@@ -20,7 +21,7 @@ pub const MAX_READERS: usize = 16;
 /// What became of one hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hashed {
-    /// The hash, and the file version it is of (see [`super::hot::hash_stable`]).
+    /// The hash, and the file version it is of (see [`hash_stable`]).
     Done([u8; 32], FileId),
     /// The content could not be pinned down (open for writing, changed while read, I/O error).
     Unsettled,
@@ -38,10 +39,10 @@ struct Request {
     reply: Sender<Option<([u8; 32], FileId)>>,
 }
 
-/// What a reader does with a request (the real one: [`super::hot::hash_stable`]).
+/// What a reader does with a request (the real one: [`hash_stable`]).
 pub type ReadFn = fn(BorrowedFd<'_>, &FileId) -> Option<([u8; 32], FileId)>;
 
-/// The reader the daemon runs: [`super::hot::hash_stable`], or in debug builds with
+/// The reader the daemon runs: [`hash_stable`], or in debug builds with
 /// `DRIFTGATE_TEST_HASH_DELAY_MS` set, the same after a delay per file (fault injection for
 /// the reliability tests: slow storage).
 pub fn daemon_reader() -> ReadFn {
@@ -51,14 +52,14 @@ pub fn daemon_reader() -> ReadFn {
             return slow_read;
         }
     }
-    super::hot::hash_stable
+    hash_stable
 }
 
 static TEST_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
 fn slow_read(fd: BorrowedFd<'_>, id: &FileId) -> Option<([u8; 32], FileId)> {
     std::thread::sleep(Duration::from_millis(TEST_DELAY_MS.load(Ordering::Relaxed)));
-    super::hot::hash_stable(fd, id)
+    hash_stable(fd, id)
 }
 
 pub struct Hasher {
@@ -80,7 +81,7 @@ impl Default for Hasher {
 
 impl Hasher {
     pub fn new() -> Hasher {
-        Self::with_reader(super::hot::hash_stable)
+        Self::with_reader(hash_stable)
     }
 
     pub fn with_reader(read: ReadFn) -> Hasher {
@@ -174,6 +175,53 @@ impl Hasher {
     }
 }
 
+/// Files below this size are hashed from a mapping; larger ones with `pread`: tearing down a
+/// large mapping holds the daemon's mmap lock long enough to stall its other threads.
+const MAP_LIMIT: u64 = 4 << 20;
+
+/// Hashes a file through `fd` so that the result is the content that will execute: under a
+/// read lease when the filesystem allows one (a lease cannot be had while anyone has the file
+/// open for writing, and blocks new writers while held), and with a re-check that the file
+/// version did not change while it was read. Returns the hash and the file version it is the
+/// hash of: under a lease that is the version seen when the lease was taken, which may be
+/// newer than `id` (the version the exec event saw) when the file changed in between, or only
+/// its metadata did (an unlink, a chmod); the bytes that run are the ones hashed either way.
+/// Without a lease the version must be `id` itself. `None` when the content could not be
+/// pinned down.
+pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<([u8; 32], FileId)> {
+    let leased = match sfs::try_read_lease(fd) {
+        Ok(()) => true,
+        // EAGAIN: someone has it open for writing right now; its content is not settled.
+        Err(e) if e.errno == nix::errno::Errno::EAGAIN => return None,
+        Err(_) => false,
+    };
+    let unsettled = || {
+        if leased {
+            sfs::release_lease(fd);
+        }
+        None
+    };
+    let Some(before) = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s)) else { return unsettled() };
+    if !leased && before != *id {
+        return unsettled();
+    }
+    let mut h = Sha256::new();
+    // Under a lease the file is hashed straight from a mapping (no copy); without one, a
+    // truncation could turn a mapping into SIGBUS, so it is read with pread.
+    let res = if leased && before.size < MAP_LIMIT {
+        sfs::read_all_mapped_leased(fd, before.size, |b| h.update(b)).map(|()| before.size)
+    } else {
+        sfs::read_all_at(fd, |b| h.update(b))
+    };
+    let after = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s));
+    match (res, after) {
+        // The lease stays on the open file: an "allow" keeps it until the kernel keeps
+        // writers out itself ([`crate::daemon::hot::pin`]); otherwise it ends when the file is closed.
+        (Ok(n), Some(after)) if n == before.size && after == before => Some((h.finalize().into(), before)),
+        _ => unsettled(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +282,48 @@ mod tests {
         assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Unavailable, "no more readers");
         assert!(t.elapsed() < Duration::from_millis(100), "and no wait at all");
         assert_eq!(h.timeouts.load(Ordering::Relaxed), MAX_READERS as u64);
+    }
+
+    #[test]
+    fn hash_of_a_file_matches_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let (h, version) = hash_stable(f.as_fd(), &id).unwrap();
+        assert_eq!(crate::util::hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(version, id);
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_not_hashed_as_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let _writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        assert_eq!(hash_stable(f.as_fd(), &id), None);
+    }
+
+    #[test]
+    fn a_file_changed_since_the_event_is_hashed_as_its_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let now = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let mut seen = now;
+        seen.ctime_ns -= 1;
+        // Under the lease the bytes are what will run: the hash is returned as the newer
+        // version's, never as the one the event saw.
+        let (_, version) = hash_stable(f.as_fd(), &seen).unwrap();
+        assert_eq!(version, now);
+        sfs::release_lease(f.as_fd());
+        // Without a lease (a filesystem that has none) a changed version is not trusted: a
+        // read-only open of a file we already have open for writing cannot be leased.
+        let _w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        assert_eq!(hash_stable(f.as_fd(), &seen), None);
     }
 }

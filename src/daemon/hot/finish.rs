@@ -1,0 +1,175 @@
+//! Stage 3: the decision. IoC lookup, then [`crate::engine::judge`] (rules, mode, verdict);
+//! before an allow, the file is pinned against writers ([`crate::daemon::hot::pin`]); then the
+//! answer to the kernel.
+
+use std::sync::atomic::Ordering;
+
+use crate::engine::{judge, Category, Describe, Executed, Facts, Judgement, Mode, Settings, Verdict};
+use crate::finding::{self};
+use crate::sys::fanotify::PendingExec;
+use crate::sys::fs::FileId;
+
+use crate::daemon::hot::report::ProcFacts;
+
+use super::*;
+
+/// What decides an exec, given its outcome.
+pub(super) struct Decided {
+    pub(super) ioc: Option<crate::index::ioc::IocMatch>,
+    pub(super) decision: crate::policy::Decision,
+    pub(super) verdict: Verdict,
+}
+
+/// Maps what taking the lease found to: go on (held, or nothing to hold), or why the file's
+/// bytes are not settled.
+pub(super) fn pin_result(p: crate::daemon::hot::pin::Pin) -> Result<(), String> {
+    use crate::daemon::hot::pin::Pin;
+    match p {
+        Pin::Held | Pin::Unsupported | Pin::Off => Ok(()),
+        Pin::Busy => Err("not settled: the file was open for writing when it was executed".into()),
+        Pin::Changed => Err("not settled: the file changed after it was checked, before it ran".into()),
+    }
+}
+
+pub(super) fn log_slow(job: &Job, v: &Verdict) {
+    tracing::debug!(
+        container = %job.container.identity.id,
+        allow = v.allow,
+        finding = ?v.finding.map(|f| f.0),
+        micros = job.received.elapsed().as_micros() as u64,
+        "slow-path decision"
+    );
+}
+
+/// An exec as the policy sees it, built only when some rule needs it.
+pub(super) struct ExecSubject<'a> {
+    pub(super) job: &'a Job,
+    pub(super) outcome: &'a Outcome,
+}
+
+impl Describe for ExecSubject<'_> {
+    fn describe<R>(&self, f: impl FnOnce(&crate::policy::Subject<'_>) -> R) -> R {
+        let c = &self.job.container;
+        let m = c.meta.load();
+        let id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
+        let path = String::from_utf8_lossy(&self.outcome.path);
+        let sha = self.outcome.sha256.map(crate::util::hex);
+        let mount = self.outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
+        f(&crate::policy::Subject {
+            namespace: m.pod_namespace.as_deref(),
+            pod: m.pod_name.as_deref(),
+            container: Some(m.name.as_deref().unwrap_or(&id)),
+            container_id: Some(&id),
+            image: m.image.as_deref(),
+            runtime: m.runtime.unwrap_or(c.identity.runtime),
+            path: &path,
+            sha256: sha.as_deref(),
+            mount: Some(mount.as_deref().unwrap_or("/")),
+        })
+    }
+}
+
+impl Shared {
+    pub fn answer(&self, ev: PendingExec, allow: bool) {
+        if allow {
+            self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        }
+        let received = ev.received;
+        let res = ev.answer(allow);
+        self.stats.latency.record(received.elapsed());
+        if let Err(e) = res {
+            self.stats.answer_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "could not answer exec event");
+        }
+    }
+
+    /// Leases the event's file before it is allowed, checking that it is still version `id`,
+    /// and holds it ([`crate::daemon::hot::pin`]). `Err` says why its bytes are not settled.
+    pub fn pin_event(&self, ev: &PendingExec, id: &FileId) -> Result<(), String> {
+        pin_result(self.holder.pin(ev.fd(), id))
+    }
+
+    /// Leases and holds the file a job decides (the event's, or what a loader or interpreter runs).
+    pub(super) fn pin_job(&self, job: &Job) -> Result<(), String> {
+        pin_result(self.holder.pin(job.file_fd(), &job.id))
+    }
+
+    /// The decision on `job` given its outcome: IoC match, the policy rule, the verdict.
+    pub(super) fn verdict_for(&self, job: &Job, outcome: &Outcome, mode: Mode) -> Decided {
+        // Known-bad content, whatever the path: checked on every decision (also a cached
+        // outcome), so an IoC added by a reload applies at once.
+        let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
+        let facts = Facts {
+            evidence: outcome.evidence,
+            executed: job.target.as_ref().map_or(Executed::Binary, |t| t.executed),
+            ioc: ioc.is_some(),
+            image_copy: !outcome.image_paths.is_empty(),
+        };
+        let settings = Settings { mode, block_iocs: self.block_iocs.load(Ordering::Relaxed) };
+        let Judgement { verdict, decision } =
+            judge(&facts, &self.policy.load(), &ExecSubject { job, outcome }, settings);
+        Decided { ioc, decision, verdict }
+    }
+
+    /// Decides `job` from its outcome: IoC check, policy, answer, finding.
+    pub fn finish(&self, job: Job, mut outcome: Outcome) -> Routed {
+        let mode = self.mode.get();
+        let mut d = self.verdict_for(&job, &outcome, mode);
+        if d.verdict.allow {
+            // Writers are kept out from here until the kernel denies them itself; a file
+            // that is being written or has changed since it was checked is not what was
+            // decided, so it is decided again without its hash.
+            if let Err(reason) = self.pin_job(&job) {
+                outcome = self.outcome_for(&job, HashState::Missing(reason));
+                d = self.verdict_for(&job, &outcome, mode);
+            }
+        }
+        let Decided { ioc, decision, verdict } = d;
+        log_slow(&job, &verdict);
+        let Some((category, action)) = verdict.finding else {
+            if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
+                // The image's own loader or interpreter (copied up): decide what it runs.
+                return self.indirect(job.ev, &job.container, outcome.kind, &outcome.path);
+            }
+            self.answer(job.ev, verdict.allow);
+            return Routed::Done;
+        };
+        if let Some(i) = Category::ALL.iter().position(|c| *c == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        // A deleted file's exec is its own window: running a binary with no name left is worth
+        // a record of its own.
+        let mut agg_path = outcome.path.clone();
+        if outcome.deleted {
+            agg_path.extend_from_slice(b" (deleted)");
+        }
+        let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) {
+            // Counted in the open window's aggregate: no /proc reads, no sink work.
+            self.answer(job.ev, verdict.allow);
+            return Routed::Done;
+        }
+        if !self.may_record(&job.container) {
+            self.answer(job.ev, verdict.allow);
+            return Routed::Done;
+        }
+        // Read what /proc says about the exec before answering: after "allow" the process
+        // image is replaced, and a short program may be gone.
+        let tid = job.ev.tid();
+        let facts = ProcFacts::of_pending_exec(tid);
+        // The window opens before the answer: a loop's next exec of the same file can come as
+        // soon as this one is answered, and is a repeat even if this finding is not built yet.
+        let prev = self.aggregator.open(agg_key.clone());
+        self.answer(job.ev, verdict.allow);
+        let interpreter = job.target.as_ref().map(|t| t.interpreter.clone());
+        let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
+        f.file.interpreter = interpreter;
+        f.reason = outcome.reason.clone();
+        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
+        f.rule = Some(decision.rule.clone());
+        self.send(&job.container, &agg_key, f, prev);
+        Routed::Done
+    }
+}

@@ -1,0 +1,140 @@
+//! Reloading: the configuration on SIGHUP, the IoC set when a source changes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::{Config, SharedConfig};
+use crate::daemon::hot::{self, Shared};
+use crate::daemon::{indexer, namespaces, wake};
+use crate::sink;
+use crate::sys::sentinel::Sentinel;
+
+/// What a configuration reload updates.
+pub struct Reloader {
+    pub config_path: Option<std::path::PathBuf>,
+    pub cfg: SharedConfig,
+    pub shared: Arc<Shared>,
+    pub sentinel: Option<Arc<Sentinel>>,
+    pub index_tx: crossbeam_channel::Sender<indexer::Msg>,
+    pub rescan: Arc<std::os::fd::OwnedFd>,
+    pub reloads: Arc<AtomicU64>,
+    pub errors: Arc<AtomicU64>,
+}
+
+impl Reloader {
+    /// Reads the configuration file again and applies it; a bad file is logged and the running
+    /// configuration kept. Reading the file is quick: decisions for queued events wait only for
+    /// this one parse, and none is dropped.
+    pub fn reload(&self) {
+        match Config::load(self.config_path.as_deref()) {
+            Ok(new) => self.apply(new),
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload failed; keeping the running configuration");
+            }
+        }
+    }
+
+    fn apply(&self, new: Config) {
+        let shared = &self.shared;
+        let old = self.cfg.load_full();
+        if new.mode != old.mode {
+            tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
+        }
+        shared.mode.set(new.mode);
+        shared.namespaces.set_enabled(new.mounts_enabled);
+        shared.namespaces.set_memfd_rule(memfd_rule(&new));
+        shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
+        shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
+        shared.max_arg_bytes.store(new.max_arg_bytes, Ordering::Relaxed);
+        shared.holder.set_hold(new.writer_hold);
+        if let Some(s) = &self.sentinel {
+            s.set_stall(new.stall_timeout);
+        }
+        if (new.container_burst, new.container_per_sec) != (old.container_burst, old.container_per_sec) {
+            if let Ok(mut l) = shared.record_limiter.lock() {
+                *l = sink::ratelimit::RateLimiter::new(new.container_burst, new.container_per_sec);
+            }
+        }
+        // Which image files are loaders or interpreters may have changed.
+        shared.knowledge.fetch_add(1, Ordering::Relaxed);
+        shared.block_iocs.store(new.ioc_block, Ordering::Relaxed);
+        shared.policy.store(Arc::new(new.policy.clone()));
+        if let Some(set) = load_iocs(&new.ioc_paths, shared.iocs.load().len()) {
+            shared.set_iocs(set);
+        }
+        self.cfg.store(Arc::new(new));
+        let _ = self.index_tx.send(indexer::Msg::Reload);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        wake::kick(&self.rescan);
+        tracing::info!("configuration reloaded");
+    }
+}
+
+pub(super) fn memfd_rule(c: &Config) -> namespaces::MemfdRule {
+    namespaces::MemfdRule { setting: c.memfd_noexec, mode: c.mode, policy: Arc::new(c.policy.clone()) }
+}
+
+/// Loads the IoC sources, logging what each gave. `None` means "keep the previous set": every
+/// source failed while a previous set had entries.
+pub(super) fn load_iocs(paths: &[std::path::PathBuf], previous: usize) -> Option<crate::index::ioc::IocSet> {
+    if paths.is_empty() {
+        return Some(Default::default());
+    }
+    let start = Instant::now();
+    let (set, reports, errors) = crate::index::ioc::IocSet::load(paths);
+    for r in &reports {
+        if r.invalid > 0 {
+            let first: Vec<String> =
+                r.examples.iter().map(|b| format!("line {}: {}", b.line, b.reason)).collect();
+            tracing::warn!(source = %r.source, valid = r.valid, invalid = r.invalid, first = ?first, "IoC source has invalid lines");
+        }
+    }
+    for e in &errors {
+        tracing::error!(error = %e, "IoC source not loaded");
+    }
+    if set.is_empty() && !errors.is_empty() && previous > 0 {
+        tracing::error!(previous, "no IoC source could be loaded; keeping the previous set");
+        return None;
+    }
+    tracing::info!(entries = set.len(), ms = start.elapsed().as_millis() as u64, "IoC set loaded");
+    Some(set)
+}
+
+/// Reloads the IoC set when a source file changes (checked every two seconds by size and
+/// modification time, which also notices files added to a source directory).
+pub(super) fn spawn_ioc_watch(
+    cfg: SharedConfig,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<(std::path::PathBuf, u64, Option<SystemTime>)> {
+        paths
+            .iter()
+            .flat_map(|p| crate::index::ioc::expand(p).unwrap_or_default())
+            .map(|f| {
+                let m = std::fs::metadata(&f).ok();
+                let len = m.as_ref().map_or(0, |m| m.len());
+                let mtime = m.and_then(|m| m.modified().ok());
+                (f, len, mtime)
+            })
+            .collect()
+    }
+    std::thread::Builder::new().name("driftgate-ioc-watch".into()).spawn(move || {
+        let mut last = fingerprint(&cfg.load().ioc_paths);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let paths = cfg.load().ioc_paths.clone();
+            let now = fingerprint(&paths);
+            if now != last {
+                last = now;
+                tracing::info!("an IoC source changed; reloading the IoC set");
+                if let Some(set) = load_iocs(&paths, shared.iocs.load().len()) {
+                    shared.set_iocs(set);
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,200 @@
+//! Start-up steps of [`super::run`], in the order it takes them.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::hot::{self, HotStats, ModeCell, Shared};
+use super::{budget, cache, discovery, metrics, namespaces, status, wake, DaemonError};
+use crate::config::Config;
+use crate::container::{Container, Registry};
+use crate::sink::{self, spool::SpoolWriter, FindingSender, JournalTarget, SinkStats};
+use crate::sys::fanotify::PermGroup;
+use crate::sys::mountwatch::MountWatch;
+use crate::sys::sentinel::Sentinel;
+use crate::sys::SysError;
+
+/// Blocks the daemon's signals (to read them from the returned signalfd) and ignores SIGIO
+/// (what a lease break sends) and SIGPIPE.
+pub(super) fn signals() -> Result<SignalFd, DaemonError> {
+    let mask = super::block_signals()?;
+    crate::sys::process::ignore_signal(Signal::SIGIO)?;
+    crate::sys::process::ignore_signal(Signal::SIGPIPE)?;
+    Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| SysError::new("signalfd", e))?)
+}
+
+/// Forked before the fanotify group exists; paused until decisions start (start-up is bounded
+/// by the service manager's start timeout).
+pub(super) fn sentinel() -> Option<Arc<Sentinel>> {
+    match Sentinel::start(Duration::ZERO) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no sentinel: a stopped daemon would hold execs until it runs again");
+            None
+        }
+    }
+}
+
+/// The sink thread and what the hot path needs to reach it.
+pub(super) struct Sinks {
+    pub stats: Arc<SinkStats>,
+    pub thread: JoinHandle<()>,
+    aggregator: Arc<sink::aggregate::Aggregator>,
+    findings: Option<FindingSender>,
+}
+
+impl Sinks {
+    /// The aggregator and the sender, for the hot path (once: the sink thread ends when the
+    /// hot path, the last sender, is dropped).
+    pub fn hand(&mut self) -> (Arc<sink::aggregate::Aggregator>, FindingSender) {
+        (Arc::clone(&self.aggregator), self.findings.take().expect("sinks handed once"))
+    }
+}
+
+/// Opens the spool and journald and starts the sink thread.
+pub(super) fn sinks(c0: &Config, cfg: &crate::config::SharedConfig) -> Result<Sinks, DaemonError> {
+    let spool = SpoolWriter::open(&c0.spool_dir, c0.spool_segment_bytes)?;
+    let journal = if c0.journald_enabled {
+        match sink::journald::Journal::connect(&c0.journald_socket) {
+            Ok(j) => JournalTarget::Journald(j),
+            Err(e) => {
+                tracing::info!(socket = %c0.journald_socket.display(), error = %e, "no journald; findings go to stderr");
+                JournalTarget::Stderr
+            }
+        }
+    } else {
+        JournalTarget::Stderr
+    };
+    let stats = Arc::new(SinkStats::default());
+    let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window, c0.max_open_windows));
+    let (findings, thread) =
+        sink::start(spool, journal, Arc::clone(&stats), Arc::clone(&aggregator), Arc::clone(cfg));
+    Ok(Sinks { stats, thread, aggregator, findings: Some(findings) })
+}
+
+/// The hot path's shared state.
+pub(super) fn shared(
+    c0: &Config,
+    nofile: u64,
+    registry: &Arc<ArcSwap<Registry>>,
+    marker: &Arc<namespaces::Marker>,
+    stats: &Arc<HotStats>,
+    (aggregator, findings): (Arc<sink::aggregate::Aggregator>, FindingSender),
+    meta_tx: crossbeam_channel::Sender<Arc<Container>>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        mode: ModeCell::new(c0.mode),
+        node: c0.node_name.clone(),
+        registry: Arc::clone(registry),
+        hashes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        outcomes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        aggregator,
+        findings,
+        stats: Arc::clone(stats),
+        meta_refresh: Some(meta_tx),
+        // Loaded after the first marking.
+        iocs: ArcSwap::from_pointee(Default::default()),
+        block_iocs: AtomicBool::new(c0.ioc_block),
+        policy: ArcSwap::from_pointee(c0.policy.clone()),
+        knowledge: Arc::new(AtomicU64::new(0)),
+        log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
+            sink::ratelimit::DEFAULT_BURST,
+            sink::ratelimit::DEFAULT_PER_SEC,
+        )),
+        namespaces: Arc::clone(marker),
+        indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(c0)),
+        targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        router: arc_swap::ArcSwapOption::empty(),
+        hasher: hot::hasher::Hasher::with_reader(hot::hasher::daemon_reader()),
+        hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(c0)),
+        budget: budget::FdBudget::new(nofile, c0.max_pending),
+        max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),
+        record_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
+            c0.container_burst,
+            c0.container_per_sec,
+        )),
+        suppressed: AtomicU64::new(0),
+        // At most a quarter of the fd limit, so holds never starve waiting execs.
+        holder: hot::pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
+    })
+}
+
+/// The discovery thread, after a first marking of every running container and its mounts.
+pub(super) struct Discovery {
+    pub unwatched: Arc<ArcSwap<Vec<status::UnwatchedContainer>>>,
+    pub rescan: Arc<OwnedFd>,
+    /// Kicked by discovery when containers come or go (the fileless recorder listens only
+    /// while some container needs it).
+    pub containers_changed: Arc<OwnedFd>,
+    stop: Arc<OwnedFd>,
+    thread: JoinHandle<()>,
+}
+
+impl Discovery {
+    pub fn stop(self) {
+        wake::kick(&self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+pub(super) fn discovery(
+    c0: &Config,
+    cfg: &crate::config::SharedConfig,
+    group: &Arc<PermGroup>,
+    registry: &Arc<ArcSwap<Registry>>,
+    marker: &Arc<namespaces::Marker>,
+    meta_tx: crossbeam_channel::Sender<Arc<Container>>,
+) -> Result<Discovery, DaemonError> {
+    let mut disco = discovery::Discovery::new(
+        Arc::clone(cfg),
+        Arc::clone(group),
+        Arc::clone(registry),
+        Arc::clone(marker),
+    );
+    disco.set_metadata_sink(meta_tx);
+    let unwatched = disco.unwatched();
+    let watch = match c0.mount_watch {
+        crate::config::MountWatchKind::Auto => MountWatch::open()?,
+        crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
+        crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
+    };
+    disco.rescan();
+    disco.scan_namespaces();
+    let stop = wake::eventfd()?;
+    let rescan = wake::eventfd()?;
+    let containers_changed = wake::eventfd()?;
+    disco.set_change_signal(Arc::clone(&containers_changed));
+    let thread =
+        discovery::spawn_discovery(disco, watch, Arc::clone(&stop), Arc::clone(&rescan), Arc::clone(cfg))?;
+    Ok(Discovery { unwatched, rescan, containers_changed, stop, thread })
+}
+
+/// The status socket and the metrics endpoint; neither failing stops the daemon.
+pub(super) fn services(
+    c0: &Config,
+    sources: &Arc<status::Sources>,
+    stopping: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<()>> {
+    let mut threads = Vec::new();
+    match status::serve(&c0.socket, Arc::clone(sources), Arc::clone(stopping)) {
+        Ok(t) => threads.push(t),
+        Err(e) => tracing::warn!(socket = %c0.socket.display(), error = %e, "status socket unavailable"),
+    }
+    if let Some(l) = &c0.metrics_listen {
+        match metrics::serve(l, Arc::clone(sources), Arc::clone(stopping)) {
+            Ok(t) => {
+                tracing::info!(listen = %l, "serving Prometheus metrics");
+                threads.push(t);
+            }
+            Err(e) => tracing::error!(listen = %l, error = %e, "could not serve metrics"),
+        }
+    }
+    threads
+}

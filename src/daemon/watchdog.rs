@@ -1,0 +1,100 @@
+//! The watchdog: pings systemd while decisions progress, keeps `STATUS=` current, feeds the
+//! sentinel, and ends a stalled daemon so the kernel releases the execs it holds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::SharedConfig;
+use crate::daemon::status;
+use crate::sys::fanotify::PermGroup;
+
+pub(super) fn status_line(s: &status::Status) -> String {
+    format!(
+        "mode={} containers={} decisions={} denied={} findings={} p99={}us",
+        s.mode,
+        s.containers.len(),
+        s.decisions.allowed + s.decisions.denied,
+        s.decisions.denied,
+        s.findings.values().sum::<u64>(),
+        s.latency_us.p99.map_or("-".into(), |v| format!("{v:.0}")),
+    )
+}
+
+/// Pings systemd's watchdog only while decisions make progress, updates `STATUS=`, and ends
+/// the daemon when an exec has been held for `stall` with no decision made meanwhile: exiting
+/// closes the fanotify fd, the kernel allows what was held, and systemd restarts the daemon.
+pub(super) fn spawn_watchdog(
+    group: Arc<PermGroup>,
+    sources: Arc<status::Sources>,
+    stopping: Arc<AtomicBool>,
+    cfg: SharedConfig,
+    sentinel: Option<Arc<crate::sys::sentinel::Sentinel>>,
+) -> std::io::Result<JoinHandle<()>> {
+    // WATCHDOG_USEC from systemd: ping at half of it (at most every TICK).
+    let systemd_period = sd_notify::watchdog_enabled();
+    let ping_every = systemd_period.map(|d| (d / 2).max(TICK));
+    std::thread::Builder::new().name("driftgate-watchdog".into()).spawn(move || {
+        let hot = Arc::clone(&sources.hot);
+        let answered = || hot.allowed.load(Ordering::Relaxed) + hot.denied.load(Ordering::Relaxed);
+        let mut last_answered = answered();
+        let mut last_reads = hot.reads.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut last_ping = Instant::now();
+        let mut last_status = Instant::now();
+        let mut last_refresh = Instant::now();
+        while !stopping.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                last_refresh = Instant::now();
+                sources.shared.budget.refresh(hot.in_flight(), sources.shared.holder.held() as u64);
+            }
+            // Progress: execs read are being answered, and execs queued in the kernel are being
+            // read (a decision thread stuck before it counts an event shows as the second).
+            let now_answered = answered();
+            let in_flight = hot.in_flight();
+            let reads = hot.reads.load(Ordering::Relaxed);
+            let queued = group.queued_bytes().unwrap_or(0);
+            let progressing =
+                (in_flight == 0 || now_answered != last_answered) && (queued == 0 || reads != last_reads);
+            last_answered = now_answered;
+            last_reads = reads;
+            if progressing {
+                last_progress = Instant::now();
+                if let Some(s) = &sentinel {
+                    s.beat();
+                }
+                if ping_every.is_some_and(|p| last_ping.elapsed() >= p) {
+                    last_ping = Instant::now();
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            } else {
+                // Just before the sentinel would (it kills at the stall timeout since the last
+                // beat): an exit with a status and a log line says more than SIGKILL.
+                let stall = cfg.load().stall_timeout;
+                let stalled = last_progress.elapsed();
+                if stalled + TICK >= stall {
+                    tracing::error!(
+                        in_flight,
+                        queued_bytes = queued,
+                        stalled_ms = stalled.as_millis() as u64,
+                        "decisions stalled; exiting so the kernel releases the held execs"
+                    );
+                    crate::sys::process::exit_now(
+                        crate::exit::STALLED,
+                        "driftgate: decisions stalled; exiting so the kernel releases the held execs\n",
+                    );
+                }
+            }
+            if last_status.elapsed() >= Duration::from_secs(5) {
+                last_status = Instant::now();
+                let _ =
+                    sd_notify::notify(&[sd_notify::NotifyState::Status(&status_line(&sources.snapshot()))]);
+            }
+        }
+    })
+}
+
+/// How often the watchdog looks at progress.
+const TICK: Duration = Duration::from_millis(250);
