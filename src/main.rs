@@ -4,5 +4,9 @@ use clap::Parser;
 
 fn main() {
     let cli = driftgate::cli::Cli::parse();
-    std::process::exit(driftgate::cli::dispatch(cli));
+    let code = match driftgate::cli::dispatch(cli) {
+        Ok(()) => driftgate::exit::OK,
+        Err(e) => e.report(),
+    };
+    std::process::exit(code);
 }

@@ -390,7 +390,8 @@ fn index_build_list_show_and_config_check_of_import_dirs() {
     let o = dg(&["index", "build", wrong.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(65));
     assert!(stderr(&o).contains("but the image config says"), "{}", stderr(&o));
+    // A missing source is "not found" (66), not malformed data.
     let o = dg(&["index", "build", dir.path().join("nothing").to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(65));
+    assert_eq!(o.status.code(), Some(66));
     assert!(stderr(&o).contains("nothing"), "{}", stderr(&o));
 }

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
-
-use crate::exit;
+use super::common::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct AssetsArgs {
@@ -15,30 +13,28 @@ pub struct AssetsArgs {
     pub out: PathBuf,
 }
 
-pub fn run(a: AssetsArgs) -> i32 {
-    match generate(&a.out) {
+/// `cli`: the whole command line (`Cli::command()`), passed in by the dispatcher.
+pub fn run(a: AssetsArgs, cli: clap::Command) -> Result<(), CliError> {
+    match generate(&a.out, cli) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());
             }
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: generate-assets: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("generate-assets: {e}"))),
     }
 }
 
 /// Writes `man/driftgate.8`, one page per subcommand (`driftgate-run.8`, ...), and bash, zsh and
 /// fish completions. Returns the files written.
-pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn generate(out: &Path, cli: clap::Command) -> std::io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let man = out.join("man");
     let comp = out.join("completions");
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&comp)?;
-    let cmd = super::Cli::command().name("driftgate");
+    let cmd = cli.name("driftgate");
     let page = |c: clap::Command, name: &str| -> std::io::Result<PathBuf> {
         let p = man.join(format!("{name}.8"));
         let mut buf = Vec::new();
@@ -56,7 +52,7 @@ pub fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
         (clap_complete::Shell::Zsh, "_driftgate"),
         (clap_complete::Shell::Fish, "driftgate.fish"),
     ] {
-        let mut c = super::Cli::command();
+        let mut c = cmd.clone();
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut c, "driftgate", &mut buf);
         let p = comp.join(file);

@@ -3,8 +3,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use super::common::CliError;
+
 use crate::bench::exec::{self, LoadOptions, Options, LOAD_CONFIGS};
-use crate::exit;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -20,6 +21,16 @@ pub enum BenchCommand {
     /// (used by `bench exec`) Time a workload inside a scratch container's mount namespace.
     #[command(hide = true)]
     ExecInside(InsideArgs),
+    /// (used by `bench exec`) The `floor` listener: mark, read, allow, until SIGTERM.
+    #[command(hide = true)]
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FloorArgs {
+    /// A directory whose filesystem to mark (repeatable)
+    #[arg(long = "mark", required = true)]
+    pub marks: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,26 +110,26 @@ pub struct ExecArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: BenchCommand) -> i32 {
+pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
     let a = match cmd {
         BenchCommand::Exec(a) => a,
         BenchCommand::Ioc(i) => return run_ioc(i),
         BenchCommand::Index(i) => return run_index(i),
         BenchCommand::ExecInside(i) => return run_inside(i),
+        BenchCommand::Floor(f) => {
+            return crate::bench::listener::floor(&f.marks).map_err(|e| CliError::Failure(e.to_string()))
+        }
     };
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("driftgate: `bench exec` needs root (overlay mount, fanotify)");
-        return exit::NOPERM;
+        return Err(CliError::NoPerm("`bench exec` needs root (overlay mount, fanotify)".to_string()));
     }
     if a.iterations == 0 || a.rounds == 0 {
-        eprintln!("driftgate: --iterations and --rounds must be at least 1");
-        return exit::USAGE;
+        return Err(CliError::Usage("--iterations and --rounds must be at least 1".to_string()));
     }
     let driftgate = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("driftgate: cannot find own executable: {e}");
-            return exit::FAILURE;
+            return Err(CliError::Failure(format!("cannot find own executable: {e}")));
         }
     };
     let tty = std::io::stderr().is_terminal();
@@ -132,8 +143,7 @@ pub fn run(cmd: BenchCommand) -> i32 {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("driftgate: --daemon-toml {}: {e}", p.display());
-                return exit::NOT_FOUND;
+                return Err(CliError::NotFound(format!("--daemon-toml {}: {e}", p.display())));
             }
         },
     };
@@ -164,12 +174,9 @@ pub fn run(cmd: BenchCommand) -> i32 {
                 } else {
                     print!("{}", exec::render_load(&r));
                 }
-                exit::OK
+                Ok(())
             }
-            Err(e) => {
-                eprintln!("driftgate: {e}");
-                exit::FAILURE
-            }
+            Err(e) => Err(CliError::Failure(format!("{e}"))),
         };
     }
     let opts = Options {
@@ -192,20 +199,17 @@ pub fn run(cmd: BenchCommand) -> i32 {
             } else {
                 print!("{}", exec::render(&r));
             }
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("{e}"))),
     }
 }
 
-fn run_ioc(a: IocArgs) -> i32 {
+fn run_ioc(a: IocArgs) -> Result<(), CliError> {
     match crate::bench::ioc::run(a.entries) {
         Ok(r) if a.json => {
             println!("{}", serde_json::to_string(&r).expect("report serializes"));
-            exit::OK
+            Ok(())
         }
         Ok(r) => {
             println!(
@@ -219,19 +223,15 @@ fn run_ioc(a: IocArgs) -> i32 {
                 r.lookup_hit_ns,
                 r.lookup_miss_ns
             );
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: bench ioc: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("bench ioc: {e}"))),
     }
 }
 
-fn run_index(a: IndexArgs) -> i32 {
+fn run_index(a: IndexArgs) -> Result<(), CliError> {
     if a.mb == 0 || a.files == 0 {
-        eprintln!("driftgate: --mb and --files must be at least 1");
-        return exit::USAGE;
+        return Err(CliError::Usage("--mb and --files must be at least 1".to_string()));
     }
     let tty = std::io::stderr().is_terminal();
     let r = crate::bench::index::run(a.mb, a.files, |what| {
@@ -242,25 +242,21 @@ fn run_index(a: IndexArgs) -> i32 {
     match r {
         Ok(r) if a.json => {
             println!("{}", serde_json::to_string(&r).expect("report serializes"));
-            exit::OK
+            Ok(())
         }
         Ok(r) => {
             print!("{}", crate::bench::index::render(&r));
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: bench index: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("bench index: {e}"))),
     }
 }
 
-fn run_inside(a: InsideArgs) -> i32 {
+fn run_inside(a: InsideArgs) -> Result<(), CliError> {
     let mut binds = Vec::new();
     for b in &a.bind {
         let Some((src, dst)) = b.split_once(':') else {
-            eprintln!("driftgate: --bind {b:?}: expected SRC:DST");
-            return exit::USAGE;
+            return Err(CliError::Usage(format!("--bind {b:?}: expected SRC:DST")));
         };
         binds.push((src.into(), dst.into()));
     }
@@ -268,11 +264,8 @@ fn run_inside(a: InsideArgs) -> i32 {
         Ok(samples) => {
             let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
             println!("{}", text.join(" "));
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: bench exec-inside: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("bench exec-inside: {e}"))),
     }
 }

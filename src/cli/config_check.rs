@@ -1,20 +1,18 @@
 //! `driftgate config check`: validate everything (keys, values, policy rules, IoC sources)
 //! without starting the daemon.
 
-use crate::exit;
 use crate::index::ioc::IocSet;
+
+use super::common::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
 }
 
-pub fn run(args: CheckArgs) -> i32 {
-    let c = match args.config.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub fn run(args: CheckArgs) -> Result<(), CliError> {
+    let c = args.config.load()?;
     let src = c.source.as_ref().map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     let mut ok = true;
     let mut ioc_entries = 0;
@@ -40,7 +38,8 @@ pub fn run(args: CheckArgs) -> i32 {
         ok = false;
     }
     if !ok {
-        return exit::CONFIG;
+        // Each problem was printed above, with its file and line.
+        return Err(CliError::Reported(crate::exit::CONFIG));
     }
     println!(
         "{src}: OK (mode {}, spool {}, {} policy rules, {} IoC entries, {} imported layer manifests)",
@@ -50,5 +49,5 @@ pub fn run(args: CheckArgs) -> i32 {
         ioc_entries,
         imported.by_diff_id.len()
     );
-    exit::OK
+    Ok(())
 }

@@ -4,8 +4,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::common::CliError;
+
 use crate::engine::{Action, Category};
-use crate::exit;
 use crate::finding::Finding;
 use crate::sink::spool;
 use crate::util::printable;
@@ -13,7 +14,7 @@ use crate::util::printable;
 #[derive(Debug, clap::Args)]
 pub struct FindingsArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// Spool directory to read [default: the configured spool]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
@@ -122,25 +123,21 @@ impl Filter {
     }
 }
 
-pub fn run(args: FindingsArgs) -> i32 {
+pub fn run(args: FindingsArgs) -> Result<(), CliError> {
     let dir = match &args.spool_dir {
         Some(d) => d.clone(),
         None => match args.config.load() {
             Ok(c) => c.spool_dir,
-            Err(code) => return code,
+            Err(e) => return Err(e),
         },
     };
     let filter = match Filter::from_args(&args, time::OffsetDateTime::now_utc()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("driftgate: {e}");
-            return exit::USAGE;
+            return Err(CliError::Usage(e.to_string()));
         }
     };
-    let findings = match read_spool(&dir) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let findings = read_spool(&dir)?;
     let shown: Vec<&Finding> = findings.iter().filter(|f| filter.matches(f)).collect();
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -161,22 +158,15 @@ pub fn run(args: FindingsArgs) -> i32 {
         Ok::<(), std::io::Error>(())
     })();
     match res {
-        Ok(()) => exit::OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
-        Err(e) => {
-            eprintln!("driftgate: {e}");
-            exit::FAILURE
-        }
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Failure(format!("{e}"))),
     }
 }
 
 /// Every finding in the spool; unreadable lines are reported on stderr with file and line.
-/// `Err` is the exit code.
-pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, i32> {
-    let (findings, bad) = spool::read_all(dir).map_err(|e| {
-        eprintln!("driftgate: {e}");
-        exit::FAILURE
-    })?;
+pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, CliError> {
+    let (findings, bad) = spool::read_all(dir).map_err(|e| CliError::Failure(e.to_string()))?;
     for b in &bad {
         eprintln!("driftgate: {}: line {}: unreadable finding: {}", b.file.display(), b.line, b.error);
     }

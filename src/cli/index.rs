@@ -3,8 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
+use super::common::CliError;
+
 use crate::config::Config;
-use crate::exit;
 use crate::index::manifest::Manifest;
 use crate::index::store::{load_imports, NodeStore};
 
@@ -35,7 +36,7 @@ pub struct BuildArgs {
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// One JSON object per layer
     #[arg(long)]
     pub json: bool,
@@ -44,7 +45,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// diffID (`sha256:...`, or a unique prefix of its hex) or layer directory
     pub layer: String,
     /// The manifest as JSON
@@ -52,7 +53,7 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: IndexCommand) -> i32 {
+pub fn run(cmd: IndexCommand) -> Result<(), CliError> {
     match cmd {
         IndexCommand::Build(a) => build(a),
         IndexCommand::List(a) => list(a),
@@ -60,14 +61,14 @@ pub fn run(cmd: IndexCommand) -> i32 {
     }
 }
 
-fn build(a: BuildArgs) -> i32 {
+fn build(a: BuildArgs) -> Result<(), CliError> {
     let progress = !a.quiet && std::io::stderr().is_terminal();
     let built = match crate::index::build::build(&a.source, progress) {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("driftgate: index build: {e}");
-            return exit::DATA;
+        Err(crate::index::build::BuildError::Open { path, source }) => {
+            return Err(super::common::io_error(format_args!("index build: {}", path.display()), &source));
         }
+        Err(e) => return Err(CliError::Data(format!("index build: {e}"))),
     };
     let mut text = String::new();
     for m in &built.manifests {
@@ -80,8 +81,7 @@ fn build(a: BuildArgs) -> i32 {
     };
     if let Err(e) = written {
         let to = a.out.as_ref().map_or("standard output".into(), |p| p.display().to_string());
-        eprintln!("driftgate: index build: {to}: {e}");
-        return exit::IO;
+        return Err(CliError::Io(format!("index build: {to}: {e}")));
     }
     let mb = built.layer_bytes as f64 / 1e6;
     eprintln!(
@@ -100,7 +100,7 @@ fn build(a: BuildArgs) -> i32 {
             img.layers.iter().map(|l| l.1.as_str()).collect::<Vec<_>>().join(" ")
         );
     }
-    exit::OK
+    Ok(())
 }
 
 fn write_atomic(p: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
@@ -121,7 +121,7 @@ struct Known {
 
 /// The known layers under the configuration `a` names; problems with stored or imported
 /// manifests are printed, and reported in the second value.
-fn load_known(a: &super::ConfigArg) -> Result<(Vec<Known>, bool), i32> {
+fn load_known(a: &super::common::ConfigArg) -> Result<(Vec<Known>, bool), CliError> {
     let c = a.load()?;
     let (layers, errors) = known(&c);
     for e in &errors {
@@ -149,11 +149,8 @@ fn known(c: &Config) -> (Vec<Known>, Vec<String>) {
     (out, errors)
 }
 
-fn list(a: ListArgs) -> i32 {
-    let (layers, had_errors) = match load_known(&a.config) {
-        Ok(k) => k,
-        Err(code) => return code,
-    };
+fn list(a: ListArgs) -> Result<(), CliError> {
+    let (layers, had_errors) = load_known(&a.config)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         for k in &layers {
@@ -197,9 +194,10 @@ fn list(a: ListArgs) -> i32 {
         }
     }
     if had_errors {
-        exit::DATA
+        // Each problem was printed above, with its file and line.
+        Err(CliError::Reported(crate::exit::DATA))
     } else {
-        exit::OK
+        Ok(())
     }
 }
 
@@ -212,11 +210,8 @@ fn human(b: u64) -> String {
     }
 }
 
-fn show(a: ShowArgs) -> i32 {
-    let (layers, _) = match load_known(&a.config) {
-        Ok(k) => k,
-        Err(code) => return code,
-    };
+fn show(a: ShowArgs) -> Result<(), CliError> {
+    let (layers, _) = load_known(&a.config)?;
     let want = a.layer.trim();
     let hex_part = want.strip_prefix("sha256:").unwrap_or(want).to_ascii_lowercase();
     let hits: Vec<&Known> = layers
@@ -231,23 +226,21 @@ fn show(a: ShowArgs) -> i32 {
     let k = match hits.as_slice() {
         [k] => *k,
         [] => {
-            eprintln!(
-                "driftgate: index show: no indexed layer matches {want:?} (see `driftgate index list`)"
-            );
-            return exit::NOT_FOUND;
+            return Err(CliError::NotFound(format!(
+                "index show: no indexed layer matches {want:?} (see `driftgate index list`)"
+            )));
         }
         many => {
-            eprintln!(
-                "driftgate: index show: {want:?} matches {} layers; give more of the diffID",
+            return Err(CliError::Usage(format!(
+                "index show: {want:?} matches {} layers; give more of the diffID",
                 many.len()
-            );
-            return exit::USAGE;
+            )));
         }
     };
     let mut out = std::io::stdout().lock();
     if a.json {
         let _ = writeln!(out, "{}", k.manifest.to_json_line());
-        return exit::OK;
+        return Ok(());
     }
     let m = &k.manifest;
     let _ = writeln!(out, "layer:    {}", crate::index::manifest::BytePath(m.label().into_bytes()));
@@ -274,5 +267,5 @@ fn show(a: ShowArgs) -> i32 {
     for o in &doc.opaque {
         let _ = writeln!(out, "opaque   {o}");
     }
-    exit::OK
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! `driftgate ioc check FILE|SHA256...`: is it known-bad, and according to which source.
 
-use crate::exit;
 use crate::index::ioc::IocSet;
 use crate::util::parse_sha256;
+
+use super::common::CliError;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum IocCommand {
@@ -13,7 +14,7 @@ pub enum IocCommand {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// IoC source to use instead of the configured `[ioc] paths` (repeatable)
     #[arg(long = "source", value_name = "PATH")]
     pub sources: Vec<std::path::PathBuf>,
@@ -22,12 +23,12 @@ pub struct CheckArgs {
     pub items: Vec<String>,
 }
 
-pub fn run(cmd: IocCommand) -> i32 {
+pub fn run(cmd: IocCommand) -> Result<(), CliError> {
     let IocCommand::Check(a) = cmd;
     let paths = if a.sources.is_empty() {
         match a.config.load() {
             Ok(c) => c.ioc_paths,
-            Err(code) => return code,
+            Err(e) => return Err(e),
         }
     } else {
         a.sources
@@ -66,9 +67,10 @@ pub fn run(cmd: IocCommand) -> i32 {
         }
     }
     if failed {
-        exit::FAILURE
+        // Each unreadable item was printed above.
+        Err(CliError::Reported(crate::exit::FAILURE))
     } else {
-        exit::OK
+        Ok(())
     }
 }
 

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use super::common::CliError;
+
 use crate::config::Config;
-use crate::exit;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -29,35 +30,30 @@ pub struct SimulateArgs {
     pub json: bool,
 }
 
-pub fn run(cmd: PolicyCommand) -> i32 {
+pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
     let PolicyCommand::Simulate(a) = cmd;
     let candidate = match Config::from_file(&a.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("driftgate: candidate configuration error: {e}");
-            return exit::CONFIG;
+            return Err(CliError::Config(format!("candidate configuration error: {e}")));
         }
     };
     let spool_dir = match a.spool_dir {
         Some(d) => d,
-        None => match super::load_config(None) {
+        None => match super::common::load_config(None) {
             Ok(c) => c.spool_dir,
-            Err(code) => return code,
+            Err(e) => return Err(e),
         },
     };
     let since =
         match a.since.as_deref().map(|s| super::findings::parse_time(s, time::OffsetDateTime::now_utc())) {
             Some(Err(e)) => {
-                eprintln!("driftgate: --since: {e}");
-                return exit::USAGE;
+                return Err(CliError::Usage(format!("--since: {e}")));
             }
             Some(Ok(t)) => Some(t),
             None => None,
         };
-    let findings = match super::findings::read_spool(&spool_dir) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let findings = super::findings::read_spool(&spool_dir)?;
     let findings: Vec<_> = findings
         .into_iter()
         .filter(|f| {
@@ -71,7 +67,7 @@ pub fn run(cmd: PolicyCommand) -> i32 {
         crate::engine::simulate::simulate(&findings, &candidate.policy, candidate.mode, candidate.ioc_block);
     if a.json {
         println!("{}", serde_json::to_string(&sim).expect("simulation serializes"));
-        return exit::OK;
+        return Ok(());
     }
     println!(
         "{} recorded execs replayed against {} ({} rules, fallback mode {}):",
@@ -96,5 +92,5 @@ pub fn run(cmd: PolicyCommand) -> i32 {
         "TOTAL", "", sim.total.blocked, sim.total.audited, sim.total.allowed
     );
     println!("{} execs would be treated differently from what was recorded", sim.changed);
-    exit::OK
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! `driftgate run`: the daemon in the foreground.
 
 use crate::engine::Mode;
-use crate::exit;
+
+use super::common::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// Override the configured mode.
     #[arg(long, value_name = "MODE", value_parser = ["audit", "enforce"])]
     pub mode: Option<String>,
@@ -15,31 +16,27 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-pub fn run(args: RunArgs) -> i32 {
+pub fn run(args: RunArgs) -> Result<(), CliError> {
     // Before the logging thread exists (see `block_signals`).
     if let Err(e) = crate::daemon::block_signals() {
-        eprintln!("driftgate: {e}");
-        return exit::FAILURE;
+        return Err(CliError::Failure(format!("{e}")));
     }
-    let _log = super::init_logging(args.verbose);
+    let _log = super::common::init_logging(args.verbose);
     // The configuration is validated completely before anything is marked.
-    let mut cfg = match args.config.load() {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut cfg = args.config.load()?;
     if let Some(m) = args.mode {
         cfg.mode = m.parse::<Mode>().expect("clap restricts the values");
     }
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("driftgate: `run` needs root (CAP_SYS_ADMIN for fanotify permission events)");
-        return exit::NOPERM;
+        return Err(CliError::NoPerm(
+            "`run` needs root (CAP_SYS_ADMIN for fanotify permission events)".to_string(),
+        ));
     }
     match crate::daemon::run(cfg) {
-        Ok(()) => exit::OK,
+        Ok(()) => Ok(()),
         Err(e) => {
             tracing::error!(error = %e, "driftgate failed");
-            eprintln!("driftgate: {e}");
-            exit::FAILURE
+            Err(CliError::Failure(format!("{e}")))
         }
     }
 }

@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
+use super::common::CliError;
+
 use crate::daemon::status::{query, Status};
-use crate::exit;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub config: super::ConfigArg,
+    pub config: super::common::ConfigArg,
     /// The daemon's status socket [default: the configured one, /run/driftgate/driftgate.sock]
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -17,27 +18,24 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(a: StatusArgs) -> i32 {
+pub fn run(a: StatusArgs) -> Result<(), CliError> {
     let socket = match a.socket {
         Some(s) => s,
         None => match a.config.load() {
             Ok(c) => c.socket,
-            Err(code) => return code,
+            Err(e) => return Err(e),
         },
     };
     match query(&socket) {
         Ok(s) if a.json => {
             println!("{}", serde_json::to_string(&s).expect("status serializes"));
-            exit::OK
+            Ok(())
         }
         Ok(s) => {
             print!("{}", render(&s));
-            exit::OK
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("driftgate: no daemon answered on {}: {e}", socket.display());
-            exit::FAILURE
-        }
+        Err(e) => Err(CliError::Failure(format!("no daemon answered on {}: {e}", socket.display()))),
     }
 }
 

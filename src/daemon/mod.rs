@@ -12,6 +12,7 @@
 pub mod budget;
 pub mod cache;
 pub mod discovery;
+mod error;
 pub mod fileless;
 pub mod hot;
 pub mod indexer;
@@ -27,43 +28,20 @@ pub mod status;
 mod wake;
 mod watchdog;
 
+pub use error::DaemonError;
+pub use start::block_signals;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{Config, SharedConfig};
 use crate::container::Registry;
-use crate::sink;
 use crate::sys::fanotify::PermGroup;
-use crate::sys::SysError;
 use hot::events::{event_loop, Workers};
 use hot::{FastPath, HotStats};
-
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error("{0}")]
-    Sys(#[from] SysError),
-    #[error("{0}")]
-    Spool(#[from] sink::spool::SpoolError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// The signals the daemon takes through its signalfd (SIGTERM, SIGINT, SIGHUP), blocked in the
-/// calling thread. Call it before any thread starts (the logging thread too): threads inherit
-/// the mask, and a thread that had them unblocked would take SIGTERM's default action (end the
-/// process at once) instead of the daemon's orderly stop.
-pub fn block_signals() -> Result<SigSet, SysError> {
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().map_err(|e| SysError::new("pthread_sigmask", e))?;
-    Ok(mask)
-}
 
 /// Runs the daemon until SIGTERM or SIGINT: start-up in the order that protects running
 /// containers first (marks before IoCs, every container marked before READY), then the event

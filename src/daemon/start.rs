@@ -7,11 +7,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::error::DaemonError;
 use super::hot::{self, HotStats, ModeCell, Shared};
-use super::{budget, cache, discovery, metrics, namespaces, status, wake, DaemonError};
+use super::{budget, cache, discovery, metrics, namespaces, status, wake};
 use crate::config::Config;
 use crate::container::{Container, Registry};
 use crate::sink::{self, spool::SpoolWriter, FindingSender, JournalTarget, SinkStats};
@@ -20,10 +21,23 @@ use crate::sys::mountwatch::MountWatch;
 use crate::sys::sentinel::Sentinel;
 use crate::sys::SysError;
 
+/// The signals the daemon takes through its signalfd (SIGTERM, SIGINT, SIGHUP), blocked in the
+/// calling thread. Call it before any thread starts (the logging thread too): threads inherit
+/// the mask, and a thread that had them unblocked would take SIGTERM's default action (end the
+/// process at once) instead of the daemon's orderly stop.
+pub fn block_signals() -> Result<SigSet, SysError> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(|e| SysError::new("pthread_sigmask", e))?;
+    Ok(mask)
+}
+
 /// Blocks the daemon's signals (to read them from the returned signalfd) and ignores SIGIO
 /// (what a lease break sends) and SIGPIPE.
 pub(super) fn signals() -> Result<SignalFd, DaemonError> {
-    let mask = super::block_signals()?;
+    let mask = block_signals()?;
     crate::sys::process::ignore_signal(Signal::SIGIO)?;
     crate::sys::process::ignore_signal(Signal::SIGPIPE)?;
     Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)

@@ -15,14 +15,14 @@ use crate::finding::Finding;
 pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);
 
 /// An aggregate to record, with the container it is about (for its metadata).
-pub type Aggregate = (Finding, Option<super::ContainerHandle>);
+pub type Aggregate = (Finding, Option<super::metadata::ContainerHandle>);
 
 struct State {
     opened: Instant,
     /// The full finding of the window, filled in right after the window opens (see
     /// [`Aggregator::open`]).
     first: Option<Finding>,
-    container: Option<super::ContainerHandle>,
+    container: Option<super::metadata::ContainerHandle>,
     repeats: u64,
     first_repeat: Option<String>,
     last_repeat: Option<String>,
@@ -104,7 +104,12 @@ impl Aggregator {
     }
 
     /// The full finding (and its container) of the window `open` opened for `key`.
-    pub fn set_first(&self, key: &AggKey, first: &Finding, container: Option<super::ContainerHandle>) {
+    pub fn set_first(
+        &self,
+        key: &AggKey,
+        first: &Finding,
+        container: Option<super::metadata::ContainerHandle>,
+    ) {
         let Ok(mut m) = self.map.lock() else { return };
         if let Some(st) = m.get_mut(key) {
             if st.first.is_none() {
@@ -120,7 +125,7 @@ impl Aggregator {
         &self,
         key: AggKey,
         first: &Finding,
-        container: Option<super::ContainerHandle>,
+        container: Option<super::metadata::ContainerHandle>,
     ) -> Vec<Aggregate> {
         let prev = self.open(key.clone());
         self.set_first(&key, first, container);

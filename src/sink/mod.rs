@@ -3,6 +3,9 @@
 //! so a slow disk never holds up an exec.
 
 pub mod aggregate;
+mod metadata;
+
+pub use metadata::{ContainerHandle, Metadata};
 pub mod journald;
 pub mod ratelimit;
 pub mod spool;
@@ -68,17 +71,6 @@ impl FindingSender {
         }
     }
 }
-
-/// What the sink needs of a finding's container (the daemon's container record): the finding
-/// waits, for a bounded time, for the container's metadata before it is written.
-pub trait Metadata: Send + Sync {
-    /// `None` once the metadata is complete; else the number of lookups finished so far.
-    fn pending_version(&self) -> Option<u64>;
-    /// The container as a finding describes it, from the metadata known now.
-    fn container_ref(&self) -> crate::finding::ContainerRef;
-}
-
-pub type ContainerHandle = Arc<dyn Metadata>;
 
 /// A finding on its way to the sinks.
 pub struct Queued {

@@ -135,7 +135,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
         let d = dir.path().join(name);
         write_oci_layout(&d, &tar, blob, media, None).map_err(e)?;
         progress(name);
-        let b = driftgate_core::index::build::build(&d, false)?;
+        let b = driftgate_core::index::build::build(&d, false).map_err(|e| e.to_string())?;
         let mb = b.layer_bytes as f64 / 1e6;
         runs.push(IndexRun {
             name: name.into(),

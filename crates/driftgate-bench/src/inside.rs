@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::exec::BenchError;
+use crate::error::BenchError;
 
 /// What runs inside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

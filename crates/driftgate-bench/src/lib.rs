@@ -2,8 +2,13 @@
 //! project's own measurements (`cargo bench --bench exec_latency`).
 
 pub mod elf;
+mod error;
 pub mod exec;
+mod fixture;
 pub mod index;
 pub mod inside;
 pub mod ioc;
+pub mod listener;
+mod load;
+mod measure;
 pub mod stats;

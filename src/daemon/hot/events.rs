@@ -11,8 +11,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
-use super::{FastPath, Job, Routed, Router, Shared};
-use crate::daemon::{queue, DaemonError};
+use super::fast::FastPath;
+use super::state::{Job, Routed, Router, Shared};
+use crate::daemon::error::DaemonError;
+use crate::daemon::queue;
 use crate::sys::fanotify::PermGroup;
 use crate::sys::SysError;
 

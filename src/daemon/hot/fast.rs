@@ -13,7 +13,7 @@ use crate::engine::indirect::ExecKind;
 use crate::sys::fanotify::PendingExec;
 use crate::sys::fs::{self as sfs, FileId};
 
-use super::*;
+use super::state::*;
 
 /// Main-thread state: the cache of file versions proven to be image files.
 pub struct FastPath {
@@ -22,21 +22,6 @@ pub struct FastPath {
     pub(super) image_files: HashMap<(u64, FileId), ExecKind>,
     pub(super) image_cap: usize,
     pub(super) knowledge: u64,
-}
-
-pub enum Routed {
-    Done,
-    Slow(Box<Job>),
-}
-
-impl Routed {
-    /// The job still to be hashed, if any.
-    pub fn into_job(self) -> Option<Job> {
-        match self {
-            Routed::Done => None,
-            Routed::Slow(j) => Some(*j),
-        }
-    }
 }
 
 impl FastPath {

@@ -11,7 +11,7 @@ use crate::sys::fs::FileId;
 
 use crate::daemon::hot::report::ProcFacts;
 
-use super::*;
+use super::state::*;
 
 /// What decides an exec, given its outcome.
 pub(super) struct Decided {

@@ -7,64 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::container::layers::ImageLookup;
-use crate::container::mounts::ContainerMount;
 use crate::container::Container;
 use crate::engine::indirect::ExecKind;
 use crate::engine::{Evidence, ImageAtPath};
 use crate::sys::fs::{self as sfs, FileId};
 
-use super::*;
-
-/// What is known of the hash of the file a job decides.
-pub(super) enum HashState {
-    Known([u8; 32]),
-    /// Known, for a newer version of the file than the exec event saw (see [`hash_stable`]).
-    KnownNewer([u8; 32]),
-    /// Not cached, and this thread may not hash (the main thread): a worker must.
-    NotYet,
-    /// It could not be had: why (the finding says it).
-    Missing(String),
-}
-
-/// What the decision was based on, for building the finding.
-#[derive(Clone)]
-pub struct Outcome {
-    pub(super) evidence: Evidence,
-    pub(super) path: Vec<u8>,
-    pub(super) sha256: Option<[u8; 32]>,
-    /// For an added file: where the image has the same content (`cp /bin/sh /tmp/x`).
-    pub(super) image_paths: Vec<Vec<u8>>,
-    /// The container mount the file is on, when it is not the rootfs.
-    pub(super) mount: Option<Arc<ContainerMount>>,
-    /// For a file with the image's content (a copy-up): what it runs besides itself.
-    pub(super) kind: ExecKind,
-    /// Why it was decided without its hash, if it was.
-    pub(super) reason: Option<String>,
-    /// Its hash is of a newer version of the file than the exec event named: right for this
-    /// decision, not to be remembered for that version.
-    pub(super) newer: bool,
-    /// The file was unlinked when it was decided (`path` is its last name).
-    pub(super) deleted: bool,
-}
-
-impl Outcome {
-    pub(in crate::daemon) fn new(evidence: Evidence, path: Vec<u8>, sha256: Option<[u8; 32]>) -> Outcome {
-        Outcome {
-            evidence,
-            path,
-            sha256,
-            image_paths: Vec::new(),
-            mount: None,
-            kind: ExecKind::Plain,
-            reason: None,
-            newer: false,
-            deleted: false,
-        }
-    }
-}
-
-/// Key of the outcome cache: one file version, executed under one name, in one container.
-pub type OutcomeKey = (u64, FileId, Vec<u8>);
+use super::fast::candidate_paths;
+use super::state::*;
 
 impl Shared {
     /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job

@@ -13,7 +13,7 @@ use crate::sys::fs::FileId;
 
 use crate::daemon::hot::report::{self, FileFacts, ProcFacts};
 
-use super::*;
+use super::state::*;
 
 impl Shared {
     /// How findings are recorded now.

@@ -37,15 +37,33 @@ enum Store {
 /// Image metadata larger than this is refused (manifests and configs are kilobytes).
 const MAX_JSON: u64 = 16 << 20;
 
+/// Why an image could not be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The source itself could not be opened (missing, not readable).
+    #[error("{}: {source}", path.display())]
+    Open { path: std::path::PathBuf, source: std::io::Error },
+    /// The source is not a well-formed image (the message names the member or file).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl From<String> for BuildError {
+    fn from(m: String) -> Self {
+        BuildError::Malformed(m)
+    }
+}
+
 impl Store {
-    fn open(source: &Path) -> Result<Store, String> {
-        let md = std::fs::metadata(source).map_err(|e| format!("{}: {e}", source.display()))?;
+    fn open(source: &Path) -> Result<Store, BuildError> {
+        let open = |e: std::io::Error| BuildError::Open { path: source.to_path_buf(), source: e };
+        let md = std::fs::metadata(source).map_err(open)?;
         if md.is_dir() {
-            let root =
-                driftgate_sys::fs::open_dir_path(source).map_err(|e| format!("{}: {e}", source.display()))?;
+            let root = driftgate_sys::fs::open_dir_path(source)
+                .map_err(|e| open(std::io::Error::from_raw_os_error(e.errno as i32)))?;
             return Ok(Store::Dir { root, path: source.to_path_buf() });
         }
-        let f = File::open(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let f = File::open(source).map_err(open)?;
         let mut ar = tar::Archive::new(BufReader::new(f));
         let mut members = BTreeMap::new();
         // Seeks past member data: listing a multi-gigabyte archive reads only its headers.
@@ -61,7 +79,7 @@ impl Store {
             members.insert(name, (ent.raw_file_position(), ent.size()));
         }
         if members.is_empty() {
-            return Err(format!("{}: not a tar archive with files in it", source.display()));
+            return Err(format!("{}: not a tar archive with files in it", source.display()).into());
         }
         Ok(Store::Archive { path: source.to_path_buf(), members })
     }
@@ -369,7 +387,7 @@ pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manif
 }
 
 /// Builds the manifests of every image in `source`. Layers shared between images are read once.
-pub fn build(source: &Path, progress: bool) -> Result<Built, String> {
+pub fn build(source: &Path, progress: bool) -> Result<Built, BuildError> {
     let started = std::time::Instant::now();
     let store = Store::open(source)?;
     let images = plan(&store)?;
@@ -408,7 +426,8 @@ pub fn build(source: &Path, progress: bool) -> Result<Built, String> {
             return Err(format!(
                 "{}: {member}: content has diffID {got}, but the image config says {want}",
                 store.describe()
-            ));
+            )
+            .into());
         }
         m.diff_id = Some(got);
         bytes += m.layer_bytes;
@@ -478,11 +497,15 @@ mod tests {
         let cut = tar[..700].to_vec();
         assert!(index_layer_tar(Box::new(std::io::Cursor::new(cut)), "t").is_err());
         let t = tempfile::tempdir().unwrap();
-        let e = build(t.path(), false).err().unwrap();
+        let e = build(t.path(), false).err().unwrap().to_string();
         assert!(e.contains("neither an OCI image layout"), "{e}");
+        let missing = build(&t.path().join("missing.tar"), false).err().unwrap();
+        assert!(
+            matches!(&missing, BuildError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
         let f = t.path().join("x.tar");
         std::fs::write(&f, b"not a tar at all, not a tar at all").unwrap();
         let e = build(&f, false).err().unwrap();
-        assert!(e.contains("x.tar"), "{e}");
+        assert!(matches!(e, BuildError::Malformed(_)) && e.to_string().contains("x.tar"), "{e}");
     }
 }

@@ -1,0 +1,125 @@
+//! What every subcommand shares: `--config`, logging, and the error type whose kind is the
+//! exit status (sysexits.h), mapped in one place ([`CliError::exit_code`]).
+
+use std::path::PathBuf;
+
+use crate::exit;
+
+/// A failed command. The message is printed once, by `main`, as `driftgate: <message>`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// Input data was malformed (an image, a manifest bundle).
+    #[error("{0}")]
+    Data(String),
+    /// Something named on the command line does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(String),
+    /// Needs root or a capability.
+    #[error("{0}")]
+    NoPerm(String),
+    /// A configuration (the file, or a candidate) is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Anything else (the daemon could not run, a check found problems).
+    #[error("{0}")]
+    Failure(String),
+    /// Already reported line by line: only the exit status is left to give.
+    #[error("")]
+    Reported(i32),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Data(_) => exit::DATA,
+            CliError::NotFound(_) => exit::NOT_FOUND,
+            CliError::Io(_) => exit::IO,
+            CliError::NoPerm(_) => exit::NOPERM,
+            CliError::Config(_) => exit::CONFIG,
+            CliError::Failure(_) => exit::FAILURE,
+            CliError::Reported(code) => *code,
+        }
+    }
+
+    /// Prints the error (unless already reported) and gives the exit status.
+    pub fn report(&self) -> i32 {
+        if !matches!(self, CliError::Reported(_)) {
+            eprintln!("driftgate: {self}");
+        }
+        self.exit_code()
+    }
+}
+
+/// An I/O error on a named file: a missing file is "not found", anything else an I/O failure.
+pub fn io_error(what: impl std::fmt::Display, e: &std::io::Error) -> CliError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => CliError::NotFound(format!("{what}: {e}")),
+        std::io::ErrorKind::PermissionDenied => CliError::NoPerm(format!("{what}: {e}")),
+        _ => CliError::Io(format!("{what}: {e}")),
+    }
+}
+
+/// `--config` as every subcommand takes it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file [default: /etc/driftgate/driftgate.toml if it exists, else built-in defaults]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The configuration, or what is wrong with it (file, line and key).
+    pub fn load(&self) -> Result<crate::config::Config, CliError> {
+        load_config(self.config.as_deref())
+    }
+}
+
+/// Loads a configuration (`None`: the default file or built-in defaults).
+pub fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config, CliError> {
+    crate::config::Config::load(path).map_err(|e| CliError::Config(format!("configuration error: {e}")))
+}
+
+/// Sets up logging: journald when running under systemd (or when asked), stderr otherwise.
+///
+/// Log lines go through a bounded queue to a thread of their own that does the writing: a
+/// journald that stops reading (or a stderr pipe nobody drains) can only make that thread
+/// wait, never a thread that decides execs. When the queue is full, lines are dropped and
+/// counted ([`crate::sink::log_lines_dropped`]). Keep the returned guard alive: dropping it
+/// flushes what is queued.
+pub fn init_logging(verbose: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if verbose { "debug" } else { "info" }));
+    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16_384)
+        .thread_name("driftgate-log");
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = under_systemd.then(crate::sink::journald::LogLines::open).flatten();
+    if let Some(lines) = journal {
+        let (writer, guard) = builder.finish(lines);
+        crate::sink::set_log_drop_counter(writer.error_counter());
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+        return guard;
+    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = builder.finish(std::io::stderr());
+    crate::sink::set_log_drop_counter(writer.error_counter());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(ansi))
+        .try_init();
+    guard
+}
