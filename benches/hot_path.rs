@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| assert!(manifest.hash_for(black_box(&path), black_box(&mid)).is_some()))
     });
     c.bench_function("index/union_3x20k", |b| {
-        b.iter(|| black_box(driftgate::index::manifest::union(&[&manifest, &manifest, &manifest]).len()))
+        b.iter(|| black_box(driftgate::index::union::union(&[&manifest, &manifest, &manifest]).len()))
     });
 
     let data = vec![0x5au8; 1 << 20];

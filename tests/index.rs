@@ -199,7 +199,7 @@ fn whiteouts_and_opaque_directories_of_a_real_layer_directory_are_recorded() {
     lower.insert(b"/var/old".to_vec(), e.clone());
     lower.insert(b"/etc/gone".to_vec(), e.clone());
     lower.insert(b"/bin/kept".to_vec(), e);
-    let u = driftgate::index::manifest::union(&[&m, &lower]);
+    let u = driftgate::index::union::union(&[&m, &lower]);
     let paths: Vec<&[u8]> = u.keys().map(Vec::as_slice).collect();
     assert_eq!(paths, [b"/bin/kept".as_slice(), b"/var/lib/tool".as_slice()]);
 }

@@ -2,6 +2,7 @@
 //! paths they are built from.
 #![no_main]
 use driftgate::index::manifest as m;
+use driftgate::index::paths as p;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,12 +14,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again.to_json_line(), parsed.to_json_line());
         }
     }
-    let _ = m::parse_digest(&text);
-    if let Some(p) = m::normalize_tar_path(data) {
-        assert!(m::is_normal_path(&p), "{p:?}");
+    let _ = p::parse_digest(&text);
+    if let Some(n) = p::normalize_tar_path(data) {
+        assert!(p::is_normal_path(&n), "{n:?}");
     }
-    let _ = m::tar_meaning(data);
-    let _ = m::could_execute(0o755, data);
+    let _ = p::tar_meaning(data);
+    let _ = p::could_execute(0o755, data);
     // The whole input as a bundle file.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bundle.jsonl");

@@ -63,7 +63,7 @@ pub struct Container {
     pub marked_at: std::sync::OnceLock<std::time::Instant>,
     pub first_exec_seen: std::sync::atomic::AtomicBool,
     /// Manifests of the lower layers, attached by the indexer thread as they become known.
-    pub index: arc_swap::ArcSwap<crate::index::manifest::ContainerIndex>,
+    pub index: arc_swap::ArcSwap<crate::index::union::ContainerIndex>,
     /// Its mount and PID namespaces, and what was marked or set in each.
     pub namespaces: std::sync::Mutex<mounts::Namespaces>,
     /// Whether a mount namespace of the container is known (and its mounts marked). Until one

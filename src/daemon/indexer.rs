@@ -23,8 +23,9 @@ use crate::config::{Config, SharedConfig};
 use crate::container::diffids::DiffIdResolver;
 use crate::container::Container;
 use crate::index::layerdir::{changes, index_layer_dir, WalkStats};
-use crate::index::manifest::{ContainerIndex, LayerRef, Manifest};
+use crate::index::manifest::Manifest;
 use crate::index::store::{load_imports, Imported, NodeStore};
+use crate::index::union::{ContainerIndex, LayerRef};
 
 #[derive(Debug, Default)]
 pub struct IndexStats {

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{
-    could_execute, normalize_tar_path, parse_digest, tar_meaning, Entry, Manifest, TarMeaning,
-};
+use super::manifest::{Entry, Manifest};
+use super::paths::{could_execute, normalize_tar_path, parse_digest, tar_meaning, TarMeaning};
 
 /// Where the blobs of an image come from.
 enum Store {

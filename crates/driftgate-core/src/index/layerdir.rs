@@ -17,7 +17,8 @@ use std::path::Path;
 use nix::sys::stat::{fstatat, FileStat};
 use sha2::{Digest, Sha256};
 
-use super::manifest::{could_execute, Entry, Manifest, NodeVersion};
+use super::manifest::{Entry, Manifest, NodeVersion};
+use super::paths::could_execute;
 use driftgate_sys::fs::{self as sfs, FileId};
 
 /// Deeper trees than this are refused (a layer is a filesystem image, not a fork bomb).

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::paths::{is_normal_path, parse_digest};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use driftgate_sys::fs::FileId;
@@ -303,166 +304,6 @@ impl Manifest {
     }
 }
 
-/// `sha256:<64 hex>` to its lower-case form, or `None`.
-pub fn parse_digest(s: &str) -> Option<String> {
-    let hex = s.strip_prefix("sha256:")?;
-    crate::util::parse_sha256(hex.as_bytes()).map(|h| format!("sha256:{}", crate::util::hex(h)))
-}
-
-/// Whether `p` is `/a/b`: absolute, no empty, `.` or `..` components.
-pub fn is_normal_path(p: &[u8]) -> bool {
-    p.len() > 1
-        && p[0] == b'/'
-        && p[1..].split(|&b| b == b'/').all(|c| !c.is_empty() && c != b"." && c != b"..")
-}
-
-/// A tar entry name as an image path: `./usr/bin/x`, `usr/bin/x` and `/usr/bin/x` all give
-/// `/usr/bin/x`. `None` for a name that climbs out (`..`) or names the root.
-pub fn normalize_tar_path(name: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(name.len() + 1);
-    for c in name.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return None,
-            c => {
-                out.push(b'/');
-                out.extend_from_slice(c);
-            }
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
-/// What a layer entry at `path` means for the union: a whiteout of another path, an opaque
-/// marker for a directory, or a plain entry. Tar layers spell these `.wh.<name>` and
-/// `.wh..wh..opq` (OCI image spec, "Whiteouts").
-pub enum TarMeaning {
-    Whiteout(Vec<u8>),
-    Opaque(Vec<u8>),
-    Plain,
-}
-
-/// What a normalized layer path (see [`normalize_tar_path`]) means to overlayfs. Total: a
-/// path without a slash is taken as a name at the root.
-pub fn tar_meaning(path: &[u8]) -> TarMeaning {
-    let (dir, base) = match path.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&path[..i], &path[i + 1..]),
-        None => (&path[..0], path),
-    };
-    if base == b".wh..wh..opq" {
-        return TarMeaning::Opaque(if dir.is_empty() { b"/".to_vec() } else { dir.to_vec() });
-    }
-    match base.strip_prefix(b".wh.") {
-        Some(name) if !name.is_empty() => {
-            let mut p = dir.to_vec();
-            p.push(b'/');
-            p.extend_from_slice(name);
-            TarMeaning::Whiteout(p)
-        }
-        _ => TarMeaning::Plain,
-    }
-}
-
-/// Whether a regular file could be executed: any exec bit, or ELF or `#!` magic.
-pub fn could_execute(mode: u32, head: &[u8]) -> bool {
-    mode & 0o111 != 0 || head.starts_with(b"\x7fELF") || head.starts_with(b"#!")
-}
-
-/// Every strict ancestor of `/a/b/c`: `/a/b`, `/a`, and `/`.
-fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut end = p.len();
-    std::iter::from_fn(move || {
-        if end == 0 {
-            return None;
-        }
-        let i = p[..end].iter().rposition(|&b| b == b'/')?;
-        end = i;
-        Some(if i == 0 { &b"/"[..] } else { &p[..i] })
-    })
-}
-
-/// The executable files a container sees, given its layers' manifests top first: a file of a
-/// layer is visible unless a higher layer has something at the same path, a whiteout of it or
-/// of a directory above it, an opaque directory above it, or a file where one of its
-/// directories would be. Returns path -> (layer index, entry).
-pub fn union<'a>(layers: &[&'a Manifest]) -> BTreeMap<Vec<u8>, (usize, &'a Entry)> {
-    let mut visible: BTreeMap<Vec<u8>, (usize, &'a Entry)> = BTreeMap::new();
-    // What the layers above the current one hide.
-    let mut taken: HashSet<&[u8]> = HashSet::new();
-    let mut whiteouts: HashSet<&[u8]> = HashSet::new();
-    let mut opaque: HashSet<&[u8]> = HashSet::new();
-    for (i, m) in layers.iter().enumerate() {
-        for (p, e) in &m.files {
-            let hidden = taken.contains(p.as_slice())
-                || whiteouts.contains(p.as_slice())
-                || ancestors(p).any(|a| whiteouts.contains(a) || opaque.contains(a) || taken.contains(a));
-            if !hidden {
-                visible.insert(p.clone(), (i, e));
-            }
-        }
-        taken.extend(m.files.keys().map(Vec::as_slice));
-        whiteouts.extend(m.whiteouts.iter().map(Vec::as_slice));
-        opaque.extend(m.opaque.iter().map(Vec::as_slice));
-    }
-    visible
-}
-
-/// The manifests a container's lower layers have, by lower index (top first).
-#[derive(Debug, Default)]
-pub struct ContainerIndex {
-    pub layers: Vec<Option<LayerRef>>,
-    /// Lower layers that are image layers (Docker's `-init` layer is not).
-    pub image_layers: usize,
-}
-
-/// A manifest attached to one lower layer of a container.
-#[derive(Debug, Clone)]
-pub struct LayerRef {
-    pub manifest: std::sync::Arc<Manifest>,
-    /// The layer's diffID as the runtime records it, when it does.
-    pub diff_id: Option<String>,
-    /// Matched from `[index] import_dirs` by diffID (rather than built on this node).
-    pub imported: bool,
-}
-
-impl ContainerIndex {
-    /// The manifest hash of the file at `path` of lower layer `layer`, if that layer has a
-    /// manifest and its entry describes the file version `id`.
-    pub fn hash_for(&self, layer: usize, path: &[u8], id: &FileId) -> Option<[u8; 32]> {
-        self.layers.get(layer)?.as_ref()?.manifest.hash_for(path, id)
-    }
-
-    /// Whether `other` attaches the same manifests to the same layers.
-    pub fn same_as(&self, other: &ContainerIndex) -> bool {
-        self.image_layers == other.image_layers
-            && self.layers.len() == other.layers.len()
-            && self.layers.iter().zip(&other.layers).all(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => std::sync::Arc::ptr_eq(&a.manifest, &b.manifest),
-                (None, None) => true,
-                _ => false,
-            })
-    }
-
-    /// How many of the container's layers have a manifest.
-    pub fn known(&self) -> usize {
-        self.layers.iter().flatten().count()
-    }
-
-    /// Candidate (path, lower index) pairs where the image has content with this hash; the
-    /// caller confirms each is what the union shows.
-    pub fn paths_with(&self, sha: &[u8; 32]) -> Vec<(Vec<u8>, usize)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            if let Some(l) = l {
-                out.extend(l.manifest.paths_with(sha).iter().map(|p| (p.clone(), i)));
-            }
-        }
-        out.sort();
-        out.dedup_by(|a, b| a.0 == b.0);
-        out
-    }
-}
-
 /// The longest line (one layer's manifest) a bundle may have.
 pub const MAX_BUNDLE_LINE: u64 = 128 << 20;
 
@@ -503,6 +344,8 @@ pub fn read_bundle(path: &Path) -> Result<Vec<Manifest>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::paths::*;
+    use crate::index::union::union;
 
     fn entry(b: u8) -> Entry {
         Entry { sha256: [b; 32], size: 10, mode: 0o755, mtime: 1, node: None }

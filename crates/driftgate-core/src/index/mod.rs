@@ -5,4 +5,6 @@ pub mod build;
 pub mod ioc;
 pub mod layerdir;
 pub mod manifest;
+pub mod paths;
 pub mod store;
+pub mod union;

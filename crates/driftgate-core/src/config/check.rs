@@ -1,0 +1,130 @@
+//! Validation of raw values, each error naming the file, the line and the key.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use globset::{GlobSet, GlobSetBuilder};
+use toml::Spanned;
+
+use super::error::ConfigError;
+use super::raw::{DurationValue, RawPolicy};
+
+/// The text being validated and the name to show for it.
+pub(super) struct Check<'a> {
+    pub text: &'a str,
+    pub shown: String,
+}
+
+impl Check<'_> {
+    pub fn invalid(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.shown.clone(),
+            line: line_of(self.text, span.start),
+            key: key.to_owned(),
+            message,
+        }
+    }
+
+    /// The value of `key` when `ok` holds for it (else an error saying `rule`), or `default`
+    /// when it is not set.
+    pub fn value<T: Copy>(
+        &self,
+        v: &Option<Spanned<T>>,
+        key: &str,
+        default: T,
+        ok: impl Fn(T) -> bool,
+        rule: &str,
+    ) -> Result<T, ConfigError> {
+        match v {
+            Some(x) if !ok(*x.get_ref()) => Err(self.invalid(x.span(), key, rule.to_owned())),
+            Some(x) => Ok(*x.get_ref()),
+            None => Ok(default),
+        }
+    }
+
+    /// `discovery.overlay_globs`: absolute path globs; `*` does not cross `/`.
+    pub fn overlay_globs(&self, globs: &[Spanned<String>]) -> Result<(Vec<String>, GlobSet), ConfigError> {
+        let mut set = GlobSetBuilder::new();
+        let mut strings = Vec::new();
+        for (i, g) in globs.iter().enumerate() {
+            let key = format!("discovery.overlay_globs[{i}]");
+            if !g.get_ref().starts_with('/') {
+                return Err(self.invalid(g.span(), &key, "must be an absolute path glob".into()));
+            }
+            let glob = globset::GlobBuilder::new(g.get_ref())
+                .literal_separator(true)
+                .build()
+                .map_err(|e| self.invalid(g.span(), &key, e.to_string()))?;
+            set.add(glob);
+            strings.push(g.get_ref().clone());
+        }
+        let set = set.build().map_err(|e| ConfigError::Parse {
+            path: self.shown.clone(),
+            message: format!("discovery.overlay_globs: {e}"),
+        })?;
+        Ok((strings, set))
+    }
+
+    /// `spool.max_age`: seconds or a duration with units.
+    pub fn max_age(&self, v: &Option<Spanned<DurationValue>>) -> Result<Option<Duration>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        Ok(Some(match v.get_ref() {
+            DurationValue::Secs(n) => Duration::from_secs(*n),
+            DurationValue::Text(t) => {
+                crate::util::parse_duration(t).map_err(|m| self.invalid(v.span(), "spool.max_age", m))?
+            }
+        }))
+    }
+
+    /// `metrics.listen`: host:port, or an absolute unix socket path.
+    pub fn metrics_listen(&self, v: &Option<Spanned<String>>) -> Result<Option<String>, ConfigError> {
+        let Some(v) = v else { return Ok(None) };
+        let l = v.get_ref();
+        if !(l.starts_with('/') || l.parse::<std::net::SocketAddr>().is_ok()) {
+            let m = format!("{l:?} is neither host:port (like 127.0.0.1:9464) nor an absolute socket path");
+            return Err(self.invalid(v.span(), "metrics.listen", m));
+        }
+        Ok(Some(l.clone()))
+    }
+
+    /// `[policy]`: each rule compiled, an error naming `policy.rules[i].field`.
+    pub fn policy(&self, raw: &RawPolicy) -> Result<crate::policy::Policy, ConfigError> {
+        let mut policy = crate::policy::Policy {
+            image_copies: raw.image_copies.unwrap_or_default(),
+            ..Default::default()
+        };
+        for (i, r) in raw.rules.iter().enumerate() {
+            let rule = crate::policy::Rule::compile(i, r.get_ref()).map_err(|m| {
+                let (field, msg) = match m.split_once(": ") {
+                    Some((f, rest)) if !f.contains(' ') => {
+                        (format!("policy.rules[{i}].{f}"), rest.to_owned())
+                    }
+                    _ => (format!("policy.rules[{i}]"), m.clone()),
+                };
+                self.invalid(r.span(), &field, msg)
+            })?;
+            policy.rules.push(rule);
+        }
+        Ok(policy)
+    }
+
+    /// `scripts.interpreters`, an error naming the entry.
+    pub fn interpreters(
+        &self,
+        v: &Option<Spanned<Vec<String>>>,
+    ) -> Result<crate::engine::indirect::Interpreters, ConfigError> {
+        let Some(v) = v else { return Ok(crate::engine::indirect::Interpreters::defaults()) };
+        crate::engine::indirect::Interpreters::new(v.get_ref()).map_err(|m| {
+            let (idx, msg) = match m.split_once(": ") {
+                Some((i, rest)) if i.starts_with('[') => (i.to_owned(), rest.to_owned()),
+                _ => (String::new(), m.clone()),
+            };
+            self.invalid(v.span(), &format!("scripts.interpreters{idx}"), msg)
+        })
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}

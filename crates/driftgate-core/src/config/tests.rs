@@ -1,0 +1,205 @@
+use super::*;
+
+#[test]
+fn embedded_defaults_are_audit_with_standard_paths() {
+    let c = Config::defaults();
+    assert_eq!(c.mode, Mode::Audit);
+    assert_eq!(c.state_dir, Path::new("/var/lib/driftgate"));
+    assert_eq!(c.spool_dir, Path::new("/var/lib/driftgate/spool"));
+    assert!(c.containerd.enabled);
+    assert_eq!(c.containerd.state, Path::new("/run/containerd"));
+    assert!(c.overlay_globs.is_empty());
+    assert_eq!(c.docker.data_root, Path::new("/var/lib/docker"));
+    assert_eq!(c.podman.root, Path::new("/var/lib/containers/storage"));
+    assert_eq!(c.crio.runroot, Path::new("/run/containers/storage"));
+    assert!(c.docker.enabled && c.podman.enabled && c.crio.enabled);
+}
+
+#[test]
+fn runtime_sections_are_read_and_can_be_disabled() {
+    let c = Config::from_toml(
+        "[discovery.docker]\ndata_root = \"/d\"\nenabled = false\n[discovery.podman]\nroot = \"/p\"\n\
+         [discovery.crio]\nroot = \"/c\"\nrunroot = \"/cr\"\n",
+        None,
+    )
+    .unwrap();
+    assert!(!c.docker.enabled);
+    assert_eq!(c.docker.data_root, Path::new("/d"));
+    assert_eq!(c.podman.root, Path::new("/p"));
+    assert_eq!((c.crio.root.as_path(), c.crio.runroot.as_path()), (Path::new("/c"), Path::new("/cr")));
+    let err = Config::from_toml("[discovery.docker]\ndataroot = \"/d\"\n", None).unwrap_err().to_string();
+    assert!(err.contains("dataroot"), "{err}");
+}
+
+#[test]
+fn contract_keys_are_read() {
+    let c = Config::from_toml(
+        "mode = \"enforce\"\n[spool]\ndir = \"/x/spool\"\n[discovery]\noverlay_globs = [\"/tmp/t*/merged\"]\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.spool_dir, Path::new("/x/spool"));
+    assert!(c.overlay_globset.is_match("/tmp/t1/merged"));
+    assert!(!c.overlay_globset.is_match("/tmp/t1/sub/merged"), "* must not cross /");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let err =
+        Config::from_toml("mode = \"audit\"\n\n[spool]\ndirr = \"/x\"\n", Some(Path::new("/etc/d.toml")))
+            .unwrap_err()
+            .to_string();
+    assert!(err.starts_with("/etc/d.toml: line 4:"), "{err}");
+    assert!(err.contains("dirr"), "{err}");
+}
+
+#[test]
+fn bad_mode_value_is_an_error_with_its_line() {
+    let err = Config::from_toml("\nmode = \"block\"\n", Some(Path::new("c.toml"))).unwrap_err().to_string();
+    assert!(err.starts_with("c.toml: line 2:"), "{err}");
+    assert!(err.contains("block"), "{err}");
+}
+
+#[test]
+fn bad_glob_names_its_index_and_line() {
+    let err = Config::from_toml(
+        "[discovery]\noverlay_globs = [\n  \"/ok/*\",\n  \"/bad/[\",\n]\n",
+        Some(Path::new("c.toml")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("c.toml: line 4: `discovery.overlay_globs[1]`"), "{err}");
+    let err =
+        Config::from_toml("[discovery]\noverlay_globs = [\"relative/*\"]\n", None).unwrap_err().to_string();
+    assert!(err.contains("absolute"), "{err}");
+}
+
+#[test]
+fn syntax_error_is_reported_with_line() {
+    let err =
+        Config::from_toml("mode = \"audit\"\n[spool\n", Some(Path::new("c.toml"))).unwrap_err().to_string();
+    assert!(err.starts_with("c.toml: line 2:"), "{err}");
+}
+
+#[test]
+fn spool_retention_and_daemon_keys() {
+    let c = Config::from_toml(
+        "[spool]\nmax_bytes = 1048576\nmax_age = \"30d\"\n[daemon]\nsocket = \"/tmp/x.sock\"\nstall_timeout_secs = 30\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.spool_max_bytes, Some(1 << 20));
+    assert_eq!(c.spool_max_age, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(c.socket, Path::new("/tmp/x.sock"));
+    assert_eq!(c.stall_timeout, Duration::from_secs(30));
+    assert_eq!(
+        Config::from_toml("[spool]\nmax_age = 3600\n", None).unwrap().spool_max_age,
+        Some(Duration::from_secs(3600))
+    );
+    let err = Config::from_toml("[spool]\nmax_age = \"3 fortnights\"\n", Some(Path::new("c.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("c.toml: line 2: `spool.max_age`"), "{err}");
+    assert_eq!(Config::defaults().spool_max_bytes, Some(DEFAULT_SPOOL_MAX_BYTES), "capped by default");
+    assert_eq!(
+        Config::from_toml("[spool]\nmax_bytes = 0\n", None).unwrap().spool_max_bytes,
+        None,
+        "0: no cap"
+    );
+    assert_eq!(crate::util::parse_duration("90m"), Ok(Duration::from_secs(5400)));
+    assert!(crate::util::parse_duration("").is_err());
+}
+
+#[test]
+fn policy_rules_are_read_and_errors_name_the_rule_and_field() {
+    let c = Config::from_toml(
+        "mode = \"audit\"\n[[policy.rules]]\nname = \"pay\"\naction = \"enforce\"\nnamespaces = [\"payments-*\"]\n\
+         [[policy.rules]]\naction = \"allow\"\npaths = [\"/var/cache/jit/*\"]\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.policy.rules.len(), 2);
+    assert_eq!(c.policy.rules[0].name, "pay");
+    assert_eq!(c.policy.rules[1].name, "2");
+    let err = Config::from_toml(
+        "[[policy.rules]]\naction = \"audit\"\n\n[[policy.rules]]\naction = \"enforce\"\npaths = [\"/x/[\"]\n",
+        Some(Path::new("c.toml")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("c.toml: line 4: `policy.rules[1].paths[0]`"), "{err}");
+    let err = Config::from_toml("[[policy.rules]]\nnamespaces = [\"x\"]\n", None).unwrap_err().to_string();
+    assert!(err.contains("`policy.rules[0]`") && err.contains("action"), "{err}");
+    let err = Config::from_toml("[[policy.rules]]\naction = \"block\"\n", None).unwrap_err().to_string();
+    assert!(err.contains("block"), "{err}");
+    let err = Config::from_toml("[[policy.rules]]\naction = \"audit\"\nnamespace = [\"x\"]\n", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("namespace"), "unknown key: {err}");
+}
+
+#[test]
+fn coverage_sections_are_read_and_bad_interpreters_name_the_entry() {
+    let c = Config::defaults();
+    assert!(c.scripts_enabled && c.loader_enabled && c.mounts_enabled && c.fileless_audit);
+    assert_eq!(c.memfd_noexec, MemfdNoexec::Enforce);
+    assert!(c.interpreters.names().contains(&"python*".to_owned()));
+    let c = Config::from_toml(
+        "[scripts]\nenabled = false\ninterpreters = [\"lua*\"]\n[loader]\nenabled = false\n\
+         [mounts]\nenabled = false\n[fileless]\nmemfd_noexec = \"always\"\naudit = false\n",
+        None,
+    )
+    .unwrap();
+    assert!(!c.scripts_enabled && !c.loader_enabled && !c.mounts_enabled && !c.fileless_audit);
+    assert_eq!(c.memfd_noexec, MemfdNoexec::Always);
+    assert_eq!(c.interpreters.names(), ["lua*".to_owned()]);
+    let err = Config::from_toml(
+        "[scripts]\ninterpreters = [\"sh\", \"/usr/bin/perl\"]\n",
+        Some(Path::new("c.toml")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("c.toml: line 2: `scripts.interpreters[1]`"), "{err}");
+    let err = Config::from_toml("[fileless]\nmemfd_noexec = \"sometimes\"\n", None).unwrap_err().to_string();
+    assert!(err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn limits_have_safe_defaults_and_bad_values_name_the_key() {
+    let c = Config::defaults();
+    assert_eq!(c.max_hash_bytes, 512 << 20);
+    assert_eq!(c.max_hash_time, Duration::from_secs(5));
+    assert_eq!(c.max_pending, None);
+    assert_eq!(c.max_arg_bytes, 8192);
+    assert_eq!((c.container_burst, c.container_per_sec), (200, 20.0));
+    assert_eq!(c.stall_timeout, Duration::from_secs(10));
+    let c = Config::from_toml(
+        "[hashing]\nmax_file_bytes = 1000\nmax_secs = 0.5\nmax_pending = 64\n\
+         [findings]\nmax_arg_bytes = 100\ncontainer_burst = 5\ncontainer_per_sec = 0.5\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.max_hash_bytes, c.max_hash_time, c.max_pending),
+        (1000, Duration::from_millis(500), Some(64))
+    );
+    assert_eq!((c.max_arg_bytes, c.container_burst, c.container_per_sec), (100, 5, 0.5));
+    for (toml, key) in [
+        ("[hashing]\nmax_secs = 0\n", "hashing.max_secs"),
+        ("[hashing]\nmax_secs = 600\n", "hashing.max_secs"),
+        ("[hashing]\nmax_pending = 2\n", "hashing.max_pending"),
+        ("[hashing]\nmax_file_bytes = 0\n", "hashing.max_file_bytes"),
+        ("[findings]\ncontainer_per_sec = -1.0\n", "findings.container_per_sec"),
+        ("[findings]\nmax_arg_bytes = 0\n", "findings.max_arg_bytes"),
+    ] {
+        let err = Config::from_toml(toml, Some(Path::new("c.toml"))).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")) && err.contains("line 2"), "{toml}: {err}");
+    }
+}
+
+#[test]
+fn zero_workers_is_rejected() {
+    let err = Config::from_toml("[hashing]\nworkers = 0\n", None).unwrap_err().to_string();
+    assert!(err.contains("hashing.workers"), "{err}");
+}
