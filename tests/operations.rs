@@ -255,6 +255,15 @@ fn prometheus_metrics_are_served_when_configured() {
             ..Default::default()
         },
     );
+    // A client that connects and says nothing holds nobody else up.
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let asked = std::time::Instant::now();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.contains("driftgate_containers_watched 1"), "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "answered in {:?}", asked.elapsed());
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
     let mut body = String::new();

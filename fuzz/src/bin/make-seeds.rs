@@ -115,10 +115,8 @@ fn main() {
     put("runtime_state", "images.json", br#"[{"id":"i1","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","names":["nginx"]}]"#);
     put("runtime_state", "spec.json", br#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri-o.ContainerType":"container","io.kubernetes.pod.name":"p"}}"#);
     // containerd: Containers/Get response (field 1: container {1 id, 2 labels, 3 image, ...}).
-    let field = |n: u64, b: &[u8]| {
-        let mut v = driftgate::container::containerd_api::pb::string_field(n, "");
-        v.truncate(1);
-        v.push(b.len() as u8);
+    let field = |n: u8, b: &[u8]| {
+        let mut v = vec![(n << 3) | 2, b.len() as u8];
         v.extend_from_slice(b);
         v
     };
