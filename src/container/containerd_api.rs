@@ -68,6 +68,23 @@ pub mod pb {
     }
 }
 
+/// A failed call to containerd's API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No connection, or the connection failed (the message has the causes).
+    #[error("containerd {method}: {what}: {detail}")]
+    Transport { method: &'static str, what: &'static str, detail: String },
+    /// containerd answered with a gRPC error status.
+    #[error("containerd {method}: {code:?}: {message}")]
+    Status { method: &'static str, code: tonic::Code, message: String },
+    /// No answer within the deadline.
+    #[error("containerd {method}: no answer within {deadline:?}")]
+    Timeout { method: &'static str, deadline: Duration },
+    /// The answer lacks what was asked for.
+    #[error("containerd {method}: {what}")]
+    Missing { method: &'static str, what: &'static str },
+}
+
 /// An error and its causes on one line (tonic's own Display says only "transport error").
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
@@ -89,15 +106,17 @@ fn unary<Req, Resp>(
     method: &'static str,
     request: Req,
     deadline: Duration,
-) -> Result<Resp, String>
+) -> Result<Resp, ApiError>
 where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
     let address: PathBuf = address.to_path_buf();
     let call = async move {
-        let e = |what: &str, err: &(dyn std::error::Error + 'static)| {
-            format!("containerd {method}: {what}: {}", chain(err))
+        let e = |what: &'static str, err: &(dyn std::error::Error + 'static)| ApiError::Transport {
+            method,
+            what,
+            detail: chain(err),
         };
         // The URI is required by the API and unused: the connector dials the socket.
         let channel = tonic::transport::Endpoint::from_static("http://containerd")
@@ -119,13 +138,11 @@ where
         let resp = grpc
             .unary(req, PathAndQuery::from_static(method), codec)
             .await
-            .map_err(|s| format!("containerd {method}: {:?}: {}", s.code(), s.message()))?;
+            .map_err(|s| ApiError::Status { method, code: s.code(), message: s.message().to_owned() })?;
         Ok(resp.into_inner())
     };
     rt.block_on(async {
-        tokio::time::timeout(deadline, call)
-            .await
-            .map_err(|_| format!("containerd {method}: no answer within {deadline:?}"))?
+        tokio::time::timeout(deadline, call).await.map_err(|_| ApiError::Timeout { method, deadline })?
     })
 }
 
@@ -136,7 +153,7 @@ pub fn get_container(
     namespace: &str,
     id: &str,
     deadline: Duration,
-) -> Result<ApiContainer, String> {
+) -> Result<ApiContainer, ApiError> {
     let resp: pb::GetContainerResponse = unary(
         rt,
         address,
@@ -145,7 +162,10 @@ pub fn get_container(
         pb::GetRequest { key: id.to_owned() },
         deadline,
     )?;
-    let c = resp.container.ok_or("containerd Containers/Get: no container")?;
+    let c = resp.container.ok_or(ApiError::Missing {
+        method: "/containerd.services.containers.v1.Containers/Get",
+        what: "no container",
+    })?;
     Ok(ApiContainer { image: c.image, labels: c.labels.into_iter().collect() })
 }
 
@@ -156,7 +176,7 @@ pub fn get_image_digest(
     namespace: &str,
     name: &str,
     deadline: Duration,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ApiError> {
     let resp: pb::GetImageResponse = unary(
         rt,
         address,

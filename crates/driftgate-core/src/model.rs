@@ -21,13 +21,18 @@ impl Mode {
     }
 }
 
+/// A mode name that is neither `audit` nor `enforce`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?} (expected \"audit\" or \"enforce\")")]
+pub struct UnknownMode(pub String);
+
 impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, UnknownMode> {
         match s {
             "audit" => Ok(Mode::Audit),
             "enforce" => Ok(Mode::Enforce),
-            other => Err(format!("unknown mode {other:?} (expected \"audit\" or \"enforce\")")),
+            other => Err(UnknownMode(other.to_owned())),
         }
     }
 }

@@ -71,7 +71,7 @@ pub struct Subject<'a> {
     pub mount: Option<&'a str>,
 }
 
-fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet>, String> {
+fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet>, RuleError> {
     if pats.is_empty() {
         return Ok(None);
     }
@@ -80,20 +80,22 @@ fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet
         let g = GlobBuilder::new(p)
             .literal_separator(path_like)
             .build()
-            .map_err(|e| format!("{field}[{i}]: {e}"))?;
+            .map_err(|e| RuleError::new(format!("{field}[{i}]"), e))?;
         b.add(g);
     }
-    b.build().map(Some).map_err(|e| format!("{field}: {e}"))
+    b.build().map(Some).map_err(|e| RuleError::new(field, e))
 }
 
 impl Rule {
     /// Compiles rule number `index` (0-based); errors name the field.
-    pub fn compile(index: usize, raw: &RawRule) -> Result<Rule, String> {
-        let action = raw.action.ok_or("`action` is required (allow, audit or enforce)")?;
+    pub fn compile(index: usize, raw: &RawRule) -> Result<Rule, RuleError> {
+        let action = raw
+            .action
+            .ok_or_else(|| RuleError::new("action", "`action` is required (allow, audit or enforce)"))?;
         let mut sha256 = Vec::new();
         for (i, h) in raw.sha256.iter().enumerate() {
             if crate::util::parse_sha256(h.as_bytes()).is_none() {
-                return Err(format!("sha256[{i}]: {h:?} is not a SHA-256"));
+                return Err(RuleError::new(format!("sha256[{i}]"), format!("{h:?} is not a SHA-256")));
             }
             sha256.push(h.to_ascii_lowercase());
         }
@@ -128,6 +130,20 @@ impl Rule {
             && glob(&self.mounts, s.mount)
             && (self.runtimes.is_empty() || self.runtimes.iter().any(|r| r == s.runtime))
             && (self.sha256.is_empty() || s.sha256.is_some_and(|h| self.sha256.iter().any(|r| r == h)))
+    }
+}
+
+/// A rule that does not compile: the field (`paths[2]`, `action`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RuleError {
+    pub field: String,
+    pub message: String,
+}
+
+impl RuleError {
+    fn new(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        RuleError { field: field.into(), message: message.to_string() }
     }
 }
 
@@ -281,7 +297,8 @@ mod tests {
             0,
             &RawRule { action: Some(RuleAction::Audit), mounts: vec!["/x/[".into()], ..Default::default() },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("mounts[0]"), "{e}");
     }
 
@@ -302,19 +319,21 @@ mod tests {
 
     #[test]
     fn bad_rules_name_the_field() {
-        let e = Rule::compile(0, &RawRule::default()).unwrap_err();
+        let e = Rule::compile(0, &RawRule::default()).unwrap_err().to_string();
         assert!(e.contains("action"), "{e}");
         let e = Rule::compile(
             0,
             &RawRule { action: Some(RuleAction::Audit), paths: vec!["/a/[".into()], ..Default::default() },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("paths[0]"), "{e}");
         let e = Rule::compile(
             0,
             &RawRule { action: Some(RuleAction::Audit), sha256: vec!["abc".into()], ..Default::default() },
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("sha256[0]"), "{e}");
     }
 }

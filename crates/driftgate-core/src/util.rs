@@ -25,13 +25,20 @@ pub fn now_rfc3339() -> String {
 
 /// Parses a plain number of seconds, or a duration with units (`30d`, `12h`, `90m`, `45s`,
 /// `1h 30m`, `2w`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if let Ok(n) = s.parse::<u64>() {
         return Ok(Duration::from_secs(n));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration (like 30d, 12h, 90m, 45s): {e}"))
+    humantime::parse_duration(s).map_err(|e| DurationError { text: s.to_owned(), source: e })
+}
+
+/// Text that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not a duration (like 30d, 12h, 90m, 45s): {source}")]
+pub struct DurationError {
+    pub text: String,
+    pub source: humantime::DurationError,
 }
 
 /// Renders bytes for a one-line human message: control characters and invalid UTF-8 are
@@ -70,10 +77,10 @@ mod tests {
 
     #[test]
     fn durations_with_and_without_units() {
-        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
-        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86400)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5 parsecs").is_err());
     }

@@ -70,9 +70,8 @@ impl Check<'_> {
         let Some(v) = v else { return Ok(None) };
         Ok(Some(match v.get_ref() {
             DurationValue::Secs(n) => Duration::from_secs(*n),
-            DurationValue::Text(t) => {
-                crate::util::parse_duration(t).map_err(|m| self.invalid(v.span(), "spool.max_age", m))?
-            }
+            DurationValue::Text(t) => crate::util::parse_duration(t)
+                .map_err(|e| self.invalid(v.span(), "spool.max_age", e.to_string()))?,
         }))
     }
 
@@ -94,15 +93,8 @@ impl Check<'_> {
             ..Default::default()
         };
         for (i, r) in raw.rules.iter().enumerate() {
-            let rule = crate::policy::Rule::compile(i, r.get_ref()).map_err(|m| {
-                let (field, msg) = match m.split_once(": ") {
-                    Some((f, rest)) if !f.contains(' ') => {
-                        (format!("policy.rules[{i}].{f}"), rest.to_owned())
-                    }
-                    _ => (format!("policy.rules[{i}]"), m.clone()),
-                };
-                self.invalid(r.span(), &field, msg)
-            })?;
+            let rule = crate::policy::Rule::compile(i, r.get_ref())
+                .map_err(|e| self.invalid(r.span(), &format!("policy.rules[{i}].{}", e.field), e.message))?;
             policy.rules.push(rule);
         }
         Ok(policy)
@@ -114,12 +106,9 @@ impl Check<'_> {
         v: &Option<Spanned<Vec<String>>>,
     ) -> Result<crate::engine::indirect::Interpreters, ConfigError> {
         let Some(v) = v else { return Ok(crate::engine::indirect::Interpreters::defaults()) };
-        crate::engine::indirect::Interpreters::new(v.get_ref()).map_err(|m| {
-            let (idx, msg) = match m.split_once(": ") {
-                Some((i, rest)) if i.starts_with('[') => (i.to_owned(), rest.to_owned()),
-                _ => (String::new(), m.clone()),
-            };
-            self.invalid(v.span(), &format!("scripts.interpreters{idx}"), msg)
+        crate::engine::indirect::Interpreters::new(v.get_ref()).map_err(|e| {
+            let idx = e.index.map(|i| format!("[{i}]")).unwrap_or_default();
+            self.invalid(v.span(), &format!("scripts.interpreters{idx}"), e.message)
         })
     }
 }

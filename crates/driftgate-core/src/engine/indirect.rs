@@ -52,21 +52,30 @@ pub struct Interpreters {
 }
 
 /// The default `[scripts] interpreters`.
+/// A bad `scripts.interpreters` entry (`index`), or list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", index.map(|i| format!("[{i}]: ")).unwrap_or_default())]
+pub struct InterpreterError {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
 pub const DEFAULT_INTERPRETERS: &[&str] = &[
     "sh", "bash", "dash", "ash", "zsh", "ksh*", "mksh", "busybox", "python*", "perl*", "ruby*", "node",
     "nodejs", "php*",
 ];
 
 impl Interpreters {
-    pub fn new(names: &[String]) -> Result<Interpreters, String> {
+    pub fn new(names: &[String]) -> Result<Interpreters, InterpreterError> {
+        let bad = |index, message: String| InterpreterError { index, message };
         let mut b = GlobSetBuilder::new();
         for (i, n) in names.iter().enumerate() {
             if n.is_empty() || n.contains('/') {
-                return Err(format!("[{i}]: {n:?} is not a file name glob"));
+                return Err(bad(Some(i), format!("{n:?} is not a file name glob")));
             }
-            b.add(Glob::new(n).map_err(|e| format!("[{i}]: {e}"))?);
+            b.add(Glob::new(n).map_err(|e| bad(Some(i), e.to_string()))?);
         }
-        let set = b.build().map_err(|e| e.to_string())?;
+        let set = b.build().map_err(|e| bad(None, e.to_string()))?;
         Ok(Interpreters { names: names.to_vec(), set })
     }
 
