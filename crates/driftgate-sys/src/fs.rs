@@ -195,43 +195,15 @@ pub fn open_component_dir(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, S
 
 /// Whether `dir` (a readable directory fd) is an opaque overlay directory.
 pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> bool {
-    const NAMES: [&std::ffi::CStr; 2] = [c"trusted.overlay.opaque", c"user.overlay.opaque"];
-    for name in NAMES {
+    ["trusted.overlay.opaque", "user.overlay.opaque"].into_iter().any(|name| {
         let mut buf = [0u8; 4];
-        // SAFETY: `name` is NUL-terminated and lives across the call; `buf` is a valid writable
-        // buffer of the length passed; `dir` is an open fd.
-        let n =
-            unsafe { libc::fgetxattr(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 1 && buf[0] == b'y' {
-            return true;
-        }
-    }
-    false
+        rustix::fs::fgetxattr(dir, name, &mut buf).is_ok_and(|n| n >= 1 && buf[0] == b'y')
+    })
 }
 
 /// The legacy (32-bit) mount id of the mount `fd` is on, as shown in `/proc/self/mountinfo`.
 pub fn statx_mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: the path is a NUL-terminated empty string used with AT_EMPTY_PATH on a valid fd,
-    // and `stx` points to writable memory of the right type.
-    let rc = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_MNT_ID,
-            stx.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::new("statx", Errno::last()));
-    }
-    // SAFETY: statx returned 0, so it filled the structure.
-    let stx = unsafe { stx.assume_init() };
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(SysError::new("statx(STATX_MNT_ID)", Errno::ENOTSUP));
-    }
-    Ok(stx.stx_mnt_id)
+    statx_mnt_field(fd, rustix::fs::StatxFlags::MNT_ID)
 }
 
 /// The mount ids of the mount `fd` is on: the legacy id (as `/proc/<pid>/mountinfo` shows it,
@@ -241,36 +213,27 @@ pub fn statx_mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
 pub fn statx_mount_ids(fd: BorrowedFd<'_>) -> Result<(u64, Option<u64>), SysError> {
     // The legacy id and the unique id share one field: ask for each in turn.
     let legacy = statx_mount_id(fd)?;
-    let unique = statx_mnt_field(fd, libc::STATX_MNT_ID_UNIQUE).ok();
+    let unique = statx_mnt_field(fd, mnt_id_unique()).ok();
     Ok((legacy, unique))
+}
+
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
+fn mnt_id_unique() -> rustix::fs::StatxFlags {
+    rustix::fs::StatxFlags::from_bits_retain(libc::STATX_MNT_ID_UNIQUE)
 }
 
 /// The unique (never reused) mount id of the mount `fd` is on; the legacy id on kernels
 /// before 6.8, which is still unique among mounts that exist at the same time. One `statx`:
 /// on the hot path for every exec from a container's non-rootfs mount.
 pub fn statx_mount_key(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
-    statx_mnt_field(fd, libc::STATX_MNT_ID_UNIQUE).or_else(|_| statx_mount_id(fd))
+    statx_mnt_field(fd, mnt_id_unique()).or_else(|_| statx_mount_id(fd))
 }
 
-fn statx_mnt_field(fd: BorrowedFd<'_>, want: u32) -> Result<u64, SysError> {
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: an empty NUL-terminated path with AT_EMPTY_PATH on a valid fd; `stx` points to
-    // writable memory of the right type.
-    let rc = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_STATX_SYNC_AS_STAT,
-            want,
-            stx.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(SysError::new("statx", Errno::last()));
-    }
-    // SAFETY: statx returned 0, so it filled the structure.
-    let stx = unsafe { stx.assume_init() };
-    if stx.stx_mask & want == 0 {
+fn statx_mnt_field(fd: BorrowedFd<'_>, want: rustix::fs::StatxFlags) -> Result<u64, SysError> {
+    use rustix::fs::{statx, AtFlags};
+    let stx = statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::STATX_SYNC_AS_STAT, want)
+        .map_err(|e| SysError::new("statx", Errno::from_raw(e.raw_os_error())))?;
+    if stx.stx_mask & want.bits() == 0 {
         return Err(SysError::new("statx(mount id)", Errno::ENOTSUP));
     }
     Ok(stx.stx_mnt_id)

@@ -36,12 +36,10 @@ pub fn limit_nofile_in_child(cmd: &mut Command, n: u64) -> &mut Command {
 /// thread does the work that can wait (serialising, writing and syncing findings); at a lower
 /// priority it yields the CPU to the programs whose execs were just allowed.
 pub fn lower_this_thread_priority(by: i32) {
-    // SAFETY: plain syscalls on the calling thread (who = 0 is the caller on Linux); no memory
-    // is passed.
-    unsafe {
-        let tid = libc::gettid();
-        let cur = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, (cur + by).min(19));
+    // On Linux the nice value is per thread, addressed by its tid.
+    let tid = Some(rustix::thread::gettid());
+    if let Ok(cur) = rustix::process::getpriority_process(tid) {
+        let _ = rustix::process::setpriority_process(tid, (cur + by).min(19));
     }
 }
 
