@@ -2,16 +2,16 @@
 //! `main` prints the error and exits with its status.
 
 mod args;
-pub mod assets;
-pub mod bench;
-pub mod common;
-pub mod config_check;
-pub mod findings;
-pub mod index;
-pub mod ioc;
-pub mod policy;
-pub mod run;
-pub mod status;
+pub(crate) mod assets;
+pub(crate) mod bench;
+pub(crate) mod common;
+pub(crate) mod config_check;
+pub(crate) mod findings;
+pub(crate) mod index;
+pub(crate) mod ioc;
+pub(crate) mod policy;
+pub(crate) mod run;
+pub(crate) mod status;
 
 pub use args::{Cli, Command, ConfigCommand};
 pub use common::CliError;

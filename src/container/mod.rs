@@ -10,7 +10,7 @@ pub mod layers;
 pub mod meta;
 pub mod mountinfo;
 pub mod mounts;
-pub mod runtimes;
+pub(crate) mod runtimes;
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;

@@ -9,20 +9,20 @@
 //! the process dies for any reason the kernel allows every exec still pending, so no failure
 //! leaves an exec hung.
 
-pub mod budget;
+pub(crate) mod budget;
 pub mod cache;
-pub mod discovery;
+pub(crate) mod discovery;
 mod error;
-pub mod fileless;
+pub(crate) mod fileless;
 pub mod hot;
-pub mod indexer;
-pub mod indirect;
-pub mod latency;
-pub mod metadata;
-pub mod metrics;
-pub mod namespaces;
-pub mod queue;
-pub mod reload;
+pub(crate) mod indexer;
+pub(crate) mod indirect;
+pub(crate) mod latency;
+pub(crate) mod metadata;
+pub(crate) mod metrics;
+pub(crate) mod namespaces;
+pub(crate) mod queue;
+pub(crate) mod reload;
 mod start;
 pub mod status;
 mod wake;

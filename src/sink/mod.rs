@@ -2,12 +2,12 @@
 //! journald). Runs on its own thread; the hot path only ever `try_send`s into a bounded queue,
 //! so a slow disk never holds up an exec.
 
-pub mod aggregate;
+pub(crate) mod aggregate;
 mod metadata;
 
 pub use metadata::{ContainerHandle, Metadata};
 pub mod journald;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod spool;
 
 use std::sync::atomic::{AtomicU64, Ordering};

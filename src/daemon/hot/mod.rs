@@ -18,14 +18,14 @@
 //! is; [`finish`] (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
 //! [`record`] (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald).
 
-pub mod events;
+pub(crate) mod events;
 mod fast;
 mod finish;
-pub mod hasher;
+pub(crate) mod hasher;
 mod hashing;
-pub mod pin;
+pub(crate) mod pin;
 mod record;
-pub mod report;
+pub(crate) mod report;
 
 mod state;
 
