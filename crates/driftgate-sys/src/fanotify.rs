@@ -161,11 +161,13 @@ pub struct PendingExec {
 
 impl PendingExec {
     /// The file being executed, opened read-only by the kernel for us.
+    #[inline]
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.event.as_ref().and_then(|e| e.fd()).expect("pending exec always has an fd")
     }
 
     /// The thread id of the process that is executing.
+    #[inline]
     pub fn tid(&self) -> i32 {
         self.event.as_ref().map(|e| e.pid()).unwrap_or(0)
     }

@@ -25,6 +25,7 @@ pub struct FileId {
 }
 
 impl FileId {
+    #[inline]
     pub fn from_stat(st: &FileStat) -> Self {
         Self {
             dev: st.st_dev,
@@ -45,10 +46,12 @@ impl FileId {
     }
 }
 
+#[inline]
 pub fn fstat_fd(fd: BorrowedFd<'_>) -> Result<FileStat, SysError> {
     fstat(fd).call("fstat")
 }
 
+#[inline]
 pub fn is_regular(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
