@@ -41,10 +41,7 @@ fn rss_kib() -> u64 {
 pub fn write_feed(path: &std::path::Path, entries: usize) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
     for i in 0..entries as u64 {
-        let h = hash_for(i);
-        for b in h {
-            write!(w, "{b:02x}")?;
-        }
+        w.write_all(driftgate_core::util::hex(hash_for(i)).as_bytes())?;
         if i % 10 == 0 {
             writeln!(w, " Family.{}", i % 1000)?;
         } else {
