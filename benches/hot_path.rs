@@ -10,15 +10,40 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use driftgate::container::layers::Layers;
 use driftgate::daemon::cache::BoundedMap;
 use driftgate::daemon::hot::{candidate_paths, identity_candidates};
-use driftgate::engine::{decide, Evidence, ImageAtPath, Mode};
+use driftgate::engine::{judge, Describe, Evidence, Executed, Facts, ImageAtPath, Mode, Settings};
+use driftgate::policy::{Policy, RawRule, Rule, RuleAction, Subject};
 use driftgate::sys::fs::{fstat_fd, FileId};
 
 fn bench(c: &mut Criterion) {
-    c.bench_function("decide/image_file", |b| {
-        b.iter(|| decide(black_box(Mode::Enforce), black_box(Evidence::ImageFile)))
+    // The daemon's decision (`engine::judge`): with no rules (the default: no subject is
+    // built), and with three rules the exec is matched against.
+    struct Exec;
+    impl Describe for Exec {
+        fn describe<R>(&self, f: impl FnOnce(&Subject<'_>) -> R) -> R {
+            f(&Subject { runtime: "containerd", path: "/tmp/x", mount: Some("/"), ..Default::default() })
+        }
+    }
+    let facts = |evidence| Facts { evidence, executed: Executed::Binary, ioc: false, image_copy: false };
+    let settings = Settings { mode: Mode::Enforce, block_iocs: false };
+    let none = Policy::default();
+    c.bench_function("judge/added_no_rules", |b| {
+        b.iter(|| judge(black_box(&facts(Evidence::UpperFile(ImageAtPath::Absent))), &none, &Exec, settings))
     });
-    c.bench_function("decide/added", |b| {
-        b.iter(|| decide(black_box(Mode::Enforce), black_box(Evidence::UpperFile(ImageAtPath::Absent))))
+    let rule = |action, f: &dyn Fn(&mut RawRule)| {
+        let mut r = RawRule { action: Some(action), ..Default::default() };
+        f(&mut r);
+        Rule::compile(0, &r).unwrap()
+    };
+    let three = Policy {
+        rules: vec![
+            rule(RuleAction::Allow, &|r| r.paths = vec!["/opt/jit/*".into()]),
+            rule(RuleAction::Enforce, &|r| r.namespaces = vec!["prod-*".into()]),
+            rule(RuleAction::Audit, &|r| r.images = vec!["registry.example/*".into()]),
+        ],
+        ..Default::default()
+    };
+    c.bench_function("judge/added_three_rules", |b| {
+        b.iter(|| judge(black_box(&facts(Evidence::UpperFile(ImageAtPath::Absent))), &three, &Exec, settings))
     });
 
     // Hash-cache hit: the lookup a re-executed file costs.
