@@ -22,7 +22,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::config::{Config, SharedConfig};
 use crate::container::diffids::DiffIdResolver;
 use crate::container::Container;
-use crate::index::layerdir::{changes, index_layer_dir, WalkStats};
+use crate::index::layerdir::{changes, index_layer_dir, LayerError, WalkStats};
 use crate::index::manifest::Manifest;
 use crate::index::store::{load_imports, Imported, NodeStore};
 use crate::index::union::{ContainerIndex, LayerRef};
@@ -56,7 +56,7 @@ struct Job {
     previous: Option<Arc<Manifest>>,
 }
 
-type JobResult = (PathBuf, Option<Arc<Manifest>>, Result<(Manifest, WalkStats), String>);
+type JobResult = (PathBuf, Option<Arc<Manifest>>, Result<(Manifest, WalkStats), LayerError>);
 
 pub fn spawn(
     cfg: SharedConfig,

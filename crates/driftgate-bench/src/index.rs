@@ -148,7 +148,8 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     }
     progress("node");
     let start = Instant::now();
-    let (m, s) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, None, &mut |_| {})?;
+    let (m, s) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, None, &mut |_| {})
+        .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     let mb_hashed = s.hashed_bytes as f64 / 1e6;
     runs.push(IndexRun {
@@ -160,7 +161,8 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     });
     progress("node-recheck");
     let start = Instant::now();
-    let (m2, s2) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})?;
+    let (m2, s2) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})
+        .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     if s2.hashed_files != 0 {
         return Err(format!("re-check hashed {} files of an unchanged layer", s2.hashed_files));

@@ -310,7 +310,7 @@ fn decompressed<'a>(mut r: BufReader<Box<dyn Read + 'a>>) -> std::io::Result<Box
 }
 
 /// Indexes one layer tar stream into a manifest; returns it with the stream's diffID.
-pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manifest, String), String> {
+pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manifest, String), BuildError> {
     let r =
         decompressed(BufReader::with_capacity(256 << 10, input)).map_err(|e| format!("decompress: {e}"))?;
     let mut tee = Tee { inner: r, hash: Sha256::new(), bytes: 0 };
@@ -353,7 +353,7 @@ pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manif
                                 Ok(0) => break,
                                 Ok(n) => hasher.update(&buf[..n]),
                                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                                Err(e) => return Err(err(e)),
+                                Err(e) => return Err(err(e).into()),
                             }
                         }
                         let e = Entry { sha256: hasher.finalize().into(), size, mode, mtime, node: None };

@@ -12,7 +12,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{fstatat, FileStat};
 use sha2::{Digest, Sha256};
@@ -42,8 +42,8 @@ pub fn index_layer_dir(
     dir: &Path,
     previous: Option<&Manifest>,
     on_bytes: &mut dyn FnMut(u64),
-) -> Result<(Manifest, WalkStats), String> {
-    let err = |what: &str, e: &dyn std::fmt::Display| format!("{}: {what}: {e}", dir.display());
+) -> Result<(Manifest, WalkStats), LayerError> {
+    let err = |what: &'static str, e: &dyn std::fmt::Display| LayerError::new(dir, what, b"", e);
     // The layer directory itself is the runtime's path (possibly through a symlink, as
     // containers/storage names layers); below it nothing is followed.
     let root = nix::fcntl::open(
@@ -64,6 +64,24 @@ pub fn index_layer_dir(
     Ok((w.m, w.stats))
 }
 
+/// A layer directory, or an entry of it, that could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {what}{}: {detail}", dir.display(), if path.is_empty() { String::new() } else { format!(" {}", show(path)) })]
+pub struct LayerError {
+    pub dir: PathBuf,
+    /// The step that failed (`open`, `readdir`, `hash`...).
+    pub what: &'static str,
+    /// The entry, relative to the layer (empty: the layer directory itself).
+    pub path: Vec<u8>,
+    pub detail: String,
+}
+
+impl LayerError {
+    fn new(dir: &Path, what: &'static str, path: &[u8], detail: &dyn std::fmt::Display) -> Self {
+        LayerError { dir: dir.to_path_buf(), what, path: path.to_vec(), detail: detail.to_string() }
+    }
+}
+
 struct Walker<'a> {
     m: Manifest,
     previous: Option<&'a Manifest>,
@@ -73,19 +91,19 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn walk(&mut self, fd: std::os::fd::OwnedFd, path: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    fn walk(&mut self, fd: std::os::fd::OwnedFd, path: &mut Vec<u8>, depth: usize) -> Result<(), LayerError> {
         if depth > MAX_DEPTH {
-            return Err(format!(
-                "{}: deeper than {MAX_DEPTH} directories at {}",
-                self.dir.display(),
-                show(path)
+            return Err(LayerError::new(
+                self.dir,
+                "walk",
+                path,
+                &format!("deeper than {MAX_DEPTH} directories"),
             ));
         }
-        let mut d = nix::dir::Dir::from_fd(fd)
-            .map_err(|e| format!("{}: opendir {}: {e}", self.dir.display(), show(path)))?;
+        let mut d = nix::dir::Dir::from_fd(fd).map_err(|e| LayerError::new(self.dir, "opendir", path, &e))?;
         let mut names: Vec<Vec<u8>> = Vec::new();
         for ent in d.iter() {
-            let ent = ent.map_err(|e| format!("{}: readdir {}: {e}", self.dir.display(), show(path)))?;
+            let ent = ent.map_err(|e| LayerError::new(self.dir, "readdir", path, &e))?;
             let name = ent.file_name().to_bytes();
             if name != b"." && name != b".." {
                 names.push(name.to_vec());
@@ -104,7 +122,7 @@ impl Walker<'_> {
             // One unreadable file or directory does not void the layer's other entries.
             if let Err(e) = res {
                 self.stats.skipped += 1;
-                self.stats.first_skipped.get_or_insert(e);
+                self.stats.first_skipped.get_or_insert(e.to_string());
             }
         }
         Ok(())
@@ -116,10 +134,8 @@ impl Walker<'_> {
         name: &[u8],
         path: &mut Vec<u8>,
         depth: usize,
-    ) -> Result<(), String> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| {
-            format!("{}: {what} {}: {e}", self.dir.display(), show(path))
-        };
+    ) -> Result<(), LayerError> {
+        let fail = |what: &'static str, e: &dyn std::fmt::Display| LayerError::new(self.dir, what, path, e);
         let st =
             match fstatat(dfd, std::ffi::OsStr::from_bytes(name), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
