@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reliability suite in its long form, against a release build: 100,000 exec attempts per
 # writer pace in the check-then-exec race, a 30 s flood of blocked execs, 1,000 containers, and
-# every fault case of tests/reliability.rs that needs no debug-build fault hook. Prints the
+# every fault case of tests/reliability/ that needs no debug-build fault hook. Prints the
 # figures the README quotes. Needs root; takes about 10 minutes.
 #
 #   scripts/torture.sh                 # everything
