@@ -6,7 +6,7 @@
 //!
 //! Slow path: a file in the container's writable layer. Its content is hashed through the
 //! event fd under a read lease (no writer can change it meanwhile), compared with the image's
-//! file at the same path, and decided by [`crate::engine::decide`]. Hashing runs on worker
+//! file at the same path, and decided by [`crate::engine::judge`]. Hashing runs on worker
 //! threads, with separate workers for large files, so a big file never holds up other execs.
 //!
 //! Every allowed exec of a container file is first pinned ([`pin`]): leased, re-checked
