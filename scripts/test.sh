@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# Module docs are part of the architecture (the path of one event): keep their links valid.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 # The measurement harnesses (exec_latency, first_exec_race) take minutes and are run by hand
 # (README, "Performance"): here they are only compiled. The criterion micro-benchmarks run once
 # each in test mode.

@@ -1,5 +1,5 @@
 //! Stage 3: the decision. IoC lookup, then [`crate::engine::judge`] (rules, mode, verdict);
-//! before an allow, the file is pinned against writers ([`crate::daemon::hot::pin`]); then the
+//! before an allow, the file is pinned against writers (`hot/pin.rs`); then the
 //! answer to the kernel.
 
 use std::sync::atomic::Ordering;
@@ -86,7 +86,7 @@ impl Shared {
     }
 
     /// Leases the event's file before it is allowed, checking that it is still version `id`,
-    /// and holds it ([`crate::daemon::hot::pin`]). `Err` says why its bytes are not settled.
+    /// and holds it (`hot/pin.rs`). `Err` says why its bytes are not settled.
     pub fn pin_event(&self, ev: &PendingExec, id: &FileId) -> Result<(), String> {
         pin_result(self.holder.pin(ev.fd(), id))
     }

@@ -9,14 +9,14 @@
 //! file at the same path, and decided by [`crate::engine::judge`]. Hashing runs on worker
 //! threads, with separate workers for large files, so a big file never holds up other execs.
 //!
-//! Every allowed exec of a container file is first pinned ([`pin`]): leased, re-checked
+//! Every allowed exec of a container file is first pinned (`pin.rs`): leased, re-checked
 //! and held, so that no writer can change the bytes between the answer and the kernel's own
 //! write denial.
 //!
-//! One event's way, in order: [`super::events`] reads it from the fanotify group; [`fast`]
-//! (stage 1) answers image files at once; [`hashing`] (stage 2) works out what a container file
-//! is; [`finish`] (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
-//! [`record`] (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald).
+//! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
+//! (stage 1) answers image files at once; `hashing.rs` (stage 2) works out what a container file
+//! is; `finish.rs` (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
+//! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald).
 
 pub(crate) mod events;
 mod fast;

@@ -138,7 +138,7 @@ pub struct Shared {
     pub record_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
     /// Findings not recorded because of that limit.
     pub suppressed: AtomicU64,
-    /// Allowed files kept leased until the kernel keeps writers out ([`pin`]).
+    /// Allowed files kept leased until the kernel keeps writers out (`pin.rs`).
     pub holder: super::pin::Holder,
 }
 

@@ -1,5 +1,5 @@
 //! `policy simulate`: what a candidate policy would have done with recorded findings, decided
-//! by the same [`judge`](super::judge) as the daemon's.
+//! by the same [`super::judge`] as the daemon's.
 
 use super::{judge, Action, Category, Describe, Evidence, Executed, Facts, ImageAtPath, Mode, Settings};
 use crate::finding::Finding;
