@@ -69,11 +69,6 @@ pub fn judge(facts: &Facts, policy: &Policy, subject: &impl Describe, settings: 
     Judgement { verdict, decision }
 }
 
-/// Decides one exec of a binary.
-pub fn decide(mode: Mode, evidence: Evidence) -> Verdict {
-    decide_scoped(mode.into(), evidence, Executed::Binary, false, false)
-}
-
 /// Decides one exec under the action a policy rule (or the global mode) chose. `allow` lets
 /// drift through without a finding; a known-bad hash is still recorded (and blocked with
 /// `block_iocs`): a rule that allows a path does not vouch for malware found there.
@@ -134,6 +129,11 @@ mod tests {
     use Executed::*;
     use ImageAtPath::*;
     use Mode::*;
+
+    /// The verdict table alone, for a binary under the global mode.
+    fn decide(mode: Mode, evidence: Evidence) -> Verdict {
+        decide_scoped(mode.into(), evidence, Binary, false, false)
+    }
 
     /// A subject for `judge`: the fields the rules below look at.
     struct At(&'static str, Option<&'static str>);
