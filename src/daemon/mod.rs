@@ -53,7 +53,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let c0 = cfg.load_full();
     let sfd = start::signals()?;
     let sentinel = start::sentinel();
-    let mut sinks = start::sinks(&c0, &cfg)?;
+    let (sinks, sink_handles) = start::sinks(&c0, &cfg)?;
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     // Every waiting exec holds an fd: take all the process may have (see `budget`).
     let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
@@ -63,7 +63,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     marker.set_memfd_rule(reload::memfd_rule(&c0));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
-    let shared = start::shared(&c0, nofile, &registry, &marker, &hot_stats, sinks.hand(), meta_tx.clone());
+    let shared = start::shared(&c0, nofile, &registry, &marker, &hot_stats, sink_handles, meta_tx.clone());
 
     // Discovery: mark every running container (and its mounts) before reporting ready.
     let index_stats = Arc::new(indexer::IndexStats::default());

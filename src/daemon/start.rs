@@ -56,24 +56,21 @@ pub(super) fn sentinel() -> Option<Arc<Sentinel>> {
     }
 }
 
-/// The sink thread and what the hot path needs to reach it.
+/// The sink thread and its counters.
 pub(super) struct Sinks {
     pub stats: Arc<SinkStats>,
     pub thread: JoinHandle<()>,
-    aggregator: Arc<sink::aggregate::Aggregator>,
-    findings: Option<FindingSender>,
 }
 
-impl Sinks {
-    /// The aggregator and the sender, for the hot path (once: the sink thread ends when the
-    /// hot path, the last sender, is dropped).
-    pub fn hand(&mut self) -> (Arc<sink::aggregate::Aggregator>, FindingSender) {
-        (Arc::clone(&self.aggregator), self.findings.take().expect("sinks handed once"))
-    }
-}
+/// What the hot path needs to reach the sink thread. The sender is the thread's only one: the
+/// thread ends when the hot path is dropped.
+pub(super) type SinkHandles = (Arc<sink::aggregate::Aggregator>, FindingSender);
 
 /// Opens the spool and journald and starts the sink thread.
-pub(super) fn sinks(c0: &Config, cfg: &crate::config::SharedConfig) -> Result<Sinks, DaemonError> {
+pub(super) fn sinks(
+    c0: &Config,
+    cfg: &crate::config::SharedConfig,
+) -> Result<(Sinks, SinkHandles), DaemonError> {
     let spool = SpoolWriter::open(&c0.spool_dir, c0.spool_segment_bytes)?;
     let journal = if c0.journald_enabled {
         match sink::journald::Journal::connect(&c0.journald_socket) {
@@ -90,7 +87,7 @@ pub(super) fn sinks(c0: &Config, cfg: &crate::config::SharedConfig) -> Result<Si
     let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window, c0.max_open_windows));
     let (findings, thread) =
         sink::start(spool, journal, Arc::clone(&stats), Arc::clone(&aggregator), Arc::clone(cfg));
-    Ok(Sinks { stats, thread, aggregator, findings: Some(findings) })
+    Ok((Sinks { stats, thread }, (aggregator, findings)))
 }
 
 /// The hot path's shared state.
@@ -100,7 +97,7 @@ pub(super) fn shared(
     registry: &Arc<ArcSwap<Registry>>,
     marker: &Arc<namespaces::Marker>,
     stats: &Arc<HotStats>,
-    (aggregator, findings): (Arc<sink::aggregate::Aggregator>, FindingSender),
+    (aggregator, findings): SinkHandles,
     meta_tx: crossbeam_channel::Sender<Arc<Container>>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
