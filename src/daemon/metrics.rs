@@ -34,135 +34,161 @@ impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let src = &self.0;
         let s = src.snapshot();
-        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| -> Result<(), std::fmt::Error> {
-            // The encoder adds `_total` to counters.
-            let name = name.strip_suffix("_total").unwrap_or(name);
-            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-            if let [("", v)] = samples {
-                return ConstCounter::new(*v).encode(m);
-            }
-            for (labels, v) in samples {
-                let (k, val) = labels.split_once('=').unwrap_or(("value", labels));
-                ConstCounter::new(*v).encode(m.encode_family(&[(k, val)])?)?;
-            }
-            Ok(())
-        };
-        counter(
+        family(
+            &mut enc,
             "driftgate_decisions_total",
             "Exec decisions by answer.",
-            &[("action=allow", s.decisions.allowed), ("action=deny", s.decisions.denied)],
+            "action",
+            &[("allow", s.decisions.allowed), ("deny", s.decisions.denied)],
         )?;
-        let cats: Vec<(String, u64)> =
-            s.findings.iter().map(|(k, v)| (format!("category={k}"), *v)).collect();
-        let cat_refs: Vec<(&str, u64)> = cats.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        counter("driftgate_findings_total", "Findings by category (before aggregation).", &cat_refs)?;
-        counter(
+        let cats: Vec<(&str, u64)> = s.findings.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        family(
+            &mut enc,
+            "driftgate_findings_total",
+            "Findings by category (before aggregation).",
+            "category",
+            &cats,
+        )?;
+        total(
+            &mut enc,
             "driftgate_hash_cache_hits_total",
             "Executed files whose hash was cached.",
-            &[("", s.decisions.hash_cache_hits)],
+            s.decisions.hash_cache_hits,
         )?;
-        counter("driftgate_hash_cache_misses_total", "Executed files hashed.", &[("", s.decisions.hashed)])?;
-        counter(
+        total(&mut enc, "driftgate_hash_cache_misses_total", "Executed files hashed.", s.decisions.hashed)?;
+        family(
+            &mut enc,
             "driftgate_image_proofs_total",
             "Execs proven to be image files (fast path), by cache.",
-            &[("cached=false", s.decisions.image_fast), ("cached=true", s.decisions.image_cached)],
+            "cached",
+            &[("false", s.decisions.image_fast), ("true", s.decisions.image_cached)],
         )?;
-        counter(
+        total(
+            &mut enc,
             "driftgate_findings_recorded_total",
             "Findings durably written to the spool.",
-            &[("", s.spool.recorded)],
+            s.spool.recorded,
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_findings_lost_total",
             "Findings not written to the spool (write errors, full queue).",
-            &[("reason=spool_write", s.spool.write_errors), ("reason=queue_full", s.spool.dropped)],
+            "reason",
+            &[("spool_write", s.spool.write_errors), ("queue_full", s.spool.dropped)],
         )?;
-        counter(
+        total(
+            &mut enc,
             "driftgate_mount_execs_total",
             "Execs from containers' mounts other than the rootfs (volumes, tmpfs, /dev/shm).",
-            &[("", s.coverage.mount_execs)],
+            s.coverage.mount_execs,
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_indirect_execs_total",
             "Execs of image loaders and interpreters whose argument was looked at, by outcome.",
+            "outcome",
             &[
-                ("outcome=looked_at", s.decisions.indirect),
-                ("outcome=call_unreadable", s.decisions.indirect_unread),
-                ("outcome=argument_not_found", s.decisions.indirect_unresolved),
-                ("outcome=not_direct", s.decisions.indirect_not_direct),
+                ("looked_at", s.decisions.indirect),
+                ("call_unreadable", s.decisions.indirect_unread),
+                ("argument_not_found", s.decisions.indirect_unresolved),
+                ("not_direct", s.decisions.indirect_not_direct),
             ],
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_process_exec_events_total",
             "Exec events from the kernel's process-event connector (fileless execution record).",
-            &[("result=read", s.coverage.exec_events), ("result=lost", s.coverage.exec_events_lost)],
+            "result",
+            &[("read", s.coverage.exec_events), ("lost", s.coverage.exec_events_lost)],
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_container_mounts_total",
             "Container mounts beyond the rootfs, by whether they could be marked.",
-            &[("marked=true", s.coverage.mounts_marked), ("marked=false", s.coverage.mounts_failed)],
+            "marked",
+            &[("true", s.coverage.mounts_marked), ("false", s.coverage.mounts_failed)],
         )?;
-        counter(
+        total(
+            &mut enc,
             "driftgate_findings_suppressed_total",
             "Findings counted but not recorded: a container over findings.container_per_sec.",
-            &[("", s.limits.findings_suppressed)],
+            s.limits.findings_suppressed,
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_unverified_total",
             "Execs decided without their file's hash, by why.",
+            "reason",
             &[
-                ("reason=budget", s.limits.over_budget),
-                ("reason=too_big", s.limits.too_big),
-                ("reason=timeout", s.limits.hash_timeouts),
-                ("reason=queue_timeout", s.limits.queue_timeouts),
-                ("reason=no_reader", s.limits.hash_unavailable),
+                ("budget", s.limits.over_budget),
+                ("too_big", s.limits.too_big),
+                ("timeout", s.limits.hash_timeouts),
+                ("queue_timeout", s.limits.queue_timeouts),
+                ("no_reader", s.limits.hash_unavailable),
             ],
         )?;
-        counter(
-        "driftgate_writer_holds_total",
-        "Allowed execs by what keeping writers out of their file did: a new hold, a renewed one, none (over the cap, no lease on that filesystem), or a file found being written or changed (decided without its hash).",
-        &[
-            ("result=kept", s.writer_hold.kept),
-            ("result=renewed", s.writer_hold.renewed),
-            ("result=cut", s.writer_hold.cut),
-            ("result=unsupported", s.writer_hold.unsupported),
-            ("result=unsettled", s.writer_hold.unsettled),
-        ],
-    )?;
-        counter(
+        family(
+            &mut enc,
+            "driftgate_writer_holds_total",
+            "Allowed execs by what keeping writers out of their file did: a new hold, a renewed one, \
+             none (over the cap, no lease on that filesystem), or a file found being written or \
+             changed (decided without its hash).",
+            "result",
+            &[
+                ("kept", s.writer_hold.kept),
+                ("renewed", s.writer_hold.renewed),
+                ("cut", s.writer_hold.cut),
+                ("unsupported", s.writer_hold.unsupported),
+                ("unsettled", s.writer_hold.unsettled),
+            ],
+        )?;
+        family(
+            &mut enc,
             "driftgate_reloads_total",
             "Configuration reloads.",
-            &[("result=ok", s.reloads), ("result=error", s.reload_errors)],
+            "result",
+            &[("ok", s.reloads), ("error", s.reload_errors)],
         )?;
-        counter(
+        family(
+            &mut enc,
             "driftgate_errors_total",
             "Errors by kind.",
+            "kind",
             &[
-                ("kind=answer", s.decisions.answer_errors),
-                ("kind=journald", s.spool.journald_errors),
-                ("kind=log_dropped", s.spool.log_lines_dropped),
-                ("kind=spool_recreated", s.spool.recreated),
-                ("kind=implicit_allow", s.implicit_allows),
+                ("answer", s.decisions.answer_errors),
+                ("journald", s.spool.journald_errors),
+                ("log_dropped", s.spool.log_lines_dropped),
+                ("spool_recreated", s.spool.recreated),
+                ("implicit_allow", s.implicit_allows),
             ],
         )?;
-        let mut gauge = |name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
-            let g = ConstGauge::new(v as i64);
-            g.encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
-        };
         gauge(
+            &mut enc,
             "driftgate_containers_watched",
             "Container root filesystems marked.",
             s.containers.len() as u64,
         )?;
         gauge(
+        &mut enc,
         "driftgate_containers_unwatched",
         "Container root filesystems found but not marked (their execs are not checked); retried on every scan.",
         s.unwatched.len() as u64,
     )?;
-        gauge("driftgate_events_in_flight", "Execs held and not answered yet.", s.decisions.in_flight)?;
-        gauge("driftgate_spool_bytes", "Bytes in the findings spool.", s.spool.bytes)?;
-        gauge("driftgate_files_held", "Allowed files writers are kept out of now.", s.writer_hold.held)?;
         gauge(
+            &mut enc,
+            "driftgate_events_in_flight",
+            "Execs held and not answered yet.",
+            s.decisions.in_flight,
+        )?;
+        gauge(&mut enc, "driftgate_spool_bytes", "Bytes in the findings spool.", s.spool.bytes)?;
+        gauge(
+            &mut enc,
+            "driftgate_files_held",
+            "Allowed files writers are kept out of now.",
+            s.writer_hold.held,
+        )?;
+        gauge(
+            &mut enc,
             "driftgate_enforce_mode",
             "1 in enforce mode, 0 in audit mode.",
             u64::from(s.mode == "enforce"),
@@ -188,6 +214,32 @@ impl Collector for Snapshot {
         )?;
         m.encode_histogram::<NoLabelSet>(h.sum_us() as f64 / 1e6, count, &buckets, None)
     }
+}
+
+/// A counter without labels. The encoder adds `_total` to counter names.
+fn total(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// A counter with one label, `key`, and a sample per value.
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    key: &str,
+    samples: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in samples {
+        ConstCounter::new(*v).encode(m.encode_family(&[(key, *value)])?)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(v as i64).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 /// The exposition text.
