@@ -13,13 +13,6 @@ use crate::daemon::hot::report::ProcFacts;
 
 use super::state::*;
 
-/// What decides an exec, given its outcome.
-pub(super) struct Decided {
-    pub(super) ioc: Option<crate::index::ioc::IocMatch>,
-    pub(super) decision: crate::policy::Decision,
-    pub(super) verdict: Verdict,
-}
-
 /// Maps what taking the lease found to: go on (held, or nothing to hold), or why the file's
 /// bytes are not settled.
 pub(super) fn pin_result(p: crate::daemon::hot::pin::Pin) -> Result<(), String> {
@@ -97,7 +90,12 @@ impl Shared {
     }
 
     /// The decision on `job` given its outcome: IoC match, the policy rule, the verdict.
-    pub(super) fn verdict_for(&self, job: &Job, outcome: &Outcome, mode: Mode) -> Decided {
+    pub(super) fn verdict_for(
+        &self,
+        job: &Job,
+        outcome: &Outcome,
+        mode: Mode,
+    ) -> (Option<crate::index::ioc::IocMatch>, Judgement) {
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
@@ -108,16 +106,14 @@ impl Shared {
             image_copy: !outcome.image_paths.is_empty(),
         };
         let settings = Settings { mode, block_iocs: self.block_iocs.load(Ordering::Relaxed) };
-        let Judgement { verdict, decision } =
-            judge(&facts, &self.policy.load(), &ExecSubject { job, outcome }, settings);
-        Decided { ioc, decision, verdict }
+        (ioc, judge(&facts, &self.policy.load(), &ExecSubject { job, outcome }, settings))
     }
 
     /// Decides `job` from its outcome: IoC check, policy, answer, finding.
     pub fn finish(&self, job: Job, mut outcome: Outcome) -> Routed {
         let mode = self.mode.get();
         let mut d = self.verdict_for(&job, &outcome, mode);
-        if d.verdict.allow {
+        if d.1.verdict.allow {
             // Writers are kept out from here until the kernel denies them itself; a file
             // that is being written or has changed since it was checked is not what was
             // decided, so it is decided again without its hash.
@@ -126,7 +122,7 @@ impl Shared {
                 d = self.verdict_for(&job, &outcome, mode);
             }
         }
-        let Decided { ioc, decision, verdict } = d;
+        let (ioc, Judgement { verdict, decision }) = d;
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
             if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {

@@ -266,16 +266,14 @@ impl Config {
                 |v| v.is_finite() && (0.1..=60.0).contains(&v),
                 "must be between 0.1 and 60",
             )?),
-            max_pending: match &h.max_pending {
-                Some(_) => Some(ck.value(
-                    &h.max_pending,
-                    "hashing.max_pending",
-                    0,
-                    |v| v >= 16,
-                    "must be at least 16",
-                )?),
-                None => None,
-            },
+            // Unset: sized from the open-file limit at start-up.
+            max_pending: h
+                .max_pending
+                .is_some()
+                .then(|| {
+                    ck.value(&h.max_pending, "hashing.max_pending", 0, |v| v >= 16, "must be at least 16")
+                })
+                .transpose()?,
             socket: d.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: Duration::from_secs(ck.value(
                 &d.stall_timeout_secs,
