@@ -146,6 +146,9 @@ where
     })
 }
 
+const CONTAINERS_GET: &str = "/containerd.services.containers.v1.Containers/Get";
+const IMAGES_GET: &str = "/containerd.services.images.v1.Images/Get";
+
 /// `Containers/Get` for `id` in `namespace`.
 pub fn get_container(
     rt: &tokio::runtime::Runtime,
@@ -154,18 +157,9 @@ pub fn get_container(
     id: &str,
     deadline: Duration,
 ) -> Result<ApiContainer, ApiError> {
-    let resp: pb::GetContainerResponse = unary(
-        rt,
-        address,
-        namespace,
-        "/containerd.services.containers.v1.Containers/Get",
-        pb::GetRequest { key: id.to_owned() },
-        deadline,
-    )?;
-    let c = resp.container.ok_or(ApiError::Missing {
-        method: "/containerd.services.containers.v1.Containers/Get",
-        what: "no container",
-    })?;
+    let resp: pb::GetContainerResponse =
+        unary(rt, address, namespace, CONTAINERS_GET, pb::GetRequest { key: id.to_owned() }, deadline)?;
+    let c = resp.container.ok_or(ApiError::Missing { method: CONTAINERS_GET, what: "no container" })?;
     Ok(ApiContainer { image: c.image, labels: c.labels.into_iter().collect() })
 }
 
@@ -177,14 +171,8 @@ pub fn get_image_digest(
     name: &str,
     deadline: Duration,
 ) -> Result<Option<String>, ApiError> {
-    let resp: pb::GetImageResponse = unary(
-        rt,
-        address,
-        namespace,
-        "/containerd.services.images.v1.Images/Get",
-        pb::GetRequest { key: name.to_owned() },
-        deadline,
-    )?;
+    let resp: pb::GetImageResponse =
+        unary(rt, address, namespace, IMAGES_GET, pb::GetRequest { key: name.to_owned() }, deadline)?;
     Ok(resp.image.and_then(|i| i.target).map(|d| d.digest).filter(|d| !d.is_empty()))
 }
 
