@@ -54,8 +54,31 @@ impl Shared {
     }
 
     /// Decides an exec of an image loader or interpreter (`kind`, not plain) at `exec_path`:
-    /// allows it, or hands back a job for the file it was asked to run.
+    /// allows it, or hands back a job for the file it was asked to run. When the marks hold
+    /// opens, finding that file (which opens it) is itself handed back as a job, for a worker:
+    /// the event loop must never wait for the answer to its own open.
     pub fn indirect(
+        &self,
+        ev: crate::sys::fanotify::PendingExec,
+        c: &Arc<Container>,
+        kind: ExecKind,
+        exec_path: &[u8],
+    ) -> Routed {
+        if self.libraries.marked {
+            let Ok(st) = sfs::fstat_fd(ev.fd()) else {
+                self.answer(ev, true);
+                return Routed::Done;
+            };
+            let id = FileId::from_stat(&st);
+            let mut job = Job::new(ev, c, id, exec_path.to_vec(), None);
+            job.indirect = Some((kind, exec_path.to_vec()));
+            return Routed::Slow(Box::new(job));
+        }
+        self.indirect_now(ev, c, kind, exec_path)
+    }
+
+    /// [`Shared::indirect`], here and now.
+    pub(crate) fn indirect_now(
         &self,
         ev: crate::sys::fanotify::PendingExec,
         c: &Arc<Container>,

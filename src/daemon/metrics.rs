@@ -84,6 +84,25 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "driftgate_open_events_total",
+            "Open events ([libraries]) by how they were settled: harmless inodes ignored from then on, shared objects decided, an exec's own open, the daemon's own, files being written.",
+            "outcome",
+            &[
+                ("ignored", s.libraries.ignore_marks),
+                ("library_decided", s.libraries.decided),
+                ("exec_own", s.libraries.by_exec),
+                ("daemon_own", s.libraries.by_daemon),
+                ("being_written", s.libraries.being_written),
+            ],
+        )?;
+        total(
+            &mut enc,
+            "driftgate_open_events_read_total",
+            "Open events read from the kernel ([libraries]); warm containers should add almost none.",
+            s.libraries.open_events,
+        )?;
+        family(
+            &mut enc,
             "driftgate_indirect_execs_total",
             "Execs of image loaders and interpreters whose argument was looked at, by outcome.",
             "outcome",

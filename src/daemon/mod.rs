@@ -58,7 +58,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     // Every waiting exec holds an fd: take all the process may have (see `budget`).
     let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
     tracing::info!(soft = nofile, hard = nofile_hard, "open-file limit");
-    let group = PermGroup::new()?;
+    let group = if c0.libraries_enabled { PermGroup::with_opens()? } else { PermGroup::new()? };
     let marker = Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled));
     marker.set_memfd_rule(reload::memfd_rule(&c0));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));

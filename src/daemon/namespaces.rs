@@ -541,17 +541,17 @@ impl Marker {
 }
 
 /// Opens the mount at `mountpoint` (as the container sees it) through the container's root,
-/// as a readable fd (fanotify refuses `O_PATH` fds), and checks that the fd is on the mount
-/// with legacy id `mount_id`. Returns the fd and the mount's key.
+/// `O_PATH` (never for reading: a bind-mounted file on a mount whose opens this daemon already
+/// holds would wait for the daemon's own answer), and checks that the fd is on the mount with
+/// legacy id `mount_id`. Returns the fd and the mount's key.
 fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<(OwnedFd, u64), String> {
-    let opath = sfs::open_in_root(root, mountpoint, true).map_err(|e| e.to_string())?;
-    let st = sfs::fstat_fd(opath.as_fd()).map_err(|e| e.to_string())?;
+    let fd = sfs::open_in_root(root, mountpoint, true).map_err(|e| e.to_string())?;
+    let st = sfs::fstat_fd(fd.as_fd()).map_err(|e| e.to_string())?;
     // Directories and regular files (a bind-mounted file such as /etc/hosts); a device,
-    // socket or FIFO bind is never opened, and nothing can be executed from one.
+    // socket or FIFO bind is never marked, and nothing can be executed from one.
     if !sfs::is_dir(&st) && !sfs::is_regular(&st) {
         return Err("not a directory or regular file".into());
     }
-    let fd = sfs::reopen_readonly(opath.as_fd()).map_err(|e| e.to_string())?;
     let (legacy, unique) = sfs::statx_mount_ids(fd.as_fd()).map_err(|e| e.to_string())?;
     if legacy != mount_id {
         return Err(format!("the path leads to mount {legacy}, not {mount_id} (covered by another mount)"));

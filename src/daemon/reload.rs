@@ -45,6 +45,10 @@ impl Reloader {
         }
         shared.mode.set(new.mode);
         shared.namespaces.set_enabled(new.mounts_enabled);
+        shared.libraries.enabled.store(new.libraries_enabled, Ordering::Relaxed);
+        if new.libraries_enabled && !shared.libraries.marked {
+            tracing::warn!("libraries.enabled = true takes effect at the next start: the marks were placed without open events");
+        }
         shared.namespaces.set_memfd_rule(memfd_rule(&new));
         shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
         shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));

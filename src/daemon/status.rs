@@ -53,6 +53,30 @@ pub struct Status {
     pub limits: Limits,
     #[serde(default)]
     pub writer_hold: WriterHold,
+    #[serde(default)]
+    pub libraries: LibrariesStatus,
+}
+
+/// `[libraries]`: opens held, and how they were settled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct LibrariesStatus {
+    /// Opens are decided (the marks hold opens and no reload switched it off).
+    pub enabled: bool,
+    /// The marks hold opens (set at start-up).
+    pub marked: bool,
+    /// Open events read.
+    pub open_events: u64,
+    /// Inodes whose opens were switched off (proven harmless), and marks the kernel refused.
+    pub ignore_marks: u64,
+    pub ignore_errors: u64,
+    /// Shared objects not proven to be the image's, decided as libraries.
+    pub decided: u64,
+    /// Opens of a shared object that were an exec's own (its program or loader).
+    pub by_exec: u64,
+    /// Opens made by the daemon itself (reading a script an interpreter was given).
+    pub by_daemon: u64,
+    /// Opens of files someone had open for writing: checked again on their next open.
+    pub being_written: u64,
 }
 
 /// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
@@ -379,6 +403,17 @@ impl Sources {
                     unsupported: ld(&w.unsupported),
                     unsettled: ld(&w.unsettled),
                 }
+            },
+            libraries: LibrariesStatus {
+                enabled: self.shared.libraries.on(),
+                marked: self.shared.libraries.marked,
+                open_events: ld(&h.opens),
+                ignore_marks: ld(&h.ignore_marks),
+                ignore_errors: ld(&h.ignore_errors),
+                decided: ld(&h.library_opens),
+                by_exec: ld(&h.opens_by_exec),
+                by_daemon: ld(&h.opens_by_daemon),
+                being_written: ld(&h.opens_being_written),
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

@@ -93,10 +93,21 @@ pub enum Category {
     FilelessExecution,
     /// Fileless execution of a program whose SHA-256 is a known IoC.
     FilelessMaliciousExecution,
+    /// A shared object (ELF `ET_DYN`) the image does not have was opened: `LD_PRELOAD`,
+    /// `dlopen`, an extension module dropped in the writable layer, a volume or a tmpfs.
+    AddedLibraryLoaded,
+    /// A shared object at an image path whose content is not the image's was opened.
+    ModifiedLibraryLoaded,
+    /// An added shared object whose SHA-256 is a known IoC was opened.
+    AddedMaliciousLibraryLoaded,
+    /// A modified image library whose SHA-256 is a known IoC was opened.
+    ModifiedMaliciousLibraryLoaded,
+    /// An image library (the image's own bytes) whose SHA-256 is a known IoC was opened.
+    BuiltinMaliciousLibraryLoaded,
 }
 
 impl Category {
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 15] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -107,6 +118,11 @@ impl Category {
         Category::MaliciousScriptExecuted,
         Category::FilelessExecution,
         Category::FilelessMaliciousExecution,
+        Category::AddedLibraryLoaded,
+        Category::ModifiedLibraryLoaded,
+        Category::AddedMaliciousLibraryLoaded,
+        Category::ModifiedMaliciousLibraryLoaded,
+        Category::BuiltinMaliciousLibraryLoaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +137,11 @@ impl Category {
             Category::MaliciousScriptExecuted => "MALICIOUS_SCRIPT_EXECUTED",
             Category::FilelessExecution => "FILELESS_EXECUTION",
             Category::FilelessMaliciousExecution => "FILELESS_MALICIOUS_EXECUTION",
+            Category::AddedLibraryLoaded => "ADDED_LIBRARY_LOADED",
+            Category::ModifiedLibraryLoaded => "MODIFIED_LIBRARY_LOADED",
+            Category::AddedMaliciousLibraryLoaded => "ADDED_MALICIOUS_LIBRARY_LOADED",
+            Category::ModifiedMaliciousLibraryLoaded => "MODIFIED_MALICIOUS_LIBRARY_LOADED",
+            Category::BuiltinMaliciousLibraryLoaded => "BUILTIN_MALICIOUS_LIBRARY_LOADED",
         }
     }
 
@@ -128,18 +149,25 @@ impl Category {
         match self {
             Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
             Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
-            Category::FilelessExecution => Severity::High,
+            // Code loaded into a program that is allowed to run: a stronger sign than a new
+            // program, since it is how an intruder hides in a legitimate process.
+            Category::AddedLibraryLoaded => Severity::Medium,
+            Category::FilelessExecution | Category::ModifiedLibraryLoaded => Severity::High,
             Category::AddedMaliciousBinaryExecuted
             | Category::ModifiedMaliciousBinaryExecuted
             | Category::BuiltinMaliciousBinaryExecuted
             | Category::MaliciousScriptExecuted
-            | Category::FilelessMaliciousExecution => Severity::Critical,
+            | Category::FilelessMaliciousExecution
+            | Category::AddedMaliciousLibraryLoaded
+            | Category::ModifiedMaliciousLibraryLoaded
+            | Category::BuiltinMaliciousLibraryLoaded => Severity::Critical,
         }
     }
 
     /// MITRE ATT&CK techniques: T1105 Ingress Tool Transfer, T1106 Native API,
     /// T1036 Masquerading (a binary replaced under an image path), T1059 Command and Scripting
-    /// Interpreter, T1620 Reflective Code Loading.
+    /// Interpreter, T1620 Reflective Code Loading, T1574.006 Dynamic Linker Hijacking
+    /// (`LD_PRELOAD`), T1129 Shared Modules (`dlopen`).
     pub fn mitre(self) -> &'static [&'static str] {
         match self {
             Category::AddedBinaryExecuted | Category::AddedMaliciousBinaryExecuted => &["T1105", "T1106"],
@@ -151,6 +179,13 @@ impl Category {
             Category::AddedScriptExecuted | Category::MaliciousScriptExecuted => &["T1059", "T1105"],
             Category::ModifiedScriptExecuted => &["T1059", "T1105", "T1036"],
             Category::FilelessExecution | Category::FilelessMaliciousExecution => &["T1620", "T1106"],
+            Category::AddedLibraryLoaded | Category::AddedMaliciousLibraryLoaded => {
+                &["T1574.006", "T1129", "T1105"]
+            }
+            Category::ModifiedLibraryLoaded | Category::ModifiedMaliciousLibraryLoaded => {
+                &["T1574.006", "T1129", "T1036"]
+            }
+            Category::BuiltinMaliciousLibraryLoaded => &["T1195", "T1129"],
         }
     }
 
@@ -167,11 +202,28 @@ impl Category {
             Category::MaliciousScriptExecuted => "5e2a9d7c3b1f4e6a9d8c2b0e4f7a1ca8",
             Category::FilelessExecution => "c93f1a7e5d2b4c8e9f6a3d1b7c0e2fb9",
             Category::FilelessMaliciousExecution => "2d6b8f1c4e9a4b7d8e3c5a0f6b2d9ec0",
+            Category::AddedLibraryLoaded => "8f3a1c6e2b9d4f7a8e5c0b3d6a1f9e21",
+            Category::ModifiedLibraryLoaded => "41c9e7b2a5d84f3e9b6c1a0d7e2f5b32",
+            Category::AddedMaliciousLibraryLoaded => "d6a2f8c1e4b94a7d8c3e5f0b1a6d9c43",
+            Category::ModifiedMaliciousLibraryLoaded => "9b5e3a7c1d2f4e8a9c6b0d5f3e7a1b54",
+            Category::BuiltinMaliciousLibraryLoaded => "2f7c9e1a6b3d4c5e8a1f0b9d2c6e7a65",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether this is about a shared object opened (loaded), not an exec.
+    pub fn is_library(self) -> bool {
+        matches!(
+            self,
+            Category::AddedLibraryLoaded
+                | Category::ModifiedLibraryLoaded
+                | Category::AddedMaliciousLibraryLoaded
+                | Category::ModifiedMaliciousLibraryLoaded
+                | Category::BuiltinMaliciousLibraryLoaded
+        )
     }
 
     /// Whether this is about a script run by an interpreter.
@@ -236,12 +288,13 @@ pub enum Evidence {
 }
 
 /// What is being run: a program (executed by the kernel, or run through the dynamic loader),
-/// or a script handed to an interpreter of the image.
+/// a script handed to an interpreter of the image, or a shared object opened (to be loaded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Executed {
     #[default]
     Binary,
     Script,
+    Library,
 }
 
 /// The answer to give the kernel, and the finding to record, if any.

@@ -16,16 +16,39 @@ use super::{Call, SysError};
 pub static IMPLICIT_ALLOWS: AtomicU64 = AtomicU64::new(0);
 
 /// A fanotify group of class `FAN_CLASS_CONTENT` with an unlimited queue, watching
-/// `FAN_OPEN_EXEC_PERM` on whole filesystems (one overlay superblock per container).
+/// `FAN_OPEN_EXEC_PERM` (and, for library coverage, `FAN_OPEN_PERM`) on whole filesystems (one
+/// overlay superblock per container) and on single mounts.
 #[derive(Debug)]
 pub struct PermGroup {
     fan: Fanotify,
+    /// What every mark asks for.
+    mask: MaskFlags,
 }
+
+/// `FAN_MARK_IGNORE` (Linux 6.0): a mark whose mask is an ignore mask, with the semantics
+/// fixed for directories; older kernels take `FAN_MARK_IGNORED_MASK`.
+const IGNORE_FLAGS: [MarkFlags; 2] = [MarkFlags::FAN_MARK_IGNORE, MarkFlags::FAN_MARK_IGNORED_MASK];
 
 impl PermGroup {
     /// Creates the group. `FAN_UNLIMITED_QUEUE` matters: on overflow the kernel drops
     /// permission events and *allows* the access, which would be a silent bypass.
     pub fn new() -> Result<Arc<Self>, SysError> {
+        Self::with_mask(MaskFlags::FAN_OPEN_EXEC_PERM)
+    }
+
+    /// A group whose marks also hold every open (`FAN_OPEN_PERM`): how a shared object that is
+    /// loaded (`LD_PRELOAD`, `dlopen`) is seen. Opens of files proven harmless are switched
+    /// off one inode at a time with [`PermGroup::ignore_opens`].
+    pub fn with_opens() -> Result<Arc<Self>, SysError> {
+        Self::with_mask(MaskFlags::FAN_OPEN_EXEC_PERM | MaskFlags::FAN_OPEN_PERM)
+    }
+
+    /// Whether this group's marks hold opens too.
+    pub fn holds_opens(&self) -> bool {
+        self.mask.contains(MaskFlags::FAN_OPEN_PERM)
+    }
+
+    fn with_mask(mask: MaskFlags) -> Result<Arc<Self>, SysError> {
         let flags = InitFlags::FAN_CLASS_CONTENT
             | InitFlags::FAN_UNLIMITED_QUEUE
             | InitFlags::FAN_UNLIMITED_MARKS
@@ -34,7 +57,7 @@ impl PermGroup {
             | InitFlags::FAN_REPORT_TID;
         let ev = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
         let fan = Fanotify::init(flags, ev).call("fanotify_init")?;
-        Ok(Arc::new(Self { fan }))
+        Ok(Arc::new(Self { fan, mask }))
     }
 
     /// Marks the superblock of the filesystem that `dir` (an open directory, never a path)
@@ -44,26 +67,49 @@ impl PermGroup {
         self.fan
             .mark::<_, str>(
                 MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
-                MaskFlags::FAN_OPEN_EXEC_PERM,
+                self.mask,
                 dir,
                 None,
             )
             .call("fanotify_mark")
     }
 
-    /// Marks the one mount (vfsmount) that `fd` (an open file or directory of it, never a path)
-    /// is on. Used for a container's mounts other than its rootfs (volumes, tmpfs, `/dev/shm`):
-    /// a mount mark covers that mount only, so the host's own view of the same directory or
-    /// filesystem is never intercepted.
+    /// Marks the one mount (vfsmount) that `fd` (an open file or directory of it, or an `O_PATH`
+    /// fd; never a path) is on. Used for a container's mounts other than its rootfs (volumes,
+    /// tmpfs, `/dev/shm`): a mount mark covers that mount only, so the host's own view of the
+    /// same directory or filesystem is never intercepted.
+    ///
+    /// The mark is placed through `/proc/self/fd/N`, which names exactly the file `fd` is (a
+    /// magic link, not a path that could be swapped): fanotify refuses `O_PATH` fds, and
+    /// opening a bind-mounted regular file for reading on a mount this group already holds
+    /// opens on would wait for this daemon's own answer.
     pub fn mark_mount(&self, fd: BorrowedFd<'_>) -> Result<(), SysError> {
+        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
         self.fan
-            .mark::<_, str>(
-                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT,
-                MaskFlags::FAN_OPEN_EXEC_PERM,
-                fd,
-                None,
-            )
+            .mark(MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_MOUNT, self.mask, fd, Some(link.as_str()))
             .call("fanotify_mark(FAN_MARK_MOUNT)")
+    }
+
+    /// Stops this group's `FAN_OPEN_PERM` events for the inode `fd` (an event's fd) is open on:
+    /// an evictable inode ignore mark, so the kernel may drop it under memory pressure (the
+    /// next open is then checked again) and nothing grows without bound. It is not
+    /// `FAN_MARK_IGNORED_SURV_MODIFY`: a write to the file clears it, so a file rewritten into a
+    /// library is checked again. Exec events are not ignored.
+    pub fn ignore_opens(&self, fd: BorrowedFd<'_>) -> Result<(), SysError> {
+        let mut last = nix::errno::Errno::EINVAL;
+        for ignore in IGNORE_FLAGS {
+            let flags = MarkFlags::FAN_MARK_ADD | ignore | MarkFlags::FAN_MARK_EVICTABLE;
+            match self.fan.mark::<_, str>(flags, MaskFlags::FAN_OPEN_PERM, fd, None) {
+                Ok(()) => return Ok(()),
+                // A kernel before 6.0 does not know FAN_MARK_IGNORE.
+                Err(e @ nix::errno::Errno::EINVAL) => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        Err(SysError::new("fanotify_mark(FAN_MARK_IGNORE)", last))
     }
 
     /// The legacy mount ids this group has mount marks on (`/proc/self/fdinfo`). A mount mark
@@ -147,7 +193,8 @@ pub fn parse_fdinfo_mnt_ids(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// One exec held by the kernel. It owns the event's fd; it must be answered with
+/// One exec (or, with library coverage, one open) held by the kernel. It owns the event's fd;
+/// it must be answered with
 /// [`PendingExec::answer`]. If it is dropped unanswered (an error path), it answers *allow*:
 /// blocking an exec forever is a node outage, and a decision that could not be made must not
 /// turn into one.
@@ -166,10 +213,25 @@ impl PendingExec {
         self.event.as_ref().and_then(|e| e.fd()).expect("pending exec always has an fd")
     }
 
+    /// Whether this is an open (`FAN_OPEN_PERM`) rather than an exec. An exec also raises an
+    /// open event of its own, after its exec event is answered.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        self.event.as_ref().is_some_and(|e| {
+            let m = e.mask();
+            m.contains(MaskFlags::FAN_OPEN_PERM) && !m.contains(MaskFlags::FAN_OPEN_EXEC_PERM)
+        })
+    }
+
     /// The thread id of the process that is executing.
     #[inline]
     pub fn tid(&self) -> i32 {
         self.event.as_ref().map(|e| e.pid()).unwrap_or(0)
+    }
+
+    /// Stops the group's open events for this event's inode (see [`PermGroup::ignore_opens`]).
+    pub fn ignore_opens(&self) -> Result<(), SysError> {
+        self.group.ignore_opens(self.fd())
     }
 
     /// Sends the answer and closes the event fd.

@@ -158,6 +158,28 @@ pub fn pending_args_readable() -> bool {
     })
 }
 
+/// Whether thread `tid` is inside execve/execveat: `Some(true)` when its pending syscall says
+/// so, `None` when that cannot be read (gone, or a kernel where reading it could deadlock: see
+/// [`pending_args_readable`]). An exec opens its program (and its `PT_INTERP` loader) for an
+/// exec event first and an open event next; the open is the exec's own.
+pub fn in_exec(tid: i32) -> Option<bool> {
+    if !pending_args_readable() {
+        return None;
+    }
+    let mut buf = [0u8; 24];
+    let f = std::fs::File::open(format!("/proc/{tid}/syscall")).ok()?;
+    let n = std::io::Read::read(&mut &f, &mut buf).ok()?;
+    let nr = buf[..n].split(|b| *b == b' ').next()?;
+    let nr: i64 = std::str::from_utf8(nr).ok()?.trim().parse().ok()?;
+    Some(nr == SYS_EXECVE || nr == SYS_EXECVEAT)
+}
+
+/// Whether `tid` is a thread of this process (its own reads of container files raise open
+/// events too; they are answered at once).
+pub fn own_thread(tid: i32) -> bool {
+    tid > 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
 /// Parses `6.18.44-fc-v782` style releases.
 pub fn kernel_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());

@@ -32,6 +32,9 @@ impl FastPath {
     /// Decides what can be decided without reading file content. The caller has counted the
     /// event in `stats.events` when it read it (so a decision path that never returns shows).
     pub fn handle(&mut self, ev: PendingExec) -> Routed {
+        if ev.is_open() {
+            return self.open(ev);
+        }
         let stats = &self.shared.stats;
         let k = self.shared.knowledge.load(Ordering::Relaxed);
         if k != self.knowledge {

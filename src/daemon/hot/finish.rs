@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::engine::{judge, Category, Describe, Executed, Facts, Judgement, Mode, Settings, Verdict};
+use crate::engine::{judge, Category, Describe, Facts, Judgement, Mode, Settings, Verdict};
 use crate::finding::{self};
 use crate::sys::fanotify::PendingExec;
 use crate::sys::fs::FileId;
@@ -101,7 +101,7 @@ impl Shared {
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
         let facts = Facts {
             evidence: outcome.evidence,
-            executed: job.target.as_ref().map_or(Executed::Binary, |t| t.executed),
+            executed: job.executed(),
             ioc: ioc.is_some(),
             image_copy: !outcome.image_paths.is_empty(),
         };
@@ -125,7 +125,12 @@ impl Shared {
         let (ioc, Judgement { verdict, decision }) = d;
         log_slow(&job, &verdict);
         let Some((category, action)) = verdict.finding else {
-            if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
+            if job.open.is_some() {
+                // A copy-up with the image's bytes: harmless until it is written again.
+                if verdict.allow && outcome.evidence == crate::engine::Evidence::UpperFile(crate::engine::ImageAtPath::SameContent) {
+                    self.ignore_opens(&job.ev);
+                }
+            } else if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
                 // The image's own loader or interpreter (copied up): decide what it runs.
                 return self.indirect(job.ev, &job.container, outcome.kind, &outcome.path);
             }
@@ -154,7 +159,8 @@ impl Shared {
         // Read what /proc says about the exec before answering: after "allow" the process
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
-        let facts = ProcFacts::of_pending_exec(tid);
+        // An open is made by a process that runs its program already.
+        let facts = if job.open.is_some() { ProcFacts::of_running(tid) } else { ProcFacts::of_pending_exec(tid) };
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());

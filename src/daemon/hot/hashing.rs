@@ -20,6 +20,16 @@ impl Shared {
     /// that would need a file hashed is handed back.
     #[must_use]
     pub fn try_complete(&self, mut job: Job, may_hash: bool) -> Option<Job> {
+        if job.indirect.is_some() || job.open == Some(OpenStage::Unclassified) {
+            if !may_hash {
+                // Work that opens or reads files: never on the event loop.
+                return Some(job);
+            }
+            if let Some((kind, path)) = job.indirect.take() {
+                return self.indirect_now(job.ev, &job.container, kind, &path).into_job();
+            }
+            job = self.classify_open(job)?;
+        }
         if let Some(o) = job.target.as_mut().and_then(|t| t.proven.take()) {
             return self.finish(job, o).into_job();
         }

@@ -13,6 +13,9 @@
 //! and held, so that no writer can change the bytes between the answer and the kernel's own
 //! write denial.
 //!
+//! With `[libraries]`, opens come too: `open.rs` switches off those of harmless files inode by
+//! inode and hands shared objects that are not the image's to stage 2 as library jobs.
+//!
 //! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
 //! (stage 1) answers image files at once; `hashing.rs` (stage 2) works out what a container file
 //! is; `finish.rs` (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
@@ -23,6 +26,7 @@ mod fast;
 mod finish;
 pub(crate) mod hasher;
 mod hashing;
+mod open;
 pub(crate) mod pin;
 mod record;
 pub(crate) mod report;

@@ -56,6 +56,19 @@ pub struct HotStats {
     /// Findings by category, in the order of `Category::ALL`.
     pub findings: [AtomicU64; Category::ALL.len()],
     pub answer_errors: AtomicU64,
+    /// Open events (`[libraries]`): every one read, whatever became of it.
+    pub opens: AtomicU64,
+    /// ... of shared objects (ELF `ET_DYN`) not proven to be the image's: decided as libraries.
+    pub library_opens: AtomicU64,
+    /// ... that were an exec's own open of its program or loader (decided on the exec event).
+    pub opens_by_exec: AtomicU64,
+    /// ... made by the daemon itself (reading a file an interpreter was given).
+    pub opens_by_daemon: AtomicU64,
+    /// ... of files that were open for writing, so not ignored from then on.
+    pub opens_being_written: AtomicU64,
+    /// Ignore marks placed (one per harmless inode), and those the kernel refused.
+    pub ignore_marks: AtomicU64,
+    pub ignore_errors: AtomicU64,
     /// Time from reading an event to answering it.
     pub latency: crate::daemon::latency::Histogram,
 }
@@ -140,6 +153,35 @@ pub struct Shared {
     pub suppressed: AtomicU64,
     /// Allowed files kept leased until the kernel keeps writers out (`pin.rs`).
     pub holder: super::pin::Holder,
+    /// `[libraries]`: whether the marks hold opens, and whether they are decided.
+    pub libraries: Libraries,
+}
+
+/// Library coverage: the marks hold opens only if it was on at start-up; a reload can switch
+/// deciding them off (opens are then allowed, and ignored inode by inode) and on again.
+#[derive(Debug, Default)]
+pub struct Libraries {
+    pub marked: bool,
+    pub enabled: std::sync::atomic::AtomicBool,
+}
+
+impl Libraries {
+    pub fn new(marked: bool) -> Libraries {
+        Libraries { marked, enabled: std::sync::atomic::AtomicBool::new(marked) }
+    }
+
+    pub fn on(&self) -> bool {
+        self.marked && self.enabled.load(Ordering::Relaxed)
+    }
+}
+
+/// Where an open event's job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenStage {
+    /// Its header is still to be read (a file on a network or FUSE mount: off the event loop).
+    Unclassified,
+    /// A shared object not proven to be the image's: decided as a library.
+    Library,
 }
 
 /// `[scripts]` and `[loader]`.
@@ -202,6 +244,11 @@ pub struct Job {
     pub mount: Option<Arc<ContainerMount>>,
     /// When the file to decide is not the event's own: what a loader or interpreter runs.
     pub target: Option<Target>,
+    /// An open event (library coverage) rather than an exec.
+    pub open: Option<OpenStage>,
+    /// An image loader or interpreter whose argument is still to be found (off the event
+    /// loop: resolving it opens the file, which raises an open event the loop must answer).
+    pub indirect: Option<(ExecKind, Vec<u8>)>,
 }
 
 impl Job {
@@ -220,6 +267,8 @@ impl Job {
             received: Instant::now(),
             mount,
             target: None,
+            open: None,
+            indirect: None,
         }
     }
 
@@ -235,6 +284,14 @@ impl Job {
         let mut j = Job::new(ev, container, id, raw_path, mount);
         j.target = Some(target);
         j
+    }
+
+    /// What is being run, for the decision's category.
+    pub(super) fn executed(&self) -> Executed {
+        if self.open.is_some() {
+            return Executed::Library;
+        }
+        self.target.as_ref().map_or(Executed::Binary, |t| t.executed)
     }
 
     /// The fd the file to decide is read through.

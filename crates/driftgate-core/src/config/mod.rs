@@ -103,6 +103,10 @@ pub struct Config {
     pub interpreters: crate::engine::indirect::Interpreters,
     /// Decide on the program the image's dynamic loader is asked to run (`ld.so /tmp/x`).
     pub loader_enabled: bool,
+    /// Decide on every shared object opened in a container (`FAN_OPEN_PERM`): a library that
+    /// is not the image's is `ADDED_LIBRARY_LOADED` (denied in enforce mode). Read at start-up:
+    /// the marks hold opens or they do not.
+    pub libraries_enabled: bool,
 }
 
 /// `[index]`: image-layer manifests.
@@ -310,6 +314,7 @@ impl Config {
             scripts_enabled: raw.scripts.enabled.unwrap_or(true),
             interpreters: ck.interpreters(&raw.scripts.interpreters)?,
             loader_enabled: raw.loader.enabled.unwrap_or(true),
+            libraries_enabled: raw.libraries.enabled.unwrap_or(true),
         })
     }
 }

@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) scripts: RawScripts,
     #[serde(default)]
     pub(super) loader: RawLoader,
+    #[serde(default)]
+    pub(super) libraries: RawLibraries,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,12 @@ pub(super) struct RawScripts {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLoader {
+    pub(super) enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLibraries {
     pub(super) enabled: Option<bool>,
 }
 

@@ -18,6 +18,19 @@ pub struct ElfFacts {
     pub interp: Option<Vec<u8>>,
 }
 
+/// Whether a file starting with `head` (at least its first 18 bytes) is a shared object the
+/// dynamic loader would map: ELF, `e_type` `ET_DYN`. Position-independent programs are `ET_DYN`
+/// too, and count: musl's loader maps them as libraries. `ET_EXEC`, relocatable objects and
+/// anything else are not loaded by `dlopen` or `LD_PRELOAD`.
+pub fn is_shared_object(head: &[u8]) -> bool {
+    if head.len() < 18 || &head[..4] != b"\x7fELF" {
+        return false;
+    }
+    let b = [head[16], head[17]];
+    let e_type = if head[5] == 2 { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) };
+    e_type == ET_DYN
+}
+
 /// Parses the ELF header and program headers found in `head` (the first bytes of a file;
 /// 4 KiB holds them for ordinary files). `None` when `head` is not an ELF file.
 pub fn parse(head: &[u8]) -> Option<ElfFacts> {
@@ -135,6 +148,26 @@ mod tests {
         let mut huge = prog;
         huge[56..58].copy_from_slice(&u16::MAX.to_le_bytes());
         assert_eq!(parse(&huge).unwrap().has_interp, None);
+    }
+
+    #[test]
+    fn shared_objects_are_et_dyn_elf_files() {
+        let lib = elf64(ET_DYN, &[(1, b"")]);
+        assert!(is_shared_object(&lib));
+        assert!(is_shared_object(&lib[..18]), "the type is all it needs");
+        assert!(!is_shared_object(&elf64(ET_EXEC, &[(1, b"")])));
+        assert!(!is_shared_object(&elf64(1, &[])), "a relocatable object is not loaded");
+        assert!(!is_shared_object(&lib[..17]));
+        assert!(!is_shared_object(b"#!/bin/sh\nexit 0\n"));
+        assert!(!is_shared_object(b""));
+        let mut be = lib.clone();
+        be[5] = 2;
+        be[16..18].copy_from_slice(&ET_DYN.to_be_bytes());
+        assert!(is_shared_object(&be), "big-endian");
+        let host = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap_or_default();
+        if !host.is_empty() {
+            assert!(is_shared_object(&host[..64]));
+        }
     }
 
     #[test]

@@ -85,19 +85,16 @@ fn decide_scoped(
         RuleAction::Allow if ioc => Mode::Audit,
         RuleAction::Allow => return Verdict::ALLOW,
     };
-    let script = executed == Executed::Script;
+    let kind = Kinds::of(executed);
     if ioc {
         let category = match evidence {
             Evidence::NotAContainer | Evidence::NotRegular => return Verdict::ALLOW,
-            _ if script => Category::MaliciousScriptExecuted,
-            Evidence::ImageFile | Evidence::UpperFile(ImageAtPath::SameContent) => {
-                Category::BuiltinMaliciousBinaryExecuted
-            }
+            Evidence::ImageFile | Evidence::UpperFile(ImageAtPath::SameContent) => kind.builtin_bad,
             Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => {
-                Category::AddedMaliciousBinaryExecuted
+                kind.added_bad
             }
             Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
-                Category::ModifiedMaliciousBinaryExecuted
+                kind.modified_bad
             }
         };
         return if mode == Mode::Enforce || block_iocs {
@@ -106,17 +103,55 @@ fn decide_scoped(
             Verdict { allow: true, finding: Some((category, Action::Audited)) }
         };
     }
-    let added = if script { Category::AddedScriptExecuted } else { Category::AddedBinaryExecuted };
-    let modified = if script { Category::ModifiedScriptExecuted } else { Category::ModifiedBinaryExecuted };
     let category = match evidence {
         Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
         Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
-        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => added,
-        Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => modified,
+        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => kind.added,
+        Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => kind.modified,
     };
     match mode {
         Mode::Audit => Verdict { allow: true, finding: Some((category, Action::Audited)) },
         Mode::Enforce => Verdict { allow: false, finding: Some((category, Action::Blocked)) },
+    }
+}
+
+/// The categories of one kind of thing run (a program, a script, a library).
+struct Kinds {
+    added: Category,
+    modified: Category,
+    added_bad: Category,
+    modified_bad: Category,
+    builtin_bad: Category,
+}
+
+impl Kinds {
+    fn of(executed: Executed) -> Kinds {
+        use Category::*;
+        match executed {
+            Executed::Binary => Kinds {
+                added: AddedBinaryExecuted,
+                modified: ModifiedBinaryExecuted,
+                added_bad: AddedMaliciousBinaryExecuted,
+                modified_bad: ModifiedMaliciousBinaryExecuted,
+                builtin_bad: BuiltinMaliciousBinaryExecuted,
+            },
+            // Which image content a script was compared with decides nothing: any known-bad
+            // script is one category.
+            Executed::Script => Kinds {
+                added: AddedScriptExecuted,
+                modified: ModifiedScriptExecuted,
+                added_bad: MaliciousScriptExecuted,
+                modified_bad: MaliciousScriptExecuted,
+                builtin_bad: MaliciousScriptExecuted,
+            },
+            Executed::Library => Kinds {
+                added: AddedLibraryLoaded,
+                modified: ModifiedLibraryLoaded,
+                added_bad: AddedMaliciousLibraryLoaded,
+                modified_bad: ModifiedMaliciousLibraryLoaded,
+                builtin_bad: BuiltinMaliciousLibraryLoaded,
+            },
+        }
     }
 }
 
@@ -201,6 +236,38 @@ mod tests {
         let j = judge(&fact(added, false, false), &none, &Never, enforce);
         assert_eq!((j.verdict, j.decision.rule.as_str()), (blocked(AddedBinaryExecuted), "global"));
         assert_eq!(judge(&fact(added, false, false), &none, &Never, audit).verdict, decide(Audit, added));
+    }
+
+    #[test]
+    fn shared_objects_opened_have_the_library_categories() {
+        let (a, e) = (RuleAction::Audit, RuleAction::Enforce);
+        let audited = |c| Verdict { allow: true, finding: Some((c, Audited)) };
+        let blocked = |c| Verdict { allow: false, finding: Some((c, Blocked)) };
+        #[rustfmt::skip]
+        let table: &[(RuleAction, Evidence, bool, bool, Verdict)] = &[
+            (e, UpperFile(Absent), false, false, blocked(AddedLibraryLoaded)),
+            (a, UpperFile(Absent), false, false, audited(AddedLibraryLoaded)),
+            (e, MountFile, false, false, blocked(AddedLibraryLoaded)),
+            (a, UpperFile(DifferentContent), false, false, audited(ModifiedLibraryLoaded)),
+            (e, UpperFile(PresentUncompared), false, false, blocked(ModifiedLibraryLoaded)),
+            // A copy-up of the image's own library (chmod, touch) and the image's library itself.
+            (e, UpperFile(SameContent), false, false, Verdict::ALLOW),
+            (e, ImageFile, false, false, Verdict::ALLOW),
+            (a, MountFile, true, false, audited(AddedMaliciousLibraryLoaded)),
+            (a, UpperFile(DifferentContent), true, true, blocked(ModifiedMaliciousLibraryLoaded)),
+            (a, ImageFile, true, false, audited(BuiltinMaliciousLibraryLoaded)),
+            (e, UpperFile(SameContent), true, false, blocked(BuiltinMaliciousLibraryLoaded)),
+            // An allow rule (a plugin directory) lets drift through, never known malware.
+            (RuleAction::Allow, MountFile, false, false, Verdict::ALLOW),
+            (RuleAction::Allow, MountFile, true, false, audited(AddedMaliciousLibraryLoaded)),
+        ];
+        for &(action, ev, ioc, block, want) in table {
+            assert_eq!(decide_scoped(action, ev, Library, ioc, block), want, "{action:?} {ev:?} ioc={ioc}");
+        }
+        assert!(AddedLibraryLoaded.is_library() && !AddedBinaryExecuted.is_library());
+        assert_eq!(AddedLibraryLoaded.severity(), Severity::Medium);
+        assert_eq!(BuiltinMaliciousLibraryLoaded.severity(), Severity::Critical);
+        assert_eq!(Category::parse("MODIFIED_MALICIOUS_LIBRARY_LOADED"), Some(ModifiedMaliciousLibraryLoaded));
     }
 
     #[test]

@@ -72,18 +72,28 @@ fn facts_of(f: &Finding) -> Option<Facts> {
         Evidence::UpperFile(ImageAtPath::SameContent)
     };
     let (evidence, ioc) = match f.category {
-        Category::AddedBinaryExecuted | Category::AddedScriptExecuted => (added, false),
-        Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => (modified, false),
-        Category::AddedMaliciousBinaryExecuted => (added, true),
-        Category::ModifiedMaliciousBinaryExecuted => (modified, true),
-        Category::BuiltinMaliciousBinaryExecuted => (builtin, true),
+        Category::AddedBinaryExecuted | Category::AddedScriptExecuted | Category::AddedLibraryLoaded => {
+            (added, false)
+        }
+        Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted | Category::ModifiedLibraryLoaded => {
+            (modified, false)
+        }
+        Category::AddedMaliciousBinaryExecuted | Category::AddedMaliciousLibraryLoaded => (added, true),
+        Category::ModifiedMaliciousBinaryExecuted | Category::ModifiedMaliciousLibraryLoaded => (modified, true),
+        Category::BuiltinMaliciousBinaryExecuted | Category::BuiltinMaliciousLibraryLoaded => (builtin, true),
         // Which image content the script was compared with is not recorded: the kind of
         // file decides whether an allow rule applies, and an IoC match is never allowed.
         Category::MaliciousScriptExecuted => (added, true),
         // Recorded after the fact: no policy decided them and none can block them.
         Category::FilelessExecution | Category::FilelessMaliciousExecution => return None,
     };
-    let executed = if f.category.is_script() { Executed::Script } else { Executed::Binary };
+    let executed = if f.category.is_script() {
+        Executed::Script
+    } else if f.category.is_library() {
+        Executed::Library
+    } else {
+        Executed::Binary
+    };
     Some(Facts { evidence, executed, ioc, image_copy: !f.file.image_paths.is_empty() })
 }
 

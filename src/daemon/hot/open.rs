@@ -1,0 +1,219 @@
+//! Stage 1 for opens (`[libraries]`): every open of a file in a container raises a
+//! `FAN_OPEN_PERM` event, and nearly all of them are switched off for good after the first:
+//! a file proven harmless gets an evictable inode ignore mark, so its later opens never reach
+//! the daemon. Harmless: not a regular file; not a shared object (no ELF magic, or an ELF type
+//! other than `ET_DYN`: its exec still comes as an exec event); an image inode proven by
+//! lower-layer identity; a copy-up with the image's bytes (stage 3). A write to the file clears
+//! the mark, so a file rewritten into a library is checked again.
+//!
+//! What is left is a shared object in the writable layer or on a mount: decided as a binary is
+//! (stage 2 hashes it, stage 3 judges it as a library), unless the open is an exec's own (the
+//! kernel opens the program and its loader for the exec event first, then for an open event)
+//! or the daemon's own (reading a script an interpreter was given).
+//!
+//! Nothing here opens a file: the event loop must never wait for its own answer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::container::mounts::ContainerMount;
+use crate::container::Container;
+use crate::sys::fanotify::PendingExec;
+use crate::sys::fs::{self as sfs, FileId};
+use crate::sys::proc;
+
+use super::fast::{identity_candidates, FastPath};
+use super::state::*;
+
+/// What the first bytes of an opened file say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Header {
+    /// Not something the dynamic loader maps.
+    Harmless,
+    SharedObject,
+}
+
+/// Reads the ELF identification and type through the event's fd.
+pub(super) fn header(fd: std::os::fd::BorrowedFd<'_>) -> Header {
+    let mut head = [0u8; 18];
+    match nix::sys::uio::pread(fd, &mut head, 0) {
+        Ok(n) if crate::engine::elf::is_shared_object(&head[..n]) => Header::SharedObject,
+        Ok(_) => Header::Harmless,
+        // Unreadable now (an I/O error): not proven harmless, so decided.
+        Err(_) => Header::SharedObject,
+    }
+}
+
+/// Filesystems whose reads are served locally (memory or a local block device): a file's
+/// header is read on the event loop. Any other (NFS, FUSE, CIFS, Ceph...) could hang in `read`,
+/// so its header is read by a worker.
+fn reads_locally(fstype: &str) -> bool {
+    matches!(
+        fstype,
+        "tmpfs" | "ramfs" | "devtmpfs" | "ext4" | "ext3" | "ext2" | "xfs" | "btrfs" | "overlay" | "f2fs" | "vfat"
+    )
+}
+
+impl FastPath {
+    /// Decides an open event on the event loop, or hands it to the workers.
+    pub(super) fn open(&mut self, ev: PendingExec) -> Routed {
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.stats;
+        stats.opens.fetch_add(1, Ordering::Relaxed);
+        if !shared.libraries.on() {
+            // Switched off by a reload: let opens through and stop them inode by inode.
+            shared.ignore_opens(&ev);
+            shared.answer(ev, true);
+            return Routed::Done;
+        }
+        let st = match sfs::fstat_fd(ev.fd()) {
+            Ok(st) => st,
+            Err(_) => {
+                shared.answer(ev, true);
+                return Routed::Done;
+            }
+        };
+        if !sfs::is_regular(&st) {
+            // A device, FIFO or socket is never mapped as code.
+            shared.ignore_opens(&ev);
+            shared.answer(ev, true);
+            return Routed::Done;
+        }
+        let reg = shared.registry.load();
+        let (container, mount) = match reg.by_dev.get(&st.st_dev) {
+            Some(c) => (Arc::clone(c), None),
+            None => match shared.namespaces.lookup(ev.fd()) {
+                Some(hit) => (hit.container, Some(hit.mount)),
+                None => {
+                    // Not (or no longer) a container's: never decided, and not ignored either,
+                    // so a container that comes back under this superblock is checked.
+                    stats.not_container.fetch_add(1, Ordering::Relaxed);
+                    shared.answer(ev, true);
+                    return Routed::Done;
+                }
+            },
+        };
+        drop(reg);
+        let id = FileId::from_stat(&st);
+        if mount.as_ref().is_some_and(|m| !reads_locally(&m.fstype)) {
+            let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+            let mut job = Job::new(ev, &container, id, raw_path, mount);
+            job.open = Some(OpenStage::Unclassified);
+            return Routed::Slow(Box::new(job));
+        }
+        if header(ev.fd()) == Header::Harmless {
+            shared.ignore_harmless(&ev);
+            shared.answer(ev, true);
+            return Routed::Done;
+        }
+        self.shared_object(ev, &container, mount, id)
+    }
+
+    /// A shared object: the image's (by identity), or decided as a library.
+    fn shared_object(
+        &mut self,
+        ev: PendingExec,
+        c: &Arc<Container>,
+        mount: Option<Arc<ContainerMount>>,
+        id: FileId,
+    ) -> Routed {
+        let shared = Arc::clone(&self.shared);
+        let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+        if mount.is_none() {
+            for p in identity_candidates(&raw_path, c.rootfs_bytes()) {
+                let Some(layer) = c.layers.lower_identical(p, &id) else { continue };
+                if let Some(h) = c.index.load().hash_for(layer, p, &id) {
+                    if shared.iocs.load().lookup(&h).is_some() {
+                        // The image's own library is known-bad: decided on every open.
+                        let outcome = Outcome::image_file(p.to_vec(), h);
+                        let mut job = Job::new(ev, c, id, raw_path, None);
+                        job.open = Some(OpenStage::Library);
+                        return shared.finish(job, outcome);
+                    }
+                }
+                shared.ignore_opens(&ev);
+                shared.answer(ev, true);
+                return Routed::Done;
+            }
+        }
+        let mut job = Job::new(ev, c, id, raw_path, mount);
+        job.open = Some(OpenStage::Library);
+        match shared.library_open(job) {
+            None => Routed::Done,
+            Some(job) => Routed::Slow(Box::new(job)),
+        }
+    }
+}
+
+impl Shared {
+    /// Places an ignore mark for the opens of the event's inode (a failure only costs the
+    /// next open an event).
+    pub(super) fn ignore_opens(&self, ev: &PendingExec) {
+        match ev.ignore_opens() {
+            Ok(()) => self.stats.ignore_marks.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                let n = self.stats.ignore_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(error = %e, errors = n, "could not place an ignore mark; those opens stay checked");
+                }
+                n
+            }
+        };
+    }
+
+    /// Ignores a file that is not a shared object, unless someone has it open for writing:
+    /// a write clears an ignore mark, but bytes stored through a shared writable mapping do
+    /// not, so a file being written stays checked on every open.
+    fn ignore_harmless(&self, ev: &PendingExec) {
+        match sfs::try_read_lease(ev.fd()) {
+            Ok(()) => {
+                sfs::release_lease(ev.fd());
+                self.ignore_opens(ev);
+            }
+            Err(e) if e.errno == nix::errno::Errno::EAGAIN => {
+                self.stats.opens_being_written.fetch_add(1, Ordering::Relaxed);
+            }
+            // No leases on this filesystem: nothing tells whether it is being written.
+            Err(_) => self.ignore_opens(ev),
+        }
+    }
+
+    /// A shared object that is not proven to be the image's, opened: the exec's own open and
+    /// the daemon's own are let through; anything else is decided (from the caches, or handed
+    /// back for hashing).
+    #[must_use]
+    pub(super) fn library_open(&self, job: Job) -> Option<Job> {
+        let tid = job.ev.tid();
+        if proc::own_thread(tid) {
+            self.stats.opens_by_daemon.fetch_add(1, Ordering::Relaxed);
+            self.answer(job.ev, true);
+            return None;
+        }
+        if proc::in_exec(tid) == Some(true) {
+            // The program (or its loader) being executed, decided on its exec event.
+            self.stats.opens_by_exec.fetch_add(1, Ordering::Relaxed);
+            self.answer(job.ev, true);
+            return None;
+        }
+        self.stats.library_opens.fetch_add(1, Ordering::Relaxed);
+        self.try_complete(job, false)
+    }
+
+    /// On a worker: reads the header of a file on a remote mount, then goes on as the event
+    /// loop would have. `None` when it was answered.
+    pub(super) fn classify_open(&self, mut job: Job) -> Option<Job> {
+        if header(job.ev.fd()) == Header::Harmless {
+            self.ignore_harmless(&job.ev);
+            self.answer(job.ev, true);
+            return None;
+        }
+        job.open = Some(OpenStage::Library);
+        let tid = job.ev.tid();
+        if proc::own_thread(tid) || proc::in_exec(tid) == Some(true) {
+            self.answer(job.ev, true);
+            return None;
+        }
+        self.stats.library_opens.fetch_add(1, Ordering::Relaxed);
+        Some(job)
+    }
+}
