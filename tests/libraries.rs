@@ -77,7 +77,12 @@ fn drop_lib(dst: &str) -> String {
 /// there and from the volume with `dlopen` and with `LD_PRELOAD`; also loads the image's
 /// libraries, reads a data file and loads a copied-up (chmod) image library.
 fn load_everywhere() -> String {
-    format!("{}{}{}{LOAD_REST}", drop_lib("/tmp/libdrift.so"), drop_lib("/dev/shm/libdrift.so"), drop_lib("/scratch/libdrift.so"))
+    format!(
+        "{}{}{}{LOAD_REST}",
+        drop_lib("/tmp/libdrift.so"),
+        drop_lib("/dev/shm/libdrift.so"),
+        drop_lib("/scratch/libdrift.so")
+    )
 }
 
 const LOAD_REST: &str = "cat /etc/data.txt > /tmp/data.copy; echo data=$?\n\
@@ -105,7 +110,8 @@ fn paths(f: &[&Value]) -> Vec<String> {
     v
 }
 
-const DRIFT_PATHS: [&str; 4] = ["/dev/shm/libdrift.so", "/scratch/libdrift.so", "/tmp/libdrift.so", "/vol/libdrift.so"];
+const DRIFT_PATHS: [&str; 4] =
+    ["/dev/shm/libdrift.so", "/scratch/libdrift.so", "/tmp/libdrift.so", "/vol/libdrift.so"];
 
 #[test]
 fn added_libraries_do_not_load_in_enforce_mode_and_the_program_still_runs() {
@@ -117,8 +123,17 @@ fn added_libraries_do_not_load_in_enforce_mode_and_the_program_still_runs() {
     let out = fx.s.run_in_container_with(&setup(&fx.vol), &load_everywhere(), T);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let l = loads(&out);
-    assert_eq!(l.get("/opt/img/libimg.so"), Some(&true), "the image's library loads: {out:?}\n{}", d.log_text());
-    assert_eq!(l.get("/opt/img/libcopy.so"), Some(&true), "a chmod copy-up of an image library loads: {out:?}");
+    assert_eq!(
+        l.get("/opt/img/libimg.so"),
+        Some(&true),
+        "the image's library loads: {out:?}\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        l.get("/opt/img/libcopy.so"),
+        Some(&true),
+        "a chmod copy-up of an image library loads: {out:?}"
+    );
     for p in DRIFT_PATHS {
         assert_eq!(l.get(p), Some(&false), "{p} must not load: {out:?}\n{}", d.log_text());
     }
@@ -166,10 +181,8 @@ fn added_libraries_load_and_are_recorded_in_audit_mode() {
         },
     );
     assert!(wait_until(T, || d.log_text().contains("IoC set loaded")));
-    let script = format!(
-        "{}cp /opt/img/dltool /tmp/dlcopy; /tmp/dlcopy; echo added_program=$?\n",
-        load_everywhere()
-    );
+    let script =
+        format!("{}cp /opt/img/dltool /tmp/dlcopy; /tmp/dlcopy; echo added_program=$?\n", load_everywhere());
     let out = fx.s.run_in_container_with(&setup(&fx.vol), &script, T);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let l = loads(&out);
@@ -242,7 +255,8 @@ fn a_rule_allows_a_plugin_directory_and_coverage_can_be_switched_off() {
         DaemonOpts {
             mode: "enforce",
             globs: vec![fx.s.merged.clone()],
-            extra_tables: "[[policy.rules]]\nname = \"plugins\"\naction = \"allow\"\npaths = [\"/plugins/*\"]\n",
+            extra_tables:
+                "[[policy.rules]]\nname = \"plugins\"\naction = \"allow\"\npaths = [\"/plugins/*\"]\n",
             ..Default::default()
         },
     );
@@ -277,3 +291,32 @@ fn a_rule_allows_a_plugin_directory_and_coverage_can_be_switched_off() {
     assert_eq!(st["libraries"]["open_events"], 0, "{}", st["libraries"]);
 }
 
+#[test]
+fn a_program_run_through_the_loader_is_refused_as_a_library_when_loader_checks_are_off() {
+    if !privileged() {
+        return;
+    }
+    let fx = fixture();
+    let d = Daemon::start(
+        fx.s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![fx.s.merged.clone()],
+            extra_tables: "[loader]\nenabled = false\n",
+            ..Default::default()
+        },
+    );
+    let script = "cp /opt/img/dltool /tmp/prog; /lib64/ld-linux-x86-64.so.2 /tmp/prog; echo via_loader=$?\n";
+    let out = fx.s.run_in_container(script, T);
+    assert_eq!(
+        results(&out).get("via_loader"),
+        Some(&127),
+        "the loader cannot open it: {out:?}\n{}",
+        d.log_text()
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("main-ran"), "{out:?}");
+    let f = d.findings(1);
+    let libs = library_findings(&f);
+    assert_eq!(paths(&libs), ["/tmp/prog"], "{f:#?}");
+    assert_eq!(libs[0]["process"]["comm"], "ld-linux-x86-64", "{}", libs[0]);
+}

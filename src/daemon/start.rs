@@ -135,6 +135,7 @@ pub(super) fn shared(
         // At most a quarter of the fd limit, so holds never starve waiting execs.
         holder: hot::pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
         libraries: hot::Libraries::new(c0.libraries_enabled),
+        loader_runs: Mutex::new(cache::BoundedMap::new(4096)),
     })
 }
 

@@ -65,12 +65,7 @@ impl PermGroup {
     /// between the check and the mark.
     pub fn mark_filesystem(&self, dir: BorrowedFd<'_>) -> Result<(), SysError> {
         self.fan
-            .mark::<_, str>(
-                MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
-                self.mask,
-                dir,
-                None,
-            )
+            .mark::<_, str>(MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM, self.mask, dir, None)
             .call("fanotify_mark")
     }
 

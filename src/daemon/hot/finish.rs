@@ -124,10 +124,23 @@ impl Shared {
         }
         let (ioc, Judgement { verdict, decision }) = d;
         log_slow(&job, &verdict);
+        if verdict.allow && self.libraries.marked {
+            if let Some(t) = &job.target {
+                if t.executed == crate::engine::Executed::Binary {
+                    // Answered below; the loader then opens the program it was asked to run.
+                    if let Ok(mut m) = self.loader_runs.lock() {
+                        m.insert((job.ev.tid(), job.id), std::time::Instant::now());
+                    }
+                }
+            }
+        }
         let Some((category, action)) = verdict.finding else {
             if job.open.is_some() {
                 // A copy-up with the image's bytes: harmless until it is written again.
-                if verdict.allow && outcome.evidence == crate::engine::Evidence::UpperFile(crate::engine::ImageAtPath::SameContent) {
+                if verdict.allow
+                    && outcome.evidence
+                        == crate::engine::Evidence::UpperFile(crate::engine::ImageAtPath::SameContent)
+                {
                     self.ignore_opens(&job.ev);
                 }
             } else if verdict.allow && !outcome.kind.is_plain() && job.target.is_none() {
@@ -160,7 +173,8 @@ impl Shared {
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
         // An open is made by a process that runs its program already.
-        let facts = if job.open.is_some() { ProcFacts::of_running(tid) } else { ProcFacts::of_pending_exec(tid) };
+        let facts =
+            if job.open.is_some() { ProcFacts::of_running(tid) } else { ProcFacts::of_pending_exec(tid) };
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());

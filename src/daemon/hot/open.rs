@@ -50,7 +50,17 @@ pub(super) fn header(fd: std::os::fd::BorrowedFd<'_>) -> Header {
 fn reads_locally(fstype: &str) -> bool {
     matches!(
         fstype,
-        "tmpfs" | "ramfs" | "devtmpfs" | "ext4" | "ext3" | "ext2" | "xfs" | "btrfs" | "overlay" | "f2fs" | "vfat"
+        "tmpfs"
+            | "ramfs"
+            | "devtmpfs"
+            | "ext4"
+            | "ext3"
+            | "ext2"
+            | "xfs"
+            | "btrfs"
+            | "overlay"
+            | "f2fs"
+            | "vfat"
     )
 }
 
@@ -189,14 +199,22 @@ impl Shared {
             self.answer(job.ev, true);
             return None;
         }
-        if proc::in_exec(tid) == Some(true) {
-            // The program (or its loader) being executed, decided on its exec event.
+        if proc::in_exec(tid) == Some(true) || self.loader_run(tid, &job.id) {
+            // The program (or its loader) being executed, or the program the loader was
+            // asked to run: decided on the exec.
             self.stats.opens_by_exec.fetch_add(1, Ordering::Relaxed);
             self.answer(job.ev, true);
             return None;
         }
         self.stats.library_opens.fetch_add(1, Ordering::Relaxed);
         self.try_complete(job, false)
+    }
+
+    /// Whether thread `tid` was just allowed to run file version `id` through the image's
+    /// loader (each allowance covers the loader's open, within a few seconds).
+    fn loader_run(&self, tid: i32, id: &FileId) -> bool {
+        let Ok(m) = self.loader_runs.lock() else { return false };
+        m.get(&(tid, *id)).is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10))
     }
 
     /// On a worker: reads the header of a file on a remote mount, then goes on as the event
@@ -209,7 +227,7 @@ impl Shared {
         }
         job.open = Some(OpenStage::Library);
         let tid = job.ev.tid();
-        if proc::own_thread(tid) || proc::in_exec(tid) == Some(true) {
+        if proc::own_thread(tid) || proc::in_exec(tid) == Some(true) || self.loader_run(tid, &job.id) {
             self.answer(job.ev, true);
             return None;
         }

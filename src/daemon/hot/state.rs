@@ -155,6 +155,9 @@ pub struct Shared {
     pub holder: super::pin::Holder,
     /// `[libraries]`: whether the marks hold opens, and whether they are decided.
     pub libraries: Libraries,
+    /// Programs the image's loader was allowed to run (`ld.so /tmp/tool`), by the exec's thread:
+    /// the loader's open of that program comes next, and is not a library load.
+    pub loader_runs: Mutex<BoundedMap<(i32, FileId), Instant>>,
 }
 
 /// Library coverage: the marks hold opens only if it was on at start-up; a reload can switch

@@ -106,7 +106,9 @@ fn decide_scoped(
     let category = match evidence {
         Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
         Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
-        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => kind.added,
+        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => {
+            kind.added
+        }
         Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => kind.modified,
     };
     match mode {
@@ -267,7 +269,10 @@ mod tests {
         assert!(AddedLibraryLoaded.is_library() && !AddedBinaryExecuted.is_library());
         assert_eq!(AddedLibraryLoaded.severity(), Severity::Medium);
         assert_eq!(BuiltinMaliciousLibraryLoaded.severity(), Severity::Critical);
-        assert_eq!(Category::parse("MODIFIED_MALICIOUS_LIBRARY_LOADED"), Some(ModifiedMaliciousLibraryLoaded));
+        assert_eq!(
+            Category::parse("MODIFIED_MALICIOUS_LIBRARY_LOADED"),
+            Some(ModifiedMaliciousLibraryLoaded)
+        );
     }
 
     #[test]

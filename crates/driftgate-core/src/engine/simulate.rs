@@ -75,11 +75,13 @@ fn facts_of(f: &Finding) -> Option<Facts> {
         Category::AddedBinaryExecuted | Category::AddedScriptExecuted | Category::AddedLibraryLoaded => {
             (added, false)
         }
-        Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted | Category::ModifiedLibraryLoaded => {
-            (modified, false)
-        }
+        Category::ModifiedBinaryExecuted
+        | Category::ModifiedScriptExecuted
+        | Category::ModifiedLibraryLoaded => (modified, false),
         Category::AddedMaliciousBinaryExecuted | Category::AddedMaliciousLibraryLoaded => (added, true),
-        Category::ModifiedMaliciousBinaryExecuted | Category::ModifiedMaliciousLibraryLoaded => (modified, true),
+        Category::ModifiedMaliciousBinaryExecuted | Category::ModifiedMaliciousLibraryLoaded => {
+            (modified, true)
+        }
         Category::BuiltinMaliciousBinaryExecuted | Category::BuiltinMaliciousLibraryLoaded => (builtin, true),
         // Which image content the script was compared with is not recorded: the kind of
         // file decides whether an allow rule applies, and an IoC match is never allowed.
