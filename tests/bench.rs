@@ -157,3 +157,43 @@ fn bench_ioc_reports_load_memory_and_lookup() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}: {v}");
     }
 }
+
+#[test]
+fn bench_open_measures_every_workload_and_warm_opens_reach_no_daemon() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(driftgate_bin());
+    cmd.args([
+        "bench",
+        "open",
+        "--iterations",
+        "200",
+        "--rounds",
+        "2",
+        "--files",
+        "300",
+        "--starts",
+        "5",
+        "--json",
+    ])
+    .env("TMPDIR", tmp.path());
+    let out = run_with_deadline(cmd, Duration::from_secs(180));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let row = |w: &str| rows.iter().find(|r| r["workload"].as_str().unwrap().starts_with(w)).unwrap();
+    for r in rows {
+        assert!(r["none_us"].as_f64().unwrap() > 0.0 && r["driftgate_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The first pass opens each of the 300 image files for the first time: an event each;
+    // the second pass and the steady-state opens are ignored by the kernel.
+    let cold = row("find+cat, first")["events"].as_u64().unwrap();
+    assert!((300..400).contains(&cold), "{v}");
+    assert!(row("find+cat, second")["events"].as_u64().unwrap() < 10, "{v}");
+    assert!(row("open image file")["events"].as_u64().unwrap() < 10, "{v}");
+    assert!(v["first_open_us"].as_f64().is_some());
+    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
+}

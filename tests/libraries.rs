@@ -284,8 +284,12 @@ fn a_rule_allows_a_plugin_directory_and_coverage_can_be_switched_off() {
             ..Default::default()
         },
     );
-    let out = fx.s.run_in_container_with(&setup(&fx.vol), "/opt/img/dltool /tmp/libdrift.so\n", T);
+    // Scripts are still decided (found and read on the event loop, as without open events).
+    let script = "/opt/img/dltool /tmp/libdrift.so\nprintf 'echo pwned\\n' > /tmp/x.sh; /bin/busybox sh /tmp/x.sh; echo script=$?\n";
+    let out = fx.s.run_in_container_with(&setup(&fx.vol), script, T);
     assert_eq!(loads(&out).get("/tmp/libdrift.so"), Some(&true), "{out:?}\n{}", d.log_text());
+    assert_eq!(results(&out).get("script"), Some(&126), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("pwned"));
     let st = d.status();
     assert_eq!(st["libraries"]["marked"], false);
     assert_eq!(st["libraries"]["open_events"], 0, "{}", st["libraries"]);

@@ -18,9 +18,16 @@ pub enum BenchCommand {
     /// Measure layer-indexing throughput: offline (plain, gzip, zstd layers) and on the node
     /// (from scratch, and re-checking an unchanged layer).
     Index(IndexArgs),
+    /// Measure what library coverage ([libraries]) costs open() inside a scratch container:
+    /// steady-state opens of image and writable-layer files, a find+cat over an image tree
+    /// (cold and warm), a dynamic program's start-up; driftgate against no listener (needs root).
+    Open(OpenArgs),
     /// (used by `bench exec`) Time a workload inside a scratch container's mount namespace.
     #[command(hide = true)]
     ExecInside(InsideArgs),
+    /// (used by `bench open`) Time an open workload chrooted into a scratch container.
+    #[command(hide = true)]
+    OpenInside(OpenInsideArgs),
     /// (used by `bench exec`) The `floor` listener: mark, read, allow, until SIGTERM.
     #[command(hide = true)]
     Floor(FloorArgs),
@@ -48,6 +55,47 @@ pub struct InsideArgs {
     /// The program and its arguments, as the container sees them
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OpenArgs {
+    /// Timed opens per steady-state workload per round.
+    #[arg(long, default_value_t = 20_000)]
+    pub iterations: usize,
+    /// Rounds; the two configurations alternate which goes first.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Small files in the image's tree (the find+cat workload).
+    #[arg(long, default_value_t = 10_000)]
+    pub files: usize,
+    /// Timed starts of the dynamic program per round.
+    #[arg(long, default_value_t = 200)]
+    pub starts: usize,
+    /// A dynamic program of this host to start in the container (with every library it
+    /// needs) [default: curl, systemctl or python3].
+    #[arg(long, value_name = "PATH")]
+    pub program: Option<PathBuf>,
+    /// Pin the benchmark (and the daemon it starts) to this CPU.
+    #[arg(long, value_name = "CPU")]
+    pub pin: Option<usize>,
+    /// A TOML file appended to the daemon's configuration.
+    #[arg(long, value_name = "FILE")]
+    pub daemon_toml: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OpenInsideArgs {
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub phase: String,
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
+    #[arg(long)]
+    pub program: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,6 +164,22 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::Ioc(i) => return run_ioc(i),
         BenchCommand::Index(i) => return run_index(i),
         BenchCommand::ExecInside(i) => return run_inside(i),
+        BenchCommand::Open(o) => return run_open(o),
+        BenchCommand::OpenInside(i) => {
+            return match crate::bench::open::run_open_inside(
+                &i.root,
+                &i.phase,
+                i.iterations,
+                i.program.as_deref(),
+            ) {
+                Ok(samples) => {
+                    let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
+                    println!("{}", text.join(" "));
+                    Ok(())
+                }
+                Err(e) => Err(CliError::Failure(format!("bench open-inside: {e}"))),
+            }
+        }
         BenchCommand::Floor(f) => {
             return crate::bench::listener::floor(&f.marks).map_err(|e| CliError::Failure(e.to_string()))
         }
@@ -268,4 +332,46 @@ fn run_inside(a: InsideArgs) -> Result<(), CliError> {
         }
         Err(e) => Err(CliError::Failure(format!("bench exec-inside: {e}"))),
     }
+}
+
+fn run_open(a: OpenArgs) -> Result<(), CliError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err(CliError::NoPerm("`bench open` needs root (overlay mount, fanotify)".to_string()));
+    }
+    if a.iterations == 0 || a.rounds == 0 || a.files == 0 {
+        return Err(CliError::Usage("--iterations, --rounds and --files must be at least 1".to_string()));
+    }
+    let driftgate =
+        std::env::current_exe().map_err(|e| CliError::Failure(format!("cannot find own executable: {e}")))?;
+    let daemon_extra = match &a.daemon_toml {
+        None => String::new(),
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| CliError::NotFound(format!("--daemon-toml {}: {e}", p.display())))?,
+    };
+    let opts = crate::bench::open::OpenOptions {
+        iterations: a.iterations,
+        rounds: a.rounds,
+        files: a.files,
+        starts: a.starts,
+        pin: a.pin,
+        program: a.program,
+        driftgate,
+        daemon_extra,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let res = crate::bench::open::run(&opts, |round, name| {
+        if tty {
+            eprint!("\rround {}/{} {:<40}", round + 1, opts.rounds, name);
+        }
+    });
+    if tty {
+        eprintln!();
+    }
+    let r = res.map_err(|e| CliError::Failure(format!("{e}")))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r).expect("report serializes"));
+    } else {
+        print!("{}", crate::bench::open::render(&r));
+    }
+    Ok(())
 }

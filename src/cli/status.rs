@@ -127,6 +127,22 @@ pub fn render(s: &Status) -> String {
         "fileless execution: vm.memfd_noexec={} in containers; process-event connector {} ({} execs seen, {} lost, {} from a memfd)\n",
         cv.memfd_noexec, cv.fileless_audit, cv.exec_events, cv.exec_events_lost, cv.memfd_execs
     );
+    let lb = &s.libraries;
+    o += &format!(
+        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written\n",
+        match (lb.marked, lb.enabled) {
+            (true, true) => "decided",
+            (true, false) => "let through ([libraries] enabled = false, reloaded)",
+            _ => "not watched ([libraries] enabled = false)",
+        },
+        lb.open_events,
+        lb.ignore_marks,
+        lb.ignore_errors,
+        lb.decided,
+        lb.by_exec,
+        lb.by_daemon,
+        lb.being_written
+    );
     if !s.unwatched.is_empty() {
         o += &format!("containers NOT watched (execs in them are not checked): {}\n", s.unwatched.len());
         for u in &s.unwatched {

@@ -72,6 +72,14 @@ impl Layers {
         })
     }
 
+    /// The lower layer's file at `rel` that is version `exec`, opened for reading (on the
+    /// host's filesystem, never through the container's overlay).
+    pub fn open_lower_readable(&self, rel: &[u8], exec: &FileId) -> Option<OwnedFd> {
+        let layer = self.lower_identical(rel, exec)?;
+        let fd = open_beneath(self.lower[layer].as_fd(), rel).ok()?;
+        crate::sys::fs::reopen_readonly(fd.as_fd()).ok()
+    }
+
     /// The upper layer's regular file at `rel`, if there is one.
     pub fn upper_file(&self, rel: &[u8]) -> Option<LayerFile> {
         let root = self.upper.as_ref()?;

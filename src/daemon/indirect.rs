@@ -54,9 +54,12 @@ impl Shared {
     }
 
     /// Decides an exec of an image loader or interpreter (`kind`, not plain) at `exec_path`:
-    /// allows it, or hands back a job for the file it was asked to run. When the marks hold
-    /// opens, finding that file (which opens it) is itself handed back as a job, for a worker:
-    /// the event loop must never wait for the answer to its own open.
+    /// allows it, or hands back a job for the file it was asked to run.
+    ///
+    /// When the marks hold opens, the file is found without opening it for reading (`O_PATH`;
+    /// an image program's header is read from its lower layer on the host): this may be the
+    /// event loop, which must never wait for the answer to its own open. A job whose file must
+    /// be read is reopened by a hashing worker ([`Target::reopen`]).
     pub fn indirect(
         &self,
         ev: crate::sys::fanotify::PendingExec,
@@ -64,29 +67,9 @@ impl Shared {
         kind: ExecKind,
         exec_path: &[u8],
     ) -> Routed {
-        if self.libraries.marked {
-            let Ok(st) = sfs::fstat_fd(ev.fd()) else {
-                self.answer(ev, true);
-                return Routed::Done;
-            };
-            let id = FileId::from_stat(&st);
-            let mut job = Job::new(ev, c, id, exec_path.to_vec(), None);
-            job.indirect = Some((kind, exec_path.to_vec()));
-            return Routed::Slow(Box::new(job));
-        }
-        self.indirect_now(ev, c, kind, exec_path)
-    }
-
-    /// [`Shared::indirect`], here and now.
-    pub(crate) fn indirect_now(
-        &self,
-        ev: crate::sys::fanotify::PendingExec,
-        c: &Arc<Container>,
-        kind: ExecKind,
-        exec_path: &[u8],
-    ) -> Routed {
         self.stats.indirect.fetch_add(1, Ordering::Relaxed);
-        match self.find_target(&ev, c, kind, exec_path) {
+        let may_open = !self.libraries.marked;
+        match self.find_target(&ev, c, kind, exec_path, may_open) {
             Some((target, id, path, mount)) => {
                 let job = Job::with_target(ev, c, id, path, mount, target);
                 match self.try_complete(job, false) {
@@ -109,6 +92,7 @@ impl Shared {
         c: &Arc<Container>,
         kind: ExecKind,
         exec_path: &[u8],
+        may_open: bool,
     ) -> Option<(Target, FileId, Vec<u8>, Option<Arc<crate::container::mounts::ContainerMount>>)> {
         let Some((pdir, call)) = proc::ProcDir::open(ev.tid()).and_then(|d| d.exec_call().map(|c| (d, c)))
         else {
@@ -163,7 +147,15 @@ impl Shared {
             }
             let id = FileId::from_stat(&st);
             let path = sfs::fd_path(opath.as_fd()).unwrap_or_else(|_| arg.clone());
-            let readable = || sfs::reopen_readonly(opath.as_fd()).ok();
+            // The fd the target is decided through: readable, or `O_PATH` for a worker to reopen.
+            let readable = || {
+                if may_open {
+                    sfs::reopen_readonly(opath.as_fd()).ok()
+                } else {
+                    opath.try_clone().ok()
+                }
+            };
+            let reopen = !may_open;
             let interpreter =
                 InterpreterRef { kind: what.into(), path: String::from_utf8_lossy(&runner).into_owned() };
             let mut mount = None;
@@ -172,12 +164,20 @@ impl Shared {
                     match image {
                         // The image's own file; an IoC shipped in the image is still decided.
                         ImageProof::KnownBad(o) => {
-                            let target = Target { fd: readable()?, executed, interpreter, proven: Some(o) };
+                            let target =
+                                Target { fd: readable()?, reopen, executed, interpreter, proven: Some(o) };
                             return Some((target, id, path, None));
                         }
                         ImageProof::Clean if kind == ExecKind::Loader => {
                             // The loader runs an image program; an interpreter runs its script.
-                            let next = self.classify(&path, readable()?.as_fd());
+                            let head = if may_open {
+                                readable()?
+                            } else {
+                                identity_candidates(&path, c.rootfs_bytes())
+                                    .into_iter()
+                                    .find_map(|p| c.layers.open_lower_readable(p, &id))?
+                            };
+                            let next = self.classify(&path, head.as_fd());
                             if next.is_plain() {
                                 return None;
                             }
@@ -197,7 +197,12 @@ impl Shared {
                 self.stats.indirect_not_direct.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            return Some((Target { fd: readable()?, executed, interpreter, proven: None }, id, path, mount));
+            return Some((
+                Target { fd: readable()?, reopen, executed, interpreter, proven: None },
+                id,
+                path,
+                mount,
+            ));
         }
         None
     }

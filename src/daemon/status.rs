@@ -77,6 +77,9 @@ pub struct LibrariesStatus {
     pub by_daemon: u64,
     /// Opens of files someone had open for writing: checked again on their next open.
     pub being_written: u64,
+    /// Opens on a remote mount let through unread while the slow path was over its budget.
+    #[serde(default)]
+    pub over_budget: u64,
 }
 
 /// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
@@ -414,6 +417,7 @@ impl Sources {
                 by_exec: ld(&h.opens_by_exec),
                 by_daemon: ld(&h.opens_by_daemon),
                 being_written: ld(&h.opens_being_written),
+                over_budget: ld(&h.opens_over_budget),
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

@@ -15,6 +15,16 @@ pub(crate) struct Containers {
 
 impl Containers {
     pub(crate) fn new(binary: &[u8], count: usize) -> Result<Containers, BenchError> {
+        Self::with_image(binary, count, &|_| Ok(()))
+    }
+
+    /// Like [`Containers::new`], with `image` adding files to each lower layer (the image)
+    /// before it is mounted.
+    pub(crate) fn with_image(
+        binary: &[u8],
+        count: usize,
+        image: &dyn Fn(&Path) -> Result<(), BenchError>,
+    ) -> Result<Containers, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("driftgate-bench-")
             .tempdir_in(std::env::temp_dir())
@@ -36,6 +46,7 @@ impl Containers {
             }
             std::fs::create_dir_all(r.join("lower/opt")).map_err(setup("mkdir"))?;
             std::fs::write(r.join("lower/opt/script.sh"), b"exit 0\n").map_err(setup("write script"))?;
+            image(&r.join("lower"))?;
             let opts = format!(
                 "lowerdir={},upperdir={},workdir={}",
                 r.join("lower").display(),

@@ -11,4 +11,5 @@ pub mod ioc;
 pub mod listener;
 mod load;
 mod measure;
+pub mod open;
 pub mod stats;

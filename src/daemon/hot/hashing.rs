@@ -20,15 +20,21 @@ impl Shared {
     /// that would need a file hashed is handed back.
     #[must_use]
     pub fn try_complete(&self, mut job: Job, may_hash: bool) -> Option<Job> {
-        if job.indirect.is_some() || job.open == Some(OpenStage::Unclassified) {
+        if job.open == Some(OpenStage::Unclassified) || job.target.as_ref().is_some_and(|t| t.reopen) {
             if !may_hash {
                 // Work that opens or reads files: never on the event loop.
                 return Some(job);
             }
-            if let Some((kind, path)) = job.indirect.take() {
-                return self.indirect_now(job.ev, &job.container, kind, &path).into_job();
+            if let Some(t) = job.target.as_mut().filter(|t| t.reopen) {
+                // A file that cannot be reopened (gone) is decided without its hash.
+                if let Ok(fd) = sfs::reopen_readonly(t.fd.as_fd()) {
+                    t.fd = fd;
+                }
+                t.reopen = false;
             }
-            job = self.classify_open(job)?;
+            if job.open == Some(OpenStage::Unclassified) {
+                job = self.classify_open(job)?;
+            }
         }
         if let Some(o) = job.target.as_mut().and_then(|t| t.proven.take()) {
             return self.finish(job, o).into_job();
@@ -73,6 +79,13 @@ impl Shared {
                 "not hashed: {waiting} execs were waiting for the slow path, the most the daemon's file-descriptor budget allows ({})",
                 self.budget.limit()
             );
+            if job.open == Some(OpenStage::Unclassified) {
+                // A file on a remote mount whose header is not read here (it could hang):
+                // let through, checked again on its next open.
+                self.stats.opens_over_budget.fetch_add(1, Ordering::Relaxed);
+                self.answer(job.ev, true);
+                return;
+            }
             self.decide_unverified(job, reason);
             return;
         }
@@ -83,6 +96,13 @@ impl Shared {
                     // The workers are stopping: the kernel allows what is left anyway.
                     self.answer(job.ev, true);
                 }
+            }
+            // No workers (stopping): what would open or read a file here is let through, as
+            // the kernel does once the group is closed.
+            None if job.open == Some(OpenStage::Unclassified)
+                || job.target.as_ref().is_some_and(|t| t.reopen) =>
+            {
+                self.answer(job.ev, true)
             }
             None => self.complete_on_worker(job),
         }

@@ -64,6 +64,8 @@ pub struct HotStats {
     pub opens_by_exec: AtomicU64,
     /// ... made by the daemon itself (reading a file an interpreter was given).
     pub opens_by_daemon: AtomicU64,
+    /// ... on a remote mount, let through unread because the slow path was over its budget.
+    pub opens_over_budget: AtomicU64,
     /// ... of files that were open for writing, so not ignored from then on.
     pub opens_being_written: AtomicU64,
     /// Ignore marks placed (one per harmless inode), and those the kernel refused.
@@ -215,8 +217,11 @@ pub struct Router {
 
 /// The file an image loader or interpreter was asked to run, decided instead of the exec'd file.
 pub struct Target {
-    /// Open for reading (hashing goes through it).
+    /// Open for reading (hashing goes through it), or `O_PATH` when `reopen`.
     pub fd: std::os::fd::OwnedFd,
+    /// Found on the event loop with library coverage on: opened `O_PATH`, to be reopened for
+    /// reading by a worker (opening it raises an open event the loop must answer).
+    pub reopen: bool,
     pub executed: Executed,
     pub interpreter: crate::finding::InterpreterRef,
     /// Already decided by identity (an image file whose manifest hash is an IoC).
@@ -249,9 +254,6 @@ pub struct Job {
     pub target: Option<Target>,
     /// An open event (library coverage) rather than an exec.
     pub open: Option<OpenStage>,
-    /// An image loader or interpreter whose argument is still to be found (off the event
-    /// loop: resolving it opens the file, which raises an open event the loop must answer).
-    pub indirect: Option<(ExecKind, Vec<u8>)>,
 }
 
 impl Job {
@@ -271,7 +273,6 @@ impl Job {
             mount,
             target: None,
             open: None,
-            indirect: None,
         }
     }
 
