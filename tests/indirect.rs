@@ -199,7 +199,12 @@ fn programs_run_through_the_dynamic_loader_are_decided_and_the_images_own_are_no
         assert_eq!(x["category"], "ADDED_BINARY_EXECUTED");
         assert_eq!(x["file"]["interpreter"]["path"], LD);
     }
-    assert_eq!(via_loader[0]["process"]["args"], serde_json::json!([LD, "/tmp/t"]));
+    // Recorded by the workers in any order.
+    assert!(
+        via_loader.iter().any(|x| x["process"]["args"] == serde_json::json!([LD, "/tmp/t"])),
+        "{f:#?}\n{}",
+        d.log_text()
+    );
     let st = d.status();
     assert!(st["decisions"]["indirect"].as_u64().unwrap() >= 5, "{}", st["decisions"]);
 }

@@ -150,6 +150,7 @@ fn added_libraries_do_not_load_in_enforce_mode_and_the_program_still_runs() {
         assert_eq!(x["action"], "blocked");
         assert_eq!(x["file"]["sha256"], fx.drift_sha.as_str());
         assert_eq!(x["process"]["comm"], "dltool", "the opening process: {x}");
+        assert!(x["process"]["exe"].as_str().is_some_and(|e| e.ends_with("/opt/img/dltool")), "{x}");
         assert!(x["process"]["args"][0].as_str().is_some_and(|a| a.ends_with("dltool")), "{x}");
     }
     let layer = |p: &str| libs.iter().find(|x| x["file"]["path"] == p).unwrap()["file"]["layer"].clone();

@@ -92,8 +92,11 @@ pub struct ProcessRef {
     pub uid: Option<u32>,
     /// The name of the program that is calling exec (the new program has not started yet).
     pub comm: Option<String>,
-    /// Arguments of the pending exec.
+    /// Arguments of the pending exec (for an open, the opening process's command line).
     pub args: Option<Vec<String>>,
+    /// The program the process runs (`/proc/<pid>/exe`): for an exec, the one calling exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
     pub cwd: Option<String>,
     /// Host thread id that called exec.
     #[serde(default)]

@@ -167,11 +167,31 @@ pub fn in_exec(tid: i32) -> Option<bool> {
         return None;
     }
     let mut buf = [0u8; 24];
-    let f = std::fs::File::open(format!("/proc/{tid}/syscall")).ok()?;
-    let n = std::io::Read::read(&mut &f, &mut buf).ok()?;
+    let path = format!("/proc/{tid}/syscall");
+    let n = read_syscall(&mut buf, || std::fs::File::open(&path).ok())?;
     let nr = buf[..n].split(|b| *b == b' ').next()?;
     let nr: i64 = std::str::from_utf8(nr).ok()?.trim().parse().ok()?;
     Some(nr == SYS_EXECVE || nr == SYS_EXECVEAT)
+}
+
+/// Reads `/proc/<tid>/syscall` (opened by `open`) into `buf`. A task waiting for a fanotify
+/// answer sleeps on a queue shared by every waiter of the group, so each answer wakes them all
+/// for a moment, and a read that lands then gets `running`: it is tried again (a few times,
+/// yielding in between) before the call is taken as unreadable.
+fn read_syscall(buf: &mut [u8], mut open: impl FnMut() -> Option<std::fs::File>) -> Option<usize> {
+    use std::io::Read;
+    for attempt in 0..16 {
+        let n = open()?.read(buf).ok()?;
+        if !buf[..n].starts_with(b"running") {
+            return Some(n);
+        }
+        if attempt >= 8 {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    None
 }
 
 /// Whether `tid` is a thread of this process (its own reads of container files raise open
@@ -238,19 +258,20 @@ impl ProcDir {
 
     /// The exec call the thread is waiting in (see [`pending_exec_call`]).
     pub fn exec_call(&self) -> Option<ExecCall> {
-        use std::io::Read;
         if !pending_args_readable() {
             return None;
         }
-        let fd = nix::fcntl::openat(
-            &self.fd,
-            "syscall",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok()?;
         let mut buf = [0u8; 256];
-        let n = std::fs::File::from(fd).read(&mut buf).ok()?;
+        let n = read_syscall(&mut buf, || {
+            nix::fcntl::openat(
+                &self.fd,
+                "syscall",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ok()
+            .map(std::fs::File::from)
+        })?;
         let regs = parse_exec_regs(std::str::from_utf8(&buf[..n]).ok()?)?;
         let pid = Pid::from_raw(self.tid);
         let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
@@ -433,6 +454,31 @@ fn unescape_status_name(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syscall_read_while_the_task_is_woken_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, waiting) = (dir.path().join("running"), dir.path().join("waiting"));
+        std::fs::write(&running, "running\n").unwrap();
+        std::fs::write(&waiting, "59 0x7ffd1 0x7ffd2 0x7ffd3 0x0 0x0 0x0 0x7ffd0 0x7f01\n").unwrap();
+        let mut buf = [0u8; 256];
+        let mut reads = 0;
+        let n = read_syscall(&mut buf, || {
+            reads += 1;
+            std::fs::File::open(if reads < 3 { &running } else { &waiting }).ok()
+        });
+        assert_eq!((n.map(|n| &buf[..2] == b"59" && n > 8), reads), (Some(true), 3));
+        // Always running: given up on, after a bounded number of reads.
+        let mut reads = 0;
+        assert_eq!(
+            read_syscall(&mut buf, || {
+                reads += 1;
+                std::fs::File::open(&running).ok()
+            }),
+            None
+        );
+        assert_eq!(reads, 16);
+    }
 
     #[test]
     fn kernel_versions_gate_pending_argument_reads() {

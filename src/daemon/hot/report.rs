@@ -17,6 +17,7 @@ pub struct ProcFacts {
     pub status: Option<proc::ProcStatus>,
     pub args: Option<proc::Args>,
     pub cwd: Option<Vec<u8>>,
+    pub exe: Option<Vec<u8>>,
     parent: Option<ParentFacts>,
 }
 
@@ -38,7 +39,7 @@ impl ProcFacts {
             let p = s.ppid;
             (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
         });
-        ProcFacts { status, args, cwd: proc::read_cwd(tid), parent }
+        ProcFacts { status, args, cwd: proc::read_cwd(tid), exe: proc::read_exe(tid), parent }
     }
 }
 
@@ -87,7 +88,7 @@ pub fn build(
     category: Category,
     action: Action,
 ) -> Finding {
-    let ProcFacts { status, args, cwd, parent } = facts;
+    let ProcFacts { status, args, cwd, exe, parent } = facts;
     let mut args_truncated = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
@@ -128,6 +129,7 @@ pub fn build(
             uid: status.as_ref().map(|s| s.uid),
             comm,
             args,
+            exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             cwd,
             tid,
             container_pid: status.as_ref().and_then(|s| s.ns_pid),
