@@ -49,14 +49,16 @@ fn image() -> (tempfile::TempDir, Scratch) {
     (files, s)
 }
 
-/// A daemon in `mode` that records every exec as its own finding (no aggregation).
+/// A daemon in `mode` that records every exec as its own finding (no aggregation). With
+/// `[libraries]` on: the loader's or interpreter's file is then found without opening it and
+/// read by a worker (the path without it is `tests/libraries.rs`'s switched-off case).
 fn every_finding(s: &Scratch, mode: &str) -> Daemon {
     Daemon::start(
         s.root(),
         DaemonOpts {
             mode,
             globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            extra_tables: "[findings]\naggregate_window_secs = 0\n[libraries]\nenabled = true\n",
             ..Default::default()
         },
     )

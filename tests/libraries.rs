@@ -14,6 +14,21 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
+/// `[libraries]` is off by default.
+const LIBRARIES: &str = "[libraries]\nenabled = true\n";
+
+fn with_libraries(s: &Scratch, mode: &str, extra: &str) -> Daemon {
+    Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode,
+            globs: vec![s.merged.clone()],
+            extra_tables: &format!("{LIBRARIES}{extra}"),
+            ..Default::default()
+        },
+    )
+}
+
 /// The tools: a dynamic program that `dlopen`s its arguments (`/opt/img/dltool`), the image's
 /// libraries (`/opt/img/libimg.so`, `libcopy.so`, `libmod.so`: each says `img-loaded`) and,
 /// on a volume, a drift library (`/vol/libdrift.so`: says `drift-loaded`).
@@ -119,7 +134,7 @@ fn added_libraries_do_not_load_in_enforce_mode_and_the_program_still_runs() {
         return;
     }
     let fx = fixture();
-    let d = daemon(&fx.s, "enforce");
+    let d = with_libraries(&fx.s, "enforce", "");
     let out = fx.s.run_in_container_with(&setup(&fx.vol), &load_everywhere(), T);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let l = loads(&out);
@@ -177,7 +192,7 @@ fn added_libraries_load_and_are_recorded_in_audit_mode() {
         DaemonOpts {
             mode: "audit",
             globs: vec![fx.s.merged.clone()],
-            extra_tables: &format!("[ioc]\npaths = [{:?}]\n", iocs.display().to_string()),
+            extra_tables: &format!("{LIBRARIES}[ioc]\npaths = [{:?}]\n", iocs.display().to_string()),
             ..Default::default()
         },
     );
@@ -216,7 +231,7 @@ fn a_rewritten_library_and_a_file_rewritten_after_it_was_ignored_are_checked_aga
         return;
     }
     let fx = fixture();
-    let d = daemon(&fx.s, "enforce");
+    let d = with_libraries(&fx.s, "enforce", "");
     // A data file, opened (and so ignored) again and again: warm opens reach no daemon.
     let warm = "printf 'not a library\\n' > /tmp/later.so\n\
                 for i in $(seq 1 200); do cat /tmp/later.so /etc/data.txt > /dev/null; done; echo warm=$?\n";
@@ -251,16 +266,8 @@ fn a_rule_allows_a_plugin_directory_and_coverage_can_be_switched_off() {
         return;
     }
     let fx = fixture();
-    let d = Daemon::start(
-        fx.s.root(),
-        DaemonOpts {
-            mode: "enforce",
-            globs: vec![fx.s.merged.clone()],
-            extra_tables:
-                "[[policy.rules]]\nname = \"plugins\"\naction = \"allow\"\npaths = [\"/plugins/*\"]\n",
-            ..Default::default()
-        },
-    );
+    let rule = "[[policy.rules]]\nname = \"plugins\"\naction = \"allow\"\npaths = [\"/plugins/*\"]\n";
+    let d = with_libraries(&fx.s, "enforce", rule);
     let script = format!(
         "mkdir -p /plugins\n{}{}/opt/img/dltool /plugins/libdrift.so /tmp/libdrift.so\n",
         drop_lib("/plugins/libdrift.so"),
@@ -274,14 +281,15 @@ fn a_rule_allows_a_plugin_directory_and_coverage_can_be_switched_off() {
     assert_eq!(libs, ["/tmp/libdrift.so"]);
     drop(d);
 
-    // Off: no open events at all, and the library loads even in enforce mode.
+    // Off (the default): no open events at all, and the library loads even in enforce mode.
     let dir = fx.s.root().join("off");
     let d = Daemon::start(
         &dir,
         DaemonOpts {
             mode: "enforce",
             globs: vec![fx.s.merged.clone()],
-            extra_tables: "[libraries]\nenabled = false\n",
+            // The default.
+            extra_tables: "",
             ..Default::default()
         },
     );
@@ -307,7 +315,7 @@ fn a_program_run_through_the_loader_is_refused_as_a_library_when_loader_checks_a
         DaemonOpts {
             mode: "enforce",
             globs: vec![fx.s.merged.clone()],
-            extra_tables: "[loader]\nenabled = false\n",
+            extra_tables: &format!("{LIBRARIES}[loader]\nenabled = false\n"),
             ..Default::default()
         },
     );

@@ -1,6 +1,7 @@
 //! `driftgate bench open`: what library coverage (`[libraries]`, `FAN_OPEN_PERM`) costs the
 //! opens of a container, measured inside a scratch container with driftgate (enforce mode,
-//! default settings) against the same container with no listener, interleaved in rounds.
+//! default settings plus `[libraries] enabled = true`) against the same container with no
+//! listener, interleaved in rounds.
 //!
 //! Workloads, each run by `driftgate bench open-inside` (hidden) chrooted into the container:
 //! - `image`: `open` + `close` of an image file, again and again (steady state);
@@ -100,6 +101,8 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
         Ok(())
     })?;
     let root = &c.merged[0];
+    // `[libraries]` is off by default; this measures it on (a --daemon-toml can still say otherwise).
+    let extra = crate::listener::with_extra("[libraries]\nenabled = true\n", &opts.daemon_extra)?;
     let kinds = [
         ("none", ListenerKind::None),
         (
@@ -115,7 +118,7 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
         let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
         for ci in order {
             let (name, kind) = kinds[ci];
-            let listener = Listener::start(kind, &c, &opts.driftgate, &opts.daemon_extra)?;
+            let listener = Listener::start(kind, &c, &opts.driftgate, &extra)?;
             let socket = c.root().join("driftgate.sock");
             let count = || open_events(&opts.driftgate, &socket, listener.pid().is_some());
             // Tree twice (cold, warm), then the steady-state workloads.
@@ -211,7 +214,7 @@ pub fn render(r: &OpenReport) -> String {
             .target
             .map_or("-".to_owned(), |t| format!("{}{t:.2}", if row.ratio <= t { "<=" } else { "MISS " }));
         s.push_str(&format!(
-            "{:<32} {:>14} {:>11.1} {:>12.1} {:>7.3} {:>8} {:>9} {:>10.0}\n",
+            "{:<32} {:>14} {:>11.3} {:>12.3} {:>7.3} {:>8} {:>9} {:>10.0}\n",
             row.workload,
             row.unit,
             row.none_us,

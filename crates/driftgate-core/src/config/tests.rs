@@ -143,18 +143,18 @@ fn policy_rules_are_read_and_errors_name_the_rule_and_field() {
 fn coverage_sections_are_read_and_bad_interpreters_name_the_entry() {
     let c = Config::defaults();
     assert!(c.scripts_enabled && c.loader_enabled && c.mounts_enabled && c.fileless_audit);
-    assert!(c.libraries_enabled);
+    assert!(!c.libraries_enabled, "off by default: the steady-state open() target is missed");
     assert_eq!(c.memfd_noexec, MemfdNoexec::Enforce);
     assert!(c.interpreters.names().contains(&"python*".to_owned()));
     let c = Config::from_toml(
         "[scripts]\nenabled = false\ninterpreters = [\"lua*\"]\n[loader]\nenabled = false\n\
          [mounts]\nenabled = false\n[fileless]\nmemfd_noexec = \"always\"\naudit = false\n\
-         [libraries]\nenabled = false\n",
+         [libraries]\nenabled = true\n",
         None,
     )
     .unwrap();
     assert!(!c.scripts_enabled && !c.loader_enabled && !c.mounts_enabled && !c.fileless_audit);
-    assert!(!c.libraries_enabled);
+    assert!(c.libraries_enabled);
     assert_eq!(c.memfd_noexec, MemfdNoexec::Always);
     assert_eq!(c.interpreters.names(), ["lua*".to_owned()]);
     let err = Config::from_toml(
