@@ -14,6 +14,12 @@ fn bench_mounts(tmp: &Path) -> usize {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&needle)).count()
 }
 
+/// Nothing left behind: no scratch overlay mounted, the scratch directory removed.
+fn assert_cleaned_up(tmp: &Path) {
+    assert_eq!(bench_mounts(tmp), 0, "scratch overlay unmounted");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "scratch directory removed");
+}
+
 #[test]
 fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
     if !privileged() {
@@ -42,8 +48,7 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
     assert!(first["sha256_us"].as_f64().unwrap() > 0.0, "{first}");
     assert!(first["target_added_p50_us"].as_f64().unwrap() > first["sha256_us"].as_f64().unwrap());
     assert_eq!(configs[0]["ratio_p50"], 1.0);
-    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
+    assert_cleaned_up(tmp.path());
 }
 
 #[test]
@@ -194,6 +199,5 @@ fn bench_open_measures_every_workload_and_warm_opens_reach_no_daemon() {
     assert!(row("find+cat, second")["events"].as_u64().unwrap() < 10, "{v}");
     assert!(row("open image file")["events"].as_u64().unwrap() < 10, "{v}");
     assert!(v["first_open_us"].as_f64().is_some());
-    assert_eq!(bench_mounts(tmp.path()), 0, "scratch overlay unmounted");
-    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "scratch directory removed");
+    assert_cleaned_up(tmp.path());
 }

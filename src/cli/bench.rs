@@ -202,15 +202,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
             eprint!("\rround {}/{} {:<40}", round + 1, rounds, name);
         }
     };
-    let daemon_extra = match &a.daemon_toml {
-        None => String::new(),
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(CliError::NotFound(format!("--daemon-toml {}: {e}", p.display())));
-            }
-        },
-    };
+    let daemon_extra = daemon_toml(&a.daemon_toml)?;
     if a.containers.is_some() || a.concurrency.is_some() {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let opts = LoadOptions {
@@ -343,11 +335,7 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
     }
     let driftgate =
         std::env::current_exe().map_err(|e| CliError::Failure(format!("cannot find own executable: {e}")))?;
-    let daemon_extra = match &a.daemon_toml {
-        None => String::new(),
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| CliError::NotFound(format!("--daemon-toml {}: {e}", p.display())))?,
-    };
+    let daemon_extra = daemon_toml(&a.daemon_toml)?;
     let opts = crate::bench::open::OpenOptions {
         iterations: a.iterations,
         rounds: a.rounds,
@@ -374,4 +362,13 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
         print!("{}", crate::bench::open::render(&r));
     }
     Ok(())
+}
+
+/// The `--daemon-toml` file's text (empty without one).
+fn daemon_toml(path: &Option<PathBuf>) -> Result<String, CliError> {
+    match path {
+        None => Ok(String::new()),
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| CliError::NotFound(format!("--daemon-toml {}: {e}", p.display()))),
+    }
 }

@@ -53,21 +53,11 @@ impl FastPath {
             self.answer(ev, true);
             return Routed::Done;
         }
-        let reg = self.shared.registry.load();
-        let (container, mount) = match reg.by_dev.get(&st.st_dev) {
-            Some(c) => (Arc::clone(c), None),
-            // Not a rootfs: one of the containers' other mounts, or nothing we know.
-            None => match self.shared.namespaces.lookup(ev.fd()) {
-                Some(hit) => (hit.container, Some(hit.mount)),
-                None => {
-                    // Never deny on a superblock or mount we do not know as a container's.
-                    stats.not_container.fetch_add(1, Ordering::Relaxed);
-                    self.answer(ev, true);
-                    return Routed::Done;
-                }
-            },
+        let Some((container, mount)) = self.shared.container_of(&ev, &st) else {
+            // Never deny on a superblock or mount we do not know as a container's.
+            self.answer(ev, true);
+            return Routed::Done;
         };
-        drop(reg);
         let container = &container;
         if !container.first_exec_seen.load(Ordering::Relaxed)
             && !container.first_exec_seen.swap(true, Ordering::Relaxed)
@@ -170,6 +160,27 @@ impl FastPath {
         let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
         self.shared.decide_unverified(Job::new(ev, c, id, raw_path, None), reason);
         Routed::Done
+    }
+}
+
+impl Shared {
+    /// The container an event's file belongs to: by its superblock (a rootfs), else by its
+    /// mount (one of the containers' other mounts). `None` (counted) for anything else.
+    pub(super) fn container_of(
+        &self,
+        ev: &PendingExec,
+        st: &nix::sys::stat::FileStat,
+    ) -> Option<(Arc<Container>, Option<Arc<ContainerMount>>)> {
+        if let Some(c) = self.registry.load().by_dev.get(&st.st_dev) {
+            return Some((Arc::clone(c), None));
+        }
+        match self.namespaces.lookup(ev.fd()) {
+            Some(hit) => Some((hit.container, Some(hit.mount))),
+            None => {
+                self.stats.not_container.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 }
 

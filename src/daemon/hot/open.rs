@@ -89,21 +89,12 @@ impl FastPath {
             shared.answer(ev, true);
             return Routed::Done;
         }
-        let reg = shared.registry.load();
-        let (container, mount) = match reg.by_dev.get(&st.st_dev) {
-            Some(c) => (Arc::clone(c), None),
-            None => match shared.namespaces.lookup(ev.fd()) {
-                Some(hit) => (hit.container, Some(hit.mount)),
-                None => {
-                    // Not (or no longer) a container's: never decided, and not ignored either,
-                    // so a container that comes back under this superblock is checked.
-                    stats.not_container.fetch_add(1, Ordering::Relaxed);
-                    shared.answer(ev, true);
-                    return Routed::Done;
-                }
-            },
+        let Some((container, mount)) = shared.container_of(&ev, &st) else {
+            // Not (or no longer) a container's: never decided, and not ignored either, so a
+            // container that comes back under this superblock is checked.
+            shared.answer(ev, true);
+            return Routed::Done;
         };
-        drop(reg);
         let id = FileId::from_stat(&st);
         if mount.as_ref().is_some_and(|m| !reads_locally(&m.fstype)) {
             let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
