@@ -262,6 +262,43 @@ fn policy_simulate_replays_findings_against_a_candidate() {
     ]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("payments-eu") && text.contains("TOTAL"), "{text}");
+    assert!(text.contains(&format!("from spool {} (given with --spool-dir)", spool.display())), "{text}");
+    // No --spool-dir and no daemon answering: the candidate's own spool.dir, and it says so.
+    let named = format!(
+        "mode = \"audit\"\n[spool]\ndir = {:?}\n[daemon]\nsocket = {:?}\n",
+        spool.display().to_string(),
+        dir.path().join("nobody.sock").display().to_string()
+    );
+    let cand2 = dir.path().join("named.toml");
+    std::fs::write(&cand2, &named).unwrap();
+    // (--socket: a daemon installed on this machine must not answer for the candidate.)
+    let nobody = dir.path().join("nobody.sock");
+    let o = dg(&[
+        "policy",
+        "simulate",
+        "--config",
+        cand2.to_str().unwrap(),
+        "--socket",
+        nobody.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["spool"], spool.display().to_string(), "{v}");
+    assert!(v["spool_source"].as_str().unwrap().contains("candidate"), "{v}");
+    assert_eq!(v["total"]["audited"], 6, "every recorded exec replayed: {v}");
+    // A spool that does not exist is an error naming it, not "0 execs replayed".
+    std::fs::write(&cand2, named.replace(spool.to_str().unwrap(), "/nonexistent/spool")).unwrap();
+    let o = dg(&[
+        "policy",
+        "simulate",
+        "--config",
+        cand2.to_str().unwrap(),
+        "--socket",
+        nobody.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/spool"), "{}", stderr(&o));
     // A bad candidate is a configuration error naming the line.
     std::fs::write(&cand, "[[policy.rules]]\naction = \"enforce\"\nimages = [\"[\"]\n").unwrap();
     let o = dg(&[

@@ -39,9 +39,75 @@ pub struct FindingsArgs {
     /// Only this action: blocked or audited
     #[arg(long, value_name = "ACTION", value_parser = ["blocked", "audited"])]
     pub action: Option<String>,
+    /// Only the findings related to finding ID (or a unique prefix of it): the same container
+    /// or the same pod, within --window of it, in time order
+    #[arg(long, value_name = "ID")]
+    pub related: Option<String>,
+    /// With --related: how far before and after the finding to look
+    #[arg(long, value_name = "DURATION", default_value = "30m", requires = "related")]
+    pub window: String,
     /// Keep printing new findings as they are recorded
     #[arg(long, short)]
     pub follow: bool,
+}
+
+/// The finding `--related` names, and what makes another one related to it.
+#[derive(Debug)]
+pub struct Related {
+    container: String,
+    /// (namespace, pod name) when the container belongs to a pod.
+    pod: Option<(String, String)>,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+}
+
+fn rfc3339(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// When a record's execs happened: its own time, or an aggregate's first to last.
+fn span(f: &Finding) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let t = rfc3339(&f.time)?;
+    let first = f.first_seen.as_deref().and_then(rfc3339).unwrap_or(t);
+    let last = f.last_seen.as_deref().and_then(rfc3339).unwrap_or(t);
+    Some((first.min(t), last.max(t)))
+}
+
+impl Related {
+    /// Finds `id` (whole, or a prefix matching exactly one finding) among `all`.
+    pub fn find(all: &[Finding], id: &str, window: std::time::Duration) -> Result<Related, CliError> {
+        let hits: Vec<&Finding> = all.iter().filter(|f| f.id.starts_with(id)).collect();
+        let f = match hits.as_slice() {
+            [] => return Err(CliError::NotFound(format!("--related: no finding {id:?} in the spool"))),
+            [f] => *f,
+            many => match many.iter().find(|f| f.id == id) {
+                Some(f) => *f,
+                None => {
+                    return Err(CliError::Usage(format!(
+                        "--related: {id:?} is a prefix of {} findings; give more of the id",
+                        many.len()
+                    )))
+                }
+            },
+        };
+        let (first, last) = span(f).ok_or_else(|| {
+            CliError::Data(format!("--related: finding {} has no valid time {:?}", f.id, f.time))
+        })?;
+        let pod = match (&f.container.pod_namespace, &f.container.pod_name) {
+            (Some(ns), Some(p)) => Some((ns.clone(), p.clone())),
+            _ => None,
+        };
+        Ok(Related { container: f.container.id.clone(), pod, from: first - window, to: last + window })
+    }
+
+    pub fn matches(&self, f: &Finding) -> bool {
+        let same_pod = self.pod.as_ref().is_some_and(|(ns, p)| {
+            f.container.pod_namespace.as_deref() == Some(ns.as_str())
+                && f.container.pod_name.as_deref() == Some(p.as_str())
+        });
+        (f.container.id == self.container || same_pod)
+            && span(f).is_some_and(|(first, last)| last >= self.from && first <= self.to)
+    }
 }
 
 /// Validated filters.
@@ -138,7 +204,22 @@ pub fn run(args: FindingsArgs) -> Result<(), CliError> {
         }
     };
     let findings = read_spool(&dir)?;
-    let shown: Vec<&Finding> = findings.iter().filter(|f| filter.matches(f)).collect();
+    let related = match &args.related {
+        Some(id) => {
+            let window = crate::util::parse_duration(&args.window).map_err(|_| {
+                CliError::Usage(format!("--window: {:?} is not a duration like 30m", args.window))
+            })?;
+            Some(Related::find(&findings, id, window)?)
+        }
+        None => None,
+    };
+    let mut shown: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| filter.matches(f) && related.as_ref().is_none_or(|r| r.matches(f)))
+        .collect();
+    if related.is_some() {
+        shown.sort_by_key(|f| span(f).map(|s| s.0));
+    }
     let out = std::io::stdout();
     let mut out = out.lock();
     let header = !args.json && (!shown.is_empty() || args.follow);
@@ -153,7 +234,12 @@ pub fn run(args: FindingsArgs) -> Result<(), CliError> {
         }
         out.flush()?;
         if args.follow {
-            follow(&dir, &filter, args.json, &mut out)?;
+            follow(
+                &dir,
+                &|f| filter.matches(f) && related.as_ref().is_none_or(|r| r.matches(f)),
+                args.json,
+                &mut out,
+            )?;
         }
         Ok::<(), std::io::Error>(())
     })();
@@ -174,7 +260,12 @@ pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, CliError> {
 }
 
 /// Prints findings appended after the current end of the spool, until interrupted.
-fn follow(dir: &Path, filter: &Filter, json: bool, out: &mut impl Write) -> std::io::Result<()> {
+fn follow(
+    dir: &Path,
+    filter: &dyn Fn(&Finding) -> bool,
+    json: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     use std::collections::HashMap;
     let mut offsets: HashMap<u64, u64> = HashMap::new();
     for (seq, p) in spool::segments(dir).unwrap_or_default() {
@@ -192,7 +283,7 @@ fn follow(dir: &Path, filter: &Filter, json: bool, out: &mut impl Write) -> std:
             let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             for line in new[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(f) = serde_json::from_slice::<Finding>(line) {
-                    if filter.matches(&f) {
+                    if filter(&f) {
                         print_one(out, &f, json)?;
                     }
                 }
@@ -258,5 +349,42 @@ mod tests {
         );
         assert_eq!(parse_time("90m", now).unwrap(), time::macros::datetime!(2026-11-26 10:30 UTC));
         assert!(parse_time("yesterday", now).is_err());
+    }
+
+    fn at(id: &str, container: &str, pod: Option<(&str, &str)>, time: &str) -> Finding {
+        let mut f = Finding::example(id);
+        f.container.id = container.into();
+        f.container.pod_namespace = pod.map(|p| p.0.into());
+        f.container.pod_name = pod.map(|p| p.1.into());
+        f.time = time.into();
+        f
+    }
+
+    #[test]
+    fn related_findings_share_the_container_or_pod_within_the_window() {
+        let pod = Some(("shop", "web-1"));
+        let all = vec![
+            at("0191-a", "c1", pod, "2026-12-01T10:00:00Z"),
+            at("0191-b", "c1", pod, "2026-12-01T10:20:00Z"),
+            at("0191-c", "c2", pod, "2026-12-01T09:45:00Z"),
+            at("0191-d", "c1", pod, "2026-12-01T11:00:00Z"),
+            at("0191-e", "c3", Some(("shop", "web-2")), "2026-12-01T10:01:00Z"),
+            at("0192-f", "c3", None, "2026-12-01T10:00:00Z"),
+        ];
+        let r = Related::find(&all, "0191-a", std::time::Duration::from_secs(1800)).unwrap();
+        let ids: Vec<&str> = all.iter().filter(|f| r.matches(f)).map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["0191-a", "0191-b", "0191-c"]);
+        // An aggregate whose execs reach into the window is related.
+        let mut agg = at("0193-g", "c1", None, "2026-12-01T12:00:00Z");
+        agg.first_seen = Some("2026-12-01T10:25:00Z".into());
+        assert!(r.matches(&agg));
+        // Prefixes: unique is enough, ambiguous is an error, unknown is not found.
+        assert!(Related::find(&all, "0192", std::time::Duration::ZERO).is_ok());
+        assert!(matches!(Related::find(&all, "0191", std::time::Duration::ZERO), Err(CliError::Usage(_))));
+        assert!(matches!(Related::find(&all, "ffff", std::time::Duration::ZERO), Err(CliError::NotFound(_))));
+        // A container without a pod: only its own findings.
+        let r = Related::find(&all, "0192-f", std::time::Duration::from_secs(3600)).unwrap();
+        let ids: Vec<&str> = all.iter().filter(|f| r.matches(f)).map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["0191-e", "0192-f"]);
     }
 }

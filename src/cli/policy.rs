@@ -22,9 +22,14 @@ pub struct SimulateArgs {
     /// Only findings recorded in this recent period (e.g. 7d, 12h) or since an RFC 3339 time
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
-    /// Spool to replay [default: the running configuration's]
+    /// Spool to replay [default: the running daemon's (asked over its status socket), else the
+    /// candidate's `spool.dir`]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// The running daemon's status socket [default: the candidate's, then the installed
+    /// configuration's]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,
@@ -38,13 +43,18 @@ pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
             return Err(CliError::Config(format!("candidate configuration error: {e}")));
         }
     };
-    let spool_dir = match a.spool_dir {
-        Some(d) => d,
-        None => match super::common::load_config(None) {
-            Ok(c) => c.spool_dir,
-            Err(e) => return Err(e),
-        },
+    let (spool_dir, source) = match a.spool_dir.clone() {
+        Some(d) => (d, "given with --spool-dir".to_owned()),
+        None => running_spool(&a, &candidate).unwrap_or_else(|| {
+            (candidate.spool_dir.clone(), "the candidate's spool.dir; no daemon answered".into())
+        }),
     };
+    if !spool_dir.is_dir() {
+        return Err(CliError::NotFound(format!(
+            "spool {} ({source}): no such directory",
+            spool_dir.display()
+        )));
+    }
     let since =
         match a.since.as_deref().map(|s| super::findings::parse_time(s, time::OffsetDateTime::now_utc())) {
             Some(Err(e)) => {
@@ -66,12 +76,16 @@ pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
     let sim =
         crate::engine::simulate::simulate(&findings, &candidate.policy, candidate.mode, candidate.ioc_block);
     if a.json {
-        println!("{}", serde_json::to_string(&sim).expect("simulation serializes"));
+        let mut v = serde_json::to_value(&sim).expect("simulation serializes");
+        v["spool"] = spool_dir.display().to_string().into();
+        v["spool_source"] = source.into();
+        println!("{v}");
         return Ok(());
     }
     println!(
-        "{} recorded execs replayed against {} ({} rules, fallback mode {}):",
+        "{} recorded execs from spool {} ({source}) replayed against {} ({} rules, fallback mode {}):",
         sim.total.blocked + sim.total.audited + sim.total.allowed,
+        spool_dir.display(),
         a.config.display(),
         candidate.policy.rules.len(),
         candidate.mode.as_str()
@@ -93,4 +107,24 @@ pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
     );
     println!("{} execs would be treated differently from what was recorded", sim.changed);
     Ok(())
+}
+
+/// The spool of the daemon answering on `--socket`, the candidate's socket or the installed
+/// configuration's, with which socket said so.
+fn running_spool(a: &SimulateArgs, candidate: &Config) -> Option<(PathBuf, String)> {
+    let mut sockets: Vec<PathBuf> = a.socket.iter().cloned().collect();
+    if a.socket.is_none() {
+        sockets.push(candidate.socket.clone());
+        if let Ok(c) = super::common::load_config(None) {
+            sockets.push(c.socket);
+        }
+        sockets.dedup();
+    }
+    sockets.iter().find_map(|s| {
+        let st = crate::daemon::status::query(s).ok()?;
+        Some((
+            PathBuf::from(st.spool.dir),
+            format!("the running daemon's, pid {}, asked on {}", st.pid, s.display()),
+        ))
+    })
 }
