@@ -115,6 +115,29 @@ pub struct ProcessRef {
     /// The arguments were cut (`findings.max_arg_bytes`, or the read's own bounds).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// The chain of parents, nearest first, up to the container's init (at most
+    /// [`MAX_ANCESTORS`]); it stops where a parent is outside the container's PID namespace
+    /// (the runtime that started it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<AncestorRef>,
+}
+
+/// How many parents `process.ancestors` lists at most.
+pub const MAX_ANCESTORS: usize = 8;
+
+/// One parent of the process a finding is about.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AncestorRef {
+    /// Host pid.
+    pub pid: i32,
+    /// The pid as the container sees it (1: the container's init).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_pid: Option<i32>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_truncated: bool,
 }
 
 /// The parent of the process doing the exec.

@@ -19,6 +19,9 @@ pub struct ProcFacts {
     pub cwd: Option<Vec<u8>>,
     pub exe: Option<Vec<u8>>,
     parent: Option<ParentFacts>,
+    /// Its PID namespace: where the walk up its parents stops (read now: a short program is
+    /// gone by the time the parents are read).
+    pid_ns: Option<u64>,
 }
 
 impl ProcFacts {
@@ -39,7 +42,14 @@ impl ProcFacts {
             let p = s.ppid;
             (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
         });
-        ProcFacts { status, args, cwd: proc::read_cwd(tid), exe: proc::read_exe(tid), parent }
+        ProcFacts {
+            status,
+            args,
+            cwd: proc::read_cwd(tid),
+            exe: proc::read_exe(tid),
+            parent,
+            pid_ns: proc::ns_id(tid, "pid"),
+        }
     }
 }
 
@@ -88,7 +98,7 @@ pub fn build(
     category: Category,
     action: Action,
 ) -> Finding {
-    let ProcFacts { status, args, cwd, exe, parent } = facts;
+    let ProcFacts { status, args, cwd, exe, parent, pid_ns } = facts;
     let mut args_truncated = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
@@ -142,6 +152,12 @@ pub fn build(
             comm_raw,
             cwd_raw,
             args_truncated,
+            // Read now, after the answer: parents do not change with the exec, and the chain
+            // costs up to eight /proc walks that no exec should wait for.
+            ancestors: match (&status, pid_ns) {
+                (Some(s), Some(ns)) => ancestors(ns, s.ppid, r.max_arg_bytes),
+                _ => Vec::new(),
+            },
         },
         file: FileRef {
             path,
@@ -163,6 +179,34 @@ pub fn build(
         rule: None,
         reason: None,
     }
+}
+
+/// The parents of a process in PID namespace `ns` whose parent is `ppid`, nearest first: while
+/// they are in that namespace, up to its init, at most [`finding::MAX_ANCESTORS`].
+pub fn ancestors(ns: u64, ppid: i32, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+    let mut out = Vec::new();
+    let mut p = ppid;
+    while p > 0 && out.len() < finding::MAX_ANCESTORS && proc::ns_id(p, "pid") == Some(ns) {
+        let Some(st) = proc::read_status(p) else { break };
+        let mut args_truncated = false;
+        let args = proc::read_cmdline(p).map(|(mut a, t)| {
+            args_truncated = t | cap_args(&mut a, max_arg_bytes);
+            a.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect()
+        });
+        out.push(finding::AncestorRef {
+            pid: p,
+            container_pid: st.ns_pid,
+            comm: Some(String::from_utf8_lossy(&st.name).into_owned()),
+            exe: proc::read_exe(p).map(|e| String::from_utf8_lossy(&e).into_owned()),
+            args,
+            args_truncated,
+        });
+        if st.ns_pid == Some(1) {
+            break;
+        }
+        p = st.ppid;
+    }
+    out
 }
 
 /// A container mount as findings describe it.
