@@ -11,7 +11,7 @@ pub mod daemon;
 pub mod sink;
 
 pub use driftgate_bench as bench;
-pub use driftgate_core::{config, engine, finding, index, model, policy, util};
+pub use driftgate_core::{config, engine, export, finding, index, model, policy, util};
 pub use driftgate_sys as sys;
 
 /// Exit codes (sysexits.h), so a service manager can tell a bad configuration (do not restart)

@@ -94,3 +94,339 @@ fn policy_simulate_replays_the_running_daemons_spool_and_says_so() {
         "{text}"
     );
 }
+
+/// The store's copy of `sha`, as the daemon under `d` keeps it.
+fn evidence_copy(d: &Daemon, sha: &str) -> std::path::PathBuf {
+    d.config.parent().unwrap().join("state/evidence/sha256").join(sha)
+}
+
+#[test]
+fn evidence_keeps_the_decided_bytes_after_the_container_deletes_or_rewrites_the_file() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 0\n",
+            ..Default::default()
+        },
+    );
+    // Two paths with the same bytes (one copy), one deleted at once, one rewritten at once,
+    // and a third file whose exec is refused after which it is overwritten in place.
+    let out = s.run_in_container(
+        "cp /opt/img/true /tmp/a; cp /opt/img/true /tmp/b\n/tmp/a; echo a=$?; rm /tmp/a\n/tmp/b; echo b=$?; echo gone > /tmp/b\n\
+         printf '#!/bin/sh\\necho dropped\\n' > /tmp/c.sh; chmod +x /tmp/c.sh\n/tmp/c.sh; echo c=$?\n\
+         printf '#!/bin/sh\\necho rewritten-after\\n' > /tmp/c.sh\n",
+        T,
+    );
+    let r = results(&out);
+    assert_eq!((r["a"], r["b"], r["c"]), (126, 126, 126), "{out:?}");
+    let f = d.findings(3);
+    assert_eq!(f.len(), 3, "{f:?}");
+    let true_sha = sha256_file(&s.lower().join("opt/img/true"));
+    for x in &f {
+        let sha = x["file"]["sha256"].as_str().unwrap();
+        assert_eq!(x["evidence"]["sha256"], sha, "{x}");
+        assert_eq!(x["evidence"]["stored"], true, "{x}");
+        let copy = evidence_copy(&d, sha);
+        assert_eq!(sha256_file(&copy), sha, "the copy's bytes are the decided ones");
+        let md = std::fs::metadata(&copy).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777, 0o400);
+    }
+    let script = f.iter().find(|x| x["file"]["path"] == "/tmp/c.sh").unwrap();
+    let copy = std::fs::read(evidence_copy(&d, script["file"]["sha256"].as_str().unwrap())).unwrap();
+    assert_eq!(copy, b"#!/bin/sh\necho dropped\n");
+    // One copy for the two paths with the same bytes.
+    let refs: Vec<&Value> = f.iter().filter(|x| x["file"]["sha256"] == true_sha.as_str()).collect();
+    assert_eq!(refs.len(), 2);
+    let reasons: Vec<&Value> = refs.iter().map(|x| &x["evidence"]["reason"]).collect();
+    assert!(
+        reasons.contains(&&Value::Null) && reasons.contains(&&Value::from("already stored")),
+        "{reasons:?}"
+    );
+    let st = d.status();
+    assert_eq!(st["evidence"]["files"], 2, "{}", st["evidence"]);
+    assert_eq!(st["evidence"]["stored"], 2);
+    assert_eq!(st["evidence"]["already_stored"], 1);
+
+    // The commands: list (with the findings of each copy), export the bytes and a tar.
+    let cfg = d.config.to_str().unwrap();
+    let o = dg(&["evidence", "list", "--config", cfg, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = json_lines(&o);
+    let entry = listed.iter().find(|e| e["sha256"] == true_sha.as_str()).expect("listed");
+    assert_eq!(entry["findings"].as_array().unwrap().len(), 2);
+    assert_eq!(entry["paths"], serde_json::json!(["/tmp/a", "/tmp/b"]));
+    let out_bin = s.root().join("exported.bin");
+    let o = dg(&["evidence", "export", "--config", cfg, &true_sha[..16], "--out", out_bin.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sha256_file(&out_bin), true_sha);
+    let md = std::fs::metadata(&out_bin).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o111, 0, "never executable");
+    let o = dg(&["evidence", "export", "--config", cfg, &true_sha, "--out", out_bin.to_str().unwrap()]);
+    assert!(!o.status.success(), "an existing file is never overwritten");
+    let out_tar = s.root().join("case.tar");
+    let o = dg(&["evidence", "export", "--config", cfg, &true_sha, "--out", out_tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = std::process::Command::new("tar").arg("-tf").arg(&out_tar).output().unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(names.contains(&format!("{true_sha}.bin")) && names.contains("findings.jsonl"), "{names}");
+    let x =
+        std::process::Command::new("tar").arg("-xOf").arg(&out_tar).arg("findings.jsonl").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&x.stdout).lines().count(), 2);
+    let o = dg(&[
+        "evidence",
+        "export",
+        "--config",
+        cfg,
+        "ffff",
+        "--out",
+        s.root().join("none").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+}
+
+/// A one-thread HTTP server: answers each request with the next status of `statuses` (then
+/// 200), and hands over each request's body.
+fn http_server(statuses: Vec<u16>) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(c, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
+    if !privileged() {
+        return;
+    }
+    let (port, rx) = http_server(vec![500]);
+    let s = Scratch::new();
+    let ocsf = s.root().join("export/findings.ocsf.jsonl");
+    std::fs::create_dir_all(ocsf.parent().unwrap()).unwrap();
+    let tables = format!(
+        "[export]\nwebhook = \"http://127.0.0.1:{port}/hook\"\nwebhook_format = \"falco\"\nocsf_file = {:?}\n\
+         [export.webhook_headers]\nAuthorization = \"Bearer test-token\"\n",
+        ocsf.display().to_string()
+    );
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_tables: &tables,
+            ..Default::default()
+        },
+    );
+    let out = s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; echo rc=$?\n", T);
+    assert_eq!(results(&out)["rc"], 126);
+    let f = d.findings(1);
+    // The first post is refused (500), the retry is taken.
+    let (head1, _) = rx.recv_timeout(Duration::from_secs(20)).expect("first post");
+    let (head2, body) = rx.recv_timeout(Duration::from_secs(20)).expect("retried post");
+    for h in [&head1, &head2] {
+        assert!(h.starts_with("POST /hook HTTP/1.1"), "{h}");
+        assert!(h.to_ascii_lowercase().contains("authorization: bearer test-token"), "{h}");
+        assert!(h.to_ascii_lowercase().contains("content-type: application/json"), "{h}");
+    }
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["rule"], "Added Binary Executed");
+    assert_eq!(v["priority"], "Notice");
+    assert_eq!(v["time"], f[0]["time"]);
+    assert_eq!(v["output_fields"]["fd.name"], "/tmp/true");
+    assert_eq!(v["output_fields"]["driftgate.finding_id"], f[0]["id"]);
+    assert!(v["output"].as_str().unwrap().contains("/tmp/true"));
+    assert!(wait_until(Duration::from_secs(10), || d.status()["export"]["webhook_sent"] == 1));
+    let st = d.status();
+    assert_eq!(st["export"]["webhook_failures"], 1, "{}", st["export"]);
+    assert_eq!(st["export"]["webhook_dropped"], 0);
+    // The OCSF file, and the same mapping from the spool.
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&ocsf)
+        .is_ok_and(|t| t.lines().count() == 1)));
+    let line: Value = serde_json::from_str(std::fs::read_to_string(&ocsf).unwrap().trim()).unwrap();
+    assert_eq!(line["class_uid"], 2004);
+    assert_eq!(line["finding_info"]["uid"], f[0]["id"]);
+    assert_eq!(line["evidences"][0]["file"]["hashes"][0]["value"], f[0]["file"]["sha256"]);
+    assert_eq!(line["disposition"], "Blocked");
+    let o = dg(&["findings", "--spool-dir", d.spool.to_str().unwrap(), "--format", "ocsf"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&o), vec![line]);
+}
+
+#[test]
+fn a_dead_webhook_never_holds_a_decision_and_its_losses_are_counted() {
+    if !privileged() {
+        return;
+    }
+    // A port with nobody listening (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s = Scratch::new();
+    let tables = format!("[findings]\naggregate_window_secs = 0\n[export]\nwebhook = \"http://127.0.0.1:{port}/\"\nwebhook_queue = 2\n");
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_tables: &tables,
+            ..Default::default()
+        },
+    );
+    let start = std::time::Instant::now();
+    let out = s.run_in_container(
+        "cp /opt/img/true /tmp/true\ni=0; while [ $i -lt 20 ]; do /tmp/true; i=$((i+1)); done; echo rc=$?\n",
+        T,
+    );
+    assert_eq!(results(&out)["rc"], 0, "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(10), "decisions did not wait for the webhook");
+    assert_eq!(d.findings(20).len(), 20, "every finding is in the spool");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let e = &d.status()["export"];
+        e["webhook_dropped"].as_u64().unwrap() > 0 && e["webhook_failures"].as_u64().unwrap() > 0
+    }));
+}
+
+/// A cgroup made for a test container (cgroup v2 where mounted, else the v1 freezer), thawed
+/// and removed on drop after the container it holds is killed.
+struct TestCgroup {
+    dir: std::path::PathBuf,
+    container: Option<Background>,
+}
+
+impl TestCgroup {
+    fn new() -> TestCgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mount = |fstype: &str, opt: Option<&str>| {
+            mounts.lines().find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                let f: Vec<&str> = post.split(' ').collect();
+                let ok = f[0] == fstype && opt.is_none_or(|o| f[2].split(',').any(|x| x == o));
+                ok.then(|| pre.split(' ').nth(4).unwrap().to_owned())
+            })
+        };
+        let base = mount("cgroup2", None)
+            .or_else(|| mount("cgroup", Some("freezer")))
+            .expect("a cgroup to freeze with");
+        let dir = std::path::Path::new(&base).join(format!("dgtest-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        TestCgroup { dir, container: None }
+    }
+
+    fn adopt(&mut self, b: Background) {
+        let init = b.init_pid().expect("container init");
+        std::fs::write(self.dir.join("cgroup.procs"), init.to_string()).unwrap();
+        self.container = Some(b);
+    }
+
+    fn frozen(&self) -> bool {
+        if let Ok(v) = std::fs::read_to_string(self.dir.join("cgroup.freeze")) {
+            return v.trim() == "1";
+        }
+        std::fs::read_to_string(self.dir.join("freezer.state")).unwrap().trim() != "THAWED"
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
+        self.container = None;
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[[policy.rules]]\nname = \"hardened\"\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
+            ..Default::default()
+        },
+    );
+    // First, a container that shares the test's own cgroup: the exec is blocked, and the
+    // freeze refused (it would freeze the test, and the host's root cgroup).
+    let out = s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; echo rc=$?\n", T);
+    assert_eq!(results(&out)["rc"], 126, "{out:?}");
+    let f = d.findings(1);
+    assert_eq!(f[0]["response"]["action"], "freeze", "{}", f[0]);
+    assert_eq!(f[0]["response"]["ok"], false);
+    // (A root cgroup here; under a service manager, a cgroup that holds the daemon too.)
+    let why = f[0]["response"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("root cgroup")
+            || why.contains("driftgate itself")
+            || why.contains("not in the container"),
+        "{why}"
+    );
+
+    // Then a container in a cgroup of its own: frozen after the blocked exec, its processes
+    // in place; `driftgate thaw` lets it go on.
+    let mut cg = TestCgroup::new();
+    let script = "cp /opt/img/true /tmp/other\ntouch /ready\nwhile [ ! -e /go ]; do sleep 0.05; done\n\
+                  /tmp/other; echo rc=$? > /after\nsleep 100\n";
+    cg.adopt(Background::start(s.root(), &s.merged, "", script, &s.merged.join("ready")));
+    std::fs::write(s.merged.join("go"), "").unwrap();
+    let f = d.findings(2);
+    assert_eq!(f.len(), 2, "{f:?}");
+    let r = &f[1]["response"];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["cgroup"], cg.dir.display().to_string());
+    assert!(wait_until(Duration::from_secs(5), || cg.frozen()), "frozen");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!s.merged.join("after").exists(), "the container stopped where it was");
+    let st = d.status();
+    assert_eq!(st["frozen"][0]["cgroup"], cg.dir.display().to_string(), "{}", st["frozen"]);
+    assert_eq!(st["frozen"][0]["finding"], f[1]["id"]);
+    let id = s.merged.display().to_string();
+    let o = dg(&["thaw", "--config", d.config.to_str().unwrap(), &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("thawed"));
+    assert!(wait_until(Duration::from_secs(5), || s.merged.join("after").exists()), "thawed: it goes on");
+    assert_eq!(std::fs::read_to_string(s.merged.join("after")).unwrap().trim(), "rc=126");
+    assert!(d.status()["frozen"].as_array().unwrap().is_empty());
+    let o = dg(&["thaw", "--config", d.config.to_str().unwrap(), &id]);
+    assert_eq!(o.status.code(), Some(66), "nothing frozen any more: {}", stderr(&o));
+}

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{assets, bench, config_check, findings, index, ioc, policy, run, status};
+use super::{assets, bench, config_check, evidence, findings, index, ioc, policy, run, status, thaw};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +27,11 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// Show the running daemon's state: mode, containers, decisions, latency, spool.
     Status(status::StatusArgs),
+    /// Copies of the files behind findings: list them, export one.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
+    /// Thaw a container frozen by a rule's `response = "freeze"`.
+    Thaw(thaw::ThawArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -18,9 +18,13 @@ pub struct FindingsArgs {
     /// Spool directory to read [default: the configured spool]
     #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
-    /// One JSON object per line (schema driftgate.finding.v1)
+    /// One JSON object per line (schema driftgate.finding.v1); the same as --format json
     #[arg(long)]
     pub json: bool,
+    /// Output: text, json (driftgate.finding.v1), ocsf (OCSF 1.3.0 Detection Finding, class
+    /// 2004) or falco (Falco's alert shape), one object per line for all but text
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json", "ocsf", "falco"], conflicts_with = "json")]
+    pub format: Option<String>,
     /// Only findings at or after this time: RFC 3339, or an age such as 30m, 12h, 7d
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
@@ -220,24 +224,31 @@ pub fn run(args: FindingsArgs) -> Result<(), CliError> {
     if related.is_some() {
         shown.sort_by_key(|f| span(f).map(|s| s.0));
     }
+    let format = match (args.json, args.format.as_deref()) {
+        (true, _) | (_, Some("json")) => Format::Json,
+        (_, Some("ocsf")) => Format::Ocsf,
+        (_, Some("falco")) => Format::Falco,
+        _ => Format::Text,
+    };
     let out = std::io::stdout();
     let mut out = out.lock();
-    let header = !args.json && (!shown.is_empty() || args.follow);
+    let text = format == Format::Text;
+    let header = text && (!shown.is_empty() || args.follow);
     let res = (|| {
         if header {
             print_header(&mut out)?;
-        } else if shown.is_empty() && !args.json && std::io::stdout().is_terminal() {
+        } else if shown.is_empty() && text && std::io::stdout().is_terminal() {
             writeln!(out, "no findings")?;
         }
         for f in &shown {
-            print_one(&mut out, f, args.json)?;
+            print_one(&mut out, f, format)?;
         }
         out.flush()?;
         if args.follow {
             follow(
                 &dir,
                 &|f| filter.matches(f) && related.as_ref().is_none_or(|r| r.matches(f)),
-                args.json,
+                format,
                 &mut out,
             )?;
         }
@@ -263,7 +274,7 @@ pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, CliError> {
 fn follow(
     dir: &Path,
     filter: &dyn Fn(&Finding) -> bool,
-    json: bool,
+    format: Format,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     use std::collections::HashMap;
@@ -284,7 +295,7 @@ fn follow(
             for line in new[..complete].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(f) = serde_json::from_slice::<Finding>(line) {
                     if filter(&f) {
-                        print_one(out, &f, json)?;
+                        print_one(out, &f, format)?;
                     }
                 }
             }
@@ -302,11 +313,26 @@ fn print_header(out: &mut impl Write) -> std::io::Result<()> {
     )
 }
 
-fn print_one(out: &mut impl Write, f: &Finding, json: bool) -> std::io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, f)?;
-        return out.write_all(b"\n");
+/// How findings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Ocsf,
+    Falco,
+}
+
+fn print_one(out: &mut impl Write, f: &Finding, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Json => serde_json::to_writer(&mut *out, f)?,
+        Format::Ocsf => serde_json::to_writer(&mut *out, &crate::export::ocsf(f))?,
+        Format::Falco => serde_json::to_writer(&mut *out, &crate::export::falco(f))?,
+        Format::Text => return print_text(out, f),
     }
+    out.write_all(b"\n")
+}
+
+fn print_text(out: &mut impl Write, f: &Finding) -> std::io::Result<()> {
     let time = f.time.get(..19).unwrap_or(&f.time).replace('T', " ");
     let short = |s: String, n: usize| {
         if s.chars().count() > n {

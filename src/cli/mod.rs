@@ -6,12 +6,14 @@ pub(crate) mod assets;
 pub(crate) mod bench;
 pub(crate) mod common;
 pub(crate) mod config_check;
+pub(crate) mod evidence;
 pub(crate) mod findings;
 pub(crate) mod index;
 pub(crate) mod ioc;
 pub(crate) mod policy;
 pub(crate) mod run;
 pub(crate) mod status;
+pub(crate) mod thaw;
 
 pub use args::{Cli, Command, ConfigCommand};
 pub use common::CliError;
@@ -22,6 +24,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Run(a) => run::run(a),
         Command::Findings(a) => findings::run(a),
         Command::Status(a) => status::run(a),
+        Command::Evidence(c) => evidence::run(c),
+        Command::Thaw(a) => thaw::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Ioc(c) => ioc::run(c),
         Command::Policy(c) => policy::run(c),

@@ -4,6 +4,7 @@
 //! runtime's known layout (containerd: `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs`)
 //! or an operator's `overlay_globs`. Nothing else is ever marked.
 
+pub mod cgroup;
 pub mod containerd_api;
 pub mod diffids;
 pub mod layers;

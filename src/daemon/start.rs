@@ -85,8 +85,26 @@ pub(super) fn sinks(
     };
     let stats = Arc::new(SinkStats::default());
     let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window, c0.max_open_windows));
+    // A store that cannot be opened costs the copies, never the daemon.
+    let evidence =
+        c0.evidence.enabled.then(|| sink::evidence::Store::open(&c0.evidence, Arc::clone(&stats.evidence)));
+    let evidence = match evidence {
+        Some(Ok(store)) => {
+            stats.evidence_open.store(true, std::sync::atomic::Ordering::Relaxed);
+            Some((store, Arc::clone(&stats.evidence)))
+        }
+        Some(Err(e)) => {
+            tracing::error!(dir = %c0.evidence.dir.display(), error = %e, "evidence store unavailable: findings keep no copy");
+            None
+        }
+        None => None,
+    };
+    let outputs = sink::Outputs {
+        evidence,
+        export: sink::export::Exporter::start(&c0.export, Arc::clone(&stats.export)),
+    };
     let (findings, thread) =
-        sink::start(spool, journal, Arc::clone(&stats), Arc::clone(&aggregator), Arc::clone(cfg));
+        sink::start(spool, journal, Arc::clone(&stats), Arc::clone(&aggregator), Arc::clone(cfg), outputs);
     Ok((Sinks { stats, thread }, (aggregator, findings)))
 }
 
@@ -136,6 +154,7 @@ pub(super) fn shared(
         holder: hot::pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
         libraries: hot::Libraries::new(c0.libraries_enabled),
         loader_runs: Mutex::new(cache::BoundedMap::new(4096)),
+        frozen: Mutex::new(Vec::new()),
     })
 }
 

@@ -55,6 +55,56 @@ pub struct Status {
     pub writer_hold: WriterHold,
     #[serde(default)]
     pub libraries: LibrariesStatus,
+    #[serde(default)]
+    pub evidence: EvidenceStatus,
+    #[serde(default)]
+    pub export: ExportStatus,
+    /// Containers frozen by a rule's `response = "freeze"` and not thawed since.
+    #[serde(default)]
+    pub frozen: Vec<FrozenContainer>,
+}
+
+/// `[evidence]`: the store of copies of the files behind findings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct EvidenceStatus {
+    /// The store is open (on, and its directory usable).
+    pub enabled: bool,
+    pub dir: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub max_total_bytes: u64,
+    pub stored: u64,
+    pub already_stored: u64,
+    /// Files over `max_file_bytes`, not copied; copies lost (changed before the copy, errors,
+    /// queue full); copies evicted by `max_total_bytes`.
+    pub too_big: u64,
+    pub lost: u64,
+    pub evicted: u64,
+}
+
+/// `[export]`: the OCSF file and the webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ExportStatus {
+    pub ocsf_file: Option<String>,
+    pub ocsf_written: u64,
+    pub ocsf_errors: u64,
+    pub webhook: Option<String>,
+    pub webhook_format: Option<String>,
+    pub webhook_sent: u64,
+    pub webhook_failures: u64,
+    pub webhook_given_up: u64,
+    pub webhook_dropped: u64,
+    pub webhook_queued: u64,
+}
+
+/// A container whose cgroup driftgate froze.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FrozenContainer {
+    pub id: String,
+    pub cgroup: String,
+    pub since: String,
+    /// The finding that caused it.
+    pub finding: String,
 }
 
 /// `[libraries]`: opens held, and how they were settled.
@@ -407,6 +457,38 @@ impl Sources {
                     unsettled: ld(&w.unsettled),
                 }
             },
+            evidence: {
+                let e = &self.sink.evidence;
+                EvidenceStatus {
+                    enabled: self.sink.evidence_open.load(Ordering::Relaxed),
+                    dir: cfg.evidence.dir.display().to_string(),
+                    files: ld(&e.files),
+                    bytes: ld(&e.bytes),
+                    max_total_bytes: cfg.evidence.max_total_bytes,
+                    stored: ld(&e.stored),
+                    already_stored: ld(&e.already),
+                    too_big: ld(&e.too_big),
+                    lost: ld(&e.lost),
+                    evicted: ld(&e.evicted),
+                }
+            },
+            export: {
+                let x = &self.sink.export;
+                let w = cfg.export.webhook.as_ref();
+                ExportStatus {
+                    ocsf_file: cfg.export.ocsf_file.as_ref().map(|p| p.display().to_string()),
+                    ocsf_written: ld(&x.ocsf_written),
+                    ocsf_errors: ld(&x.ocsf_errors),
+                    webhook: w.map(|w| w.url.clone()),
+                    webhook_format: w.map(|w| format!("{:?}", w.format).to_lowercase()),
+                    webhook_sent: ld(&x.webhook_sent),
+                    webhook_failures: ld(&x.webhook_failures),
+                    webhook_given_up: ld(&x.webhook_given_up),
+                    webhook_dropped: ld(&x.webhook_dropped),
+                    webhook_queued: ld(&x.webhook_queued),
+                }
+            },
+            frozen: self.shared.frozen(),
             libraries: LibrariesStatus {
                 enabled: self.shared.libraries.on(),
                 marked: self.shared.libraries.marked,

@@ -3,6 +3,8 @@
 //! so a slow disk never holds up an exec.
 
 pub(crate) mod aggregate;
+pub mod evidence;
+pub mod export;
 mod metadata;
 
 pub use metadata::{ContainerHandle, Metadata};
@@ -42,6 +44,10 @@ pub struct SinkStats {
     pub journal_suppressed: AtomicU64,
     /// Times the spool directory had been removed and was made again.
     pub spool_recreated: AtomicU64,
+    /// The evidence store (when open) and the exports.
+    pub evidence: Arc<evidence::EvidenceStats>,
+    pub evidence_open: std::sync::atomic::AtomicBool,
+    pub export: Arc<export::ExportStats>,
 }
 
 /// The hot path's handle.
@@ -50,6 +56,8 @@ pub struct FindingSender {
     // Boxed: a bounded channel allocates all its slots up front.
     tx: Sender<Box<Queued>>,
     stats: Arc<SinkStats>,
+    /// The evidence thread, when `[evidence]` is on.
+    evidence: Option<evidence::EvidenceSender>,
 }
 
 impl FindingSender {
@@ -57,9 +65,43 @@ impl FindingSender {
     /// writes the finding, waiting (the finding, never the exec) for the container's first
     /// metadata lookup to finish.
     pub fn send_for(&self, f: Finding, container: Option<ContainerHandle>) {
+        self.queue(Self::queued(f, container));
+    }
+
+    /// Whether findings get a copy of their file (`[evidence]`).
+    pub fn keeps_evidence(&self) -> bool {
+        self.evidence.is_some()
+    }
+
+    /// Sends a finding with the file it is about (`file`: an fd of the exact inode decided),
+    /// to be copied into the evidence store first. Without a store, or without a file, it is
+    /// sent as it is.
+    pub fn send_with_file(
+        &self,
+        f: Finding,
+        container: Option<ContainerHandle>,
+        file: Option<std::os::fd::OwnedFd>,
+        sha256: Option<[u8; 32]>,
+    ) {
+        let q = Self::queued(f, container);
+        match (&self.evidence, file) {
+            (Some(ev), Some(fd)) => {
+                if let Err(q) = ev.submit(evidence::Request { queued: q, fd, expected: sha256 }) {
+                    self.queue(q);
+                }
+            }
+            _ => self.queue(q),
+        }
+    }
+
+    fn queued(f: Finding, container: Option<ContainerHandle>) -> Box<Queued> {
         // Metadata not complete yet: wait for a lookup made from now on.
         let wait_for = container.as_ref().and_then(|c| c.pending_version()).map_or(0, |v| v + 1);
-        match self.tx.try_send(Box::new(Queued { finding: f, container, since: Instant::now(), wait_for })) {
+        Box::new(Queued { finding: f, container, since: Instant::now(), wait_for })
+    }
+
+    fn queue(&self, q: Box<Queued>) {
+        match self.tx.try_send(q) {
             Ok(()) => {}
             Err(TrySendError::Full(q)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -105,25 +147,36 @@ pub enum JournalTarget {
     Stderr,
 }
 
-/// Starts the sink thread. It ends when every sender is dropped, after writing what was
-/// queued.
+/// Where findings go besides the spool and the journal.
+pub struct Outputs {
+    /// The evidence store and its thread's counters (`[evidence]` on).
+    pub evidence: Option<(evidence::Store, Arc<evidence::EvidenceStats>)>,
+    pub export: export::Exporter,
+}
+
+/// Starts the sink thread (and the evidence thread). It ends when every sender is dropped,
+/// after writing what was queued.
 pub fn start(
     mut spool: SpoolWriter,
     journal: JournalTarget,
     stats: Arc<SinkStats>,
     aggregator: Arc<aggregate::Aggregator>,
     cfg: crate::config::SharedConfig,
+    outputs: Outputs,
 ) -> (FindingSender, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded::<Box<Queued>>(65536);
     let st = Arc::clone(&stats);
+    let Outputs { evidence, mut export } = outputs;
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
         .spawn(move || {
             crate::sys::process::lower_this_thread_priority(10);
-            run(&mut spool, &journal, &rx, &st, &aggregator, &cfg)
+            run(&mut spool, &journal, &rx, &st, &aggregator, &cfg, &mut export)
         })
         .expect("spawn sink thread");
-    (FindingSender { tx, stats }, handle)
+    // The evidence thread holds a sender of its own: the sink ends after it.
+    let evidence = evidence.map(|(store, es)| evidence::start(store, es, tx.clone()).0);
+    (FindingSender { tx, stats, evidence }, handle)
 }
 
 fn run(
@@ -133,6 +186,7 @@ fn run(
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
     cfg: &crate::config::SharedConfig,
+    export: &mut export::Exporter,
 ) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     let mut limiter = ratelimit::RateLimiter::new(ratelimit::DEFAULT_BURST, ratelimit::DEFAULT_PER_SEC);
@@ -190,6 +244,7 @@ fn run(
                 tracing::error!(error = %e, lost = batch.len(), "could not write findings to the spool");
             }
         }
+        export.export(&batch);
         let now = Instant::now();
         for f in &batch {
             match limiter.check(&f.container.id, now) {

@@ -49,6 +49,37 @@ pub struct Finding {
     /// hash (too big, too slow, open for writing, the daemon over its budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The copy of the file's bytes kept in the evidence store (`[evidence]`), or why there is
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceRef>,
+    /// What was done to the container after the decision (a rule's `response`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseRef>,
+}
+
+/// The evidence copy of a finding's file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EvidenceRef {
+    /// The SHA-256 of the bytes kept (`<state_dir>/evidence/sha256/<hex>`).
+    pub sha256: Option<String>,
+    pub stored: bool,
+    /// Why nothing is stored (too big, changed before it was copied, store full), or
+    /// `already stored` when an earlier finding's copy is the one kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A response taken on the container after a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResponseRef {
+    /// `freeze`.
+    pub action: String,
+    /// The cgroup acted on (its path under the cgroup mount).
+    pub cgroup: Option<String>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -242,6 +273,8 @@ impl Finding {
             ioc: None,
             rule: None,
             reason: None,
+            evidence: None,
+            response: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! `enforce`. The global `mode` is the fallback. Pure: facts in, the deciding rule out.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Evidence, ImageAtPath, Mode};
 pub use crate::model::{ImageCopies, RuleAction};
@@ -36,6 +36,24 @@ pub struct RawRule {
     pub mounts: Vec<String>,
     /// Overrides `[policy] image_copies` for the execs this rule matches.
     pub image_copies: Option<ImageCopies>,
+    /// What to do to the container after an exec this rule matched was blocked.
+    pub response: Option<Response>,
+}
+
+/// A response to a blocked exec, taken after the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    /// Freeze the container's cgroup: its processes stop where they are, for the responder.
+    Freeze,
+}
+
+impl Response {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Response::Freeze => "freeze",
+        }
+    }
 }
 
 /// A compiled rule.
@@ -53,6 +71,7 @@ pub struct Rule {
     sha256: Vec<String>,
     mounts: Option<GlobSet>,
     image_copies: Option<ImageCopies>,
+    pub response: Option<Response>,
 }
 
 /// Facts about one exec a rule can match on.
@@ -111,7 +130,11 @@ impl Rule {
             sha256,
             mounts: globs("mounts", &raw.mounts, true)?,
             image_copies: raw.image_copies,
+            response: raw.response,
         };
+        if rule.response.is_some() && action == RuleAction::Allow {
+            return Err(RuleError::new("response", "a rule that allows never blocks: a response needs action = \"enforce\" or \"audit\" (IoC blocks)"));
+        }
         Ok(rule)
     }
 
@@ -162,6 +185,8 @@ pub struct Decision {
     /// The rule's name, or `global` for the fallback mode.
     pub rule: String,
     pub image_copies: ImageCopies,
+    /// The rule's response to a blocked exec.
+    pub response: Option<Response>,
 }
 
 impl Decision {
@@ -186,6 +211,7 @@ impl Policy {
                 action: r.action,
                 rule: r.name.clone(),
                 image_copies: r.image_copies.unwrap_or(self.image_copies),
+                response: r.response,
             },
             None => self.fallback(fallback),
         }
@@ -193,7 +219,12 @@ impl Policy {
 
     /// The decision when no rule matches: the global mode.
     pub fn fallback(&self, mode: Mode) -> Decision {
-        Decision { action: mode.into(), rule: "global".into(), image_copies: self.image_copies }
+        Decision {
+            action: mode.into(),
+            rule: "global".into(),
+            image_copies: self.image_copies,
+            response: None,
+        }
     }
 }
 
@@ -229,18 +260,33 @@ mod tests {
         let jit = Subject { image: Some("registry.example/app:1.2"), path: "/var/cache/jit/a1", ..base };
         assert_eq!(
             p.decide(&jit, Mode::Audit),
-            Decision { action: RuleAction::Allow, rule: "jit".into(), image_copies: ImageCopies::Report }
+            Decision {
+                action: RuleAction::Allow,
+                rule: "jit".into(),
+                image_copies: ImageCopies::Report,
+                response: None
+            }
         );
         let deeper = Subject { path: "/var/cache/jit/sub/a1", ..jit };
         assert_eq!(p.decide(&deeper, Mode::Audit).rule, "global", "* does not cross / in paths");
         let pay = Subject { namespace: Some("payments-eu"), ..base };
         assert_eq!(
             p.decide(&pay, Mode::Audit),
-            Decision { action: RuleAction::Enforce, rule: "2".into(), image_copies: ImageCopies::Allow }
+            Decision {
+                action: RuleAction::Enforce,
+                rule: "2".into(),
+                image_copies: ImageCopies::Allow,
+                response: None
+            }
         );
         assert_eq!(
             p.decide(&base, Mode::Audit),
-            Decision { action: RuleAction::Audit, rule: "global".into(), image_copies: ImageCopies::Report }
+            Decision {
+                action: RuleAction::Audit,
+                rule: "global".into(),
+                image_copies: ImageCopies::Report,
+                response: None
+            }
         );
         assert_eq!(p.decide(&base, Mode::Enforce).action, RuleAction::Enforce);
     }
@@ -304,7 +350,12 @@ mod tests {
 
     #[test]
     fn image_copies_allow_only_added_files_the_image_has_elsewhere() {
-        let d = Decision { action: RuleAction::Enforce, rule: "r".into(), image_copies: ImageCopies::Allow };
+        let d = Decision {
+            action: RuleAction::Enforce,
+            rule: "r".into(),
+            image_copies: ImageCopies::Allow,
+            response: None,
+        };
         let added = Evidence::UpperFile(ImageAtPath::Absent);
         assert_eq!(d.action_for(added, true), RuleAction::Allow);
         assert_eq!(d.action_for(added, false), RuleAction::Enforce);

@@ -160,12 +160,12 @@ impl Shared {
             agg_path.extend_from_slice(b" (deleted)");
         }
         let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) {
-            // Counted in the open window's aggregate: no /proc reads, no sink work.
-            self.answer(job.ev, verdict.allow);
-            return Routed::Done;
-        }
-        if !self.may_record(&job.container) {
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || !self.may_record(&job.container) {
+            // Counted in the open window's aggregate (or the container's suppressed findings):
+            // no /proc reads, no sink work.
+            if let (false, Some(r)) = (verdict.allow, decision.response) {
+                self.respond_unrecorded(r, &job.container.id(), job.ev.tid());
+            }
             self.answer(job.ev, verdict.allow);
             return Routed::Done;
         }
@@ -178,6 +178,25 @@ impl Shared {
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());
+        // The evidence copy reads the exact inode decided, after the answer: keep it open, and
+        // (an allowed file is leased already) lease a refused one, so that a writer waits
+        // until the copy is taken (the lease lives as long as this open file does).
+        let file = if self.findings.keeps_evidence() {
+            if !verdict.allow {
+                let _ = self.pin_job(&job);
+            }
+            job.file_fd().try_clone_to_owned().ok()
+        } else {
+            None
+        };
+        // A response is taken before the refusal is answered: a container being frozen runs
+        // no further instruction of the refused process (the freeze takes it on its way back
+        // from the exec), and the process is certainly still there to find the cgroup from.
+        let finding_id = uuid::Uuid::now_v7().to_string();
+        let response = match (verdict.allow, decision.response) {
+            (false, Some(r)) => Some(self.respond(r, &job.container.id(), tid, &finding_id)),
+            _ => None,
+        };
         self.answer(job.ev, verdict.allow);
         let interpreter = job.target.as_ref().map(|t| t.interpreter.clone());
         let mut f = self.build_finding(&job.container, &job.id, tid, facts, &outcome, category, action);
@@ -185,7 +204,9 @@ impl Shared {
         f.reason = outcome.reason.clone();
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
         f.rule = Some(decision.rule.clone());
-        self.send(&job.container, &agg_key, f, prev);
+        f.id = finding_id;
+        f.response = response;
+        self.send(&job.container, &agg_key, f, prev, file, outcome.sha256);
         Routed::Done
     }
 }

@@ -19,7 +19,8 @@
 //! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
 //! (stage 1) answers image files at once; `hashing.rs` (stage 2) works out what a container file
 //! is; `finish.rs` (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
-//! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald).
+//! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
+//! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
 
 pub(crate) mod events;
 mod fast;
@@ -30,6 +31,7 @@ mod open;
 pub(crate) mod pin;
 mod record;
 pub(crate) mod report;
+mod respond;
 
 mod state;
 

@@ -81,6 +81,8 @@ impl Shared {
         agg_key: &crate::sink::aggregate::AggKey,
         f: Finding,
         prev: Vec<crate::sink::aggregate::Aggregate>,
+        file: Option<std::os::fd::OwnedFd>,
+        sha256: Option<[u8; 32]>,
     ) {
         self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c) as ContainerHandle));
         for (prev, pc) in prev {
@@ -92,7 +94,7 @@ impl Shared {
                 let _ = tx.try_send(Arc::clone(c));
             }
         }
-        self.findings.send_for(f, Some(Arc::clone(c) as ContainerHandle));
+        self.findings.send_with_file(f, Some(Arc::clone(c) as ContainerHandle), file, sha256);
     }
 
     /// Records fileless execution seen after the fact (process `pid` of container `c` runs a
@@ -130,7 +132,13 @@ impl Shared {
         };
         let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
         f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
-        self.send(c, &agg_key, f, prev);
+        // The memfd the process runs, for the evidence store.
+        let exe = self
+            .findings
+            .keeps_evidence()
+            .then(|| std::fs::File::open(format!("/proc/{pid}/exe")).ok().map(std::os::fd::OwnedFd::from))
+            .flatten();
+        self.send(c, &agg_key, f, prev, exe, sha);
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.

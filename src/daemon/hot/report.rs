@@ -178,6 +178,8 @@ pub fn build(
         ioc: None,
         rule: None,
         reason: None,
+        evidence: None,
+        response: None,
     }
 }
 

@@ -160,6 +160,8 @@ pub struct Shared {
     /// Programs the image's loader was allowed to run (`ld.so /tmp/tool`), by the exec's thread:
     /// the loader's open of that program comes next, and is not a library load.
     pub loader_runs: Mutex<BoundedMap<(i32, FileId), Instant>>,
+    /// Containers frozen by a rule's `response = "freeze"` (`respond.rs`).
+    pub frozen: Mutex<Vec<crate::daemon::status::FrozenContainer>>,
 }
 
 /// Library coverage: the marks hold opens only if it was on at start-up; a reload can switch

@@ -100,6 +100,58 @@ impl Check<'_> {
         Ok(policy)
     }
 
+    /// `[export] webhook*`: a plain `http://host[:port][/path]` URL (TLS is a local relay's
+    /// job, such as a Falcosidekick on the node), a queue of at least 1, a timeout of 1 to 60 s.
+    pub fn webhook(&self, raw: &super::raw::RawExport) -> Result<Option<super::Webhook>, ConfigError> {
+        let Some(url) = &raw.webhook else { return Ok(None) };
+        let bad = |m: &str| self.invalid(url.span(), "export.webhook", m.to_owned());
+        let rest = url.get_ref().strip_prefix("http://").ok_or_else(|| {
+            bad("must be an http:// URL (for https, send to a relay on the node such as Falcosidekick)")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() || authority.contains('@') || authority.chars().any(|c| c.is_whitespace()) {
+            return Err(bad("needs a host (and optional port), without user info"));
+        }
+        if path.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(bad("the path must not contain spaces or control characters"));
+        }
+        for (k, v) in &raw.webhook_headers {
+            let ok_name =
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_name || v.chars().any(|c| c.is_control()) {
+                return Err(self.invalid(
+                    url.span(),
+                    &format!("export.webhook_headers.{k}"),
+                    "not a valid header".into(),
+                ));
+            }
+        }
+        Ok(Some(super::Webhook {
+            url: url.get_ref().clone(),
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+            format: raw.webhook_format.unwrap_or_default(),
+            queue: self.value(
+                &raw.webhook_queue,
+                "export.webhook_queue",
+                4096,
+                |v| v >= 1,
+                "must be at least 1",
+            )? as usize,
+            timeout: std::time::Duration::from_secs(self.value(
+                &raw.webhook_timeout_secs,
+                "export.webhook_timeout_secs",
+                5,
+                |v| (1..=60).contains(&v),
+                "must be between 1 and 60",
+            )?),
+            headers: raw.webhook_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }))
+    }
+
     /// `scripts.interpreters`, an error naming the entry.
     pub fn interpreters(
         &self,

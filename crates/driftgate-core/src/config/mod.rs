@@ -108,6 +108,55 @@ pub struct Config {
     /// the marks hold opens or they do not. Off by default (every open of an already-checked
     /// file still costs the kernel's fsnotify walk, about 65 ns: over the 1.05 target).
     pub libraries_enabled: bool,
+    pub evidence: EvidenceConfig,
+    pub export: ExportConfig,
+}
+
+/// `[evidence]`: copies of the files behind findings, kept for the responder.
+#[derive(Debug, Clone)]
+pub struct EvidenceConfig {
+    pub enabled: bool,
+    /// `<state_dir>/evidence` unless set.
+    pub dir: PathBuf,
+    /// Files larger than this are not copied (the finding says so).
+    pub max_file_bytes: u64,
+    /// The store's size cap: the oldest copies are evicted beyond it.
+    pub max_total_bytes: u64,
+}
+
+/// `[export]`: findings sent off the node as they are recorded.
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    /// Every finding appended as one OCSF Detection Finding per line.
+    pub ocsf_file: Option<PathBuf>,
+    pub webhook: Option<Webhook>,
+}
+
+/// `[export] webhook`: each finding POSTed as JSON.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// `host:port` to connect to, and the request's `Host` and path.
+    pub url: String,
+    pub authority: String,
+    pub path: String,
+    pub format: WebhookFormat,
+    /// Findings waiting to be sent at most; beyond, they are dropped (and counted).
+    pub queue: usize,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The body a webhook gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The `driftgate.finding.v1` record.
+    #[default]
+    Driftgate,
+    /// Falco's alert shape, for a Falcosidekick.
+    Falco,
+    /// An OCSF Detection Finding.
+    Ocsf,
 }
 
 /// `[index]`: image-layer manifests.
@@ -181,6 +230,7 @@ impl Config {
         let (overlay_globs, overlay_globset) = ck.overlay_globs(&raw.discovery.overlay_globs)?;
         let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let spool_dir = raw.spool.dir.unwrap_or_else(|| state_dir.join("spool"));
+        let state_dir_for_evidence = state_dir.clone();
         // In a DaemonSet pod the hostname is the pod's: the manifest passes the node name.
         let node_name = raw
             .node_name
@@ -317,6 +367,28 @@ impl Config {
             loader_enabled: raw.loader.enabled.unwrap_or(true),
             // Off by default: see `[libraries]` in the shipped configuration and the README.
             libraries_enabled: raw.libraries.enabled.unwrap_or(false),
+            evidence: EvidenceConfig {
+                enabled: raw.evidence.enabled.unwrap_or(true),
+                dir: raw.evidence.dir.clone().unwrap_or_else(|| state_dir_for_evidence.join("evidence")),
+                max_file_bytes: ck.value(
+                    &raw.evidence.max_file_bytes,
+                    "evidence.max_file_bytes",
+                    64 << 20,
+                    at_least_1,
+                    "must be at least 1",
+                )?,
+                max_total_bytes: ck.value(
+                    &raw.evidence.max_total_bytes,
+                    "evidence.max_total_bytes",
+                    1 << 30,
+                    at_least_1,
+                    "must be at least 1",
+                )?,
+            },
+            export: ExportConfig {
+                ocsf_file: raw.export.ocsf_file.clone(),
+                webhook: ck.webhook(&raw.export)?,
+            },
         })
     }
 }

@@ -44,6 +44,32 @@ pub(super) struct RawConfig {
     pub(super) loader: RawLoader,
     #[serde(default)]
     pub(super) libraries: RawLibraries,
+    #[serde(default)]
+    pub(super) evidence: RawEvidence,
+    #[serde(default)]
+    pub(super) export: RawExport,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEvidence {
+    pub(super) enabled: Option<bool>,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) max_file_bytes: Option<Spanned<u64>>,
+    pub(super) max_total_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExport {
+    pub(super) ocsf_file: Option<PathBuf>,
+    pub(super) webhook: Option<Spanned<String>>,
+    pub(super) webhook_format: Option<super::WebhookFormat>,
+    pub(super) webhook_queue: Option<Spanned<u64>>,
+    pub(super) webhook_timeout_secs: Option<Spanned<u64>>,
+    /// Extra request headers (`Authorization = "Bearer ..."`).
+    #[serde(default)]
+    pub(super) webhook_headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

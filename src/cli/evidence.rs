@@ -1,0 +1,203 @@
+//! `driftgate evidence`: the copies of the files behind findings (`[evidence]`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use super::common::{io_error, CliError};
+
+use crate::sink::evidence;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum EvidenceCommand {
+    /// List the stored copies, with the findings that reference each
+    List(ListArgs),
+    /// Write a stored copy's bytes (or a tar of the bytes and the findings that reference them)
+    Export(ExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: super::common::ConfigArg,
+    /// The evidence store [default: the configured one, <state_dir>/evidence]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Spool whose findings are matched to the copies [default: the configured spool]
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// One JSON object per line
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: super::common::ConfigArg,
+    /// The copy's SHA-256 (or a unique prefix of it)
+    #[arg(value_name = "SHA256")]
+    pub sha256: String,
+    /// Where to write it (created; never made executable)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// `bytes`, or `tar`: the bytes (as `<sha256>.bin`) and `findings.jsonl`
+    /// [default: tar when FILE ends in .tar, else bytes]
+    #[arg(long, value_parser = ["bytes", "tar"])]
+    pub format: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+pub fn run(cmd: EvidenceCommand) -> Result<(), CliError> {
+    match cmd {
+        EvidenceCommand::List(a) => list(a),
+        EvidenceCommand::Export(a) => export(a),
+    }
+}
+
+/// The store's directory and the spool, from the flags or the configuration.
+fn locations(
+    config: &super::common::ConfigArg,
+    dir: &Option<PathBuf>,
+    spool: &Option<PathBuf>,
+) -> Result<(PathBuf, PathBuf), CliError> {
+    if let (Some(d), Some(s)) = (dir, spool) {
+        return Ok((d.clone(), s.clone()));
+    }
+    let c = config.load()?;
+    Ok((dir.clone().unwrap_or(c.evidence.dir), spool.clone().unwrap_or(c.spool_dir)))
+}
+
+fn referencing(spool: &std::path::Path, sha: &str) -> Result<Vec<crate::finding::Finding>, CliError> {
+    if !spool.is_dir() {
+        return Ok(Vec::new());
+    }
+    Ok(super::findings::read_spool(spool)?
+        .into_iter()
+        .filter(|f| {
+            f.file.sha256.as_deref() == Some(sha)
+                || f.evidence.as_ref().and_then(|e| e.sha256.as_deref()) == Some(sha)
+        })
+        .collect())
+}
+
+fn list(a: ListArgs) -> Result<(), CliError> {
+    let (dir, spool) = locations(&a.config, &a.dir, &a.spool_dir)?;
+    let entries = evidence::list(&dir).map_err(|e| io_error(dir.display(), &e))?;
+    let findings = if spool.is_dir() { super::findings::read_spool(&spool)? } else { Vec::new() };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let res = (|| {
+        if !a.json {
+            writeln!(out, "{:<64} {:>10} {:<20} {:>8} PATHS", "SHA256", "SIZE", "STORED", "FINDINGS")?;
+        }
+        for e in &entries {
+            let refs: Vec<&crate::finding::Finding> = findings
+                .iter()
+                .filter(|f| {
+                    f.file.sha256.as_deref() == Some(e.sha256.as_str())
+                        || f.evidence.as_ref().and_then(|x| x.sha256.as_deref()) == Some(e.sha256.as_str())
+                })
+                .collect();
+            let mut paths: Vec<String> =
+                refs.iter().map(|f| crate::util::printable(&f.path_bytes())).collect();
+            paths.sort();
+            paths.dedup();
+            if a.json {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["findings"] = refs.iter().map(|f| f.id.clone()).collect::<Vec<_>>().into();
+                v["paths"] = paths.into();
+                writeln!(out, "{v}")?;
+            } else {
+                let stored = e.stored.get(..19).unwrap_or(&e.stored).replace('T', " ");
+                writeln!(
+                    out,
+                    "{:<64} {:>10} {:<20} {:>8} {}",
+                    e.sha256,
+                    e.size,
+                    stored,
+                    refs.len(),
+                    paths.join(", ")
+                )?;
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    match res {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Failure(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+fn export(a: ExportArgs) -> Result<(), CliError> {
+    let (dir, spool) = locations(&a.config, &a.dir, &a.spool_dir)?;
+    let want = a.sha256.to_ascii_lowercase();
+    if want.is_empty() || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CliError::Usage(format!("{:?} is not a SHA-256 (or a prefix of one)", a.sha256)));
+    }
+    let entries = evidence::list(&dir).map_err(|e| io_error(dir.display(), &e))?;
+    let hits: Vec<&evidence::Entry> = entries.iter().filter(|e| e.sha256.starts_with(&want)).collect();
+    let e = match hits.as_slice() {
+        [e] => *e,
+        [] => {
+            return Err(CliError::NotFound(format!(
+            "no copy of {want} in {} (see `driftgate evidence list`, and the finding's `evidence.reason`)",
+            dir.display()
+        )))
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{want} is a prefix of {} copies; give more of it",
+                hits.len()
+            )))
+        }
+    };
+    let src = evidence::objects(&dir).join(&e.sha256);
+    let bytes = std::fs::read(&src).map_err(|err| io_error(src.display(), &err))?;
+    let tar = match a.format.as_deref() {
+        Some(f) => f == "tar",
+        None => a.out.extension().is_some_and(|x| x == "tar"),
+    };
+    // Never executable, never over an existing file (a planted symlink included).
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&a.out)
+        .map_err(|err| io_error(a.out.display(), &err))?;
+    let write = |out: &mut std::fs::File| -> std::io::Result<()> {
+        if !tar {
+            return out.write_all(&bytes);
+        }
+        let mut jsonl = Vec::new();
+        for f in referencing(&spool, &e.sha256).map_err(|e| std::io::Error::other(e.to_string()))? {
+            serde_json::to_writer(&mut jsonl, &f)?;
+            jsonl.push(b'\n');
+        }
+        let mut b = tar::Builder::new(out);
+        let mtime = e.mtime.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for (name, data, mode) in
+            [(format!("{}.bin", e.sha256), &bytes, 0o400), ("findings.jsonl".to_owned(), &jsonl, 0o600)]
+        {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(mtime);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_slice())?;
+        }
+        b.finish()
+    };
+    write(&mut out).map_err(|err| io_error(a.out.display(), &err))?;
+    eprintln!(
+        "wrote {} ({} bytes of {}{})",
+        a.out.display(),
+        bytes.len(),
+        e.sha256,
+        if tar { ", with its findings" } else { "" }
+    );
+    Ok(())
+}

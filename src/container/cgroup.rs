@@ -1,0 +1,167 @@
+//! A container's cgroup, for `response = "freeze"` and `driftgate thaw`: found from a
+//! process's `/proc/<pid>/cgroup`, frozen with cgroup v2's `cgroup.freeze` or the v1
+//! freezer's `freezer.state`.
+//!
+//! Freezing the wrong cgroup stops the node (or the daemon itself), so a cgroup is frozen only
+//! when it is provably the container's own: not a root cgroup, not the daemon's or one of its
+//! parents, and every process in it (and below it) in the container's PID namespace, which is
+//! not the host's.
+
+use std::path::{Path, PathBuf};
+
+use crate::container::mountinfo;
+
+/// A cgroup directory and the file that freezes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The cgroup's directory (`/sys/fs/cgroup/system.slice/docker-….scope`).
+    pub dir: PathBuf,
+    /// Its path in its hierarchy, as `/proc/<pid>/cgroup` shows it.
+    pub path: String,
+    pub v2: bool,
+}
+
+/// The v2 path (`0::/x`) and the v1 freezer path (`N:freezer:/x`) of `/proc/<pid>/cgroup`.
+pub fn parse_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
+    let (mut v2, mut v1) = (None, None);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if id == "0" && ctrls.is_empty() {
+            v2 = Some(path.to_owned());
+        } else if ctrls.split(',').any(|c| c == "freezer") {
+            v1 = Some(path.to_owned());
+        }
+    }
+    (v2, v1)
+}
+
+/// Where each hierarchy is mounted: the cgroup2 mount, the v1 freezer mount (whole
+/// hierarchies only: a mount of a sub-tree cannot reach every cgroup).
+fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
+    let text = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let (mut v2, mut v1) = (None, None);
+    for m in mountinfo::parse(&text) {
+        if m.root != b"/" {
+            continue;
+        }
+        if m.fstype == "cgroup2" && v2.is_none() {
+            v2 = Some(m.mountpoint);
+        } else if m.fstype == "cgroup"
+            && v1.is_none()
+            && m.super_options.split(|&b| b == b',').any(|o| o == b"freezer")
+        {
+            v1 = Some(m.mountpoint);
+        }
+    }
+    (v2, v1)
+}
+
+fn join(mount: &Path, path: &str) -> PathBuf {
+    mount.join(path.trim_start_matches('/'))
+}
+
+/// The cgroup of process `pid` that can be frozen: its v2 cgroup when it has one of its own,
+/// else its v1 freezer cgroup.
+pub fn of_process(pid: i32) -> Result<Cgroup, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read /proc/{pid}/cgroup: {e}"))?;
+    let (v2, v1) = parse_proc_cgroup(&text);
+    let (m2, m1) = mounts();
+    if let (Some(p), Some(m)) = (&v2, &m2) {
+        let dir = join(m, p);
+        if p != "/" && dir.join("cgroup.freeze").exists() {
+            return Ok(Cgroup { dir, path: p.clone(), v2: true });
+        }
+    }
+    if let (Some(p), Some(m)) = (&v1, &m1) {
+        if p != "/" {
+            return Ok(Cgroup { dir: join(m, p), path: p.clone(), v2: false });
+        }
+    }
+    Err("the process is in a root cgroup: there is no cgroup of the container's own to freeze".into())
+}
+
+/// Whether `cg` holds only the container's processes (PID namespace `ns`), and none of the
+/// daemon's.
+pub fn check_own(cg: &Cgroup, ns: u64) -> Result<(), String> {
+    let host = crate::sys::proc::ns_id(std::process::id() as i32, "pid");
+    if host == Some(ns) {
+        return Err(
+            "the container shares the host's PID namespace: its cgroup cannot be told from the host's".into(),
+        );
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let (v2, v1) = parse_proc_cgroup(&own);
+    if let Some(mine) = if cg.v2 { v2 } else { v1 } {
+        if mine == cg.path || mine.starts_with(&format!("{}/", cg.path.trim_end_matches('/'))) {
+            return Err(format!("{} holds driftgate itself", cg.path));
+        }
+    }
+    let mut stack = vec![cg.dir.clone()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs"))
+            .map_err(|e| format!("cannot read {}: {e}", d.join("cgroup.procs").display()))?;
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            match crate::sys::proc::ns_id(pid, "pid") {
+                Some(n) if n == ns => {}
+                // Gone since the list was read.
+                None => {}
+                Some(_) => {
+                    return Err(format!("{} holds process {pid}, which is not in the container", cg.path))
+                }
+            }
+        }
+        for ent in std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?.flatten() {
+            if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                seen += 1;
+                if seen > 4096 {
+                    return Err(format!("{} has too many child cgroups to check", cg.path));
+                }
+                stack.push(ent.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Freezes (`true`) or thaws the cgroup at `dir`, v2 or v1 as its files say.
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<(), String> {
+    let (file, value) = if dir.join("cgroup.freeze").exists() {
+        ("cgroup.freeze", if frozen { "1" } else { "0" })
+    } else if dir.join("freezer.state").exists() {
+        ("freezer.state", if frozen { "FROZEN" } else { "THAWED" })
+    } else {
+        return Err(format!("{} is not a cgroup that can be frozen", dir.display()));
+    };
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(file).display()))
+}
+
+/// Whether the cgroup at `dir` is frozen (or freezing) now.
+pub fn is_frozen(dir: &Path) -> bool {
+    if let Ok(v) = std::fs::read_to_string(dir.join("cgroup.freeze")) {
+        return v.trim() == "1";
+    }
+    std::fs::read_to_string(dir.join("freezer.state"))
+        .is_ok_and(|v| matches!(v.trim(), "FROZEN" | "FREEZING"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_cgroup_gives_the_v2_and_freezer_paths() {
+        let hybrid = "9:name=systemd:/\n6:freezer:/dg/x\n4:memory:/m\n0::/\n";
+        assert_eq!(parse_proc_cgroup(hybrid), (Some("/".into()), Some("/dg/x".into())));
+        let v2 = "0::/system.slice/docker-abc.scope\n";
+        assert_eq!(parse_proc_cgroup(v2), (Some("/system.slice/docker-abc.scope".into()), None));
+        let joined = "5:cpu,freezer:/k8s/pod1\n";
+        assert_eq!(parse_proc_cgroup(joined), (None, Some("/k8s/pod1".into())));
+        assert_eq!(parse_proc_cgroup("garbage\n"), (None, None));
+    }
+}

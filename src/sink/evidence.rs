@@ -1,0 +1,383 @@
+//! The evidence store: a copy of every added, modified or known-bad file a finding is about,
+//! so the responder has the exact bytes that were decided even after the container (or the
+//! file) is gone.
+//!
+//! Content-addressed (`<dir>/sha256/<hex>`), one copy per hash whatever the number of
+//! containers, mode 0400 (never executable), size-capped with the oldest copies evicted. The
+//! copy is read through the fd of the event that was decided, after the answer, on a thread of
+//! its own: an unlinked or renamed-over file is still the inode that was decided, and a copy
+//! whose bytes no longer hash to the finding's SHA-256 (rewritten in place before it was
+//! copied) is refused and said so.
+
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use sha2::{Digest, Sha256};
+
+use crate::config::EvidenceConfig;
+use crate::finding::EvidenceRef;
+
+/// What the store did, for `status` and metrics.
+#[derive(Debug, Default)]
+pub struct EvidenceStats {
+    /// Copies made, and findings whose file was already stored.
+    pub stored: AtomicU64,
+    pub already: AtomicU64,
+    /// Files over `evidence.max_file_bytes`, not copied.
+    pub too_big: AtomicU64,
+    /// Files that could not be copied: changed before the copy, read or write errors, the
+    /// queue full.
+    pub lost: AtomicU64,
+    /// Copies deleted to keep the store under `evidence.max_total_bytes`.
+    pub evicted: AtomicU64,
+    /// What the store holds now.
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// One stored copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    pub sha256: String,
+    pub size: u64,
+    /// When it was stored (RFC 3339).
+    pub stored: String,
+    #[serde(skip)]
+    pub mtime: SystemTime,
+}
+
+/// The directory of copies in an evidence store.
+pub fn objects(dir: &Path) -> PathBuf {
+    dir.join("sha256")
+}
+
+/// Every copy in the store at `dir`, oldest first.
+pub fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(objects(dir)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if crate::util::parse_sha256(name.as_bytes()).is_none() {
+            continue;
+        }
+        let Ok(md) = ent.metadata() else { continue };
+        if !md.is_file() {
+            continue;
+        }
+        let mtime = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let stored = time::OffsetDateTime::from(mtime)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        out.push(Entry { sha256: name.to_owned(), size: md.len(), stored, mtime });
+    }
+    out.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.sha256.cmp(&b.sha256)));
+    Ok(out)
+}
+
+/// The store the daemon writes.
+pub struct Store {
+    dir: PathBuf,
+    max_file: u64,
+    max_total: u64,
+    stats: Arc<EvidenceStats>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Store {
+    /// Opens (makes, 0700) the store and counts what it holds; leftovers of copies cut short
+    /// by a stop are removed.
+    pub fn open(cfg: &EvidenceConfig, stats: Arc<EvidenceStats>) -> std::io::Result<Store> {
+        let obj = objects(&cfg.dir);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&obj)?;
+        std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o700))?;
+        for ent in std::fs::read_dir(&obj)?.flatten() {
+            if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+        let s = Store {
+            dir: cfg.dir.clone(),
+            max_file: cfg.max_file_bytes,
+            max_total: cfg.max_total_bytes,
+            stats,
+        };
+        s.recount();
+        Ok(s)
+    }
+
+    fn recount(&self) -> Vec<Entry> {
+        let all = list(&self.dir).unwrap_or_default();
+        self.stats.files.store(all.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.store(all.iter().map(|e| e.size).sum(), Ordering::Relaxed);
+        all
+    }
+
+    /// Keeps the bytes of `fd` (a file whose finding says `expected`, when it was hashed).
+    pub fn keep(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> EvidenceRef {
+        let r = self.copy(fd, expected);
+        let counter = match (&r.stored, r.reason.as_deref()) {
+            (true, Some(_)) => &self.stats.already,
+            (true, None) => &self.stats.stored,
+            (false, Some(TOO_BIG)) => &self.stats.too_big,
+            (false, _) => &self.stats.lost,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    fn copy(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> EvidenceRef {
+        let hex = expected.map(crate::util::hex);
+        let lost = |reason: String| EvidenceRef { sha256: hex.clone(), stored: false, reason: Some(reason) };
+        if let Some(h) = &hex {
+            if objects(&self.dir).join(h).exists() {
+                return EvidenceRef { sha256: hex.clone(), stored: true, reason: Some(ALREADY.into()) };
+            }
+        }
+        let size = match nix::sys::stat::fstat(fd) {
+            Ok(st) => st.st_size as u64,
+            Err(e) => return lost(format!("could not stat the file: {e}")),
+        };
+        if size > self.max_file {
+            return EvidenceRef { sha256: hex, stored: false, reason: Some(TOO_BIG.into()) };
+        }
+        let tmp = objects(&self.dir).join(format!(".tmp-{}", uuid::Uuid::now_v7()));
+        let res = (|| -> std::io::Result<Result<([u8; 32], u64), String>> {
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; CHUNK];
+            let mut off: u64 = 0;
+            loop {
+                let n = nix::sys::uio::pread(fd, &mut buf, off as i64).map_err(std::io::Error::from)?;
+                if n == 0 {
+                    break;
+                }
+                off += n as u64;
+                if off > self.max_file {
+                    return Ok(Err(TOO_BIG.into()));
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+            }
+            out.sync_all()?;
+            out.set_permissions(std::fs::Permissions::from_mode(0o400))?;
+            Ok(Ok((h.finalize().into(), off)))
+        })();
+        let (got, len) = match res {
+            Ok(Ok(got)) => got,
+
+            Ok(Err(reason)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return EvidenceRef { sha256: hex, stored: false, reason: Some(reason) };
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return lost(format!("could not copy the file: {e}"));
+            }
+        };
+        if expected.is_some_and(|e| e != got) {
+            let _ = std::fs::remove_file(&tmp);
+            return lost(
+                "the file changed before it could be copied: its bytes are not the ones decided".into(),
+            );
+        }
+        let got_hex = crate::util::hex(got);
+        let dest = objects(&self.dir).join(&got_hex);
+        if dest.exists() {
+            let _ = std::fs::remove_file(&tmp);
+            return EvidenceRef { sha256: Some(got_hex), stored: true, reason: Some(ALREADY.into()) };
+        }
+        if let Err(e) = std::fs::rename(&tmp, &dest) {
+            let _ = std::fs::remove_file(&tmp);
+            return lost(format!("could not store the copy: {e}"));
+        }
+        self.stats.files.fetch_add(1, Ordering::Relaxed);
+        if self.stats.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_total {
+            self.evict(&got_hex);
+        }
+        let still = dest.exists();
+        EvidenceRef {
+            sha256: Some(got_hex),
+            stored: still,
+            reason: (!still).then(|| "larger than what evidence.max_total_bytes leaves room for".into()),
+        }
+    }
+
+    /// Deletes the oldest copies until the store is under its cap (the newest, `keep`, last).
+    fn evict(&self, keep: &str) {
+        let all = self.recount();
+        let mut total: u64 = all.iter().map(|e| e.size).sum();
+        let (newest, older): (Vec<&Entry>, Vec<&Entry>) = all.iter().partition(|e| e.sha256 == keep);
+        for e in older.into_iter().chain(newest) {
+            if total <= self.max_total {
+                break;
+            }
+            if std::fs::remove_file(objects(&self.dir).join(&e.sha256)).is_ok() {
+                total -= e.size;
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(sha256 = %e.sha256, size = e.size, "evidence store full: deleted the oldest copy");
+            }
+        }
+        self.recount();
+    }
+}
+
+const TOO_BIG: &str = "larger than evidence.max_file_bytes";
+const ALREADY: &str = "already stored";
+
+/// A finding waiting for its file to be copied.
+pub struct Request {
+    pub queued: Box<super::Queued>,
+    pub fd: OwnedFd,
+    pub expected: Option<[u8; 32]>,
+}
+
+/// The hot path's side of the evidence thread.
+#[derive(Clone)]
+pub struct EvidenceSender {
+    tx: Sender<Request>,
+    stats: Arc<EvidenceStats>,
+}
+
+/// Copies held at most: each holds a file descriptor.
+pub const QUEUE: usize = 256;
+
+impl EvidenceSender {
+    /// Queues the copy; a full queue gives the finding back with the reason.
+    pub fn submit(&self, r: Request) -> Result<(), Box<super::Queued>> {
+        match self.tx.try_send(r) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                let mut q = r.queued;
+                q.finding.evidence = Some(EvidenceRef {
+                    sha256: r.expected.map(crate::util::hex),
+                    stored: false,
+                    reason: Some("the evidence queue was full".into()),
+                });
+                Err(q)
+            }
+        }
+    }
+}
+
+/// Starts the evidence thread: it copies, fills in `evidence`, and passes the finding on to
+/// the sink. It ends when every sender is gone.
+pub fn start(
+    store: Store,
+    stats: Arc<EvidenceStats>,
+    sink: Sender<Box<super::Queued>>,
+) -> (EvidenceSender, JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<Request>(QUEUE);
+    let handle = std::thread::Builder::new()
+        .name("driftgate-evidence".into())
+        .spawn(move || {
+            crate::sys::process::lower_this_thread_priority(10);
+            run(&store, &rx, &sink)
+        })
+        .expect("spawn evidence thread");
+    (EvidenceSender { tx, stats }, handle)
+}
+
+fn run(store: &Store, rx: &Receiver<Request>, sink: &Sender<Box<super::Queued>>) {
+    for r in rx.iter() {
+        let mut q = r.queued;
+        q.finding.evidence = Some(store.keep(r.fd.as_fd(), r.expected));
+        drop(r.fd);
+        if sink.send(q).is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path, max_file: u64, max_total: u64) -> (Store, Arc<EvidenceStats>) {
+        let stats = Arc::new(EvidenceStats::default());
+        let cfg = EvidenceConfig {
+            enabled: true,
+            dir: dir.join("evidence"),
+            max_file_bytes: max_file,
+            max_total_bytes: max_total,
+        };
+        (Store::open(&cfg, Arc::clone(&stats)).unwrap(), stats)
+    }
+
+    fn sha(b: &[u8]) -> [u8; 32] {
+        Sha256::digest(b).into()
+    }
+
+    #[test]
+    fn one_read_only_copy_per_hash_and_a_changed_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = store(dir.path(), 1 << 20, 1 << 30);
+        let f = dir.path().join("bin");
+        std::fs::write(&f, b"payload").unwrap();
+        let fd = std::fs::File::open(&f).unwrap();
+        let r = s.keep(fd.as_fd(), Some(sha(b"payload")));
+        assert_eq!(
+            r,
+            EvidenceRef { sha256: Some(crate::util::hex(sha(b"payload"))), stored: true, reason: None }
+        );
+        let kept = objects(&dir.path().join("evidence")).join(r.sha256.unwrap());
+        assert_eq!(std::fs::read(&kept).unwrap(), b"payload");
+        assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o400);
+        assert_eq!(s.keep(fd.as_fd(), Some(sha(b"payload"))).reason.as_deref(), Some(ALREADY));
+        // Decided with other bytes than it has now: nothing is kept under the wrong name.
+        let r = s.keep(fd.as_fd(), Some(sha(b"other")));
+        assert!(!r.stored && r.reason.unwrap().contains("changed"));
+        // Without a hash (never hashed): the copy's own.
+        std::fs::write(&f, b"second").unwrap();
+        let r = s.keep(std::fs::File::open(&f).unwrap().as_fd(), None);
+        assert_eq!(r.sha256, Some(crate::util::hex(sha(b"second"))));
+        assert_eq!(stats.stored.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.already.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.lost.load(Ordering::Relaxed), 1);
+        assert_eq!(list(&dir.path().join("evidence")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_caps_hold_and_the_oldest_copies_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, stats) = store(dir.path(), 100, 250);
+        let f = dir.path().join("bin");
+        std::fs::write(&f, vec![1u8; 101]).unwrap();
+        let r = s.keep(std::fs::File::open(&f).unwrap().as_fd(), None);
+        assert_eq!((r.stored, r.reason.as_deref()), (false, Some(TOO_BIG)));
+        assert_eq!(stats.too_big.load(Ordering::Relaxed), 1);
+        let mut kept = Vec::new();
+        for i in 0..4u8 {
+            std::fs::write(&f, vec![i; 100]).unwrap();
+            let r = s.keep(std::fs::File::open(&f).unwrap().as_fd(), None);
+            assert!(r.stored, "{r:?}");
+            kept.push(r.sha256.unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let now: Vec<String> =
+            list(&dir.path().join("evidence")).unwrap().into_iter().map(|e| e.sha256).collect();
+        assert_eq!(now, kept[2..].to_vec(), "the two oldest evicted");
+        assert_eq!(stats.evicted.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 200);
+        assert_eq!(stats.files.load(Ordering::Relaxed), 2);
+    }
+}
