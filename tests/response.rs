@@ -272,6 +272,15 @@ fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
     let st = d.status();
     assert_eq!(st["export"]["webhook_failures"], 1, "{}", st["export"]);
     assert_eq!(st["export"]["webhook_dropped"], 0);
+    let o = dg(&["status", "--socket", d.socket().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!(
+            "export: webhook http://127.0.0.1:{port}/hook (falco): 1 sent, 1 failed tries"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("evidence: 1 copies"), "{text}");
     // The OCSF file, and the same mapping from the spool.
     assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&ocsf)
         .is_ok_and(|t| t.lines().count() == 1)));
@@ -420,6 +429,13 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
     let st = d.status();
     assert_eq!(st["frozen"][0]["cgroup"], cg.dir.display().to_string(), "{}", st["frozen"]);
     assert_eq!(st["frozen"][0]["finding"], f[1]["id"]);
+    let sock = d.socket();
+    let o = dg(&["status", "--socket", sock.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("FROZEN: container"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let id = s.merged.display().to_string();
     let o = dg(&["thaw", "--config", d.config.to_str().unwrap(), &id]);
     assert!(o.status.success(), "{}", stderr(&o));

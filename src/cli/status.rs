@@ -143,6 +143,40 @@ pub fn render(s: &Status) -> String {
         lb.by_daemon,
         lb.being_written
     );
+    let ev = &s.evidence;
+    o += &if ev.enabled {
+        format!(
+            "evidence: {} copies, {} of {} bytes in {}; {} stored, {} already stored, {} too big, {} lost, {} evicted\n",
+            ev.files, ev.bytes, ev.max_total_bytes, ev.dir, ev.stored, ev.already_stored, ev.too_big, ev.lost, ev.evicted
+        )
+    } else {
+        format!("evidence: off (no copies kept; {})\n", ev.dir)
+    };
+    let x = &s.export;
+    if let Some(f) = &x.ocsf_file {
+        o += &format!("export: OCSF to {f}: {} written, {} errors\n", x.ocsf_written, x.ocsf_errors);
+    }
+    if let Some(w) = &x.webhook {
+        o += &format!(
+            "export: webhook {w} ({}): {} sent, {} failed tries, {} given up, {} dropped (queue full), {} queued\n",
+            x.webhook_format.as_deref().unwrap_or("driftgate"),
+            x.webhook_sent,
+            x.webhook_failures,
+            x.webhook_given_up,
+            x.webhook_dropped,
+            x.webhook_queued
+        );
+    }
+    for f in &s.frozen {
+        o += &format!(
+            "FROZEN: container {} (cgroup {}) since {} after finding {}; `driftgate thaw {}` undoes it\n",
+            printable(f.id.as_bytes()),
+            f.cgroup,
+            f.since,
+            f.finding,
+            printable(f.id.as_bytes())
+        );
+    }
     if !s.unwatched.is_empty() {
         o += &format!("containers NOT watched (execs in them are not checked): {}\n", s.unwatched.len());
         for u in &s.unwatched {

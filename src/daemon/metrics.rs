@@ -96,6 +96,38 @@ impl Collector for Snapshot {
                 ("over_budget", s.libraries.over_budget),
             ],
         )?;
+        family(
+            &mut enc,
+            "driftgate_evidence_total",
+            "Findings' files by what the evidence store did with them: stored, already stored, too big, lost (changed before the copy, errors, queue full), evicted.",
+            "outcome",
+            &[
+                ("stored", s.evidence.stored),
+                ("already_stored", s.evidence.already_stored),
+                ("too_big", s.evidence.too_big),
+                ("lost", s.evidence.lost),
+                ("evicted", s.evidence.evicted),
+            ],
+        )?;
+        gauge(&mut enc, "driftgate_evidence_bytes", "Bytes in the evidence store.", s.evidence.bytes)?;
+        family(
+            &mut enc,
+            "driftgate_webhook_total",
+            "Findings and tries of the [export] webhook: sent, failed tries, given up after the last try, dropped (queue full).",
+            "outcome",
+            &[
+                ("sent", s.export.webhook_sent),
+                ("failed_try", s.export.webhook_failures),
+                ("given_up", s.export.webhook_given_up),
+                ("dropped", s.export.webhook_dropped),
+            ],
+        )?;
+        gauge(
+            &mut enc,
+            "driftgate_frozen_containers",
+            "Containers frozen by a rule's response and not thawed.",
+            s.frozen.len() as u64,
+        )?;
         total(
             &mut enc,
             "driftgate_open_events_read_total",

@@ -104,6 +104,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         index: Arc::clone(&index_stats),
         fileless: Arc::clone(&fileless_stats),
         unwatched: found.unwatched.clone(),
+        // Read at start-up: a reload does not change them.
+        outputs: (c0.evidence.clone(), c0.export.clone()),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = start::services(&c0, &sources, &stopping);

@@ -329,6 +329,8 @@ pub struct Sources {
     pub index: Arc<super::indexer::IndexStats>,
     pub fileless: Arc<super::fileless::FilelessStats>,
     pub unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
+    /// `[evidence]` and `[export]` as the daemon started with them.
+    pub outputs: (crate::config::EvidenceConfig, crate::config::ExportConfig),
 }
 
 impl Sources {
@@ -461,10 +463,10 @@ impl Sources {
                 let e = &self.sink.evidence;
                 EvidenceStatus {
                     enabled: self.sink.evidence_open.load(Ordering::Relaxed),
-                    dir: cfg.evidence.dir.display().to_string(),
+                    dir: self.outputs.0.dir.display().to_string(),
                     files: ld(&e.files),
                     bytes: ld(&e.bytes),
-                    max_total_bytes: cfg.evidence.max_total_bytes,
+                    max_total_bytes: self.outputs.0.max_total_bytes,
                     stored: ld(&e.stored),
                     already_stored: ld(&e.already),
                     too_big: ld(&e.too_big),
@@ -474,9 +476,9 @@ impl Sources {
             },
             export: {
                 let x = &self.sink.export;
-                let w = cfg.export.webhook.as_ref();
+                let w = self.outputs.1.webhook.as_ref();
                 ExportStatus {
-                    ocsf_file: cfg.export.ocsf_file.as_ref().map(|p| p.display().to_string()),
+                    ocsf_file: self.outputs.1.ocsf_file.as_ref().map(|p| p.display().to_string()),
                     ocsf_written: ld(&x.ocsf_written),
                     ocsf_errors: ld(&x.ocsf_errors),
                     webhook: w.map(|w| w.url.clone()),

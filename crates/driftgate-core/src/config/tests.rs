@@ -206,3 +206,45 @@ fn zero_workers_is_rejected() {
     let err = Config::from_toml("[hashing]\nworkers = 0\n", None).unwrap_err().to_string();
     assert!(err.contains("hashing.workers"), "{err}");
 }
+
+#[test]
+fn evidence_and_export_are_read_and_bad_values_name_the_key() {
+    let c = Config::defaults();
+    assert!(c.evidence.enabled);
+    assert_eq!(c.evidence.dir, Path::new(DEFAULT_STATE_DIR).join("evidence"));
+    assert_eq!((c.evidence.max_file_bytes, c.evidence.max_total_bytes), (64 << 20, 1 << 30));
+    assert!(c.export.ocsf_file.is_none() && c.export.webhook.is_none());
+    let c = Config::from_toml(
+        "state_dir = \"/srv/dg\"\n[evidence]\nmax_file_bytes = 10\n[export]\nocsf_file = \"/var/log/x.jsonl\"\n\
+         webhook = \"http://sidekick:2801/falco\"\nwebhook_format = \"falco\"\n[export.webhook_headers]\nX-Token = \"t\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.evidence.dir, Path::new("/srv/dg/evidence"));
+    assert_eq!(c.evidence.max_file_bytes, 10);
+    let w = c.export.webhook.unwrap();
+    assert_eq!((w.authority.as_str(), w.path.as_str()), ("sidekick:2801", "/falco"));
+    assert_eq!(w.format, WebhookFormat::Falco);
+    assert_eq!(w.headers, vec![("X-Token".to_owned(), "t".to_owned())]);
+    let w = Config::from_toml("[export]\nwebhook = \"http://h\"\n", None).unwrap().export.webhook.unwrap();
+    assert_eq!((w.authority.as_str(), w.path.as_str(), w.format), ("h", "/", WebhookFormat::Driftgate));
+    for (text, key) in [
+        ("[export]\nwebhook = \"https://h/\"\n", "line 2: `export.webhook`"),
+        ("[export]\nwebhook = \"http://u:p@h/\"\n", "line 2: `export.webhook`"),
+        (
+            "[export]\nwebhook = \"http://h/\"\nwebhook_timeout_secs = 0\n",
+            "line 3: `export.webhook_timeout_secs`",
+        ),
+        ("[evidence]\nmax_total_bytes = 0\n", "line 2: `evidence.max_total_bytes`"),
+        ("[[policy.rules]]\naction = \"allow\"\nresponse = \"freeze\"\n", "`policy.rules[0].response`"),
+    ] {
+        let err = Config::from_toml(text, Some(Path::new("c.toml"))).unwrap_err().to_string();
+        assert!(err.contains(key), "{text:?}: {err}");
+    }
+    let err =
+        Config::from_toml("[[policy.rules]]\naction = \"enforce\"\nresponse = \"kill\"\n", None).unwrap_err();
+    assert!(err.to_string().contains("kill"), "{err}");
+    let c =
+        Config::from_toml("[[policy.rules]]\naction = \"enforce\"\nresponse = \"freeze\"\n", None).unwrap();
+    assert_eq!(c.policy.rules[0].response, Some(crate::policy::Response::Freeze));
+}
