@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 
 use crate::container::mountinfo;
 
+/// A container frozen by a rule's response (listed by `status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frozen {
+    pub id: String,
+    pub cgroup: String,
+    pub since: String,
+    /// The finding that caused it.
+    pub finding: String,
+}
+
 /// A cgroup directory and the file that freezes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {

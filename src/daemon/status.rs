@@ -98,14 +98,7 @@ pub struct ExportStatus {
 }
 
 /// A container whose cgroup driftgate froze.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FrozenContainer {
-    pub id: String,
-    pub cgroup: String,
-    pub since: String,
-    /// The finding that caused it.
-    pub finding: String,
-}
+pub use crate::container::cgroup::Frozen as FrozenContainer;
 
 /// `[libraries]`: opens held, and how they were settled.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

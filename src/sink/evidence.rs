@@ -243,32 +243,42 @@ impl Store {
 const TOO_BIG: &str = "larger than evidence.max_file_bytes";
 const ALREADY: &str = "already stored";
 
+/// What carries a finding to the sink: the evidence thread fills in its `evidence`.
+pub trait Evidenced: Send + 'static {
+    fn set_evidence(&mut self, e: EvidenceRef);
+}
+
 /// A finding waiting for its file to be copied.
-pub struct Request {
-    pub queued: Box<super::Queued>,
+pub struct Request<T> {
+    pub queued: T,
     pub fd: OwnedFd,
     pub expected: Option<[u8; 32]>,
 }
 
 /// The hot path's side of the evidence thread.
-#[derive(Clone)]
-pub struct EvidenceSender {
-    tx: Sender<Request>,
+pub struct EvidenceSender<T> {
+    tx: Sender<Request<T>>,
     stats: Arc<EvidenceStats>,
+}
+
+impl<T> Clone for EvidenceSender<T> {
+    fn clone(&self) -> Self {
+        EvidenceSender { tx: self.tx.clone(), stats: Arc::clone(&self.stats) }
+    }
 }
 
 /// Copies held at most: each holds a file descriptor.
 pub const QUEUE: usize = 256;
 
-impl EvidenceSender {
+impl<T: Evidenced> EvidenceSender<T> {
     /// Queues the copy; a full queue gives the finding back with the reason.
-    pub fn submit(&self, r: Request) -> Result<(), Box<super::Queued>> {
+    pub fn submit(&self, r: Request<T>) -> Result<(), T> {
         match self.tx.try_send(r) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
                 let mut q = r.queued;
-                q.finding.evidence = Some(EvidenceRef {
+                q.set_evidence(EvidenceRef {
                     sha256: r.expected.map(crate::util::hex),
                     stored: false,
                     reason: Some("the evidence queue was full".into()),
@@ -281,12 +291,12 @@ impl EvidenceSender {
 
 /// Starts the evidence thread: it copies, fills in `evidence`, and passes the finding on to
 /// the sink. It ends when every sender is gone.
-pub fn start(
+pub fn start<T: Evidenced>(
     store: Store,
     stats: Arc<EvidenceStats>,
-    sink: Sender<Box<super::Queued>>,
-) -> (EvidenceSender, JoinHandle<()>) {
-    let (tx, rx) = crossbeam_channel::bounded::<Request>(QUEUE);
+    sink: Sender<T>,
+) -> (EvidenceSender<T>, JoinHandle<()>) {
+    let (tx, rx) = crossbeam_channel::bounded::<Request<T>>(QUEUE);
     let handle = std::thread::Builder::new()
         .name("driftgate-evidence".into())
         .spawn(move || {
@@ -297,10 +307,10 @@ pub fn start(
     (EvidenceSender { tx, stats }, handle)
 }
 
-fn run(store: &Store, rx: &Receiver<Request>, sink: &Sender<Box<super::Queued>>) {
+fn run<T: Evidenced>(store: &Store, rx: &Receiver<Request<T>>, sink: &Sender<T>) {
     for r in rx.iter() {
         let mut q = r.queued;
-        q.finding.evidence = Some(store.keep(r.fd.as_fd(), r.expected));
+        q.set_evidence(store.keep(r.fd.as_fd(), r.expected));
         drop(r.fd);
         if sink.send(q).is_err() {
             break;

@@ -57,7 +57,7 @@ pub struct FindingSender {
     tx: Sender<Box<Queued>>,
     stats: Arc<SinkStats>,
     /// The evidence thread, when `[evidence]` is on.
-    evidence: Option<evidence::EvidenceSender>,
+    evidence: Option<evidence::EvidenceSender<Box<Queued>>>,
 }
 
 impl FindingSender {
@@ -111,6 +111,12 @@ impl FindingSender {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl evidence::Evidenced for Box<Queued> {
+    fn set_evidence(&mut self, e: crate::finding::EvidenceRef) {
+        self.finding.evidence = Some(e);
     }
 }
 

@@ -63,7 +63,7 @@ impl Shared {
         );
         if let Ok(mut l) = self.frozen.lock() {
             l.retain(|x| x.cgroup != shown);
-            l.push(crate::daemon::status::FrozenContainer {
+            l.push(crate::container::cgroup::Frozen {
                 id: container.to_owned(),
                 cgroup: shown.clone(),
                 since: crate::util::now_rfc3339(),
@@ -74,7 +74,7 @@ impl Shared {
     }
 
     /// The containers frozen by a response and still frozen.
-    pub fn frozen(&self) -> Vec<crate::daemon::status::FrozenContainer> {
+    pub fn frozen(&self) -> Vec<crate::container::cgroup::Frozen> {
         let Ok(mut l) = self.frozen.lock() else { return Vec::new() };
         l.retain(|x| cgroup::is_frozen(std::path::Path::new(&x.cgroup)));
         l.clone()

@@ -161,7 +161,7 @@ pub struct Shared {
     /// the loader's open of that program comes next, and is not a library load.
     pub loader_runs: Mutex<BoundedMap<(i32, FileId), Instant>>,
     /// Containers frozen by a rule's `response = "freeze"` (`respond.rs`).
-    pub frozen: Mutex<Vec<crate::daemon::status::FrozenContainer>>,
+    pub frozen: Mutex<Vec<crate::container::cgroup::Frozen>>,
 }
 
 /// Library coverage: the marks hold opens only if it was on at start-up; a reload can switch

@@ -102,7 +102,7 @@ impl Check<'_> {
 
     /// `[export] webhook*`: a plain `http://host[:port][/path]` URL (TLS is a local relay's
     /// job, such as a Falcosidekick on the node), a queue of at least 1, a timeout of 1 to 60 s.
-    pub fn webhook(&self, raw: &super::raw::RawExport) -> Result<Option<super::Webhook>, ConfigError> {
+    pub fn webhook(&self, raw: &super::raw::RawExport) -> Result<Option<Webhook>, ConfigError> {
         let Some(url) = &raw.webhook else { return Ok(None) };
         let bad = |m: &str| self.invalid(url.span(), "export.webhook", m.to_owned());
         let rest = url.get_ref().strip_prefix("http://").ok_or_else(|| {
@@ -129,7 +129,7 @@ impl Check<'_> {
                 ));
             }
         }
-        Ok(Some(super::Webhook {
+        Ok(Some(Webhook {
             url: url.get_ref().clone(),
             authority: authority.to_owned(),
             path: path.to_owned(),
@@ -168,4 +168,18 @@ impl Check<'_> {
 /// The 1-based line of byte `offset` in `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// `[export] webhook`: each finding POSTed as JSON.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// `host:port` to connect to, and the request's `Host` and path.
+    pub url: String,
+    pub authority: String,
+    pub path: String,
+    pub format: super::raw::WebhookFormat,
+    /// Findings waiting to be sent at most; beyond, they are dropped (and counted).
+    pub queue: usize,
+    pub timeout: std::time::Duration,
+    pub headers: Vec<(String, String)>,
 }

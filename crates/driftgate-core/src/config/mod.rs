@@ -13,9 +13,10 @@ mod check;
 mod error;
 mod raw;
 
+pub use check::Webhook;
 use check::{line_of, Check};
 pub use error::ConfigError;
-pub use raw::{MemfdNoexec, MountWatchKind};
+pub use raw::{MemfdNoexec, MountWatchKind, WebhookFormat};
 use raw::{RawConfig, RawContainerd, RawStorage};
 
 use crate::engine::Mode;
@@ -130,33 +131,6 @@ pub struct ExportConfig {
     /// Every finding appended as one OCSF Detection Finding per line.
     pub ocsf_file: Option<PathBuf>,
     pub webhook: Option<Webhook>,
-}
-
-/// `[export] webhook`: each finding POSTed as JSON.
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    /// `host:port` to connect to, and the request's `Host` and path.
-    pub url: String,
-    pub authority: String,
-    pub path: String,
-    pub format: WebhookFormat,
-    /// Findings waiting to be sent at most; beyond, they are dropped (and counted).
-    pub queue: usize,
-    pub timeout: Duration,
-    pub headers: Vec<(String, String)>,
-}
-
-/// The body a webhook gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    /// The `driftgate.finding.v1` record.
-    #[default]
-    Driftgate,
-    /// Falco's alert shape, for a Falcosidekick.
-    Falco,
-    /// An OCSF Detection Finding.
-    Ocsf,
 }
 
 /// `[index]`: image-layer manifests.

@@ -64,7 +64,7 @@ pub(super) struct RawEvidence {
 pub(super) struct RawExport {
     pub(super) ocsf_file: Option<PathBuf>,
     pub(super) webhook: Option<Spanned<String>>,
-    pub(super) webhook_format: Option<super::WebhookFormat>,
+    pub(super) webhook_format: Option<WebhookFormat>,
     pub(super) webhook_queue: Option<Spanned<u64>>,
     pub(super) webhook_timeout_secs: Option<Spanned<u64>>,
     /// Extra request headers (`Authorization = "Bearer ..."`).
@@ -252,4 +252,17 @@ pub enum MountWatchKind {
     Auto,
     Fanotify,
     Mountinfo,
+}
+
+/// The body a webhook gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The `driftgate.finding.v1` record.
+    #[default]
+    Driftgate,
+    /// Falco's alert shape, for a Falcosidekick.
+    Falco,
+    /// An OCSF Detection Finding.
+    Ocsf,
 }
