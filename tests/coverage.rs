@@ -328,6 +328,12 @@ fn fileless_execution_is_recorded_in_audit_mode_with_the_programs_hash() {
     assert_eq!(f["file"]["sha256"], sha256_file(&tools.path().join("bb2")).as_str());
     assert_eq!(f["process"]["args"], serde_json::json!(["sleep", "0.5"]));
     assert_eq!(f["mitre"], serde_json::json!(["T1620", "T1106"]));
+    // The memfd's bytes are kept (read through /proc/<pid>/exe while the program runs).
+    assert_eq!(f["evidence"]["stored"], true, "{f}");
+    assert_eq!(f["evidence"]["sha256"], f["file"]["sha256"]);
+    let copy =
+        d.config.parent().unwrap().join("state/evidence/sha256").join(f["file"]["sha256"].as_str().unwrap());
+    assert_eq!(sha256_file(&copy), f["file"]["sha256"].as_str().unwrap());
     let states = d.status()["containers"][0]["memfd_noexec"].clone();
     assert!(!states.as_array().unwrap().contains(&serde_json::json!("2")), "audit sets nothing: {states}");
     assert_eq!(d.status()["coverage"]["fileless_audit"], "listening");

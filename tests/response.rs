@@ -446,3 +446,29 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
     let o = dg(&["thaw", "--config", d.config.to_str().unwrap(), &id]);
     assert_eq!(o.status.code(), Some(66), "nothing frozen any more: {}", stderr(&o));
 }
+
+#[test]
+fn an_aggregate_points_at_the_copy_its_windows_first_finding_kept() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "audit",
+            globs: vec![s.merged.clone()],
+            extra_tables: "[findings]\naggregate_window_secs = 1\n",
+            ..Default::default()
+        },
+    );
+    s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; /tmp/true; /tmp/true\n", T);
+    let f = d.findings(2);
+    assert_eq!(f.len(), 2, "{f:?}");
+    let (first, agg) = (&f[0], &f[1]);
+    assert_eq!(agg["count"], 2, "{agg}");
+    assert_eq!(first["evidence"]["stored"], true);
+    assert_eq!(agg["evidence"]["stored"], true, "{agg}");
+    assert_eq!(agg["evidence"]["sha256"], first["file"]["sha256"]);
+    assert_eq!(d.status()["evidence"]["files"], 1);
+}

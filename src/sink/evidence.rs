@@ -86,6 +86,16 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// What an aggregate record says of its copy: the one its window's first finding made.
+pub fn aggregate_ref(dir: &Path, sha: &str) -> EvidenceRef {
+    let stored = crate::util::parse_sha256(sha.as_bytes()).is_some() && objects(dir).join(sha).is_file();
+    EvidenceRef {
+        sha256: Some(sha.to_owned()),
+        stored,
+        reason: Some(if stored { ALREADY } else { "no copy: see the window's first finding" }.into()),
+    }
+}
+
 /// The store the daemon writes.
 pub struct Store {
     dir: PathBuf,
@@ -117,6 +127,11 @@ impl Store {
         };
         s.recount();
         Ok(s)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn recount(&self) -> Vec<Entry> {

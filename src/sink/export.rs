@@ -59,6 +59,9 @@ impl OcsfFile {
             _ => true,
         };
         if rotated {
+            if let Some(parent) = self.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
             self.file = Some(
                 std::fs::OpenOptions::new()
                     .append(true)

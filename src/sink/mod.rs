@@ -160,6 +160,12 @@ pub struct Outputs {
     pub export: export::Exporter,
 }
 
+/// What the sink thread does after the spool: the exports, and the evidence of aggregates.
+struct Extras {
+    evidence_dir: Option<std::path::PathBuf>,
+    export: export::Exporter,
+}
+
 /// Starts the sink thread (and the evidence thread). It ends when every sender is dropped,
 /// after writing what was queued.
 pub fn start(
@@ -172,12 +178,14 @@ pub fn start(
 ) -> (FindingSender, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded::<Box<Queued>>(65536);
     let st = Arc::clone(&stats);
-    let Outputs { evidence, mut export } = outputs;
+    let Outputs { evidence, export } = outputs;
+    let mut extras =
+        Extras { evidence_dir: evidence.as_ref().map(|(store, _)| store.dir().to_path_buf()), export };
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
         .spawn(move || {
             crate::sys::process::lower_this_thread_priority(10);
-            run(&mut spool, &journal, &rx, &st, &aggregator, &cfg, &mut export)
+            run(&mut spool, &journal, &rx, &st, &aggregator, &cfg, &mut extras)
         })
         .expect("spawn sink thread");
     // The evidence thread holds a sender of its own: the sink ends after it.
@@ -192,7 +200,7 @@ fn run(
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
     cfg: &crate::config::SharedConfig,
-    export: &mut export::Exporter,
+    extras: &mut Extras,
 ) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
     let mut limiter = ratelimit::RateLimiter::new(ratelimit::DEFAULT_BURST, ratelimit::DEFAULT_PER_SEC);
@@ -224,7 +232,15 @@ fn run(
         }
         let (ready, rest): (Vec<Queued>, Vec<Queued>) = waiting.drain(..).partition(|q| !open || q.ready());
         waiting = rest;
-        let batch: Vec<Finding> = ready.into_iter().map(Queued::into_finding).collect();
+        let mut batch: Vec<Finding> = ready.into_iter().map(Queued::into_finding).collect();
+        if let Some(dir) = &extras.evidence_dir {
+            // An aggregate's execs ran the bytes of its window's first finding: that copy.
+            for f in batch.iter_mut().filter(|f| f.evidence.is_none() && f.count > 1) {
+                if let Some(sha) = &f.file.sha256 {
+                    f.evidence = Some(evidence::aggregate_ref(dir, sha));
+                }
+            }
+        }
         if last_retention.elapsed() >= Duration::from_secs(10) || !open {
             last_retention = Instant::now();
             let c = cfg.load();
@@ -250,7 +266,7 @@ fn run(
                 tracing::error!(error = %e, lost = batch.len(), "could not write findings to the spool");
             }
         }
-        export.export(&batch);
+        extras.export.export(&batch);
         let now = Instant::now();
         for f in &batch {
             match limiter.check(&f.container.id, now) {
