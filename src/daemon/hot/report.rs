@@ -19,9 +19,9 @@ pub struct ProcFacts {
     pub cwd: Option<Vec<u8>>,
     pub exe: Option<Vec<u8>>,
     parent: Option<ParentFacts>,
-    /// Its PID namespace: where the walk up its parents stops (read now: a short program is
-    /// gone by the time the parents are read).
-    pid_ns: Option<u64>,
+    /// Its PID and mount namespaces: where the walk up its parents stops (read now: a short
+    /// program is gone by the time the parents are read).
+    namespaces: Option<(u64, u64)>,
 }
 
 impl ProcFacts {
@@ -48,7 +48,7 @@ impl ProcFacts {
             cwd: proc::read_cwd(tid),
             exe: proc::read_exe(tid),
             parent,
-            pid_ns: proc::ns_id(tid, "pid"),
+            namespaces: proc::ns_id(tid, "pid").zip(proc::ns_id(tid, "mnt")),
         }
     }
 }
@@ -98,7 +98,7 @@ pub fn build(
     category: Category,
     action: Action,
 ) -> Finding {
-    let ProcFacts { status, args, cwd, exe, parent, pid_ns } = facts;
+    let ProcFacts { status, args, cwd, exe, parent, namespaces } = facts;
     let mut args_truncated = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
@@ -154,7 +154,7 @@ pub fn build(
             args_truncated,
             // Read now, after the answer: parents do not change with the exec, and the chain
             // costs up to eight /proc walks that no exec should wait for.
-            ancestors: match (&status, pid_ns) {
+            ancestors: match (&status, namespaces) {
                 (Some(s), Some(ns)) => ancestors(ns, s.ppid, r.max_arg_bytes),
                 _ => Vec::new(),
             },
@@ -183,12 +183,15 @@ pub fn build(
     }
 }
 
-/// The parents of a process in PID namespace `ns` whose parent is `ppid`, nearest first: while
-/// they are in that namespace, up to its init, at most [`finding::MAX_ANCESTORS`].
-pub fn ancestors(ns: u64, ppid: i32, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+/// The parents of a process in PID and mount namespaces `ns` whose parent is `ppid`, nearest
+/// first: while they are in both (the container: a `hostPID` container's parents outside it
+/// are in the host's mount namespace), up to the PID namespace's init, at most
+/// [`finding::MAX_ANCESTORS`].
+pub fn ancestors(ns: (u64, u64), ppid: i32, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
     let mut out = Vec::new();
     let mut p = ppid;
-    while p > 0 && out.len() < finding::MAX_ANCESTORS && proc::ns_id(p, "pid") == Some(ns) {
+    let inside = |p: i32| proc::ns_id(p, "pid") == Some(ns.0) && proc::ns_id(p, "mnt") == Some(ns.1);
+    while p > 0 && out.len() < finding::MAX_ANCESTORS && inside(p) {
         let Some(st) = proc::read_status(p) else { break };
         let mut args_truncated = false;
         let args = proc::read_cmdline(p).map(|(mut a, t)| {
