@@ -173,8 +173,11 @@ impl Shared {
         // image is replaced, and a short program may be gone.
         let tid = job.ev.tid();
         // An open is made by a process that runs its program already.
-        let facts =
+        let mut facts =
             if job.open.is_some() { ProcFacts::of_running(tid) } else { ProcFacts::of_pending_exec(tid) };
+        if !verdict.allow {
+            facts.read_ancestors(self.max_arg_bytes.load(Ordering::Relaxed));
+        }
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let prev = self.aggregator.open(agg_key.clone());

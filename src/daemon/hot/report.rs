@@ -22,6 +22,8 @@ pub struct ProcFacts {
     /// Its PID and mount namespaces: where the walk up its parents stops (read now: a short
     /// program is gone by the time the parents are read).
     namespaces: Option<(u64, u64)>,
+    /// The parents, when read already ([`ProcFacts::read_ancestors`]).
+    ancestors: Option<Vec<finding::AncestorRef>>,
 }
 
 impl ProcFacts {
@@ -34,6 +36,20 @@ impl ProcFacts {
     /// For a process that is running its program already: the arguments are its cmdline.
     pub fn of_running(pid: i32) -> ProcFacts {
         Self::read(pid, proc::read_cmdline(pid))
+    }
+
+    /// Reads the parents now (for a refused exec, before the answer: no parent can have moved
+    /// on, and the refusal's latency does not matter). Otherwise [`build`] reads them, after
+    /// the answer.
+    pub fn read_ancestors(&mut self, max_arg_bytes: usize) {
+        self.ancestors = Some(self.walk(max_arg_bytes));
+    }
+
+    fn walk(&self, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+        match (&self.status, self.namespaces) {
+            (Some(s), Some(ns)) => ancestors(ns, s.ppid, max_arg_bytes),
+            _ => Vec::new(),
+        }
     }
 
     fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
@@ -49,6 +65,7 @@ impl ProcFacts {
             exe: proc::read_exe(tid),
             parent,
             namespaces: proc::ns_id(tid, "pid").zip(proc::ns_id(tid, "mnt")),
+            ancestors: None,
         }
     }
 }
@@ -98,7 +115,13 @@ pub fn build(
     category: Category,
     action: Action,
 ) -> Finding {
-    let ProcFacts { status, args, cwd, exe, parent, namespaces } = facts;
+    // Read now if not yet, after the answer: parents do not change with the exec, and the
+    // chain costs up to eight /proc walks that an allowed exec should not wait for.
+    let ancestors_now = match &facts.ancestors {
+        Some(_) => None,
+        None => Some(facts.walk(r.max_arg_bytes)),
+    };
+    let ProcFacts { status, args, cwd, exe, parent, namespaces: _, ancestors } = facts;
     let mut args_truncated = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
@@ -152,12 +175,7 @@ pub fn build(
             comm_raw,
             cwd_raw,
             args_truncated,
-            // Read now, after the answer: parents do not change with the exec, and the chain
-            // costs up to eight /proc walks that no exec should wait for.
-            ancestors: match (&status, namespaces) {
-                (Some(s), Some(ns)) => ancestors(ns, s.ppid, r.max_arg_bytes),
-                _ => Vec::new(),
-            },
+            ancestors: ancestors.or(ancestors_now).unwrap_or_default(),
         },
         file: FileRef {
             path,
