@@ -34,15 +34,7 @@ fn findings_name_the_parents_up_to_the_container_init_and_relate_to_each_other()
     let s = Scratch::new();
     // Enforce: a refused exec's parents are read before the answer, so even a parent that
     // moves on at once (the `sh -c` below) is there.
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "enforce",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "enforce", EVERY_FINDING);
     let out = s.run_in_container(
         "cp /opt/img/true /tmp/true\nsh -c '/tmp/true first; echo rc=$?'\n/tmp/true second\necho done=$?\n",
         T,
@@ -116,15 +108,7 @@ fn evidence_keeps_the_decided_bytes_after_the_container_deletes_or_rewrites_the_
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "enforce",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "enforce", EVERY_FINDING);
     // Two paths with the same bytes (one copy), one deleted at once, one rewritten at once,
     // and a third file whose exec is refused after which it is overwritten in place.
     let out = s.run_in_container(
@@ -251,15 +235,7 @@ fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
          [export.webhook_headers]\nAuthorization = \"Bearer test-token\"\n",
         ocsf.display().to_string()
     );
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "enforce",
-            globs: vec![s.merged.clone()],
-            extra_tables: &tables,
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "enforce", &tables);
     let out = s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; echo rc=$?\n", T);
     assert_eq!(results(&out)["rc"], 126);
     let f = d.findings(1);
@@ -313,15 +289,7 @@ fn a_dead_webhook_never_holds_a_decision_and_its_losses_are_counted() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let s = Scratch::new();
     let tables = format!("[findings]\naggregate_window_secs = 0\n[export]\nwebhook = \"http://127.0.0.1:{port}/\"\nwebhook_queue = 2\n");
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "enforce",
-            globs: vec![s.merged.clone()],
-            extra_tables: &tables,
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "enforce", &tables);
     let start = std::time::Instant::now();
     let out = s.run_in_container(
         "cp /opt/img/true /tmp/true\ni=0; while [ $i -lt 20 ]; do /tmp/true; i=$((i+1)); done; echo rc=$?\n",
@@ -396,15 +364,7 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[[policy.rules]]\nname = \"hardened\"\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "audit", "[[policy.rules]]\nname = \"hardened\"\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n");
     // First, a container that shares the test's own cgroup: the exec is blocked, and the
     // freeze refused (it would freeze the test, and the host's root cgroup).
     let out = s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; echo rc=$?\n", T);
@@ -463,15 +423,7 @@ fn an_aggregate_points_at_the_copy_its_windows_first_finding_kept() {
         return;
     }
     let s = Scratch::new();
-    let d = Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 1\n",
-            ..Default::default()
-        },
-    );
+    let d = daemon_with(&s, "audit", "[findings]\naggregate_window_secs = 1\n");
     s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; /tmp/true; /tmp/true\n", T);
     let f = d.findings(2);
     assert_eq!(f.len(), 2, "{f:?}");

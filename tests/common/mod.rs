@@ -295,18 +295,21 @@ pub fn daemon(s: &Scratch, mode: &str) -> Daemon {
     Daemon::start(s.root(), DaemonOpts { mode, globs: vec![s.merged.clone()], ..Default::default() })
 }
 
+/// A daemon in `mode` watching `s`, with configuration `tables` appended.
+pub fn daemon_with(s: &Scratch, mode: &str, tables: &str) -> Daemon {
+    Daemon::start(
+        s.root(),
+        DaemonOpts { mode, globs: vec![s.merged.clone()], extra_tables: tables, ..Default::default() },
+    )
+}
+
+/// No aggregation: every exec is its own finding.
+pub const EVERY_FINDING: &str = "[findings]\naggregate_window_secs = 0\n";
+
 /// A daemon in audit mode over `s` that records every exec as its own finding (no
 /// aggregation), for tests that count findings.
 pub fn audit_every_finding(s: &Scratch) -> Daemon {
-    Daemon::start(
-        s.root(),
-        DaemonOpts {
-            mode: "audit",
-            globs: vec![s.merged.clone()],
-            extra_tables: "[findings]\naggregate_window_secs = 0\n",
-            ..Default::default()
-        },
-    )
+    daemon_with(s, "audit", EVERY_FINDING)
 }
 
 /// A container running in the background (for tests that act on it from outside while it
