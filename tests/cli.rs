@@ -205,6 +205,11 @@ fn ioc_check_names_the_source_for_files_and_hashes() {
 #[test]
 fn policy_simulate_replays_findings_against_a_candidate() {
     let dir = tempfile::tempdir().unwrap();
+    let simulate = |cand: &std::path::Path, more: &[&str]| {
+        let mut args = vec!["policy", "simulate", "--config", cand.to_str().unwrap()];
+        args.extend_from_slice(more);
+        dg(&args)
+    };
     let spool = dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let mk = |id: &str, ns: Option<&str>, path: &str, count: u64| {
@@ -236,15 +241,7 @@ fn policy_simulate_replays_findings_against_a_candidate() {
          [[policy.rules]]\naction = \"allow\"\npaths = [\"/var/jit/*\"]\n",
     )
     .unwrap();
-    let o = dg(&[
-        "policy",
-        "simulate",
-        "--config",
-        cand.to_str().unwrap(),
-        "--spool-dir",
-        spool.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = simulate(&cand, &["--spool-dir", spool.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["total"], serde_json::json!({"blocked": 3, "audited": 1, "allowed": 2}), "{v}");
@@ -252,14 +249,7 @@ fn policy_simulate_replays_findings_against_a_candidate() {
     let rows = v["rows"].as_array().unwrap();
     let pay = rows.iter().find(|r| r["namespace"] == "payments-eu").unwrap();
     assert_eq!(pay["counts"]["blocked"], 3);
-    let o = dg(&[
-        "policy",
-        "simulate",
-        "--config",
-        cand.to_str().unwrap(),
-        "--spool-dir",
-        spool.to_str().unwrap(),
-    ]);
+    let o = simulate(&cand, &["--spool-dir", spool.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("payments-eu") && text.contains("TOTAL"), "{text}");
     assert!(text.contains(&format!("from spool {} (given with --spool-dir)", spool.display())), "{text}");
@@ -273,15 +263,7 @@ fn policy_simulate_replays_findings_against_a_candidate() {
     std::fs::write(&cand2, &named).unwrap();
     // (--socket: a daemon installed on this machine must not answer for the candidate.)
     let nobody = dir.path().join("nobody.sock");
-    let o = dg(&[
-        "policy",
-        "simulate",
-        "--config",
-        cand2.to_str().unwrap(),
-        "--socket",
-        nobody.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = simulate(&cand2, &["--socket", nobody.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["spool"], spool.display().to_string(), "{v}");
@@ -289,26 +271,12 @@ fn policy_simulate_replays_findings_against_a_candidate() {
     assert_eq!(v["total"]["audited"], 6, "every recorded exec replayed: {v}");
     // A spool that does not exist is an error naming it, not "0 execs replayed".
     std::fs::write(&cand2, named.replace(spool.to_str().unwrap(), "/nonexistent/spool")).unwrap();
-    let o = dg(&[
-        "policy",
-        "simulate",
-        "--config",
-        cand2.to_str().unwrap(),
-        "--socket",
-        nobody.to_str().unwrap(),
-    ]);
+    let o = simulate(&cand2, &["--socket", nobody.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
     assert!(stderr(&o).contains("/nonexistent/spool"), "{}", stderr(&o));
     // A bad candidate is a configuration error naming the line.
     std::fs::write(&cand, "[[policy.rules]]\naction = \"enforce\"\nimages = [\"[\"]\n").unwrap();
-    let o = dg(&[
-        "policy",
-        "simulate",
-        "--config",
-        cand.to_str().unwrap(),
-        "--spool-dir",
-        spool.to_str().unwrap(),
-    ]);
+    let o = simulate(&cand, &["--spool-dir", spool.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("line 1: `policy.rules[0].images[0]`"), "{}", stderr(&o));
 }
