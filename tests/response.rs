@@ -434,3 +434,27 @@ fn an_aggregate_points_at_the_copy_its_windows_first_finding_kept() {
     assert_eq!(agg["evidence"]["sha256"], first["file"]["sha256"]);
     assert_eq!(d.status()["evidence"]["files"], 1);
 }
+
+#[test]
+fn a_silent_webhook_cannot_hold_the_daemons_stop() {
+    if !privileged() {
+        return;
+    }
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let s = Scratch::new();
+    let tables = format!(
+        "{EVERY_FINDING}[export]\nwebhook = \"http://127.0.0.1:{port}/\"\nwebhook_timeout_secs = 2\n"
+    );
+    let mut d = daemon_with(&s, "enforce", &tables);
+    s.run_in_container(
+        "cp /opt/img/true /tmp/true\ni=0; while [ $i -lt 10 ]; do /tmp/true; i=$((i+1)); done\n",
+        T,
+    );
+    assert_eq!(d.findings(10).len(), 10);
+    let start = std::time::Instant::now();
+    assert_eq!(d.terminate(Duration::from_secs(20)), Some(0), "a clean stop");
+    assert!(start.elapsed() < Duration::from_secs(8), "stopped in {:?}", start.elapsed());
+    drop(silent);
+}

@@ -6,7 +6,7 @@
 //! hands webhook posts to a thread of their own through a bounded queue; when the queue is
 //! full the finding is dropped for the webhook (counted; it is in the spool). The webhook
 //! thread retries a failed post with exponential backoff (0.5 s doubling to 30 s, 5 tries),
-//! then drops it (counted).
+//! then drops it (counted). At a stop, what is queued gets at most 3 s, one try each.
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -164,6 +164,8 @@ impl Drop for Exporter {
 }
 
 const TRIES: u32 = 5;
+/// How long a stop waits for the webhook to take what is queued.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 fn post_loop(
     w: &Webhook,
@@ -178,13 +180,23 @@ fn post_loop(
             return;
         }
     };
-    // At a stop, what is queued gets one try each, so a dead endpoint cannot hold the stop.
+    // At a stop, what is queued is sent for at most STOP_GRACE, one try each, and the rest
+    // given up after the first failure: a dead or silent endpoint cannot hold the stop.
+    let mut stop_by: Option<std::time::Instant> = None;
+    let mut failed_while_stopping = false;
     loop {
         let f = match rx.recv() {
             Ok(f) => f,
             Err(_) => return,
         };
         stats.webhook_queued.fetch_sub(1, Ordering::Relaxed);
+        if stopping.load(Ordering::Relaxed) {
+            let by = *stop_by.get_or_insert_with(|| std::time::Instant::now() + STOP_GRACE);
+            if failed_while_stopping || std::time::Instant::now() >= by {
+                stats.webhook_given_up.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        }
         let body = body(&f, w.format);
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=TRIES {
@@ -200,6 +212,7 @@ fn post_loop(
                     }
                     if attempt == TRIES || stopping.load(Ordering::Relaxed) {
                         stats.webhook_given_up.fetch_add(1, Ordering::Relaxed);
+                        failed_while_stopping |= stopping.load(Ordering::Relaxed);
                         break;
                     }
                     let until = std::time::Instant::now() + delay;
