@@ -134,35 +134,33 @@ fn list(a: ListArgs) -> Result<(), CliError> {
 
 fn export(a: ExportArgs) -> Result<(), CliError> {
     let (dir, spool) = locations(&a.config, &a.dir, &a.spool_dir)?;
-    let mut want = a.sha256.to_ascii_lowercase();
-    if want.contains('-') {
-        // A finding's id: its file's copy.
-        let all = if spool.is_dir() { super::findings::read_spool(&spool)? } else { Vec::new() };
-        let f = all.iter().find(|f| f.id == a.sha256).or_else(|| {
-            let hits: Vec<_> = all.iter().filter(|f| f.id.starts_with(&a.sha256)).collect();
-            (hits.len() == 1).then(|| hits[0])
-        });
-        let f = f.ok_or_else(|| {
-            CliError::NotFound(format!(
-                "no finding (or several) with id {:?} in {}",
-                a.sha256,
-                spool.display()
-            ))
-        })?;
-        want = f
-            .evidence
-            .as_ref()
-            .and_then(|e| e.sha256.clone())
-            .or_else(|| f.file.sha256.clone())
-            .ok_or_else(|| CliError::NotFound(format!("finding {} has no hash, so no copy", f.id)))?;
-    }
-    if want.is_empty() || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(CliError::Usage(format!(
-            "{:?} is not a SHA-256 (or a prefix of one) or a finding id",
-            a.sha256
-        )));
-    }
     let entries = evidence::list(&dir).map_err(|e| io_error(dir.display(), &e))?;
+    let arg = a.sha256.to_ascii_lowercase();
+    let is_hex = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_hexdigit());
+    // A SHA-256 (prefix) of a copy, else a finding's id (prefix): its file's copy.
+    let want = if is_hex && entries.iter().any(|e| e.sha256.starts_with(&arg)) {
+        arg
+    } else {
+        let all = if spool.is_dir() { super::findings::read_spool(&spool)? } else { Vec::new() };
+        let hits: Vec<_> = all.iter().filter(|f| f.id.starts_with(&arg)).collect();
+        match hits.iter().find(|f| f.id == arg).copied().or_else(|| (hits.len() == 1).then(|| hits[0])) {
+            Some(f) => {
+                f.evidence
+                    .as_ref()
+                    .and_then(|e| e.sha256.clone())
+                    .or_else(|| f.file.sha256.clone())
+                    .ok_or_else(|| CliError::NotFound(format!("finding {} has no hash, so no copy", f.id)))?
+            }
+            None if is_hex => arg,
+            None => {
+                return Err(CliError::Usage(format!(
+                    "{:?} is neither a SHA-256 (or a prefix of one) nor a finding id in {}",
+                    a.sha256,
+                    spool.display()
+                )))
+            }
+        }
+    };
     let hits: Vec<&evidence::Entry> = entries.iter().filter(|e| e.sha256.starts_with(&want)).collect();
     let e = match hits.as_slice() {
         [e] => *e,
