@@ -21,7 +21,7 @@ pub struct FindingsArgs {
     /// One JSON object per line (schema driftgate.finding.v1); the same as --format json
     #[arg(long)]
     pub json: bool,
-    /// Output: text, json (driftgate.finding.v1), ocsf (OCSF 1.3.0 Detection Finding, class
+    /// Output: text, json (driftgate.finding.v1), ocsf (OCSF 1.4.0 Detection Finding, class
     /// 2004) or falco (Falco's alert shape), one object per line for all but text
     #[arg(long, value_name = "FORMAT", value_parser = ["text", "json", "ocsf", "falco"], conflicts_with = "json")]
     pub format: Option<String>,

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use crate::finding::Finding;
 use crate::model::{Action, Category, Severity};
 
-/// The OCSF schema version the mapping follows.
-pub const OCSF_VERSION: &str = "1.3.0";
+/// The OCSF schema version the mapping follows (1.4 added `is_alert`).
+pub const OCSF_VERSION: &str = "1.4.0";
 
 /// `ADDED_BINARY_EXECUTED` → `Added Binary Executed`: the finding's title, as the cloud
 /// detectors name it.
@@ -105,7 +105,8 @@ pub fn ocsf(f: &Finding) -> Value {
         "tid": f.process.tid,
         "name": f.process.comm,
         "cmd_line": f.process.args.as_ref().map(|a| a.join(" ")),
-        "cwd": f.process.cwd,
+        "working_directory": f.process.cwd,
+        "namespace_pid": f.process.container_pid,
         "file": f.process.exe.as_ref().map(|e| json!({"path": e, "name": e.rsplit('/').next(), "type_id": 1})),
         "user": f.process.uid.map(|u| json!({"uid": u.to_string()})),
         "parent_process": parent,
