@@ -69,6 +69,29 @@ fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
     (v2, v1)
 }
 
+/// Why no cgroup can be frozen from here, if so: the cgroup filesystems are mounted read-only
+/// (systemd's `ProtectControlGroups=yes`) or not at all.
+pub fn cannot_freeze() -> Option<String> {
+    let text = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let mounts: Vec<_> = mountinfo::parse(&text)
+        .into_iter()
+        .filter(|m| {
+            m.fstype == "cgroup2"
+                || (m.fstype == "cgroup" && m.super_options.split(|&b| b == b',').any(|o| o == b"freezer"))
+        })
+        .collect();
+    if mounts.is_empty() {
+        return Some("no cgroup v2 or freezer hierarchy is mounted".into());
+    }
+    let ro = |m: &mountinfo::MountEntry| m.mount_options.split(|&b| b == b',').any(|o| o == b"ro");
+    mounts.iter().all(ro).then(|| {
+        format!(
+            "the cgroup filesystem is mounted read-only here ({}): under the shipped unit, add the drop-in freeze.conf (ProtectControlGroups=no)",
+            mounts[0].mountpoint.display()
+        )
+    })
+}
+
 fn join(mount: &Path, path: &str) -> PathBuf {
     mount.join(path.trim_start_matches('/'))
 }

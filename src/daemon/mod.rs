@@ -4,7 +4,8 @@
 //! Threads: `main` reads permission events and runs the fast path; `driftgate-discovery`
 //! watches the mount table and marks containers; `driftgate-meta` reads runtime metadata;
 //! `driftgate-hash-N` and `driftgate-hash-large` hash files for the slow path;
-//! `driftgate-sink` writes findings; `driftgate-status` serves `driftgate status`;
+//! `driftgate-sink` writes findings (after `driftgate-evidence` copies their files; exports,
+//! with `driftgate-webhook` posting); `driftgate-status` serves `driftgate status`;
 //! `driftgate-watchdog` pings systemd while decisions progress and ends a stalled daemon. If
 //! the process dies for any reason the kernel allows every exec still pending, so no failure
 //! leaves an exec hung.
@@ -54,6 +55,11 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let sfd = start::signals()?;
     let sentinel = start::sentinel();
     let (sinks, sink_handles) = start::sinks(&c0, &cfg)?;
+    if c0.policy.rules.iter().any(|r| r.response.is_some()) {
+        if let Some(why) = crate::container::cgroup::cannot_freeze() {
+            tracing::error!("a rule sets response = \"freeze\", but no container can be frozen: {why}");
+        }
+    }
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     // Every waiting exec holds an fd: take all the process may have (see `budget`).
     let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
