@@ -311,21 +311,28 @@ struct TestCgroup {
     container: Option<Background>,
 }
 
+/// Where a hierarchy is mounted: cgroup2, or the v1 cgroup with option `opt`.
+fn cgroup_mount(fstype: &str, opt: Option<&str>) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let f: Vec<&str> = post.split(' ').collect();
+        let ok = f[0] == fstype && opt.is_none_or(|o| f[2].split(',').any(|x| x == o));
+        ok.then(|| pre.split(' ').nth(4).unwrap().to_owned())
+    })
+}
+
 impl TestCgroup {
+    /// In cgroup v2 where mounted (what the daemon prefers), else in the v1 freezer.
     fn new() -> TestCgroup {
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mount = |fstype: &str, opt: Option<&str>| {
-            mounts.lines().find_map(|l| {
-                let (pre, post) = l.split_once(" - ")?;
-                let f: Vec<&str> = post.split(' ').collect();
-                let ok = f[0] == fstype && opt.is_none_or(|o| f[2].split(',').any(|x| x == o));
-                ok.then(|| pre.split(' ').nth(4).unwrap().to_owned())
-            })
-        };
-        let base = mount("cgroup2", None)
-            .or_else(|| mount("cgroup", Some("freezer")))
+        let base = cgroup_mount("cgroup2", None)
+            .or_else(|| cgroup_mount("cgroup", Some("freezer")))
             .expect("a cgroup to freeze with");
-        let dir = std::path::Path::new(&base).join(format!("dgtest-{}", std::process::id()));
+        Self::under(&base, "v2")
+    }
+
+    fn under(base: &str, tag: &str) -> TestCgroup {
+        let dir = std::path::Path::new(base).join(format!("dgtest-{tag}-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         TestCgroup { dir, container: None }
     }
@@ -383,14 +390,19 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
 
     // Then a container in a cgroup of its own: frozen after the blocked exec, its processes
     // in place; `driftgate thaw` lets it go on.
-    let mut cg = TestCgroup::new();
+    frozen_in_its_own_cgroup_until_thawed(&s, &d, TestCgroup::new(), 2);
+}
+
+/// A container started in `cg`: its blocked exec (finding number `n`) freezes it, status
+/// lists it, `driftgate thaw` lets it go on.
+fn frozen_in_its_own_cgroup_until_thawed(s: &Scratch, d: &Daemon, mut cg: TestCgroup, n: usize) {
     let script = "cp /opt/img/true /tmp/other\ntouch /ready\nwhile [ ! -e /go ]; do sleep 0.05; done\n\
                   /tmp/other; echo rc=$? > /after\nsleep 100\n";
     cg.adopt(Background::start(s.root(), &s.merged, "", script, &s.merged.join("ready")));
     std::fs::write(s.merged.join("go"), "").unwrap();
-    let f = d.findings(2);
-    assert_eq!(f.len(), 2, "{f:?}");
-    let r = &f[1]["response"];
+    let f = d.findings(n);
+    assert_eq!(f.len(), n, "{f:?}");
+    let r = &f[n - 1]["response"];
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["cgroup"], cg.dir.display().to_string());
     assert!(wait_until(Duration::from_secs(5), || cg.frozen()), "frozen");
@@ -398,7 +410,7 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
     assert!(!s.merged.join("after").exists(), "the container stopped where it was");
     let st = d.status();
     assert_eq!(st["frozen"][0]["cgroup"], cg.dir.display().to_string(), "{}", st["frozen"]);
-    assert_eq!(st["frozen"][0]["finding"], f[1]["id"]);
+    assert_eq!(st["frozen"][0]["finding"], f[n - 1]["id"]);
     let sock = d.socket();
     let o = dg(&["status", "--socket", sock.to_str().unwrap()]);
     assert!(
@@ -457,4 +469,30 @@ fn a_silent_webhook_cannot_hold_the_daemons_stop() {
     assert_eq!(d.terminate(Duration::from_secs(20)), Some(0), "a clean stop");
     assert!(start.elapsed() < Duration::from_secs(8), "stopped in {:?}", start.elapsed());
     drop(silent);
+}
+
+#[test]
+fn the_v1_freezer_freezes_a_container_without_a_v2_cgroup_of_its_own() {
+    if !privileged() {
+        return;
+    }
+    let own_v2 = std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("0::") && l != "0::/");
+    let Some(freezer) = cgroup_mount("cgroup", Some("freezer")).filter(|_| !own_v2) else {
+        eprintln!(
+            "SKIPPED: no cgroup v1 freezer hierarchy here (or the test runs in a v2 cgroup of its own)"
+        );
+        return;
+    };
+    let s = Scratch::new();
+    let d = daemon_with(
+        &s,
+        "audit",
+        "[[policy.rules]]\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
+    );
+    let cg = TestCgroup::under(&freezer, "v1");
+    assert!(cg.dir.join("freezer.state").exists());
+    frozen_in_its_own_cgroup_until_thawed(&s, &d, cg, 1);
 }
