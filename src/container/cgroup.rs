@@ -48,23 +48,26 @@ pub fn parse_proc_cgroup(text: &str) -> (Option<String>, Option<String>) {
     (v2, v1)
 }
 
-/// Where each hierarchy is mounted: the cgroup2 mount, the v1 freezer mount (whole
-/// hierarchies only: a mount of a sub-tree cannot reach every cgroup).
-fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
+/// The mounts of the hierarchies a freeze can use: cgroup2, and the v1 hierarchy with the
+/// freezer controller.
+fn freezable_mounts() -> Vec<mountinfo::MountEntry> {
     let text = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo::parse(&text)
+        .into_iter()
+        .filter(|m| {
+            m.fstype == "cgroup2"
+                || (m.fstype == "cgroup" && m.super_options.split(|&b| b == b',').any(|o| o == b"freezer"))
+        })
+        .collect()
+}
+
+/// Where each hierarchy is mounted whole (a mount of a sub-tree cannot reach every cgroup):
+/// the cgroup2 mount, the v1 freezer mount.
+fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
     let (mut v2, mut v1) = (None, None);
-    for m in mountinfo::parse(&text) {
-        if m.root != b"/" {
-            continue;
-        }
-        if m.fstype == "cgroup2" && v2.is_none() {
-            v2 = Some(m.mountpoint);
-        } else if m.fstype == "cgroup"
-            && v1.is_none()
-            && m.super_options.split(|&b| b == b',').any(|o| o == b"freezer")
-        {
-            v1 = Some(m.mountpoint);
-        }
+    for m in freezable_mounts().into_iter().filter(|m| m.root == b"/") {
+        let slot = if m.fstype == "cgroup2" { &mut v2 } else { &mut v1 };
+        slot.get_or_insert(m.mountpoint);
     }
     (v2, v1)
 }
@@ -72,14 +75,7 @@ fn mounts() -> (Option<PathBuf>, Option<PathBuf>) {
 /// Why no cgroup can be frozen from here, if so: the cgroup filesystems are mounted read-only
 /// (systemd's `ProtectControlGroups=yes`) or not at all.
 pub fn cannot_freeze() -> Option<String> {
-    let text = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
-    let mounts: Vec<_> = mountinfo::parse(&text)
-        .into_iter()
-        .filter(|m| {
-            m.fstype == "cgroup2"
-                || (m.fstype == "cgroup" && m.super_options.split(|&b| b == b',').any(|o| o == b"freezer"))
-        })
-        .collect();
+    let mounts = freezable_mounts();
     if mounts.is_empty() {
         return Some("no cgroup v2 or freezer hierarchy is mounted".into());
     }

@@ -1,6 +1,6 @@
-//! Responses to a blocked exec, taken after the answer (a response that fails never changes
-//! the decision): `response = "freeze"` freezes the container's cgroup, so its processes
-//! stay where they are for the responder (`driftgate thaw` undoes it).
+//! Responses to a blocked exec, taken just before the refusal is answered (a response that
+//! fails never changes the decision): `response = "freeze"` freezes the container's cgroup,
+//! so its processes stay where they are for the responder (`driftgate thaw` undoes it).
 
 use crate::container::cgroup;
 use crate::finding::ResponseRef;
@@ -17,7 +17,9 @@ impl Shared {
         tid: i32,
         finding: &str,
     ) -> ResponseRef {
-        self.respond_to(response, container, &[tid], finding)
+        match response {
+            Response::Freeze => self.freeze(container, tid, finding),
+        }
     }
 
     /// Takes `response` after a blocked exec that is not recorded on its own (a repeat in an
@@ -29,25 +31,19 @@ impl Shared {
                 return;
             }
         }
-        self.respond_to(response, container, &[tid], "(not recorded: a repeat or over the finding budget)");
+        self.respond(response, container, tid, "(not recorded: a repeat or over the finding budget)");
     }
 
-    fn respond_to(&self, response: Response, container: &str, pids: &[i32], finding: &str) -> ResponseRef {
-        match response {
-            Response::Freeze => self.freeze(container, pids, finding),
-        }
-    }
-
-    fn freeze(&self, container: &str, pids: &[i32], finding: &str) -> ResponseRef {
+    fn freeze(&self, container: &str, tid: i32, finding: &str) -> ResponseRef {
         let failed = |cgroup: Option<String>, error: String| {
             tracing::error!(container, error = %error, "could not freeze the container; the exec was blocked");
             ResponseRef { action: "freeze".into(), cgroup, ok: false, error: Some(error) }
         };
-        let Some((pid, ns)) = pids.iter().find_map(|&p| crate::sys::proc::ns_id(p, "pid").map(|ns| (p, ns)))
-        else {
-            return failed(None, "no process of the container is left to find its cgroup from".into());
+        // The thread is held in its exec: it is there to find the cgroup from.
+        let Some(ns) = crate::sys::proc::ns_id(tid, "pid") else {
+            return failed(None, format!("thread {tid} is gone: its cgroup cannot be found"));
         };
-        let cg = match cgroup::of_process(pid) {
+        let cg = match cgroup::of_process(tid) {
             Ok(cg) => cg,
             Err(e) => return failed(None, e),
         };
