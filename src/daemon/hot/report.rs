@@ -9,8 +9,13 @@ use crate::engine::{Action, Category, Mode};
 use crate::finding::{self, FileRef, Finding, ProcessRef};
 use crate::sys::proc;
 
-/// (pid, comm, exe) of the parent of the process.
-type ParentFacts = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+/// The parent of the process: the finding's `process.parent`, and the first step of the walk
+/// up its ancestors (read once for both).
+struct ParentFacts {
+    pid: i32,
+    status: Option<proc::ProcStatus>,
+    exe: Option<Vec<u8>>,
+}
 
 /// What /proc says about the process a finding is about.
 pub struct ProcFacts {
@@ -46,17 +51,18 @@ impl ProcFacts {
     }
 
     fn walk(&self, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
-        match (&self.status, self.namespaces) {
-            (Some(s), Some(ns)) => ancestors(ns, s.ppid, max_arg_bytes),
+        match (&self.parent, self.namespaces) {
+            (Some(p), Some(ns)) => ancestors(ns, p, max_arg_bytes),
             _ => Vec::new(),
         }
     }
 
     fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
         let status = proc::read_status(tid);
-        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
-            let p = s.ppid;
-            (p, proc::read_status(p).map(|ps| ps.name), proc::read_exe(p))
+        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| ParentFacts {
+            pid: s.ppid,
+            status: proc::read_status(s.ppid),
+            exe: proc::read_exe(s.ppid),
         });
         ProcFacts {
             status,
@@ -117,11 +123,9 @@ pub fn build(
 ) -> Finding {
     // Read now if not yet, after the answer: parents do not change with the exec, and the
     // chain costs up to eight /proc walks that an allowed exec should not wait for.
-    let ancestors_now = match &facts.ancestors {
-        Some(_) => None,
-        None => Some(facts.walk(r.max_arg_bytes)),
-    };
-    let ProcFacts { status, args, cwd, exe, parent, namespaces: _, ancestors } = facts;
+    let mut facts = facts;
+    let ancestors = facts.ancestors.take().unwrap_or_else(|| facts.walk(r.max_arg_bytes));
+    let ProcFacts { status, args, cwd, exe, parent, .. } = facts;
     let mut args_truncated = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
@@ -166,16 +170,16 @@ pub fn build(
             cwd,
             tid,
             container_pid: status.as_ref().and_then(|s| s.ns_pid),
-            parent: parent.map(|(pid, comm, exe)| finding::ParentRef {
-                pid,
-                comm: comm.map(|c| String::from_utf8_lossy(&c).into_owned()),
-                exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
+            parent: parent.map(|p| finding::ParentRef {
+                pid: p.pid,
+                comm: p.status.map(|st| String::from_utf8_lossy(&st.name).into_owned()),
+                exe: p.exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             }),
             args_raw,
             comm_raw,
             cwd_raw,
             args_truncated,
-            ancestors: ancestors.or(ancestors_now).unwrap_or_default(),
+            ancestors,
         },
         file: FileRef {
             path,
@@ -201,16 +205,18 @@ pub fn build(
     }
 }
 
-/// The parents of a process in PID and mount namespaces `ns` whose parent is `ppid`, nearest
-/// first: while they are in both (the container: a `hostPID` container's parents outside it
-/// are in the host's mount namespace), up to the PID namespace's init, at most
-/// [`finding::MAX_ANCESTORS`].
-pub fn ancestors(ns: (u64, u64), ppid: i32, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+/// The parents of a process in PID and mount namespaces `ns`, starting with `parent` (read
+/// already), nearest first: while they are in both (the container: a `hostPID` container's
+/// parents outside it are in the host's mount namespace), up to the PID namespace's init, at
+/// most [`finding::MAX_ANCESTORS`].
+fn ancestors(ns: (u64, u64), parent: &ParentFacts, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
     let mut out = Vec::new();
-    let mut p = ppid;
+    let mut p = parent.pid;
+    let mut known = Some((parent.status.clone(), parent.exe.clone()));
     let inside = |p: i32| proc::ns_id(p, "pid") == Some(ns.0) && proc::ns_id(p, "mnt") == Some(ns.1);
     while p > 0 && out.len() < finding::MAX_ANCESTORS && inside(p) {
-        let Some(st) = proc::read_status(p) else { break };
+        let (status, exe) = known.take().unwrap_or_else(|| (proc::read_status(p), proc::read_exe(p)));
+        let Some(st) = status else { break };
         let mut args_truncated = false;
         let args = proc::read_cmdline(p).map(|(mut a, t)| {
             args_truncated = t | cap_args(&mut a, max_arg_bytes);
@@ -220,7 +226,7 @@ pub fn ancestors(ns: (u64, u64), ppid: i32, max_arg_bytes: usize) -> Vec<finding
             pid: p,
             container_pid: st.ns_pid,
             comm: Some(String::from_utf8_lossy(&st.name).into_owned()),
-            exe: proc::read_exe(p).map(|e| String::from_utf8_lossy(&e).into_owned()),
+            exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             args,
             args_truncated,
         });
