@@ -91,7 +91,7 @@ pub(super) fn sinks(
     let evidence = match evidence {
         Some(Ok(store)) => {
             stats.evidence_open.store(true, std::sync::atomic::Ordering::Relaxed);
-            Some((store, Arc::clone(&stats.evidence)))
+            Some(store)
         }
         Some(Err(e)) => {
             tracing::error!(dir = %c0.evidence.dir.display(), error = %e, "evidence store unavailable: findings keep no copy");

@@ -11,11 +11,10 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -107,26 +106,29 @@ pub struct Store {
 const CHUNK: usize = 1 << 20;
 
 impl Store {
-    /// Opens (makes, 0700) the store and counts what it holds; leftovers of copies cut short
-    /// by a stop are removed.
+    /// Opens (makes, 0700) the store. What it holds is counted by [`Store::tidy`], on the
+    /// evidence thread: a large store never slows start-up.
     pub fn open(cfg: &EvidenceConfig, stats: Arc<EvidenceStats>) -> std::io::Result<Store> {
         let obj = objects(&cfg.dir);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&obj)?;
         std::fs::set_permissions(&cfg.dir, std::fs::Permissions::from_mode(0o700))?;
         std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o700))?;
-        for ent in std::fs::read_dir(&obj)?.flatten() {
-            if ent.file_name().to_string_lossy().starts_with(".tmp-") {
-                let _ = std::fs::remove_file(ent.path());
-            }
-        }
-        let s = Store {
+        Ok(Store {
             dir: cfg.dir.clone(),
             max_file: cfg.max_file_bytes,
             max_total: cfg.max_total_bytes,
             stats,
-        };
-        s.recount();
-        Ok(s)
+        })
+    }
+
+    /// Removes leftovers of copies cut short by a stop, and counts what the store holds.
+    fn tidy(&self) {
+        for ent in std::fs::read_dir(objects(&self.dir)).into_iter().flatten().flatten() {
+            if ent.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = std::fs::remove_file(ent.path());
+            }
+        }
+        self.recount();
     }
 
     /// The store's directory.
@@ -143,97 +145,61 @@ impl Store {
 
     /// Keeps the bytes of `fd` (a file whose finding says `expected`, when it was hashed).
     pub fn keep(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> EvidenceRef {
-        let r = self.copy(fd, expected);
-        let counter = match (&r.stored, r.reason.as_deref()) {
-            (true, Some(_)) => &self.stats.already,
-            (true, None) => &self.stats.stored,
-            (false, Some(TOO_BIG)) => &self.stats.too_big,
-            (false, _) => &self.stats.lost,
+        let expected_hex = expected.map(crate::util::hex);
+        let (counter, sha256, stored, reason) = match self.copy(fd, expected) {
+            Kept::Stored(h) if objects(&self.dir).join(&h).exists() => {
+                (&self.stats.stored, Some(h), true, None)
+            }
+            Kept::Stored(h) => (
+                &self.stats.stored,
+                Some(h),
+                false,
+                Some("larger than what evidence.max_total_bytes leaves room for".into()),
+            ),
+            Kept::Already(h) => (&self.stats.already, Some(h), true, Some(ALREADY.into())),
+            Kept::TooBig => (&self.stats.too_big, expected_hex, false, Some(TOO_BIG.into())),
+            Kept::Lost(why) => (&self.stats.lost, expected_hex, false, Some(why)),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        r
+        EvidenceRef { sha256, stored, reason }
     }
 
-    fn copy(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> EvidenceRef {
-        let hex = expected.map(crate::util::hex);
-        let lost = |reason: String| EvidenceRef { sha256: hex.clone(), stored: false, reason: Some(reason) };
-        if let Some(h) = &hex {
-            if objects(&self.dir).join(h).exists() {
-                return EvidenceRef { sha256: hex.clone(), stored: true, reason: Some(ALREADY.into()) };
-            }
+    fn copy(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> Kept {
+        let obj = objects(&self.dir);
+        if let Some(h) = expected.map(crate::util::hex).filter(|h| obj.join(h).exists()) {
+            return Kept::Already(h);
         }
-        let size = match nix::sys::stat::fstat(fd) {
-            Ok(st) => st.st_size as u64,
-            Err(e) => return lost(format!("could not stat the file: {e}")),
+        match nix::sys::stat::fstat(fd) {
+            Ok(st) if st.st_size as u64 > self.max_file => return Kept::TooBig,
+            Ok(_) => {}
+            Err(e) => return Kept::Lost(format!("could not stat the file: {e}")),
+        }
+        // Removed on every early return; made 0600 and O_EXCL by tempfile.
+        let mut tmp = match tempfile::Builder::new().prefix(TMP_PREFIX).tempfile_in(&obj) {
+            Ok(t) => t,
+            Err(e) => return Kept::Lost(format!("could not copy the file: {e}")),
         };
-        if size > self.max_file {
-            return EvidenceRef { sha256: hex, stored: false, reason: Some(TOO_BIG.into()) };
-        }
-        let tmp = objects(&self.dir).join(format!(".tmp-{}", uuid::Uuid::now_v7()));
-        let res = (|| -> std::io::Result<Result<([u8; 32], u64), String>> {
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; CHUNK];
-            let mut off: u64 = 0;
-            loop {
-                let n = nix::sys::uio::pread(fd, &mut buf, off as i64).map_err(std::io::Error::from)?;
-                if n == 0 {
-                    break;
-                }
-                off += n as u64;
-                if off > self.max_file {
-                    return Ok(Err(TOO_BIG.into()));
-                }
-                h.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-            }
-            out.sync_all()?;
-            out.set_permissions(std::fs::Permissions::from_mode(0o400))?;
-            Ok(Ok((h.finalize().into(), off)))
-        })();
-        let (got, len) = match res {
-            Ok(Ok(got)) => got,
-
-            Ok(Err(reason)) => {
-                let _ = std::fs::remove_file(&tmp);
-                return EvidenceRef { sha256: hex, stored: false, reason: Some(reason) };
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return lost(format!("could not copy the file: {e}"));
-            }
+        let (got, len) = match copy_hashing(fd, tmp.as_file_mut(), self.max_file) {
+            Ok(Some(copied)) => copied,
+            Ok(None) => return Kept::TooBig,
+            Err(e) => return Kept::Lost(format!("could not copy the file: {e}")),
         };
         if expected.is_some_and(|e| e != got) {
-            let _ = std::fs::remove_file(&tmp);
-            return lost(
+            return Kept::Lost(
                 "the file changed before it could be copied: its bytes are not the ones decided".into(),
             );
         }
-        let got_hex = crate::util::hex(got);
-        let dest = objects(&self.dir).join(&got_hex);
-        if dest.exists() {
-            let _ = std::fs::remove_file(&tmp);
-            return EvidenceRef { sha256: Some(got_hex), stored: true, reason: Some(ALREADY.into()) };
-        }
-        if let Err(e) = std::fs::rename(&tmp, &dest) {
-            let _ = std::fs::remove_file(&tmp);
-            return lost(format!("could not store the copy: {e}"));
+        let hex = crate::util::hex(got);
+        match tmp.persist_noclobber(obj.join(&hex)) {
+            Ok(_) => {}
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Kept::Already(hex),
+            Err(e) => return Kept::Lost(format!("could not store the copy: {}", e.error)),
         }
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         if self.stats.bytes.fetch_add(len, Ordering::Relaxed) + len > self.max_total {
-            self.evict(&got_hex);
+            self.evict(&hex);
         }
-        let still = dest.exists();
-        EvidenceRef {
-            sha256: Some(got_hex),
-            stored: still,
-            reason: (!still).then(|| "larger than what evidence.max_total_bytes leaves room for".into()),
-        }
+        Kept::Stored(hex)
     }
 
     /// Deletes the oldest copies until the store is under its cap (the newest, `keep`, last).
@@ -256,6 +222,43 @@ impl Store {
 }
 
 const TOO_BIG: &str = "larger than evidence.max_file_bytes";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// What became of one copy.
+enum Kept {
+    /// Copied now, under this hash (it may have been evicted at once: too big for the store).
+    Stored(String),
+    Already(String),
+    TooBig,
+    Lost(String),
+}
+
+/// Copies `fd` from its start into `out` (made read-only when done), hashing as it goes: the
+/// hash and length, or `None` beyond `max` bytes.
+fn copy_hashing(
+    fd: BorrowedFd<'_>,
+    out: &mut std::fs::File,
+    max: u64,
+) -> std::io::Result<Option<([u8; 32], u64)>> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut off: u64 = 0;
+    loop {
+        let n = nix::sys::uio::pread(fd, &mut buf, off as i64).map_err(std::io::Error::from)?;
+        if n == 0 {
+            break;
+        }
+        off += n as u64;
+        if off > max {
+            return Ok(None);
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    out.sync_all()?;
+    out.set_permissions(std::fs::Permissions::from_mode(0o400))?;
+    Ok(Some((h.finalize().into(), off)))
+}
 const ALREADY: &str = "already stored";
 
 /// What carries a finding to the sink: the evidence thread fills in its `evidence`.
@@ -305,24 +308,23 @@ impl<T: Evidenced> EvidenceSender<T> {
 }
 
 /// Starts the evidence thread: it copies, fills in `evidence`, and passes the finding on to
-/// the sink. It ends when every sender is gone.
-pub fn start<T: Evidenced>(
-    store: Store,
-    stats: Arc<EvidenceStats>,
-    sink: Sender<T>,
-) -> (EvidenceSender<T>, JoinHandle<()>) {
+/// the sink. It ends when every sender is gone (the sink, holding a sender of its own here,
+/// ends after it: nothing joins it).
+pub fn start<T: Evidenced>(store: Store, sink: Sender<T>) -> EvidenceSender<T> {
     let (tx, rx) = crossbeam_channel::bounded::<Request<T>>(QUEUE);
-    let handle = std::thread::Builder::new()
+    let stats = Arc::clone(&store.stats);
+    std::thread::Builder::new()
         .name("driftgate-evidence".into())
         .spawn(move || {
             crate::sys::process::lower_this_thread_priority(10);
             run(&store, &rx, &sink)
         })
         .expect("spawn evidence thread");
-    (EvidenceSender { tx, stats }, handle)
+    EvidenceSender { tx, stats }
 }
 
 fn run<T: Evidenced>(store: &Store, rx: &Receiver<Request<T>>, sink: &Sender<T>) {
+    store.tidy();
     for r in rx.iter() {
         let mut q = r.queued;
         q.set_evidence(store.keep(r.fd.as_fd(), r.expected));

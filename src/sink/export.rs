@@ -83,7 +83,8 @@ impl OcsfFile {
 /// What the sink thread calls after writing a batch to the spool.
 pub struct Exporter {
     ocsf: Option<OcsfFile>,
-    webhook: Option<(Sender<Finding>, Webhook)>,
+    /// The webhook thread's queue.
+    webhook: Option<Sender<Finding>>,
     stats: Arc<ExportStats>,
     thread: Option<JoinHandle<()>>,
     /// Set at a stop: what is still queued gets one try each.
@@ -104,16 +105,11 @@ impl Exporter {
                     .spawn(move || post_loop(&hook, &rx, &st, &stop))
                     .expect("spawn webhook thread");
                 tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
-                (Some((tx, w.clone())), Some(t))
+                (Some(tx), Some(t))
             }
             None => (None, None),
         };
         Exporter { ocsf, webhook, stats, thread, stopping }
-    }
-
-    /// No export configured.
-    pub fn none() -> Exporter {
-        Exporter { ocsf: None, webhook: None, stats: Arc::default(), thread: None, stopping: Arc::default() }
     }
 
     pub fn export(&mut self, batch: &[Finding]) {
@@ -131,7 +127,7 @@ impl Exporter {
                 }
             }
         }
-        if let Some((tx, _)) = &self.webhook {
+        if let Some(tx) = &self.webhook {
             for f in batch {
                 match tx.try_send(f.clone()) {
                     Ok(()) => {

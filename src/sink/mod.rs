@@ -74,19 +74,19 @@ impl FindingSender {
     }
 
     /// Sends a finding with the file it is about (`file`: an fd of the exact inode decided),
-    /// to be copied into the evidence store first. Without a store, or without a file, it is
-    /// sent as it is.
+    /// to be copied into the evidence store first (its bytes must hash to the finding's
+    /// `file.sha256`). Without a store, or without a file, it is sent as it is.
     pub fn send_with_file(
         &self,
         f: Finding,
         container: Option<ContainerHandle>,
         file: Option<std::os::fd::OwnedFd>,
-        sha256: Option<[u8; 32]>,
     ) {
+        let expected = f.file.sha256.as_deref().and_then(|h| crate::util::parse_sha256(h.as_bytes()));
         let q = Self::queued(f, container);
         match (&self.evidence, file) {
             (Some(ev), Some(fd)) => {
-                if let Err(q) = ev.submit(evidence::Request { queued: q, fd, expected: sha256 }) {
+                if let Err(q) = ev.submit(evidence::Request { queued: q, fd, expected }) {
                     self.queue(q);
                 }
             }
@@ -155,8 +155,8 @@ pub enum JournalTarget {
 
 /// Where findings go besides the spool and the journal.
 pub struct Outputs {
-    /// The evidence store and its thread's counters (`[evidence]` on).
-    pub evidence: Option<(evidence::Store, Arc<evidence::EvidenceStats>)>,
+    /// The evidence store (`[evidence]` on and its directory usable).
+    pub evidence: Option<evidence::Store>,
     pub export: export::Exporter,
 }
 
@@ -180,7 +180,7 @@ pub fn start(
     let st = Arc::clone(&stats);
     let Outputs { evidence, export } = outputs;
     let mut extras =
-        Extras { evidence_dir: evidence.as_ref().map(|(store, _)| store.dir().to_path_buf()), export };
+        Extras { evidence_dir: evidence.as_ref().map(|store| store.dir().to_path_buf()), export };
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
         .spawn(move || {
@@ -189,7 +189,7 @@ pub fn start(
         })
         .expect("spawn sink thread");
     // The evidence thread holds a sender of its own: the sink ends after it.
-    let evidence = evidence.map(|(store, es)| evidence::start(store, es, tx.clone()).0);
+    let evidence = evidence.map(|store| evidence::start(store, tx.clone()));
     (FindingSender { tx, stats, evidence }, handle)
 }
 

@@ -209,7 +209,7 @@ impl Shared {
         f.rule = Some(decision.rule.clone());
         f.id = finding_id;
         f.response = response;
-        self.send(&job.container, &agg_key, f, prev, file, outcome.sha256);
+        self.send(&job.container, &agg_key, f, prev, file);
         Routed::Done
     }
 }

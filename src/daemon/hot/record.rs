@@ -82,7 +82,6 @@ impl Shared {
         f: Finding,
         prev: Vec<crate::sink::aggregate::Aggregate>,
         file: Option<std::os::fd::OwnedFd>,
-        sha256: Option<[u8; 32]>,
     ) {
         self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c) as ContainerHandle));
         for (prev, pc) in prev {
@@ -94,7 +93,7 @@ impl Shared {
                 let _ = tx.try_send(Arc::clone(c));
             }
         }
-        self.findings.send_with_file(f, Some(Arc::clone(c) as ContainerHandle), file, sha256);
+        self.findings.send_with_file(f, Some(Arc::clone(c) as ContainerHandle), file);
     }
 
     /// Records fileless execution seen after the fact (process `pid` of container `c` runs a
@@ -138,7 +137,7 @@ impl Shared {
             .keeps_evidence()
             .then(|| std::fs::File::open(format!("/proc/{pid}/exe")).ok().map(std::os::fd::OwnedFd::from))
             .flatten();
-        self.send(c, &agg_key, f, prev, exe, sha);
+        self.send(c, &agg_key, f, prev, exe);
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.
