@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use super::common::{io_error, CliError};
 
+use crate::finding::Finding;
 use crate::sink::evidence;
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,23 +72,16 @@ fn locations(
     Ok((dir.clone().unwrap_or(c.evidence.dir), spool.clone().unwrap_or(c.spool_dir)))
 }
 
-fn referencing(spool: &std::path::Path, sha: &str) -> Result<Vec<crate::finding::Finding>, CliError> {
-    if !spool.is_dir() {
-        return Ok(Vec::new());
-    }
-    Ok(super::findings::read_spool(spool)?
-        .into_iter()
-        .filter(|f| {
-            f.file.sha256.as_deref() == Some(sha)
-                || f.evidence.as_ref().and_then(|e| e.sha256.as_deref()) == Some(sha)
-        })
-        .collect())
+/// Whether finding `f` is about the copy `sha` (its file, or the copy it points at).
+fn refers_to(f: &Finding, sha: &str) -> bool {
+    f.file.sha256.as_deref() == Some(sha)
+        || f.evidence.as_ref().and_then(|e| e.sha256.as_deref()) == Some(sha)
 }
 
 fn list(a: ListArgs) -> Result<(), CliError> {
     let (dir, spool) = locations(&a.config, &a.dir, &a.spool_dir)?;
     let entries = evidence::list(&dir).map_err(|e| io_error(dir.display(), &e))?;
-    let findings = if spool.is_dir() { super::findings::read_spool(&spool)? } else { Vec::new() };
+    let findings = super::findings::read_spool_if_any(&spool)?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let res = (|| {
@@ -95,13 +89,7 @@ fn list(a: ListArgs) -> Result<(), CliError> {
             writeln!(out, "{:<64} {:>10} {:<20} {:>8} PATHS", "SHA256", "SIZE", "STORED", "FINDINGS")?;
         }
         for e in &entries {
-            let refs: Vec<&crate::finding::Finding> = findings
-                .iter()
-                .filter(|f| {
-                    f.file.sha256.as_deref() == Some(e.sha256.as_str())
-                        || f.evidence.as_ref().and_then(|x| x.sha256.as_deref()) == Some(e.sha256.as_str())
-                })
-                .collect();
+            let refs: Vec<&Finding> = findings.iter().filter(|f| refers_to(f, &e.sha256)).collect();
             let mut paths: Vec<String> =
                 refs.iter().map(|f| crate::util::printable(&f.path_bytes())).collect();
             paths.sort();
@@ -137,11 +125,17 @@ fn export(a: ExportArgs) -> Result<(), CliError> {
     let entries = evidence::list(&dir).map_err(|e| io_error(dir.display(), &e))?;
     let arg = a.sha256.to_ascii_lowercase();
     let is_hex = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_hexdigit());
+    let a_copy = is_hex && entries.iter().any(|e| e.sha256.starts_with(&arg));
+    let tar = match a.format.as_deref() {
+        Some(f) => f == "tar",
+        None => a.out.extension().is_some_and(|x| x == "tar"),
+    };
+    // Read once, and only when needed: to find a finding by id, or to put findings in a tar.
+    let all = if tar || !a_copy { super::findings::read_spool_if_any(&spool)? } else { Vec::new() };
     // A SHA-256 (prefix) of a copy, else a finding's id (prefix): its file's copy.
-    let want = if is_hex && entries.iter().any(|e| e.sha256.starts_with(&arg)) {
+    let want = if a_copy {
         arg
     } else {
-        let all = if spool.is_dir() { super::findings::read_spool(&spool)? } else { Vec::new() };
         let hits: Vec<_> = all.iter().filter(|f| f.id.starts_with(&arg)).collect();
         match hits.iter().find(|f| f.id == arg).copied().or_else(|| (hits.len() == 1).then(|| hits[0])) {
             Some(f) => {
@@ -179,10 +173,6 @@ fn export(a: ExportArgs) -> Result<(), CliError> {
     };
     let src = evidence::objects(&dir).join(&e.sha256);
     let bytes = std::fs::read(&src).map_err(|err| io_error(src.display(), &err))?;
-    let tar = match a.format.as_deref() {
-        Some(f) => f == "tar",
-        None => a.out.extension().is_some_and(|x| x == "tar"),
-    };
     // Never executable, never over an existing file (a planted symlink included).
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -195,8 +185,8 @@ fn export(a: ExportArgs) -> Result<(), CliError> {
             return out.write_all(&bytes);
         }
         let mut jsonl = Vec::new();
-        for f in referencing(&spool, &e.sha256).map_err(|e| std::io::Error::other(e.to_string()))? {
-            serde_json::to_writer(&mut jsonl, &f)?;
+        for f in all.iter().filter(|f| refers_to(f, &e.sha256)) {
+            serde_json::to_writer(&mut jsonl, f)?;
             jsonl.push(b'\n');
         }
         let mut b = tar::Builder::new(out);

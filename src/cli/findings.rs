@@ -270,6 +270,15 @@ pub fn read_spool(dir: &Path) -> Result<Vec<Finding>, CliError> {
     Ok(findings)
 }
 
+/// [`read_spool`], or no findings when there is no spool (yet).
+pub fn read_spool_if_any(dir: &Path) -> Result<Vec<Finding>, CliError> {
+    if dir.is_dir() {
+        read_spool(dir)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// Prints findings appended after the current end of the spool, until interrupted.
 fn follow(
     dir: &Path,

@@ -34,12 +34,10 @@ pub fn run(a: ThawArgs) -> Result<(), CliError> {
             dirs.extend(st.frozen.iter().filter(|f| matches(&f.id, None)).map(|f| PathBuf::from(&f.cgroup)));
         }
         let spool = a.spool_dir.clone().unwrap_or(cfg.spool_dir.clone());
-        if spool.is_dir() {
-            for f in super::findings::read_spool(&spool)? {
-                if let Some(r) = &f.response {
-                    if r.action == "freeze" && r.ok && matches(&f.container.id, f.container.name.as_deref()) {
-                        dirs.extend(r.cgroup.iter().map(PathBuf::from));
-                    }
+        for f in super::findings::read_spool_if_any(&spool)? {
+            if let Some(r) = &f.response {
+                if r.action == "freeze" && r.ok && matches(&f.container.id, f.container.name.as_deref()) {
+                    dirs.extend(r.cgroup.iter().map(PathBuf::from));
                 }
             }
         }
