@@ -106,7 +106,7 @@ pub struct Store {
 const CHUNK: usize = 1 << 20;
 
 impl Store {
-    /// Opens (makes, 0700) the store. What it holds is counted by [`Store::tidy`], on the
+    /// Opens (makes, 0700) the store. What it holds is counted (`tidy`) on the
     /// evidence thread: a large store never slows start-up.
     pub fn open(cfg: &EvidenceConfig, stats: Arc<EvidenceStats>) -> std::io::Result<Store> {
         let obj = objects(&cfg.dir);
