@@ -7,47 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-const LD: &str = "/lib64/ld-linux-x86-64.so.2";
-
-fn host_file(p: &str) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e} (run scripts/test-deps.sh)"))
-}
-
-/// A scratch container whose image has the loader, libc, a dynamic program, bash and scripts.
-fn image() -> (tempfile::TempDir, Scratch) {
-    let files = tempfile::tempdir().unwrap();
-    let script = |name: &str, text: &str| {
-        let p = files.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let runme = script("runme.sh", "echo image-run\n");
-    let runme2 = script("runme2.sh", "echo image-run-2\n");
-    let shebang = script("img-script.sh", "#!/opt/img/bash\necho image-script \"$1\"\n");
-    let (ld, libc, dyn_true, bash) = (
-        host_file(LD),
-        host_file("/lib/x86_64-linux-gnu/libc.so.6"),
-        host_file("/usr/bin/true"),
-        host_file("/bin/bash-static"),
-    );
-    let s = Scratch::with_image_files(&[
-        (LD, &ld),
-        ("/lib/x86_64-linux-gnu/libc.so.6", &libc),
-        ("/usr/bin/true", &dyn_true),
-        ("/opt/img/bash", &bash),
-        ("/opt/img/runme.sh", &runme),
-        ("/opt/img/runme2.sh", &runme2),
-        ("/opt/img/img-script.sh", &shebang),
-    ]);
-    (files, s)
-}
+use common::{loader_image as image, LD};
 
 /// A daemon in `mode` that records every exec as its own finding (no aggregation). With
 /// `[libraries]` on: the loader's or interpreter's file is then found without opening it and

@@ -227,10 +227,7 @@ fn prometheus_metrics_are_served_when_configured() {
     assert_eq!(results(&out)["a"], 126);
     assert_eq!(d.findings(1).len(), 1);
     use std::io::{Read, Write};
-    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    c.read_to_string(&mut body).unwrap();
+    let body = http_get_unix(&sock, "/metrics");
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for needle in [
         "driftgate_decisions_total{action=\"deny\"} 1",

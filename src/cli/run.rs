@@ -34,6 +34,11 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
     }
     match crate::daemon::run(cfg) {
         Ok(()) => Ok(()),
+        // Restarting cannot help (the unit does not restart on 78): say why, once.
+        Err(crate::daemon::DaemonError::Refused(why)) => {
+            tracing::error!("driftgate cannot run here: {why}");
+            Err(CliError::Config(format!("driftgate cannot run here: {why}")))
+        }
         Err(e) => {
             tracing::error!(error = %e, "driftgate failed");
             Err(CliError::Failure(format!("{e}")))

@@ -46,6 +46,13 @@ pub fn render(s: &Status) -> String {
         "driftgate {} (pid {}), mode {}, node {}, up {}s since {}\n",
         s.version, s.pid, s.mode, s.node, s.uptime_secs, s.started
     );
+    o += &format!("health: {}\n", if s.health.state.is_empty() { "ok" } else { &s.health.state });
+    for r in &s.health.reasons {
+        o += &format!("  DEGRADED: {}\n", printable(r.as_bytes()));
+    }
+    for c in s.health.syscalls.iter().filter(|c| !c.ok()) {
+        o += &format!("  {} refused: {}; {}\n", c.call, printable(c.state.as_bytes()), c.effect);
+    }
     o += &format!(
         "decisions: {} allowed, {} denied, {} in flight; image proofs {} (+{} cached), hashed {}, hash-cache hits {}, not a container {}\n",
         s.decisions.allowed,

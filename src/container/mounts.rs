@@ -36,7 +36,11 @@ pub struct ContainerMount {
 pub enum MountState {
     Marked,
     Skipped(Skip),
-    /// Could not be opened or marked (hidden under another mount, gone meanwhile, ...).
+    /// Hidden under another mount (its mountpoint leads elsewhere): no path reaches it, so
+    /// nothing can be marked through one; looked at again on every scan (a runtime setting up
+    /// a container over-mounts and moves mounts for a moment).
+    Covered(String),
+    /// Could not be opened or marked (gone meanwhile, an error).
     Failed(String),
 }
 
@@ -45,6 +49,7 @@ impl MountState {
         match self {
             MountState::Marked => "marked".into(),
             MountState::Skipped(s) => format!("skipped: {}", s.as_str()),
+            MountState::Covered(e) => format!("hidden: {e}"),
             MountState::Failed(e) => format!("not marked: {e}"),
         }
     }

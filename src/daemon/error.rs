@@ -11,4 +11,9 @@ pub enum DaemonError {
     Spool(#[from] sink::spool::SpoolError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A system call the daemon cannot work without is refused here (a seccomp filter, a
+    /// missing capability): restarting cannot help, so it exits with 78 like a bad
+    /// configuration (the unit's `RestartPreventExitStatus=78`), saying why.
+    #[error("{0}")]
+    Refused(String),
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use super::hot::{identity_candidates, Job, Outcome, Routed, Shared, Target};
 use crate::container::Container;
+use crate::daemon::health::Problem;
 use crate::engine::indirect::{self as ind, ExecKind, Lang};
 use crate::engine::{Evidence, Executed};
 use crate::finding::InterpreterRef;
@@ -94,17 +95,35 @@ impl Shared {
         exec_path: &[u8],
         may_open: bool,
     ) -> Option<(Target, FileId, Vec<u8>, Option<Arc<crate::container::mounts::ContainerMount>>)> {
-        let Some((pdir, call)) = proc::ProcDir::open(ev.tid()).and_then(|d| d.exec_call().map(|c| (d, c)))
-        else {
+        // Gone: the exec will not happen.
+        let pdir = proc::ProcDir::open(ev.tid())?;
+        let unread = |what: &str| {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
+            self.health.note(Problem::ArgumentsUnread, || {
+                format!(
+                    "container {}: {} {}: {what}",
+                    c.id(),
+                    crate::util::printable(exec_path),
+                    if kind == ExecKind::Loader { "(loader)" } else { "(interpreter)" }
+                )
+            });
+        };
+        let Some(call) = pdir.exec_call() else {
+            unread("its pending call (/proc/<tid>/syscall) could not be read");
             return None;
         };
-        let argv = call.argv.as_ref()?;
+        let Some(argv) = call.argv.as_ref() else {
+            unread("its argument list could not be read");
+            return None;
+        };
         // The process's root, opened only once there is a name to resolve.
         let mut root_fd: Option<OwnedFd> = None;
         let mut root = || -> Option<OwnedFd> {
             if root_fd.is_none() {
                 root_fd = pdir.open_entry("root");
+                if root_fd.is_none() {
+                    unread("its root directory (/proc/<tid>/root) could not be opened");
+                }
             }
             root_fd.as_ref().and_then(|f| f.try_clone().ok())
         };
@@ -137,9 +156,18 @@ impl Shared {
                 }
             };
             let arg = &args[idx];
-            let Some(opath) = resolve(&pdir, root()?.as_fd(), arg) else {
-                self.stats.indirect_unresolved.fetch_add(1, Ordering::Relaxed);
-                return None;
+            let opath = match resolve(&pdir, root()?.as_fd(), arg) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    self.stats.indirect_unresolved.fetch_add(1, Ordering::Relaxed);
+                    // No such file: the interpreter fails too. Anything else was not checked.
+                    if !matches!(e, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) {
+                        self.health.note(Problem::ArgumentUnresolved, || {
+                            format!("container {}: {}: {e}", c.id(), crate::util::printable(arg))
+                        });
+                    }
+                    return None;
+                }
             };
             let st = sfs::fstat_fd(opath.as_fd()).ok()?;
             if !sfs::is_regular(&st) {
@@ -254,17 +282,17 @@ enum ImageProof {
 /// Resolves a path argument of the process as the process would: absolute ones in its root,
 /// relative ones from its cwd; `/dev/fd/N`, `/proc/self/fd/N` and `/dev/stdin` through its fd
 /// table. `O_PATH`; `None` when there is no such file.
-fn resolve(pdir: &proc::ProcDir, root: BorrowedFd<'_>, arg: &[u8]) -> Option<OwnedFd> {
+fn resolve(pdir: &proc::ProcDir, root: BorrowedFd<'_>, arg: &[u8]) -> Result<OwnedFd, nix::errno::Errno> {
     if let Some(n) = fd_argument(arg) {
-        return pdir.open_entry(&format!("fd/{n}"));
+        return pdir.open_entry(&format!("fd/{n}")).ok_or(nix::errno::Errno::ENOENT);
     }
     if arg.first() == Some(&b'/') {
-        return sfs::open_in_root(root, arg, false).ok();
+        return sfs::open_in_root(root, arg, false).map_err(|e| e.errno);
     }
-    let mut full = pdir.readlink("cwd")?;
+    let mut full = pdir.readlink("cwd").ok_or(nix::errno::Errno::EACCES)?;
     full.push(b'/');
     full.extend_from_slice(arg);
-    sfs::open_in_root(root, &full, false).ok()
+    sfs::open_in_root(root, &full, false).map_err(|e| e.errno)
 }
 
 /// `/dev/fd/N`, `/proc/self/fd/N` (the process's own fds) and `/dev/stdin` (fd 0).

@@ -241,6 +241,35 @@ impl Collector for Snapshot {
         )?;
         gauge(
             &mut enc,
+            "driftgate_coverage_degraded",
+            "1 while some check cannot run (driftgate status: health.reasons): a refused system call, an unwatched container, an unmarked mount, an unreadable exec, an unset vm.memfd_noexec, a problem within the last 10 minutes.",
+            u64::from(s.health.state == "degraded"),
+        )?;
+        let problems: Vec<(&str, u64)> = crate::daemon::health::Problem::ALL
+            .iter()
+            .map(|p| {
+                let n = s.health.problems.iter().find(|x| x.kind == p.as_str()).map_or(0, |x| x.count);
+                (p.as_str(), n)
+            })
+            .collect();
+        family(
+            &mut enc,
+            "driftgate_coverage_problems_total",
+            "Checks that could not run, by kind.",
+            "kind",
+            &problems,
+        )?;
+        let refused: Vec<(&str, u64)> =
+            s.health.syscalls.iter().map(|c| (c.call.as_str(), u64::from(!c.ok()))).collect();
+        gauge_family(
+            &mut enc,
+            "driftgate_syscall_refused",
+            "1 for a system call refused here (a seccomp filter, a missing capability, an old kernel), as tried at start-up.",
+            "call",
+            &refused,
+        )?;
+        gauge(
+            &mut enc,
             "driftgate_enforce_mode",
             "1 in enforce mode, 0 in audit mode.",
             u64::from(s.mode == "enforce"),
@@ -286,6 +315,21 @@ fn family(
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, v) in samples {
         ConstCounter::new(*v).encode(m.encode_family(&[(key, *value)])?)?;
+    }
+    Ok(())
+}
+
+/// A gauge with one label, `key`, and a sample per value.
+fn gauge_family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    key: &str,
+    samples: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, v) in samples {
+        ConstGauge::new(*v as i64).encode(m.encode_family(&[(key, *value)])?)?;
     }
     Ok(())
 }

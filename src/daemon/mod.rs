@@ -15,6 +15,7 @@ pub mod cache;
 pub(crate) mod discovery;
 mod error;
 pub(crate) mod fileless;
+pub mod health;
 pub mod hot;
 pub(crate) mod indexer;
 pub(crate) mod indirect;
@@ -40,7 +41,6 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, SharedConfig};
 use crate::container::Registry;
-use crate::sys::fanotify::PermGroup;
 use hot::events::{event_loop, Workers};
 use hot::{FastPath, HotStats};
 
@@ -64,12 +64,16 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     // Every waiting exec holds an fd: take all the process may have (see `budget`).
     let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
     tracing::info!(soft = nofile, hard = nofile_hard, "open-file limit");
-    let group = if c0.libraries_enabled { PermGroup::with_opens()? } else { PermGroup::new()? };
-    let marker = Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled));
+    let health = Arc::new(health::Health::new(reload::enforcing(&c0)));
+    let group = start::perm_group(&c0)?;
+    start::probe_syscalls(&c0, &health);
+    let marker =
+        Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled, Arc::clone(&health)));
     marker.set_memfd_rule(reload::memfd_rule(&c0));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
-    let shared = start::shared(&c0, nofile, &registry, &marker, &hot_stats, sink_handles, meta_tx.clone());
+    let shared =
+        start::shared(&c0, nofile, &registry, &marker, &hot_stats, sink_handles, meta_tx.clone(), &health);
 
     // Discovery: mark every running container (and its mounts) before reporting ready.
     let index_stats = Arc::new(indexer::IndexStats::default());

@@ -84,6 +84,8 @@ pub struct Marker {
     memfd: ArcSwap<MemfdRule>,
     /// The clock of `Container::ns_probe_after`.
     epoch: std::time::Instant,
+    /// Where a mount that cannot be marked, or a `vm.memfd_noexec` that cannot be set, is said.
+    health: Arc<crate::daemon::health::Health>,
 }
 
 /// What decides the `vm.memfd_noexec` value of a container's PID namespace.
@@ -129,14 +131,19 @@ impl MemfdRule {
 }
 
 impl Marker {
-    pub fn new(group: Arc<PermGroup>, enabled: bool) -> Marker {
+    pub fn new(group: Arc<PermGroup>, enabled: bool, health: Arc<crate::daemon::health::Health>) -> Marker {
         let me = std::process::id() as i32;
         let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
         let host_pid = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "pid")).collect();
         let ns_watch = match crate::sys::mountwatch::NsWatch::open() {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
-                tracing::info!(error = %e, "no mount events for container namespaces; mounts made later are found by the periodic scan");
+                health.syscall(
+                    "fanotify_init(FAN_REPORT_MNT)",
+                    Err(format!("{e} (mount events need Linux 6.14)")),
+                    "mounts a container makes after it started are found by the periodic scan (discovery.rescan_interval_secs), not at once",
+                    false,
+                );
                 None
             }
         };
@@ -152,6 +159,7 @@ impl Marker {
             lock: std::sync::Mutex::new(()),
             stats: NsStats::default(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
+            health,
         }
     }
 
@@ -396,14 +404,23 @@ impl Marker {
                 }
                 MountState::Failed(err) => {
                     self.stats.mounts_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        container = %c.id(),
-                        mountpoint = %String::from_utf8_lossy(&m.mountpoint),
-                        error = %err,
-                        "container mount not marked"
-                    );
+                    let detail = || {
+                        format!(
+                            "container {}: {} ({}): {err}",
+                            c.id(),
+                            crate::util::printable(&m.mountpoint),
+                            m.fstype
+                        )
+                    };
+                    // A mount can go away, or its path change, between the read of the mount
+                    // table and the open: a failure that holds at the next scan is a hole.
+                    if previous.get(&e.mount_id).is_some_and(|p| matches!(p.state, MountState::Failed(_))) {
+                        self.health.note(crate::daemon::health::Problem::MountNotMarked, detail);
+                    } else {
+                        tracing::warn!(detail = %detail(), "container mount not marked; trying again at the next scan");
+                    }
                 }
-                MountState::Skipped(_) => {}
+                MountState::Skipped(_) | MountState::Covered(_) => {}
             }
             mounts.push(m);
         }
@@ -479,7 +496,9 @@ impl Marker {
                 MemfdState::Set(want)
             }
             Err(e) => {
-                tracing::warn!(container = %c.id(), pid_ns = pidns, error = %e, "could not set vm.memfd_noexec in the container");
+                self.health.note(crate::daemon::health::Problem::MemfdNoexec, || {
+                    format!("container {}, PID namespace {pidns}: {e}", c.id())
+                });
                 MemfdState::Failed(e.to_string())
             }
         };
@@ -534,7 +553,10 @@ impl Marker {
                     m.state = MountState::Failed(err.to_string());
                 }
             }
-            Err(err) => m.state = MountState::Failed(err),
+            Err(OpenMount::Covered(found)) => {
+                m.state = MountState::Covered(format!("the path leads to mount {found}, not {}", e.mount_id))
+            }
+            Err(OpenMount::Failed(err)) => m.state = MountState::Failed(err),
         }
         m
     }
@@ -544,19 +566,27 @@ impl Marker {
 /// `O_PATH` (never for reading: a bind-mounted file on a mount whose opens this daemon already
 /// holds would wait for the daemon's own answer), and checks that the fd is on the mount with
 /// legacy id `mount_id`. Returns the fd and the mount's key.
-fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<(OwnedFd, u64), String> {
-    let fd = sfs::open_in_root(root, mountpoint, true).map_err(|e| e.to_string())?;
-    let st = sfs::fstat_fd(fd.as_fd()).map_err(|e| e.to_string())?;
+fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<(OwnedFd, u64), OpenMount> {
+    let failed = |e: crate::sys::SysError| OpenMount::Failed(e.to_string());
+    let fd = sfs::open_in_root(root, mountpoint, true).map_err(failed)?;
+    let st = sfs::fstat_fd(fd.as_fd()).map_err(failed)?;
     // Directories and regular files (a bind-mounted file such as /etc/hosts); a device,
     // socket or FIFO bind is never marked, and nothing can be executed from one.
     if !sfs::is_dir(&st) && !sfs::is_regular(&st) {
-        return Err("not a directory or regular file".into());
+        return Err(OpenMount::Failed("not a directory or regular file".into()));
     }
-    let (legacy, unique) = sfs::statx_mount_ids(fd.as_fd()).map_err(|e| e.to_string())?;
+    let (legacy, unique) = sfs::statx_mount_ids(fd.as_fd()).map_err(failed)?;
     if legacy != mount_id {
-        return Err(format!("the path leads to mount {legacy}, not {mount_id} (covered by another mount)"));
+        return Err(OpenMount::Covered(legacy));
     }
     Ok((fd, unique.unwrap_or(legacy)))
+}
+
+/// Why a mount could not be opened through its mountpoint.
+enum OpenMount {
+    /// The mountpoint leads to this other mount (legacy id): the mount is hidden under it.
+    Covered(u64),
+    Failed(String),
 }
 
 fn read_at(dir: &OwnedFd, name: &str) -> Option<Vec<u8>> {

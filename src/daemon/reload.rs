@@ -44,6 +44,7 @@ impl Reloader {
             tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
         }
         shared.mode.set(new.mode);
+        shared.health.set_enforcing(enforcing(&new));
         shared.namespaces.set_enabled(new.mounts_enabled);
         shared.libraries.enabled.store(new.libraries_enabled, Ordering::Relaxed);
         if new.libraries_enabled && !shared.libraries.marked {
@@ -75,6 +76,13 @@ impl Reloader {
         wake::kick(&self.rescan);
         tracing::info!("configuration reloaded");
     }
+}
+
+/// Whether drift is refused anywhere under `c` (the global mode, or a rule): a check that
+/// cannot run is then an error, not a warning.
+pub(super) fn enforcing(c: &Config) -> bool {
+    c.mode == crate::engine::Mode::Enforce
+        || c.policy.rules.iter().any(|r| r.action == crate::model::RuleAction::Enforce)
 }
 
 pub(super) fn memfd_rule(c: &Config) -> namespaces::MemfdRule {

@@ -108,7 +108,77 @@ pub(super) fn sinks(
     Ok((Sinks { stats, thread }, (aggregator, findings)))
 }
 
+/// The fanotify group that holds execs (and opens, with `[libraries]`). Refused here (a seccomp
+/// filter without `fanotify_init` or `fanotify_mark`, no `CAP_SYS_ADMIN`): an error that says
+/// why, and exit status 78, so that systemd does not restart the daemon forever.
+pub(super) fn perm_group(c0: &Config) -> Result<Arc<PermGroup>, DaemonError> {
+    use crate::sys::probe::{Confinement, CAP_SYS_ADMIN};
+    let refused = |e: SysError| match e.errno {
+        nix::errno::Errno::EPERM | nix::errno::Errno::EACCES | nix::errno::Errno::ENOSYS => {
+            DaemonError::Refused(Confinement::of_self().explain(
+                e.call,
+                e.errno,
+                Some((CAP_SYS_ADMIN, "CAP_SYS_ADMIN")),
+            ))
+        }
+        _ => DaemonError::Sys(e),
+    };
+    let group =
+        if c0.libraries_enabled { PermGroup::with_opens() } else { PermGroup::new() }.map_err(refused)?;
+    group.probe_mark().map_err(refused)?;
+    Ok(group)
+}
+
+/// Tries the other system calls the daemon needs, once, and records what is refused
+/// ([`super::health`]): said at start, in `status` and in the metrics.
+pub(super) fn probe_syscalls(c0: &Config, health: &super::health::Health) {
+    use crate::sys::probe::{self, Confinement};
+    let conf = Confinement::of_self();
+    let why = |call: &str, e: nix::errno::Errno, cap: Option<(u32, &str)>| conf.explain(call, e, cap);
+    let openat2 = if crate::sys::fs::openat2_refused() {
+        Err(why("openat2", nix::errno::Errno::ENOSYS, None))
+    } else {
+        Ok(())
+    };
+    health.syscall(
+        "openat2",
+        openat2,
+        "paths a container chose are looked up one component at a time instead (the same checks, a few more system calls)",
+        false,
+    );
+    let indirect = c0.scripts_enabled || c0.loader_enabled;
+    health.syscall(
+        "process_vm_readv",
+        probe::process_vm_readv_works().map_err(|e| why("process_vm_readv", e, None)),
+        "the arguments of a loader's or interpreter's exec cannot be read: the script or program it is given is not checked",
+        indirect,
+    );
+    // A pending call: /proc/<tid>/syscall (this thread's own), and another user's needs
+    // CAP_SYS_PTRACE.
+    let ptrace = std::fs::read("/proc/thread-self/syscall")
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        .and_then(
+            |_| if conf.has_cap(probe::CAP_SYS_PTRACE) { Ok(()) } else { Err(nix::errno::Errno::EPERM) },
+        )
+        .map_err(|e| why("read(/proc/<pid>/syscall)", e, Some((probe::CAP_SYS_PTRACE, "CAP_SYS_PTRACE"))));
+    health.syscall(
+        "read(/proc/<pid>/syscall)",
+        ptrace,
+        "a loader's or interpreter's pending exec cannot be read: the script or program it is given is not checked",
+        indirect,
+    );
+    let memfd = c0.memfd_noexec != crate::config::MemfdNoexec::Off;
+    health.syscall(
+        "setns(CLONE_NEWPID)",
+        probe::setns_pid_works()
+            .map_err(|e| why("setns(CLONE_NEWPID)", e, Some((probe::CAP_SYS_ADMIN, "CAP_SYS_ADMIN")))),
+        "vm.memfd_noexec cannot be set in containers: fileless (memfd) execution is not refused",
+        memfd,
+    );
+}
+
 /// The hot path's shared state.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn shared(
     c0: &Config,
     nofile: u64,
@@ -117,8 +187,10 @@ pub(super) fn shared(
     stats: &Arc<HotStats>,
     (aggregator, findings): SinkHandles,
     meta_tx: crossbeam_channel::Sender<Arc<Container>>,
+    health: &Arc<super::health::Health>,
 ) -> Arc<Shared> {
     Arc::new(Shared {
+        health: Arc::clone(health),
         mode: ModeCell::new(c0.mode),
         node: c0.node_name.clone(),
         registry: Arc::clone(registry),

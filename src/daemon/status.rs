@@ -62,6 +62,10 @@ pub struct Status {
     /// Containers frozen by a rule's `response = "freeze"` and not thawed since.
     #[serde(default)]
     pub frozen: Vec<FrozenContainer>,
+    /// Whether every check can run: `degraded` with the reasons when one cannot
+    /// (`daemon/health.rs`), and the system calls tried at start-up.
+    #[serde(default)]
+    pub health: super::health::HealthStatus,
 }
 
 /// `[evidence]`: the store of copies of the files behind findings.
@@ -363,7 +367,11 @@ impl Sources {
             .map(|(c, n)| (c.as_str().to_owned(), ld(n)))
             .collect();
         let (bytes, segments) = crate::sink::spool::usage(&cfg.spool_dir);
+        let unwatched = (**self.unwatched.load()).clone();
+        let health =
+            self.shared.health.report(current_problems(&containers, &unwatched, &self.fileless.state()));
         Status {
+            health,
             schema: "driftgate.status.v1".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
@@ -373,7 +381,7 @@ impl Sources {
             started: crate::util::rfc3339(self.started),
             uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
             containers,
-            unwatched: (**self.unwatched.load()).clone(),
+            unwatched,
             decisions: Decisions {
                 events: ld(&h.events),
                 allowed: ld(&h.allowed),
@@ -510,6 +518,31 @@ impl Sources {
             },
         }
     }
+}
+
+/// Coverage missing now: containers found but not watched, container mounts not marked,
+/// `vm.memfd_noexec` not set, the fileless recorder unable to listen.
+fn current_problems(
+    containers: &[WatchedContainer],
+    unwatched: &[UnwatchedContainer],
+    fileless: &str,
+) -> Vec<String> {
+    let mut out: Vec<String> = unwatched
+        .iter()
+        .map(|u| format!("container {} ({}) is not watched: {}", u.id, u.runtime, u.error))
+        .collect();
+    for c in containers {
+        for m in c.mounts.iter().filter(|m| m.state.starts_with("not marked")) {
+            out.push(format!("container {}: mount {} ({}) {}", c.id, m.mountpoint, m.fstype, m.state));
+        }
+        for v in c.memfd_noexec.iter().filter(|v| v.starts_with("failed")) {
+            out.push(format!("container {}: vm.memfd_noexec {v}", c.id));
+        }
+    }
+    if fileless.starts_with("unavailable") {
+        out.push(format!("fileless execution is not recorded: the process-event connector is {fileless}"));
+    }
+    out
 }
 
 fn memfd_statuses(c: &crate::container::Container) -> Vec<String> {

@@ -11,8 +11,19 @@ use crate::daemon::status;
 use crate::sys::fanotify::PermGroup;
 
 pub(super) fn status_line(s: &status::Status) -> String {
+    let degraded = match s.health.reasons.as_slice() {
+        [] => String::new(),
+        [one] => format!("DEGRADED: {} | ", crate::util::printable(one.as_bytes())),
+        [one, rest @ ..] => {
+            format!(
+                "DEGRADED: {} (+{} more: driftgate status) | ",
+                crate::util::printable(one.as_bytes()),
+                rest.len()
+            )
+        }
+    };
     format!(
-        "mode={} containers={} decisions={} denied={} findings={} p99={}us",
+        "{degraded}mode={} containers={} decisions={} denied={} findings={} p99={}us",
         s.mode,
         s.containers.len(),
         s.decisions.allowed + s.decisions.denied,

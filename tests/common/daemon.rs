@@ -58,6 +58,26 @@ impl Default for DaemonOpts<'_> {
 
 impl Daemon {
     pub fn start(dir: &Path, o: DaemonOpts<'_>) -> Daemon {
+        let (config, spool) = Self::write_config(dir, o);
+        Self::start_with_config(&config, &spool)
+    }
+
+    /// Like [`Daemon::start`], with the daemon run through `prefix` (a command that runs the
+    /// rest, such as `seccomp_deny 38 437 --`).
+    pub fn start_under(dir: &Path, o: DaemonOpts<'_>, prefix: &[&std::ffi::OsStr]) -> Daemon {
+        let (config, spool) = Self::write_config(dir, o);
+        Self::launch(Self::command(&config, &[], None, prefix), &config, &spool)
+    }
+
+    /// Runs a daemon through `prefix` that is expected to fail before it is ready: its exit
+    /// status and what it printed.
+    pub fn run_failing(dir: &Path, o: DaemonOpts<'_>, prefix: &[&std::ffi::OsStr]) -> std::process::Output {
+        let (config, _) = Self::write_config(dir, o);
+        run_with_deadline(Self::command(&config, &[], None, prefix), Duration::from_secs(20))
+    }
+
+    /// Writes the test daemon's configuration for `o` into `dir`: (config file, spool dir).
+    pub fn write_config(dir: &Path, o: DaemonOpts<'_>) -> (PathBuf, PathBuf) {
         std::fs::create_dir_all(dir).unwrap();
         let spool = dir.join("spool");
         let config = dir.join("driftgate.toml");
@@ -109,7 +129,7 @@ impl Daemon {
             ),
         )
         .unwrap();
-        Self::start_with_config(&config, &spool)
+        (config, spool)
     }
 
     pub fn start_with_config(config: &Path, spool: &Path) -> Daemon {
@@ -122,7 +142,23 @@ impl Daemon {
 
     /// Starts the daemon with `env` and, if given, `RLIMIT_NOFILE` soft and hard at `nofile`.
     pub fn start_limited(config: &Path, spool: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
-        let mut cmd = Command::new(driftgate_bin());
+        Self::launch(Self::command(config, env, nofile, &[]), config, spool)
+    }
+
+    fn command(
+        config: &Path,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        prefix: &[&std::ffi::OsStr],
+    ) -> Command {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(driftgate_bin());
+                c
+            }
+            None => Command::new(driftgate_bin()),
+        };
         cmd.envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config)
@@ -133,6 +169,10 @@ impl Daemon {
         if let Some(n) = nofile {
             driftgate::sys::process::limit_nofile_in_child(&mut cmd, n);
         }
+        cmd
+    }
+
+    fn launch(mut cmd: Command, config: &Path, spool: &Path) -> Daemon {
         let mut child = cmd.spawn().expect("start driftgate");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -401,3 +401,50 @@ pub fn sha256_bytes(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+pub const LD: &str = "/lib64/ld-linux-x86-64.so.2";
+
+pub fn host_file(p: &str) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e} (run scripts/test-deps.sh)"))
+}
+
+/// A scratch container whose image has the loader, libc, a dynamic program (`/usr/bin/true`),
+/// bash-static (`/opt/img/bash`) and scripts (`/opt/img/runme.sh`, `runme2.sh`, `img-script.sh`).
+pub fn loader_image() -> (tempfile::TempDir, Scratch) {
+    let files = tempfile::tempdir().unwrap();
+    let script = |name: &str, text: &str| {
+        let p = files.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let runme = script("runme.sh", "echo image-run\n");
+    let runme2 = script("runme2.sh", "echo image-run-2\n");
+    let shebang = script("img-script.sh", "#!/opt/img/bash\necho image-script \"$1\"\n");
+    let (ld, libc, dyn_true, bash) = (
+        host_file(LD),
+        host_file("/lib/x86_64-linux-gnu/libc.so.6"),
+        host_file("/usr/bin/true"),
+        host_file("/bin/bash-static"),
+    );
+    let s = Scratch::with_image_files(&[
+        (LD, &ld),
+        ("/lib/x86_64-linux-gnu/libc.so.6", &libc),
+        ("/usr/bin/true", &dyn_true),
+        ("/opt/img/bash", &bash),
+        ("/opt/img/runme.sh", &runme),
+        ("/opt/img/runme2.sh", &runme2),
+        ("/opt/img/img-script.sh", &shebang),
+    ]);
+    (files, s)
+}
+
+/// A `GET` of `path` over the unix socket `sock` (the metrics endpoint): the whole response.
+pub fn http_get_unix(sock: &Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    body
+}

@@ -60,6 +60,28 @@ impl PermGroup {
         Ok(Arc::new(Self { fan, mask }))
     }
 
+    /// Tries `fanotify_mark` without marking anything (`FAN_MARK_FLUSH` of this group's inode
+    /// marks, of which there are none yet): a seccomp filter that allows `fanotify_init` but not
+    /// `fanotify_mark` would otherwise leave every container unmarked.
+    pub fn probe_mark(&self) -> Result<(), SysError> {
+        // SAFETY: fanotify_mark on this group's own fd with FAN_MARK_FLUSH and a null path; it
+        // only removes inode marks of this group (it has none when this is called).
+        let rc = unsafe {
+            libc::fanotify_mark(
+                self.fan.as_fd().as_raw_fd(),
+                libc::FAN_MARK_FLUSH,
+                0,
+                libc::AT_FDCWD,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(SysError::new("fanotify_mark", nix::errno::Errno::last()))
+        }
+    }
+
     /// Marks the superblock of the filesystem that `dir` (an open directory, never a path)
     /// lives on. Taking an fd rather than a path is deliberate: a path can be remounted
     /// between the check and the mark.

@@ -11,7 +11,9 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, FileStat, Mode};
 
-use super::{Call, SysError};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use super::{walk, Call, SysError};
 
 /// The attributes that identify one version of one file: an inode, and the change time that
 /// the kernel (not the user) sets on every modification.
@@ -85,9 +87,9 @@ pub fn open_dir_readable(path: &Path) -> Result<OwnedFd, SysError> {
     .call("open(O_DIRECTORY)")
 }
 
-/// Opens `rel` beneath `root` as `O_PATH`, refusing symlinks (anywhere), magic links, `..`
-/// escapes and mount crossings. This is how the daemon looks into a container's layers: the
-/// container wrote them, so nothing there may lead outside.
+/// Opens `rel` beneath `root` as `O_PATH`, refusing symlinks (anywhere but a final one, which
+/// is returned as itself), magic links, `..` escapes and mount crossings. This is how the daemon
+/// looks into a container's layers: the container wrote them, so nothing there may lead outside.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, SysError> {
     let rel = strip_leading_slashes(rel);
     if rel.is_empty() {
@@ -99,7 +101,59 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, SysErro
             | ResolveFlag::RESOLVE_NO_MAGICLINKS
             | ResolveFlag::RESOLVE_NO_XDEV,
     );
-    openat2(root, OsStr::from_bytes(rel), how).call("openat2")
+    let rules = walk::Rules {
+        confine: walk::Confine::Beneath,
+        no_symlinks: true,
+        nofollow_final: true,
+        no_xdev: true,
+    };
+    confined_open(root, rel, how, rules, "openat2")
+}
+
+/// `openat2`, or where it is refused (see [`openat2_refused`]) the equivalent walk of
+/// [`crate::walk`].
+fn confined_open(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    how: OpenHow,
+    rules: walk::Rules,
+    call: &'static str,
+) -> Result<OwnedFd, SysError> {
+    if !openat2_refused() {
+        match openat2(root, OsStr::from_bytes(rel), how) {
+            Err(Errno::ENOSYS) => OPENAT2.store(REFUSED, Ordering::Relaxed),
+            r => return r.call(call),
+        }
+    }
+    WALKS.fetch_add(1, Ordering::Relaxed);
+    walk::open(root, rel, rules)
+}
+
+const UNKNOWN: u8 = 0;
+const USABLE: u8 = 1;
+const REFUSED: u8 = 2;
+static OPENAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Confined lookups that took the walk because `openat2` is refused.
+pub static WALKS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether `openat2` is refused here: a seccomp filter refuses it (systemd's
+/// `RestrictSUIDSGID=yes` does, with `ENOSYS`; others with `EPERM`), or the kernel lacks it
+/// (before 5.6). Probed once, with a harmless lookup of `/`; a later `ENOSYS` also counts.
+/// Confined lookups then walk one component at a time ([`crate::walk`]).
+pub fn openat2_refused() -> bool {
+    match OPENAT2.load(Ordering::Relaxed) {
+        USABLE => false,
+        REFUSED => true,
+        _ => {
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            let refused =
+                matches!(openat2(nix::fcntl::AT_FDCWD, "/", how), Err(Errno::ENOSYS | Errno::EPERM));
+            OPENAT2.store(if refused { REFUSED } else { USABLE }, Ordering::Relaxed);
+            refused
+        }
+    }
 }
 
 /// Opens one path component of `dir` as `O_PATH` without following it.
@@ -259,7 +313,13 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &[u8], no_symlinks: bool) -> Res
     let rel = strip_leading_slashes(path);
     let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
     let how = OpenHow::new().flags(flags).resolve(resolve);
-    openat2(root, OsStr::from_bytes(rel), how).call("openat2(RESOLVE_IN_ROOT)")
+    let rules = walk::Rules {
+        confine: walk::Confine::InRoot,
+        no_symlinks,
+        nofollow_final: no_symlinks,
+        no_xdev: false,
+    };
+    confined_open(root, rel, how, rules, "openat2(RESOLVE_IN_ROOT)")
 }
 
 /// Opens a directory of the host (such as `/proc`) as `O_PATH`, for `*at` lookups under it.

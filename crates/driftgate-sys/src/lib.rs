@@ -8,9 +8,11 @@ pub mod fanotify;
 pub mod fs;
 pub mod mountwatch;
 pub mod nsexec;
+pub mod probe;
 pub mod proc;
 pub mod process;
 pub mod sentinel;
+pub mod walk;
 
 use nix::errno::Errno;
 

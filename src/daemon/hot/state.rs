@@ -162,6 +162,8 @@ pub struct Shared {
     pub loader_runs: Mutex<BoundedMap<(i32, FileId), Instant>>,
     /// Containers frozen by a rule's `response = "freeze"` (`respond.rs`).
     pub frozen: Mutex<Vec<crate::container::cgroup::Frozen>>,
+    /// Checks that could not run (`daemon/health.rs`).
+    pub health: Arc<crate::daemon::health::Health>,
 }
 
 /// Library coverage: the marks hold opens only if it was on at start-up; a reload can switch
