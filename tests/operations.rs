@@ -82,6 +82,31 @@ fn sighup_reloads_the_mode_and_a_bad_config_keeps_the_running_one() {
 }
 
 #[test]
+fn driftgate_reload_waits_for_the_outcome_and_fails_on_a_bad_configuration() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon(&s, "audit");
+    let reload =
+        || Command::new(driftgate_bin()).args(["reload", "--config"]).arg(&d.config).output().unwrap();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, cfg.replace("mode = \"audit\"", "mode = \"enforce\"")).unwrap();
+    let out = reload();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.status()["mode"], "enforce", "applied before the command returned");
+    std::fs::write(&d.config, cfg.replace("mode = \"audit\"", "mode = \"enforce\"\nbogus_key = 1")).unwrap();
+    // The client cannot read the file either: it asks the socket the daemon was given.
+    let out = Command::new(driftgate_bin()).args(["reload", "--socket"]).arg(d.socket()).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bogus_key") && err.contains("keeps its running configuration"), "{err}");
+    let st = d.status();
+    assert_eq!((st["reloads"].as_u64(), st["reload_errors"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(st["mode"], "enforce");
+}
+
+#[test]
 fn findings_filters_and_follow() {
     if !privileged() {
         return;

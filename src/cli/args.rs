@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{assets, bench, config_check, evidence, findings, index, ioc, policy, run, status, thaw};
+use super::{assets, bench, config_check, evidence, findings, index, ioc, policy, reload, run, status, thaw};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +27,8 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// Show the running daemon's state: mode, containers, decisions, latency, spool.
     Status(status::StatusArgs),
+    /// Ask the running daemon to reload its configuration; fails (78) when it is invalid.
+    Reload(reload::ReloadArgs),
     /// Copies of the files behind findings: list them, export one.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),

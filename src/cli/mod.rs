@@ -11,6 +11,7 @@ pub(crate) mod findings;
 pub(crate) mod index;
 pub(crate) mod ioc;
 pub(crate) mod policy;
+pub(crate) mod reload;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod thaw;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Run(a) => run::run(a),
         Command::Findings(a) => findings::run(a),
         Command::Status(a) => status::run(a),
+        Command::Reload(a) => reload::run(a),
         Command::Evidence(c) => evidence::run(c),
         Command::Thaw(a) => thaw::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),

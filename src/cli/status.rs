@@ -118,8 +118,8 @@ pub fn render(s: &Status) -> String {
     );
     let w = &s.writer_hold;
     o += &format!(
-        "writers held off: {} ms after each allowed exec; {} files held now ({} leased, {} renewed, {} over the cap, {} without a lease); {} execs found being written\n",
-        w.hold_ms, w.held, w.kept, w.renewed, w.cut, w.unsupported, w.unsettled
+        "writers held off: {} ms after each allowed exec; {} files held now ({} leased, {} renewed, {} over the cap, {} without a lease); {} execs found being written; {} breaks left by writers that gave up cleared\n",
+        w.hold_ms, w.held, w.kept, w.renewed, w.cut, w.unsupported, w.unsettled, w.breaks_cleared
     );
     let cv = &s.coverage;
     o += &format!(

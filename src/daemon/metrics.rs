@@ -192,6 +192,7 @@ impl Collector for Snapshot {
                 ("cut", s.writer_hold.cut),
                 ("unsupported", s.writer_hold.unsupported),
                 ("unsettled", s.writer_hold.unsettled),
+                ("break_cleared", s.writer_hold.breaks_cleared),
             ],
         )?;
         family(

@@ -92,7 +92,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     shared.budget.refresh(0, 0);
     tracing::info!(limit = shared.budget.limit(), "execs that may wait for the slow path");
     let fileless_stats = Arc::new(fileless::FilelessStats::default());
-    let reloader = reload::Reloader {
+    let reloader = Arc::new(reload::Reloader {
         config_path,
         cfg: Arc::clone(&cfg),
         shared: Arc::clone(&shared),
@@ -101,7 +101,8 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         rescan: Arc::clone(&found.rescan),
         reloads: Arc::new(AtomicU64::new(0)),
         errors: Arc::new(AtomicU64::new(0)),
-    };
+        lock: std::sync::Mutex::new(()),
+    });
     let sources = Arc::new(status::Sources {
         cfg: Arc::clone(&cfg),
         started,
@@ -116,6 +117,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         unwatched: found.unwatched.clone(),
         // Read at start-up: a reload does not change them.
         outputs: (c0.evidence.clone(), c0.export.clone()),
+        reloader: Arc::clone(&reloader),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = start::services(&c0, &sources, &stopping);
@@ -144,7 +146,9 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         s.set_stall(c0.stall_timeout);
     }
     let mut fast = FastPath::new(Arc::clone(&shared), 1 << 16);
-    let result = event_loop(&group, &sfd, &mut fast, || reloader.reload());
+    let result = event_loop(&group, &sfd, &mut fast, || {
+        let _ = reloader.reload();
+    });
 
     tracing::info!("driftgate stopping");
     stopping.store(true, Ordering::Relaxed);

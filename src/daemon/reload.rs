@@ -21,20 +21,31 @@ pub struct Reloader {
     pub rescan: Arc<std::os::fd::OwnedFd>,
     pub reloads: Arc<AtomicU64>,
     pub errors: Arc<AtomicU64>,
+    /// One reload at a time (SIGHUP on the event loop, `driftgate reload` on the status thread).
+    pub lock: std::sync::Mutex<()>,
 }
 
 impl Reloader {
-    /// Reads the configuration file again and applies it; a bad file is logged and the running
-    /// configuration kept. Reading the file is quick: decisions for queued events wait only for
-    /// this one parse, and none is dropped.
-    pub fn reload(&self) {
-        match Config::load(self.config_path.as_deref()) {
-            Ok(new) => self.apply(new),
+    /// Reads the configuration file again and applies it; a bad file is logged, the running
+    /// configuration kept, and the error returned (`driftgate reload`, systemd's `ExecReload=`,
+    /// shows it and fails). Reading the file is quick: decisions for queued events wait only
+    /// for this one parse, and none is dropped.
+    pub fn reload(&self) -> Result<(), String> {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let res = match Config::load(self.config_path.as_deref()) {
+            Ok(new) => {
+                self.apply(new);
+                Ok(())
+            }
             Err(e) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                Err(e.to_string())
             }
-        }
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        res
     }
 
     fn apply(&self, new: Config) {

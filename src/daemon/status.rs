@@ -144,6 +144,10 @@ pub struct WriterHold {
     /// Execs decided without their hash because the file was being written, or had
     /// changed, when it was about to be allowed.
     pub unsettled: u64,
+    /// Holds ended because a writer that gave up (`touch`'s non-blocking open) left their
+    /// lease being broken.
+    #[serde(default)]
+    pub breaks_cleared: u64,
 }
 
 /// The layer index: what is known, what is still being indexed.
@@ -328,6 +332,8 @@ pub struct Sources {
     pub unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
     /// `[evidence]` and `[export]` as the daemon started with them.
     pub outputs: (crate::config::EvidenceConfig, crate::config::ExportConfig),
+    /// Reloads asked for on the socket (`driftgate reload`).
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 impl Sources {
@@ -458,6 +464,7 @@ impl Sources {
                     cut: ld(&w.cut),
                     unsupported: ld(&w.unsupported),
                     unsettled: ld(&w.unsettled),
+                    breaks_cleared: ld(&w.breaks_cleared),
                 }
             },
             evidence: {
@@ -609,19 +616,70 @@ pub fn serve(
             let Ok((mut conn, _)) = listener.accept() else { continue };
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-            let doc = serde_json::to_vec(&sources.snapshot()).unwrap_or_default();
+            let doc = match read_request(&mut conn) {
+                Request::Reload => {
+                    let r = sources.reloader.reload();
+                    serde_json::to_vec(&ReloadReply { ok: r.is_ok(), error: r.err() }).unwrap_or_default()
+                }
+                Request::Status => serde_json::to_vec(&sources.snapshot()).unwrap_or_default(),
+                Request::Unknown(what) => serde_json::to_vec(&ReloadReply {
+                    ok: false,
+                    error: Some(format!("unknown request {what:?}")),
+                })
+                .unwrap_or_default(),
+            };
             let _ = conn.write_all(&doc);
         }
         let _ = std::fs::remove_file(&path);
     })
 }
 
-/// Reads the status from a running daemon.
-pub fn query(path: &Path) -> std::io::Result<Status> {
+/// What a client asks on the socket: it writes the request (nothing for the status) and
+/// shuts its side down; the daemon answers with one JSON document and closes.
+enum Request {
+    Status,
+    Reload,
+    Unknown(String),
+}
+
+/// Reads a request, at most 64 bytes and 2 s: a client that never shuts its side down gets
+/// the status (what the protocol was before requests).
+fn read_request(conn: &mut std::os::unix::net::UnixStream) -> Request {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let _ = Read::by_ref(conn).take(64).read_to_end(&mut buf);
+    match String::from_utf8_lossy(&buf).trim() {
+        "" | "status" => Request::Status,
+        "reload" => Request::Reload,
+        other => Request::Unknown(other.to_owned()),
+    }
+}
+
+/// The answer to a reload request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReloadReply {
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+fn ask(path: &Path, request: &str) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+    Ok(buf)
+}
+
+/// Reads the status from a running daemon.
+pub fn query(path: &Path) -> std::io::Result<Status> {
+    serde_json::from_slice(&ask(path, "")?).map_err(std::io::Error::other)
+}
+
+/// Asks a running daemon to reload its configuration, and waits for the outcome.
+pub fn request_reload(path: &Path) -> std::io::Result<ReloadReply> {
+    serde_json::from_slice(&ask(path, "reload")?).map_err(std::io::Error::other)
 }

@@ -285,6 +285,9 @@ impl Shared {
             ));
         }
         use crate::daemon::hot::hasher::Hashed;
+        // This daemon's own hold of an older version, left being broken by a writer that gave
+        // up, would refuse the hash its lease.
+        self.holder.clear_stale_break(&job.id);
         match self.hasher.hash(job.file_fd(), &job.id, left) {
             Hashed::Done(h, version) => {
                 self.stats.hashed.fetch_add(1, Ordering::Relaxed);

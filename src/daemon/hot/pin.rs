@@ -72,6 +72,9 @@ pub struct Holder {
     pub unsupported: AtomicU64,
     /// Allowed execs whose file was being written, or had changed, when leased.
     pub unsettled: AtomicU64,
+    /// Holds ended because a writer that gave up (a non-blocking open, as `touch` makes) left
+    /// their lease being broken, which refused every new lease on the file.
+    pub breaks_cleared: AtomicU64,
 }
 
 impl Holder {
@@ -90,6 +93,7 @@ impl Holder {
             cut: AtomicU64::new(0),
             unsupported: AtomicU64::new(0),
             unsettled: AtomicU64::new(0),
+            breaks_cleared: AtomicU64::new(0),
         };
         let spawned =
             std::thread::Builder::new().name("driftgate-hold".into()).spawn(move || release_when_due(&holds));
@@ -127,6 +131,34 @@ impl Holder {
         self.holds.1.notify_one();
     }
 
+    /// Ends this daemon's hold of the inode `key` when its lease is being broken and no writer
+    /// has the file open (the break was left by a writer that gave up): that lease would refuse
+    /// every new lease on the inode until the hold runs out. Returns whether one was ended.
+    fn drop_own_break(&self, holds: &mut Holds, key: (u64, u64)) -> bool {
+        let stale = holds
+            .by_inode
+            .get(&key)
+            .is_some_and(|h| !lease_intact(h.file.as_fd()) && no_writer(h.file.as_fd()));
+        if stale {
+            if let Some(h) = holds.by_inode.remove(&key) {
+                sfs::release_lease(h.file.as_fd());
+                self.breaks_cleared.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        stale
+    }
+
+    /// Before the file `fd` (version `id`) is leased elsewhere (hashed under a lease): ends this
+    /// daemon's own hold of an older version of the inode if a writer that gave up left it being
+    /// broken ([`Holder::drop_own_break`]).
+    pub fn clear_stale_break(&self, id: &FileId) {
+        let Ok(mut holds) = self.holds.0.lock() else { return };
+        let key = (id.dev, id.ino);
+        if holds.by_inode.get(&key).is_some_and(|h| h.id != *id) {
+            self.drop_own_break(&mut holds, key);
+        }
+    }
+
     /// Before an exec of file version `id`, open as `fd`, is allowed: leases the file (or
     /// renews the hold of the lease already held on it) and checks it is still that version.
     pub fn pin(&self, fd: BorrowedFd<'_>, id: &FileId) -> Pin {
@@ -139,10 +171,11 @@ impl Holder {
         let p = {
             let Ok(mut holds) = self.holds.0.lock() else { return Pin::Unsupported };
             match holds.by_inode.get_mut(&key) {
-                // Held since it was this version: writers were kept out all along, unless one
-                // is waiting now (the lease is being broken).
+                // Held since it was this version: writers were kept out all along. A lease
+                // being broken is either a writer waiting now, or one that gave up (a
+                // non-blocking open, as `touch` makes): only the first is a writer.
                 Some(h) if h.id == *id => {
-                    if lease_intact(h.file.as_fd()) {
+                    if lease_intact(h.file.as_fd()) || no_writer(h.file.as_fd()) {
                         h.until = until;
                         self.renewed.fetch_add(1, Ordering::Relaxed);
                         Pin::Held
@@ -150,8 +183,14 @@ impl Holder {
                         Pin::Busy
                     }
                 }
-                _ => match pin(fd, id) {
-                    Pin::Held => {
+                _ => {
+                    let mut p = pin(fd, id);
+                    if p == Pin::Busy && self.drop_own_break(&mut holds, key) {
+                        // The lease was refused by this daemon's own hold of an older version
+                        // of the inode, left being broken by a writer that is gone.
+                        p = pin(fd, id);
+                    }
+                    if p == Pin::Held {
                         let was_empty = holds.by_inode.is_empty();
                         if holds.by_inode.len() >= self.cap && !holds.by_inode.contains_key(&key) {
                             self.cut.fetch_add(1, Ordering::Relaxed);
@@ -163,10 +202,9 @@ impl Holder {
                                 self.holds.1.notify_one();
                             }
                         }
-                        Pin::Held
                     }
-                    other => other,
-                },
+                    p
+                }
             }
         };
         match p {
@@ -206,6 +244,16 @@ pub fn pin(fd: BorrowedFd<'_>, id: &FileId) -> Pin {
 /// Whether the read lease held through `fd` is still a whole one (no writer waiting on it).
 fn lease_intact(fd: BorrowedFd<'_>) -> bool {
     sfs::lease_type(fd) == Some(libc::F_RDLCK)
+}
+
+/// Whether nobody has the file open for writing, asked through this daemon's own lease on it
+/// (`fd`) while that lease is being broken: setting a read lease again succeeds only when no
+/// one has write access to the inode, and a writer waiting on the break has it already (the
+/// kernel takes write access before it breaks leases in `open`). A non-blocking writer that
+/// gave up (`EWOULDBLOCK`) left the break behind but holds no write access. The lease stays
+/// ours, and still keeps new writers waiting.
+fn no_writer(fd: BorrowedFd<'_>) -> bool {
+    sfs::try_read_lease(fd).is_ok()
 }
 
 /// Ends holds as they run out: sleeps until the earliest one is due (or until there is one).
@@ -322,6 +370,68 @@ mod tests {
         drop(f);
         let waited = writer.join().unwrap();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(5), "{waited:?}");
+    }
+
+    /// `touch` opens `O_WRONLY | O_NONBLOCK`: against a held lease that fails with `EAGAIN`
+    /// and leaves the lease being broken. Nobody writes; the file is what was decided.
+    fn nonblocking_writer_gives_up(p: &std::path::Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let e = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(p).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN), "the writer met the held lease");
+    }
+
+    #[test]
+    fn a_writer_that_gave_up_does_not_unsettle_the_next_exec_of_the_same_or_a_touched_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f, id) = file_with(dir.path(), b"image bytes");
+        let h = Holder::new(Duration::from_millis(400), 16);
+        assert_eq!(h.pin(f.as_fd(), &id), Pin::Held);
+        nonblocking_writer_gives_up(&p);
+        assert_ne!(sfs::lease_type(f.as_fd()), Some(libc::F_RDLCK), "the lease is being broken");
+        // The same version again: held (renewed), writers still kept out.
+        for _ in 0..3 {
+            assert_eq!(h.pin(f.as_fd(), &id), Pin::Held);
+        }
+        assert!(time_to_open_for_writing_nonblocking_fails(&p), "the renewed hold still keeps writers out");
+        // `touch` then changes the times itself: a new version of the same inode, through a new
+        // open file (as the next exec's event fd is).
+        let now = nix::sys::time::TimeSpec::new(1_700_000_000, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &p,
+            &now,
+            &now,
+            nix::sys::stat::UtimensatFlags::FollowSymlink,
+        )
+        .unwrap();
+        let f2 = std::fs::File::open(&p).unwrap();
+        let id2 = FileId::from_stat(&sfs::fstat_fd(f2.as_fd()).unwrap());
+        assert_ne!(id, id2);
+        assert_eq!(h.pin(f2.as_fd(), &id2), Pin::Held, "the old hold's break was this daemon's own");
+        assert_eq!(h.breaks_cleared.load(Ordering::Relaxed), 1);
+        assert_eq!(h.unsettled.load(Ordering::Relaxed), 0);
+    }
+
+    fn time_to_open_for_writing_nonblocking_fails(p: &std::path::Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(p).is_err()
+    }
+
+    #[test]
+    fn a_writer_with_write_access_still_unsettles_a_held_file_whose_break_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, f, id) = file_with(dir.path(), b"image bytes");
+        let h = Holder::new(Duration::from_millis(300), 16);
+        assert_eq!(h.pin(f.as_fd(), &id), Pin::Held);
+        nonblocking_writer_gives_up(&p);
+        // A blocking writer now waits on the break, holding write access.
+        let p2 = p.clone();
+        let writer = std::thread::spawn(move || time_to_open_for_writing(&p2));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(h.pin(f.as_fd(), &id), Pin::Busy, "a writer is waiting");
+        drop(f);
+        let waited = writer.join().unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
     }
 
     #[test]
