@@ -333,3 +333,45 @@ fn a_program_run_through_the_loader_is_refused_as_a_library_when_loader_checks_a
     assert_eq!(paths(&libs), ["/tmp/prog"], "{f:#?}");
     assert_eq!(libs[0]["process"]["comm"], "ld-linux-x86-64", "{}", libs[0]);
 }
+
+#[test]
+fn writing_an_added_program_is_never_refused_and_a_refused_execs_reread_is_no_second_finding() {
+    if !privileged() {
+        return;
+    }
+    // /usr/bin/true is a PIE: an ELF shared object to the loader, so its opens are decided.
+    let (_files, s) = loader_image();
+    let d = with_libraries(&s, "enforce", "");
+    let script = "cp /usr/bin/true /tmp/a; echo cp=$?\n\
+         cp /usr/bin/true /tmp/a; echo cp_over=$?\n\
+         : > /tmp/a; echo truncate=$?\n\
+         cp /usr/bin/true /tmp/a; echo again=$?\n\
+         echo x >> /tmp/a; echo append=$?\n\
+         cp /usr/bin/true /tmp/b; /opt/img/bash -c '/tmp/b; echo exec=$?'\n\
+         cat /tmp/b > /dev/null; echo read=$?\n";
+    let out = s.run_in_container(script, T);
+    let r = results(&out);
+    for k in ["cp", "cp_over", "truncate", "again", "append"] {
+        assert_eq!(r.get(k), Some(&0), "{k}: writing never fails: {out:?}\n{}", d.log_text());
+    }
+    assert_eq!(r.get("exec"), Some(&126), "{out:?}");
+    // cat's read of an added shared object is refused like a load (a read and a load look
+    // the same at the open): one finding of its own, by cat.
+    assert_eq!(r.get("read"), Some(&1), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let f = d.findings(2);
+    let b: Vec<&Value> = f.iter().filter(|x| x["file"]["path"] == "/tmp/b").collect();
+    let cats: Vec<(&str, &str)> = b
+        .iter()
+        .map(|x| (x["category"].as_str().unwrap(), x["process"]["comm"].as_str().unwrap_or("-")))
+        .collect();
+    assert!(cats.contains(&("ADDED_BINARY_EXECUTED", "bash")), "{cats:?}");
+    assert!(
+        !cats.iter().any(|(c, comm)| *c == "ADDED_LIBRARY_LOADED" && *comm == "bash"),
+        "bash reading the file it could not run is no library load: {cats:?}"
+    );
+    assert!(f.iter().all(|x| x["file"]["path"] != "/tmp/a"), "no finding for writes: {f:#?}");
+    let st = d.status();
+    assert!(st["libraries"]["after_refused_exec"].as_u64() >= Some(1), "{}", st["libraries"]);
+    assert!(st["libraries"]["being_written"].as_u64() >= Some(3), "{}", st["libraries"]);
+}

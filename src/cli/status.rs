@@ -136,7 +136,7 @@ pub fn render(s: &Status) -> String {
     );
     let lb = &s.libraries;
     o += &format!(
-        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written\n",
+        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written, {} by a refused exec's thread\n",
         match (lb.marked, lb.enabled) {
             (true, true) => "decided",
             (true, false) => "let through ([libraries] enabled = false, reloaded)",
@@ -148,7 +148,8 @@ pub fn render(s: &Status) -> String {
         lb.decided,
         lb.by_exec,
         lb.by_daemon,
-        lb.being_written
+        lb.being_written,
+        lb.after_refused_exec
     );
     let ev = &s.evidence;
     o += &if ev.enabled {

@@ -93,6 +93,7 @@ impl Collector for Snapshot {
                 ("exec_own", s.libraries.by_exec),
                 ("daemon_own", s.libraries.by_daemon),
                 ("being_written", s.libraries.being_written),
+                ("after_refused_exec", s.libraries.after_refused_exec),
                 ("over_budget", s.libraries.over_budget),
             ],
         )?;

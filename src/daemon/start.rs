@@ -226,6 +226,7 @@ pub(super) fn shared(
         holder: hot::pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
         libraries: hot::Libraries::new(c0.libraries_enabled),
         loader_runs: Mutex::new(cache::BoundedMap::new(4096)),
+        refused_execs: Mutex::new(cache::BoundedMap::new(4096)),
         frozen: Mutex::new(Vec::new()),
     })
 }

@@ -122,8 +122,12 @@ pub struct LibrariesStatus {
     pub by_exec: u64,
     /// Opens made by the daemon itself (reading a script an interpreter was given).
     pub by_daemon: u64,
-    /// Opens of files someone had open for writing: checked again on their next open.
+    /// Opens of files someone had open for writing (checked again on their next open), and
+    /// opens for writing (never refused).
     pub being_written: u64,
+    /// Opens of a file by the thread whose exec of it was just refused: refused, no finding.
+    #[serde(default)]
+    pub after_refused_exec: u64,
     /// Opens on a remote mount let through unread while the slow path was over its budget.
     #[serde(default)]
     pub over_budget: u64,
@@ -509,6 +513,7 @@ impl Sources {
                 by_exec: ld(&h.opens_by_exec),
                 by_daemon: ld(&h.opens_by_daemon),
                 being_written: ld(&h.opens_being_written),
+                after_refused_exec: ld(&h.opens_after_refusal),
                 over_budget: ld(&h.opens_over_budget),
             },
             coverage: Coverage {

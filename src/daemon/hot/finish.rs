@@ -124,6 +124,11 @@ impl Shared {
         }
         let (ioc, Judgement { verdict, decision }) = d;
         log_slow(&job, &verdict);
+        if !verdict.allow && job.open.is_none() && self.libraries.marked {
+            if let Ok(mut m) = self.refused_execs.lock() {
+                m.insert((job.ev.tid(), job.id), std::time::Instant::now());
+            }
+        }
         if verdict.allow && self.libraries.marked {
             if let Some(t) = &job.target {
                 if t.executed == crate::engine::Executed::Binary {

@@ -184,21 +184,48 @@ impl Shared {
     /// back for hashing).
     #[must_use]
     pub(super) fn library_open(&self, job: Job) -> Option<Job> {
+        match self.open_by(&job) {
+            Some(allow) => {
+                self.answer(job.ev, allow);
+                None
+            }
+            None => {
+                self.stats.library_opens.fetch_add(1, Ordering::Relaxed);
+                self.try_complete(job, false)
+            }
+        }
+    }
+
+    /// Opens of a shared object that are not a load to decide, by who makes them: the daemon
+    /// itself, an exec (its program or loader, decided on the exec event), a writer (a load
+    /// opens for reading; a writer is never refused, and the file is not ignored while written),
+    /// the thread whose exec of this file was just refused (refused again, no second finding).
+    /// `Some(answer)` for those; `None`: decide it as a load.
+    fn open_by(&self, job: &Job) -> Option<bool> {
         let tid = job.ev.tid();
         if proc::own_thread(tid) {
             self.stats.opens_by_daemon.fetch_add(1, Ordering::Relaxed);
-            self.answer(job.ev, true);
-            return None;
+            return Some(true);
         }
-        if proc::in_exec(tid) == Some(true) || self.loader_run(tid, &job.id) {
+        let call = proc::pending_call(tid);
+        if call == Some(proc::PendingCall::Exec) || self.loader_run(tid, &job.id) {
             // The program (or its loader) being executed, or the program the loader was
             // asked to run: decided on the exec.
             self.stats.opens_by_exec.fetch_add(1, Ordering::Relaxed);
-            self.answer(job.ev, true);
-            return None;
+            return Some(true);
         }
-        self.stats.library_opens.fetch_add(1, Ordering::Relaxed);
-        self.try_complete(job, false)
+        if call.is_some_and(|c| c.writes()) {
+            self.stats.opens_being_written.fetch_add(1, Ordering::Relaxed);
+            return Some(true);
+        }
+        let refused = self.refused_execs.lock().ok().is_some_and(|m| {
+            m.get(&(tid, job.id)).is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10))
+        });
+        if refused {
+            self.stats.opens_after_refusal.fetch_add(1, Ordering::Relaxed);
+            return Some(false);
+        }
+        None
     }
 
     /// Whether thread `tid` was just allowed to run file version `id` through the image's
@@ -217,9 +244,8 @@ impl Shared {
             return None;
         }
         job.open = Some(OpenStage::Library);
-        let tid = job.ev.tid();
-        if proc::own_thread(tid) || proc::in_exec(tid) == Some(true) || self.loader_run(tid, &job.id) {
-            self.answer(job.ev, true);
+        if let Some(allow) = self.open_by(&job) {
+            self.answer(job.ev, allow);
             return None;
         }
         self.stats.library_opens.fetch_add(1, Ordering::Relaxed);

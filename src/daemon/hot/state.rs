@@ -66,8 +66,12 @@ pub struct HotStats {
     pub opens_by_daemon: AtomicU64,
     /// ... on a remote mount, let through unread because the slow path was over its budget.
     pub opens_over_budget: AtomicU64,
-    /// ... of files that were open for writing, so not ignored from then on.
+    /// ... of files that were open for writing, so not ignored from then on; and opens for
+    /// writing (never refused: a load opens for reading).
     pub opens_being_written: AtomicU64,
+    /// ... of a file by the thread whose exec of it was just refused (a shell looking for `#!`
+    /// after the refusal): refused too, without a second finding.
+    pub opens_after_refusal: AtomicU64,
     /// Ignore marks placed (one per harmless inode), and those the kernel refused.
     pub ignore_marks: AtomicU64,
     pub ignore_errors: AtomicU64,
@@ -160,6 +164,9 @@ pub struct Shared {
     /// Programs the image's loader was allowed to run (`ld.so /tmp/tool`), by the exec's thread:
     /// the loader's open of that program comes next, and is not a library load.
     pub loader_runs: Mutex<BoundedMap<(i32, FileId), Instant>>,
+    /// Execs refused, by thread and file version: the same thread's open of that file right
+    /// after (a shell reading it for `#!` to explain the failure) is no library load of its own.
+    pub refused_execs: Mutex<BoundedMap<(i32, FileId), Instant>>,
     /// Containers frozen by a rule's `response = "freeze"` (`respond.rs`).
     pub frozen: Mutex<Vec<crate::container::cgroup::Frozen>>,
     /// Checks that could not run (`daemon/health.rs`).
