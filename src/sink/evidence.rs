@@ -276,22 +276,29 @@ pub struct Request<T> {
 /// The hot path's side of the evidence thread.
 pub struct EvidenceSender<T> {
     tx: Sender<Request<T>>,
+    /// Known malware's copies: a queue of their own, taken first, so that a flood of drift
+    /// cannot crowd them out.
+    urgent: Sender<Request<T>>,
     stats: Arc<EvidenceStats>,
 }
 
 impl<T> Clone for EvidenceSender<T> {
     fn clone(&self) -> Self {
-        EvidenceSender { tx: self.tx.clone(), stats: Arc::clone(&self.stats) }
+        EvidenceSender { tx: self.tx.clone(), urgent: self.urgent.clone(), stats: Arc::clone(&self.stats) }
     }
 }
 
 /// Copies held at most: each holds a file descriptor.
 pub const QUEUE: usize = 256;
+/// ... and of known malware (IoC matches), besides.
+pub const URGENT_QUEUE: usize = 64;
 
 impl<T: Evidenced> EvidenceSender<T> {
-    /// Queues the copy; a full queue gives the finding back with the reason.
-    pub fn submit(&self, r: Request<T>) -> Result<(), T> {
-        match self.tx.try_send(r) {
+    /// Queues the copy (`urgent`: an IoC match's, on its own queue); a full queue gives the
+    /// finding back with the reason.
+    pub fn submit(&self, r: Request<T>, urgent: bool) -> Result<(), T> {
+        let tx = if urgent { &self.urgent } else { &self.tx };
+        match tx.try_send(r) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -312,20 +319,34 @@ impl<T: Evidenced> EvidenceSender<T> {
 /// ends after it: nothing joins it).
 pub fn start<T: Evidenced>(store: Store, sink: Sender<T>) -> EvidenceSender<T> {
     let (tx, rx) = crossbeam_channel::bounded::<Request<T>>(QUEUE);
+    let (urgent, urgent_rx) = crossbeam_channel::bounded::<Request<T>>(URGENT_QUEUE);
     let stats = Arc::clone(&store.stats);
     std::thread::Builder::new()
         .name("driftgate-evidence".into())
         .spawn(move || {
             crate::sys::process::lower_this_thread_priority(10);
-            run(&store, &rx, &sink)
+            run(&store, &urgent_rx, &rx, &sink)
         })
         .expect("spawn evidence thread");
-    EvidenceSender { tx, stats }
+    EvidenceSender { tx, urgent, stats }
 }
 
-fn run<T: Evidenced>(store: &Store, rx: &Receiver<Request<T>>, sink: &Sender<T>) {
+fn run<T: Evidenced>(
+    store: &Store,
+    urgent: &Receiver<Request<T>>,
+    rx: &Receiver<Request<T>>,
+    sink: &Sender<T>,
+) {
     store.tidy();
-    for r in rx.iter() {
+    loop {
+        // Known malware first, whatever is queued behind.
+        let r = match urgent.try_recv() {
+            Ok(r) => r,
+            Err(_) => crossbeam_channel::select_biased! {
+                recv(urgent) -> r => match r { Ok(r) => r, Err(_) => match rx.recv() { Ok(r) => r, Err(_) => return } },
+                recv(rx) -> r => match r { Ok(r) => r, Err(_) => match urgent.recv() { Ok(r) => r, Err(_) => return } },
+            },
+        };
         let mut q = r.queued;
         q.set_evidence(store.keep(r.fd.as_fd(), r.expected));
         drop(r.fd);
@@ -352,6 +373,48 @@ mod tests {
 
     fn sha(b: &[u8]) -> [u8; 32] {
         Sha256::digest(b).into()
+    }
+
+    struct Tagged(&'static str, Option<EvidenceRef>);
+    impl Evidenced for Tagged {
+        fn set_evidence(&mut self, e: EvidenceRef) {
+            self.1 = Some(e);
+        }
+    }
+
+    #[test]
+    fn known_malwares_copies_are_taken_before_a_full_queue_of_drift() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path(), 1 << 20, 1 << 30);
+        let f = dir.path().join("bin");
+        std::fs::write(&f, b"payload").unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let (urgent_tx, urgent_rx) = crossbeam_channel::bounded(URGENT_QUEUE);
+        let (sink, out) = crossbeam_channel::unbounded();
+        let fd = || OwnedFd::from(std::fs::File::open(&f).unwrap());
+        for _ in 0..QUEUE {
+            tx.send(Request { queued: Tagged("drift", None), fd: fd(), expected: None }).unwrap();
+        }
+        let sender = EvidenceSender {
+            tx: tx.clone(),
+            urgent: urgent_tx.clone(),
+            stats: Arc::new(EvidenceStats::default()),
+        };
+        assert!(
+            sender
+                .submit(Request { queued: Tagged("drift", None), fd: fd(), expected: None }, false)
+                .is_err(),
+            "full"
+        );
+        assert!(sender
+            .submit(Request { queued: Tagged("ioc", None), fd: fd(), expected: None }, true)
+            .is_ok());
+        drop((tx, urgent_tx, sender));
+        run(&s, &urgent_rx, &rx, &sink);
+        let got: Vec<Tagged> = out.try_iter().collect();
+        assert_eq!(got.len(), QUEUE + 1);
+        assert_eq!(got[0].0, "ioc", "taken first");
+        assert!(got.iter().all(|t| t.1.is_some()));
     }
 
     #[test]

@@ -83,10 +83,11 @@ impl FindingSender {
         file: Option<std::os::fd::OwnedFd>,
     ) {
         let expected = f.file.sha256.as_deref().and_then(|h| crate::util::parse_sha256(h.as_bytes()));
+        let urgent = f.ioc.is_some();
         let q = Self::queued(f, container);
         match (&self.evidence, file) {
             (Some(ev), Some(fd)) => {
-                if let Err(q) = ev.submit(evidence::Request { queued: q, fd, expected }) {
+                if let Err(q) = ev.submit(evidence::Request { queued: q, fd, expected }, urgent) {
                     self.queue(q);
                 }
             }

@@ -103,3 +103,42 @@ fn a_flood_of_blocked_execs_is_answered_fast_and_every_one_is_accounted_for() {
     let suppressed = st["limits"]["findings_suppressed"].as_u64().unwrap();
     assert_eq!(recorded + suppressed, denied, "recorded {recorded} + suppressed {suppressed}");
 }
+
+#[test]
+fn known_malware_is_recorded_with_its_copy_after_a_flood_of_junk_spent_the_budget() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let junk = added_programs(&s, "/tmp/junk", 300);
+    let mut evil = driftgate::bench::elf::exit0(0);
+    evil.extend_from_slice(b"known-bad");
+    write_exec(&s.merged.join("tmp/evil"), &evil);
+    let feed = s.root().join("iocs.txt");
+    std::fs::write(&feed, format!("{} evil-tool\n", sha256_bytes(&evil))).unwrap();
+    let tables = format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string());
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra_tables: &tables,
+            ..Default::default()
+        },
+    );
+    let script = format!("for f in {}; do $f; done\n/tmp/evil; echo evil=$?\n", junk.join(" "));
+    let out = s.run_in_container(&script, T);
+    assert_eq!(results(&out).get("evil"), Some(&126), "{out:?}");
+    let st = d.status();
+    assert!(
+        st["limits"]["findings_suppressed"].as_u64() > Some(0),
+        "the junk spent the budget: {}",
+        st["limits"]
+    );
+    let f = d.findings(201);
+    let bad: Vec<_> = f.iter().filter(|x| x["category"] == "ADDED_MALICIOUS_BINARY_EXECUTED").collect();
+    assert_eq!(bad.len(), 1, "{} findings recorded", f.len());
+    assert_eq!(bad[0]["file"]["path"], "/tmp/evil");
+    assert_eq!(bad[0]["ioc"]["name"], "evil-tool");
+    assert_eq!(bad[0]["evidence"]["stored"], true, "{}", bad[0]);
+}

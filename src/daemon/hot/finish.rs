@@ -165,7 +165,11 @@ impl Shared {
             agg_path.extend_from_slice(b" (deleted)");
         }
         let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || !self.may_record(&job.container) {
+        // Known malware is recorded whatever the container's budget: a flood of drift can
+        // hold back only drift.
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
+            || (ioc.is_none() && !self.may_record(&job.container))
+        {
             // Counted in the open window's aggregate (or the container's suppressed findings):
             // no /proc reads, no sink work.
             if let (false, Some(r)) = (verdict.allow, decision.response) {

@@ -114,7 +114,9 @@ impl Shared {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
         let agg_key = (c.generation, path.clone(), sha, category, Action::Audited);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || !self.may_record(c) {
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
+            || (ioc.is_none() && !self.may_record(c))
+        {
             return;
         }
         let facts = ProcFacts::of_running(pid);
