@@ -393,11 +393,40 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
     frozen_in_its_own_cgroup_until_thawed(&s, &d, TestCgroup::new(), 2);
 }
 
+/// The refused exec, and where its exit status is written.
+const REFUSED_IN_CONTAINER: &str = "/tmp/other; echo rc=$? > /after";
+
+#[test]
+fn a_process_in_a_nested_pid_namespace_does_not_keep_its_container_from_being_frozen() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon_with(
+        &s,
+        "audit",
+        "[[policy.rules]]\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
+    );
+    // A process of its own in a PID namespace nested in the container's (no capability
+    // needed, in a user namespace), and the refused exec from another one.
+    let nested = "/bin/busybox unshare -U -r -p -f /bin/busybox sleep 100 &\n\
+                  /bin/busybox unshare -U -r -p -f /bin/sh -c '/tmp/other; echo rc=$? > /after'";
+    frozen_with(&s, &d, TestCgroup::new(), 1, nested);
+}
+
 /// A container started in `cg`: its blocked exec (finding number `n`) freezes it, status
 /// lists it, `driftgate thaw` lets it go on.
-fn frozen_in_its_own_cgroup_until_thawed(s: &Scratch, d: &Daemon, mut cg: TestCgroup, n: usize) {
-    let script = "cp /opt/img/true /tmp/other\ntouch /ready\nwhile [ ! -e /go ]; do sleep 0.05; done\n\
-                  /tmp/other; echo rc=$? > /after\nsleep 100\n";
+fn frozen_in_its_own_cgroup_until_thawed(s: &Scratch, d: &Daemon, cg: TestCgroup, n: usize) {
+    frozen_with(s, d, cg, n, REFUSED_IN_CONTAINER)
+}
+
+/// [`frozen_in_its_own_cgroup_until_thawed`], with `refused` run in the container once it is
+/// told to go: it runs `/tmp/other` (refused) and writes its status to `/after`.
+fn frozen_with(s: &Scratch, d: &Daemon, mut cg: TestCgroup, n: usize, refused: &str) {
+    let script = format!(
+        "cp /opt/img/true /tmp/other\ntouch /ready\nwhile [ ! -e /go ]; do sleep 0.05; done\n{refused}\nsleep 100\n"
+    );
+    let script = script.as_str();
     cg.adopt(Background::start(s.root(), &s.merged, "", script, &s.merged.join("ready")));
     std::fs::write(s.merged.join("go"), "").unwrap();
     let f = d.findings(n);

@@ -4,8 +4,15 @@
 //!
 //! Freezing the wrong cgroup stops the node (or the daemon itself), so a cgroup is frozen only
 //! when it is provably the container's own: not a root cgroup, not the daemon's or one of its
-//! parents, and every process in it (and below it) in the container's PID namespace, which is
-//! not the host's.
+//! parents, and every process in it (and below it) in the container's PID namespace or one
+//! nested in it, which is not the host's.
+//!
+//! Which are the container's PID namespace and cgroup is found from what a process inside
+//! cannot change: the outermost PID namespace of the refused thread below the daemon's (a
+//! process that makes PID namespaces of its own, `unshare -U -r -p -f`, stays inside it), and
+//! the cgroup of the top process in it (the container's init, or an exec session's first
+//! process), of which the refused thread's cgroup must be a part. Freezing a cgroup freezes
+//! its whole subtree (v2 and the v1 freezer alike).
 
 use std::path::{Path, PathBuf};
 
@@ -113,19 +120,50 @@ pub fn of_process(pid: i32) -> Result<Cgroup, String> {
     Err("the process is in a root cgroup: there is no cgroup of the container's own to freeze".into())
 }
 
-/// Whether `cg` holds only the container's processes (PID namespace `ns`), and none of the
-/// daemon's.
-pub fn check_own(cg: &Cgroup, ns: u64) -> Result<(), String> {
-    let host = crate::sys::proc::ns_id(std::process::id() as i32, "pid");
-    if host == Some(ns) {
+/// The container whose thread `tid` was refused, for a freeze: the outermost PID namespace
+/// of the thread below the daemon's, and the cgroup to freeze (of the top process in that
+/// namespace, which holds the thread's).
+pub fn container_of_thread(tid: i32) -> Result<(u64, Cgroup), String> {
+    use crate::sys::proc::{pid_ns_chain, read_status};
+    let gone = || format!("thread {tid} is gone: its cgroup cannot be found");
+    let chain = pid_ns_chain(tid).ok_or_else(gone)?;
+    let Some(&top) = chain.last() else {
         return Err(
             "the container shares the host's PID namespace: its cgroup cannot be told from the host's".into(),
         );
+    };
+    // Up the parents while they are inside the container's PID namespace.
+    let mut root = tid;
+    for _ in 0..4096 {
+        let Some(ppid) = read_status(root).map(|s| s.ppid).filter(|p| *p > 0) else { break };
+        if !pid_ns_chain(ppid).is_some_and(|c| c.contains(&top)) {
+            break;
+        }
+        root = ppid;
     }
+    let cg = of_process(root)?;
+    let mine = of_process(tid)?;
+    if mine.v2 != cg.v2 || !within(&mine.path, &cg.path) {
+        return Err(format!(
+            "the refused process is in cgroup {}, outside its container's {}",
+            mine.path, cg.path
+        ));
+    }
+    Ok((top, cg))
+}
+
+/// Whether cgroup path `p` is `parent` or below it.
+fn within(p: &str, parent: &str) -> bool {
+    p == parent || p.starts_with(&format!("{}/", parent.trim_end_matches('/')))
+}
+
+/// Whether `cg` holds only the container's processes (in PID namespace `top` or one nested in
+/// it), and none of the daemon's.
+pub fn check_own(cg: &Cgroup, top: u64) -> Result<(), String> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let (v2, v1) = parse_proc_cgroup(&own);
     if let Some(mine) = if cg.v2 { v2 } else { v1 } {
-        if mine == cg.path || mine.starts_with(&format!("{}/", cg.path.trim_end_matches('/'))) {
+        if within(&mine, &cg.path) {
             return Err(format!("{} holds driftgate itself", cg.path));
         }
     }
@@ -135,8 +173,8 @@ pub fn check_own(cg: &Cgroup, ns: u64) -> Result<(), String> {
         let procs = std::fs::read_to_string(d.join("cgroup.procs"))
             .map_err(|e| format!("cannot read {}: {e}", d.join("cgroup.procs").display()))?;
         for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            match crate::sys::proc::ns_id(pid, "pid") {
-                Some(n) if n == ns => {}
+            match crate::sys::proc::pid_ns_chain(pid) {
+                Some(chain) if chain.contains(&top) => {}
                 // Gone since the list was read.
                 None => {}
                 Some(_) => {

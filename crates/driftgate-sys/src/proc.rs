@@ -8,6 +8,7 @@
 use std::io::IoSliceMut;
 use std::os::unix::ffi::OsStringExt;
 
+use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
@@ -425,6 +426,45 @@ pub fn ns_id(pid: i32, kind: &str) -> Option<u64> {
     let dir = proc_dir()?;
     let link = nix::fcntl::readlinkat(dir, format!("{pid}/ns/{kind}").as_str()).ok()?;
     parse_ns_link(link.as_encoded_bytes())
+}
+
+/// The PID namespaces of process `pid`, from its own outwards, up to and without this
+/// process's own: their inode numbers. Empty when `pid` is in this
+/// process's PID namespace; `None` when it cannot be read (gone). A process that makes PID
+/// namespaces of its own (`unshare -p`, no capability needed in a user namespace) stays
+/// inside the ones it started in, so this chain says which container a process belongs to.
+pub fn pid_ns_chain(pid: i32) -> Option<Vec<u64>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // NS_GET_PARENT: _IO(0xb7, 0x2).
+    const NS_GET_PARENT: libc::c_ulong = 0xb702;
+    let own = ns_id(std::process::id() as i32, "pid")?;
+    let dir = proc_dir()?;
+    let mut fd: OwnedFd = nix::fcntl::openat(
+        dir,
+        format!("{pid}/ns/pid").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut chain = Vec::new();
+    for _ in 0..33 {
+        let ino = nix::sys::stat::fstat(&fd).ok()?.st_ino;
+        if ino == own {
+            return Some(chain);
+        }
+        chain.push(ino);
+        // SAFETY: ioctl(NS_GET_PARENT) on a namespace fd this function owns; it takes no
+        // argument and returns a new fd (owned below) or -1.
+        let parent = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_PARENT) };
+        if parent < 0 {
+            // EPERM: the parent is outside this process's namespace: the chain is complete.
+            return (Errno::last() == Errno::EPERM).then_some(chain);
+        }
+        // SAFETY: `parent` is a new fd returned by the kernel, owned by nothing else.
+        fd = unsafe { OwnedFd::from_raw_fd(parent) };
+    }
+    // PID namespaces nest at most 32 deep.
+    None
 }
 
 /// `mnt:[4026531841]` → 4026531841.

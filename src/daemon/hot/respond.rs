@@ -40,15 +40,12 @@ impl Shared {
             ResponseRef { action: "freeze".into(), cgroup, ok: false, error: Some(error) }
         };
         // The thread is held in its exec: it is there to find the cgroup from.
-        let Some(ns) = crate::sys::proc::ns_id(tid, "pid") else {
-            return failed(None, format!("thread {tid} is gone: its cgroup cannot be found"));
-        };
-        let cg = match cgroup::of_process(tid) {
-            Ok(cg) => cg,
+        let (top, cg) = match cgroup::container_of_thread(tid) {
+            Ok(x) => x,
             Err(e) => return failed(None, e),
         };
         let shown = cg.dir.display().to_string();
-        if let Err(e) = cgroup::check_own(&cg, ns).and_then(|()| cgroup::set_frozen(&cg.dir, true)) {
+        if let Err(e) = cgroup::check_own(&cg, top).and_then(|()| cgroup::set_frozen(&cg.dir, true)) {
             return failed(Some(shown), e);
         }
         tracing::warn!(
