@@ -332,7 +332,9 @@ impl TestCgroup {
     }
 
     fn under(base: &str, tag: &str) -> TestCgroup {
-        let dir = std::path::Path::new(base).join(format!("dgtest-{tag}-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::path::Path::new(base).join(format!("dgtest-{tag}-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).unwrap();
         TestCgroup { dir, container: None }
     }
