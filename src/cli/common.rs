@@ -104,7 +104,7 @@ pub fn init_logging(verbose: bool) -> tracing_appender::non_blocking::WorkerGuar
     let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
     let journal = under_systemd.then(crate::sink::journald::LogLines::open).flatten();
     if let Some(lines) = journal {
-        let (writer, guard) = builder.finish(lines);
+        let (writer, guard) = builder.finish(OneLine { inner: lines, keep_esc: false });
         crate::sink::set_log_drop_counter(writer.error_counter());
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(writer)
@@ -115,11 +115,67 @@ pub fn init_logging(verbose: bool) -> tracing_appender::non_blocking::WorkerGuar
         return guard;
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = builder.finish(std::io::stderr());
+    let (writer, guard) = builder.finish(OneLine { inner: std::io::stderr(), keep_esc: ansi });
     crate::sink::set_log_drop_counter(writer.error_counter());
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(writer).with_target(false).with_ansi(ansi))
         .try_init();
     guard
+}
+
+/// Each log line stays one line: a field that carries a name a container chose (a path with a
+/// newline, a terminal escape) is written with its control characters escaped. The logging
+/// thread writes each event whole, in one call. `keep_esc`: the colours of a terminal.
+struct OneLine<W> {
+    inner: W,
+    keep_esc: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, eol) = match buf.strip_suffix(b"\n") {
+            Some(b) => (b, true),
+            None => (buf, false),
+        };
+        let escape = |b: u8| (b < 0x20 && b != b'\t' && !(self.keep_esc && b == 0x1b)) || b == 0x7f;
+        if !body.iter().any(|&b| escape(b)) {
+            self.inner.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b if escape(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+                b => out.push(b),
+            }
+        }
+        if eol {
+            out.push(b'\n');
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_log_line_with_a_hostile_name_stays_one_line() {
+        let mut w = OneLine { inner: Vec::new(), keep_esc: false };
+        w.write_all(b"WARN mountpoint=/tmp/a\nFORGED=1\r\x1b[2J ok\n").unwrap();
+        assert_eq!(w.inner, b"WARN mountpoint=/tmp/a\\nFORGED=1\\r\\x1b[2J ok\n");
+        let mut t = OneLine { inner: Vec::new(), keep_esc: true };
+        t.write_all(b"\x1b[31mERROR\x1b[0m a\tb\n").unwrap();
+        assert_eq!(t.inner, b"\x1b[31mERROR\x1b[0m a\tb\n", "a terminal keeps its colours");
+    }
 }

@@ -141,11 +141,12 @@ pub fn ocsf(f: &Finding) -> Value {
         })
         .collect();
     let title = title(f.category);
+    // A readable line: a name with a newline or a terminal escape must not split or fake it.
     let message = format!(
         "{} in container {}: {} ({})",
         title,
-        c.name.as_deref().unwrap_or(&c.id),
-        f.file.path,
+        p(c.name.as_deref().unwrap_or(&c.id)),
+        p(&f.file.path),
         f.action.as_str()
     );
     let mut observables =
@@ -232,6 +233,11 @@ pub fn falco_priority(s: Severity) -> &'static str {
     }
 }
 
+/// `s` for a one-line text: control characters escaped ([`crate::util::printable`]).
+fn p(s: &str) -> String {
+    crate::util::printable(s.as_bytes())
+}
+
 /// The finding as Falco writes an alert (`json_output`): `output`, `priority`, `rule`, `time`,
 /// `output_fields` (Falco's field names where there is one), `source`, `tags`, `hostname`. A
 /// Falcosidekick takes it on its `/` endpoint.
@@ -240,20 +246,23 @@ pub fn falco(f: &Finding) -> Value {
     let priority = falco_priority(f.severity);
     let rule = title(f.category);
     let cmdline = f.process.args.as_ref().map(|a| a.join(" "));
+    // One line for line-oriented consumers: every name the container chose is escaped here
+    // (the raw bytes stay in `output_fields`).
+    let na = |v: Option<&str>| p(v.unwrap_or("<NA>"));
     let output = format!(
         "{} {} ({}): {} (container_id={} container_name={} image={} k8s_ns={} k8s_pod={} proc_pid={} cmdline={} sha256={})",
         f.time,
         rule,
         f.action.as_str(),
-        f.file.path,
-        c.id,
-        c.name.as_deref().unwrap_or("<NA>"),
-        c.image.as_deref().unwrap_or("<NA>"),
-        c.pod_namespace.as_deref().unwrap_or("<NA>"),
-        c.pod_name.as_deref().unwrap_or("<NA>"),
+        p(&f.file.path),
+        p(&c.id),
+        na(c.name.as_deref()),
+        na(c.image.as_deref()),
+        na(c.pod_namespace.as_deref()),
+        na(c.pod_name.as_deref()),
         f.process.pid,
-        cmdline.as_deref().unwrap_or("<NA>"),
-        f.file.sha256.as_deref().unwrap_or("<NA>"),
+        na(cmdline.as_deref()),
+        na(f.file.sha256.as_deref()),
     );
     let mut tags: Vec<String> = vec!["driftgate".into(), "container".into(), "process".into()];
     tags.extend(f.mitre.iter().map(|m| format!("mitre_{m}")));
@@ -393,5 +402,24 @@ mod tests {
         assert_eq!(v["output_fields"]["proc.cmdline"], "/tmp/xmrig -o pool");
         assert!(v["output"].as_str().unwrap().contains("/tmp/xmrig"));
         assert!(v["tags"].as_array().unwrap().contains(&"mitre_T1105".into()));
+    }
+
+    #[test]
+    fn human_readable_lines_escape_what_the_container_named_and_structured_fields_keep_it() {
+        let mut f = sample();
+        f.file.path = "/tmp/x\nFORGED line\r\u{1b}[2J".into();
+        f.process.args = Some(vec!["/tmp/x\n".into(), "--token\n".into()]);
+        f.container.name = Some("web\n1".into());
+        let v = falco(&f);
+        let out = v["output"].as_str().unwrap();
+        assert!(!out.chars().any(char::is_control), "{out:?}");
+        assert!(
+            out.contains("/tmp/x\\nFORGED line\\r\\u{1b}[2J") && out.contains("container_name=web\\n1"),
+            "{out}"
+        );
+        assert_eq!(v["output_fields"]["fd.name"], f.file.path, "raw in the structured field");
+        let o = ocsf(&f);
+        assert!(!o["message"].as_str().unwrap().chars().any(char::is_control), "{}", o["message"]);
+        assert_eq!(o["evidences"][0]["file"]["path"], f.file.path);
     }
 }
