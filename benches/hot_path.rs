@@ -100,6 +100,25 @@ fn bench(c: &mut Criterion) {
     c.bench_function("layers/upper_absent", |b| {
         b.iter(|| black_box(layers.upper_file(black_box(b"/usr/local/bin/app"))))
     });
+    // One confined lookup (a layer file, 4 components) by openat2, and by the component walk
+    // that replaces it where a seccomp filter refuses openat2 (RestrictSUIDSGID=yes).
+    let l0 = std::fs::File::open(&lowers[2]).unwrap();
+    c.bench_function("paths/open_beneath_openat2", |b| {
+        b.iter(|| {
+            black_box(driftgate::sys::fs::open_beneath(l0.as_fd(), black_box(b"/usr/local/bin/app")).unwrap())
+        })
+    });
+    let rules = driftgate::sys::walk::Rules {
+        confine: driftgate::sys::walk::Confine::Beneath,
+        no_symlinks: true,
+        nofollow_final: true,
+        no_xdev: true,
+    };
+    c.bench_function("paths/open_beneath_walk", |b| {
+        b.iter(|| {
+            black_box(driftgate::sys::walk::open(l0.as_fd(), black_box(b"usr/local/bin/app"), rules).unwrap())
+        })
+    });
 
     // IoC lookup in a set of 1M hashes.
     let entries: Vec<([u8; 32], Option<String>)> = (0u32..1_000_000)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
-# containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites), gcc
+# containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites),
+# debootstrap and systemd-container (a real Debian booted with systemd as PID 1), gcc
 # with the static libc (the test tools), bash-static (a shell for the script tests), the
 # packaging tools and cargo-fuzz (with a nightly toolchain, for scripts/fuzz.sh).
 # Installing does not start any service here. Idempotent.
@@ -12,6 +13,9 @@ command -v runc >/dev/null || need+=(runc)
 command -v umoci >/dev/null || need+=(umoci)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v podman >/dev/null || need+=(podman)
+# The real-systemd suite boots a minimal Debian (debootstrap) with systemd-nspawn --boot.
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v file >/dev/null || need+=(file)
 # A real shell for the script tests: busybox-static runs its own `sh` in-process, never exec.
 [ -x /bin/bash-static ] || need+=(bash-static)

@@ -36,7 +36,7 @@ fn the_unit_verifies_cleanly() {
 }
 
 #[test]
-fn the_unit_exposure_score_is_at_most_2_5() {
+fn the_unit_exposure_score_is_at_most_2_6() {
     if !tools_present(&["systemd-analyze"]) {
         return;
     }
@@ -49,7 +49,8 @@ fn the_unit_exposure_score_is_at_most_2_5() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no score in: {text}"));
     println!("systemd-analyze security --offline=true: exposure {score}");
-    assert!(score <= 2.5, "exposure {score}:\n{text}");
+    // 2.4 with RestrictSUIDSGID=yes, which refuses openat2 (see the unit).
+    assert!(score <= 2.6, "exposure {score}:\n{text}");
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub struct Container {
     pub identity: Identity,
     pub mount_id: u64,
     pub dev: u64,
+    /// The overlay's filesystem id (see [`Registry::by_fsid`]).
+    pub fsid: Option<u64>,
     pub rootfs: PathBuf,
     pub layers: Layers,
     pub since: std::time::SystemTime,
@@ -86,6 +88,11 @@ impl Container {
         self.meta.load().id.clone().unwrap_or_else(|| self.identity.id.clone())
     }
 
+    /// Whether an open file (`fd`, `st` from `fstat`) is on this container's rootfs.
+    pub fn holds(&self, fd: std::os::fd::BorrowedFd<'_>, st: &nix::sys::stat::FileStat) -> bool {
+        st.st_dev == self.dev || (self.fsid.is_some() && crate::sys::fs::overlay_fsid(fd) == self.fsid)
+    }
+
     pub fn runtime(&self) -> &'static str {
         self.meta.load().runtime.unwrap_or(self.identity.runtime)
     }
@@ -119,6 +126,38 @@ impl Container {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub by_dev: HashMap<u64, Arc<Container>>,
+    /// By overlay fsid ([`crate::sys::fs::overlay_fsid`]), for the files an overlay reports
+    /// with a layer's pseudo device; an fsid that two containers share is in neither.
+    pub by_fsid: HashMap<u64, Arc<Container>>,
+}
+
+impl Registry {
+    /// Rebuilds [`Registry::by_fsid`] from `by_dev` (after containers come or go).
+    pub fn index_fsids(&mut self) {
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        for f in self.by_dev.values().filter_map(|c| c.fsid) {
+            *seen.entry(f).or_default() += 1;
+        }
+        self.by_fsid = self
+            .by_dev
+            .values()
+            .filter_map(|c| c.fsid.filter(|f| seen.get(f) == Some(&1)).map(|f| (f, Arc::clone(c))))
+            .collect();
+    }
+
+    /// The container whose rootfs an open file (`fd`, with `st` from `fstat`) is on.
+    pub fn rootfs_of(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        st: &nix::sys::stat::FileStat,
+    ) -> Option<&Arc<Container>> {
+        self.by_dev.get(&st.st_dev).or_else(|| {
+            if self.by_fsid.is_empty() {
+                return None;
+            }
+            self.by_fsid.get(&crate::sys::fs::overlay_fsid(fd)?)
+        })
+    }
 }
 
 /// Classifies one mount. `None` means "not a container: leave it alone".

@@ -287,6 +287,7 @@ impl Discovery {
             }
         }
         if changed {
+            reg.index_fsids();
             self.registry.store(Arc::new(reg.clone()));
             self.signal_change();
         }
@@ -343,6 +344,7 @@ impl Discovery {
             }
         }
         if failed {
+            reg.index_fsids();
             self.registry.store(Arc::new(reg));
             self.signal_change();
         }
@@ -407,6 +409,7 @@ impl Discovery {
             identity: cand.identity.clone(),
             mount_id: cand.mount.mount_id,
             dev: st.st_dev,
+            fsid: crate::sys::fs::overlay_fsid(dirfd.as_fd()),
             rootfs: cand.mount.mountpoint.clone(),
             layers,
             since: SystemTime::now(),

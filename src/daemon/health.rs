@@ -33,6 +33,8 @@ pub enum Problem {
     ArgumentUnresolved,
     /// `vm.memfd_noexec` could not be set in a container's PID namespace.
     MemfdNoexec,
+    /// An exec on a watched container filesystem could not be told to belong to a container.
+    Unattributed,
 }
 
 impl Problem {
@@ -49,6 +51,7 @@ impl Problem {
             Problem::ArgumentsUnread => "arguments_unread",
             Problem::ArgumentUnresolved => "argument_unresolved",
             Problem::MemfdNoexec => "memfd_noexec_not_set",
+            Problem::Unattributed => "exec_not_attributed",
         }
     }
 
@@ -63,6 +66,9 @@ impl Problem {
             }
             Problem::MemfdNoexec => {
                 "vm.memfd_noexec could not be set in a container: fileless execution is not refused there"
+            }
+            Problem::Unattributed => {
+                "an exec on a container filesystem could not be told to belong to a container: it was allowed unchecked"
             }
         }
     }

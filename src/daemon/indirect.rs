@@ -187,7 +187,7 @@ impl Shared {
             let interpreter =
                 InterpreterRef { kind: what.into(), path: String::from_utf8_lossy(&runner).into_owned() };
             let mut mount = None;
-            if st.st_dev == c.dev {
+            if c.holds(opath.as_fd(), &st) {
                 if let Some(image) = self.image_proof(c, &id, &path) {
                     match image {
                         // The image's own file; an IoC shipped in the image is still decided.

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 mod daemon;
+pub mod guest;
 pub mod runtimes;
 
 pub use daemon::*;
@@ -179,6 +180,19 @@ pub fn container_command_in(
     script: &str,
     own_pid_ns: bool,
 ) -> Command {
+    container_command_with_shell(root, merged, setup, script, own_pid_ns, "/bin/busybox sh")
+}
+
+/// [`container_command_in`], with `shell` (the image's own, as a command line) running the
+/// workload inline.
+pub fn container_command_with_shell(
+    root: &Path,
+    merged: &Path,
+    setup: &str,
+    script: &str,
+    own_pid_ns: bool,
+    shell: &str,
+) -> Command {
     let dg = merged.join(".dgtest");
     std::fs::create_dir_all(&dg).unwrap();
     let n = SCRIPT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -193,7 +207,7 @@ pub fn container_command_in(
              ln -s /proc/self/fd \"$M/dev/fd\"\nln -s /proc/self/fd/0 \"$M/dev/stdin\"\n\
              mkdir \"$M/dev/shm\"\nmount -t tmpfs -o mode=1777 shm \"$M/dev/shm\"\n{setup}\n\
              cd \"$M\"\nmkdir -p .oldroot\npivot_root . .oldroot\n\
-             exec /bin/busybox sh -c 'umount -l /.oldroot; rmdir /.oldroot; cd /; exec /bin/busybox sh -c \"$(cat /.dgtest/{run})\"'\n"
+             exec {shell} -c 'umount -l /.oldroot; rmdir /.oldroot; cd /; exec {shell} -c \"$(cat /.dgtest/{run})\"'\n"
         ),
     )
     .unwrap();

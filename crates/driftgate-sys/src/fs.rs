@@ -328,6 +328,28 @@ pub fn open_path_dir(path: &Path) -> Result<OwnedFd, SysError> {
         .call("open(O_PATH|O_DIRECTORY)")
 }
 
+/// The filesystem id of the overlayfs superblock `fd` is on (`statfs`'s `f_fsid`), `None` when
+/// it is not an overlay. Overlayfs reports its own device for directories, but for a file of a
+/// layer on another filesystem than the upper one it reports a pseudo device of that layer
+/// (when the layers are not on one filesystem and `xino` is off): the superblock is then told
+/// by its fsid, which `uuid=on` (the default since Linux 6.6) makes unique per overlay.
+pub fn overlay_fsid(fd: BorrowedFd<'_>) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs64>::uninit();
+    // SAFETY: fstatfs64 on a valid fd writes a whole statfs64 into `st` on success.
+    if unsafe { libc::fstatfs64(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: the call succeeded, so `st` is initialised.
+    let st = unsafe { st.assume_init() };
+    if st.f_type != libc::OVERLAYFS_SUPER_MAGIC {
+        return None;
+    }
+    const _: () = assert!(std::mem::size_of::<libc::fsid_t>() == 8);
+    // SAFETY: fsid_t is two C ints (`__val: [c_int; 2]`, repr(C)), 8 bytes as checked above.
+    let v: [i32; 2] = unsafe { std::mem::transmute_copy(&st.f_fsid) };
+    Some((v[0] as u32 as u64) | ((v[1] as u32 as u64) << 32))
+}
+
 /// Whether `fd` lives on an overlayfs superblock.
 pub fn is_overlayfs(fd: BorrowedFd<'_>) -> Result<bool, SysError> {
     let st = nix::sys::statfs::fstatfs(fd).call("fstatfs")?;

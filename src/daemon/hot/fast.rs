@@ -171,13 +171,25 @@ impl Shared {
         ev: &PendingExec,
         st: &nix::sys::stat::FileStat,
     ) -> Option<(Arc<Container>, Option<Arc<ContainerMount>>)> {
-        if let Some(c) = self.registry.load().by_dev.get(&st.st_dev) {
+        if let Some(c) = self.registry.load().rootfs_of(ev.fd(), st) {
             return Some((Arc::clone(c), None));
         }
         match self.namespaces.lookup(ev.fd()) {
             Some(hit) => Some((hit.container, Some(hit.mount))),
             None => {
                 self.stats.not_container.fetch_add(1, Ordering::Relaxed);
+                // Only container filesystems are marked: an overlay's file that no watched
+                // container claims (two overlays sharing an fsid, `uuid=null`, with layers on
+                // different filesystems) is a container's exec that was not decided.
+                if crate::sys::fs::overlay_fsid(ev.fd()).is_some() {
+                    self.health.note(crate::daemon::health::Problem::Unattributed, || {
+                        format!(
+                            "device {}:{} (an overlay layer's pseudo device, and an fsid no single container has)",
+                            nix::sys::stat::major(st.st_dev),
+                            nix::sys::stat::minor(st.st_dev)
+                        )
+                    });
+                }
                 None
             }
         }
