@@ -15,7 +15,10 @@ rm -rf target/assets
 "target/$dir/driftgate" generate-assets --out target/assets >/dev/null
 gzip -9n target/assets/man/*.8
 if [ "$what" = deb ] || [ "$what" = all ]; then
-    cargo deb --no-build --profile "$profile" --no-strip
+    # A dev build (the test suites') is large: compress it fast.
+    fast=()
+    [ "$profile" = dev ] && fast=(--fast)
+    cargo deb --no-build --profile "$profile" --no-strip "${fast[@]}"
 fi
 if [ "$what" = rpm ] || [ "$what" = all ]; then
     cargo generate-rpm --profile "$profile"

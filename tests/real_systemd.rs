@@ -59,10 +59,11 @@ fn wait_active(g: &Guest) -> i32 {
     }
 }
 
-/// The shipped configuration with `mode` and the guest's hand-made containers.
+/// The shipped configuration with `mode`, the guest's hand-made containers and `extra`.
 fn configure(g: &Guest, mode: &str, extra: &str) {
     g.ok(&format!(
         "set -e; f=/etc/driftgate/driftgate.toml\n\
+         [ -e $f.shipped ] || cp $f $f.shipped; cp $f.shipped $f\n\
          sed -i 's/^mode = .*/mode = \"{mode}\"/; s|^overlay_globs = .*|overlay_globs = [\"/run/dgc/*/merged\"]|' $f\n\
          cat >> $f <<'DGEOF'\n{extra}\nDGEOF\n"
     ));
@@ -117,6 +118,7 @@ fn findings(g: &Guest) -> Vec<Value> {
 /// Every exec path of the README's coverage table, as an attacker in a container of a real
 /// Debian image tries it; and what the image itself runs.
 const EVERY_PATH: &str = "cp /usr/bin/ls /tmp/added; /tmp/added >/dev/null; echo added=$?\n\
+printf '#!/bin/sh\\necho pwned\\n' > /tmp/shebang; chmod +x /tmp/shebang; /tmp/shebang; echo shebang=$?\n\
 printf 'echo pwned\\n' > /tmp/x.sh; sh /tmp/x.sh; echo sh_script=$?\n\
 bash /tmp/x.sh; echo bash_script=$?\n\
 printf 'print(\"pwned\")\\n' > /tmp/x.py; python3 /tmp/x.py; echo python_script=$?\n\
@@ -133,8 +135,9 @@ perl -e 1; echo image_perl=$?\n\
 dpkg-query -W bash >/dev/null; echo image_dpkg=$?\n\
 touch /usr/bin/ls; /usr/bin/ls >/dev/null; echo touched_copy_up=$?\n";
 
-const REFUSED: [&str; 11] = [
+const REFUSED: [&str; 12] = [
     "added",
+    "shebang",
     "sh_script",
     "bash_script",
     "python_script",
@@ -216,6 +219,28 @@ fn the_package_runs_under_systemd_as_pid_1_and_its_unit_refuses_every_exec_path_
     assert_eq!(g.unit("ActiveState"), "active");
     let r = run_in(&g, "c1", "cp /usr/bin/ls /tmp/again; /tmp/again >/dev/null; echo added=$?\n");
     assert_eq!(r["added"], 126, "still enforcing, with the running configuration");
+
+    // Libraries ([libraries] is read at start-up): a shared object that is not the image's
+    // is refused at its load, and the program runs without it.
+    configure(&g, "enforce", "");
+    g.ok("sed -i '/^\\[libraries\\]/,/^\\[/ s/^enabled = .*/enabled = true/' /etc/driftgate/driftgate.toml");
+    let out = g.sh("systemctl restart driftgate", T);
+    assert!(out.status.success(), "{}", g.journal());
+    wait_active(&g);
+    make_container(&g, "libs");
+    let r = run_in(
+        &g,
+        "libs",
+        "cp /usr/lib/x86_64-linux-gnu/libcap.so.2 /tmp/x.so\n\
+         LD_PRELOAD=/tmp/x.so /usr/bin/ls / 2>/tmp/err >/dev/null; echo preload=$?\n\
+         grep -q 'cannot be preloaded' /tmp/err; echo grep=$?\n\
+         cat /tmp/err\n",
+    );
+    assert_eq!((r["preload"], r["grep"]), (0, 0), "the loader refused it and ls ran: {r:?}\n{}", g.journal());
+    let f = findings(&g);
+    let lib = f.iter().find(|x| x["file"]["path"] == "/tmp/x.so").unwrap_or_else(|| panic!("{f:#?}"));
+    assert_eq!(lib["category"], "ADDED_LIBRARY_LOADED");
+    assert_eq!(lib["action"], "blocked");
 
     // `systemctl stop` is quick: every exec is held while the daemon runs, none while it stops.
     let t = Instant::now();

@@ -124,6 +124,9 @@ pub enum Skip {
     Pseudo,
     /// Mounted `noexec`: the kernel refuses every exec from it.
     NoExec,
+    /// A bind mount of a device, socket or FIFO (`/dev/null` in a user-namespaced container):
+    /// nothing on it can be executed.
+    NotAFile,
 }
 
 impl Skip {
@@ -132,6 +135,7 @@ impl Skip {
             Skip::Rootfs => "rootfs",
             Skip::Pseudo => "pseudo filesystem",
             Skip::NoExec => "noexec",
+            Skip::NotAFile => "a device, socket or FIFO",
         }
     }
 }

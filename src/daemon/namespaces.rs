@@ -495,6 +495,11 @@ impl Marker {
                 tracing::info!(container = %c.id(), pid_ns = pidns, value = want, "vm.memfd_noexec set in the container's PID namespace");
                 MemfdState::Set(want)
             }
+            // The namespace ended meanwhile (its init exited): nothing left to protect.
+            Err(e) if e.errno == nix::errno::Errno::ESRCH => {
+                tracing::debug!(container = %c.id(), pid_ns = pidns, error = %e, "PID namespace gone");
+                return;
+            }
             Err(e) => {
                 self.health.note(crate::daemon::health::Problem::MemfdNoexec, || {
                     format!("container {}, PID namespace {pidns}: {e}", c.id())
@@ -556,6 +561,7 @@ impl Marker {
             Err(OpenMount::Covered(found)) => {
                 m.state = MountState::Covered(format!("the path leads to mount {found}, not {}", e.mount_id))
             }
+            Err(OpenMount::NotAFile) => m.state = MountState::Skipped(mounts::Skip::NotAFile),
             Err(OpenMount::Failed(err)) => m.state = MountState::Failed(err),
         }
         m
@@ -573,7 +579,7 @@ fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<
     // Directories and regular files (a bind-mounted file such as /etc/hosts); a device,
     // socket or FIFO bind is never marked, and nothing can be executed from one.
     if !sfs::is_dir(&st) && !sfs::is_regular(&st) {
-        return Err(OpenMount::Failed("not a directory or regular file".into()));
+        return Err(OpenMount::NotAFile);
     }
     let (legacy, unique) = sfs::statx_mount_ids(fd.as_fd()).map_err(failed)?;
     if legacy != mount_id {
@@ -586,6 +592,8 @@ fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<
 enum OpenMount {
     /// The mountpoint leads to this other mount (legacy id): the mount is hidden under it.
     Covered(u64),
+    /// A device, socket or FIFO bound onto a file.
+    NotAFile,
     Failed(String),
 }
 

@@ -111,11 +111,17 @@ impl Guest {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Booted: systemd says running (or degraded, if some unit of the minimal image failed).
-        let out = g.sh("timeout 60 systemctl is-system-running --wait; true", Duration::from_secs(90));
+        // (systemctl answers once PID 1 has made its private socket.)
+        let out = g.sh(
+            "for i in $(seq 600); do [ -S /run/systemd/private ] && break; sleep 0.1; done\n\
+             timeout 60 systemctl is-system-running --wait; true",
+            Duration::from_secs(130),
+        );
         let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert!(
             matches!(state.as_str(), "running" | "degraded"),
-            "guest did not boot: {state}: {}",
+            "guest did not boot: {state:?}: {}\nnspawn: {}",
+            String::from_utf8_lossy(&out.stderr),
             g.log_text()
         );
         g

@@ -70,6 +70,14 @@ fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: &[u8; 2]) -> Result<()
                 Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
                     return Err(SysError::new("write(/proc/sys/vm/memfd_noexec)", Errno::from_raw(code)))
                 }
+                // Killed: a PID namespace whose init exits takes every process in it along
+                // (SIGKILL), this child too. The namespace is gone.
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => {
+                    return Err(SysError::new(
+                        "write(vm.memfd_noexec: the PID namespace ended)",
+                        Errno::ESRCH,
+                    ))
+                }
                 Ok(_) => return Err(SysError::new("write(vm.memfd_noexec)", Errno::EIO)),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(SysError::new("waitpid", e)),
