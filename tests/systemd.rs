@@ -136,7 +136,7 @@ fn marks_containers_from_a_private_mount_namespace_like_the_unit_gives_it() {
     // Ready when the status socket answers.
     let sock = cfg_dir.join("driftgate.sock");
     let start = Instant::now();
-    while driftgate::daemon::status::query(&sock).is_err() {
+    while driftgate::daemon::socket::query(&sock).is_err() {
         assert!(start.elapsed() < Duration::from_secs(20), "daemon in a private namespace did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -177,12 +177,12 @@ fn fileless_execution_is_refused_under_the_units_read_only_proc_sys_and_hidden_p
     let mut child = cmd.spawn().unwrap();
     let sock = s.root().join("driftgate.sock");
     let start = Instant::now();
-    while driftgate::daemon::status::query(&sock).is_err() {
+    while driftgate::daemon::socket::query(&sock).is_err() {
         assert!(start.elapsed() < Duration::from_secs(20), "daemon did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = s.run_in_container(FILELESS, Duration::from_secs(60));
-    let st = driftgate::daemon::status::query(&sock).unwrap();
+    let st = driftgate::daemon::socket::query(&sock).unwrap();
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(s.root().join("daemon.log")).unwrap_or_default();

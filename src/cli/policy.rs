@@ -121,7 +121,7 @@ fn running_spool(a: &SimulateArgs, candidate: &Config) -> Option<(PathBuf, Strin
         sockets.dedup();
     }
     sockets.iter().find_map(|s| {
-        let st = crate::daemon::status::query(s).ok()?;
+        let st = crate::daemon::socket::query(s).ok()?;
         Some((
             PathBuf::from(st.spool.dir),
             format!("the running daemon's, pid {}, asked on {}", st.pid, s.display()),

@@ -25,7 +25,7 @@ pub fn run(a: ReloadArgs) -> Result<(), CliError> {
             a.config.load().map(|c| c.socket).unwrap_or_else(|_| crate::config::Config::defaults().socket)
         }
     };
-    let reply = crate::daemon::status::request_reload(&socket)
+    let reply = crate::daemon::socket::request_reload(&socket)
         .map_err(|e| CliError::Failure(format!("no daemon answered on {}: {e}", socket.display())))?;
     if reply.ok {
         println!("configuration reloaded");

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use super::common::CliError;
 
-use crate::daemon::status::{query, Status};
+use crate::daemon::socket::query;
+use crate::daemon::status::Status;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -30,7 +30,7 @@ pub fn run(a: ThawArgs) -> Result<(), CliError> {
         let matches = |id: &str, name: Option<&str>| {
             id.starts_with(a.container.as_str()) || name == Some(a.container.as_str())
         };
-        if let Ok(st) = crate::daemon::status::query(&cfg.socket) {
+        if let Ok(st) = crate::daemon::socket::query(&cfg.socket) {
             dirs.extend(st.frozen.iter().filter(|f| matches(&f.id, None)).map(|f| PathBuf::from(&f.cgroup)));
         }
         let spool = a.spool_dir.clone().unwrap_or(cfg.spool_dir.clone());

@@ -25,6 +25,7 @@ pub(crate) mod metrics;
 pub(crate) mod namespaces;
 pub(crate) mod queue;
 pub(crate) mod reload;
+pub mod socket;
 mod start;
 pub mod status;
 mod wake;

@@ -12,7 +12,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::error::DaemonError;
 use super::hot::{self, HotStats, ModeCell, Shared};
-use super::{budget, cache, discovery, metrics, namespaces, status, wake};
+use super::{budget, cache, discovery, metrics, namespaces, socket, status, wake};
 use crate::config::Config;
 use crate::container::{Container, Registry};
 use crate::sink::{self, spool::SpoolWriter, FindingSender, JournalTarget, SinkStats};
@@ -288,7 +288,7 @@ pub(super) fn services(
     stopping: &Arc<AtomicBool>,
 ) -> Vec<JoinHandle<()>> {
     let mut threads = Vec::new();
-    match status::serve(&c0.socket, Arc::clone(sources), Arc::clone(stopping)) {
+    match socket::serve(&c0.socket, Arc::clone(sources), Arc::clone(stopping)) {
         Ok(t) => threads.push(t),
         Err(e) => tracing::warn!(socket = %c0.socket.display(), error = %e, "status socket unavailable"),
     }

@@ -4,6 +4,7 @@
 //! This is the only module that contains `unsafe`. Every call goes through [`SysError`], which
 //! carries the name of the call so that logs and errors say which syscall failed.
 
+pub mod calls;
 pub mod fanotify;
 pub mod fs;
 pub mod mountwatch;

@@ -62,7 +62,7 @@ pub struct Rules {
 pub fn open(start: BorrowedFd<'_>, path: &[u8], rules: Rules) -> Result<OwnedFd, SysError> {
     const CALL: &str = "openat(walk)";
     let err = |e: Errno| SysError::new(CALL, e);
-    let start_mount = if rules.no_xdev { Some(super::fs::statx_mount_id(start)?) } else { None };
+    let start_mount = if rules.no_xdev { Some(mount_id(start)?) } else { None };
     // The directories walked into, innermost last; empty means `start` itself.
     let mut dirs: Vec<OwnedFd> = Vec::new();
     // Components still to walk, next one last (so a symlink's target is pushed in front).
@@ -93,7 +93,7 @@ pub fn open(start: BorrowedFd<'_>, path: &[u8], rules: Rules) -> Result<OwnedFd,
             Mode::empty(),
         )
         .map_err(err)?;
-        let st = super::fs::fstat_fd(fd.as_fd())?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| SysError::new("fstat", e))?;
         let last = todo.is_empty();
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
             if last && rules.nofollow_final {
@@ -118,7 +118,7 @@ pub fn open(start: BorrowedFd<'_>, path: &[u8], rules: Rules) -> Result<OwnedFd,
             continue;
         }
         if let Some(m) = start_mount {
-            if super::fs::statx_mount_id(fd.as_fd())? != m {
+            if mount_id(fd.as_fd())? != m {
                 return Err(err(Errno::EXDEV));
             }
         }
@@ -146,7 +146,15 @@ fn is_magic_link(dir: BorrowedFd<'_>) -> bool {
     let on_proc = nix::sys::statfs::fstatfs(dir)
         .map(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
         .unwrap_or(true);
-    on_proc && super::fs::fstat_fd(dir).map_or(true, |st| st.st_ino != PROC_ROOT_INO)
+    on_proc && nix::sys::stat::fstat(dir).map_or(true, |st| st.st_ino != PROC_ROOT_INO)
+}
+
+/// The mount id (`STATX_MNT_ID`) of the mount `fd` is on.
+fn mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
+    use rustix::fs::{statx, AtFlags, StatxFlags};
+    let stx = statx(fd, c"", AtFlags::EMPTY_PATH | AtFlags::STATX_SYNC_AS_STAT, StatxFlags::MNT_ID)
+        .map_err(|e| SysError::new("statx", Errno::from_raw(e.raw_os_error())))?;
+    Ok(stx.stx_mnt_id)
 }
 
 #[cfg(test)]
@@ -179,10 +187,7 @@ mod tests {
     fn same(a: &Result<OwnedFd, Errno>, b: &Result<OwnedFd, SysError>) -> bool {
         match (a, b) {
             (Ok(x), Ok(y)) => {
-                let (x, y) = (
-                    super::super::fs::fstat_fd(x.as_fd()).unwrap(),
-                    super::super::fs::fstat_fd(y.as_fd()).unwrap(),
-                );
+                let (x, y) = (nix::sys::stat::fstat(x).unwrap(), nix::sys::stat::fstat(y).unwrap());
                 (x.st_dev, x.st_ino, x.st_mode) == (y.st_dev, y.st_ino, y.st_mode)
             }
             (Err(x), Err(y)) => *x == y.errno,

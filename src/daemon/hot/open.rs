@@ -207,8 +207,8 @@ impl Shared {
             self.stats.opens_by_daemon.fetch_add(1, Ordering::Relaxed);
             return Some(true);
         }
-        let call = proc::pending_call(tid);
-        if call == Some(proc::PendingCall::Exec) || self.loader_run(tid, &job.id) {
+        let call = crate::sys::calls::pending_call(tid);
+        if call == Some(crate::sys::calls::PendingCall::Exec) || self.loader_run(tid, &job.id) {
             // The program (or its loader) being executed, or the program the loader was
             // asked to run: decided on the exec.
             self.stats.opens_by_exec.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,72 @@
+//! `vm.memfd_noexec` in a container's PID namespaces: set to what the rule says when a
+//! process of the container is found (`super::Marker` finds them), never in the host's.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+
+use super::Marker;
+use crate::container::mounts::MemfdState;
+use crate::container::Container;
+use crate::sys::proc;
+
+impl Marker {
+    /// Sets `vm.memfd_noexec` in the PID namespace of a process of container `c` to what
+    /// the rule says, when it is not already that.
+    pub(super) fn apply_memfd(&self, c: &Container, pdir: &OwnedFd) {
+        let Some(pidns) = nix::fcntl::readlinkat(pdir, "ns/pid")
+            .ok()
+            .and_then(|l| proc::parse_ns_link(l.as_encoded_bytes()))
+        else {
+            return;
+        };
+        let current = c.namespaces.lock().ok().and_then(|n| n.pid.get(&pidns).cloned());
+        if self.host_pid.contains(&pidns) {
+            if current.is_none() {
+                tracing::warn!(container = %c.id(), "a process of the container is in the host's PID namespace (hostPID): vm.memfd_noexec is not set there (it would change the host); fileless execution is recorded, not refused");
+                if let Ok(mut n) = c.namespaces.lock() {
+                    n.pid.insert(pidns, MemfdState::HostPid);
+                }
+            }
+            return;
+        }
+        c.pid_known.store(true, Ordering::Relaxed);
+        let want = self.memfd.load().value_for(c);
+        let have = match &current {
+            Some(MemfdState::Set(v)) => Some(*v),
+            // Never set: the namespace has the kernel's default (what the host has).
+            None => Some(0),
+            Some(MemfdState::Failed(_)) | Some(MemfdState::HostPid) => None,
+        };
+        if have == Some(want) || (current.is_none() && want == 0) {
+            return;
+        }
+        let res = nix::fcntl::openat(
+            pdir,
+            "ns/pid",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| crate::sys::SysError::new("open(ns/pid)", e))
+        .and_then(|fd| crate::sys::nsexec::set_memfd_noexec(fd, want));
+        let state = match res {
+            Ok(()) => {
+                tracing::info!(container = %c.id(), pid_ns = pidns, value = want, "vm.memfd_noexec set in the container's PID namespace");
+                MemfdState::Set(want)
+            }
+            // The namespace ended meanwhile (its init exited): nothing left to protect.
+            Err(e) if e.errno == nix::errno::Errno::ESRCH => {
+                tracing::debug!(container = %c.id(), pid_ns = pidns, error = %e, "PID namespace gone");
+                return;
+            }
+            Err(e) => {
+                self.health.note(crate::daemon::health::Problem::MemfdNoexec, || {
+                    format!("container {}, PID namespace {pidns}: {e}", c.id())
+                });
+                MemfdState::Failed(e.to_string())
+            }
+        };
+        if let Ok(mut n) = c.namespaces.lock() {
+            n.pid.insert(pidns, state);
+        }
+    }
+}
