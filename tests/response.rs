@@ -395,6 +395,10 @@ fn a_freeze_rule_freezes_only_a_cgroup_of_the_containers_own_and_thaw_undoes_it(
     frozen_in_its_own_cgroup_until_thawed(&s, &d, TestCgroup::new(), 2);
 }
 
+/// Enforce, and freeze, on execs from /tmp.
+const FREEZE_TMP: &str =
+    "[[policy.rules]]\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n";
+
 /// The refused exec, and where its exit status is written.
 const REFUSED_IN_CONTAINER: &str = "/tmp/other; echo rc=$? > /after";
 
@@ -404,11 +408,7 @@ fn a_process_in_a_nested_pid_namespace_does_not_keep_its_container_from_being_fr
         return;
     }
     let s = Scratch::new();
-    let d = daemon_with(
-        &s,
-        "audit",
-        "[[policy.rules]]\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
-    );
+    let d = daemon_with(&s, "audit", FREEZE_TMP);
     // A process of its own in a PID namespace nested in the container's (no capability
     // needed, in a user namespace), and the refused exec from another one.
     let nested = "/bin/busybox unshare -U -r -p -f /bin/busybox sleep 100 &\n\
@@ -518,11 +518,7 @@ fn the_v1_freezer_freezes_a_container_without_a_v2_cgroup_of_its_own() {
         return;
     };
     let s = Scratch::new();
-    let d = daemon_with(
-        &s,
-        "audit",
-        "[[policy.rules]]\naction = \"enforce\"\npaths = [\"/tmp/*\"]\nresponse = \"freeze\"\n",
-    );
+    let d = daemon_with(&s, "audit", FREEZE_TMP);
     let cg = TestCgroup::under(&freezer, "v1");
     assert!(cg.dir.join("freezer.state").exists());
     frozen_in_its_own_cgroup_until_thawed(&s, &d, cg, 1);

@@ -313,12 +313,7 @@ fn family(
     key: &str,
     samples: &[(&str, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let name = name.strip_suffix("_total").unwrap_or(name);
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (value, v) in samples {
-        ConstCounter::new(*v).encode(m.encode_family(&[(key, *value)])?)?;
-    }
-    Ok(())
+    labelled(enc, name.strip_suffix("_total").unwrap_or(name), help, key, samples, MetricType::Counter)
 }
 
 /// A gauge with one label, `key`, and a sample per value.
@@ -329,9 +324,25 @@ fn gauge_family(
     key: &str,
     samples: &[(&str, u64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    labelled(enc, name, help, key, samples, MetricType::Gauge)
+}
+
+fn labelled(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    key: &str,
+    samples: &[(&str, u64)],
+    kind: MetricType,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
     for (value, v) in samples {
-        ConstGauge::new(*v as i64).encode(m.encode_family(&[(key, *value)])?)?;
+        let labels = [(key, *value)];
+        let e = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Gauge => ConstGauge::new(*v as i64).encode(e)?,
+            _ => ConstCounter::new(*v).encode(e)?,
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 use nix::unistd::Pid;
 
-use crate::proc::{pending_args_readable, read_remote, read_syscall, SYS_EXECVE, SYS_EXECVEAT};
+use crate::proc::{
+    parse_syscall_line, pending_args_readable, read_remote, read_syscall, SYS_EXECVE, SYS_EXECVEAT,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod nr {
@@ -43,13 +45,7 @@ impl PendingCall {
 /// Parses `/proc/<tid>/syscall` for [`PendingCall`]; `openat2`'s flags are in memory, read with
 /// `read_how` (the `struct open_how` address → its first 8 bytes).
 pub fn parse_pending_call(line: &str, read_how: impl FnOnce(u64) -> Option<u64>) -> Option<PendingCall> {
-    let mut it = line.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    let args: Vec<u64> = it
-        .take(6)
-        .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let (nr, args) = parse_syscall_line(line)?;
     let arg = |i: usize| args.get(i).copied();
     Some(match nr {
         SYS_EXECVE | SYS_EXECVEAT => PendingCall::Exec,

@@ -119,14 +119,21 @@ pub struct ExecRegs {
     pub flags: i32,
 }
 
-pub fn parse_exec_regs(syscall_line: &str) -> Option<ExecRegs> {
-    let mut it = syscall_line.split_whitespace();
+/// The syscall number and argument registers of a `/proc/<tid>/syscall` line
+/// (`59 0x7ffd... 0x...`); `None` for `running`, `-1 ...` (not in a syscall) or garbage.
+pub(crate) fn parse_syscall_line(line: &str) -> Option<(i64, Vec<u64>)> {
+    let mut it = line.split_whitespace();
     let nr: i64 = it.next()?.parse().ok()?;
-    let args: Vec<u64> = it
+    let args = it
         .take(6)
         .map(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16))
         .collect::<Result<_, _>>()
         .ok()?;
+    Some((nr, args))
+}
+
+pub fn parse_exec_regs(syscall_line: &str) -> Option<ExecRegs> {
+    let (nr, args) = parse_syscall_line(syscall_line)?;
     if args.len() < 6 {
         return None;
     }
