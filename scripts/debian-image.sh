@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/debian-image/bookworm}"
 suite=bookworm
-packages=systemd,systemd-sysv,dbus,python3,perl,procps,libcap2-bin
+packages=systemd,systemd-sysv,dbus,python3,perl,procps,libcap2-bin,kmod
 want="suite=$suite variant=minbase packages=$packages v=1"
 mkdir -p "$(dirname "$dir")"
 exec 9>"$dir.lock"

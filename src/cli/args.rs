@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
-use super::{assets, bench, config_check, evidence, findings, index, ioc, policy, reload, run, status, thaw};
+use super::{assets, bench, config_check, evidence, findings, index, ioc, policy};
+use super::{reload, run, status, thaw, unpin};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,8 @@ pub enum Command {
     Evidence(evidence::EvidenceCommand),
     /// Thaw a container frozen by a rule's `response = "freeze"`.
     Thaw(thaw::ThawArgs),
+    /// Remove the kernel layer's pins (it then holds only while a daemon runs).
+    Unpin(unpin::UnpinArgs),
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -15,6 +15,7 @@ pub(crate) mod reload;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod thaw;
+pub(crate) mod unpin;
 
 pub use args::{Cli, Command, ConfigCommand};
 pub use common::CliError;
@@ -28,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Reload(a) => reload::run(a),
         Command::Evidence(c) => evidence::run(c),
         Command::Thaw(a) => thaw::run(a),
+        Command::Unpin(a) => unpin::run(a),
         Command::Config(ConfigCommand::Check(a)) => config_check::run(a),
         Command::Ioc(c) => ioc::run(c),
         Command::Policy(c) => policy::run(c),

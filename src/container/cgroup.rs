@@ -160,6 +160,16 @@ fn within(p: &str, parent: &str) -> bool {
 /// Whether `cg` holds only the container's processes (in PID namespace `top` or one nested in
 /// it), and none of the daemon's.
 pub fn check_own(cg: &Cgroup, top: u64) -> Result<(), String> {
+    check_members(cg, |pid| match crate::sys::proc::pid_ns_chain(pid) {
+        Some(chain) => chain.contains(&top),
+        // Gone since the list was read.
+        None => true,
+    })
+}
+
+/// Whether `cg` (and every cgroup below it) holds only processes that `ours` accepts, and none
+/// of the daemon's.
+fn check_members(cg: &Cgroup, ours: impl Fn(i32) -> bool) -> Result<(), String> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let (v2, v1) = parse_proc_cgroup(&own);
     if let Some(mine) = if cg.v2 { v2 } else { v1 } {
@@ -173,13 +183,8 @@ pub fn check_own(cg: &Cgroup, top: u64) -> Result<(), String> {
         let procs = std::fs::read_to_string(d.join("cgroup.procs"))
             .map_err(|e| format!("cannot read {}: {e}", d.join("cgroup.procs").display()))?;
         for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            match crate::sys::proc::pid_ns_chain(pid) {
-                Some(chain) if chain.contains(&top) => {}
-                // Gone since the list was read.
-                None => {}
-                Some(_) => {
-                    return Err(format!("{} holds process {pid}, which is not in the container", cg.path))
-                }
+            if !ours(pid) {
+                return Err(format!("{} holds process {pid}, which is not in the container", cg.path));
             }
         }
         for ent in std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?.flatten() {
@@ -193,6 +198,30 @@ pub fn check_own(cg: &Cgroup, top: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The id (as BPF's `bpf_get_current_cgroup_id` has it: the inode number of its directory in
+/// the cgroup2 file system) of the v2 cgroup of process `pid` of a container, when that cgroup
+/// is provably the container's own: not a root cgroup, not the daemon's, and every process in
+/// it and below either in the container's PID namespace `top` (or one nested in it) or with the
+/// container's rootfs (`rootfs_dev`) as its root. A `hostPID` container is told by its cgroup
+/// alone. On cgroup-v1 hybrid hosts this is the unified hierarchy.
+pub fn own_v2_id(pid: i32, top: Option<u64>, rootfs_dev: u64) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| format!("cannot read /proc/{pid}/cgroup: {e}"))?;
+    let path = parse_proc_cgroup(&text).0.ok_or("the process has no cgroup v2")?;
+    if path == "/" {
+        return Err("the process is in the root cgroup".into());
+    }
+    let mount = mounts().0.ok_or("no cgroup2 file system is mounted whole")?;
+    let cg = Cgroup { dir: join(&mount, &path), path, v2: true };
+    check_members(&cg, |p| {
+        let in_ns = || top.is_some_and(|t| crate::sys::proc::pid_ns_chain(p).is_some_and(|c| c.contains(&t)));
+        let in_root = || crate::sys::proc::root_dev_ino(p).is_none_or(|(dev, _)| dev == rootfs_dev);
+        in_ns() || in_root()
+    })?;
+    std::fs::metadata(&cg.dir).map(|m| m.ino()).map_err(|e| format!("cannot stat {}: {e}", cg.dir.display()))
 }
 
 /// Freezes (`true`) or thaws the cgroup at `dir`, v2 or v1 as its files say.

@@ -297,6 +297,7 @@ impl Discovery {
                 Ok(()) => {
                     let _ = c.marked_at.set(Instant::now());
                     self.active.insert(c.mount_id, c.dev);
+                    self.marker.kernel().add_container(&c);
                     if let Some(tx) = &self.meta_tx {
                         let _ = tx.send(Arc::clone(&c));
                     }

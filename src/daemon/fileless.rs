@@ -133,7 +133,12 @@ pub fn spawn(
 /// known to be (its first exec has not come yet).
 pub fn needed(shared: &Shared) -> bool {
     use crate::container::mounts::MemfdState;
+    let kernel = shared.namespaces.kernel();
     shared.registry.load().by_dev.values().any(|c| {
+        // The kernel layer sees (and reports) every memfd exec of the containers it covers.
+        if kernel.covers(c) {
+            return false;
+        }
         if !c.pid_known.load(Ordering::Relaxed) {
             return true;
         }

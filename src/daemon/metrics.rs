@@ -272,6 +272,45 @@ impl Collector for Snapshot {
         )?;
         gauge(
             &mut enc,
+            "driftgate_kernel_layer",
+            "1 while the BPF LSM layer verifies at the moment of use (driftgate status: kernel.state says why not).",
+            u64::from(s.kernel.state == "on"),
+        )?;
+        let guarded = |g: &str| s.containers.iter().filter(|c| c.guard.guard == g).count() as u64;
+        gauge_family(
+            &mut enc,
+            "driftgate_containers_guarded",
+            "Watched containers by the layers that guard them.",
+            "guard",
+            &[("kernel+fanotify", guarded("kernel+fanotify")), ("fanotify", guarded("fanotify"))],
+        )?;
+        let holes: Vec<(&str, u64)> = crate::daemon::kernel::status::HOLES
+            .iter()
+            .map(|(text, key)| {
+                (*key, s.containers.iter().filter(|c| c.guard.holes.iter().any(|h| h == text)).count() as u64)
+            })
+            .collect();
+        gauge_family(
+            &mut enc,
+            "driftgate_containers_with_hole",
+            "Watched containers with each hole that remains (what is not checked at the moment of use).",
+            "hole",
+            &holes,
+        )?;
+        family(
+            &mut enc,
+            "driftgate_kernel_uses_total",
+            "Uses the BPF LSM layer checked, refused, reported, and reports lost.",
+            "outcome",
+            &[
+                ("checked", s.kernel.checked),
+                ("refused", s.kernel.refused),
+                ("reported", s.kernel.reported),
+                ("lost", s.kernel.lost),
+            ],
+        )?;
+        gauge(
+            &mut enc,
             "driftgate_enforce_mode",
             "1 in enforce mode, 0 in audit mode.",
             u64::from(s.mode == "enforce"),

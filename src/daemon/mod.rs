@@ -19,6 +19,7 @@ pub mod health;
 pub mod hot;
 pub(crate) mod indexer;
 pub(crate) mod indirect;
+pub mod kernel;
 pub(crate) mod latency;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
@@ -30,6 +31,7 @@ mod start;
 pub mod status;
 mod wake;
 mod watchdog;
+pub mod watched;
 
 pub use error::DaemonError;
 pub use start::block_signals;
@@ -68,9 +70,14 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let health = Arc::new(health::Health::new(reload::enforcing(&c0)));
     let group = start::perm_group(&c0)?;
     start::probe_syscalls(&c0, &health);
-    let marker =
-        Arc::new(namespaces::Marker::new(Arc::clone(&group), c0.mounts_enabled, Arc::clone(&health)));
-    marker.set_memfd_rule(reload::memfd_rule(&c0));
+    let kernel = start::kernel_layer(&c0, &health)?;
+    let marker = Arc::new(namespaces::Marker::new(
+        Arc::clone(&group),
+        c0.mounts_enabled,
+        Arc::clone(&health),
+        Arc::clone(&kernel),
+    ));
+    marker.set_memfd_rule(reload::memfd_rule(&c0, c0.libraries_enabled));
     let registry: Arc<ArcSwap<Registry>> = Arc::new(ArcSwap::from_pointee(Registry::default()));
     let hot_stats = Arc::new(HotStats::default());
     let shared =
@@ -130,6 +137,11 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
         Arc::clone(&stopping),
         Arc::clone(&found.containers_changed),
     )?);
+    if let Some(t) =
+        kernel::events::spawn(Arc::clone(&shared), Arc::clone(&stopping), Arc::clone(&found.rescan))?
+    {
+        threads.push(t);
+    }
     threads.push(watchdog::spawn_watchdog(
         Arc::clone(&group),
         Arc::clone(&sources),

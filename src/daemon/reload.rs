@@ -61,7 +61,10 @@ impl Reloader {
         if new.libraries_enabled && !shared.libraries.marked {
             tracing::warn!("libraries.enabled = true takes effect at the next start: the marks were placed without open events");
         }
-        shared.namespaces.set_memfd_rule(memfd_rule(&new));
+        shared.namespaces.set_memfd_rule(memfd_rule(&new, shared.libraries.marked));
+        // The kernel layer's policy of every container, at once (scans also apply it).
+        let rule = memfd_rule(&new, shared.libraries.marked);
+        shared.namespaces.kernel().repolicy(|c| rule.kernel_policy(c));
         shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
         shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
         shared.max_arg_bytes.store(new.max_arg_bytes, Ordering::Relaxed);
@@ -96,8 +99,15 @@ pub(super) fn enforcing(c: &Config) -> bool {
         || c.policy.rules.iter().any(|r| r.action == crate::model::RuleAction::Enforce)
 }
 
-pub(super) fn memfd_rule(c: &Config) -> namespaces::MemfdRule {
-    namespaces::MemfdRule { setting: c.memfd_noexec, mode: c.mode, policy: Arc::new(c.policy.clone()) }
+/// What decides `vm.memfd_noexec` and the kernel layer's policy of each container; `marked`:
+/// the marks have open events (`[libraries]` at start), so mappings can be decided.
+pub(super) fn memfd_rule(c: &Config, marked: bool) -> namespaces::MemfdRule {
+    namespaces::MemfdRule {
+        setting: c.memfd_noexec,
+        mode: c.mode,
+        policy: Arc::new(c.policy.clone()),
+        libraries: c.libraries_enabled && marked,
+    }
 }
 
 /// Loads the IoC sources, logging what each gave. `None` means "keep the previous set": every

@@ -129,6 +129,45 @@ pub(super) fn perm_group(c0: &Config) -> Result<Arc<PermGroup>, DaemonError> {
     Ok(group)
 }
 
+/// The kernel layer (`[kernel]`): loaded, or taken over from a previous daemon, where the
+/// kernel has BPF LSM. Where it cannot be: with `enabled = "on"` the daemon does not start
+/// (exit status 78); with `auto` the reason is in `status` and the log, and a kernel that lists
+/// BPF LSM as active but refuses the program is a health problem in enforce mode.
+pub(super) fn kernel_layer(
+    c0: &Config,
+    health: &super::health::Health,
+) -> Result<Arc<super::kernel::Kernel>, DaemonError> {
+    use crate::config::KernelLayer;
+    let k = super::kernel::Kernel::start(&c0.kernel);
+    if k.on() {
+        tracing::info!(
+            pinned = %k.pinned.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "no".into()),
+            taken_over = k.reused,
+            "kernel layer on: BPF LSM verifies at the moment of use what the daemon decided"
+        );
+        return Ok(Arc::new(k));
+    }
+    match c0.kernel.enabled {
+        KernelLayer::On => {
+            return Err(DaemonError::Refused(format!(
+                "[kernel] enabled = \"on\", but the kernel layer {}",
+                k.state
+            )))
+        }
+        KernelLayer::Off => tracing::info!("kernel layer off ([kernel] enabled = \"off\")"),
+        KernelLayer::Auto => {
+            let listed = driftgate_bpf::active_lsms().is_some_and(|l| l.split(',').any(|x| x == "bpf"));
+            health.syscall(
+                "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_LSM)",
+                Err(k.state.trim_start_matches("off: ").to_owned()),
+                "enforced containers are guarded by fanotify alone: mounts it has not marked (detached, new, remounted), memfds and changed libraries are not checked at the moment of use (`status` lists the holes)",
+                listed,
+            );
+        }
+    }
+    Ok(Arc::new(k))
+}
+
 /// Tries the other system calls the daemon needs, once, and records what is refused
 /// ([`super::health`]): said at start, in `status` and in the metrics.
 pub(super) fn probe_syscalls(c0: &Config, health: &super::health::Health) {
@@ -272,6 +311,8 @@ pub(super) fn discovery(
     };
     disco.rescan();
     disco.scan_namespaces();
+    // What a previous daemon registered with the kernel layer for containers that are gone.
+    marker.kernel().reconcile();
     let stop = wake::eventfd()?;
     let rescan = wake::eventfd()?;
     let containers_changed = wake::eventfd()?;

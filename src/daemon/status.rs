@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use super::hot::{HotStats, Shared};
+pub use super::watched::{MountStatus, WatchedContainer};
 use crate::config::SharedConfig;
 use crate::container::Registry;
 use crate::sink::SinkStats;
@@ -59,6 +60,9 @@ pub struct Status {
     /// (`daemon/health.rs`), and the system calls tried at start-up.
     #[serde(default)]
     pub health: super::health::HealthStatus,
+    /// The BPF LSM layer ([`super::kernel`]).
+    #[serde(default)]
+    pub kernel: super::kernel::status::KernelStatus,
 }
 
 /// `[evidence]`: the store of copies of the files behind findings.
@@ -173,45 +177,6 @@ pub struct UnwatchedContainer {
     pub runtime: String,
     pub rootfs: String,
     pub error: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct WatchedContainer {
-    pub id: String,
-    pub runtime: String,
-    pub name: Option<String>,
-    pub image: Option<String>,
-    pub pod_namespace: Option<String>,
-    pub pod_name: Option<String>,
-    pub rootfs: String,
-    pub since: String,
-    /// Image layers (lower layers but Docker's `-init`), and how many of them have a manifest.
-    #[serde(default)]
-    pub layers: usize,
-    #[serde(default)]
-    pub indexed_layers: usize,
-    /// Mount namespaces found (through the container's processes); 0 until one is.
-    #[serde(default)]
-    pub mount_namespaces: usize,
-    /// Its mounts other than the rootfs, in every namespace, and whether each is marked.
-    #[serde(default)]
-    pub mounts: Vec<MountStatus>,
-    /// `vm.memfd_noexec` in its PID namespace(s): `2`, `0`, `not set: host PID namespace`,
-    /// `failed: <error>`; absent until a namespace is found or while nothing was set.
-    #[serde(default)]
-    pub memfd_noexec: Vec<String>,
-    /// Findings of this container counted but not recorded (over its recording budget).
-    #[serde(default)]
-    pub findings_suppressed: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct MountStatus {
-    pub mountpoint: String,
-    pub fstype: String,
-    pub source: String,
-    /// `marked`, `skipped: <why>` or `not marked: <error>`.
-    pub state: String,
 }
 
 /// Coverage beyond the rootfs.
@@ -338,30 +303,15 @@ impl Sources {
         let cfg = self.cfg.load();
         let h = &self.hot;
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let kernel = self.shared.namespaces.kernel();
+        let rule = self.shared.namespaces.rule();
+        let libraries = cfg.libraries_enabled && self.shared.libraries.marked;
         let mut containers: Vec<WatchedContainer> = self
             .registry
             .load()
             .by_dev
             .values()
-            .map(|c| {
-                let m = c.meta.load();
-                WatchedContainer {
-                    id: c.id(),
-                    runtime: c.runtime().to_owned(),
-                    name: m.name.clone(),
-                    image: m.image.clone(),
-                    pod_namespace: m.pod_namespace.clone(),
-                    pod_name: m.pod_name.clone(),
-                    rootfs: c.rootfs.display().to_string(),
-                    since: crate::util::rfc3339(c.since),
-                    layers: c.index.load().image_layers,
-                    indexed_layers: c.index.load().known(),
-                    mount_namespaces: c.namespaces.lock().map_or(0, |n| n.mnt.len()),
-                    mounts: mount_statuses(c),
-                    memfd_noexec: memfd_statuses(c),
-                    findings_suppressed: c.findings_suppressed.load(Ordering::Relaxed),
-                }
-            })
+            .map(|c| super::watched::watched(c, kernel, &rule, libraries))
             .collect();
         containers.sort_by(|a, b| (&a.runtime, &a.id).cmp(&(&b.runtime, &b.id)));
         let findings: BTreeMap<String, u64> = crate::engine::Category::ALL
@@ -374,6 +324,7 @@ impl Sources {
         let health =
             self.shared.health.report(current_problems(&containers, &unwatched, &self.fileless.state()));
         Status {
+            kernel: kernel.status(),
             health,
             schema: "driftgate.status.v1".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -547,43 +498,5 @@ fn current_problems(
     if fileless.starts_with("unavailable") {
         out.push(format!("fileless execution is not recorded: the process-event connector is {fileless}"));
     }
-    out
-}
-
-fn memfd_statuses(c: &crate::container::Container) -> Vec<String> {
-    use crate::container::mounts::MemfdState;
-    let Ok(ns) = c.namespaces.lock() else { return Vec::new() };
-    ns.pid
-        .values()
-        .map(|s| match s {
-            MemfdState::Set(v) => v.to_string(),
-            MemfdState::HostPid => "not set: host PID namespace".to_owned(),
-            MemfdState::Failed(e) => format!("failed: {e}"),
-        })
-        .collect()
-}
-
-/// A container's mounts other than its rootfs (pseudo filesystems left out), one line per
-/// mountpoint even when several namespaces have it.
-fn mount_statuses(c: &crate::container::Container) -> Vec<MountStatus> {
-    use crate::container::mounts::{MountState, Skip};
-    let Ok(ns) = c.namespaces.lock() else { return Vec::new() };
-    let mut out: Vec<MountStatus> = Vec::new();
-    for m in ns.mnt.values().flat_map(|n| &n.mounts) {
-        if matches!(m.state, MountState::Skipped(Skip::Rootfs | Skip::Pseudo)) {
-            continue;
-        }
-        let mountpoint = String::from_utf8_lossy(&m.mountpoint).into_owned();
-        if out.iter().any(|o| o.mountpoint == mountpoint) {
-            continue;
-        }
-        out.push(MountStatus {
-            mountpoint,
-            fstype: m.fstype.clone(),
-            source: String::from_utf8_lossy(&m.source).into_owned(),
-            state: m.state.describe(),
-        });
-    }
-    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
 }

@@ -189,7 +189,7 @@ impl Daemon {
             }
         });
         let mut d = Daemon { child, spool: spool.to_path_buf(), config: config.to_path_buf(), log };
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+        if rx.recv_timeout(super::vm::scaled(Duration::from_secs(20))).is_err() {
             let log = d.log_text();
             d.kill();
             panic!("driftgate did not become ready:\n{log}");
@@ -225,7 +225,10 @@ impl Daemon {
         let before = self.log_text().matches("configuration reloaded").count();
         self.signal(nix::sys::signal::Signal::SIGHUP);
         assert!(
-            wait_until(Duration::from_secs(10), || self.log_text().matches("configuration reloaded").count()
+            wait_until(super::vm::scaled(Duration::from_secs(10)), || self
+                .log_text()
+                .matches("configuration reloaded")
+                .count()
                 > before),
             "no reload: {}",
             self.log_text()
@@ -276,7 +279,7 @@ impl Daemon {
         let start = Instant::now();
         loop {
             let v = read_findings(&self.spool);
-            if v.len() >= n || start.elapsed() > Duration::from_secs(10) {
+            if v.len() >= n || start.elapsed() > super::vm::scaled(Duration::from_secs(10)) {
                 return v;
             }
             std::thread::sleep(Duration::from_millis(20));

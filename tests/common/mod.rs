@@ -11,6 +11,7 @@
 mod daemon;
 pub mod guest;
 pub mod runtimes;
+pub mod vm;
 
 pub use daemon::*;
 

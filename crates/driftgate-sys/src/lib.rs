@@ -9,6 +9,7 @@ pub mod fanotify;
 pub mod fs;
 pub mod mountwatch;
 pub mod nsexec;
+pub mod pidns;
 pub mod probe;
 pub mod proc;
 pub mod process;

@@ -124,6 +124,11 @@ impl Shared {
         }
         let (ioc, Judgement { verdict, decision }) = d;
         log_slow(&job, &verdict);
+        if verdict.allow {
+            // The kernel layer lets this version of the file run and map as code from now on
+            // (before the answer: the exec's own check comes right after it).
+            self.namespaces.kernel().allow(&job.container, &job.id, job.mount.is_some());
+        }
         if !verdict.allow && job.open.is_none() && self.libraries.marked {
             if let Ok(mut m) = self.refused_execs.lock() {
                 m.insert((job.ev.tid(), job.id), std::time::Instant::now());

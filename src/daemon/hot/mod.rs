@@ -37,4 +37,5 @@ mod state;
 
 pub use fast::{candidate_paths, identity_candidates, FastPath};
 pub use hasher::hash_stable;
+pub use record::KernelReport;
 pub use state::*;

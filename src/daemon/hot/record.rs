@@ -15,6 +15,24 @@ use crate::daemon::hot::report::{self, FileFacts, ProcFacts};
 
 use super::state::*;
 
+/// What the kernel layer reported, as a finding needs it.
+pub struct KernelReport {
+    /// An exec (else an executable mapping).
+    pub exec: bool,
+    /// A memfd or shared memory.
+    pub fileless: bool,
+    pub refused: bool,
+    /// The process that used the file.
+    pub pid: i32,
+    pub path: Vec<u8>,
+    pub sha256: Option<[u8; 32]>,
+    pub size: u64,
+    /// `upper`, `mount` or `memfd`.
+    pub layer: &'static str,
+    pub mount: Option<finding::MountRef>,
+    pub reason: String,
+}
+
 impl Shared {
     /// How findings are recorded now.
     pub(super) fn recorder(&self) -> report::Recorder<'_> {
@@ -140,6 +158,51 @@ impl Shared {
             .then(|| std::fs::File::open(format!("/proc/{pid}/exe")).ok().map(std::os::fd::OwnedFd::from))
             .flatten();
         self.send(c, &agg_key, f, prev, exe);
+    }
+
+    /// Records what the kernel layer reported ([`crate::daemon::kernel`]): a use it refused in
+    /// an enforced container, or one fanotify cannot see in an audited one. The task's exec or
+    /// mapping is over: the process is described as it runs now. `file`: the file, when the
+    /// task still had it open (for the evidence store).
+    pub fn record_kernel(&self, c: &Arc<Container>, r: KernelReport, file: Option<std::os::fd::OwnedFd>) {
+        use crate::engine::Action;
+        let ioc = r.sha256.and_then(|h| self.iocs.load().lookup(&h));
+        let category = match (r.fileless, r.exec, ioc.is_some()) {
+            (true, _, false) => Category::FilelessExecution,
+            (true, _, true) => Category::FilelessMaliciousExecution,
+            (false, true, false) => Category::AddedBinaryExecuted,
+            (false, true, true) => Category::AddedMaliciousBinaryExecuted,
+            (false, false, false) => Category::AddedLibraryLoaded,
+            (false, false, true) => Category::AddedMaliciousLibraryLoaded,
+        };
+        let action = if r.refused { Action::Blocked } else { Action::Audited };
+        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let agg_key = (c.generation, r.path.clone(), r.sha256, category, action);
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
+            || (ioc.is_none() && !self.may_record(c))
+        {
+            return;
+        }
+        let facts = ProcFacts::of_running(r.pid);
+        let prev = self.aggregator.open(agg_key.clone());
+        let facts_file = FileFacts {
+            path: r.path,
+            sha256: r.sha256,
+            size: r.size,
+            layer: r.layer,
+            mount: r.mount,
+            image_paths: Vec::new(),
+            interpreter: None,
+            deleted: false,
+        };
+        let mut f = report::build(&self.recorder(), c, r.pid, facts, facts_file, category, action);
+        f.reason = Some(r.reason);
+        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
+        f.rule = Some("kernel".into());
+        let file = if self.findings.keeps_evidence() { file } else { None };
+        self.send(c, &agg_key, f, prev, file);
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.

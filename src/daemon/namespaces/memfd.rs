@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::Marker;
 use crate::container::mounts::MemfdState;
@@ -12,15 +13,20 @@ use crate::sys::proc;
 impl Marker {
     /// Sets `vm.memfd_noexec` in the PID namespace of a process of container `c` to what
     /// the rule says, when it is not already that.
-    pub(super) fn apply_memfd(&self, c: &Container, pdir: &OwnedFd) {
+    /// Also registers the namespace (or, for a `hostPID` container, only its cgroup) with the
+    /// kernel layer, with the container's policy.
+    pub(super) fn apply_memfd(&self, c: &Arc<Container>, pdir: &OwnedFd, pid: i32) {
         let Some(pidns) = nix::fcntl::readlinkat(pdir, "ns/pid")
             .ok()
             .and_then(|l| proc::parse_ns_link(l.as_encoded_bytes()))
         else {
             return;
         };
+        let host = self.host_pid.contains(&pidns);
+        let rule = self.memfd.load();
+        self.kernel.add_namespace(c, (!host).then_some(pidns), pid, rule.kernel_policy(c));
         let current = c.namespaces.lock().ok().and_then(|n| n.pid.get(&pidns).cloned());
-        if self.host_pid.contains(&pidns) {
+        if host {
             if current.is_none() {
                 tracing::warn!(container = %c.id(), "a process of the container is in the host's PID namespace (hostPID): vm.memfd_noexec is not set there (it would change the host); fileless execution is recorded, not refused");
                 if let Ok(mut n) = c.namespaces.lock() {
@@ -30,7 +36,7 @@ impl Marker {
             return;
         }
         c.pid_known.store(true, Ordering::Relaxed);
-        let want = self.memfd.load().value_for(c);
+        let want = rule.value_for(c);
         let have = match &current {
             Some(MemfdState::Set(v)) => Some(*v),
             // Never set: the namespace has the kernel's default (what the host has).

@@ -15,6 +15,9 @@
 //! mount mark covers that one mount: the host's own view of a volume is never intercepted.
 
 mod memfd;
+mod rule;
+
+pub use rule::MemfdRule;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,11 +26,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::MemfdNoexec;
 use crate::container::mountinfo;
 use crate::container::mounts::{self, ContainerMount, MountState, NsMounts};
 use crate::container::{Container, Registry};
-use crate::engine::Mode;
 use crate::sys::fanotify::PermGroup;
 use crate::sys::fs as sfs;
 use crate::sys::proc;
@@ -88,52 +89,17 @@ pub struct Marker {
     epoch: std::time::Instant,
     /// Where a mount that cannot be marked, or a `vm.memfd_noexec` that cannot be set, is said.
     health: Arc<crate::daemon::health::Health>,
-}
-
-/// What decides the `vm.memfd_noexec` value of a container's PID namespace.
-#[derive(Debug, Clone, Default)]
-pub struct MemfdRule {
-    pub setting: MemfdNoexec,
-    pub mode: Mode,
-    pub policy: Arc<crate::policy::Policy>,
-}
-
-impl MemfdRule {
-    /// The value for container `c`: 2 (memfds never executable) where drift is blocked, or
-    /// everywhere with `always`; 0 (the kernel's default) otherwise. With `enforce`, the
-    /// container is matched against the rules with the path `/memfd:` (what a fileless
-    /// program's path reads as), so a rule can make an exception for one workload.
-    pub fn value_for(&self, c: &Container) -> u8 {
-        match self.setting {
-            MemfdNoexec::Off => 0,
-            MemfdNoexec::Always => 2,
-            MemfdNoexec::Enforce => {
-                let m = c.meta.load();
-                let id = c.id();
-                let subject = crate::policy::Subject {
-                    namespace: m.pod_namespace.as_deref(),
-                    pod: m.pod_name.as_deref(),
-                    container: Some(m.name.as_deref().unwrap_or(&id)),
-                    container_id: Some(&id),
-                    image: m.image.as_deref(),
-                    runtime: c.runtime(),
-                    path: "/memfd:",
-                    sha256: None,
-                    mount: None,
-                };
-                let d = self.policy.decide(&subject, self.mode);
-                if d.action == crate::policy::RuleAction::Enforce {
-                    2
-                } else {
-                    0
-                }
-            }
-        }
-    }
+    /// The kernel layer: told of every marked mount and every namespace found.
+    kernel: Arc<crate::daemon::kernel::Kernel>,
 }
 
 impl Marker {
-    pub fn new(group: Arc<PermGroup>, enabled: bool, health: Arc<crate::daemon::health::Health>) -> Marker {
+    pub fn new(
+        group: Arc<PermGroup>,
+        enabled: bool,
+        health: Arc<crate::daemon::health::Health>,
+        kernel: Arc<crate::daemon::kernel::Kernel>,
+    ) -> Marker {
         let me = std::process::id() as i32;
         let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
         let host_pid = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "pid")).collect();
@@ -162,6 +128,7 @@ impl Marker {
             stats: NsStats::default(),
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             health,
+            kernel,
         }
     }
 
@@ -173,6 +140,11 @@ impl Marker {
     /// What decides `vm.memfd_noexec` (at start and on reload; applied on the next scan).
     pub fn set_memfd_rule(&self, rule: MemfdRule) {
         self.memfd.store(Arc::new(rule));
+    }
+
+    /// What decides `vm.memfd_noexec` and the kernel layer's policy now.
+    pub fn rule(&self) -> Arc<MemfdRule> {
+        self.memfd.load_full()
     }
 
     pub fn set_enabled(&self, on: bool) {
@@ -192,6 +164,11 @@ impl Marker {
             return None;
         }
         let key = sfs::statx_mount_key(fd).ok()?;
+        self.table.load().get(&key).cloned()
+    }
+
+    /// The marked container mount with key `key` (its unique id), whatever the marker's switch.
+    pub fn by_key(&self, key: u64) -> Option<MountHit> {
         self.table.load().get(&key).cloned()
     }
 
@@ -306,7 +283,7 @@ impl Marker {
     }
 
     /// Applies `vm.memfd_noexec` to the PID namespace of process `pid` of container `c`.
-    fn apply_memfd_through(&self, c: &Container, pid: i32) {
+    fn apply_memfd_through(&self, c: &Arc<Container>, pid: i32) {
         let Some(dir) = proc::proc_dir() else { return };
         let Ok(pdir) = nix::fcntl::openat(
             dir,
@@ -323,11 +300,17 @@ impl Marker {
             return;
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply_memfd(c, &pdir);
+        self.apply_memfd(c, &pdir, pid);
     }
 
-    /// Drops the table entries of a container that is forgotten.
+    /// The kernel layer this marker tells.
+    pub fn kernel(&self) -> &Arc<crate::daemon::kernel::Kernel> {
+        &self.kernel
+    }
+
+    /// Drops the table entries of a container that is forgotten (and its kernel-layer ones).
     pub fn forget(&self, c: &Container) {
+        self.kernel.forget(c);
         if let (Ok(ns), Ok(mut seen)) = (c.namespaces.lock(), self.watched_ns.lock()) {
             for k in ns.mnt.keys() {
                 seen.remove(k);
@@ -429,6 +412,16 @@ impl Marker {
         let present: HashSet<u64> = mounts.iter().filter_map(|m| m.key).collect();
         let gone: Vec<u64> =
             previous.values().filter_map(|p| p.key).filter(|k| !present.contains(k)).collect();
+        // The kernel layer learns of the mounts before of the namespaces (`scan` marks mount
+        // namespaces first): an enforced container's new mount is refused until it is marked.
+        for m in &marked_now {
+            if let Some(k) = m.key {
+                self.kernel.add_mount(k, false);
+            }
+        }
+        for k in &gone {
+            self.kernel.remove_mount(*k);
+        }
         if !marked_now.is_empty() || !gone.is_empty() {
             self.table.rcu(|t| {
                 let mut t = (**t).clone();

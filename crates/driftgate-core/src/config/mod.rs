@@ -16,7 +16,7 @@ mod raw;
 pub use check::Webhook;
 use check::{line_of, Check};
 pub use error::ConfigError;
-pub use raw::{MemfdNoexec, MountWatchKind, WebhookFormat};
+pub use raw::{KernelLayer, MemfdNoexec, MountWatchKind, WebhookFormat};
 use raw::{RawConfig, RawContainerd, RawStorage};
 
 use crate::engine::Mode;
@@ -109,9 +109,23 @@ pub struct Config {
     /// the marks hold opens or they do not. Off by default (every open of an already-checked
     /// file still costs the kernel's fsnotify walk, about 65 ns: over the 1.05 target).
     pub libraries_enabled: bool,
+    pub kernel: KernelConfig,
     pub evidence: EvidenceConfig,
     pub export: ExportConfig,
 }
+
+/// `[kernel]`: the BPF LSM layer. Read at start-up.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    pub enabled: KernelLayer,
+    /// Pin the program and its maps in bpffs, so that what was decided keeps holding in
+    /// enforced containers while the daemon is down or restarting.
+    pub persist: bool,
+    /// Where they are pinned (a directory on a bpffs).
+    pub pin_dir: PathBuf,
+}
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/driftgate";
 
 /// `[evidence]`: copies of the files behind findings, kept for the responder.
 #[derive(Debug, Clone)]
@@ -341,6 +355,11 @@ impl Config {
             loader_enabled: raw.loader.enabled.unwrap_or(true),
             // Off by default: see `[libraries]` in the shipped configuration and the README.
             libraries_enabled: raw.libraries.enabled.unwrap_or(false),
+            kernel: KernelConfig {
+                enabled: raw.kernel.enabled.unwrap_or_default(),
+                persist: raw.kernel.persist.unwrap_or(true),
+                pin_dir: raw.kernel.pin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_DIR)),
+            },
             evidence: EvidenceConfig {
                 enabled: raw.evidence.enabled.unwrap_or(true),
                 dir: raw.evidence.dir.clone().unwrap_or_else(|| state_dir_for_evidence.join("evidence")),

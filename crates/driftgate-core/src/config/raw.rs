@@ -45,6 +45,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) libraries: RawLibraries,
     #[serde(default)]
+    pub(super) kernel: RawKernel,
+    #[serde(default)]
     pub(super) evidence: RawEvidence,
     #[serde(default)]
     pub(super) export: RawExport,
@@ -89,6 +91,27 @@ pub(super) struct RawLoader {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLibraries {
     pub(super) enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKernel {
+    pub(super) enabled: Option<KernelLayer>,
+    pub(super) persist: Option<bool>,
+    pub(super) pin_dir: Option<PathBuf>,
+}
+
+/// `[kernel] enabled`: the BPF LSM layer that verifies at the moment of use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelLayer {
+    /// Where the kernel has BPF LSM (and lets the daemon load a program); said in `status`
+    /// where it does not.
+    #[default]
+    Auto,
+    /// Required: the daemon does not start (exit status 78) where the layer cannot be loaded.
+    On,
+    Off,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,0 +1,203 @@
+//! What `status` (and the metrics) say of the kernel layer, and of each container: which layer
+//! guards it, and the holes that remain where the kernel layer does not.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Kernel;
+use crate::container::Container;
+
+/// `status.kernel`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct KernelStatus {
+    /// `on`, or `off: <why>`.
+    pub state: String,
+    /// Where the program and its maps are pinned (they hold while no daemon runs); absent
+    /// when they are not.
+    #[serde(default)]
+    pub pinned: Option<String>,
+    /// The program was taken over from a previous daemon, not attached anew.
+    #[serde(default)]
+    pub taken_over: bool,
+    /// Whether overlayfs's layout is known to the program (image inodes told from others).
+    #[serde(default)]
+    pub overlay_layout: bool,
+    #[serde(default)]
+    pub rootfs: u64,
+    #[serde(default)]
+    pub pid_namespaces: u64,
+    #[serde(default)]
+    pub cgroups: u64,
+    #[serde(default)]
+    pub mounts: u64,
+    /// File versions the daemon decided and told the program.
+    #[serde(default)]
+    pub files_allowed: u64,
+    /// Uses the program checked (execs and, with `[libraries]`, executable mappings in
+    /// enforced containers; execs in audited ones), refused, reported, and reports lost (ring
+    /// buffer full).
+    #[serde(default)]
+    pub checked: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub reported: u64,
+    #[serde(default)]
+    pub lost: u64,
+    /// Reports read, and those about no container the daemon knows.
+    #[serde(default)]
+    pub events: u64,
+    #[serde(default)]
+    pub unattributed: u64,
+}
+
+/// Which layer guards a container, and what remains unchecked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Guard {
+    /// `kernel+fanotify` or `fanotify`.
+    pub guard: String,
+    /// The kernel layer's policy for it: `enforce`, `audit` or `none`, with `+fileless` and
+    /// `+libraries`.
+    pub kernel_policy: String,
+    /// What is not checked at the moment of use.
+    pub holes: Vec<String>,
+}
+
+/// The holes fanotify alone leaves (the README's "Every exec path" table, last column).
+pub const HOLE_DETACHED: &str = "detached mounts (open_tree, fsmount) used through their fds";
+pub const HOLE_NEW_MOUNT: &str = "a mount made or remounted exec inside the container, until it is marked";
+pub const HOLE_MEMFD: &str = "memfds made before enforcement, or where vm.memfd_noexec was lowered";
+pub const HOLE_LIBRARIES: &str = "a library changed without a modify event (Linux AIO) after it was decided";
+pub const HOLE_HOST_PID: &str = "fileless execution in a hostPID container (recorded, not refused)";
+pub const HOLE_NOT_REGISTERED: &str = "not registered with the kernel layer yet (no process of it found)";
+pub const HOLE_OVERLAY: &str =
+    "the kernel layer does not know overlayfs's layout: image files are told by fanotify alone";
+
+/// Every hole, with the label the metrics give it.
+pub const HOLES: [(&str, &str); 7] = [
+    (HOLE_DETACHED, "detached_mounts"),
+    (HOLE_NEW_MOUNT, "new_mounts"),
+    (HOLE_MEMFD, "memfd"),
+    (HOLE_LIBRARIES, "libraries_aio"),
+    (HOLE_HOST_PID, "host_pid_fileless"),
+    (HOLE_NOT_REGISTERED, "not_registered"),
+    (HOLE_OVERLAY, "overlay_layout"),
+];
+
+impl Kernel {
+    pub fn status(&self) -> KernelStatus {
+        let (rootfs, pidns, cgroups, mounts) = self.counts();
+        let p = self.program_stats();
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        KernelStatus {
+            state: self.state.clone(),
+            pinned: self.pinned.as_ref().map(|p| p.display().to_string()),
+            taken_over: self.reused,
+            overlay_layout: self.overlay_known(),
+            rootfs: rootfs as u64,
+            pid_namespaces: pidns as u64,
+            cgroups: cgroups as u64,
+            mounts: mounts as u64,
+            files_allowed: ld(&self.stats.files_allowed),
+            checked: p.checked,
+            refused: p.refused,
+            reported: p.reported,
+            lost: p.lost,
+            events: ld(&self.stats.events),
+            unattributed: ld(&self.stats.unattributed),
+        }
+    }
+
+    /// The guard of container `c`: `enforcing` (its drift is refused), `libraries` (`[libraries]`
+    /// on), `host_pid` (it shares the host's PID namespace).
+    pub fn guard(&self, c: &Container, enforcing: bool, libraries: bool, host_pid: bool) -> Guard {
+        guard_for(self.on(), self.overlay_known(), self.policy_of(c), enforcing, libraries, host_pid)
+    }
+}
+
+fn guard_for(
+    on: bool,
+    overlay_known: bool,
+    policy: u32,
+    enforcing: bool,
+    libraries: bool,
+    host_pid: bool,
+) -> Guard {
+    let mut holes = Vec::new();
+    let guard = if on && policy != 0 {
+        if !overlay_known {
+            holes.push(HOLE_OVERLAY.to_owned());
+        }
+        "kernel+fanotify"
+    } else {
+        if on {
+            holes.push(HOLE_NOT_REGISTERED.to_owned());
+        }
+        holes.push(HOLE_DETACHED.to_owned());
+        holes.push(HOLE_NEW_MOUNT.to_owned());
+        if enforcing {
+            holes.push(HOLE_MEMFD.to_owned());
+        }
+        if libraries {
+            holes.push(HOLE_LIBRARIES.to_owned());
+        }
+        if host_pid {
+            holes.push(HOLE_HOST_PID.to_owned());
+        }
+        "fanotify"
+    };
+    Guard { guard: guard.into(), kernel_policy: policy_name(policy), holes }
+}
+
+/// `enforce+fileless+libraries`, `audit`, `none`.
+pub fn policy_name(p: u32) -> String {
+    use driftgate_bpf::policy;
+    let mut s = if p & policy::ENFORCE != 0 {
+        "enforce".to_owned()
+    } else if p & policy::AUDIT != 0 {
+        "audit".to_owned()
+    } else {
+        return "none".into();
+    };
+    if p & policy::FILELESS != 0 {
+        s.push_str("+fileless");
+    }
+    if p & policy::LIBRARIES != 0 {
+        s.push_str("+libraries");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_named() {
+        use driftgate_bpf::policy;
+        assert_eq!(policy_name(0), "none");
+        assert_eq!(policy_name(policy::AUDIT), "audit");
+        assert_eq!(
+            policy_name(policy::ENFORCE | policy::FILELESS | policy::LIBRARIES),
+            "enforce+fileless+libraries"
+        );
+    }
+
+    #[test]
+    fn without_the_kernel_layer_the_holes_are_listed() {
+        let g = guard_for(false, false, 0, true, true, true);
+        assert_eq!(g.guard, "fanotify");
+        assert_eq!(g.holes, [HOLE_DETACHED, HOLE_NEW_MOUNT, HOLE_MEMFD, HOLE_LIBRARIES, HOLE_HOST_PID]);
+        let g = guard_for(false, false, 0, false, false, false);
+        assert_eq!(g.holes, [HOLE_DETACHED, HOLE_NEW_MOUNT]);
+        let g = guard_for(true, true, driftgate_bpf::policy::ENFORCE, true, true, true);
+        assert_eq!(
+            (g.guard.as_str(), g.holes.len(), g.kernel_policy.as_str()),
+            ("kernel+fanotify", 0, "enforce")
+        );
+        let g = guard_for(true, true, 0, true, false, false);
+        assert_eq!(g.holes[0], HOLE_NOT_REGISTERED);
+        assert_eq!(Kernel::off("test").status().state, "off: test");
+    }
+}

@@ -1,0 +1,70 @@
+//! What decides, per container, `vm.memfd_noexec` and the kernel layer's policy: the mode and
+//! the rules, applied to the container.
+
+use std::sync::Arc;
+
+use crate::config::MemfdNoexec;
+use crate::container::Container;
+use crate::engine::Mode;
+use crate::policy::RuleAction;
+
+/// What decides the `vm.memfd_noexec` value of a container's PID namespace, and the policy the
+/// kernel layer holds for the container.
+#[derive(Debug, Clone, Default)]
+pub struct MemfdRule {
+    pub setting: MemfdNoexec,
+    pub mode: Mode,
+    pub policy: Arc<crate::policy::Policy>,
+    /// `[libraries] enabled`: the kernel layer checks executable mappings too.
+    pub libraries: bool,
+}
+
+impl MemfdRule {
+    /// The value for container `c`: 2 (memfds never executable) where drift is blocked, or
+    /// everywhere with `always`; 0 (the kernel's default) otherwise. With `enforce`, the
+    /// container is matched against the rules with the path `/memfd:` (what a fileless
+    /// program's path reads as), so a rule can make an exception for one workload.
+    pub fn value_for(&self, c: &Container) -> u8 {
+        match self.setting {
+            MemfdNoexec::Off => 0,
+            MemfdNoexec::Always => 2,
+            MemfdNoexec::Enforce => {
+                if self.action_at(c, "/memfd:", None) == RuleAction::Enforce {
+                    2
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
+    /// The kernel layer's policy for container `c` (`driftgate_bpf::policy` bits): what the
+    /// rules say of a file at no particular path (`/`), the container's own mode; memfds
+    /// refused where `vm.memfd_noexec` is 2; executable mappings checked with `[libraries]`.
+    pub fn kernel_policy(&self, c: &Container) -> u32 {
+        let action = self.action_at(c, "/", Some("/"));
+        crate::daemon::kernel::policy_bits(
+            action == RuleAction::Enforce,
+            action == RuleAction::Audit,
+            self.value_for(c) == 2,
+            self.libraries,
+        )
+    }
+
+    fn action_at(&self, c: &Container, path: &str, mount: Option<&str>) -> RuleAction {
+        let m = c.meta.load();
+        let id = c.id();
+        let subject = crate::policy::Subject {
+            namespace: m.pod_namespace.as_deref(),
+            pod: m.pod_name.as_deref(),
+            container: Some(m.name.as_deref().unwrap_or(&id)),
+            container_id: Some(&id),
+            image: m.image.as_deref(),
+            runtime: c.runtime(),
+            path,
+            sha256: None,
+            mount,
+        };
+        self.policy.decide(&subject, self.mode).action
+    }
+}
