@@ -80,6 +80,9 @@ pub struct Container {
     pub ns_probe_after: std::sync::atomic::AtomicU64,
     /// Findings of this container counted but not recorded (its recording budget was spent).
     pub findings_suppressed: std::sync::atomic::AtomicU64,
+    /// It ran while memfds could be executable (audit mode), and was enforced since: a memfd
+    /// made then may still run where the kernel layer does not refuse it.
+    pub memfd_predates: std::sync::atomic::AtomicBool,
 }
 
 impl Container {

@@ -153,6 +153,40 @@ impl Discovery {
         }
     }
 
+    /// The open mount tables of the containers' mount namespaces.
+    pub fn marker_polls(&self) -> Vec<(u64, super::namespaces::NsPoll)> {
+        self.marker.ns_polls()
+    }
+
+    /// The mount tables of namespaces `nss` changed: an enforced container's is re-read at
+    /// once (a new mount runs unchecked until it is marked); others' with the event spacing.
+    pub fn namespaces_changed(&mut self, nss: &[u64], woken: Instant) {
+        let polls: HashMap<u64, super::namespaces::NsPoll> = self.marker.ns_polls().into_iter().collect();
+        let before = self.marker.stats.mounts_marked.load(Ordering::Relaxed);
+        let mut spaced = false;
+        for ns in nss {
+            match polls.get(ns) {
+                Some(p) if self.marker.enforced(&p.container) => {
+                    if !self.marker.reread(*ns) {
+                        spaced = true;
+                    }
+                }
+                _ => spaced = true,
+            }
+        }
+        let marked = self.marker.stats.mounts_marked.load(Ordering::Relaxed) - before;
+        if marked > 0 {
+            tracing::info!(
+                mounts = marked,
+                event_to_mark_us = woken.elapsed().as_micros() as u64,
+                "mounts of an enforced container marked as its mount table changed"
+            );
+        }
+        if spaced {
+            self.scan_for_mount_event(woken);
+        }
+    }
+
     /// Finds and marks the mount namespaces of every watched container now.
     pub fn scan_namespaces(&mut self) {
         let reg = self.registry.load_full();
@@ -429,6 +463,7 @@ impl Discovery {
             pid_known: std::sync::atomic::AtomicBool::new(false),
             ns_probe_after: std::sync::atomic::AtomicU64::new(0),
             findings_suppressed: std::sync::atomic::AtomicU64::new(0),
+            memfd_predates: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((container, dirfd))
     }
@@ -463,6 +498,13 @@ pub(super) fn spawn_discovery(
             if let Some(w) = &ns_watch {
                 fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
             }
+            // Every container mount namespace's mount table: POLLPRI on any mount, unmount or
+            // remount there (remounts raise no fanotify mount event).
+            let base = fds.len();
+            let polls = disco.marker_polls();
+            for (_, p) in &polls {
+                fds.push(PollFd::new(p.fd.as_fd(), PollFlags::POLLPRI));
+            }
             let woke = match poll(&mut fds, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 1,
@@ -477,8 +519,20 @@ pub(super) fn spawn_discovery(
             }
             let changed = fds[0].revents().is_some_and(|r| !r.is_empty());
             let kicked = fds[2].revents().is_some_and(|r| !r.is_empty());
-            let ns_changed = fds.get(3).is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            let ns_changed =
+                ns_watch.is_some() && fds.get(3).is_some_and(|f| f.revents().is_some_and(|r| !r.is_empty()));
+            let tables_changed: Vec<u64> = polls
+                .iter()
+                .zip(&fds[base..])
+                .filter(|(_, f)| {
+                    f.revents().is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR))
+                })
+                .map(|((ns, _), _)| *ns)
+                .collect();
             drop(fds);
+            if !tables_changed.is_empty() {
+                disco.namespaces_changed(&tables_changed, Instant::now());
+            }
             if kicked {
                 super::wake::drain_eventfd(&rescan);
             }

@@ -129,8 +129,10 @@ pub fn spawn(
 
 /// Whether the after-the-fact record is needed: some watched container can run a memfd
 /// program, because fileless execution is not refused there (`vm.memfd_noexec` is not 2 in
-/// each of its PID namespaces: audit mode, a hostPID container, a failed setting) or not yet
-/// known to be (its first exec has not come yet).
+/// each of its PID namespaces: audit mode, a hostPID container, a failed setting), or not yet
+/// known to be (its first exec has not come yet), or it was audited before it was enforced (a
+/// memfd made then stays executable). Containers the kernel layer covers need none: it sees
+/// every memfd exec itself.
 pub fn needed(shared: &Shared) -> bool {
     use crate::container::mounts::MemfdState;
     let kernel = shared.namespaces.kernel();
@@ -139,7 +141,7 @@ pub fn needed(shared: &Shared) -> bool {
         if kernel.covers(c) {
             return false;
         }
-        if !c.pid_known.load(Ordering::Relaxed) {
+        if !c.pid_known.load(Ordering::Relaxed) || c.memfd_predates.load(Ordering::Relaxed) {
             return true;
         }
         c.namespaces

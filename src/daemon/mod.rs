@@ -83,6 +83,13 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let shared =
         start::shared(&c0, nofile, &registry, &marker, &hot_stats, sink_handles, meta_tx.clone(), &health);
 
+    let weak = Arc::downgrade(&shared);
+    marker.set_tamper_sink(Box::new(move |c, pid, value| {
+        if let Some(s) = weak.upgrade() {
+            s.record_tampered(c, pid, value);
+        }
+    }));
+
     // Discovery: mark every running container (and its mounts) before reporting ready.
     let index_stats = Arc::new(indexer::IndexStats::default());
     let (index_tx, index_rx) = crossbeam_channel::unbounded::<indexer::Msg>();

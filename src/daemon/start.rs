@@ -156,13 +156,21 @@ pub(super) fn kernel_layer(
         }
         KernelLayer::Off => tracing::info!("kernel layer off ([kernel] enabled = \"off\")"),
         KernelLayer::Auto => {
+            let effect = "enforced containers are guarded by fanotify alone: mounts it has not marked (detached, new, remounted), memfds and changed libraries are not checked at the moment of use (`status` lists the holes)";
+            // A kernel that has BPF LSM active but refuses the program (a seccomp filter, a
+            // missing capability, a platform that forbids BPF trampolines) is an alarm; one
+            // without BPF LSM is what the fallback is for, said in the log and in `status`.
             let listed = driftgate_bpf::active_lsms().is_some_and(|l| l.split(',').any(|x| x == "bpf"));
-            health.syscall(
-                "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_LSM)",
-                Err(k.state.trim_start_matches("off: ").to_owned()),
-                "enforced containers are guarded by fanotify alone: mounts it has not marked (detached, new, remounted), memfds and changed libraries are not checked at the moment of use (`status` lists the holes)",
-                listed,
-            );
+            if listed {
+                health.syscall(
+                    "bpf(BPF_PROG_LOAD, BPF_PROG_TYPE_LSM)",
+                    Err(k.state.trim_start_matches("off: ").to_owned()),
+                    effect,
+                    true,
+                );
+            } else {
+                tracing::warn!(why = %k.state, effect, "kernel layer off");
+            }
         }
     }
     Ok(Arc::new(k))

@@ -128,6 +128,10 @@ pub struct LibrariesStatus {
     /// Opens on a remote mount let through unread while the slow path was over its budget.
     #[serde(default)]
     pub over_budget: u64,
+    /// Opens of files that are not shared objects and not the image's: let through, checked
+    /// again on their next open.
+    #[serde(default)]
+    pub rechecked: u64,
 }
 
 /// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
@@ -459,6 +463,7 @@ impl Sources {
                 being_written: ld(&h.opens_being_written),
                 after_refused_exec: ld(&h.opens_after_refusal),
                 over_budget: ld(&h.opens_over_budget),
+                rechecked: ld(&h.opens_rechecked),
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

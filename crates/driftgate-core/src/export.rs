@@ -41,6 +41,7 @@ pub fn technique(id: &str) -> Option<(&'static str, &'static str, &'static str)>
         "T1620" => ("Reflective Code Loading", "TA0005", "Defense Evasion"),
         "T1574.006" => ("Hijack Execution Flow: Dynamic Linker Hijacking", "TA0005", "Defense Evasion"),
         "T1129" => ("Shared Modules", "TA0002", "Execution"),
+        "T1562.001" => ("Impair Defenses: Disable or Modify Tools", "TA0005", "Defense Evasion"),
         _ => return None,
     })
 }

@@ -104,10 +104,14 @@ pub enum Category {
     ModifiedMaliciousLibraryLoaded,
     /// An image library (the image's own bytes) whose SHA-256 is a known IoC was opened.
     BuiltinMaliciousLibraryLoaded,
+    /// A protection driftgate set in a container was undone from inside it: `vm.memfd_noexec`
+    /// lowered in the container's PID namespace (driftgate sets it again). The file is the
+    /// setting's (`/proc/sys/vm/memfd_noexec`).
+    ProtectionTampered,
 }
 
 impl Category {
-    pub const ALL: [Category; 15] = [
+    pub const ALL: [Category; 16] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -123,6 +127,7 @@ impl Category {
         Category::AddedMaliciousLibraryLoaded,
         Category::ModifiedMaliciousLibraryLoaded,
         Category::BuiltinMaliciousLibraryLoaded,
+        Category::ProtectionTampered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +147,7 @@ impl Category {
             Category::AddedMaliciousLibraryLoaded => "ADDED_MALICIOUS_LIBRARY_LOADED",
             Category::ModifiedMaliciousLibraryLoaded => "MODIFIED_MALICIOUS_LIBRARY_LOADED",
             Category::BuiltinMaliciousLibraryLoaded => "BUILTIN_MALICIOUS_LIBRARY_LOADED",
+            Category::ProtectionTampered => "PROTECTION_TAMPERED",
         }
     }
 
@@ -152,7 +158,9 @@ impl Category {
             // Code loaded into a program that is allowed to run: a stronger sign than a new
             // program, since it is how an intruder hides in a legitimate process.
             Category::AddedLibraryLoaded => Severity::Medium,
-            Category::FilelessExecution | Category::ModifiedLibraryLoaded => Severity::High,
+            Category::FilelessExecution | Category::ModifiedLibraryLoaded | Category::ProtectionTampered => {
+                Severity::High
+            }
             Category::AddedMaliciousBinaryExecuted
             | Category::ModifiedMaliciousBinaryExecuted
             | Category::BuiltinMaliciousBinaryExecuted
@@ -186,6 +194,8 @@ impl Category {
                 &["T1574.006", "T1129", "T1036"]
             }
             Category::BuiltinMaliciousLibraryLoaded => &["T1195", "T1129"],
+            // Impair Defenses: Disable or Modify Tools.
+            Category::ProtectionTampered => &["T1562.001"],
         }
     }
 
@@ -207,6 +217,7 @@ impl Category {
             Category::AddedMaliciousLibraryLoaded => "d6a2f8c1e4b94a7d8c3e5f0b1a6d9c43",
             Category::ModifiedMaliciousLibraryLoaded => "9b5e3a7c1d2f4e8a9c6b0d5f3e7a1b54",
             Category::BuiltinMaliciousLibraryLoaded => "2f7c9e1a6b3d4c5e8a1f0b9d2c6e7a65",
+            Category::ProtectionTampered => "5a8d2c7e1f3b4a9c8e6d0b2f4a7c1e76",
         }
     }
 

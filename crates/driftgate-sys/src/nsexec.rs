@@ -24,30 +24,46 @@ const PATH: &str = "/proc/sys/vm/memfd_noexec";
 /// Sets `vm.memfd_noexec` to `value` (0, 1 or 2) in the PID namespace that `pid_ns` (an fd of
 /// `/proc/<pid>/ns/pid`) refers to.
 pub fn set_memfd_noexec(pid_ns: OwnedFd, value: u8) -> Result<(), SysError> {
+    in_thread(pid_ns, Some(value)).map(|_| ())
+}
+
+/// The value of `vm.memfd_noexec` in the PID namespace that `pid_ns` refers to (read by a child
+/// in it, as the value is the reader's namespace's).
+pub fn memfd_noexec(pid_ns: OwnedFd) -> Result<u8, SysError> {
+    in_thread(pid_ns, None)
+}
+
+/// What a child reading the value exits with: this plus the value.
+const READ_BASE: i32 = 200;
+
+fn in_thread(pid_ns: OwnedFd, value: Option<u8>) -> Result<u8, SysError> {
     let path = CString::new(PATH).expect("no NUL");
-    let text = [b'0' + value.min(2), b'\n'];
+    let text = [b'0' + value.unwrap_or(0).min(2), b'\n'];
     let handle = std::thread::Builder::new()
         .name("driftgate-setns".into())
-        .spawn(move || in_namespace(pid_ns.as_fd(), &path, &text))
+        .spawn(move || in_namespace(pid_ns.as_fd(), &path, value.is_some().then_some(&text)))
         .map_err(|e| SysError::new("spawn", Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN))))?;
     handle.join().unwrap_or(Err(SysError::new("thread", Errno::EIO)))
 }
 
-fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: &[u8; 2]) -> Result<(), SysError> {
+/// Writes `text` (or, `None`, reads the value) from a child in the namespace `ns`.
+fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: Option<&[u8; 2]>) -> Result<u8, SysError> {
     // SAFETY: setns on a valid namespace fd; it only changes this thread's namespace for
     // children, and this thread ends when the function returns.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
         return Err(SysError::new("setns(CLONE_NEWPID)", Errno::last()));
     }
-    // SAFETY: the child only calls async-signal-safe functions (open, write, _exit) on data
-    // prepared before the fork, and never returns into Rust code.
+    let mut buf = [0u8; 4];
+    let flags = if text.is_some() { libc::O_WRONLY } else { libc::O_RDONLY } | libc::O_CLOEXEC;
+    // SAFETY: the child only calls async-signal-safe functions (open, read or write, _exit) on
+    // data prepared before the fork, and never returns into Rust code.
     match unsafe { nix::unistd::fork() }.map_err(|e| SysError::new("fork", e))? {
         nix::unistd::ForkResult::Child => {
             // SAFETY: `path` is a NUL-terminated path prepared before the fork.
-            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-            let err = if fd < 0 {
+            let fd = unsafe { libc::open(path.as_ptr(), flags) };
+            let code = if fd < 0 {
                 Errno::last_raw()
-            } else {
+            } else if let Some(text) = text {
                 // SAFETY: writing 2 bytes from a live array to an fd just opened.
                 let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
                 if n == text.len() as isize {
@@ -55,13 +71,25 @@ fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: &[u8; 2]) -> Result<()
                 } else {
                     Errno::last_raw()
                 }
+            } else {
+                // SAFETY: reading at most 4 bytes into a live array (the child's copy of it).
+                let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                match (n, buf[0]) {
+                    (1.., b'0'..=b'2') => READ_BASE + i32::from(buf[0] - b'0'),
+                    _ => libc::EIO,
+                }
             };
             // SAFETY: _exit ends the child without running anything of the parent's.
-            unsafe { libc::_exit(err.clamp(0, 255)) }
+            unsafe { libc::_exit(code.clamp(0, 255)) }
         }
         nix::unistd::ForkResult::Parent { child } => loop {
             match nix::sys::wait::waitpid(child, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => return Ok(()),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if text.is_some() => return Ok(0),
+                Ok(nix::sys::wait::WaitStatus::Exited(_, v))
+                    if text.is_none() && (READ_BASE..READ_BASE + 3).contains(&v) =>
+                {
+                    return Ok((v - READ_BASE) as u8)
+                }
                 Ok(nix::sys::wait::WaitStatus::Exited(_, libc::EROFS)) => {
                     // /proc/sys read-only (systemd's ProtectKernelTunables= without the unit's
                     // ReadWritePaths= exception, or a read-only /proc/sys in a pod).
@@ -83,5 +111,42 @@ fn in_namespace(ns: BorrowedFd<'_>, path: &CString, text: &[u8; 2]) -> Result<()
                 Err(e) => return Err(SysError::new("waitpid", e)),
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_value_is_set_and_read_back_in_another_pid_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root (a new PID namespace)");
+            return;
+        }
+        let mut child = std::process::Command::new("unshare")
+            .args(["-pf", "--kill-child", "sleep", "30"])
+            .spawn()
+            .expect("unshare");
+        let pid = child.id();
+        let ns = |p: u32| std::fs::File::open(format!("/proc/{p}/ns/pid")).map(OwnedFd::from);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let sleep = loop {
+            let kids =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            if let Some(k) = kids.split_whitespace().next().and_then(|k| k.parse::<u32>().ok()) {
+                break k;
+            }
+            assert!(std::time::Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(memfd_noexec(ns(sleep).unwrap()), Ok(0), "a new namespace has the kernel's default");
+        set_memfd_noexec(ns(sleep).unwrap(), 2).unwrap();
+        assert_eq!(memfd_noexec(ns(sleep).unwrap()), Ok(2));
+        // The host's own value is untouched.
+        let host = std::fs::read_to_string(PATH).unwrap();
+        assert_eq!(host.trim(), "0", "the test host runs with vm.memfd_noexec = 0");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

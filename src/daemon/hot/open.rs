@@ -1,10 +1,13 @@
 //! Stage 1 for opens (`[libraries]`): every open of a file in a container raises a
-//! `FAN_OPEN_PERM` event, and nearly all of them are switched off for good after the first:
-//! a file proven harmless gets an evictable inode ignore mark, so its later opens never reach
-//! the daemon. Harmless: not a regular file; not a shared object (no ELF magic, or an ELF type
-//! other than `ET_DYN`: its exec still comes as an exec event); an image inode proven by
-//! lower-layer identity; a copy-up with the image's bytes (stage 3). A write to the file clears
-//! the mark, so a file rewritten into a library is checked again.
+//! `FAN_OPEN_PERM` event. Only inodes whose bytes cannot change under a mark are switched off
+//! for good after the first (an evictable inode ignore mark): not a regular file; an image
+//! inode proven by lower-layer identity. Every other file is checked on each open, its ELF
+//! header read under a read lease held a moment (writers wait): a file that is not a shared
+//! object (no ELF magic, or an ELF type other than `ET_DYN`: its exec still comes as an exec
+//! event) is let through, and is checked again next time, since a write that raises no modify
+//! event (Linux AIO) could turn it into one. (Where the kernel has BPF LSM, the kernel layer
+//! also checks the mapping itself.) A copy-up with the image's bytes is switched off until it
+//! is written again (stage 3).
 //!
 //! What is left is a shared object in the writable layer or on a mount: decided as a binary is
 //! (stage 2 hashes it, stage 3 judges it as a library), unless the open is an exec's own (the
@@ -103,9 +106,26 @@ impl FastPath {
             return Routed::Slow(Box::new(job));
         }
         if header(ev.fd()) == Header::Harmless {
-            shared.ignore_harmless(&ev);
-            shared.answer(ev, true);
-            return Routed::Done;
+            // Only an image inode is switched off: its bytes cannot change under the mark
+            // without a copy-up (a new inode). Anything else is checked on every open: a
+            // write that raises no modify event (Linux AIO) would turn an ignored file into
+            // a library unseen.
+            // Where the kernel layer checks this container's executable mappings itself, a
+            // file rewritten unseen cannot be mapped as code: it is switched off too.
+            let kernel_checks = shared.namespaces.kernel().checks_mappings(&container);
+            if kernel_checks || (mount.is_none() && image_inode(&container, &ev, &id)) {
+                shared.ignore_harmless(&ev);
+                shared.answer(ev, true);
+                return Routed::Done;
+            }
+            // The header is read again under a read lease, held a moment (writers wait): the
+            // bytes the loader maps through this open are the bytes checked.
+            let _ = shared.pin_event(&ev, &id);
+            if header(ev.fd()) == Header::Harmless {
+                stats.opens_rechecked.fetch_add(1, Ordering::Relaxed);
+                shared.answer(ev, true);
+                return Routed::Done;
+            }
         }
         self.shared_object(ev, &container, mount, id)
     }
@@ -144,6 +164,14 @@ impl FastPath {
             Some(job) => Routed::Slow(Box::new(job)),
         }
     }
+}
+
+/// Whether the event's file is an image inode, proven by lower-layer identity.
+fn image_inode(c: &Container, ev: &PendingExec, id: &FileId) -> bool {
+    let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+    identity_candidates(&raw_path, c.rootfs_bytes())
+        .into_iter()
+        .any(|p| c.layers.lower_identical(p, id).is_some())
 }
 
 impl Shared {
@@ -239,7 +267,8 @@ impl Shared {
     /// loop would have. `None` when it was answered.
     pub(super) fn classify_open(&self, mut job: Job) -> Option<Job> {
         if header(job.ev.fd()) == Header::Harmless {
-            self.ignore_harmless(&job.ev);
+            // A mount's file: never switched off (see `FastPath::open`).
+            self.stats.opens_rechecked.fetch_add(1, Ordering::Relaxed);
             self.answer(job.ev, true);
             return None;
         }

@@ -205,6 +205,38 @@ impl Shared {
         self.send(c, &agg_key, f, prev, file);
     }
 
+    /// Records that `vm.memfd_noexec` was found lowered to `value` in a PID namespace of
+    /// container `c` (seen through its process `pid`), and set again: `PROTECTION_TAMPERED`.
+    pub fn record_tampered(&self, c: &Arc<Container>, pid: i32, value: u8) {
+        use crate::engine::Action;
+        let category = Category::ProtectionTampered;
+        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let path = b"/proc/sys/vm/memfd_noexec".to_vec();
+        let agg_key = (c.generation, path.clone(), None, category, Action::Audited);
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) {
+            return;
+        }
+        let prev = self.aggregator.open(agg_key.clone());
+        let file = FileFacts {
+            path,
+            sha256: None,
+            size: 0,
+            layer: "sysctl",
+            mount: None,
+            image_paths: Vec::new(),
+            interpreter: None,
+            deleted: false,
+        };
+        let facts = ProcFacts::of_running(pid);
+        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
+        f.reason = Some(format!(
+            "vm.memfd_noexec was lowered to {value} inside the container's PID namespace (memfds executable again); driftgate set it to 2 again"
+        ));
+        self.send(c, &agg_key, f, prev, None);
+    }
+
     /// The finding for a decided exec, with what /proc said about it before the answer.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn build_finding(

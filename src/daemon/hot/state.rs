@@ -69,6 +69,9 @@ pub struct HotStats {
     /// ... of files that were open for writing, so not ignored from then on; and opens for
     /// writing (never refused: a load opens for reading).
     pub opens_being_written: AtomicU64,
+    /// ... of files that are not shared objects and not the image's: let through, and checked
+    /// again on their next open (never switched off: their bytes can change unseen).
+    pub opens_rechecked: AtomicU64,
     /// ... of a file by the thread whose exec of it was just refused (a shell looking for `#!`
     /// after the refusal): refused too, without a second finding.
     pub opens_after_refusal: AtomicU64,

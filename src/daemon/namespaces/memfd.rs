@@ -15,7 +15,9 @@ impl Marker {
     /// the rule says, when it is not already that.
     /// Also registers the namespace (or, for a `hostPID` container, only its cgroup) with the
     /// kernel layer, with the container's policy.
-    pub(super) fn apply_memfd(&self, c: &Arc<Container>, pdir: &OwnedFd, pid: i32) {
+    /// `verify`: where it was set to 2, read it back, and set it again (with a finding) when
+    /// it was lowered from inside the container (kernels before 6.6 let a namespace lower it).
+    pub(super) fn apply_memfd(&self, c: &Arc<Container>, pdir: &OwnedFd, pid: i32, verify: bool) {
         let Some(pidns) = nix::fcntl::readlinkat(pdir, "ns/pid")
             .ok()
             .and_then(|l| proc::parse_ns_link(l.as_encoded_bytes()))
@@ -43,8 +45,26 @@ impl Marker {
             None => Some(0),
             Some(MemfdState::Failed(_)) | Some(MemfdState::HostPid) => None,
         };
-        if have == Some(want) || (current.is_none() && want == 0) {
+        if have == Some(want) && want == 2 && verify {
+            match self.read_memfd_noexec(pdir) {
+                Some(now) if now < 2 => {
+                    tracing::warn!(container = %c.id(), pid_ns = pidns, value = now, "vm.memfd_noexec was lowered inside the container; setting it to 2 again");
+                    if let Some(sink) = self.tamper_sink.get() {
+                        sink(c, pid, now);
+                    }
+                }
+                _ => return,
+            }
+        } else if have == Some(want) || (current.is_none() && want == 0) {
             return;
+        }
+        if want == 2
+            && c.pid_known.load(Ordering::Relaxed)
+            && matches!(current, None | Some(MemfdState::Set(0)))
+        {
+            // The container ran while memfds could be executable: one made then still can be,
+            // where the kernel layer does not refuse it (see `fileless::needed`).
+            c.memfd_predates.store(true, Ordering::Relaxed);
         }
         let res = nix::fcntl::openat(
             pdir,
@@ -74,5 +94,17 @@ impl Marker {
         if let Ok(mut n) = c.namespaces.lock() {
             n.pid.insert(pidns, state);
         }
+    }
+
+    /// The value now in the PID namespace of the process `pdir` is of.
+    fn read_memfd_noexec(&self, pdir: &OwnedFd) -> Option<u8> {
+        let fd = nix::fcntl::openat(
+            pdir,
+            "ns/pid",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        crate::sys::nsexec::memfd_noexec(fd).ok()
     }
 }

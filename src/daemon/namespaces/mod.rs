@@ -16,6 +16,7 @@
 
 mod memfd;
 mod rule;
+mod watch;
 
 pub use rule::MemfdRule;
 
@@ -91,7 +92,23 @@ pub struct Marker {
     health: Arc<crate::daemon::health::Health>,
     /// The kernel layer: told of every marked mount and every namespace found.
     kernel: Arc<crate::daemon::kernel::Kernel>,
+    /// Where a protection found undone in a container is reported (a finding).
+    tamper_sink: std::sync::OnceLock<TamperSink>,
+    /// Each known mount namespace's `/proc/<pid>/mountinfo`, open: it polls `POLLPRI` on every
+    /// mount, unmount and remount in that namespace (any kernel), for discovery to re-read it.
+    mountinfo: std::sync::Mutex<HashMap<u64, NsPoll>>,
 }
+
+/// A mount namespace's open mount table, and whose it is.
+#[derive(Clone)]
+pub struct NsPoll {
+    pub fd: Arc<OwnedFd>,
+    pub container: Arc<Container>,
+}
+
+/// Records that `vm.memfd_noexec` was found lowered (to the value given) in a PID namespace of
+/// the container, through one of its processes.
+pub type TamperSink = Box<dyn Fn(&Arc<Container>, i32, u8) + Send + Sync>;
 
 impl Marker {
     pub fn new(
@@ -129,6 +146,8 @@ impl Marker {
             enabled: std::sync::atomic::AtomicBool::new(enabled),
             health,
             kernel,
+            tamper_sink: std::sync::OnceLock::new(),
+            mountinfo: Default::default(),
         }
     }
 
@@ -201,7 +220,7 @@ impl Marker {
             }
         }
         if !c.pid_known.load(Ordering::Relaxed) {
-            self.apply_memfd_through(c, tid);
+            self.apply_memfd_through(c, tid, false);
             if proc::ns_id(tid, "pid").is_some_and(|ns| self.host_pid.contains(&ns)) {
                 // A hostPID container: nothing can be set for it, and asking on every exec
                 // would cost each one. Scans still find any PID namespace it makes later.
@@ -239,6 +258,12 @@ impl Marker {
                 pid_ns.entry((dev, ns)).or_insert(pid);
             }
         }
+        // Mount tables of namespaces no process of a container is in any more: closed (an open
+        // one keeps its namespace, and with it the container's rootfs, alive).
+        let live: HashSet<u64> = mnt.keys().map(|(_, ns)| *ns).collect();
+        if let Ok(mut m) = self.mountinfo.lock() {
+            m.retain(|ns, _| live.contains(ns));
+        }
         let mut new = 0;
         if self.enabled() {
             for ((dev, ns), pid) in mnt {
@@ -253,7 +278,7 @@ impl Marker {
         }
         for ((dev, _), pid) in pid_ns {
             if let Some(c) = reg.by_dev.get(&dev) {
-                self.apply_memfd_through(c, pid);
+                self.apply_memfd_through(c, pid, true);
             }
         }
         new
@@ -283,7 +308,8 @@ impl Marker {
     }
 
     /// Applies `vm.memfd_noexec` to the PID namespace of process `pid` of container `c`.
-    fn apply_memfd_through(&self, c: &Arc<Container>, pid: i32) {
+    /// `verify`: read the value back where it was set to 2 (a scan; not on the hot path).
+    fn apply_memfd_through(&self, c: &Arc<Container>, pid: i32, verify: bool) {
         let Some(dir) = proc::proc_dir() else { return };
         let Ok(pdir) = nix::fcntl::openat(
             dir,
@@ -300,7 +326,12 @@ impl Marker {
             return;
         }
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.apply_memfd(c, &pdir, pid);
+        self.apply_memfd(c, &pdir, pid, verify);
+    }
+
+    /// Where tampering found by a scan is reported (set once, after the hot path's state).
+    pub fn set_tamper_sink(&self, sink: TamperSink) {
+        let _ = self.tamper_sink.set(sink);
     }
 
     /// The kernel layer this marker tells.
@@ -311,6 +342,9 @@ impl Marker {
     /// Drops the table entries of a container that is forgotten (and its kernel-layer ones).
     pub fn forget(&self, c: &Container) {
         self.kernel.forget(c);
+        if let Ok(mut m) = self.mountinfo.lock() {
+            m.retain(|_, p| p.container.generation != c.generation);
+        }
         if let (Ok(ns), Ok(mut seen)) = (c.namespaces.lock(), self.watched_ns.lock()) {
             for k in ns.mnt.keys() {
                 seen.remove(k);
@@ -356,7 +390,7 @@ impl Marker {
         if ns_now != Some(ns) {
             return Err(NsError::Gone(pid));
         }
-        self.watch_mount_events(&pdir, ns);
+        self.watch_mount_events(&pdir, ns, c);
         let entries = mountinfo::parse(&text);
         let previous: HashMap<u64, Arc<ContainerMount>> = c
             .namespaces
@@ -370,7 +404,11 @@ impl Marker {
         let mut marked_now = Vec::new();
         for e in &entries {
             if let Some(p) = previous.get(&e.mount_id).filter(|p| p.dev == e.dev) {
-                if p.state == MountState::Marked || matches!(p.state, MountState::Skipped(_)) {
+                // A skipped mount is planned again: its flags may have changed (a remount to
+                // exec raises no mount event, and must not leave it unmarked).
+                if p.state == MountState::Marked
+                    || (matches!(p.state, MountState::Skipped(_)) && mounts::plan(e, c.dev).is_err())
+                {
                     mounts.push(Arc::clone(p));
                     continue;
                 }
@@ -445,28 +483,6 @@ impl Marker {
         }
         c.ns_known.store(true, Ordering::Relaxed);
         Ok(n)
-    }
-
-    /// Asks for the namespace's mount events, once per namespace.
-    fn watch_mount_events(&self, pdir: &OwnedFd, ns: u64) {
-        let Some(w) = &self.ns_watch else { return };
-        let Ok(mut seen) = self.watched_ns.lock() else { return };
-        if seen.contains(&ns) {
-            return;
-        }
-        let fd = nix::fcntl::openat(
-            pdir,
-            "ns/mnt",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        );
-        match fd.map_err(|e| crate::sys::SysError::new("open(ns/mnt)", e)).and_then(|fd| w.watch(fd.as_fd()))
-        {
-            Ok(()) => {
-                seen.insert(ns);
-            }
-            Err(e) => tracing::debug!(mnt_ns = ns, error = %e, "no mount events for a container namespace"),
-        }
     }
 
     /// Opens one mount through the container's root, checks it is that mount, and marks it.
