@@ -84,6 +84,10 @@ pub struct OpenArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run driftgate with the kernel layer off, and show the layer's own cost (where the
+    /// kernel has BPF LSM).
+    #[arg(long)]
+    pub kernel_layer: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +142,8 @@ pub struct ExecArgs {
     /// driftgate-enforce-bare, driftgate-enforce-index-ioc-1m, driftgate-audit-cached-added,
     /// driftgate-first-exec-1m, driftgate-first-exec-16m, driftgate-first-exec-128m, fapolicyd.
     /// Load mode: none, floor, driftgate-enforce, driftgate-audit-with-128m-first-execs.
+    /// Any single-mode driftgate configuration with `-kernel-off` appended runs with the kernel
+    /// layer off (`driftgate-enforce-kernel-off`): the layer's cost, side by side.
     #[arg(long, value_delimiter = ',')]
     pub configs: Vec<String>,
     /// Load mode: number of scratch containers exec storms run in.
@@ -345,6 +351,7 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
         program: a.program,
         driftgate,
         daemon_extra,
+        kernel_layer: a.kernel_layer,
     };
     let tty = std::io::stderr().is_terminal();
     let res = crate::bench::open::run(&opts, |round, name| {

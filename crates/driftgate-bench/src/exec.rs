@@ -52,6 +52,10 @@ pub const CONFIGS: &[&str] = &[
     "fapolicyd",
 ];
 
+/// The suffix of a driftgate configuration run with the kernel layer off
+/// (`driftgate-enforce-kernel-off`): not in the default set.
+pub const KERNEL_OFF: &str = "-kernel-off";
+
 /// The default set: everything, with `fapolicyd` only when it is installed.
 pub fn default_configs() -> Vec<String> {
     CONFIGS
@@ -84,6 +88,8 @@ pub struct Report {
     pub pinned_cpu: Option<usize>,
     pub kernel: String,
     pub configs: Vec<Summary>,
+    /// The kernel layer's programs: runs and time per configuration (where it ran).
+    pub kernel_layer: Vec<crate::kernelcost::ProgramCost>,
 }
 
 /// What a configuration executes.
@@ -109,11 +115,23 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "driftgate-audit" => (ListenerKind::driftgate(Mode::Audit), Workload::Image),
         "driftgate-enforce" => (ListenerKind::driftgate(Mode::Enforce), Workload::Image),
         "driftgate-enforce-bare" => (
-            ListenerKind::Driftgate { mode: Mode::Enforce, index: false, iocs: 0, allow_vol: false },
+            ListenerKind::Driftgate {
+                mode: Mode::Enforce,
+                index: false,
+                iocs: 0,
+                allow_vol: false,
+                kernel: true,
+            },
             Workload::Image,
         ),
         "driftgate-enforce-index-ioc-1m" => (
-            ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 1_000_000, allow_vol: false },
+            ListenerKind::Driftgate {
+                mode: Mode::Enforce,
+                index: true,
+                iocs: 1_000_000,
+                allow_vol: false,
+                kernel: true,
+            },
             Workload::Image,
         ),
         "driftgate-audit-cached-added" => (ListenerKind::driftgate(Mode::Audit), Workload::CachedAdded),
@@ -123,7 +141,13 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         // A trusted tools volume: its executables allowed by a `mounts` rule (otherwise drift).
         "none-volume" => (ListenerKind::None, Workload::Inside(Inside::Volume)),
         "driftgate-enforce-volume" => (
-            ListenerKind::Driftgate { mode: Mode::Enforce, index: true, iocs: 0, allow_vol: true },
+            ListenerKind::Driftgate {
+                mode: Mode::Enforce,
+                index: true,
+                iocs: 0,
+                allow_vol: true,
+                kernel: true,
+            },
             Workload::Inside(Inside::Volume),
         ),
         // The image's shell given the image's script: the interpreter's arguments are read.
@@ -139,6 +163,12 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
             (ListenerKind::driftgate(Mode::Enforce), Workload::Inside(Inside::Dynamic))
         }
         "fapolicyd" => (ListenerKind::Fapolicyd, Workload::Image),
+        // Any driftgate configuration with the kernel layer off (`[kernel] enabled = "off"`),
+        // to measure the layer side by side where the kernel has BPF LSM.
+        other if other.starts_with("driftgate-") && other.ends_with(KERNEL_OFF) => {
+            let (kind, work) = plan(&other[..other.len() - KERNEL_OFF.len()])?;
+            (kind.without_kernel_layer(), work)
+        }
         other => return Err(BenchError::UnknownConfig { name: other.to_owned(), known: CONFIGS.join(", ") }),
     })
 }
@@ -162,6 +192,8 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     write_exec(&volume.join("true"), &binary)?;
 
     let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); opts.configs.len()];
+    let _stats = crate::kernelcost::StatsOn::enable();
+    let mut kernel_layer = Vec::new();
     let warmup = (opts.iterations / 20).clamp(10, 200);
     let mut fresh = 0usize;
     for round in 0..opts.rounds {
@@ -205,6 +237,10 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
                     &sig,
                 )?,
             };
+            if listener.pid().is_some() && name.starts_with("driftgate") {
+                let runs = crate::kernelcost::program_runs(&opts.driftgate, &c.root().join("driftgate.sock"));
+                crate::kernelcost::add(&mut kernel_layer, name, runs);
+            }
             drop(listener);
             samples[ci].push(s);
             progress(round, name);
@@ -247,6 +283,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
         pinned_cpu: opts.pin,
         kernel: kernel(),
         configs,
+        kernel_layer,
     })
 }
 
@@ -305,6 +342,7 @@ pub fn render(r: &Report) -> String {
         "p50 is the median of the rounds' p50s; ratios are against the no-listener run of the same file \
          (`none`, or `none-added` for the cached added binary) from this run; spread is max/min of the rounds' p50s.\n",
     );
+    s.push_str(&crate::kernelcost::render(&r.kernel_layer));
     s
 }
 

@@ -8,6 +8,7 @@ mod fixture;
 pub mod index;
 pub mod inside;
 pub mod ioc;
+pub mod kernelcost;
 pub mod listener;
 mod load;
 mod measure;

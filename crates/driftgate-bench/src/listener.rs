@@ -29,6 +29,9 @@ pub(crate) enum ListenerKind {
         iocs: usize,
         /// A rule that allows the trusted volume at /vol.
         allow_vol: bool,
+        /// The kernel layer (BPF LSM) where the kernel has it (`[kernel] enabled = "auto"`), or
+        /// off: the `*-kernel-off` configurations measure it side by side.
+        kernel: bool,
     },
     Fapolicyd,
 }
@@ -36,8 +39,30 @@ pub(crate) enum ListenerKind {
 impl ListenerKind {
     /// The daemon as installed: default configuration.
     pub(crate) const fn driftgate(mode: Mode) -> ListenerKind {
-        ListenerKind::Driftgate { mode, index: true, iocs: 0, allow_vol: false }
+        ListenerKind::Driftgate { mode, index: true, iocs: 0, allow_vol: false, kernel: true }
     }
+
+    /// The same configuration with the kernel layer off.
+    pub(crate) const fn without_kernel_layer(self) -> ListenerKind {
+        match self {
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol, .. } => {
+                ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel: false }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Where the benchmark's daemons keep the kernel layer's maps (removed when it ends).
+pub(crate) const BENCH_PIN_DIR: &str = "/sys/fs/bpf/driftgate-bench";
+
+/// A daemon configuration (see [`ListenerKind::Driftgate`]).
+pub(crate) struct Daemon {
+    pub(crate) mode: Mode,
+    pub(crate) index: bool,
+    pub(crate) iocs: usize,
+    pub(crate) allow_vol: bool,
+    pub(crate) kernel: bool,
 }
 
 /// A running listener.
@@ -71,24 +96,23 @@ impl Listener {
                 l.wait_log(&log_path, "floor ready")?;
                 Ok(l)
             }
-            ListenerKind::Driftgate { mode, index, iocs, allow_vol } => {
-                Self::driftgate(mode, index, iocs, allow_vol, c, driftgate, extra)
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel } => {
+                Self::driftgate(Daemon { mode, index, iocs, allow_vol, kernel }, c, driftgate, extra)
             }
             ListenerKind::Fapolicyd => fapolicyd::start(c),
         }
     }
 
     pub(crate) fn driftgate(
-        mode: Mode,
-        index: bool,
-        iocs: usize,
-        allow_vol: bool,
+        d: Daemon,
         c: &Containers,
         driftgate: &Path,
         extra: &str,
     ) -> Result<Listener, BenchError> {
+        let Daemon { mode, index, iocs, allow_vol, kernel } = d;
         let root = c.root();
-        let name = format!("{}-{}-{iocs}-{allow_vol}", mode.as_str(), if index { "index" } else { "bare" });
+        let name =
+            format!("{}-{}-{iocs}-{allow_vol}-{kernel}", mode.as_str(), if index { "index" } else { "bare" });
         let cfg = root.join(format!("driftgate-{name}.toml"));
         // Each configuration has its own state: an index persisted by another does
         // not help this one.
@@ -105,6 +129,13 @@ impl Listener {
             knowledge
                 .push_str("[[policy.rules]]\nname = \"tools\"\naction = \"allow\"\nmounts = [\"/vol\"]\n");
         }
+        // The kernel layer is never left pinned by a benchmark: it would go on checking execs in
+        // the configurations measured after this one.
+        knowledge.push_str(&format!(
+            "[kernel]\nenabled = {:?}\npersist = false\npin_dir = {:?}\n",
+            if kernel { "auto" } else { "off" },
+            BENCH_PIN_DIR
+        ));
         let base = format!(
             "mode = {:?}\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
              [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
@@ -189,6 +220,10 @@ impl Drop for Listener {
                 // Bind mounts made in the benchmark's private mount namespace.
                 for b in binds.drain(..) {
                     let _ = nix::mount::umount2(&b, nix::mount::MntFlags::MNT_DETACH);
+                }
+                // The kernel layer's maps (its program went with the daemon: not persisted).
+                if *name == "driftgate" {
+                    let _ = std::fs::remove_dir_all(BENCH_PIN_DIR);
                 }
             }
         }

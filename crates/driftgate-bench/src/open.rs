@@ -42,6 +42,9 @@ pub struct OpenOptions {
     pub program: Option<PathBuf>,
     pub driftgate: PathBuf,
     pub daemon_extra: String,
+    /// Also run driftgate with the kernel layer off (`[kernel] enabled = "off"`): the layer's
+    /// own cost is then the ratio of the two driftgate figures.
+    pub kernel_layer: bool,
 }
 
 /// One workload, no listener against driftgate: the median over rounds of each round's figure.
@@ -58,6 +61,12 @@ pub struct Row {
     /// Open events the daemon read during the workload (median over rounds), and per second.
     pub events: u64,
     pub events_per_sec: f64,
+    /// With `kernel_layer`: driftgate with the layer off, and driftgate_us over it (the
+    /// layer's own cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_off_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +79,9 @@ pub struct OpenReport {
     pub program_libraries: usize,
     pub pinned_cpu: Option<usize>,
     pub rows: Vec<Row>,
+    /// The kernel layer's programs: runs and time per configuration (where it ran).
+    #[serde(default)]
+    pub kernel_layer: Vec<crate::kernelcost::ProgramCost>,
     /// What the first open of a fresh image inode costs: (cold pass with driftgate - cold pass
     /// without) / files.
     pub first_open_us: f64,
@@ -103,19 +115,25 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
     let root = &c.merged[0];
     // `[libraries]` is off by default; this measures it on (a --daemon-toml can still say otherwise).
     let extra = crate::listener::with_extra("[libraries]\nenabled = true\n", &opts.daemon_extra)?;
-    let kinds = [
-        ("none", ListenerKind::None),
-        (
-            "driftgate",
-            ListenerKind::Driftgate { mode: Mode::Enforce, index: false, iocs: 0, allow_vol: false },
-        ),
-    ];
+    let dg = ListenerKind::Driftgate {
+        mode: Mode::Enforce,
+        index: false,
+        iocs: 0,
+        allow_vol: false,
+        kernel: true,
+    };
+    let mut kinds = vec![("none", ListenerKind::None), ("driftgate", dg)];
+    if opts.kernel_layer {
+        kinds.push(("driftgate-kernel-off", dg.without_kernel_layer()));
+    }
+    let _stats = crate::kernelcost::StatsOn::enable();
+    let mut kernel_layer = Vec::new();
     // [config][phase][round]: the round's figure; events likewise.
     let mut figures = vec![vec![Vec::new(); PHASES.len() + 1]; kinds.len()];
     let mut events = vec![vec![Vec::new(); PHASES.len() + 1]; kinds.len()];
     for round in 0..opts.rounds {
-        // Alternate which configuration goes first, so drift over time hits both alike.
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        // Rotate which configuration goes first, so drift over time hits all alike.
+        let order: Vec<usize> = (0..kinds.len()).map(|i| (i + round) % kinds.len()).collect();
         for ci in order {
             let (name, kind) = kinds[ci];
             let listener = Listener::start(kind, &c, &opts.driftgate, &extra)?;
@@ -146,6 +164,10 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
                 figures[ci][slot].push(if phase == "tree" { sorted[0] } else { percentile(&sorted, 50.0) });
                 events[ci][slot].push((n_events, secs));
             }
+            if listener.pid().is_some() {
+                let runs = crate::kernelcost::program_runs(&opts.driftgate, &socket);
+                crate::kernelcost::add(&mut kernel_layer, name, runs);
+            }
             drop(listener);
             progress(round, name);
         }
@@ -175,6 +197,8 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
             target,
             events: median(&mut ev) as u64,
             events_per_sec: median(&mut per_sec),
+            kernel_off_us: kinds.get(2).map(|_| median(&mut figures[2][slot].clone())),
+            kernel_ratio: kinds.get(2).map(|_| dg / median(&mut figures[2][slot].clone())),
         });
     }
     let first_open_us = rows.first().map_or(0.0, |r| (r.driftgate_us - r.none_us) / files.max(1) as f64);
@@ -188,6 +212,7 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
         pinned_cpu: opts.pin,
         rows,
         first_open_us,
+        kernel_layer,
     })
 }
 
@@ -209,6 +234,7 @@ pub fn render(r: &OpenReport) -> String {
         "{:<32} {:>14} {:>11} {:>12} {:>7} {:>8} {:>9} {:>10}\n",
         "workload", "figure", "none_us", "driftgate_us", "ratio", "target", "events", "events/s"
     ));
+    let with_kernel = r.rows.iter().any(|x| x.kernel_ratio.is_some());
     for row in &r.rows {
         let target = row
             .target
@@ -225,11 +251,28 @@ pub fn render(r: &OpenReport) -> String {
             row.events_per_sec
         ));
     }
+    if with_kernel {
+        s.push_str(&format!(
+            "{:<32} {:>14} {:>16} {:>12} {:>12}\n",
+            "kernel layer (BPF LSM)", "figure", "layer_off_us", "layer_on_us", "on/off"
+        ));
+        for row in r.rows.iter().filter(|x| x.kernel_ratio.is_some()) {
+            s.push_str(&format!(
+                "{:<32} {:>14} {:>16.3} {:>12.3} {:>12.3}\n",
+                row.workload,
+                row.unit,
+                row.kernel_off_us.unwrap_or_default(),
+                row.driftgate_us,
+                row.kernel_ratio.unwrap_or_default()
+            ));
+        }
+    }
     s.push_str(&format!(
         "first open of a fresh image inode: {:.2} us (cold pass difference / {} files)\n\
          figures are medians over rounds; events are the daemon's open events during the workload\n",
         r.first_open_us, r.files
     ));
+    s.push_str(&crate::kernelcost::render(&r.kernel_layer));
     s
 }
 

@@ -13,6 +13,7 @@
 
 pub mod btf;
 pub mod event;
+mod sys;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{MapData, RingBuf};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::Lsm;
+
+use sys::{bpf, get_next_key, lookup, prog_run_stats, remove, update, MapElem, BPF_MAP_LOOKUP_ELEM};
 
 pub use event::Event;
 
@@ -210,6 +213,24 @@ impl Layer {
     pub fn take_events(&mut self) -> Option<Events> {
         self.events.take().map(|ring| Events { ring })
     }
+
+    /// Each attached program's name, runs and time spent (what the kernel counts while
+    /// `kernel.bpf_stats_enabled` is 1; zeros otherwise).
+    pub fn run_stats(&self) -> Vec<RunStats> {
+        self._links
+            .iter()
+            .filter_map(|l| l.info().ok())
+            .filter_map(|i| prog_run_stats(i.program_id()))
+            .collect()
+    }
+}
+
+/// One program's run statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
 }
 
 /// What the program reports, read from its ring buffer.
@@ -447,78 +468,6 @@ fn possible_cpus() -> usize {
             s.trim().split(',').map(|r| r.rsplit('-').next()?.parse::<usize>().ok()).max().flatten()
         })
         .map_or(1, |n| n + 1)
-}
-
-const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
-const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
-const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
-
-/// `union bpf_attr` for the map element commands.
-#[repr(C)]
-struct MapElem {
-    map_fd: u32,
-    pad: u32,
-    key: u64,
-    /// `value`, or `next_key` for BPF_MAP_GET_NEXT_KEY.
-    value: u64,
-    flags: u64,
-}
-
-fn bpf(cmd: libc::c_int, attr: &MapElem) -> Result<(), nix::errno::Errno> {
-    // SAFETY: bpf(2) with a map command reads `size_of::<MapElem>()` bytes of `attr`, a valid
-    // repr(C) prefix of `union bpf_attr` for these commands; the key and value pointers in it
-    // point at live buffers of the sizes the map was created with (the callers' typed values).
-    let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *const MapElem, std::mem::size_of::<MapElem>() as u32)
-    };
-    if r < 0 {
-        Err(nix::errno::Errno::last())
-    } else {
-        Ok(())
-    }
-}
-
-fn update<K, V>(fd: BorrowedFd<'_>, key: &K, value: &V) -> Result<(), Error> {
-    let attr = MapElem {
-        map_fd: fd.as_raw_fd() as u32,
-        pad: 0,
-        key: key as *const K as u64,
-        value: value as *const V as u64,
-        flags: 0,
-    };
-    bpf(BPF_MAP_UPDATE_ELEM, &attr).map_err(|errno| Error::Sys { call: "bpf(BPF_MAP_UPDATE_ELEM)", errno })
-}
-
-fn lookup<K, V: Default>(fd: BorrowedFd<'_>, key: &K) -> Result<V, Error> {
-    let mut v = V::default();
-    let attr = MapElem {
-        map_fd: fd.as_raw_fd() as u32,
-        pad: 0,
-        key: key as *const K as u64,
-        value: &mut v as *mut V as u64,
-        flags: 0,
-    };
-    bpf(BPF_MAP_LOOKUP_ELEM, &attr)
-        .map_err(|errno| Error::Sys { call: "bpf(BPF_MAP_LOOKUP_ELEM)", errno })?;
-    Ok(v)
-}
-
-fn remove<K>(fd: BorrowedFd<'_>, key: &K) {
-    let attr =
-        MapElem { map_fd: fd.as_raw_fd() as u32, pad: 0, key: key as *const K as u64, value: 0, flags: 0 };
-    let _ = bpf(BPF_MAP_DELETE_ELEM, &attr);
-}
-
-fn get_next_key<K>(fd: BorrowedFd<'_>, key: Option<&K>, next: &mut K) -> bool {
-    let attr = MapElem {
-        map_fd: fd.as_raw_fd() as u32,
-        pad: 0,
-        key: key.map_or(0, |k| k as *const K as u64),
-        value: next as *mut K as u64,
-        flags: 0,
-    };
-    bpf(BPF_MAP_GET_NEXT_KEY, &attr).is_ok()
 }
 
 #[cfg(test)]

@@ -312,6 +312,13 @@ impl Kernel {
             .unwrap_or(0)
     }
 
+    /// Whether the program checks container `c`'s executable mappings (enforced, with
+    /// `[libraries]`): a library changed after it was decided is refused at its mapping.
+    pub fn checks_mappings(&self, c: &Container) -> bool {
+        let p = self.policy_of(c);
+        p & policy::ENFORCE != 0 && p & policy::LIBRARIES != 0
+    }
+
     /// Whether container `c` is registered (its execs are seen by the program).
     pub fn covers(&self, c: &Container) -> bool {
         self.policy_of(c) != 0
@@ -447,6 +454,11 @@ impl Kernel {
             .lock()
             .map(|r| (r.rootfs.len(), r.pidns.len(), r.cgroups.len(), r.mounts.len()))
             .unwrap_or_default()
+    }
+
+    /// Each attached program's run statistics (see [`status::ProgramRuns`]).
+    pub fn run_stats(&self) -> Vec<driftgate_bpf::RunStats> {
+        self.layer.as_ref().map(|l| l.run_stats()).unwrap_or_default()
     }
 
     pub fn program_stats(&self) -> driftgate_bpf::Stats {

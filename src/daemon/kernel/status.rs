@@ -50,6 +50,21 @@ pub struct KernelStatus {
     pub events: u64,
     #[serde(default)]
     pub unattributed: u64,
+    /// Each program's runs and the time spent in it, as the kernel counts them while
+    /// `sysctl kernel.bpf_stats_enabled=1` (zeros otherwise): what the layer costs on this node.
+    #[serde(default)]
+    pub programs: Vec<ProgramRuns>,
+}
+
+/// One program's run statistics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ProgramRuns {
+    /// `dg_exec` (execs), `dg_mmap`, `dg_mprotect`.
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+    /// Mean nanoseconds per run (0 without runs).
+    pub ns_per_run: f64,
 }
 
 /// Which layer guards a container, and what remains unchecked.
@@ -106,6 +121,16 @@ impl Kernel {
             lost: p.lost,
             events: ld(&self.stats.events),
             unattributed: ld(&self.stats.unattributed),
+            programs: self
+                .run_stats()
+                .into_iter()
+                .map(|r| ProgramRuns {
+                    ns_per_run: if r.runs == 0 { 0.0 } else { r.run_ns as f64 / r.runs as f64 },
+                    name: r.name,
+                    runs: r.runs,
+                    run_ns: r.run_ns,
+                })
+                .collect(),
         }
     }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The kernel layer's cost, measured where the kernel has BPF LSM: boots the VM of
+# scripts/kernel-vm.sh and runs, in one run each, `driftgate bench exec` with every driftgate
+# configuration side by side with the layer off (`-kernel-off`), and `driftgate bench open
+# --kernel-layer` (the dynamic program's start is the mmap-heavy figure). The VM emulates its
+# CPU (TCG): absolute figures are several times a real node's; the ratios are what to read.
+#   scripts/kernel-vm-bench.sh [ITERATIONS] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+iterations="${1:-400}"
+rounds="${2:-5}"
+cargo build --release --quiet
+bin="$PWD/target/release/driftgate"
+dir=$(mktemp -d /tmp/dgvm-bench.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir$(dirname "$bin")" "$dir/usr/bin"
+strip -g -o "$dir$bin" "$bin"
+cp /bin/busybox "$dir/usr/bin/busybox"
+cat >"$dir/init" <<'INIT'
+#!/bin/sh
+mkdir -p /newroot
+mount --bind / /newroot
+cd /newroot
+mount --move . /
+exec chroot . /init2
+INIT
+cat >"$dir/init2" <<INIT
+#!/bin/sh
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
+mount -t securityfs none /sys/kernel/security; mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 none /sys/fs/cgroup; mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
+for m in /usr/lib/driftgate-vm/overlay.ko*; do insmod "\$m"; done
+echo "DGVM-KERNEL \$(uname -r) LSM \$(cat /sys/kernel/security/lsm)"
+$bin bench exec --pin 1 --iterations $iterations --rounds $rounds \
+    --configs none,driftgate-enforce-kernel-off,driftgate-enforce,driftgate-audit-kernel-off,driftgate-audit,driftgate-enforce-dynamic-kernel-off,driftgate-enforce-dynamic 2>&1
+$bin bench open --pin 1 --kernel-layer --rounds $rounds --iterations $((iterations * 10)) --files 2000 --starts $((iterations / 4)) 2>&1
+echo DGVM-BENCH-DONE
+echo o >/proc/sysrq-trigger
+sleep 30
+INIT
+chmod +x "$dir/init" "$dir/init2"
+scripts/kernel-vm.sh run "$dir" 5400 | sed -n '/DGVM-KERNEL/,/DGVM-BENCH-DONE/p'
