@@ -2,8 +2,9 @@
 # Installs what the test suites need on a Debian machine: busybox-static (the scratch
 # containers' image), containerd + runc + umoci, docker.io and podman (the runtime suites),
 # debootstrap and systemd-container (a real Debian booted with systemd as PID 1), gcc
-# with the static libc (the test tools), bash-static (a shell for the script tests), the
-# packaging tools and cargo-fuzz (with a nightly toolchain, for scripts/fuzz.sh).
+# with the static libc (the test tools), bash-static (a shell for the script tests), clang,
+# libbpf's headers and QEMU (the kernel layer's program and its VM), the packaging tools and
+# cargo-fuzz (with a nightly toolchain, for scripts/fuzz.sh).
 # Installing does not start any service here. Idempotent.
 set -euo pipefail
 need=()
@@ -22,6 +23,18 @@ command -v file >/dev/null || need+=(file)
 # The fileless-execution tests build a static dropper (tests/tools/memfd_exec.c).
 command -v gcc >/dev/null || need+=(gcc)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# The kernel layer: clang and llvm-strip rebuild its BPF program (scripts/build-bpf.sh --check,
+# with the kernel's UAPI headers and libbpf's), QEMU boots the VM its suite runs in
+# (scripts/kernel-vm.sh; cpio makes the VM's root file system, curl and xz fetch its kernel).
+command -v clang >/dev/null || need+=(clang)
+command -v llvm-strip >/dev/null || need+=(llvm)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || need+=(linux-libc-dev)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
+command -v curl >/dev/null || need+=(curl)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v nsenter >/dev/null || need+=(util-linux)
 # Packaging tools for the package suite, cargo-fuzz for the fuzz targets (crates.io).
 for tool in cargo-deb cargo-generate-rpm cargo-fuzz; do
     if ! command -v "$tool" >/dev/null; then

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: installs its dependencies, checks formatting and lints, then runs unit,
 # CLI, privileged (real fanotify + overlay), benchmark-harness, runtime (containerd, Docker,
-# Podman), operations, reliability, systemd and packaging tests, then fuzzes every parser of
-# untrusted bytes briefly.
+# Podman), operations, reliability, systemd, kernel-layer (BPF LSM, in a VM) and packaging tests,
+# then fuzzes every parser of untrusted bytes briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/test-deps.sh
 cargo fmt --check
+# The kernel layer's BPF program: the committed object is what its source compiles to.
+scripts/build-bpf.sh --check
 cargo clippy --all-targets -- -D warnings
 # Module docs are part of the architecture (the path of one event): keep their links valid.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet

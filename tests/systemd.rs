@@ -69,7 +69,7 @@ fn notifies_ready_status_and_watchdog_while_decisions_progress() {
             "mode = \"enforce\"\nstate_dir = {:?}\n[spool]\ndir = {:?}\n[discovery]\noverlay_globs = [{:?}]\n\
              [discovery.containerd]\nenabled = false\n[discovery.docker]\nenabled = false\n\
              [discovery.podman]\nenabled = false\n[discovery.crio]\nenabled = false\n[journald]\nenabled = false\n\
-             [daemon]\nsocket = {:?}\n",
+             [daemon]\nsocket = {:?}\n[kernel]\nenabled = \"off\"\n",
             s.root().join("state").display().to_string(),
             s.root().join("spool").display().to_string(),
             s.merged.display().to_string(),

@@ -125,7 +125,7 @@ impl Daemon {
                 o.extra_discovery,
                 dir.join("driftgate.sock").display().to_string(),
                 o.extra_daemon,
-                o.extra_tables,
+                kernel_default(o.extra_tables),
             ),
         )
         .unwrap();
@@ -310,5 +310,15 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// `tables`, with the kernel layer off unless they say otherwise: the suites of fanotify's own
+/// paths test those (tests/kernel_layer.rs tests the layer, on and off), on every kernel.
+fn kernel_default(tables: &str) -> String {
+    if tables.contains("[kernel]") {
+        tables.to_owned()
+    } else {
+        format!("{tables}\n[kernel]\nenabled = \"off\"\n")
     }
 }

@@ -21,7 +21,7 @@
  *                                          fsmount-exec from there
  *   dgattack userns-tmpfs-exec PAYLOAD     unshare(user+mount), mount a tmpfs, exec from it
  *   dgattack exec FILE [NAME]              plain execve (the line says NAME=... if given)
- * The payload, a busybox, is run as `busybox echo payload-ran`. */
+ * The payload, a busybox, is run as `busybox sh -c 'echo payload-ran; sleep 0.3'`. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -104,7 +104,8 @@ static int write_all(int fd, const char *b, size_t n)
 	return 0;
 }
 
-static char *payload_argv[] = { "busybox", "echo", "payload-ran", NULL };
+/* It stays a moment: a recorder that looks at a process after its exec finds it there. */
+static char *payload_argv[] = { "busybox", "sh", "-c", "echo payload-ran; sleep 0.3", NULL };
 
 static int exec_at(int dirfd, const char *file, int flags)
 {
