@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The kernel layer's cost, measured where the kernel has BPF LSM: boots the VM of
-# scripts/kernel-vm.sh and runs, in one run each, `driftgate bench exec` with every driftgate
-# configuration side by side with the layer off (`-kernel-off`), and `driftgate bench open
-# --kernel-layer` (the dynamic program's start is the mmap-heavy figure). The VM emulates its
-# CPU (TCG): absolute figures are several times a real node's; the ratios are what to read.
+# scripts/kernel-vm.sh and runs, in one run each, `driftgate bench exec` with driftgate
+# configurations side by side with the layer off (`-kernel-off`), and `driftgate bench open
+# --kernel-layer` (the dynamic program's start is the mmap-heavy figure). `driftgate-enforce`
+# and `driftgate-audit` exec from outside the container's PID namespace (the host's path: the
+# program leaves after its first lookups); the `-dynamic` configurations and bench open's
+# dynamic start run in a PID namespace of the container (the enforced path: every exec and
+# executable mapping checked). The VM emulates its CPU (TCG): absolute figures are many times
+# a real node's; the ratios and the programs' ns per run (bpf_stats) are what to read.
 #   scripts/kernel-vm-bench.sh [ITERATIONS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +38,7 @@ mount -t cgroup2 none /sys/fs/cgroup; mount -t tmpfs tmpfs /tmp; mount -t tmpfs 
 for m in /usr/lib/driftgate-vm/overlay.ko*; do insmod "\$m"; done
 echo "DGVM-KERNEL \$(uname -r) LSM \$(cat /sys/kernel/security/lsm)"
 $bin bench exec --pin 1 --iterations $iterations --rounds $rounds \
-    --configs none,driftgate-enforce-kernel-off,driftgate-enforce,driftgate-audit-kernel-off,driftgate-audit,driftgate-enforce-dynamic-kernel-off,driftgate-enforce-dynamic 2>&1
+    --configs none,driftgate-enforce-kernel-off,driftgate-enforce,driftgate-audit-kernel-off,driftgate-audit,none-dynamic,driftgate-enforce-dynamic-kernel-off,driftgate-enforce-dynamic 2>&1
 $bin bench open --pin 1 --kernel-layer --rounds $rounds --iterations $((iterations * 10)) --files 2000 --starts $((iterations / 4)) 2>&1
 echo DGVM-BENCH-DONE
 echo o >/proc/sysrq-trigger

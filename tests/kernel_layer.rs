@@ -74,15 +74,7 @@ fn fallback_memfds_from_before_enforcement_are_recorded() {
     }
     let lab = Lab::new();
     let d = lab.daemon("audit", false, "");
-    let out = lab.s.merged.join(".dgtest/memfd.out");
-    let ready = lab.s.merged.join(".dgtest/memfd.ready");
-    let _b = Background::start(
-        lab.s.root(),
-        &lab.s.merged,
-        "",
-        "/opt/img/dgattack memfd-hold /opt/img/bb2 /tmp/go > /.dgtest/memfd.out 2>&1 &\nwhile ! grep -q held /.dgtest/memfd.out; do sleep 0.05; done\ntouch /.dgtest/memfd.ready\nwait\nsleep 600\n",
-        &ready,
-    );
+    let (_b, out) = lab.memfd_held();
     d.reload_mode("enforce");
     // The next scan sets vm.memfd_noexec = 2 in the container's namespace.
     assert!(
@@ -152,15 +144,7 @@ fn vm_memfds_from_before_enforcement_are_refused() {
     require_vm();
     let lab = Lab::new();
     let d = lab.daemon("audit", true, "");
-    let out = lab.s.merged.join(".dgtest/memfd.out");
-    let ready = lab.s.merged.join(".dgtest/memfd.ready");
-    let b = Background::start(
-        lab.s.root(),
-        &lab.s.merged,
-        "",
-        "/opt/img/dgattack memfd-hold /opt/img/bb2 /tmp/go > /.dgtest/memfd.out 2>&1 &\nwhile ! grep -q held /.dgtest/memfd.out; do sleep 0.05; done\ntouch /.dgtest/memfd.ready\nwait\nsleep 600\n",
-        &ready,
-    );
+    let (b, out) = lab.memfd_held();
     d.reload_mode("enforce");
     std::fs::write(lab.s.merged.join("tmp/go"), b"").unwrap();
     assert!(

@@ -136,21 +136,26 @@ impl Discovery {
             }
             _ => {
                 self.last_event_scan = Some(now);
-                let before = self.marker.stats.mounts_marked.load(Ordering::Relaxed);
-                // Only a known namespace can have sent the event: re-read those first.
-                if !self.marker.rescan_known(&self.registry.load_full()) {
-                    self.scan_namespaces();
-                }
-                let marked = self.marker.stats.mounts_marked.load(Ordering::Relaxed) - before;
-                if marked > 0 {
-                    tracing::info!(
-                        mounts = marked,
-                        event_to_mark_us = woken.elapsed().as_micros() as u64,
-                        "container mounts made after start marked"
-                    );
-                }
+                self.log_marked(woken, "container mounts made after start marked", |d| {
+                    // Only a known namespace can have sent the event: re-read those first.
+                    if !d.marker.rescan_known(&d.registry.load_full()) {
+                        d.scan_namespaces();
+                    }
+                });
             }
         }
+    }
+
+    /// Runs `f`, then logs how many mounts it marked and how long after `woken`: the window of
+    /// a mount made after the container started.
+    fn log_marked<R>(&mut self, woken: Instant, what: &'static str, f: impl FnOnce(&mut Self) -> R) -> R {
+        let before = self.marker.stats.mounts_marked.load(Ordering::Relaxed);
+        let r = f(self);
+        let marked = self.marker.stats.mounts_marked.load(Ordering::Relaxed) - before;
+        if marked > 0 {
+            tracing::info!(mounts = marked, event_to_mark_us = woken.elapsed().as_micros() as u64, "{what}");
+        }
+        r
     }
 
     /// The open mount tables of the containers' mount namespaces.
@@ -162,26 +167,17 @@ impl Discovery {
     /// once (a new mount runs unchecked until it is marked); others' with the event spacing.
     pub fn namespaces_changed(&mut self, nss: &[u64], woken: Instant) {
         let polls: HashMap<u64, super::namespaces::NsPoll> = self.marker.ns_polls().into_iter().collect();
-        let before = self.marker.stats.mounts_marked.load(Ordering::Relaxed);
-        let mut spaced = false;
-        for ns in nss {
-            match polls.get(ns) {
-                Some(p) if self.marker.enforced(&p.container) => {
-                    if !self.marker.reread(*ns) {
-                        spaced = true;
-                    }
+        let what = "mounts of an enforced container marked as its mount table changed";
+        let spaced = self.log_marked(woken, what, |d| {
+            let mut spaced = false;
+            for ns in nss {
+                match polls.get(ns) {
+                    Some(p) if d.marker.enforced(&p.container) => spaced |= !d.marker.reread(*ns),
+                    _ => spaced = true,
                 }
-                _ => spaced = true,
             }
-        }
-        let marked = self.marker.stats.mounts_marked.load(Ordering::Relaxed) - before;
-        if marked > 0 {
-            tracing::info!(
-                mounts = marked,
-                event_to_mark_us = woken.elapsed().as_micros() as u64,
-                "mounts of an enforced container marked as its mount table changed"
-            );
-        }
+            spaced
+        });
         if spaced {
             self.scan_for_mount_event(woken);
         }

@@ -83,6 +83,22 @@ impl Lab {
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
     }
 
+    /// A container whose process made an executable memfd and waits (for `/tmp/go` in the
+    /// container) to run it; what it prints goes to the returned file.
+    pub(crate) fn memfd_held(&self) -> (Background, PathBuf) {
+        let out = self.s.merged.join(".dgtest/memfd.out");
+        let ready = self.s.merged.join(".dgtest/memfd.ready");
+        let b = Background::start(
+            self.s.root(),
+            &self.s.merged,
+            "",
+            "/opt/img/dgattack memfd-hold /opt/img/bb2 /tmp/go > /.dgtest/memfd.out 2>&1 &\n\
+             while ! grep -q held /.dgtest/memfd.out; do sleep 0.05; done\ntouch /.dgtest/memfd.ready\nwait\nsleep 600\n",
+            &ready,
+        );
+        (b, out)
+    }
+
     /// Runs `args` inside the running container `b` (its mount and PID namespaces and root, as
     /// `docker exec` does).
     pub(crate) fn exec_in(&self, b: &Background, args: &[&str]) -> String {
@@ -277,7 +293,18 @@ pub(crate) fn escape() -> Attack<'static> {
         name: "escape-exec",
         setup: "",
         script: "/opt/img/dgattack escape-exec /opt/img/bb2\n",
-        path: "/x",
+        path: "/escaped",
+        category: "ADDED_BINARY_EXECUTED",
+        layer: "mount",
+    }
+}
+
+pub(crate) fn pivot() -> Attack<'static> {
+    Attack {
+        name: "pivot-exec",
+        setup: "",
+        script: "/opt/img/dgattack pivot-exec /opt/img/bb2\n",
+        path: "/pivoted",
         category: "ADDED_BINARY_EXECUTED",
         layer: "mount",
     }
@@ -296,7 +323,7 @@ pub(crate) fn shm() -> Attack<'static> {
 
 /// Every attack on mounts and shared memory, against one daemon.
 pub(crate) fn all_mount_attacks() -> Vec<Attack<'static>> {
-    vec![fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), remount_exec(), userns(), escape(), shm()]
+    vec![fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), remount_exec(), userns(), escape(), pivot(), shm()]
 }
 
 pub(crate) fn mount_attacks(mode: &str, layer: bool) -> Vec<(String, String)> {
@@ -372,7 +399,7 @@ pub(crate) fn podman_attacks(mode: &str) {
             ..Default::default()
         },
     );
-    let attacks = [fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), userns(), escape(), shm()];
+    let attacks = [fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), userns(), escape(), pivot(), shm()];
     let script: String =
         attacks.iter().map(|a| format!("echo attack:{}\n{}", a.name, a.script)).collect::<String>().replace(
             "/opt/img/dgattack open-tree-exec",

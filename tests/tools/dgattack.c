@@ -19,6 +19,8 @@
  *                                          mapped PROT_EXEC (no open after the write)
  *   dgattack escape-exec PAYLOAD           new user, mount and PID namespaces, a chroot, then
  *                                          fsmount-exec from there
+ *   dgattack pivot-exec PAYLOAD            new user and mount namespaces, pivot_root into a
+ *                                          new tmpfs holding the payload, exec it there
  *   dgattack userns-tmpfs-exec PAYLOAD     unshare(user+mount), mount a tmpfs, exec from it
  *   dgattack exec FILE [NAME]              plain execve (the line says NAME=... if given)
  * The payload, a busybox, is run as `busybox sh -c 'echo payload-ran; sleep 0.3'`. */
@@ -114,25 +116,58 @@ static int exec_at(int dirfd, const char *file, int flags)
 	return fail("execveat", errno);
 }
 
-static int fsmount_exec(const char *payload)
+/* A tmpfs never attached anywhere (fsopen + fsmount) holding the payload as `file`. */
+static int detached_tmpfs_with(const char *payload, const char *file)
 {
 	size_t len;
 	char *b = slurp(payload, &len);
 	if (!b)
-		return setup_fail(errno);
+		return -1;
 	int fs = syscall(SYS_fsopen, "tmpfs", 0);
-	if (fs < 0)
-		return setup_fail(errno);
-	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		return setup_fail(errno);
+	if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return -1;
 	int mnt = syscall(SYS_fsmount, fs, 0, 0);
 	if (mnt < 0)
-		return setup_fail(errno);
-	int f = openat(mnt, "x", O_CREAT | O_WRONLY, 0755);
+		return -1;
+	int f = openat(mnt, file, O_CREAT | O_WRONLY, 0755);
 	if (f < 0 || write_all(f, b, len) < 0)
-		return setup_fail(errno);
+		return -1;
 	close(f);
+	return mnt;
+}
+
+static int fsmount_exec(const char *payload)
+{
+	int mnt = detached_tmpfs_with(payload, "x");
+	if (mnt < 0)
+		return setup_fail(errno);
 	return exec_at(mnt, "x", 0);
+}
+
+/* A new user namespace (with `more`: other namespaces too) whose root is this process's uid
+ * and gid (root in a plain container, its own root in one that maps root elsewhere). */
+static int own_user_namespace(int more)
+{
+	int uid = getuid(), gid = getgid();
+	if (unshare(CLONE_NEWUSER | more) < 0)
+		return -1;
+	int fd = open("/proc/self/setgroups", O_WRONLY);
+	if (fd >= 0) {
+		write_all(fd, "deny", 4);
+		close(fd);
+	}
+	char map[64];
+	const char *files[2] = { "/proc/self/uid_map", "/proc/self/gid_map" };
+	int ids[2] = { uid, gid };
+	for (int i = 0; i < 2; i++) {
+		int n = snprintf(map, sizeof map, "0 %d 1", ids[i]);
+		fd = open(files[i], O_WRONLY);
+		if (fd >= 0) {
+			write_all(fd, map, n);
+			close(fd);
+		}
+	}
+	return 0;
 }
 
 static int clone_of(const char *dir)
@@ -298,30 +333,8 @@ static int userns_tmpfs_exec(const char *payload)
 {
 	size_t len;
 	char *b = slurp(payload, &len);
-	if (!b)
+	if (!b || own_user_namespace(CLONE_NEWNS) < 0)
 		return setup_fail(errno);
-	int uid = getuid(), gid = getgid();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
-		return setup_fail(errno);
-	int fd = open("/proc/self/setgroups", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, "deny", 4);
-		close(fd);
-	}
-	/* Root maps to itself (in a container that maps root to another uid, its own root). */
-	char map[64];
-	int n = snprintf(map, sizeof map, "0 %d 1", uid);
-	fd = open("/proc/self/uid_map", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, map, n);
-		close(fd);
-	}
-	n = snprintf(map, sizeof map, "0 %d 1", gid);
-	fd = open("/proc/self/gid_map", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, map, n);
-		close(fd);
-	}
 	mkdir("/tmp/dgattack-mnt", 0700);
 	if (mount("none", "/tmp/dgattack-mnt", "tmpfs", 0, NULL) < 0)
 		return setup_fail(errno);
@@ -336,27 +349,8 @@ static int userns_tmpfs_exec(const char *payload)
 
 static int escape_exec(const char *payload)
 {
-	int uid = getuid(), gid = getgid();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID) < 0)
+	if (own_user_namespace(CLONE_NEWNS | CLONE_NEWPID) < 0)
 		return setup_fail(errno);
-	char map[64];
-	int fd = open("/proc/self/setgroups", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, "deny", 4);
-		close(fd);
-	}
-	int n = snprintf(map, sizeof map, "0 %d 1", uid);
-	fd = open("/proc/self/uid_map", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, map, n);
-		close(fd);
-	}
-	n = snprintf(map, sizeof map, "0 %d 1", gid);
-	fd = open("/proc/self/gid_map", O_WRONLY);
-	if (fd >= 0) {
-		write_all(fd, map, n);
-		close(fd);
-	}
 	fflush(stdout);
 	pid_t p = fork();
 	if (p < 0)
@@ -367,25 +361,33 @@ static int escape_exec(const char *payload)
 		return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
 	}
 	/* PID 1 of a new PID namespace, in a chroot of its own. */
+	int mnt = detached_tmpfs_with(payload, "escaped");
+	if (mnt < 0 || chroot("/tmp") < 0 || chdir("/") < 0)
+		return setup_fail(errno);
+	return exec_at(mnt, "escaped", 0);
+}
+
+static int pivot_exec(const char *payload)
+{
 	size_t len;
 	char *b = slurp(payload, &len);
-	if (!b)
+	if (!b || own_user_namespace(CLONE_NEWNS) < 0)
 		return setup_fail(errno);
-	if (chroot("/tmp") < 0 || chdir("/") < 0)
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return setup_fail(errno);
-	int fs = syscall(SYS_fsopen, "tmpfs", 0);
-	if (fs < 0)
+	mkdir("/tmp/dgattack-root", 0700);
+	if (mount("none", "/tmp/dgattack-root", "tmpfs", 0, NULL) < 0)
 		return setup_fail(errno);
-	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		return setup_fail(errno);
-	int mnt = syscall(SYS_fsmount, fs, 0, 0);
-	if (mnt < 0)
-		return setup_fail(errno);
-	int f = openat(mnt, "x", O_CREAT | O_WRONLY, 0755);
+	int f = open("/tmp/dgattack-root/pivoted", O_CREAT | O_WRONLY, 0755);
 	if (f < 0 || write_all(f, b, len) < 0)
 		return setup_fail(errno);
 	close(f);
-	return exec_at(mnt, "x", 0);
+	mkdir("/tmp/dgattack-root/old", 0700);
+	if (syscall(SYS_pivot_root, "/tmp/dgattack-root", "/tmp/dgattack-root/old") < 0 || chdir("/") < 0)
+		return setup_fail(errno);
+	fflush(stdout);
+	execve("/pivoted", payload_argv, environ);
+	return fail("execve", errno);
 }
 
 int main(int argc, char **argv)
@@ -420,6 +422,8 @@ int main(int argc, char **argv)
 		return aio_map(argv[2], argv[3]);
 	if (!strcmp(c, "escape-exec"))
 		return escape_exec(argv[2]);
+	if (!strcmp(c, "pivot-exec"))
+		return pivot_exec(argv[2]);
 	if (!strcmp(c, "userns-tmpfs-exec"))
 		return userns_tmpfs_exec(argv[2]);
 	if (!strcmp(c, "exec")) {

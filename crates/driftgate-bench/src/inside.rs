@@ -142,12 +142,22 @@ pub fn run_inside(
     }
     nix::unistd::chroot(root).map_err(|e| format!("chroot: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
-    // The container's first exec, from its rootfs.
-    spawn_wait(&["/bin/true".to_owned()])?;
-    for _ in 0..warmup {
-        spawn_wait(argv)?;
-    }
-    (0..iterations).map(|_| spawn_wait(argv)).collect()
+    // A PID namespace of the container's own, as every runtime makes: the workload runs in it
+    // (its init is a child that waits), so driftgate's kernel layer sees a container task.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare(pid): {e}"))?;
+    let init = driftgate_sys::process::fork_pid_namespace_init().map_err(|e| e.to_string())?;
+    let run = || -> Result<Vec<f64>, String> {
+        // The container's first exec, from its rootfs.
+        spawn_wait(&["/bin/true".to_owned()])?;
+        for _ in 0..warmup {
+            spawn_wait(argv)?;
+        }
+        (0..iterations).map(|_| spawn_wait(argv)).collect()
+    };
+    let res = run();
+    let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(init, None);
+    res
 }
 
 /// posix_spawn + waitpid; µs.

@@ -438,7 +438,15 @@ pub fn run_open_inside(
             let p = program.ok_or("no --program")?;
             // Its output goes to a file opened once (an open for writing is never ignored).
             let out = std::fs::File::create("/tmp/dynamic.out").map_err(|e| format!("create: {e}"))?;
-            (0..iterations).map(|_| spawn_quiet(p, &out)).collect()
+            // In a PID namespace of the container's own, as a runtime makes (its init a child
+            // that waits): driftgate's kernel layer checks the program's mappings there.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("unshare(pid): {e}"))?;
+            let init = driftgate_sys::process::fork_pid_namespace_init().map_err(|e| e.to_string())?;
+            let res = (0..iterations).map(|_| spawn_quiet(p, &out)).collect();
+            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(init, None);
+            res
         }
         other => Err(format!("unknown phase {other:?} (known: {})", PHASES.join(", "))),
     }

@@ -128,18 +128,8 @@ mod tests {
             .args(["-pf", "--kill-child", "sleep", "30"])
             .spawn()
             .expect("unshare");
-        let pid = child.id();
-        let ns = |p: u32| std::fs::File::open(format!("/proc/{p}/ns/pid")).map(OwnedFd::from);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let sleep = loop {
-            let kids =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-            if let Some(k) = kids.split_whitespace().next().and_then(|k| k.parse::<u32>().ok()) {
-                break k;
-            }
-            assert!(std::time::Instant::now() < deadline, "sleep did not start");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
+        let ns = |p: i32| std::fs::File::open(format!("/proc/{p}/ns/pid")).map(OwnedFd::from);
+        let sleep = crate::pidns::first_child(child.id() as i32);
         assert_eq!(memfd_noexec(ns(sleep).unwrap()), Ok(0), "a new namespace has the kernel's default");
         set_memfd_noexec(ns(sleep).unwrap(), 2).unwrap();
         assert_eq!(memfd_noexec(ns(sleep).unwrap()), Ok(2));

@@ -49,6 +49,20 @@ pub fn tick_ns() -> u64 {
         .map_or(10_000_000, |t| 1_000_000_000 / t as u64)
 }
 
+/// The first child of process `pid`, once it has one (tests: the processes `unshare` starts).
+#[cfg(test)]
+pub(crate) fn first_child(pid: i32) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(k) = kids.split_whitespace().next().and_then(|k| k.parse::<i32>().ok()) {
+            return k;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} started no child");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,23 +87,11 @@ mod tests {
             .spawn()
             .expect("unshare");
         let unshare = child.id() as i32;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let init = loop {
-            let kids = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
-                .unwrap_or_default();
-            if let Some(sh) = kids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
-                let grandkids =
-                    std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children")).unwrap_or_default();
-                if let Some(sleep) = grandkids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
-                    assert_eq!(init_of(sleep), Some(sh), "sleep's init is the shell");
-                    break sh;
-                }
-            }
-            assert!(std::time::Instant::now() < deadline, "the namespace's processes did not start");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        assert!(start_ticks(init).is_some());
-        assert!(start_ticks(init).unwrap() >= start_ticks(unshare).unwrap());
+        let sh = first_child(unshare);
+        let sleep = first_child(sh);
+        assert_eq!(init_of(sleep), Some(sh), "sleep's init is the shell");
+        assert!(start_ticks(sh).is_some());
+        assert!(start_ticks(sh).unwrap() >= start_ticks(unshare).unwrap());
         assert!(tick_ns() > 0);
         let _ = child.kill();
         let _ = child.wait();

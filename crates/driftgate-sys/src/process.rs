@@ -93,3 +93,17 @@ pub fn ignore_signal(sig: nix::sys::signal::Signal) -> Result<(), crate::SysErro
         .map(drop)
         .map_err(|e| crate::SysError::new("signal", e))
 }
+
+/// After `unshare(CLONE_NEWPID)`: forks the new PID namespace's init, a child that only waits
+/// until it is killed (the namespace lives as long as it does; the caller's later children are
+/// in it). Call it from a single-threaded process.
+pub fn fork_pid_namespace_init() -> Result<nix::unistd::Pid, crate::SysError> {
+    // SAFETY: the caller is single-threaded; the child only calls pause (async-signal-safe)
+    // until a signal ends it, and never returns into Rust code.
+    match unsafe { nix::unistd::fork() }.map_err(|e| crate::SysError::new("fork", e))? {
+        nix::unistd::ForkResult::Child => loop {
+            nix::unistd::pause();
+        },
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+    }
+}
