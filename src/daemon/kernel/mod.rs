@@ -184,7 +184,7 @@ impl Kernel {
 
     /// A PID namespace of container `c` (never the host's; `None` for a process of a `hostPID`
     /// container), found through its process `pid`, and the container's policy (see
-    /// [`crate::daemon::namespaces::MemfdRule::kernel_policy`]); also the container's own
+    /// `MemfdRule::kernel_policy` in the namespaces module); also the container's own
     /// cgroup, looked for once.
     pub fn add_namespace(&self, c: &Arc<Container>, pidns: Option<u64>, pid: i32, policy: u32) {
         let Some(maps) = self.maps() else { return };
