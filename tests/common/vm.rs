@@ -85,7 +85,8 @@ pub fn run_ignored_in_vm(filter: &str, tools: &[&str], env: &[(&str, &str)], lim
     }
     // The initramfs is the rootfs mount, which pivot_root cannot leave: the test runs under a
     // bind mount of it moved over it (as switch_root does), where the scratch containers'
-    // pivot_root works.
+    // pivot_root works. /tmp becomes a tmpfs, with what the initramfs put there (the test
+    // binary, when the tree is under /tmp) moved into it.
     let envs: String = env.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
     let init = "#!/bin/sh\nmkdir -p /newroot\nmount --bind / /newroot\ncd /newroot\nmount --move . /\nexec chroot . /init2\n";
     let init2 = format!(
@@ -94,7 +95,9 @@ pub fn run_ignored_in_vm(filter: &str, tools: &[&str], env: &[(&str, &str)], lim
          mount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n\
          mkdir -p /dev/pts /dev/shm\nmount -t devpts devpts /dev/pts\nmount -t tmpfs shm /dev/shm\n\
          mount -t securityfs none /sys/kernel/security\nmount -t bpf bpf /sys/fs/bpf\n\
-         mount -t cgroup2 none /sys/fs/cgroup\nmount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n\
+         mount -t cgroup2 none /sys/fs/cgroup\nmkdir -p /.dgvm-tmp\nmount --bind /tmp /.dgvm-tmp\n\
+         mount -t tmpfs tmpfs /tmp\ncp -a /.dgvm-tmp/. /tmp/\nrm -rf /.dgvm-tmp/*\numount /.dgvm-tmp\n\
+         mount -t tmpfs tmpfs /run\n\
          for m in /usr/lib/driftgate-vm/overlay.ko*; do insmod \"$m\"; done\n\
          hostname dgvm\necho \"DGVM-KERNEL $(uname -r) LSM $(cat /sys/kernel/security/lsm)\"\n\
          {envs}export {IN_VM}=1 RUST_BACKTRACE=1\ncd {cwd}\n\
