@@ -179,7 +179,7 @@ pub(crate) struct Attack<'a> {
 /// Runs `attacks` in one session of the container (one PID namespace, as a container has)
 /// against a daemon in `mode`; `layer`: the kernel layer is on. Enforce with the layer: each
 /// is refused (EPERM) with a blocked finding. Audit with the layer: each runs, with an audited
-/// finding. Returns each one's outcome (for the fallback's assertions).
+/// finding, and every report is attributed to the container. Returns each one's outcome (for the fallback's assertions).
 pub(crate) fn attack(
     lab: &Lab,
     d: &Daemon,
@@ -212,6 +212,12 @@ pub(crate) fn attack(
                 )
             });
         assert_eq!(f["file"]["layer"], a.layer, "{}: {f:#?}", a.name);
+    }
+    if layer {
+        // Each report named its container, even one about a task that had already exited
+        // in a PID namespace nested in the container's.
+        let k = d.status()["kernel"].clone();
+        assert_eq!(k["unattributed"], 0, "{k:#?}");
     }
     got
 }

@@ -83,7 +83,7 @@ struct event {
 	u32 refused;
 	u32 pid;
 	u32 tgid;
-	u32 pidns;
+	u32 pidns; /* the registered PID namespace that matched, else the task's own */
 	u32 dev;
 	u64 cgroup;
 	u64 ino;
@@ -218,8 +218,12 @@ static __always_inline u32 task_policy(struct config *cfg, u64 *cgroup, u32 *pid
 		if (v && cfg->tick_ns) {
 			struct task_struct *init = BPF_CORE_READ(ns, child_reaper);
 			u64 start = init ? BPF_CORE_READ(init, start_boottime) / cfg->tick_ns : 0;
-			if (start == v->init_start)
+			if (start == v->init_start) {
+				/* The namespace the daemon registered: it names the container even
+				 * after a task of a nested namespace has exited. */
+				*pidns = inum;
 				return v->policy;
+			}
 		}
 		ns = BPF_CORE_READ(ns, parent);
 	}

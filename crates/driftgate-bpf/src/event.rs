@@ -46,7 +46,9 @@ pub struct Event {
     pub refused: bool,
     pub pid: u32,
     pub tgid: u32,
-    /// The task's own PID namespace (inode number).
+    /// The PID namespace (inode number) through which the program found the container: a
+    /// registered one, which names the container even once a task of a namespace nested in it
+    /// has exited; the task's own where the cgroup found it.
     pub pidns: u32,
     /// The file's superblock (kernel `dev_t`), inode number, mount id, filesystem magic.
     pub dev: u32,

@@ -40,11 +40,14 @@ pub fn spawn(
                 kernel.stats.events.fetch_add(1, Ordering::Relaxed);
                 let Some(c) = kernel.container_of(e.tgid as i32, e.pidns, e.cgroup) else {
                     kernel.stats.unattributed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(
+                    // A use the program refused or reported, with no finding: never quiet.
+                    tracing::warn!(
                         tgid = e.tgid,
                         pid_ns = e.pidns,
                         cgroup = e.cgroup,
-                        "kernel layer: a report about no known container"
+                        refused = e.refused,
+                        path = %String::from_utf8_lossy(if e.path.is_empty() { &e.name } else { &e.path }),
+                        "kernel layer: a report about no container the daemon knows (gone since); no finding"
                     );
                     continue;
                 };
