@@ -172,19 +172,13 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::ExecInside(i) => return run_inside(i),
         BenchCommand::Open(o) => return run_open(o),
         BenchCommand::OpenInside(i) => {
-            return match crate::bench::open::run_open_inside(
+            return crate::bench::open::run_open_inside(
                 &i.root,
                 &i.phase,
                 i.iterations,
                 i.program.as_deref(),
-            ) {
-                Ok(samples) => {
-                    let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
-                    println!("{}", text.join(" "));
-                    Ok(())
-                }
-                Err(e) => Err(CliError::Failure(format!("bench open-inside: {e}"))),
-            }
+            )
+            .map_err(|e| CliError::Failure(format!("bench open-inside: {e}")));
         }
         BenchCommand::Floor(f) => {
             return crate::bench::listener::floor(&f.marks).map_err(|e| CliError::Failure(e.to_string()))

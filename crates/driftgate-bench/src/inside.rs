@@ -161,7 +161,7 @@ pub fn run_inside(
 }
 
 /// posix_spawn + waitpid; µs.
-fn spawn_wait(argv: &[String]) -> Result<f64, String> {
+pub(crate) fn spawn_wait(argv: &[String]) -> Result<f64, String> {
     use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions};
     let args: Vec<CString> = argv.iter().map(|a| CString::new(a.as_bytes()).expect("no NUL")).collect();
     let actions = PosixSpawnFileActions::init().map_err(|e| e.to_string())?;

@@ -394,17 +394,49 @@ fn spawn_quiet(program: &Path, out: &std::fs::File) -> Result<f64, String> {
     }
 }
 
-/// The runner (a process of its own): enters a new mount namespace, chroots into the
-/// container and times `phase` (see the module comment). Prints the samples, in µs.
+/// The runner (a process of its own, single-threaded): enters a new mount namespace, chroots
+/// into the container and, as PID 1 of a PID namespace of the container's own (as every runtime
+/// makes; driftgate's kernel layer knows a container by it), execs the container's first program
+/// and times `phase` (see the module comment). Prints the samples, in µs.
 pub fn run_open_inside(
     root: &Path,
     phase: &str,
     iterations: usize,
     program: Option<&Path>,
-) -> Result<Vec<f64>, String> {
+) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
     nix::unistd::chroot(root).map_err(|e| format!("chroot: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
+    let code = driftgate_sys::process::run_as_pid_namespace_init(|| {
+        use std::io::Write;
+        let res = crate::inside::spawn_wait(&["/bin/true".to_owned()])
+            .and_then(|_| time_phase(phase, iterations, program));
+        match res {
+            Ok(samples) => {
+                let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
+                let mut out = std::io::stdout().lock();
+                let ok = writeln!(out, "{}", text.join(" ")).and_then(|_| out.flush()).is_ok();
+                if ok {
+                    0
+                } else {
+                    1
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    match code {
+        0 => Ok(()),
+        c => Err(format!("the workload {phase:?} failed (exit status {c})")),
+    }
+}
+
+/// Times `phase` in the container (run by [`run_open_inside`]).
+fn time_phase(phase: &str, iterations: usize, program: Option<&Path>) -> Result<Vec<f64>, String> {
     let time_opens = |path: &str| -> Result<Vec<f64>, String> {
         let mut v = Vec::with_capacity(iterations);
         for _ in 0..iterations {
@@ -438,15 +470,7 @@ pub fn run_open_inside(
             let p = program.ok_or("no --program")?;
             // Its output goes to a file opened once (an open for writing is never ignored).
             let out = std::fs::File::create("/tmp/dynamic.out").map_err(|e| format!("create: {e}"))?;
-            // In a PID namespace of the container's own, as a runtime makes (its init a child
-            // that waits): driftgate's kernel layer checks the program's mappings there.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-                .map_err(|e| format!("unshare(pid): {e}"))?;
-            let init = driftgate_sys::process::fork_pid_namespace_init().map_err(|e| e.to_string())?;
-            let res = (0..iterations).map(|_| spawn_quiet(p, &out)).collect();
-            let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(init, None);
-            res
+            (0..iterations).map(|_| spawn_quiet(p, &out)).collect()
         }
         other => Err(format!("unknown phase {other:?} (known: {})", PHASES.join(", "))),
     }

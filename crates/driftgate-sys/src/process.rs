@@ -94,6 +94,33 @@ pub fn ignore_signal(sig: nix::sys::signal::Signal) -> Result<(), crate::SysErro
         .map_err(|e| crate::SysError::new("signal", e))
 }
 
+/// Runs `work` as PID 1 of a new PID namespace (a forked child; `unshare(CLONE_NEWPID)` only
+/// moves the caller's later children) and waits for it: its return value is the child's exit
+/// status, returned here. Everything it started ends with it. Call it from a single-threaded
+/// process; `work` must flush what it writes before it returns.
+pub fn run_as_pid_namespace_init(work: impl FnOnce() -> i32) -> Result<i32, crate::SysError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| crate::SysError::new("unshare(CLONE_NEWPID)", e))?;
+    // SAFETY: the caller is single-threaded, so the child's copy of the address space has no
+    // lock held by another thread; it runs `work` and leaves with _exit (no atexit handlers
+    // or destructors of the parent's state run twice).
+    match unsafe { nix::unistd::fork() }.map_err(|e| crate::SysError::new("fork", e))? {
+        nix::unistd::ForkResult::Child => {
+            let code = work();
+            // SAFETY: _exit ends the process at once; nothing of it is used after.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => loop {
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(crate::SysError::new("waitpid", e)),
+            }
+        },
+    }
+}
+
 /// After `unshare(CLONE_NEWPID)`: forks the new PID namespace's init, a child that only waits
 /// until it is killed (the namespace lives as long as it does; the caller's later children are
 /// in it). Call it from a single-threaded process.
