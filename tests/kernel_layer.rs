@@ -274,14 +274,21 @@ fn vm_the_layer_holds_while_the_daemon_is_down() {
 #[ignore = "runs in the kernel-layer VM (kernel_layer_in_a_vm)"]
 fn vm_podman_enforce_with_cap_sys_admin() {
     require_vm();
-    podman_attacks("enforce");
+    podman_attacks("enforce", false);
 }
 
 #[test]
 #[ignore = "runs in the kernel-layer VM (kernel_layer_in_a_vm)"]
 fn vm_podman_audit_with_cap_sys_admin() {
     require_vm();
-    podman_attacks("audit");
+    podman_attacks("audit", false);
+}
+
+#[test]
+#[ignore = "runs in the kernel-layer VM (kernel_layer_in_a_vm)"]
+fn vm_podman_enforce_in_a_user_namespace() {
+    require_vm();
+    podman_attacks("enforce", true);
 }
 
 /// Boots the VM and runs every `vm_` test of this file there.

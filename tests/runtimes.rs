@@ -180,6 +180,39 @@ fn podman_container_is_blocked_with_its_id_name_and_image() {
 }
 
 #[test]
+fn podman_container_with_a_user_namespace_mapping_is_watched() {
+    if !privileged() || !tools_present(&["podman", "runc"]) {
+        return;
+    }
+    // With --uidmap, containers/storage mounts the layers through idmapped mounts that it
+    // unmounts at once: the overlay's options name layer paths that no longer exist.
+    let dir = tmpdir("dgpodns-");
+    let p = Podman::with_test_image(&dir.path().join("podman"));
+    let d =
+        Daemon::start(dir.path(), DaemonOpts { podman: Some((p.root(), p.runroot())), ..Default::default() });
+    let out = p.podman(&[
+        "run",
+        "--rm",
+        "--name",
+        "dgtest-userns",
+        "--uidmap",
+        "0:100000:65536",
+        "--gidmap",
+        "0:100000:65536",
+        "localhost/dgtest:latest",
+        "/bin/sh",
+        "-c",
+        &format!("grep -q ' 100000 ' /proc/self/uid_map && echo mapped=0; {ADD_AND_RUN}"),
+    ]);
+    assert_eq!(results(&out).get("mapped"), Some(&0), "not in a user namespace: {out:?}");
+    assert_blocked(&out, &d);
+    let f = one_finding(&d);
+    assert_eq!(f["container"]["name"], "dgtest-userns");
+    assert_eq!(f["container"]["runtime"], "podman");
+    assert!(!d.log_text().contains("NOT watched"), "{}", d.log_text());
+}
+
+#[test]
 fn crio_containers_are_told_apart_by_their_annotations_on_a_containers_storage_layout() {
     if !privileged() || !tools_present(&["podman", "runc"]) {
         return;

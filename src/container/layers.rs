@@ -27,6 +27,46 @@ pub struct Layers {
     lower: Vec<OwnedFd>,
 }
 
+/// containers/storage (Podman, CRI-O) gives a container with a user-namespace mapping
+/// (`--uidmap`, `--userns=auto`) its layers through idmapped mounts of their parent directories,
+/// `<home>/<id>/mapped/<n>`, and unmounts those once the overlay holds them: the overlay's
+/// options then name paths that no longer exist. The directory is the same one, seen unmapped:
+/// `<home>/<id>/mapped/<n>/l/<link>` is `<home>/l/<link>` (the short links, which it mounts
+/// through `<home>`), and otherwise the `index`-th entry of the layer's `lower` file (which
+/// lists its lower layers in the order the options do) when its last name is the rest of the
+/// path. `None` for anything else.
+pub fn unmapped_storage_layer(path: &Path, index: usize) -> Option<PathBuf> {
+    use std::ffi::OsStr;
+    use std::path::Component;
+    let comps: Vec<Component<'_>> = path.components().collect();
+    let at = comps.iter().rposition(|c| c.as_os_str() == OsStr::new("mapped"))?;
+    // <home> / <id> / mapped / <n> / <rest...>
+    if at < 2 || comps.len() < at + 3 {
+        return None;
+    }
+    let n = comps[at + 1].as_os_str().to_str()?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if comps[at + 2..].iter().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let layer_dir: PathBuf = comps[..at].iter().collect();
+    let home = layer_dir.parent()?;
+    let rest: PathBuf = comps[at + 2..].iter().collect();
+    if rest.starts_with("l") && rest.components().count() == 2 {
+        return Some(home.join(rest));
+    }
+    let lower = std::fs::read_to_string(layer_dir.join("lower")).ok()?;
+    let entry = lower.trim_end_matches('\n').split(':').nth(index)?;
+    let entry = Path::new(entry);
+    // It was mounted through the entry's parent directory: the rest is the entry's last name.
+    (rest.components().count() == 1
+        && entry.file_name() == Some(rest.as_os_str())
+        && entry.components().all(|c| matches!(c, Component::Normal(_) | Component::RootDir)))
+    .then(|| if entry.is_absolute() { entry.to_path_buf() } else { home.join(entry) })
+}
+
 /// A regular file found in a layer.
 #[derive(Debug)]
 pub struct LayerFile {
@@ -50,10 +90,25 @@ pub enum ImageLookup {
 impl Layers {
     pub fn open(upper: Option<&Path>, lower: &[PathBuf]) -> Result<Layers, SysError> {
         let upper_fd = upper.map(open_dir_path).transpose()?;
-        let lower_fds = lower.iter().map(|p| open_dir_path(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut lower_paths = Vec::with_capacity(lower.len());
+        let mut lower_fds = Vec::with_capacity(lower.len());
+        for (i, p) in lower.iter().enumerate() {
+            let (path, fd) = match open_dir_path(p) {
+                Ok(fd) => (p.clone(), fd),
+                Err(e) if e.errno == nix::errno::Errno::ENOENT => {
+                    // A layer of an idmapped mount that is gone: the same directory, unmapped.
+                    let Some(real) = unmapped_storage_layer(p, i) else { return Err(e) };
+                    let fd = open_dir_path(&real)?;
+                    (real, fd)
+                }
+                Err(e) => return Err(e),
+            };
+            lower_paths.push(path);
+            lower_fds.push(fd);
+        }
         Ok(Layers {
             upper_path: upper.map(Path::to_path_buf),
-            lower_paths: lower.to_vec(),
+            lower_paths,
             upper: upper_fd,
             lower: lower_fds,
         })
@@ -230,6 +285,33 @@ mod tests {
         assert_eq!(found(&l, b"/bin/a"), Some(1));
         assert_eq!(found(&l, b"/srv/d/new"), Some(0));
         assert_eq!(found(&l, b"/srv/d/old"), None, "an opaque directory hides the layers below");
+    }
+
+    #[test]
+    fn layers_of_an_unmounted_idmapped_mount_are_found_unmapped() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("overlay");
+        let id = home.join("c0ffee");
+        for dir in ["l", "aaa/diff/bin", "bbb/diff", "c0ffee/diff"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        std::os::unix::fs::symlink("../aaa/diff", home.join("l/AAAA")).unwrap();
+        std::fs::write(id.join("lower"), "l/AAAA:bbb/diff\n").unwrap();
+        // The short link, mounted through <home>.
+        let mapped = id.join("mapped/0/l/AAAA");
+        assert_eq!(unmapped_storage_layer(&mapped, 0), Some(home.join("l/AAAA")));
+        // A layer by its own directory: the `lower` file's entry at the same position.
+        assert_eq!(unmapped_storage_layer(&id.join("mapped/1/diff"), 1), Some(home.join("bbb/diff")));
+        assert_eq!(unmapped_storage_layer(&id.join("mapped/1/diff"), 5), None);
+        assert_eq!(unmapped_storage_layer(&id.join("mapped/1/other"), 1), None, "not the entry's name");
+        let l = Layers::open(Some(&id.join("diff")), &[mapped, id.join("mapped/1/diff")]).unwrap();
+        assert_eq!(l.lower_paths, vec![home.join("l/AAAA"), home.join("bbb/diff")]);
+        assert!(matches!(l.image_lookup(b"/bin"), ImageLookup::NotRegular));
+        // Anything else stays an error.
+        for p in ["/a/mapped/x/l/AAAA", "/mapped/0/l/A", "/a/b/mapped/0", "/a/b/mapped/0/l/../../etc"] {
+            assert_eq!(unmapped_storage_layer(Path::new(p), 0), None, "{p}");
+        }
+        assert!(Layers::open(None, &[id.join("mapped/7/nothing")]).is_err());
     }
 
     #[test]

@@ -381,8 +381,9 @@ pub(crate) fn open_tree_map() -> Attack<'static> {
 /// The attacks in a real runtime's container: Podman with `--cap-add SYS_ADMIN` (which its
 /// default seccomp profile then lets mount, `open_tree` and `fsmount`), enforce and audit; the
 /// attacks include a user namespace made inside (`unshare -Urm`, with a PID namespace and a
-/// chroot). Podman mounts `/dev/shm` noexec itself.
-pub(crate) fn podman_attacks(mode: &str) {
+/// chroot). Podman mounts `/dev/shm` noexec itself. `mapped`: the container itself runs in a
+/// user namespace (`--uidmap`, its layers through idmapped mounts).
+pub(crate) fn podman_attacks(mode: &str, mapped: bool) {
     let lab = Lab::new();
     let dir = lab.s.root().join("podman");
     let p = runtimes::Podman::new(&dir);
@@ -405,7 +406,13 @@ pub(crate) fn podman_attacks(mode: &str) {
             ..Default::default()
         },
     );
-    let attacks = [fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), userns(), escape(), pivot(), shm()];
+    let mut attacks =
+        vec![fsmount(), open_tree(), proc_fd(), fresh_tmpfs(), userns(), escape(), pivot(), shm()];
+    if mapped {
+        // /proc/self/map_files needs CAP_SYS_ADMIN in the host's user namespace: procfs
+        // refuses the SysV segment's exec itself there, before any LSM is asked.
+        attacks.retain(|a| a.name != "shm-exec");
+    }
     let script: String =
         attacks.iter().map(|a| format!("echo attack:{}\n{}", a.name, a.script)).collect::<String>().replace(
             "/opt/img/dgattack open-tree-exec",
@@ -419,6 +426,9 @@ pub(crate) fn podman_attacks(mode: &str) {
         "--mount",
         "type=tmpfs,destination=/vol,tmpfs-mode=1777",
     ];
+    if mapped {
+        args.extend(["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]);
+    }
     args.extend(["localhost/dgattack:latest", "/bin/sh", "-c", &script]);
     let o = p.podman(&args);
     let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
