@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use common::runtimes::*;
@@ -150,25 +151,31 @@ fn docker_container_is_blocked_with_its_docker_id_name_image_and_labels() {
     assert_eq!(ct["labels"]["team"], "red");
 }
 
+/// Podman with the test image, an enforcing daemon watching it, and `sh -c script` run in a
+/// container named `name` with `extra` options.
+fn podman_run(
+    prefix: &str,
+    name: &str,
+    extra: &[&str],
+    script: &str,
+) -> (tempfile::TempDir, Podman, Daemon, Output) {
+    let dir = tmpdir(prefix);
+    let p = Podman::with_test_image(&dir.path().join("podman"));
+    let d =
+        Daemon::start(dir.path(), DaemonOpts { podman: Some((p.root(), p.runroot())), ..Default::default() });
+    let mut args = vec!["run", "--rm", "--name", name];
+    args.extend(extra);
+    args.extend(["localhost/dgtest:latest", "/bin/sh", "-c", script]);
+    let out = p.podman(&args);
+    (dir, p, d, out)
+}
+
 #[test]
 fn podman_container_is_blocked_with_its_id_name_and_image() {
     if !privileged() || !tools_present(&["podman", "runc"]) {
         return;
     }
-    let dir = tmpdir("dgpod-");
-    let p = Podman::with_test_image(&dir.path().join("podman"));
-    let d =
-        Daemon::start(dir.path(), DaemonOpts { podman: Some((p.root(), p.runroot())), ..Default::default() });
-    let out = p.podman(&[
-        "run",
-        "--rm",
-        "--name",
-        "dgtest-p1",
-        "localhost/dgtest:latest",
-        "/bin/sh",
-        "-c",
-        ADD_AND_RUN,
-    ]);
+    let (_dir, _p, d, out) = podman_run("dgpod-", "dgtest-p1", &[], ADD_AND_RUN);
     assert_blocked(&out, &d);
     let f = one_finding(&d);
     let ct = &f["container"];
@@ -186,24 +193,9 @@ fn podman_container_with_a_user_namespace_mapping_is_watched() {
     }
     // With --uidmap, containers/storage mounts the layers through idmapped mounts that it
     // unmounts at once: the overlay's options name layer paths that no longer exist.
-    let dir = tmpdir("dgpodns-");
-    let p = Podman::with_test_image(&dir.path().join("podman"));
-    let d =
-        Daemon::start(dir.path(), DaemonOpts { podman: Some((p.root(), p.runroot())), ..Default::default() });
-    let out = p.podman(&[
-        "run",
-        "--rm",
-        "--name",
-        "dgtest-userns",
-        "--uidmap",
-        "0:100000:65536",
-        "--gidmap",
-        "0:100000:65536",
-        "localhost/dgtest:latest",
-        "/bin/sh",
-        "-c",
-        &format!("grep -q ' 100000 ' /proc/self/uid_map && echo mapped=0; {ADD_AND_RUN}"),
-    ]);
+    let map = ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"];
+    let script = format!("grep -q ' 100000 ' /proc/self/uid_map && echo mapped=0; {ADD_AND_RUN}");
+    let (_dir, _p, d, out) = podman_run("dgpodns-", "dgtest-userns", &map, &script);
     assert_eq!(results(&out).get("mapped"), Some(&0), "not in a user namespace: {out:?}");
     assert_blocked(&out, &d);
     let f = one_finding(&d);
