@@ -40,7 +40,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
 mount -t securityfs none /sys/kernel/security; mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 none /sys/fs/cgroup; mkdir -p /.dgvm-tmp; mount --bind /tmp /.dgvm-tmp
-mount -t tmpfs tmpfs /tmp; cp -a /.dgvm-tmp/. /tmp/; rm -rf /.dgvm-tmp/*; umount /.dgvm-tmp
+mount -t tmpfs tmpfs /tmp; cp -a /.dgvm-tmp/. /tmp/; chmod 1777 /tmp; rm -rf /.dgvm-tmp/*; umount /.dgvm-tmp
 mount -t tmpfs tmpfs /run
 for m in /usr/lib/driftgate-vm/overlay.ko*; do insmod "\$m"; done
 echo "DGVM-KERNEL \$(uname -r) LSM \$(cat /sys/kernel/security/lsm)"

@@ -96,7 +96,7 @@ pub fn run_ignored_in_vm(filter: &str, tools: &[&str], env: &[(&str, &str)], lim
          mkdir -p /dev/pts /dev/shm\nmount -t devpts devpts /dev/pts\nmount -t tmpfs shm /dev/shm\n\
          mount -t securityfs none /sys/kernel/security\nmount -t bpf bpf /sys/fs/bpf\n\
          mount -t cgroup2 none /sys/fs/cgroup\nmkdir -p /.dgvm-tmp\nmount --bind /tmp /.dgvm-tmp\n\
-         mount -t tmpfs tmpfs /tmp\ncp -a /.dgvm-tmp/. /tmp/\nrm -rf /.dgvm-tmp/*\numount /.dgvm-tmp\n\
+         mount -t tmpfs tmpfs /tmp\ncp -a /.dgvm-tmp/. /tmp/\nchmod 1777 /tmp\nrm -rf /.dgvm-tmp/*\numount /.dgvm-tmp\n\
          mount -t tmpfs tmpfs /run\n\
          for m in /usr/lib/driftgate-vm/overlay.ko*; do insmod \"$m\"; done\n\
          hostname dgvm\necho \"DGVM-KERNEL $(uname -r) LSM $(cat /sys/kernel/security/lsm)\"\n\
