@@ -4,6 +4,7 @@
 //!     cargo bench --bench first_exec_race -- [--runtime containerd|docker|podman|all] [--count N]
 //!     cargo bench --bench first_exec_race -- --volumes [--runtime ...] [--count N]
 //!     cargo bench --bench first_exec_race -- --late-mounts [--count N]
+//!     cargo bench --bench first_exec_race -- --mount-then-exec [--count N]
 //!
 //! A new container is marked from a mount event, racing the runtime's own start-up. Each of N
 //! containers runs `/opt/true` as its entrypoint, its only exec: if the daemon logs no first
@@ -18,6 +19,10 @@
 //!
 //! `--late-mounts`: a container that mounts a tmpfs after it started (a privileged one) has it
 //! marked from the namespace's mount event; prints the time from the event to the mark.
+//!
+//! `--mount-then-exec`: the hole fanotify alone leaves (where the kernel has no BPF LSM): in an
+//! enforced container, each of N tries mounts a fresh tmpfs, copies a binary there and runs it
+//! at once; prints how many ran before the mount was marked (with the kernel layer: none).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -79,6 +84,10 @@ fn main() {
     let dir = tempfile::Builder::new().prefix("dgrace-").tempdir_in("/tmp").unwrap();
     if args.iter().any(|a| a == "--late-mounts") {
         late_mounts(count);
+        return;
+    }
+    if args.iter().any(|a| a == "--mount-then-exec") {
+        mount_then_exec(count);
         return;
     }
     if args.iter().any(|a| a == "--volumes") {
@@ -248,4 +257,22 @@ fn late_mounts(count: usize) {
         pct(&mut us, 99.0),
         pct(&mut us, 100.0)
     );
+}
+
+fn mount_then_exec(count: usize) {
+    let s = Scratch::new();
+    let d = daemon(&s, "enforce");
+    let mut script = String::new();
+    for i in 0..count {
+        script.push_str(&format!(
+            "mkdir /fx{i}; mount -t tmpfs fx /fx{i}; cp /bin/busybox /fx{i}/t; /fx{i}/t true; echo try{i}=$?\n"
+        ));
+    }
+    let out = s.run_in_container(&script, Duration::from_secs(300));
+    let r = results(&out);
+    let ran = (0..count).filter(|i| r.get(&format!("try{i}")) == Some(&0)).count();
+    let refused = (0..count).filter(|i| r.get(&format!("try{i}")) == Some(&126)).count();
+    assert_eq!(ran + refused, count, "{out:?}\n{}", d.log_text());
+    let kernel = d.status()["kernel"]["state"].as_str().unwrap_or("?").to_owned();
+    println!("mount then exec at once, enforce: {ran}/{count} ran before the mount was marked, {refused} refused (kernel layer: {kernel})");
 }
