@@ -156,7 +156,7 @@ pub(super) fn kernel_layer(
         }
         KernelLayer::Off => tracing::info!("kernel layer off ([kernel] enabled = \"off\")"),
         KernelLayer::Auto => {
-            let effect = "enforced containers are guarded by fanotify alone: mounts it has not marked (detached, new, remounted), memfds and changed libraries are not checked at the moment of use (`status` lists the holes)";
+            let effect = "containers are guarded by fanotify alone: execs from mounts it has not marked (detached, new, remounted), memfds and changed libraries are not refused (enforce) or reported (audit) at the moment of use (`status` lists the holes)";
             // A kernel that has BPF LSM active but refuses the program (a seccomp filter, a
             // missing capability, a platform that forbids BPF trampolines) is an alarm; one
             // without BPF LSM is what the fallback is for, said in the log and in `status`.
