@@ -329,19 +329,28 @@ static int aio_write(const char *file, const char *src)
 	return 0;
 }
 
-static int userns_tmpfs_exec(const char *payload)
+/* A tmpfs mounted at `dir` (made if need be) holding the payload as `dir/file`. */
+static int attached_tmpfs_with(const char *payload, const char *dir, const char *file)
 {
 	size_t len;
 	char *b = slurp(payload, &len);
-	if (!b || own_user_namespace(CLONE_NEWNS) < 0)
-		return setup_fail(errno);
-	mkdir("/tmp/dgattack-mnt", 0700);
-	if (mount("none", "/tmp/dgattack-mnt", "tmpfs", 0, NULL) < 0)
-		return setup_fail(errno);
-	int f = open("/tmp/dgattack-mnt/x", O_CREAT | O_WRONLY, 0755);
+	char path[256];
+	if (!b || snprintf(path, sizeof(path), "%s/%s", dir, file) >= (int)sizeof(path))
+		return -1;
+	mkdir(dir, 0700);
+	if (mount("none", dir, "tmpfs", 0, NULL) < 0)
+		return -1;
+	int f = open(path, O_CREAT | O_WRONLY, 0755);
 	if (f < 0 || write_all(f, b, len) < 0)
-		return setup_fail(errno);
+		return -1;
 	close(f);
+	return 0;
+}
+
+static int userns_tmpfs_exec(const char *payload)
+{
+	if (own_user_namespace(CLONE_NEWNS) < 0 || attached_tmpfs_with(payload, "/tmp/dgattack-mnt", "x") < 0)
+		return setup_fail(errno);
 	fflush(stdout);
 	execve("/tmp/dgattack-mnt/x", payload_argv, environ);
 	return fail("execve", errno);
@@ -369,19 +378,9 @@ static int escape_exec(const char *payload)
 
 static int pivot_exec(const char *payload)
 {
-	size_t len;
-	char *b = slurp(payload, &len);
-	if (!b || own_user_namespace(CLONE_NEWNS) < 0)
+	if (own_user_namespace(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    attached_tmpfs_with(payload, "/tmp/dgattack-root", "pivoted") < 0)
 		return setup_fail(errno);
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return setup_fail(errno);
-	mkdir("/tmp/dgattack-root", 0700);
-	if (mount("none", "/tmp/dgattack-root", "tmpfs", 0, NULL) < 0)
-		return setup_fail(errno);
-	int f = open("/tmp/dgattack-root/pivoted", O_CREAT | O_WRONLY, 0755);
-	if (f < 0 || write_all(f, b, len) < 0)
-		return setup_fail(errno);
-	close(f);
 	mkdir("/tmp/dgattack-root/old", 0700);
 	if (syscall(SYS_pivot_root, "/tmp/dgattack-root", "/tmp/dgattack-root/old") < 0 || chdir("/") < 0)
 		return setup_fail(errno);

@@ -114,6 +114,43 @@ impl Shared {
         self.findings.send_with_file(f, Some(Arc::clone(c) as ContainerHandle), file);
     }
 
+    /// Records a finding about a use that is already over (process `pid` of container `c` is
+    /// described as it runs now): counted, aggregated like any finding, and within the
+    /// container's budget unless `budgeted` is false (an IoC match, a tampering). `fill` adds
+    /// what the caller knows; `evidence` is asked for the file only when a copy will be kept.
+    #[allow(clippy::too_many_arguments)]
+    fn record_after_the_fact(
+        &self,
+        c: &Arc<Container>,
+        pid: i32,
+        file: FileFacts,
+        category: Category,
+        action: crate::engine::Action,
+        budgeted: bool,
+        fill: impl FnOnce(&mut Finding),
+        evidence: impl FnOnce() -> Option<std::os::fd::OwnedFd>,
+    ) {
+        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let agg_key = (c.generation, file.path.clone(), file.sha256, category, action);
+        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || (budgeted && !self.may_record(c)) {
+            return;
+        }
+        let facts = ProcFacts::of_running(pid);
+        let prev = self.aggregator.open(agg_key.clone());
+        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, action);
+        fill(&mut f);
+        let file = if self.findings.keeps_evidence() { evidence() } else { None };
+        self.send(c, &agg_key, f, prev, file);
+    }
+
+    /// The IoC entry a hash matches, as a finding names it.
+    fn ioc_of(&self, sha: Option<[u8; 32]>) -> Option<finding::IocRef> {
+        sha.and_then(|h| self.iocs.load().lookup(&h))
+            .map(|m| finding::IocRef { name: m.name, source: m.source })
+    }
+
     /// Records fileless execution seen after the fact (process `pid` of container `c` runs a
     /// program from a memfd): never blocked (it already runs), aggregated like any finding.
     pub fn record_fileless(
@@ -124,40 +161,24 @@ impl Shared {
         sha: Option<[u8; 32]>,
         size: u64,
     ) {
-        use crate::engine::Action;
-        let ioc = sha.and_then(|h| self.iocs.load().lookup(&h));
+        let ioc = self.ioc_of(sha);
         let category =
             if ioc.is_some() { Category::FilelessMaliciousExecution } else { Category::FilelessExecution };
-        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
-            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
-        }
-        let agg_key = (c.generation, path.clone(), sha, category, Action::Audited);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
-            || (ioc.is_none() && !self.may_record(c))
-        {
-            return;
-        }
-        let facts = ProcFacts::of_running(pid);
-        let prev = self.aggregator.open(agg_key.clone());
-        let file = FileFacts {
-            path,
-            sha256: sha,
-            size,
-            layer: "memfd",
-            mount: None,
-            image_paths: Vec::new(),
-            interpreter: None,
-            deleted: false,
-        };
-        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
-        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
+        let file = FileFacts::plain(path, sha, size, "memfd", None);
+        let budgeted = ioc.is_none();
         // The memfd the process runs, for the evidence store.
-        let exe = self
-            .findings
-            .keeps_evidence()
-            .then(|| std::fs::File::open(format!("/proc/{pid}/exe")).ok().map(std::os::fd::OwnedFd::from))
-            .flatten();
-        self.send(c, &agg_key, f, prev, exe);
+        let exe = || std::fs::File::open(format!("/proc/{pid}/exe")).ok().map(std::os::fd::OwnedFd::from);
+        let fill = |f: &mut Finding| f.ioc = ioc;
+        self.record_after_the_fact(
+            c,
+            pid,
+            file,
+            category,
+            crate::engine::Action::Audited,
+            budgeted,
+            fill,
+            exe,
+        );
     }
 
     /// Records what the kernel layer reported ([`crate::daemon::kernel`]): a use it refused in
@@ -166,7 +187,7 @@ impl Shared {
     /// task still had it open (for the evidence store).
     pub fn record_kernel(&self, c: &Arc<Container>, r: KernelReport, file: Option<std::os::fd::OwnedFd>) {
         use crate::engine::Action;
-        let ioc = r.sha256.and_then(|h| self.iocs.load().lookup(&h));
+        let ioc = self.ioc_of(r.sha256);
         let category = match (r.fileless, r.exec, ioc.is_some()) {
             (true, _, false) => Category::FilelessExecution,
             (true, _, true) => Category::FilelessMaliciousExecution,
@@ -176,65 +197,29 @@ impl Shared {
             (false, false, true) => Category::AddedMaliciousLibraryLoaded,
         };
         let action = if r.refused { Action::Blocked } else { Action::Audited };
-        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
-            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
-        }
-        let agg_key = (c.generation, r.path.clone(), r.sha256, category, action);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
-            || (ioc.is_none() && !self.may_record(c))
-        {
-            return;
-        }
-        let facts = ProcFacts::of_running(r.pid);
-        let prev = self.aggregator.open(agg_key.clone());
-        let facts_file = FileFacts {
-            path: r.path,
-            sha256: r.sha256,
-            size: r.size,
-            layer: r.layer,
-            mount: r.mount,
-            image_paths: Vec::new(),
-            interpreter: None,
-            deleted: false,
+        let facts = FileFacts::plain(r.path, r.sha256, r.size, r.layer, r.mount);
+        let budgeted = ioc.is_none();
+        let reason = r.reason;
+        let fill = |f: &mut Finding| {
+            f.reason = Some(reason);
+            f.ioc = ioc;
+            f.rule = Some("kernel".into());
         };
-        let mut f = report::build(&self.recorder(), c, r.pid, facts, facts_file, category, action);
-        f.reason = Some(r.reason);
-        f.ioc = ioc.map(|m| finding::IocRef { name: m.name, source: m.source });
-        f.rule = Some("kernel".into());
-        let file = if self.findings.keeps_evidence() { file } else { None };
-        self.send(c, &agg_key, f, prev, file);
+        self.record_after_the_fact(c, r.pid, facts, category, action, budgeted, fill, || file);
     }
 
     /// Records that `vm.memfd_noexec` was found lowered to `value` in a PID namespace of
-    /// container `c` (seen through its process `pid`), and set again: `PROTECTION_TAMPERED`.
+    /// container `c` (seen through its process `pid`), and set again: `PROTECTION_TAMPERED`,
+    /// recorded whatever the container's budget.
     pub fn record_tampered(&self, c: &Arc<Container>, pid: i32, value: u8) {
-        use crate::engine::Action;
-        let category = Category::ProtectionTampered;
-        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
-            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
-        }
-        let path = b"/proc/sys/vm/memfd_noexec".to_vec();
-        let agg_key = (c.generation, path.clone(), None, category, Action::Audited);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) {
-            return;
-        }
-        let prev = self.aggregator.open(agg_key.clone());
-        let file = FileFacts {
-            path,
-            sha256: None,
-            size: 0,
-            layer: "sysctl",
-            mount: None,
-            image_paths: Vec::new(),
-            interpreter: None,
-            deleted: false,
+        let file = FileFacts::plain(b"/proc/sys/vm/memfd_noexec".to_vec(), None, 0, "sysctl", None);
+        let fill = |f: &mut Finding| {
+            f.reason = Some(format!(
+                "vm.memfd_noexec was lowered to {value} inside the container's PID namespace (memfds executable again); driftgate set it to 2 again"
+            ))
         };
-        let facts = ProcFacts::of_running(pid);
-        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, Action::Audited);
-        f.reason = Some(format!(
-            "vm.memfd_noexec was lowered to {value} inside the container's PID namespace (memfds executable again); driftgate set it to 2 again"
-        ));
-        self.send(c, &agg_key, f, prev, None);
+        let action = crate::engine::Action::Audited;
+        self.record_after_the_fact(c, pid, file, Category::ProtectionTampered, action, false, fill, || None);
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.

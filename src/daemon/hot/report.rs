@@ -90,6 +90,29 @@ pub struct FileFacts {
     pub deleted: bool,
 }
 
+impl FileFacts {
+    /// A file known by its name, hash, size, layer and mount only (no image paths, no
+    /// interpreter, not deleted).
+    pub fn plain(
+        path: Vec<u8>,
+        sha256: Option<[u8; 32]>,
+        size: u64,
+        layer: &'static str,
+        mount: Option<finding::MountRef>,
+    ) -> FileFacts {
+        FileFacts {
+            path,
+            sha256,
+            size,
+            layer,
+            mount,
+            image_paths: Vec::new(),
+            interpreter: None,
+            deleted: false,
+        }
+    }
+}
+
 /// Where and how a finding is recorded: the node, the mode, the argument bytes kept.
 pub struct Recorder<'a> {
     pub node: &'a str,
@@ -240,11 +263,16 @@ fn ancestors(ns: (u64, u64), parent: &ParentFacts, max_arg_bytes: usize) -> Vec<
 
 /// A container mount as findings describe it.
 pub fn mount_ref(m: &ContainerMount) -> finding::MountRef {
+    mount_ref_of(&m.mountpoint, &m.fstype, &m.source, &m.root)
+}
+
+/// A finding's mount from a mount table's fields (`root`: `/` for a whole filesystem).
+pub fn mount_ref_of(mountpoint: &[u8], fstype: &str, source: &[u8], root: &[u8]) -> finding::MountRef {
     finding::MountRef {
-        mountpoint: String::from_utf8_lossy(&m.mountpoint).into_owned(),
-        fstype: m.fstype.clone(),
-        source: String::from_utf8_lossy(&m.source).into_owned(),
-        root: (m.root != b"/").then(|| String::from_utf8_lossy(&m.root).into_owned()),
+        mountpoint: String::from_utf8_lossy(mountpoint).into_owned(),
+        fstype: fstype.to_owned(),
+        source: String::from_utf8_lossy(source).into_owned(),
+        root: (root != b"/").then(|| String::from_utf8_lossy(root).into_owned()),
     }
 }
 

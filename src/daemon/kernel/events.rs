@@ -155,12 +155,8 @@ fn mount_of(shared: &Shared, e: &Event) -> MountRef {
         crate::container::mountinfo::parse(&text).into_iter().find(|m| m.mount_id == u64::from(e.mnt_legacy))
     {
         use std::os::unix::ffi::OsStrExt;
-        return MountRef {
-            mountpoint: String::from_utf8_lossy(m.mountpoint.as_os_str().as_bytes()).into_owned(),
-            fstype: m.fstype.clone(),
-            source: String::from_utf8_lossy(&m.source).into_owned(),
-            root: (m.root != b"/").then(|| String::from_utf8_lossy(&m.root).into_owned()),
-        };
+        let mountpoint = m.mountpoint.as_os_str().as_bytes();
+        return crate::daemon::hot::report::mount_ref_of(mountpoint, &m.fstype, &m.source, &m.root);
     }
     MountRef {
         mountpoint: format!("(not in the process's mount table: detached, mount {})", e.mnt_id),
