@@ -66,8 +66,12 @@ pub fn render(s: &Status) -> String {
         s.decisions.not_container
     );
     o += &format!(
-        "loaders and interpreters: {} execs looked at ({} call unreadable, {} argument not found, {} not invoked directly)\n",
-        s.decisions.indirect, s.decisions.indirect_unread, s.decisions.indirect_unresolved, s.decisions.indirect_not_direct
+        "loaders and interpreters: {} execs looked at ({} call unreadable, {} argument not found, {} not invoked directly, {} unverifiable: decided as drift)\n",
+        s.decisions.indirect,
+        s.decisions.indirect_unread,
+        s.decisions.indirect_unresolved,
+        s.decisions.indirect_not_direct,
+        s.decisions.indirect_unverifiable
     );
     o += &format!(
         "decision latency (us): p50 {} p90 {} p99 {} p99.9 {} over {} decisions\n",

@@ -30,7 +30,6 @@ pub enum Problem {
     ArgumentsUnread,
     /// A loader's or interpreter's file argument could not be looked up (other than "no such
     /// file").
-    ArgumentUnresolved,
     /// `vm.memfd_noexec` could not be set in a container's PID namespace.
     MemfdNoexec,
     /// An exec on a watched container filesystem could not be told to belong to a container.
@@ -38,10 +37,9 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 4] = [
+    pub const ALL: [Problem; 3] = [
         Problem::MountNotMarked,
         Problem::ArgumentsUnread,
-        Problem::ArgumentUnresolved,
         Problem::MemfdNoexec,
     ];
 
@@ -49,7 +47,6 @@ impl Problem {
         match self {
             Problem::MountNotMarked => "mount_not_marked",
             Problem::ArgumentsUnread => "arguments_unread",
-            Problem::ArgumentUnresolved => "argument_unresolved",
             Problem::MemfdNoexec => "memfd_noexec_not_set",
             Problem::Unattributed => "exec_not_attributed",
         }
@@ -59,10 +56,7 @@ impl Problem {
         match self {
             Problem::MountNotMarked => "a container mount could not be marked: execs from it are not checked",
             Problem::ArgumentsUnread => {
-                "a loader's or interpreter's pending exec could not be read: the file it runs was not checked"
-            }
-            Problem::ArgumentUnresolved => {
-                "a loader's or interpreter's file argument could not be looked up: it was not checked"
+                "what a loader's or interpreter's exec would run could not be established (its arguments, environment or a path it names could not be read or followed): decided as drift"
             }
             Problem::MemfdNoexec => {
                 "vm.memfd_noexec could not be set in a container: fileless execution is not refused there"

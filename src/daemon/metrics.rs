@@ -145,6 +145,7 @@ impl Collector for Snapshot {
                 ("call_unreadable", s.decisions.indirect_unread),
                 ("argument_not_found", s.decisions.indirect_unresolved),
                 ("not_direct", s.decisions.indirect_not_direct),
+                ("unverifiable", s.decisions.indirect_unverifiable),
             ],
         )?;
         family(

@@ -218,7 +218,8 @@ pub struct Decisions {
     pub hash_cache_hits: u64,
     pub answer_errors: u64,
     /// Execs of image loaders and interpreters whose arguments were looked at, and of those:
-    /// pending call unreadable, file argument not found, not a direct invocation.
+    /// pending call unreadable, file argument not found, not a direct invocation, and decided
+    /// as drift because what they would run could not be established.
     #[serde(default)]
     pub indirect: u64,
     #[serde(default)]
@@ -227,6 +228,8 @@ pub struct Decisions {
     pub indirect_unresolved: u64,
     #[serde(default)]
     pub indirect_not_direct: u64,
+    #[serde(default)]
+    pub indirect_unverifiable: u64,
 }
 
 /// Limits that keep the daemon from being stalled or exhausted, and how often they bit.
@@ -355,6 +358,7 @@ impl Sources {
                 indirect_unread: ld(&h.indirect_unread),
                 indirect_unresolved: ld(&h.indirect_unresolved),
                 indirect_not_direct: ld(&h.indirect_not_direct),
+                indirect_unverifiable: ld(&h.indirect_unverifiable),
             },
             findings,
             latency_us: Latency {

@@ -187,7 +187,8 @@ pub struct FileRef {
     pub size: u64,
     /// Where the executed file lives: `upper` (the container's writable layer), `lower` (an
     /// image layer: a known-bad image file), `mount` (another mount of the container: a volume,
-    /// a tmpfs, `/dev/shm`) or `memfd` (no file: fileless execution).
+    /// a tmpfs, `/dev/shm`), `memfd` (no file: fileless execution) or `unknown` (what an
+    /// interpreter or loader would run could not be established: `reason` says why).
     pub layer: String,
     /// For `layer = "mount"`: which mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +227,10 @@ pub struct InterpreterRef {
     pub kind: String,
     /// The executed program's path in the container.
     pub path: String,
+    /// What the file is to that program, when it is not the file it was given to run: a
+    /// startup file (`BASH_ENV`, `ENV`, `login profile`, `~/.bashrc`), `--rcfile`, `module`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A byte string as UTF-8, plus its exact bytes in base64 when the conversion was lossy.

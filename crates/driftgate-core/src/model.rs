@@ -296,6 +296,11 @@ pub enum Evidence {
     /// The executed file is on another mount of the container (a volume, a tmpfs, `/dev/shm`):
     /// never image content.
     MountFile,
+    /// What an image loader or interpreter would run could not be established: its argument
+    /// list, environment, working directory or root could not be read, or a path it names
+    /// could not be followed. Decided as drift (added), so that a hole in what the daemon can
+    /// read is never an allowed exec.
+    Unverifiable,
 }
 
 /// What is being run: a program (executed by the kernel, or run through the dynamic loader),

@@ -110,6 +110,24 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, SysErro
     confined_open(root, rel, how, rules, "openat2")
 }
 
+/// Opens `rel` from directory `dir` as `O_PATH`, following symlinks (a final one too) as long
+/// as they stay beneath it; `..` above it, absolute symlinks and magic links are refused
+/// (`EXDEV`, `ELOOP`). A success is the file a process whose working directory is `dir` finds,
+/// whatever its root.
+pub fn open_from(dir: BorrowedFd<'_>, rel: &[u8]) -> Result<OwnedFd, SysError> {
+    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let rules = walk::Rules {
+        confine: walk::Confine::Beneath,
+        no_symlinks: false,
+        nofollow_final: false,
+        no_xdev: false,
+    };
+    confined_open(dir, rel, how, rules, "openat2(RESOLVE_BENEATH)")
+}
+
 /// `openat2`, or where it is refused (see [`openat2_refused`]) the equivalent walk of
 /// [`crate::walk`].
 fn confined_open(

@@ -12,6 +12,8 @@ pub mod nsexec;
 pub mod pidns;
 pub mod probe;
 pub mod proc;
+pub mod procenv;
+pub mod procwalk;
 pub mod process;
 pub mod sentinel;
 pub mod walk;

@@ -35,6 +35,8 @@ pub struct ProcStatus {
     pub name: Vec<u8>,
     /// The thread id in the innermost PID namespace (last `NSpid` field).
     pub ns_pid: Option<i32>,
+    /// The process id in the innermost PID namespace (last `NStgid` field).
+    pub ns_tgid: Option<i32>,
 }
 
 /// Parses `/proc/<pid>/status`.
@@ -47,12 +49,17 @@ pub fn parse_status(text: &[u8]) -> ProcStatus {
             b"Name" => st.name = unescape_status_name(v),
             b"Tgid" => st.tgid = parse_num(v).unwrap_or(0) as i32,
             b"PPid" => st.ppid = parse_num(v).unwrap_or(0) as i32,
-            b"NSpid" => {
-                st.ns_pid = v
+            b"NSpid" | b"NStgid" => {
+                let last = v
                     .split(|b| b.is_ascii_whitespace())
                     .rfind(|x| !x.is_empty())
                     .and_then(parse_num)
-                    .map(|n| n as i32)
+                    .map(|n| n as i32);
+                if k == b"NSpid" {
+                    st.ns_pid = last;
+                } else {
+                    st.ns_tgid = last;
+                }
             }
             b"Uid" => {
                 let first = v.split(|b| b.is_ascii_whitespace()).next().unwrap_or(b"");
@@ -115,6 +122,8 @@ pub struct ExecRegs {
     pub dirfd: i32,
     pub filename: u64,
     pub argv: u64,
+    /// The `envp` pointer.
+    pub envp: u64,
     /// `execveat`'s flags (`AT_EMPTY_PATH` for fexecve); 0 for execve.
     pub flags: i32,
 }
@@ -138,9 +147,17 @@ pub fn parse_exec_regs(syscall_line: &str) -> Option<ExecRegs> {
         return None;
     }
     match nr {
-        SYS_EXECVE => Some(ExecRegs { dirfd: libc::AT_FDCWD, filename: args[0], argv: args[1], flags: 0 }),
+        SYS_EXECVE => {
+            Some(ExecRegs { dirfd: libc::AT_FDCWD, filename: args[0], argv: args[1], envp: args[2], flags: 0 })
+        }
         SYS_EXECVEAT => {
-            Some(ExecRegs { dirfd: args[0] as i32, filename: args[1], argv: args[2], flags: args[4] as i32 })
+            Some(ExecRegs {
+                dirfd: args[0] as i32,
+                filename: args[1],
+                argv: args[2],
+                envp: args[3],
+                flags: args[4] as i32,
+            })
         }
         _ => None,
     }
@@ -290,9 +307,28 @@ impl ProcDir {
     pub fn readlink(&self, name: &str) -> Option<Vec<u8>> {
         nix::fcntl::readlinkat(&self.fd, name).ok().map(|p| p.into_encoded_bytes())
     }
+
+    /// The thread's id.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The thread's `status`, read through this directory.
+    pub fn status(&self) -> Option<ProcStatus> {
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            "status",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut text).ok()?;
+        Some(parse_status(&text))
+    }
 }
 
-fn read_argv(pid: Pid, argv: u64) -> Option<Args> {
+pub(crate) fn read_argv(pid: Pid, argv: u64) -> Option<Args> {
     let mut args = Vec::new();
     let mut total = 0usize;
     let mut ptrs = [0u8; 8 * 32];
@@ -434,7 +470,7 @@ pub(crate) fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> 
     (done > 0).then_some(done)
 }
 
-fn read_remote_cstr(pid: Pid, addr: u64, max: usize) -> Option<Vec<u8>> {
+pub(crate) fn read_remote_cstr(pid: Pid, addr: u64, max: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut buf = [0u8; 512];
     while out.len() < max {
@@ -529,7 +565,14 @@ mod tests {
         let st = parse_status(text);
         assert_eq!(
             st,
-            ProcStatus { tgid: 4242, ppid: 4000, uid: 1000, name: b"bad\nname".to_vec(), ns_pid: Some(8) }
+            ProcStatus {
+                tgid: 4242,
+                ppid: 4000,
+                uid: 1000,
+                name: b"bad\nname".to_vec(),
+                ns_pid: Some(8),
+                ns_tgid: Some(7)
+            }
         );
     }
 

@@ -99,7 +99,8 @@ impl FastPath {
         for p in identity_candidates(&raw_path, container.rootfs_bytes()) {
             if let Some(layer) = container.layers.lower_identical(p, &id) {
                 // An image file: its manifest hash (no reading) against the IoC set.
-                if let Some(h) = container.index.load().hash_for(layer, p, &id) {
+                let manifest_hash = container.index.load().hash_for(layer, p, &id);
+                if let Some(h) = manifest_hash {
                     stats.manifest_hashes.fetch_add(1, Ordering::Relaxed);
                     if self.shared.iocs.load().lookup(&h).is_some() {
                         let o = Outcome::image_file(p.to_vec(), h);
@@ -110,7 +111,7 @@ impl FastPath {
                 if self.image_files.len() >= self.image_cap {
                     self.image_files.clear();
                 }
-                let kind = self.shared.classify(&raw_path, ev.fd());
+                let kind = self.shared.classify(container, &raw_path, ev.fd(), manifest_hash);
                 self.image_files.insert(key, kind);
                 stats.image_fast.fetch_add(1, Ordering::Relaxed);
                 if let Err(reason) = self.shared.pin_event(&ev, &id) {

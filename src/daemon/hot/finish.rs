@@ -129,7 +129,8 @@ impl Shared {
             // (before the answer: the exec's own check comes right after it).
             self.namespaces.kernel().allow(&job.container, &job.id, job.mount.is_some());
         }
-        if !verdict.allow && job.open.is_none() && self.libraries.marked {
+        let unverifiable = outcome.evidence == crate::engine::Evidence::Unverifiable;
+        if !verdict.allow && job.open.is_none() && self.libraries.marked && !unverifiable {
             if let Ok(mut m) = self.refused_execs.lock() {
                 m.insert((job.ev.tid(), job.id), std::time::Instant::now());
             }
@@ -198,7 +199,8 @@ impl Shared {
         // The evidence copy reads the exact inode decided, after the answer: keep it open, and
         // (an allowed file is leased already) lease a refused one, so that a writer waits
         // until the copy is taken (the lease lives as long as this open file does).
-        let file = if self.findings.keeps_evidence() {
+        // Nothing was run from a file to keep when what would run is not known.
+        let file = if self.findings.keeps_evidence() && !unverifiable {
             if !verdict.allow {
                 let _ = self.pin_job(&job);
             }

@@ -206,10 +206,13 @@ impl Shared {
             (ImageAtPath::Absent, Some(h)) => self.image_paths(c, &h),
             _ => Vec::new(),
         };
-        // A copy-up with the image's content is the image's program: it may be a loader or an
-        // interpreter whose argument is decided (`touch /bin/sh` must not switch that off).
-        let kind = if image_at_path == ImageAtPath::SameContent && job.target.is_none() {
-            self.classify(&path, job.ev.fd())
+        // A copy-up with the image's content is the image's program, and so is a copy elsewhere
+        // (allowed by `image_copies = "allow"`): it may be a loader or an interpreter whose
+        // argument is decided (`touch /bin/sh` and `cp /bin/busybox /tmp/x` must not switch
+        // that off).
+        let copy = image_at_path == ImageAtPath::SameContent || !image_paths.is_empty();
+        let kind = if copy && job.target.is_none() && job.open.is_none() {
+            self.classify(c, &path, job.ev.fd(), sha)
         } else {
             ExecKind::Plain
         };

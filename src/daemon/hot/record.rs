@@ -241,6 +241,7 @@ impl Shared {
             layer: match o.evidence {
                 Evidence::ImageFile => "lower",
                 Evidence::MountFile => "mount",
+                Evidence::Unverifiable => "unknown",
                 _ => "upper",
             },
             mount: o.mount.as_deref().map(report::mount_ref),

@@ -48,6 +48,10 @@ pub struct HotStats {
     pub indirect_unread: AtomicU64,
     /// ... whose file argument did not resolve (no such file, a pipe): nothing to decide.
     pub indirect_unresolved: AtomicU64,
+    /// ... decided as drift because what they would run could not be established (their
+    /// argument list, environment, working directory or a path they name could not be read
+    /// or followed): refused in enforce mode, a finding in audit mode.
+    pub indirect_unverifiable: AtomicU64,
     /// ... that ran a drift file but were not invoked directly (a program's loader, a
     /// script's `#!` interpreter): the program was decided on its own exec.
     pub indirect_not_direct: AtomicU64,
@@ -371,6 +375,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// What an indirect exec would run, not established: decided as drift, `reason` says why.
+    pub fn unverifiable(path: Vec<u8>, reason: String) -> Outcome {
+        Outcome { reason: Some(reason), ..Outcome::new(Evidence::Unverifiable, path, None) }
+    }
+
     pub(crate) fn new(evidence: Evidence, path: Vec<u8>, sha256: Option<[u8; 32]>) -> Outcome {
         Outcome {
             evidence,

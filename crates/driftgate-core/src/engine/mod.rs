@@ -90,9 +90,9 @@ fn decide_scoped(
         let category = match evidence {
             Evidence::NotAContainer | Evidence::NotRegular => return Verdict::ALLOW,
             Evidence::ImageFile | Evidence::UpperFile(ImageAtPath::SameContent) => kind.builtin_bad,
-            Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => {
-                kind.added_bad
-            }
+            Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed)
+            | Evidence::MountFile
+            | Evidence::Unverifiable => kind.added_bad,
             Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => {
                 kind.modified_bad
             }
@@ -106,9 +106,9 @@ fn decide_scoped(
     let category = match evidence {
         Evidence::NotAContainer | Evidence::NotRegular | Evidence::ImageFile => return Verdict::ALLOW,
         Evidence::UpperFile(ImageAtPath::SameContent) => return Verdict::ALLOW,
-        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed) | Evidence::MountFile => {
-            kind.added
-        }
+        Evidence::UpperFile(ImageAtPath::Absent | ImageAtPath::LookupFailed)
+        | Evidence::MountFile
+        | Evidence::Unverifiable => kind.added,
         Evidence::UpperFile(ImageAtPath::DifferentContent | ImageAtPath::PresentUncompared) => kind.modified,
     };
     match mode {

@@ -63,8 +63,11 @@ pub fn simulate(findings: &[Finding], policy: &Policy, mode: Mode, block_iocs: b
 
 /// The facts a finding records about its exec; `None` for what no policy decides.
 fn facts_of(f: &Finding) -> Option<Facts> {
-    let on_mount = f.file.layer == "mount";
-    let added = if on_mount { Evidence::MountFile } else { Evidence::UpperFile(ImageAtPath::Absent) };
+    let added = match f.file.layer.as_str() {
+        "mount" => Evidence::MountFile,
+        "unknown" => Evidence::Unverifiable,
+        _ => Evidence::UpperFile(ImageAtPath::Absent),
+    };
     let modified = Evidence::UpperFile(ImageAtPath::DifferentContent);
     let builtin = if f.file.layer == "lower" {
         Evidence::ImageFile

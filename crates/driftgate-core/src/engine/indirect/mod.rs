@@ -1,14 +1,21 @@
 //! Programs that run other files: the dynamic loader (`ld.so /tmp/tool`) and interpreters
 //! (`sh /tmp/x.sh`, `python3 /tmp/x.py`). The kernel raises an exec event only for the image's
-//! loader or interpreter; the file it is asked to run is one of its arguments. This module
-//! says which image files are loaders or interpreters, and which argument names the file to
-//! decide on. Pure: names and argument lists in, a verdict on which argument out.
+//! loader or interpreter; the files it will run are named by its arguments and environment.
+//! This module says which image files are loaders or interpreters, and ([`plan`]) which files
+//! each exec will run, by each program's own rules ([`shell`] for the shells). Pure: names,
+//! argument lists and environment values in, the lookups to make out.
 //!
 //! Out of reach by design: code given on the command line (`sh -c '…'`, `python3 -c`, `perl
-//! -e`), read from stdin or a pipe, or produced by the interpreter itself (`python3 -m mod`
-//! imports by module name; `eval`; a script that downloads and runs code).
+//! -e`), read from stdin or a pipe, sourced by a running script (`. file`), or produced by the
+//! interpreter itself (`eval`, a module imported by name, a script that downloads code). With
+//! `[libraries]`, what an interpreter opens as code is decided at the open instead.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+
+mod plan;
+pub mod shell;
+
+pub use plan::{multicall_applet, plan, Code, ExecContext, Plan};
 
 /// A script language, which decides how its interpreter's arguments are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,7 +166,7 @@ pub fn loader_target(args: &[Vec<u8>]) -> Option<usize> {
 /// when the code comes from the command line or stdin. `args[0]` is the program name.
 pub fn script_target(lang: Lang, args: &[Vec<u8>]) -> Option<usize> {
     match lang {
-        Lang::Shell => shell(args),
+        Lang::Shell => shell::parse(args, true).script,
         Lang::Python => python(args),
         Lang::Perl => short_opts(args, b"eE", b"I", b""),
         Lang::Ruby => short_opts(args, b"e", b"ICEFKTWx", b"r"),
@@ -169,52 +176,9 @@ pub fn script_target(lang: Lang, args: &[Vec<u8>]) -> Option<usize> {
     }
 }
 
-/// For a multi-call binary: the applet and where its arguments start (`busybox sh x.sh` or
-/// `sh x.sh` through a link named `sh`). Returns `(applet, index of the applet's argv[0])`.
-pub fn multicall_applet(args: &[Vec<u8>]) -> Option<(&[u8], usize)> {
-    let first = base_name(args.first()?);
-    if first == b"busybox" {
-        let applet = base_name(args.get(1)?);
-        return Some((applet, 1));
-    }
-    Some((first, 0))
-}
-
 /// Whether a busybox applet is a shell.
 pub fn shell_applet(applet: &[u8]) -> bool {
     matches!(applet, b"sh" | b"ash" | b"bash" | b"hush")
-}
-
-fn shell(args: &[Vec<u8>]) -> Option<usize> {
-    const LONG_WITH_FILE: &[&[u8]] = &[b"--rcfile", b"--init-file"];
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].as_slice();
-        if a == b"--" {
-            return (i + 1 < args.len()).then_some(i + 1);
-        }
-        if a == b"-" {
-            return None; // stdin
-        }
-        if LONG_WITH_FILE.contains(&a) {
-            return (i + 1 < args.len()).then_some(i + 1);
-        }
-        if a.starts_with(b"--") {
-            i += 1;
-            continue;
-        }
-        if (a.starts_with(b"-") || a.starts_with(b"+")) && a.len() > 1 {
-            let flags = &a[1..];
-            if flags.contains(&b'c') || flags.contains(&b's') {
-                return None; // a command string, or stdin
-            }
-            // `-o option` / `+O shopt` take the next argument (also inside a cluster: `-euo x`).
-            i += 1 + flags.iter().filter(|&&f| f == b'o' || f == b'O').count();
-            continue;
-        }
-        return Some(i);
-    }
-    None
 }
 
 fn python(args: &[Vec<u8>]) -> Option<usize> {
@@ -325,140 +289,4 @@ fn short_opts(args: &[Vec<u8>], code: &[u8], value: &[u8], file: &[u8]) -> Optio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(s: &str) -> Vec<Vec<u8>> {
-        s.split(' ').map(|a| a.as_bytes().to_vec()).collect()
-    }
-
-    fn target(f: impl Fn(&[Vec<u8>]) -> Option<usize>, cmd: &str) -> Option<String> {
-        let a = argv(cmd);
-        f(&a).map(|i| String::from_utf8(a[i].clone()).unwrap())
-    }
-
-    #[test]
-    fn the_program_a_loader_is_asked_to_run() {
-        let t = |c| target(loader_target, c);
-        assert_eq!(t("/lib64/ld-linux-x86-64.so.2 /tmp/tool -v").as_deref(), Some("/tmp/tool"));
-        assert_eq!(
-            t("ld.so --library-path /tmp/lib --preload /tmp/x.so ./tool a").as_deref(),
-            Some("./tool")
-        );
-        assert_eq!(t("ld.so --list /tmp/tool").as_deref(), Some("/tmp/tool"));
-        assert_eq!(t("ld.so --argv0 nginx /tmp/tool").as_deref(), Some("/tmp/tool"));
-        assert_eq!(t("ld.so --argv0=nginx /tmp/tool").as_deref(), Some("/tmp/tool"));
-        assert_eq!(t("ld.so -- /tmp/tool").as_deref(), Some("/tmp/tool"));
-        assert_eq!(t("ld.so --help"), None);
-        assert_eq!(t("ld.so"), None);
-    }
-
-    #[test]
-    fn the_script_a_shell_is_given() {
-        let t = |c| target(|a| script_target(Lang::Shell, a), c);
-        assert_eq!(t("sh /tmp/x.sh a b").as_deref(), Some("/tmp/x.sh"));
-        assert_eq!(t("bash -x -e /tmp/x.sh").as_deref(), Some("/tmp/x.sh"));
-        assert_eq!(t("bash -euo pipefail /tmp/x.sh").as_deref(), Some("/tmp/x.sh"));
-        assert_eq!(t("bash -o errexit +O extglob x.sh").as_deref(), Some("x.sh"));
-        assert_eq!(t("bash --norc --noprofile ./x.sh").as_deref(), Some("./x.sh"));
-        assert_eq!(t("bash --rcfile /tmp/rc -i").as_deref(), Some("/tmp/rc"));
-        assert_eq!(t("sh -- -weird-name.sh").as_deref(), Some("-weird-name.sh"));
-        assert_eq!(t("sh -c /tmp/x.sh"), None, "-c: the argument is a command string");
-        assert_eq!(t("sh -ec echo"), None);
-        assert_eq!(t("sh -s arg"), None, "stdin");
-        assert_eq!(t("sh -"), None);
-        assert_eq!(t("sh -i"), None);
-        assert_eq!(t("sh"), None);
-    }
-
-    #[test]
-    fn the_script_python_is_given() {
-        let t = |c| target(|a| script_target(Lang::Python, a), c);
-        assert_eq!(t("python3 /tmp/x.py --flag").as_deref(), Some("/tmp/x.py"));
-        assert_eq!(t("python3 -u -B x.py").as_deref(), Some("x.py"));
-        assert_eq!(t("python3 -W ignore x.py").as_deref(), Some("x.py"));
-        assert_eq!(t("python3 -Wignore x.py").as_deref(), Some("x.py"));
-        assert_eq!(t("python3 -X dev -E x.py").as_deref(), Some("x.py"));
-        assert_eq!(t("python3 --check-hash-based-pycs always x.py").as_deref(), Some("x.py"));
-        assert_eq!(t("python3 -c import"), None);
-        assert_eq!(t("python3 -uc import"), None);
-        assert_eq!(t("python3 -m http.server"), None, "a module by name: out of reach");
-        assert_eq!(t("python3 -"), None);
-        assert_eq!(t("python3"), None);
-    }
-
-    #[test]
-    fn the_script_perl_ruby_node_php_and_others_are_given() {
-        let perl = |c| target(|a| script_target(Lang::Perl, a), c);
-        assert_eq!(perl("perl -w -I /opt/lib /tmp/x.pl").as_deref(), Some("/tmp/x.pl"));
-        assert_eq!(perl("perl -I/opt/lib x.pl").as_deref(), Some("x.pl"));
-        assert_eq!(perl("perl -e print"), None);
-        assert_eq!(perl("perl -ne print"), None);
-        let ruby = |c| target(|a| script_target(Lang::Ruby, a), c);
-        assert_eq!(ruby("ruby -r /tmp/evil.rb -e 1").as_deref(), Some("/tmp/evil.rb"));
-        assert_eq!(ruby("ruby -I lib x.rb").as_deref(), Some("x.rb"));
-        assert_eq!(ruby("ruby -e puts"), None);
-        let node = |c| target(|a| script_target(Lang::Node, a), c);
-        assert_eq!(node("node /app/server.js").as_deref(), Some("/app/server.js"));
-        assert_eq!(node("node --inspect-port 9230 x.js").as_deref(), Some("x.js"));
-        assert_eq!(node("node -r /tmp/hook.js app.js").as_deref(), Some("/tmp/hook.js"));
-        assert_eq!(
-            node("node -r dotenv/config app.js").as_deref(),
-            Some("dotenv/config"),
-            "a path-like module"
-        );
-        assert_eq!(node("node -r dotenv app.js").as_deref(), Some("app.js"), "a module by name");
-        assert_eq!(node("node -e 1"), None);
-        assert_eq!(node("node --max-old-space-size=512 x.js").as_deref(), Some("x.js"));
-        let php = |c| target(|a| script_target(Lang::Php, a), c);
-        assert_eq!(php("php -f /tmp/x.php").as_deref(), Some("/tmp/x.php"));
-        assert_eq!(php("php -d memory_limit=1G /tmp/x.php").as_deref(), Some("/tmp/x.php"));
-        assert_eq!(php("php -r phpinfo();"), None);
-        let other = |c| target(|a| script_target(Lang::Other, a), c);
-        assert_eq!(other("lua -x /tmp/x.lua").as_deref(), Some("/tmp/x.lua"));
-    }
-
-    #[test]
-    fn busybox_is_a_shell_only_as_sh() {
-        let a = argv("sh /tmp/x.sh");
-        assert_eq!(multicall_applet(&a), Some((&b"sh"[..], 0)));
-        let a = argv("/bin/busybox sh /tmp/x.sh");
-        assert_eq!(multicall_applet(&a), Some((&b"sh"[..], 1)));
-        assert_eq!(script_target(Lang::Shell, &a[1..]).map(|i| i + 1), Some(2));
-        let a = argv("/usr/bin/ls /tmp");
-        assert_eq!(multicall_applet(&a), Some((&b"ls"[..], 0)));
-        assert!(shell_applet(b"sh") && shell_applet(b"ash") && !shell_applet(b"ls"));
-        assert_eq!(multicall_applet(&[]), None);
-    }
-
-    #[test]
-    fn interpreters_and_loaders_are_told_by_file_name() {
-        let i = Interpreters::defaults();
-        assert_eq!(i.kind_of(b"python3.11"), Some(ExecKind::Interpreter(Lang::Python)));
-        assert_eq!(i.kind_of(b"bash"), Some(ExecKind::Interpreter(Lang::Shell)));
-        assert_eq!(i.kind_of(b"perl5.36.0"), Some(ExecKind::Interpreter(Lang::Perl)));
-        assert_eq!(i.kind_of(b"busybox"), Some(ExecKind::MultiCall));
-        assert_eq!(i.kind_of(b"ls"), None);
-        assert_eq!(i.kind_of(b"shred"), None, "names match whole");
-        let custom = Interpreters::new(&["lua*".to_string()]).unwrap();
-        assert_eq!(custom.kind_of(b"lua5.4"), Some(ExecKind::Interpreter(Lang::Other)));
-        assert_eq!(custom.kind_of(b"bash"), None);
-        assert!(Interpreters::new(&["/usr/bin/python".to_string()]).is_err());
-        assert!(Interpreters::new(&["[".to_string()]).is_err());
-        for l in [
-            &b"ld-linux-x86-64.so.2"[..],
-            b"ld-linux.so.2",
-            b"ld-musl-x86_64.so.1",
-            b"ld64.so.2",
-            b"ld.so",
-            b"ld-2.31.so",
-        ] {
-            assert!(loader_name(l), "{}", String::from_utf8_lossy(l));
-        }
-        for n in [&b"ld"[..], b"ldd", b"ldconfig", b"libc.so.6", b"busybox"] {
-            assert!(!loader_name(n), "{}", String::from_utf8_lossy(n));
-        }
-        assert_eq!(base_name(b"/usr/bin/python3.11"), b"python3.11");
-        assert_eq!(base_name(b"/bin/ls (deleted)"), b"ls");
-    }
-}
+mod tests;
