@@ -221,3 +221,6 @@ fn scripts_and_loader_checks_can_be_switched_off() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(read_findings(&d.spool).is_empty());
 }
+
+#[path = "indirect/attacks.rs"]
+mod attacks;

@@ -37,11 +37,7 @@ pub enum Problem {
 }
 
 impl Problem {
-    pub const ALL: [Problem; 3] = [
-        Problem::MountNotMarked,
-        Problem::ArgumentsUnread,
-        Problem::MemfdNoexec,
-    ];
+    pub const ALL: [Problem; 3] = [Problem::MountNotMarked, Problem::ArgumentsUnread, Problem::MemfdNoexec];
 
     pub fn as_str(self) -> &'static str {
         match self {

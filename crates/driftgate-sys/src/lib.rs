@@ -13,8 +13,8 @@ pub mod pidns;
 pub mod probe;
 pub mod proc;
 pub mod procenv;
-pub mod procwalk;
 pub mod process;
+pub mod procwalk;
 pub mod sentinel;
 pub mod walk;
 

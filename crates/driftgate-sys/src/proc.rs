@@ -147,18 +147,20 @@ pub fn parse_exec_regs(syscall_line: &str) -> Option<ExecRegs> {
         return None;
     }
     match nr {
-        SYS_EXECVE => {
-            Some(ExecRegs { dirfd: libc::AT_FDCWD, filename: args[0], argv: args[1], envp: args[2], flags: 0 })
-        }
-        SYS_EXECVEAT => {
-            Some(ExecRegs {
-                dirfd: args[0] as i32,
-                filename: args[1],
-                argv: args[2],
-                envp: args[3],
-                flags: args[4] as i32,
-            })
-        }
+        SYS_EXECVE => Some(ExecRegs {
+            dirfd: libc::AT_FDCWD,
+            filename: args[0],
+            argv: args[1],
+            envp: args[2],
+            flags: 0,
+        }),
+        SYS_EXECVEAT => Some(ExecRegs {
+            dirfd: args[0] as i32,
+            filename: args[1],
+            argv: args[2],
+            envp: args[3],
+            flags: args[4] as i32,
+        }),
         _ => None,
     }
 }
@@ -244,6 +246,16 @@ pub fn pending_exec_call(tid: i32) -> Option<ExecCall> {
     ProcDir::open(tid)?.exec_call()
 }
 
+/// `AT_EXECVE_CHECK` (Linux 6.14): an `execveat` that only asks whether the file may be
+/// executed. Interpreters that support it ask it about a script before they run it.
+pub const AT_EXECVE_CHECK: i32 = 0x10000;
+
+/// Whether thread `tid` waits in an `execveat(..., AT_EXECVE_CHECK)`: an interpreter asking
+/// about a script it is about to run, not an exec.
+pub fn pending_execve_check(tid: i32) -> bool {
+    ProcDir::open(tid).and_then(|d| d.exec_regs()).is_some_and(|r| r.flags & AT_EXECVE_CHECK != 0)
+}
+
 /// The `/proc/<tid>` directory of one thread, opened once: every pid is new to `/proc`, and
 /// each lookup of `/proc/<tid>` makes the kernel build its entries afresh (several µs), so
 /// the hot path looks up everything it needs relative to this one fd. If the thread exits and
@@ -270,6 +282,18 @@ impl ProcDir {
         if !pending_args_readable() {
             return None;
         }
+        let regs = self.exec_regs()?;
+        let pid = Pid::from_raw(self.tid);
+        let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
+        let (argv, argv_truncated) = match read_argv(pid, regs.argv) {
+            Some((a, t)) => (Some(a), t),
+            None => (None, false),
+        };
+        Some(ExecCall { regs, filename, argv, argv_truncated })
+    }
+
+    /// The registers of the exec call the thread is waiting in (no memory of it is read).
+    pub fn exec_regs(&self) -> Option<ExecRegs> {
         let mut buf = [0u8; 256];
         let n = read_syscall(&mut buf, || {
             nix::fcntl::openat(
@@ -281,14 +305,7 @@ impl ProcDir {
             .ok()
             .map(std::fs::File::from)
         })?;
-        let regs = parse_exec_regs(std::str::from_utf8(&buf[..n]).ok()?)?;
-        let pid = Pid::from_raw(self.tid);
-        let filename = read_remote_cstr(pid, regs.filename, MAX_ARG_BYTES).unwrap_or_default();
-        let (argv, argv_truncated) = match read_argv(pid, regs.argv) {
-            Some((a, t)) => (Some(a), t),
-            None => (None, false),
-        };
-        Some(ExecCall { regs, filename, argv, argv_truncated })
+        parse_exec_regs(std::str::from_utf8(&buf[..n]).ok()?)
     }
 
     /// An entry (`root`, `cwd`, `fd/3`) as `O_PATH`, following its magic link: the process's

@@ -41,9 +41,10 @@ pub fn exec_env(tid: i32, envp: u64, names: &[&str]) -> Result<Vec<(String, Vec<
             }
             let head = read_remote_cstr(pid, p, longest)
                 .ok_or_else(|| format!("its environment's entry {idx} could not be read"))?;
-            let Some(name) = names.iter().find(|n| {
-                head.len() > n.len() && head.starts_with(n.as_bytes()) && head[n.len()] == b'='
-            }) else {
+            let Some(name) = names
+                .iter()
+                .find(|n| head.len() > n.len() && head.starts_with(n.as_bytes()) && head[n.len()] == b'=')
+            else {
                 continue;
             };
             let budget = name.len() + 1 + MAX_ENV_VALUE + 1;
@@ -63,10 +64,11 @@ mod tests {
 
     #[test]
     fn the_variables_asked_for_are_read_from_an_environment_array() {
-        let strings: Vec<std::ffi::CString> = ["HOME=/root", "PATH=/bin:/usr/bin", "HOMEX=no", "BASH_ENV=/a", "BASH_ENV=/b"]
-            .iter()
-            .map(|s| std::ffi::CString::new(*s).unwrap())
-            .collect();
+        let strings: Vec<std::ffi::CString> =
+            ["HOME=/root", "PATH=/bin:/usr/bin", "HOMEX=no", "BASH_ENV=/a", "BASH_ENV=/b"]
+                .iter()
+                .map(|s| std::ffi::CString::new(*s).unwrap())
+                .collect();
         let mut ptrs: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
         let me = nix::unistd::gettid().as_raw();

@@ -110,9 +110,19 @@ impl Shared {
     }
 
     /// Decides `job` from its outcome: IoC check, policy, answer, finding.
-    pub fn finish(&self, job: Job, mut outcome: Outcome) -> Routed {
+    pub fn finish(&self, mut job: Job, mut outcome: Outcome) -> Routed {
         let mode = self.mode.get();
         let mut d = self.verdict_for(&job, &outcome, mode);
+        // Drift asked about with AT_EXECVE_CHECK is a script an interpreter is about to run:
+        // looked at only for a finding, so that no other exec pays for reading the call.
+        if d.1.verdict.finding.is_some()
+            && job.target.is_none()
+            && job.open.is_none()
+            && crate::sys::proc::pending_execve_check(job.ev.tid())
+        {
+            job.execve_check = true;
+            d = self.verdict_for(&job, &outcome, mode);
+        }
         if d.1.verdict.allow {
             // Writers are kept out from here until the kernel denies them itself; a file
             // that is being written or has changed since it was checked is not what was

@@ -272,6 +272,8 @@ pub struct Job {
     pub target: Option<Target>,
     /// An open event (library coverage) rather than an exec.
     pub open: Option<OpenStage>,
+    /// The exec is an interpreter's `AT_EXECVE_CHECK` of a script it is about to run.
+    pub execve_check: bool,
 }
 
 impl Job {
@@ -291,6 +293,7 @@ impl Job {
             mount,
             target: None,
             open: None,
+            execve_check: false,
         }
     }
 
@@ -312,6 +315,9 @@ impl Job {
     pub(super) fn executed(&self) -> Executed {
         if self.open.is_some() {
             return Executed::Library;
+        }
+        if self.execve_check {
+            return Executed::Script;
         }
         self.target.as_ref().map_or(Executed::Binary, |t| t.executed)
     }

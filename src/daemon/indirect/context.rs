@@ -22,8 +22,11 @@ pub(super) struct ExecView<'a> {
     root: Option<OwnedFd>,
     cwd: Option<OwnedFd>,
     status: Option<Option<ProcStatus>>,
-    env: Option<Result<Vec<(String, Vec<u8>)>, String>>,
+    env: Option<Result<Variables, String>>,
 }
+
+/// Environment variables read from the pending call: name and value, in their order.
+type Variables = Vec<(String, Vec<u8>)>;
 
 impl<'a> ExecView<'a> {
     pub fn new(pdir: &'a ProcDir, call: &'a ExecCall) -> ExecView<'a> {

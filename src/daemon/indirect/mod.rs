@@ -40,7 +40,13 @@ impl Shared {
     /// paths (from the manifest hash `sha`), or for a hard link the image's interpreter paths
     /// with the same inode, say so. A loader is one only if its ELF header agrees (read
     /// through `fd`).
-    pub fn classify(&self, c: &Container, path: &[u8], fd: BorrowedFd<'_>, sha: Option<[u8; 32]>) -> ExecKind {
+    pub fn classify(
+        &self,
+        c: &Container,
+        path: &[u8],
+        fd: BorrowedFd<'_>,
+        sha: Option<[u8; 32]>,
+    ) -> ExecKind {
         let by_name = self.classify_name(path, fd);
         if !by_name.is_plain() {
             return by_name;
@@ -175,7 +181,11 @@ impl Shared {
         };
         let Some(call) = pdir.exec_call() else {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
-            return unverifiable("its pending call (/proc/<tid>/syscall) could not be read".into(), exec_path, None);
+            return unverifiable(
+                "its pending call (/proc/<tid>/syscall) could not be read".into(),
+                exec_path,
+                None,
+            );
         };
         let Some(argv) = call.argv.as_ref() else {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +198,8 @@ impl Shared {
         }
         let Ok(exec_st) = sfs::fstat_fd(ev.fd()) else { return Found::Nothing };
         let mut direct: Option<bool> = None;
-        let mut is_direct = |view: &mut ExecView<'_>| *direct.get_or_insert_with(|| invoked_directly(view, &call, &exec_st));
+        let mut is_direct =
+            |view: &mut ExecView<'_>| *direct.get_or_insert_with(|| invoked_directly(view, &call, &exec_st));
         let mut kind = kind;
         let mut start = 0usize;
         let mut runner = exec_path.to_vec();
@@ -234,7 +245,8 @@ impl Shared {
                         // The image's own file; an IoC shipped in the image is still decided.
                         Some(ImageProof::KnownBad(o)) => {
                             let Some(fd) = readable() else { return Found::Nothing };
-                            let target = Target { fd, reopen, executed: code.executed, interpreter, proven: Some(o) };
+                            let target =
+                                Target { fd, reopen, executed: code.executed, interpreter, proven: Some(o) };
                             return Found::Target(target, id, path, None);
                         }
                         Some(ImageProof::Clean) if code.role == "program" => {

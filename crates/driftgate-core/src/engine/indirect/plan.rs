@@ -302,7 +302,10 @@ fn plan_python(args: &[Vec<u8>], complete: bool, ctx: &mut dyn ExecContext) -> P
                             Some(attached.to_vec())
                         };
                         if module.is_none() && !complete {
-                            return Plan::Unverifiable("the argument list was not read whole and -m's module is not among them".into());
+                            return Plan::Unverifiable(
+                                "the argument list was not read whole and -m's module is not among them"
+                                    .into(),
+                            );
                         }
                         break 'args;
                     }
@@ -326,7 +329,8 @@ fn plan_python(args: &[Vec<u8>], complete: bool, ctx: &mut dyn ExecContext) -> P
         break;
     }
     let mut codes = Vec::new();
-    let interactive = inspect || (operand.is_none() && module.is_none() && !inline && ctx.stdin_is_terminal());
+    let interactive =
+        inspect || (operand.is_none() && module.is_none() && !inline && ctx.stdin_is_terminal());
     if interactive && !ignore_env {
         match ctx.env("PYTHONSTARTUP") {
             Ok(v) => codes.extend(v.into_iter().map(|p| Code::path("PYTHONSTARTUP", p, None))),

@@ -39,7 +39,8 @@ pub struct ShellArgs {
 /// Reads a shell's `args` (`args[0]` is its program name). `complete` says the list was read
 /// whole; when it was not, its last element may be cut and is not trusted either.
 pub fn parse(args: &[Vec<u8>], complete: bool) -> ShellArgs {
-    let mut sa = ShellArgs { login: args.first().is_some_and(|a| a.first() == Some(&b'-')), ..Default::default() };
+    let mut sa =
+        ShellArgs { login: args.first().is_some_and(|a| a.first() == Some(&b'-')), ..Default::default() };
     let usable = if complete { args.len() } else { args.len().saturating_sub(1) };
     let mut i = 1;
     while i < usable {

@@ -13,10 +13,7 @@ fn target(f: impl Fn(&[Vec<u8>]) -> Option<usize>, cmd: &str) -> Option<String> 
 fn the_program_a_loader_is_asked_to_run() {
     let t = |c| target(loader_target, c);
     assert_eq!(t("/lib64/ld-linux-x86-64.so.2 /tmp/tool -v").as_deref(), Some("/tmp/tool"));
-    assert_eq!(
-        t("ld.so --library-path /tmp/lib --preload /tmp/x.so ./tool a").as_deref(),
-        Some("./tool")
-    );
+    assert_eq!(t("ld.so --library-path /tmp/lib --preload /tmp/x.so ./tool a").as_deref(), Some("./tool"));
     assert_eq!(t("ld.so --list /tmp/tool").as_deref(), Some("/tmp/tool"));
     assert_eq!(t("ld.so --argv0 nginx /tmp/tool").as_deref(), Some("/tmp/tool"));
     assert_eq!(t("ld.so --argv0=nginx /tmp/tool").as_deref(), Some("/tmp/tool"));
@@ -55,11 +52,7 @@ fn the_script_perl_ruby_node_php_and_others_are_given() {
     assert_eq!(node("node /app/server.js").as_deref(), Some("/app/server.js"));
     assert_eq!(node("node --inspect-port 9230 x.js").as_deref(), Some("x.js"));
     assert_eq!(node("node -r /tmp/hook.js app.js").as_deref(), Some("/tmp/hook.js"));
-    assert_eq!(
-        node("node -r dotenv/config app.js").as_deref(),
-        Some("dotenv/config"),
-        "a path-like module"
-    );
+    assert_eq!(node("node -r dotenv/config app.js").as_deref(), Some("dotenv/config"), "a path-like module");
     assert_eq!(node("node -r dotenv app.js").as_deref(), Some("app.js"), "a module by name");
     assert_eq!(node("node -e 1"), None);
     assert_eq!(node("node --max-old-space-size=512 x.js").as_deref(), Some("x.js"));
@@ -217,7 +210,10 @@ fn startup_files_are_the_ones_each_shell_reads() {
     assert_eq!(planned(SH, "bash", "bash -l -c true", &mut c)[..2], login);
     assert_eq!(planned(SH, "bash", "bash --login -c true", &mut c)[..2], login);
     assert_eq!(planned(SH, "bash", "bash --noprofile -l -c true", &mut c), ["BASH_ENV=/tmp/benv"]);
-    assert_eq!(planned(SH, "dash", "-sh", &mut c), ["/etc/profile=/etc/profile", "login profile=/home/u/.profile"]);
+    assert_eq!(
+        planned(SH, "dash", "-sh", &mut c),
+        ["/etc/profile=/etc/profile", "login profile=/home/u/.profile"]
+    );
     // No HOME: the context's fallback (the passwd entry).
     let mut nohome = Ctx::default();
     assert_eq!(planned(SH, "dash", "-sh", &mut nohome)[1], "login profile=/root/.profile");
@@ -276,7 +272,10 @@ fn python_runs_directories_archives_modules_and_its_startup_file() {
     );
     assert_eq!(planned(py, "python3", "python3 -I -m json.tool", &mut c), Vec::<String>::new());
     assert_eq!(planned(py, "python3", "python3 -E -m x", &mut c), ["module=x.py|x/__main__.py"]);
-    assert_eq!(planned(py, "python3", "python3 -mx", &mut c), ["module=x.py|x/__main__.py|/opt/lib/x.py|/opt/lib/x/__main__.py"]);
+    assert_eq!(
+        planned(py, "python3", "python3 -mx", &mut c),
+        ["module=x.py|x/__main__.py|/opt/lib/x.py|/opt/lib/x/__main__.py"]
+    );
     assert_eq!(planned(py, "python3", "python3 -c pass", &mut c), Vec::<String>::new());
     assert_eq!(planned(py, "python3", "python3 -i", &mut c), ["PYTHONSTARTUP=/tmp/st.py"]);
     let mut tty = Ctx { env: vec![("PYTHONSTARTUP", "/tmp/st.py")], tty: true };
