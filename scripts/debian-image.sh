@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds, once, a minimal real Debian (debootstrap, from Debian's packages) for the suites that
 # test the way users run driftgate: booted with systemd as PID 1 (systemd-nspawn --boot), and
-# used as a real container image (python3, perl, bash, the dynamic loader, dpkg), and as the root
+# used as a real container image (python3 and pip, perl, bash, the dynamic loader, dpkg, apt), and as the root
 # file system of the kernel-layer VM (kmod for overlayfs's module; podman, runc and conmon for a
 # real runtime there). Cached under
 # target/ (CI's time is bounded): rebuilt only when the package list below changes.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/debian-image/bookworm}"
 suite=bookworm
-packages=systemd,systemd-sysv,dbus,python3,perl,procps,libcap2-bin,kmod,podman,runc,conmon,uidmap,netavark
+packages=systemd,systemd-sysv,dbus,python3,python3-pip,perl,procps,libcap2-bin,kmod,podman,runc,conmon,uidmap,netavark
 want="suite=$suite variant=minbase packages=$packages v=1"
 mkdir -p "$(dirname "$dir")"
 exec 9>"$dir.lock"

@@ -145,9 +145,14 @@ fn a_refused_call_that_shrinks_coverage_is_loud_in_status_metrics_and_the_log() 
         "an error line in enforce mode: {}",
         d.log_text()
     );
-    // An interpreter's exec whose arguments cannot be read is a problem of its own.
-    let out = s.run_in_container("printf 'echo x\\n' > /tmp/x.sh; /opt/img/bash /tmp/x.sh; echo rc=$?\n", T);
-    assert!(results(&out).contains_key("rc"), "{out:?}");
+    // An interpreter's exec whose arguments cannot be read is decided as drift: in enforce
+    // mode the container's own entry shell is refused, and it is a problem of its own.
+    let out = s.run_in_container("echo started\n", T);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{out:?}"
+    );
+    assert!(d.status()["decisions"]["indirect_unverifiable"].as_u64() >= Some(1), "{}", d.status());
     assert!(wait_until(Duration::from_secs(5), || {
         d.status()["health"]["problems"]
             .as_array()

@@ -176,3 +176,6 @@ fn the_images_own_programs_scripts_and_interpreters_raise_nothing_in_audit_mode(
     std::thread::sleep(Duration::from_millis(300));
     assert!(read_findings(&d.spool).is_empty(), "{:#?}", read_findings(&d.spool));
 }
+
+#[path = "real_image/interpreters.rs"]
+mod interpreters;

@@ -141,7 +141,7 @@ pub fn render(s: &Status) -> String {
     );
     let lb = &s.libraries;
     o += &format!(
-        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written, {} by a refused exec's thread\n",
+        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written, {} by a refused exec's thread, {} interpreter code decided, {} Python caches of image sources\n",
         match (lb.marked, lb.enabled) {
             (true, true) => "decided",
             (true, false) => "let through ([libraries] enabled = false, reloaded)",
@@ -154,7 +154,9 @@ pub fn render(s: &Status) -> String {
         lb.by_exec,
         lb.by_daemon,
         lb.being_written,
-        lb.after_refused_exec
+        lb.after_refused_exec,
+        lb.code_decided,
+        lb.code_cache
     );
     let ev = &s.evidence;
     o += &if ev.enabled {

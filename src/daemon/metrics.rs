@@ -85,7 +85,7 @@ impl Collector for Snapshot {
         family(
             &mut enc,
             "driftgate_open_events_total",
-            "Open events ([libraries]) by how they were settled: harmless inodes ignored from then on, shared objects decided, an exec's own open, the daemon's own, files being written.",
+            "Open events ([libraries]) by how they were settled: harmless inodes ignored from then on, shared objects decided, an exec's own open, the daemon's own, files being written, interpreter code decided, compiled Python caching an image source.",
             "outcome",
             &[
                 ("ignored", s.libraries.ignore_marks),
@@ -95,6 +95,8 @@ impl Collector for Snapshot {
                 ("being_written", s.libraries.being_written),
                 ("after_refused_exec", s.libraries.after_refused_exec),
                 ("over_budget", s.libraries.over_budget),
+                ("code_decided", s.libraries.code_decided),
+                ("code_cache", s.libraries.code_cache),
             ],
         )?;
         family(

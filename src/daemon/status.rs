@@ -132,6 +132,12 @@ pub struct LibrariesStatus {
     /// again on their next open.
     #[serde(default)]
     pub rechecked: u64,
+    /// Opens of code by an interpreter (`import x` of a file that is not the image's):
+    /// decided as scripts; and compiled Python files that cache an image source: let through.
+    #[serde(default)]
+    pub code_decided: u64,
+    #[serde(default)]
+    pub code_cache: u64,
 }
 
 /// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
@@ -468,6 +474,8 @@ impl Sources {
                 after_refused_exec: ld(&h.opens_after_refusal),
                 over_budget: ld(&h.opens_over_budget),
                 rechecked: ld(&h.opens_rechecked),
+                code_decided: ld(&h.code_opens),
+                code_cache: ld(&h.code_opens_cache),
             },
             coverage: Coverage {
                 mounts_enabled: self.shared.namespaces.enabled(),

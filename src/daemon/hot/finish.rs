@@ -145,14 +145,15 @@ impl Shared {
                 m.insert((job.ev.tid(), job.id), std::time::Instant::now());
             }
         }
-        if verdict.allow && self.libraries.marked {
-            if let Some(t) = &job.target {
-                if t.executed == crate::engine::Executed::Binary {
-                    // Answered below; the loader then opens the program it was asked to run.
-                    if let Ok(mut m) = self.loader_runs.lock() {
-                        m.insert((job.ev.tid(), job.id), std::time::Instant::now());
-                    }
-                }
+        if verdict.allow
+            && self.libraries.marked
+            && job.target.is_some()
+            && outcome.evidence != crate::engine::Evidence::Unverifiable
+        {
+            // Answered below; the loader then opens the program it was asked to run, and the
+            // interpreter its script: decided here, not again at that open.
+            if let Ok(mut m) = self.loader_runs.lock() {
+                m.insert((job.ev.tid(), job.id), std::time::Instant::now());
             }
         }
         let Some((category, action)) = verdict.finding else {

@@ -22,6 +22,7 @@
 //! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
 //! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
 
+mod code_open;
 pub(crate) mod events;
 mod fast;
 mod finish;

@@ -14,6 +14,9 @@
 //! kernel opens the program and its loader for the exec event first, then for an open event)
 //! or the daemon's own (reading a script an interpreter was given).
 //!
+//! An interpreter's open of code that is not the image's (`import x`) is decided as a script
+//! (`code_open.rs`).
+//!
 //! Nothing here opens a file: the event loop must never wait for its own answer.
 
 use std::sync::atomic::Ordering;
@@ -110,10 +113,21 @@ impl FastPath {
             // without a copy-up (a new inode). Anything else is checked on every open: a
             // write that raises no modify event (Linux AIO) would turn an ignored file into
             // a library unseen.
+            if mount.is_none() && image_inode(&container, &ev, &id) {
+                shared.ignore_harmless(&ev);
+                shared.answer(ev, true);
+                return Routed::Done;
+            }
+            // Code an interpreter loads (`import x`): decided as a script, never switched off.
+            let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
+            if shared.loads_code(ev.tid(), &raw_path) {
+                return shared.code_open(ev, &container, mount, id, raw_path);
+            }
             // Where the kernel layer checks this container's executable mappings itself, a
-            // file rewritten unseen cannot be mapped as code: it is switched off too.
+            // file rewritten unseen cannot be mapped as code: it is switched off too (unless
+            // its name is code to an interpreter, which no mapping check sees).
             let kernel_checks = shared.namespaces.kernel().checks_mappings(&container);
-            if kernel_checks || (mount.is_none() && image_inode(&container, &ev, &id)) {
+            if kernel_checks && !crate::engine::indirect::code_name(&raw_path) {
                 shared.ignore_harmless(&ev);
                 shared.answer(ev, true);
                 return Routed::Done;
@@ -229,7 +243,7 @@ impl Shared {
     /// opens for reading; a writer is never refused, and the file is not ignored while written),
     /// the thread whose exec of this file was just refused (refused again, no second finding).
     /// `Some(answer)` for those; `None`: decide it as a load.
-    fn open_by(&self, job: &Job) -> Option<bool> {
+    pub(super) fn open_by(&self, job: &Job) -> Option<bool> {
         let tid = job.ev.tid();
         if proc::own_thread(tid) {
             self.stats.opens_by_daemon.fetch_add(1, Ordering::Relaxed);
@@ -267,6 +281,15 @@ impl Shared {
     /// loop would have. `None` when it was answered.
     pub(super) fn classify_open(&self, mut job: Job) -> Option<Job> {
         if header(job.ev.fd()) == Header::Harmless {
+            if self.loads_code(job.ev.tid(), &job.raw_path) {
+                job.open = Some(OpenStage::Code);
+                if let Some(allow) = self.open_by(&job) {
+                    self.answer(job.ev, allow);
+                    return None;
+                }
+                self.stats.code_opens.fetch_add(1, Ordering::Relaxed);
+                return Some(job);
+            }
             // A mount's file: never switched off (see `FastPath::open`).
             self.stats.opens_rechecked.fetch_add(1, Ordering::Relaxed);
             self.answer(job.ev, true);

@@ -76,6 +76,12 @@ pub struct HotStats {
     /// ... of files that are not shared objects and not the image's: let through, and checked
     /// again on their next open (never switched off: their bytes can change unseen).
     pub opens_rechecked: AtomicU64,
+    /// ... of code by an interpreter (`import x` of a file that is not an image inode):
+    /// decided as scripts.
+    pub code_opens: AtomicU64,
+    /// ... of a compiled Python file that caches an image source (its header names the
+    /// source's mtime and size): let through.
+    pub code_opens_cache: AtomicU64,
     /// ... of a file by the thread whose exec of it was just refused (a shell looking for `#!`
     /// after the refusal): refused too, without a second finding.
     pub opens_after_refusal: AtomicU64,
@@ -205,6 +211,8 @@ pub enum OpenStage {
     Unclassified,
     /// A shared object not proven to be the image's: decided as a library.
     Library,
+    /// Code an interpreter loads (`import x`) that is not an image inode: decided as a script.
+    Code,
 }
 
 /// `[scripts]` and `[loader]`.
@@ -313,8 +321,10 @@ impl Job {
 
     /// What is being run, for the decision's category.
     pub(super) fn executed(&self) -> Executed {
-        if self.open.is_some() {
-            return Executed::Library;
+        match self.open {
+            Some(OpenStage::Code) => return Executed::Script,
+            Some(_) => return Executed::Library,
+            None => {}
         }
         if self.execve_check {
             return Executed::Script;

@@ -115,6 +115,56 @@ impl Interpreters {
     }
 }
 
+/// The file name endings each language loads as code (besides shared objects, which are
+/// decided as libraries): what an interpreter opens with these names is code it runs.
+fn code_endings(lang: Lang) -> &'static [&'static [u8]] {
+    match lang {
+        Lang::Python => &[b".py", b".pyc", b".pth", b".zip"],
+        Lang::Perl => &[b".pl", b".pm"],
+        Lang::Ruby => &[b".rb"],
+        Lang::Node => &[b".js", b".mjs", b".cjs"],
+        Lang::Php => &[b".php"],
+        // A shell reads data files the way it reads code: nothing is known at an open.
+        Lang::Shell | Lang::Other => &[],
+    }
+}
+
+/// Whether interpreter `lang` loads a file named `name` as code.
+pub fn loads_as_code(lang: Lang, name: &[u8]) -> bool {
+    code_endings(lang).iter().any(|e| name.ends_with(e))
+}
+
+/// Whether some interpreter loads a file named `name` as code.
+pub fn code_name(name: &[u8]) -> bool {
+    [Lang::Python, Lang::Perl, Lang::Ruby, Lang::Node, Lang::Php].into_iter().any(|l| loads_as_code(l, name))
+}
+
+/// For a compiled Python file, the source file it caches: `d/__pycache__/m.cpython-311.pyc`
+/// and the legacy `d/m.pyc` are of `d/m.py`.
+pub fn pyc_source(path: &[u8]) -> Option<Vec<u8>> {
+    let stem = path.strip_suffix(b".pyc")?;
+    let (dir, file) = match stem.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&stem[..i], &stem[i + 1..]),
+        None => (&b""[..], stem),
+    };
+    let mut out;
+    if let Some(parent) =
+        dir.strip_suffix(b"/__pycache__").or(if dir == b"__pycache__" { Some(&b""[..]) } else { None })
+    {
+        // `m.cpython-311.opt-1`: the module name is before the first dot.
+        let module = file.split(|&b| b == b'.').next()?;
+        out = parent.to_vec();
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(module);
+    } else {
+        out = stem.to_vec();
+    }
+    out.extend_from_slice(b".py");
+    Some(out)
+}
+
 /// Whether a file name can be a dynamic loader's: glibc `ld-linux-x86-64.so.2`,
 /// `ld-linux-aarch64.so.1`, `ld64.so.2`, `ld.so`, and before glibc 2.34 the real file
 /// `ld-2.31.so`; musl `ld-musl-x86_64.so.1`. The name is only the cheap first test: a file is

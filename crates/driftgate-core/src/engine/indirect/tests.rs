@@ -306,3 +306,23 @@ fn an_argument_list_read_in_part_is_unverifiable_where_the_operand_is_not_in_it(
     let perl = ExecKind::Interpreter(Lang::Perl);
     assert_eq!(planned_cut(perl, "perl", &argv("perl -w"), false, &mut c), ["unverifiable"]);
 }
+
+#[test]
+fn what_each_interpreter_loads_as_code() {
+    assert!(loads_as_code(Lang::Python, b"/app/x.py") && loads_as_code(Lang::Python, b"m.cpython-311.pyc"));
+    assert!(loads_as_code(Lang::Python, b"/usr/lib/python3/dist-packages/x.pth"));
+    assert!(loads_as_code(Lang::Python, b"/tmp/app.zip") && !loads_as_code(Lang::Python, b"x.pl"));
+    assert!(loads_as_code(Lang::Perl, b"Foo.pm") && loads_as_code(Lang::Node, b"x.mjs"));
+    assert!(loads_as_code(Lang::Ruby, b"x.rb") && loads_as_code(Lang::Php, b"index.php"));
+    assert!(!loads_as_code(Lang::Shell, b"x.sh"), "a shell's code is not known at an open");
+    assert!(code_name(b"/tmp/x.js") && !code_name(b"/tmp/data.json") && !code_name(b"/tmp/x.txt"));
+    let src = |p: &str| pyc_source(p.as_bytes()).map(|s| String::from_utf8(s).unwrap());
+    assert_eq!(
+        src("/usr/lib/python3.11/__pycache__/json.cpython-311.pyc").as_deref(),
+        Some("/usr/lib/python3.11/json.py")
+    );
+    assert_eq!(src("/a/__pycache__/m.cpython-311.opt-1.pyc").as_deref(), Some("/a/m.py"));
+    assert_eq!(src("/a/m.pyc").as_deref(), Some("/a/m.py"));
+    assert_eq!(src("__pycache__/m.cpython-311.pyc").as_deref(), Some("m.py"));
+    assert_eq!(src("/a/m.py"), None);
+}
