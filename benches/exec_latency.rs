@@ -21,6 +21,7 @@ fn main() {
         binary: std::env::var_os("DRIFTGATE_BENCH_BINARY").map(Into::into),
         driftgate: env!("CARGO_BIN_EXE_driftgate").into(),
         daemon_extra: String::new(),
+        image: None,
     };
     match run(&opts, |_, _| {}) {
         Ok(r) => print!("{}", render(&r)),

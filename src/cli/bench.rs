@@ -143,9 +143,18 @@ pub struct ExecArgs {
     /// driftgate-first-exec-1m, driftgate-first-exec-16m, driftgate-first-exec-128m, fapolicyd.
     /// Load mode: none, floor, driftgate-enforce, driftgate-audit-with-128m-first-execs.
     /// Any single-mode driftgate configuration with `-kernel-off` appended runs with the kernel
-    /// layer off (`driftgate-enforce-kernel-off`): the layer's cost, side by side.
+    /// layer off (`driftgate-enforce-kernel-off`): the layer's cost, side by side; with
+    /// `-libraries`, with `[libraries]` on (`driftgate-enforce-script-libraries`).
+    /// Inside a container: none-script, driftgate-enforce-script (the image's shell given the
+    /// image's script), none-dynamic, driftgate-enforce-dynamic, none-volume,
+    /// driftgate-enforce-volume; with --image: none-python, driftgate-enforce-python,
+    /// driftgate-enforce-python-libraries (`python3 -c pass`).
     #[arg(long, value_delimiter = ',')]
     pub configs: Vec<String>,
+    /// A real root file system (such as `scripts/debian-image.sh` makes) as the image of a
+    /// second container, for the python configurations.
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
     /// Load mode: number of scratch containers exec storms run in.
     #[arg(long, value_name = "K")]
     pub containers: Option<usize>,
@@ -243,6 +252,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         binary: a.binary,
         driftgate,
         daemon_extra,
+        image: a.image,
     };
     let res = exec::run(&opts, |round, name| show(round, opts.rounds, name));
     if tty {

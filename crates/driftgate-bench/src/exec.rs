@@ -56,6 +56,15 @@ pub const CONFIGS: &[&str] = &[
 /// (`driftgate-enforce-kernel-off`): not in the default set.
 pub const KERNEL_OFF: &str = "-kernel-off";
 
+/// The suffix of a driftgate configuration run with `[libraries]` on
+/// (`driftgate-enforce-script-libraries`): opens decided too.
+pub const LIBRARIES: &str = "-libraries";
+
+/// Configurations that need a real image (`--image`), not in the default set: a Python
+/// start (`python3 -c pass`) with no listener and under driftgate.
+pub const IMAGE_CONFIGS: &[&str] =
+    &["none-python", "driftgate-enforce-python", "driftgate-enforce-python-libraries"];
+
 /// The default set: everything, with `fapolicyd` only when it is installed.
 pub fn default_configs() -> Vec<String> {
     CONFIGS
@@ -77,6 +86,9 @@ pub struct Options {
     pub driftgate: PathBuf,
     /// TOML appended to the daemon's configuration (`--daemon-toml`): measure with your settings.
     pub daemon_extra: String,
+    /// A real root file system (`scripts/debian-image.sh`), the image of a second container
+    /// that the Python workloads run in.
+    pub image: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +133,7 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
                 iocs: 0,
                 allow_vol: false,
                 kernel: true,
+                libraries: false,
             },
             Workload::Image,
         ),
@@ -131,6 +144,7 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
                 iocs: 1_000_000,
                 allow_vol: false,
                 kernel: true,
+                libraries: false,
             },
             Workload::Image,
         ),
@@ -147,6 +161,7 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
                 iocs: 0,
                 allow_vol: true,
                 kernel: true,
+                libraries: false,
             },
             Workload::Inside(Inside::Volume),
         ),
@@ -162,14 +177,33 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
         "driftgate-enforce-dynamic" => {
             (ListenerKind::driftgate(Mode::Enforce), Workload::Inside(Inside::Dynamic))
         }
+        // A Python start in the real image given with `--image`.
+        "none-python" => (ListenerKind::None, Workload::Inside(Inside::Python)),
+        "driftgate-enforce-python" => {
+            (ListenerKind::driftgate(Mode::Enforce), Workload::Inside(Inside::Python))
+        }
         "fapolicyd" => (ListenerKind::Fapolicyd, Workload::Image),
+        // Any driftgate configuration with `[libraries]` on.
+        other if other.starts_with("driftgate-") && other.ends_with(LIBRARIES) => {
+            let (kind, work) = plan(&other[..other.len() - LIBRARIES.len()])?;
+            (kind.with_libraries(), work)
+        }
         // Any driftgate configuration with the kernel layer off (`[kernel] enabled = "off"`),
         // to measure the layer side by side where the kernel has BPF LSM.
         other if other.starts_with("driftgate-") && other.ends_with(KERNEL_OFF) => {
             let (kind, work) = plan(&other[..other.len() - KERNEL_OFF.len()])?;
             (kind.without_kernel_layer(), work)
         }
-        other => return Err(BenchError::UnknownConfig { name: other.to_owned(), known: CONFIGS.join(", ") }),
+        other => {
+            return Err(BenchError::UnknownConfig {
+                name: other.to_owned(),
+                known: format!(
+                    "{}, {} (with --image), and any driftgate-* with {KERNEL_OFF} or {LIBRARIES}",
+                    CONFIGS.join(", "),
+                    IMAGE_CONFIGS.join(", ")
+                ),
+            })
+        }
     })
 }
 
@@ -180,7 +214,16 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     let _ns = fapolicyd::isolate_if(plans.iter().any(|p| p.0 == ListenerKind::Fapolicyd))?;
     pin(opts.pin)?;
     let binary = load_binary(&opts.binary)?;
-    let c = Containers::new(&binary, 1)?;
+    let mut c = Containers::new(&binary, 1)?;
+    let real_image = match &opts.image {
+        Some(dir) => Some(c.add_image_container(dir)?),
+        None if plans.iter().any(|p| p.1 == Workload::Inside(Inside::Python)) => {
+            return Err(BenchError::Setup(
+                "the python configurations run in a real image: give --image DIR (a root file system with python3, such as scripts/debian-image.sh makes)".into(),
+            ));
+        }
+        None => None,
+    };
     let image = c.image_binary(0);
     let added_dir = c.merged[0].join("tmp/added");
     std::fs::create_dir_all(&added_dir).map_err(setup("mkdir"))?;
@@ -229,7 +272,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
                 }
                 Workload::Inside(what) => super::inside::measure(
                     &opts.driftgate,
-                    &c.merged[0],
+                    if what == Inside::Python { real_image.as_ref().expect("checked") } else { &c.merged[0] },
                     &volume,
                     what,
                     warmup,

@@ -67,6 +67,35 @@ impl Containers {
         Ok(c)
     }
 
+    /// Another container whose image is the real root file system `image` alone (as its only
+    /// lower layer, read only): its rootfs.
+    pub(crate) fn add_image_container(&mut self, image: &Path) -> Result<PathBuf, BenchError> {
+        if !image.join("usr/bin").is_dir() {
+            return Err(BenchError::Setup(format!("--image {}: not a root file system", image.display())));
+        }
+        let r = self.dir.path().join(format!("c{}", self.merged.len()));
+        for d in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(r.join(d)).map_err(setup("mkdir"))?;
+        }
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            image.display(),
+            r.join("upper").display(),
+            r.join("work").display()
+        );
+        let merged = r.join("merged");
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(setup("mount overlay"))?;
+        self.merged.push(merged.clone());
+        Ok(merged)
+    }
+
     pub(crate) fn image_binary(&self, i: usize) -> PathBuf {
         self.merged[i].join("bin/true")
     }

@@ -23,6 +23,9 @@ pub enum Inside {
     Script,
     /// `/usr/bin/true`, a dynamic program: its exec and its loader's.
     Dynamic,
+    /// `python3 -c pass` in a real image: an interpreter start (its exec, its loader's, and
+    /// with `[libraries]` the opens of its libraries and standard library).
+    Python,
 }
 
 impl Inside {
@@ -31,6 +34,7 @@ impl Inside {
             Inside::Volume => "volume",
             Inside::Script => "script",
             Inside::Dynamic => "dynamic",
+            Inside::Python => "python",
         }
     }
 
@@ -40,6 +44,7 @@ impl Inside {
             Inside::Volume => &["/vol/true"],
             Inside::Script => &["/bin/sh", "/opt/script.sh"],
             Inside::Dynamic => &["/usr/bin/true"],
+            Inside::Python => &["/usr/bin/python3", "-c", "pass"],
         }
     }
 }

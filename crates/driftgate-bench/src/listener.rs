@@ -32,6 +32,8 @@ pub(crate) enum ListenerKind {
         /// The kernel layer (BPF LSM) where the kernel has it (`[kernel] enabled = "auto"`), or
         /// off: the `*-kernel-off` configurations measure it side by side.
         kernel: bool,
+        /// `[libraries]` on (opens decided): the `*-libraries` configurations.
+        libraries: bool,
     },
     Fapolicyd,
 }
@@ -39,14 +41,31 @@ pub(crate) enum ListenerKind {
 impl ListenerKind {
     /// The daemon as installed: default configuration.
     pub(crate) const fn driftgate(mode: Mode) -> ListenerKind {
-        ListenerKind::Driftgate { mode, index: true, iocs: 0, allow_vol: false, kernel: true }
+        ListenerKind::Driftgate {
+            mode,
+            index: true,
+            iocs: 0,
+            allow_vol: false,
+            kernel: true,
+            libraries: false,
+        }
     }
 
     /// The same configuration with the kernel layer off.
     pub(crate) const fn without_kernel_layer(self) -> ListenerKind {
         match self {
-            ListenerKind::Driftgate { mode, index, iocs, allow_vol, .. } => {
-                ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel: false }
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol, libraries, .. } => {
+                ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel: false, libraries }
+            }
+            other => other,
+        }
+    }
+
+    /// The same configuration with `[libraries]` on.
+    pub(crate) const fn with_libraries(self) -> ListenerKind {
+        match self {
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel, .. } => {
+                ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel, libraries: true }
             }
             other => other,
         }
@@ -63,6 +82,7 @@ pub(crate) struct Daemon {
     pub(crate) iocs: usize,
     pub(crate) allow_vol: bool,
     pub(crate) kernel: bool,
+    pub(crate) libraries: bool,
 }
 
 /// A running listener.
@@ -96,9 +116,12 @@ impl Listener {
                 l.wait_log(&log_path, "floor ready")?;
                 Ok(l)
             }
-            ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel } => {
-                Self::driftgate(Daemon { mode, index, iocs, allow_vol, kernel }, c, driftgate, extra)
-            }
+            ListenerKind::Driftgate { mode, index, iocs, allow_vol, kernel, libraries } => Self::driftgate(
+                Daemon { mode, index, iocs, allow_vol, kernel, libraries },
+                c,
+                driftgate,
+                extra,
+            ),
             ListenerKind::Fapolicyd => fapolicyd::start(c),
         }
     }
@@ -109,10 +132,13 @@ impl Listener {
         driftgate: &Path,
         extra: &str,
     ) -> Result<Listener, BenchError> {
-        let Daemon { mode, index, iocs, allow_vol, kernel } = d;
+        let Daemon { mode, index, iocs, allow_vol, kernel, libraries } = d;
         let root = c.root();
-        let name =
-            format!("{}-{}-{iocs}-{allow_vol}-{kernel}", mode.as_str(), if index { "index" } else { "bare" });
+        let name = format!(
+            "{}-{}-{iocs}-{allow_vol}-{kernel}-{libraries}",
+            mode.as_str(),
+            if index { "index" } else { "bare" }
+        );
         let cfg = root.join(format!("driftgate-{name}.toml"));
         // Each configuration has its own state: an index persisted by another does
         // not help this one.
@@ -128,6 +154,9 @@ impl Listener {
         if allow_vol {
             knowledge
                 .push_str("[[policy.rules]]\nname = \"tools\"\naction = \"allow\"\nmounts = [\"/vol\"]\n");
+        }
+        if libraries {
+            knowledge.push_str("[libraries]\nenabled = true\n");
         }
         // The kernel layer is never left pinned by a benchmark: it would go on checking execs in
         // the configurations measured after this one.

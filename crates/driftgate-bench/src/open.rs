@@ -114,13 +114,14 @@ pub fn run(opts: &OpenOptions, mut progress: impl FnMut(usize, &str)) -> Result<
     })?;
     let root = &c.merged[0];
     // `[libraries]` is off by default; this measures it on (a --daemon-toml can still say otherwise).
-    let extra = crate::listener::with_extra("[libraries]\nenabled = true\n", &opts.daemon_extra)?;
+    let extra = opts.daemon_extra.clone();
     let dg = ListenerKind::Driftgate {
         mode: Mode::Enforce,
         index: false,
         iocs: 0,
         allow_vol: false,
         kernel: true,
+        libraries: true,
     };
     let mut kinds = vec![("none", ListenerKind::None), ("driftgate", dg)];
     if opts.kernel_layer {

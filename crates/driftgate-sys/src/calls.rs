@@ -3,9 +3,8 @@
 
 use nix::unistd::Pid;
 
-use crate::proc::{
-    parse_syscall_line, pending_args_readable, read_remote, read_syscall, SYS_EXECVE, SYS_EXECVEAT,
-};
+use crate::proc::{parse_syscall_line, pending_args_readable, read_syscall, SYS_EXECVE, SYS_EXECVEAT};
+use crate::remote::read_remote;
 
 #[cfg(target_arch = "x86_64")]
 mod nr {

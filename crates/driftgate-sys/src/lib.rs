@@ -15,6 +15,7 @@ pub mod proc;
 pub mod procenv;
 pub mod process;
 pub mod procwalk;
+mod remote;
 pub mod sentinel;
 pub mod walk;
 

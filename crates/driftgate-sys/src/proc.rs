@@ -5,11 +5,12 @@
 //! `/proc/<tid>/syscall` gives the syscall number and its argument registers, and the `argv`
 //! array and strings are copied out of the process with `process_vm_readv`.
 
-use std::io::IoSliceMut;
 use std::os::unix::ffi::OsStringExt;
 
 use nix::errno::Errno;
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+
+use crate::remote::{read_argv, read_remote_cstr};
+pub use crate::remote::{Args, MAX_ARGS, MAX_ARG_BYTES, MAX_TOTAL_ARG_BYTES};
 use nix::unistd::Pid;
 
 #[cfg(target_arch = "x86_64")]
@@ -20,11 +21,6 @@ pub(crate) const SYS_EXECVEAT: i64 = 322;
 pub(crate) const SYS_EXECVE: i64 = 221;
 #[cfg(target_arch = "aarch64")]
 pub(crate) const SYS_EXECVEAT: i64 = 281;
-
-/// Bounds on what is copied out of a process: a hostile process can pass huge argument lists.
-pub const MAX_ARGS: usize = 256;
-pub const MAX_ARG_BYTES: usize = 4096;
-pub const MAX_TOTAL_ARG_BYTES: usize = 64 * 1024;
 
 /// Identity of the process doing the exec.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,9 +83,6 @@ pub fn rss_kib(pid: &str) -> Option<u64> {
 pub fn read_exe(pid: i32) -> Option<Vec<u8>> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.into_os_string().into_vec())
 }
-
-/// Arguments as read, and whether the read stopped at one of its bounds.
-pub type Args = (Vec<Vec<u8>>, bool);
 
 /// The arguments of a running process (`/proc/<pid>/cmdline`), bounded like a pending exec's.
 pub fn read_cmdline(pid: i32) -> Option<Args> {
@@ -345,49 +338,6 @@ impl ProcDir {
     }
 }
 
-pub(crate) fn read_argv(pid: Pid, argv: u64) -> Option<Args> {
-    let mut args = Vec::new();
-    let mut total = 0usize;
-    let mut ptrs = [0u8; 8 * 32];
-    let mut idx = 0usize;
-    let mut truncated = false;
-    'outer: loop {
-        if args.len() >= MAX_ARGS {
-            // More arguments follow unless the next pointer is the terminating null.
-            truncated = true;
-            break;
-        }
-        let base = argv.checked_add((idx * 8) as u64)?;
-        let n = read_remote(pid, base, &mut ptrs)?;
-        if n < 8 {
-            return None;
-        }
-        for chunk in ptrs[..n - n % 8].chunks_exact(8) {
-            let p = u64::from_ne_bytes(chunk.try_into().ok()?);
-            idx += 1;
-            if p == 0 {
-                break 'outer;
-            }
-            if args.len() >= MAX_ARGS {
-                truncated = true;
-                break 'outer;
-            }
-            let budget = MAX_ARG_BYTES.min(MAX_TOTAL_ARG_BYTES.saturating_sub(total));
-            if budget == 0 {
-                truncated = true;
-                break 'outer;
-            }
-            let s = read_remote_cstr(pid, p, budget)?;
-            // A string as long as the budget was cut (or ended exactly there: rare, and saying
-            // "truncated" then is harmless).
-            truncated |= s.len() >= budget;
-            total += s.len();
-            args.push(s);
-        }
-    }
-    Some((args, truncated))
-}
-
 /// An `O_PATH` directory fd of `/proc`, opened once: `*at` lookups under it skip resolving
 /// `/proc` itself on hot-path reads.
 pub fn proc_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
@@ -466,40 +416,6 @@ pub fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()
-}
-
-/// Copies up to `buf.len()` bytes from `addr` in process `pid`, stopping at the first
-/// unmapped page. Returns how many bytes were copied.
-pub(crate) fn read_remote(pid: Pid, addr: u64, buf: &mut [u8]) -> Option<usize> {
-    const PAGE: u64 = 4096;
-    let mut done = 0usize;
-    while done < buf.len() {
-        let a = addr + done as u64;
-        let to_page_end = (PAGE - (a % PAGE)) as usize;
-        let want = to_page_end.min(buf.len() - done);
-        let remote = [RemoteIoVec { base: a as usize, len: want }];
-        let mut local = [IoSliceMut::new(&mut buf[done..done + want])];
-        match process_vm_readv(pid, &mut local, &remote) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => done += n,
-        }
-    }
-    (done > 0).then_some(done)
-}
-
-pub(crate) fn read_remote_cstr(pid: Pid, addr: u64, max: usize) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 512];
-    while out.len() < max {
-        let want = buf.len().min(max - out.len());
-        let n = read_remote(pid, addr + out.len() as u64, &mut buf[..want])?;
-        if let Some(z) = buf[..n].iter().position(|&b| b == 0) {
-            out.extend_from_slice(&buf[..z]);
-            return Some(out);
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    Some(out)
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -617,20 +533,5 @@ mod tests {
         assert!(own > 0);
         let (dev, _) = root_dev_ino(std::process::id() as i32).unwrap();
         assert_eq!(dev, nix::sys::stat::stat("/").unwrap().st_dev);
-    }
-
-    #[test]
-    fn own_process_arguments_can_be_read_through_process_vm_readv() {
-        // Build an argv array in our own memory and read it back through the remote path.
-        let a = c"first";
-        let b = c"second arg";
-        let argv: [*const libc::c_char; 3] = [a.as_ptr(), b.as_ptr(), std::ptr::null()];
-        let pid = Pid::this();
-        let mut ptrs = [0u8; 24];
-        let n = read_remote(pid, argv.as_ptr() as u64, &mut ptrs).unwrap();
-        assert_eq!(n, 24);
-        let p0 = u64::from_ne_bytes(ptrs[..8].try_into().unwrap());
-        assert_eq!(read_remote_cstr(pid, p0, 100).unwrap(), b"first");
-        assert_eq!(read_remote_cstr(pid, p0, 3).unwrap(), b"fir");
     }
 }

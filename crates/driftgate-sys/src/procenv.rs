@@ -5,7 +5,7 @@
 
 use nix::unistd::Pid;
 
-use crate::proc::{read_remote, read_remote_cstr};
+use crate::remote::{read_remote, read_remote_cstr};
 
 /// How many entries are looked at; an environment with more is an error.
 pub const MAX_ENV_ENTRIES: usize = 4096;

@@ -7,8 +7,8 @@
 //! environment variable that needs shell expansion), the plan is [`Plan::Unverifiable`]: the
 //! daemon decides that as drift, so a hole in what is read is never an allowed exec.
 
+use super::kinds::{base_name, loader_target, script_target, shell_applet, ExecKind, Lang};
 use super::shell::{self, Dialect};
-use super::{base_name, loader_target, script_target, shell_applet, ExecKind, Lang};
 use crate::model::Executed;
 
 /// One file of code the exec will run.

@@ -107,7 +107,8 @@ pub enum Dialect {
 
 /// The dialect of a shell whose file is named `file_name`, invoked as `argv0`.
 pub fn dialect(file_name: &[u8], argv0: &[u8], posix: bool) -> Dialect {
-    let invoked = super::base_name(argv0.strip_prefix(b"-").unwrap_or(argv0));
+    let a = argv0.strip_prefix(b"-").unwrap_or(argv0);
+    let invoked = a.rsplit(|&b| b == b'/').next().unwrap_or(a);
     if file_name.starts_with(b"bash") && invoked != b"sh" && !posix {
         Dialect::Bash
     } else {
