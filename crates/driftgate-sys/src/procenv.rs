@@ -17,43 +17,70 @@ pub const MAX_ENV_VALUE: usize = 4096;
 /// could not be read whole.
 pub fn exec_env(tid: i32, envp: u64, names: &[&str]) -> Result<Vec<(String, Vec<u8>)>, String> {
     let pid = Pid::from_raw(tid);
-    let mut out = Vec::new();
     if envp == 0 {
-        return Ok(out); // a null envp is an empty environment
+        return Ok(Vec::new()); // a null envp is an empty environment
     }
+    let ptrs = pointers(pid, envp)?;
+    // The strings lie together above the pointer array on a new process's stack: one read of
+    // the span they are in serves all but strays (each read on its own).
+    let start = ptrs.iter().copied().min().unwrap_or(0);
+    let mut window = vec![0u8; WINDOW];
+    let got = if ptrs.is_empty() { 0 } else { read_remote(pid, start, &mut window).unwrap_or(0) };
+    let window = &window[..got];
     let longest = names.iter().map(|n| n.len()).max().unwrap_or(0) + 1;
-    let mut ptrs = [0u8; 8 * 64];
-    let mut idx = 0usize;
+    let mut out = Vec::new();
+    for (idx, &p) in ptrs.iter().enumerate() {
+        let local = p
+            .checked_sub(start)
+            .and_then(|off| window.get(off as usize..))
+            .and_then(|rest| rest.iter().position(|&b| b == 0).map(|z| &rest[..z]));
+        let head: Vec<u8> = match local {
+            Some(s) => s[..s.len().min(longest)].to_vec(),
+            None => read_remote_cstr(pid, p, longest)
+                .ok_or_else(|| format!("its environment's entry {} could not be read", idx + 1))?,
+        };
+        let Some(name) = names
+            .iter()
+            .find(|n| head.len() > n.len() && head.starts_with(n.as_bytes()) && head[n.len()] == b'=')
+        else {
+            continue;
+        };
+        let budget = name.len() + 1 + MAX_ENV_VALUE + 1;
+        let full = match local {
+            Some(s) => s[..s.len().min(budget)].to_vec(),
+            None => read_remote_cstr(pid, p, budget)
+                .ok_or_else(|| format!("its environment's {name} could not be read"))?,
+        };
+        if full.len() >= budget {
+            return Err(format!("its environment's {name} is longer than {MAX_ENV_VALUE} bytes"));
+        }
+        out.push((name.to_string(), full[name.len() + 1..].to_vec()));
+    }
+    Ok(out)
+}
+
+/// How much of the strings' span is read at once.
+const WINDOW: usize = 64 * 1024;
+
+/// The `envp` array's pointers, up to its terminating null.
+fn pointers(pid: Pid, envp: u64) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8 * 64];
     loop {
-        let base = envp.checked_add((idx * 8) as u64).ok_or("its environment pointer overflows")?;
-        let n = read_remote(pid, base, &mut ptrs).ok_or("its environment could not be read")?;
+        let base = envp.checked_add((out.len() * 8) as u64).ok_or("its environment pointer overflows")?;
+        let n = read_remote(pid, base, &mut buf).ok_or("its environment could not be read")?;
         if n < 8 {
             return Err("its environment could not be read".into());
         }
-        for chunk in ptrs[..n - n % 8].chunks_exact(8) {
+        for chunk in buf[..n - n % 8].chunks_exact(8) {
             let p = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
             if p == 0 {
                 return Ok(out);
             }
-            idx += 1;
-            if idx > MAX_ENV_ENTRIES {
+            if out.len() >= MAX_ENV_ENTRIES {
                 return Err(format!("its environment has more than {MAX_ENV_ENTRIES} entries"));
             }
-            let head = read_remote_cstr(pid, p, longest)
-                .ok_or_else(|| format!("its environment's entry {idx} could not be read"))?;
-            let Some(name) = names
-                .iter()
-                .find(|n| head.len() > n.len() && head.starts_with(n.as_bytes()) && head[n.len()] == b'=')
-            else {
-                continue;
-            };
-            let budget = name.len() + 1 + MAX_ENV_VALUE + 1;
-            let full = read_remote_cstr(pid, p, budget)
-                .ok_or_else(|| format!("its environment's {name} could not be read"))?;
-            if full.len() >= budget {
-                return Err(format!("its environment's {name} is longer than {MAX_ENV_VALUE} bytes"));
-            }
-            out.push((name.to_string(), full[name.len() + 1..].to_vec()));
+            out.push(p);
         }
     }
 }

@@ -37,14 +37,22 @@ pub struct ShellArgs {
 }
 
 /// Reads a shell's `args` (`args[0]` is its program name). `complete` says the list was read
-/// whole; when it was not, its last element may be cut and is not trusted either.
+/// whole; when it was not, its last element may be cut short: it is used only for what its
+/// first bytes show (an option or not), never as a path.
 pub fn parse(args: &[Vec<u8>], complete: bool) -> ShellArgs {
     let mut sa =
         ShellArgs { login: args.first().is_some_and(|a| a.first() == Some(&b'-')), ..Default::default() };
-    let usable = if complete { args.len() } else { args.len().saturating_sub(1) };
+    // The index of an element that may be cut short.
+    let cut = if complete { usize::MAX } else { args.len().saturating_sub(1) };
     let mut i = 1;
-    while i < usable {
+    while i < args.len() {
         let a = args[i].as_slice();
+        let option = (a.first() == Some(&b'-') || a.first() == Some(&b'+')) && a.len() > 1;
+        if i == cut && (option || a == b"-") {
+            // A cut option: what it means (or takes) is unknown.
+            sa.incomplete = true;
+            return sa;
+        }
         if a == b"--" || a == b"-" {
             i += 1;
             break;
@@ -65,7 +73,7 @@ pub fn parse(args: &[Vec<u8>], complete: bool) -> ShellArgs {
             i += 1;
             continue;
         }
-        if (a[0] == b'-' || a[0] == b'+') && a.len() > 1 {
+        if option {
             let set = a[0] == b'-';
             let mut takes = 0;
             for &f in &a[1..] {
@@ -83,14 +91,16 @@ pub fn parse(args: &[Vec<u8>], complete: bool) -> ShellArgs {
         }
         break;
     }
-    if sa.rcfile.is_some_and(|r| r >= usable) {
+    if sa.rcfile.is_some_and(|r| r >= args.len() || r == cut) {
         sa.rcfile = None;
         sa.incomplete |= !complete;
     }
-    if i >= usable {
+    if i >= args.len() {
         // No operand among what was read: none at all, or one beyond the cut.
         sa.incomplete |= !complete;
     } else if !sa.command && !sa.stdin {
+        // A script named by a cut element is not known.
+        sa.incomplete |= i == cut;
         sa.script = Some(i);
     }
     sa

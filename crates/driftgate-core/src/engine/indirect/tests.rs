@@ -296,8 +296,16 @@ fn an_argument_list_read_in_part_is_unverifiable_where_the_operand_is_not_in_it(
     let mut early = argv("bash /tmp/x.sh");
     early.extend(std::iter::repeat_n(b"a".to_vec(), 300));
     assert_eq!(planned_cut(SH, "bash", &early[..256], false, &mut c), ["script=/tmp/x.sh"]);
-    // The last element read may be cut short itself.
+    // The last element read may be cut short itself: not trusted as a path or an option, but
+    // a command string that was cut is still a command string.
     assert_eq!(planned_cut(SH, "bash", &argv("bash -e /tmp/x.s"), false, &mut c), ["unverifiable"]);
+    assert_eq!(planned_cut(SH, "bash", &argv("bash -e -o"), false, &mut c), ["unverifiable"]);
+    assert_eq!(planned_cut(SH, "bash", &argv("bash -c mkdir"), false, &mut c), Vec::<String>::new());
+    assert_eq!(
+        planned_cut(ExecKind::MultiCall, "busybox", &argv("busybox sh -c mkdir"), false, &mut c),
+        Vec::<String>::new()
+    );
+    assert_eq!(planned_cut(SH, "bash", &argv("bash -s"), false, &mut c), ["unverifiable"]);
     let py = ExecKind::Interpreter(Lang::Python);
     assert_eq!(planned_cut(py, "python3", &argv("python3 -u -B"), false, &mut c), ["unverifiable"]);
     let ld = ExecKind::Loader;
