@@ -142,5 +142,20 @@ fn main() {
     put("proc", "ns.txt", b"mnt:[4026531841]");
     put("proc", "elf.bin", &std::fs::read("/proc/self/exe").unwrap()[..4096]);
     put("proc", "name.bin", b"/tmp/evil\nname\xff\x1b[2J");
+    // Interpreter command lines: a selector byte (kind, tty, complete, bash), NUL-separated
+    // arguments, then 0xff and NUL-separated `NAME=value` environment entries.
+    for (name, sel, line, env) in [
+        ("bash-login", 0x62u8, &b"-bash\0--rcfile\0/opt/rc\0-euo\0pipefail\0x.sh"[..], &b"HOME=/root\0BASH_ENV=$HOME/x"[..]),
+        ("busybox", 0x21, b"busybox\0busybox\0-sh\0-\0/tmp/x.sh", b"ENV=${HOME}/.shrc\0PATH=/bin::/tmp"),
+        ("python", 0x23, b"python3\0-IWignore\0-m\0pkg.mod", b"PYTHONPATH=/a:/b\0PYTHONSTARTUP=/s.py"),
+        ("perl", 0x24, b"perl\0-S\0-I\0/lib\0-Mx\0tool.pl", b"PATH=/usr/bin"),
+        ("loader", 0x20, b"ld.so\0--argv0\0x\0--\0/tmp/tool", b""),
+    ] {
+        let mut seed = vec![sel];
+        seed.extend_from_slice(line);
+        seed.push(0xff);
+        seed.extend_from_slice(env);
+        put("interpreter_plan", &format!("{name}.bin"), &seed);
+    }
     println!("seeds written to corpus/");
 }
