@@ -47,22 +47,7 @@ impl Containers {
             std::fs::create_dir_all(r.join("lower/opt")).map_err(setup("mkdir"))?;
             std::fs::write(r.join("lower/opt/script.sh"), b"exit 0\n").map_err(setup("write script"))?;
             image(&r.join("lower"))?;
-            let opts = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                r.join("lower").display(),
-                r.join("upper").display(),
-                r.join("work").display()
-            );
-            let merged = r.join("merged");
-            nix::mount::mount(
-                Some("overlay"),
-                &merged,
-                Some("overlay"),
-                nix::mount::MsFlags::empty(),
-                Some(opts.as_str()),
-            )
-            .map_err(setup("mount overlay"))?;
-            c.merged.push(merged);
+            c.merged.push(mount_overlay(&r.join("lower"), &r)?);
         }
         Ok(c)
     }
@@ -77,21 +62,7 @@ impl Containers {
         for d in ["upper", "work", "merged"] {
             std::fs::create_dir_all(r.join(d)).map_err(setup("mkdir"))?;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            image.display(),
-            r.join("upper").display(),
-            r.join("work").display()
-        );
-        let merged = r.join("merged");
-        nix::mount::mount(
-            Some("overlay"),
-            &merged,
-            Some("overlay"),
-            nix::mount::MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .map_err(setup("mount overlay"))?;
+        let merged = mount_overlay(image, &r)?;
         self.merged.push(merged.clone());
         Ok(merged)
     }
@@ -116,6 +87,26 @@ impl Drop for Containers {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// Mounts an overlay of `lower` with `dir`'s `upper` and `work` at `dir/merged`.
+fn mount_overlay(lower: &Path, dir: &Path) -> Result<PathBuf, BenchError> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let merged = dir.join("merged");
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(setup("mount overlay"))?;
+    Ok(merged)
 }
 
 pub(crate) fn write_exec(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {

@@ -205,7 +205,7 @@ pub fn loader_target(args: &[Vec<u8>]) -> Option<usize> {
 pub fn script_target(lang: Lang, args: &[Vec<u8>]) -> Option<usize> {
     match lang {
         Lang::Shell => shell::parse(args, true).script,
-        Lang::Python => python(args),
+        Lang::Python => super::python::parse(args).operand,
         Lang::Perl => short_opts(args, b"eE", b"I", b""),
         Lang::Ruby => short_opts(args, b"e", b"ICEFKTWx", b"r"),
         Lang::Node => node(args),
@@ -217,44 +217,6 @@ pub fn script_target(lang: Lang, args: &[Vec<u8>]) -> Option<usize> {
 /// Whether a busybox applet is a shell.
 pub fn shell_applet(applet: &[u8]) -> bool {
     matches!(applet, b"sh" | b"ash" | b"bash" | b"hush")
-}
-
-fn python(args: &[Vec<u8>]) -> Option<usize> {
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].as_slice();
-        if a == b"--" {
-            return (i + 1 < args.len()).then_some(i + 1);
-        }
-        if a == b"-" {
-            return None;
-        }
-        if a.starts_with(b"--") {
-            // --check-hash-based-pycs MODE takes a value; other long options do not.
-            i += if a == b"--check-hash-based-pycs" { 2 } else { 1 };
-            continue;
-        }
-        if a.starts_with(b"-") {
-            let flags = &a[1..];
-            for (k, f) in flags.iter().enumerate() {
-                match f {
-                    b'c' | b'm' => return None, // code, or a module by name
-                    b'W' | b'X' => {
-                        // The value is the rest of the cluster, or the next argument.
-                        if k + 1 == flags.len() {
-                            i += 1;
-                        }
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            i += 1;
-            continue;
-        }
-        return Some(i);
-    }
-    None
 }
 
 fn node(args: &[Vec<u8>]) -> Option<usize> {

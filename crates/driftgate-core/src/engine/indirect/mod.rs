@@ -12,6 +12,7 @@
 
 mod kinds;
 mod plan;
+pub mod python;
 pub mod shell;
 
 pub use kinds::*;

@@ -8,6 +8,7 @@
 //! daemon decides that as drift, so a hole in what is read is never an allowed exec.
 
 use super::kinds::{base_name, loader_target, script_target, shell_applet, ExecKind, Lang};
+use super::python;
 use super::shell::{self, Dialect};
 use crate::model::Executed;
 
@@ -267,66 +268,13 @@ fn expand(v: &[u8], var: &str, ctx: &mut dyn ExecContext) -> Result<Vec<u8>, Str
 /// image's), and `PYTHONSTARTUP` for an interactive interpreter.
 fn plan_python(args: &[Vec<u8>], complete: bool, ctx: &mut dyn ExecContext) -> Plan {
     let usable = if complete { args.len() } else { args.len().saturating_sub(1) };
-    let (mut ignore_env, mut safe_path, mut inspect) = (false, false, false);
-    let mut i = 1;
-    let mut operand = None;
-    let mut module = None;
-    let mut inline = false;
-    'args: while i < usable {
-        let a = args[i].as_slice();
-        if a == b"--" {
-            operand = (i + 1 < usable).then_some(i + 1);
-            break;
-        }
-        if a == b"-" {
-            inline = true; // stdin
-            break;
-        }
-        if a.starts_with(b"--") {
-            i += if a == b"--check-hash-based-pycs" { 2 } else { 1 };
-            continue;
-        }
-        if a.starts_with(b"-") {
-            let flags = &a[1..];
-            for (k, f) in flags.iter().enumerate() {
-                match f {
-                    b'c' => {
-                        inline = true;
-                        break 'args;
-                    }
-                    b'm' => {
-                        let attached = &flags[k + 1..];
-                        module = if attached.is_empty() {
-                            (i + 1 < usable).then(|| args[i + 1].clone())
-                        } else {
-                            Some(attached.to_vec())
-                        };
-                        if module.is_none() && !complete {
-                            return Plan::Unverifiable(
-                                "the argument list was not read whole and -m's module is not among them"
-                                    .into(),
-                            );
-                        }
-                        break 'args;
-                    }
-                    b'E' => ignore_env = true,
-                    b'P' => safe_path = true,
-                    b'I' => (ignore_env, safe_path) = (true, true),
-                    b'i' => inspect = true,
-                    b'W' | b'X' => {
-                        if k + 1 == flags.len() {
-                            i += 1;
-                        }
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            i += 1;
-            continue;
-        }
-        operand = Some(i);
-        break;
+    let py = python::parse(&args[..usable]);
+    let python::PythonArgs { operand, inline, ignore_env, safe_path, inspect, .. } = py;
+    let module = py.module.map(|m| m.to_vec());
+    if py.module_missing && !complete {
+        return Plan::Unverifiable(
+            "the argument list was not read whole and -m's module is not among them".into(),
+        );
     }
     let mut codes = Vec::new();
     let interactive =
