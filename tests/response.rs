@@ -235,10 +235,20 @@ fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
          [export.webhook_headers]\nAuthorization = \"Bearer test-token\"\n",
         ocsf.display().to_string()
     );
-    let d = daemon_with(&s, "enforce", &tables);
+    let d = Daemon::start(
+        s.root(),
+        DaemonOpts {
+            mode: "enforce",
+            globs: vec![s.merged.clone()],
+            extra: "cluster = \"prod-eu\"\n",
+            extra_tables: &tables,
+            ..Default::default()
+        },
+    );
     let out = s.run_in_container("cp /opt/img/true /tmp/true\n/tmp/true; echo rc=$?\n", T);
     assert_eq!(results(&out)["rc"], 126);
     let f = d.findings(1);
+    assert_eq!(f[0]["cluster"], "prod-eu");
     // The first post is refused (500), the retry is taken.
     let (head1, _) = rx.recv_timeout(Duration::from_secs(20)).expect("first post");
     let (head2, body) = rx.recv_timeout(Duration::from_secs(20)).expect("retried post");
@@ -275,6 +285,9 @@ fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
     assert_eq!(line["finding_info"]["uid"], f[0]["id"]);
     assert_eq!(line["evidences"][0]["file"]["hashes"][0]["value"], f[0]["file"]["sha256"]);
     assert_eq!(line["disposition"], "Blocked");
+    assert_eq!(line["resources"][1], serde_json::json!({"type": "Cluster", "name": "prod-eu"}));
+    // Valid OCSF 1.4.0, checked against the Detection Finding schema (tests/data/ocsf).
+    assert_eq!(ocsf_errors(&line), Vec::<String>::new(), "{line:#}");
     let o = dg(&["findings", "--spool-dir", d.spool.to_str().unwrap(), "--format", "ocsf"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_lines(&o), vec![line]);

@@ -5,6 +5,7 @@
 //! or an operator's `overlay_globs`. Nothing else is ever marked.
 
 pub mod cgroup;
+pub mod cluster;
 pub mod containerd_api;
 pub mod diffids;
 pub mod layers;

@@ -240,6 +240,9 @@ pub(super) fn shared(
         health: Arc::clone(health),
         mode: ModeCell::new(c0.mode),
         node: c0.node_name.clone(),
+        cluster: c0.cluster.clone().or_else(|| {
+            crate::container::cluster::from_kubelet(crate::container::cluster::KUBELET_KUBECONFIG)
+        }),
         registry: Arc::clone(registry),
         hashes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
         outcomes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),

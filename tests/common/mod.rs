@@ -318,6 +318,16 @@ pub fn daemon_with(s: &Scratch, mode: &str, tables: &str) -> Daemon {
     )
 }
 
+/// The schema errors of an OCSF event against OCSF 1.4.0's Detection Finding
+/// (`tests/data/ocsf/`), as `path: message`.
+pub fn ocsf_errors(v: &serde_json::Value) -> Vec<String> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ocsf/detection_finding-1.4.0.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator.iter_errors(v).map(|e| format!("{}: {e}", e.instance_path())).collect()
+}
+
 /// No aggregation: every exec is its own finding.
 pub const EVERY_FINDING: &str = "[findings]\naggregate_window_secs = 0\n";
 

@@ -76,9 +76,11 @@ fn ocsf_severity(s: Severity) -> (u8, &'static str) {
 /// and its image, the pod as the resource, MITRE ATT&CK in `finding_info.attacks`.
 pub fn ocsf(f: &Finding) -> Value {
     let (severity_id, severity) = ocsf_severity(f.severity);
+    // The security_control profile: a refused exec is Denied/Blocked; an audited one ran and
+    // was seen, which OCSF pairs as Observed/Detected.
     let (action_id, action, disposition_id, disposition) = match f.action {
         Action::Blocked => (2, "Denied", 2, "Blocked"),
-        Action::Audited => (1, "Allowed", 15, "Detected"),
+        Action::Audited => (3, "Observed", 15, "Detected"),
     };
     let time = epoch_ms(&f.time);
     let sha = f.file.sha256.as_ref();
@@ -95,11 +97,27 @@ pub fn ocsf(f: &Finding) -> Value {
             "pid": a.pid,
             "name": a.comm,
             "cmd_line": a.args.as_ref().map(|x| x.join(" ")),
-            "file": a.exe.as_ref().map(|e| json!({"path": e, "name": e.rsplit('/').next(), "type_id": 1})),
+            "file": a.exe.as_ref().map(|e| exe_file(e)),
         })
     });
     let parent = parent.or_else(|| {
-        f.process.parent.as_ref().map(|p| json!({"pid": p.pid, "name": p.comm, "file": p.exe.as_ref().map(|e| json!({"path": e, "type_id": 1}))}))
+        f.process
+            .parent
+            .as_ref()
+            .map(|p| json!({"pid": p.pid, "name": p.comm, "file": p.exe.as_ref().map(|e| exe_file(e))}))
+    });
+    let c = &f.container;
+    // OCSF's pod UUID is a UUID; a runtime's other pod ids stay in `unmapped`.
+    let pod_uuid = c.pod_uid.as_ref().filter(|u| is_uuid(u));
+    let container = json!({
+        "uid": c.id,
+        "name": c.name,
+        "runtime": c.runtime,
+        // The image's uid is its digest; without one, the reference names it.
+        "image": c.image.as_ref().map(|i| json!({"name": i, "uid": c.image_digest.as_ref().unwrap_or(i)})),
+        "pod_uuid": pod_uuid,
+        "orchestrator": c.pod_name.as_ref().map(|_| "Kubernetes"),
+        "labels": (!c.labels.is_empty()).then(|| c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()),
     });
     let process = json!({
         "pid": f.process.pid,
@@ -108,27 +126,27 @@ pub fn ocsf(f: &Finding) -> Value {
         "cmd_line": f.process.args.as_ref().map(|a| a.join(" ")),
         "working_directory": f.process.cwd,
         "namespace_pid": f.process.container_pid,
-        "file": f.process.exe.as_ref().map(|e| json!({"path": e, "name": e.rsplit('/').next(), "type_id": 1})),
+        "file": f.process.exe.as_ref().map(|e| exe_file(e)),
         "user": f.process.uid.map(|u| json!({"uid": u.to_string()})),
         "parent_process": parent,
-        "lineage": (!f.process.ancestors.is_empty())
-            .then(|| f.process.ancestors.iter().filter_map(|a| a.exe.clone()).collect::<Vec<_>>()),
+        "container": container,
+        "ancestry": (!f.process.ancestors.is_empty()).then(|| {
+            f.process
+                .ancestors
+                .iter()
+                .map(|a| json!({"pid": a.pid, "name": a.comm, "path": a.exe, "cmd_line": a.args.as_ref().map(|x| x.join(" "))}))
+                .collect::<Vec<_>>()
+        }),
     });
-    let c = &f.container;
-    let container = json!({
-        "uid": c.id,
-        "name": c.name,
-        "runtime": c.runtime,
-        "image": c.image.as_ref().map(|i| json!({"name": i, "uid": c.image_digest})),
-        "pod_uuid": c.pod_uid,
-        "labels": (!c.labels.is_empty()).then(|| c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()),
-    });
-    let resource = json!({
+    let mut resources = vec![json!({
         "type": if c.pod_name.is_some() { "Pod" } else { "Container" },
         "uid": c.pod_uid.clone().unwrap_or_else(|| c.id.clone()),
         "name": c.pod_name.clone().or_else(|| c.name.clone()),
         "namespace": c.pod_namespace,
-    });
+    })];
+    if let Some(cluster) = &f.cluster {
+        resources.push(json!({"type": "Cluster", "name": cluster}));
+    }
     let attacks: Vec<Value> = f
         .mitre
         .iter()
@@ -181,7 +199,7 @@ pub fn ocsf(f: &Finding) -> Value {
             "version": OCSF_VERSION,
             "uid": f.id,
             "original_time": f.time,
-            "profiles": ["container", "host"],
+            "profiles": ["security_control", "container", "host"],
             "product": {"name": "driftgate", "vendor_name": "driftgate", "version": env!("CARGO_PKG_VERSION")},
         },
         "finding_info": {
@@ -198,8 +216,7 @@ pub fn ocsf(f: &Finding) -> Value {
         },
         "device": {"hostname": f.node, "type_id": 1, "type": "Server"},
         "actor": {"process": process.clone()},
-        "container": container.clone(),
-        "resources": [resource],
+        "resources": resources,
         "evidences": [{"process": process, "file": file, "container": container}],
         "observables": observables,
         "unmapped": {
@@ -218,10 +235,27 @@ pub fn ocsf(f: &Finding) -> Value {
                 "evidence": f.evidence,
                 "response": f.response,
                 "container_pid": f.process.container_pid,
+                "cluster": f.cluster,
+                "pod_uid": c.pod_uid.as_ref().filter(|_| pod_uuid.is_none()),
                 "runtime_namespace": c.runtime_namespace,
             }
         },
     }))
+}
+
+/// Whether `s` is a UUID in its text form (8-4-4-4-12 hex digits).
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A program's file, as OCSF names it.
+fn exe_file(path: &str) -> Value {
+    json!({"path": path, "name": path.rsplit('/').next(), "type_id": 1, "type": "Regular File"})
 }
 
 /// Falco's priority for a severity.
@@ -283,6 +317,7 @@ pub fn falco(f: &Finding) -> Value {
             "container.image.repository": c.image,
             "container.image.digest": c.image_digest,
             "k8s.ns.name": c.pod_namespace,
+            "k8s.cluster.name": f.cluster,
             "k8s.pod.name": c.pod_name,
             "k8s.pod.uid": c.pod_uid,
             "proc.pid": f.process.pid,
@@ -379,15 +414,83 @@ mod tests {
         assert_eq!(e["file"]["name"], "xmrig");
         assert_eq!(e["process"]["cmd_line"], "/tmp/xmrig -o pool");
         assert_eq!(e["process"]["parent_process"]["pid"], 7);
-        assert_eq!(v["container"]["image"]["name"], "shop:1");
+        assert_eq!(e["container"]["image"]["name"], "shop:1");
+        assert_eq!(v["actor"]["process"]["container"]["image"]["name"], "shop:1");
         assert_eq!(v["resources"][0]["type"], "Pod");
         assert_eq!(v["resources"][0]["namespace"], "prod");
         assert_eq!(v["unmapped"]["driftgate"]["evidence"]["stored"], true);
+        assert_eq!(v["metadata"]["profiles"], json!(["security_control", "container", "host"]));
         // Unknowns are left out, not null.
-        assert!(v["container"].get("pod_uuid").is_none());
+        assert!(e["container"].get("pod_uuid").is_none());
         let audited = ocsf(&Finding { action: Action::Audited, ..sample() });
-        assert_eq!(audited["action"], "Allowed");
+        assert_eq!((&audited["action"], &audited["action_id"]), (&json!("Observed"), &json!(3)));
         assert_eq!(audited["disposition_id"], 15);
+    }
+
+    /// The OCSF 1.4.0 Detection Finding schema (`tests/data/ocsf/README.md` says where from).
+    fn ocsf_schema() -> jsonschema::Validator {
+        let path =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/ocsf/detection_finding-1.4.0.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    }
+
+    /// Every schema error of `v`, as `path: message`.
+    pub(crate) fn ocsf_errors(validator: &jsonschema::Validator, v: &Value) -> Vec<String> {
+        validator.iter_errors(v).map(|e| format!("{}: {e}", e.instance_path())).collect()
+    }
+
+    #[test]
+    fn every_shape_of_finding_is_a_valid_ocsf_detection_finding() {
+        let validator = ocsf_schema();
+        let mut cases = vec![("blocked", sample())];
+        cases.push(("audited", Finding { action: Action::Audited, ..sample() }));
+        // What failed before: no image digest, a pod id that is not a UUID, a parent from the
+        // ancestors walk and one from the process table, a cluster, a file of no known kind.
+        let mut f = sample();
+        f.container.image_digest = None;
+        f.container.pod_uid = Some("not-a-uuid".into());
+        f.cluster = Some("prod-eu".into());
+        cases.push(("no digest, odd pod id, cluster", f));
+        let mut f = sample();
+        f.container.pod_uid = Some("0b3f5a8e-2c4d-4e6f-8a1b-3c5d7e9f1a2b".into());
+        f.process.ancestors.clear();
+        f.process.parent = Some(crate::finding::ParentRef {
+            pid: 3,
+            comm: Some("containerd-shim".into()),
+            exe: Some("/usr/bin/containerd-shim-runc-v2".into()),
+        });
+        cases.push(("parent from the process table", f));
+        let mut f = Finding::example("x");
+        f.file.layer = "unknown".into();
+        f.file.sha256 = None;
+        f.reason = Some("not verifiable: its argument list could not be read".into());
+        cases.push(("unverifiable, minimal", f));
+        for (name, f) in cases {
+            let v = ocsf(&f);
+            assert_eq!(ocsf_errors(&validator, &v), Vec::<String>::new(), "{name}: {v:#}");
+            assert!(v["actor"]["process"].get("lineage").is_none(), "lineage is deprecated: {name}");
+            if f.process.ancestors.is_empty() {
+                continue;
+            }
+            assert_eq!(v["actor"]["process"]["ancestry"][0]["pid"], f.process.ancestors[0].pid, "{name}");
+        }
+        // The validator refuses what OCSF does: the mapping before this one (a top-level
+        // container, an image without its uid, a pod id that is not a UUID).
+        let mut old = ocsf(&sample());
+        old["container"] = json!({"uid": "c0ffee", "image": {"name": "shop:1"}});
+        old["evidences"][0]["container"]["pod_uuid"] = json!("pod-7");
+        assert_eq!(ocsf_errors(&validator, &old).len(), 2, "{:?}", ocsf_errors(&validator, &old));
+        let v = ocsf(&Finding { cluster: Some("prod-eu".into()), ..sample() });
+        assert_eq!(v["resources"][1], json!({"type": "Cluster", "name": "prod-eu"}));
+        assert_eq!(v["unmapped"]["driftgate"]["cluster"], "prod-eu");
+        // A pod id that is not a UUID is kept, where OCSF has no pattern for it.
+        let v = ocsf(&Finding {
+            container: crate::finding::ContainerRef { pod_uid: Some("pod-7".into()), ..sample().container },
+            ..sample()
+        });
+        assert_eq!(v["unmapped"]["driftgate"]["pod_uid"], "pod-7");
+        assert!(v["evidences"][0]["container"].get("pod_uuid").is_none());
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Finding {
     pub action: Action,
     pub mode: Mode,
     pub node: String,
+    /// The cluster the node is in: the `cluster` setting, or the kubelet's kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     pub container: ContainerRef,
     pub process: ProcessRef,
     pub file: FileRef,
@@ -267,6 +270,7 @@ impl Finding {
             action: Action::Audited,
             mode: Mode::Audit,
             node: "n".into(),
+            cluster: None,
             container: ContainerRef::default(),
             process: ProcessRef::default(),
             file: FileRef::default(),

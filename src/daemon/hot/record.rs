@@ -38,6 +38,7 @@ impl Shared {
     pub(super) fn recorder(&self) -> report::Recorder<'_> {
         report::Recorder {
             node: &self.node,
+            cluster: self.cluster.as_deref(),
             mode: self.mode.get(),
             max_arg_bytes: self.max_arg_bytes.load(Ordering::Relaxed),
         }

@@ -116,6 +116,7 @@ impl FileFacts {
 /// Where and how a finding is recorded: the node, the mode, the argument bytes kept.
 pub struct Recorder<'a> {
     pub node: &'a str,
+    pub cluster: Option<&'a str>,
     pub mode: Mode,
     pub max_arg_bytes: usize,
 }
@@ -182,6 +183,7 @@ pub fn build(
         action,
         mode: r.mode,
         node: r.node.to_owned(),
+        cluster: r.cluster.map(str::to_owned),
         container: c.container_ref(),
         process: ProcessRef {
             pid: status.as_ref().map_or(tid, |s| s.tgid),

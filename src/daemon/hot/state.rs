@@ -126,6 +126,8 @@ impl ModeCell {
 pub struct Shared {
     pub mode: ModeCell,
     pub node: String,
+    /// The cluster the node is in, for findings.
+    pub cluster: Option<String>,
     pub registry: Arc<ArcSwap<Registry>>,
     /// SHA-256 of file versions: overlay files keyed by (container generation, id), host layer
     /// files by (0, id).

@@ -37,6 +37,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub mode: Mode,
     pub node_name: String,
+    /// The cluster findings name (`cluster`); unset: the kubelet's kubeconfig says, if any.
+    pub cluster: Option<String>,
     pub state_dir: PathBuf,
     pub spool_dir: PathBuf,
     pub spool_segment_bytes: u64,
@@ -230,6 +232,10 @@ impl Config {
             source: path.map(Path::to_path_buf),
             mode: raw.mode.unwrap_or_default(),
             node_name,
+            cluster: raw
+                .cluster
+                .filter(|c| !c.is_empty())
+                .or_else(|| std::env::var("CLUSTER_NAME").ok().filter(|n| !n.is_empty())),
             state_dir,
             spool_dir,
             spool_segment_bytes: raw.spool.segment_bytes.unwrap_or(16 * 1024 * 1024).max(4096),

@@ -13,6 +13,7 @@ use crate::engine::Mode;
 pub(super) struct RawConfig {
     pub(super) mode: Option<Mode>,
     pub(super) node_name: Option<String>,
+    pub(super) cluster: Option<String>,
     pub(super) state_dir: Option<PathBuf>,
     #[serde(default)]
     pub(super) spool: RawSpool,
