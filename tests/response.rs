@@ -536,3 +536,50 @@ fn the_v1_freezer_freezes_a_container_without_a_v2_cgroup_of_its_own() {
     assert!(cg.dir.join("freezer.state").exists());
     frozen_in_its_own_cgroup_until_thawed(&s, &d, cg, 1);
 }
+
+#[test]
+fn secrets_on_command_lines_are_replaced_before_any_sink() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let ocsf = s.root().join("export/findings.ocsf.jsonl");
+    std::fs::create_dir_all(ocsf.parent().unwrap()).unwrap();
+    let tables = format!(
+        "[findings]\naggregate_window_secs = 0\n[export]\nocsf_file = {:?}\n",
+        ocsf.display().to_string()
+    );
+    let d = daemon_with(&s, "audit", &tables);
+    let out = s.run_in_container(
+        "cp /opt/img/true /tmp/true\n\
+         /tmp/true --db-password=hunter2 --token s3cr3t-tok AWS_SECRET_ACCESS_KEY=akia-secret https://u:pw-secret@h/x; echo rc=$?\n\
+         /bin/busybox sh -c 'GITHUB_TOKEN=ghp-secret /tmp/true'; echo sub=$?\n",
+        T,
+    );
+    assert_eq!(results(&out)["rc"], 0, "{out:?}");
+    let f = d.findings(2);
+    let direct = f.iter().find(|x| x["process"]["args"].as_array().is_some_and(|a| a.len() > 2)).unwrap();
+    assert_eq!(
+        direct["process"]["args"],
+        serde_json::json!([
+            "/tmp/true",
+            "--db-password=[REDACTED]",
+            "--token",
+            "[REDACTED]",
+            "AWS_SECRET_ACCESS_KEY=[REDACTED]",
+            "https://u:[REDACTED]@h/x"
+        ])
+    );
+    assert_eq!(direct["process"]["args_redacted"], true);
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_to_string(&ocsf)
+        .is_ok_and(|t| t.lines().count() == 2)));
+    // No sink has a secret: the spool, the OCSF file, the ancestors' command lines.
+    let mut everything = std::fs::read_to_string(&ocsf).unwrap();
+    for e in std::fs::read_dir(&d.spool).unwrap() {
+        everything += &String::from_utf8_lossy(&std::fs::read(e.unwrap().path()).unwrap());
+    }
+    for secret in ["hunter2", "s3cr3t-tok", "akia-secret", "pw-secret", "ghp-secret"] {
+        assert!(!everything.contains(secret), "{secret} reached a sink");
+    }
+    assert!(everything.contains("GITHUB_TOKEN=[REDACTED]"), "the ancestor's command line, redacted");
+}

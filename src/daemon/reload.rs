@@ -68,6 +68,7 @@ impl Reloader {
         shared.indirect_cfg.store(Arc::new(hot::IndirectConfig::from_config(&new)));
         shared.hash_limits.store(Arc::new(hot::HashLimits::from_config(&new)));
         shared.max_arg_bytes.store(new.max_arg_bytes, Ordering::Relaxed);
+        shared.redact.store(std::sync::Arc::new(new.redact.clone()));
         shared.holder.set_hold(new.writer_hold);
         if let Some(s) = &self.sentinel {
             s.set_stall(new.stall_timeout);

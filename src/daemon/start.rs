@@ -267,6 +267,7 @@ pub(super) fn shared(
         hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(c0)),
         budget: budget::FdBudget::new(nofile, c0.max_pending),
         max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),
+        redact: ArcSwap::from_pointee(c0.redact.clone()),
         record_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
             c0.container_burst,
             c0.container_per_sec,

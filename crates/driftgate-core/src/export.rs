@@ -236,6 +236,7 @@ pub fn ocsf(f: &Finding) -> Value {
                 "response": f.response,
                 "container_pid": f.process.container_pid,
                 "cluster": f.cluster,
+                "args_redacted": f.process.args_redacted.then_some(true),
                 "pod_uid": c.pod_uid.as_ref().filter(|_| pod_uuid.is_none()),
                 "runtime_namespace": c.runtime_namespace,
             }

@@ -149,6 +149,9 @@ pub struct ProcessRef {
     /// The arguments were cut (`findings.max_arg_bytes`, or the read's own bounds).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// A secret in the arguments was replaced (`findings.redact`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_redacted: bool,
     /// The chain of parents, nearest first, up to the container's init (at most
     /// [`MAX_ANCESTORS`]); it stops where a parent is outside the container's PID namespace
     /// (the runtime that started it).
@@ -172,6 +175,9 @@ pub struct AncestorRef {
     pub args: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// A secret in the arguments was replaced (`findings.redact`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub args_redacted: bool,
 }
 
 /// The parent of the process doing the exec.

@@ -12,4 +12,5 @@ pub mod finding;
 pub mod index;
 pub mod model;
 pub mod policy;
+pub mod redact;
 pub mod util;

@@ -41,6 +41,7 @@ impl Shared {
             cluster: self.cluster.as_deref(),
             mode: self.mode.get(),
             max_arg_bytes: self.max_arg_bytes.load(Ordering::Relaxed),
+            redact: self.redact.load_full(),
         }
     }
 

@@ -119,6 +119,8 @@ pub struct Recorder<'a> {
     pub cluster: Option<&'a str>,
     pub mode: Mode,
     pub max_arg_bytes: usize,
+    /// Secrets replaced before any sink sees the finding.
+    pub redact: std::sync::Arc<driftgate_core::redact::Redactor>,
 }
 
 /// Keeps at most `max` bytes of arguments (whole arguments, then a cut last one).
@@ -148,11 +150,18 @@ pub fn build(
     // Read now if not yet, after the answer: parents do not change with the exec, and the
     // chain costs up to eight /proc walks that an allowed exec should not wait for.
     let mut facts = facts;
-    let ancestors = facts.ancestors.take().unwrap_or_else(|| facts.walk(r.max_arg_bytes));
+    let mut ancestors = facts.ancestors.take().unwrap_or_else(|| facts.walk(r.max_arg_bytes));
+    for a in &mut ancestors {
+        if let Some(args) = a.args.as_mut() {
+            a.args_redacted = r.redact.redact_text(args);
+        }
+    }
     let ProcFacts { status, args, cwd, exe, parent, .. } = facts;
     let mut args_truncated = false;
+    let mut args_redacted = false;
     let args = args.map(|(mut a, t)| {
         args_truncated = t | cap_args(&mut a, r.max_arg_bytes);
+        args_redacted = r.redact.redact(&mut a);
         a
     });
     // The status Name is the comm of the program calling exec.
@@ -204,6 +213,7 @@ pub fn build(
             comm_raw,
             cwd_raw,
             args_truncated,
+            args_redacted,
             ancestors,
         },
         file: FileRef {
@@ -254,6 +264,7 @@ fn ancestors(ns: (u64, u64), parent: &ParentFacts, max_arg_bytes: usize) -> Vec<
             exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             args,
             args_truncated,
+            args_redacted: false,
         });
         if st.ns_pid == Some(1) {
             break;

@@ -165,6 +165,8 @@ pub struct Shared {
     pub hash_limits: ArcSwap<HashLimits>,
     /// How many execs may wait in the slow path (each holds a file descriptor).
     pub budget: crate::daemon::budget::FdBudget,
+    /// Secrets replaced in findings' arguments (`findings.redact`); swapped on reload.
+    pub redact: ArcSwap<driftgate_core::redact::Redactor>,
     /// Argument bytes kept per finding (`findings.max_arg_bytes`).
     pub max_arg_bytes: std::sync::atomic::AtomicUsize,
     /// Full findings per container: a token bucket (`findings.container_burst`,

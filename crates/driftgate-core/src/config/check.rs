@@ -152,6 +152,13 @@ impl Check<'_> {
         }))
     }
 
+    /// `findings.redact`, an error naming the entry.
+    pub fn redact(&self, v: &Option<Spanned<Vec<String>>>) -> Result<crate::redact::Redactor, ConfigError> {
+        let Some(v) = v else { return Ok(crate::redact::Redactor::defaults()) };
+        crate::redact::Redactor::new(v.get_ref())
+            .map_err(|e| self.invalid(v.span(), &format!("findings.redact[{}]", e.index), e.message))
+    }
+
     /// `scripts.interpreters`, an error naming the entry.
     pub fn interpreters(
         &self,

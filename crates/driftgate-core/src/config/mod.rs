@@ -66,6 +66,8 @@ pub struct Config {
     pub max_open_windows: usize,
     /// Argument bytes recorded per finding (the rest is cut, with `process.args_truncated`).
     pub max_arg_bytes: usize,
+    /// Secrets replaced in findings' arguments before any sink (`findings.redact`).
+    pub redact: crate::redact::Redactor,
     /// Full findings recorded per container: a burst, then this many per second; beyond,
     /// findings are counted (per container, in status and metrics), not recorded.
     pub container_burst: u32,
@@ -291,6 +293,7 @@ impl Config {
                 at_least_1,
                 "must be at least 1",
             )? as usize,
+            redact: ck.redact(&f.redact)?,
             container_burst: ck
                 .value(&f.container_burst, "findings.container_burst", 200, at_least_1, "must be at least 1")?
                 .min(u32::MAX as u64) as u32,

@@ -186,6 +186,7 @@ pub(super) struct RawDaemon {
 pub(super) struct RawFindings {
     pub(super) aggregate_window_secs: Option<u64>,
     pub(super) max_arg_bytes: Option<Spanned<u64>>,
+    pub(super) redact: Option<Spanned<Vec<String>>>,
     pub(super) container_burst: Option<Spanned<u64>>,
     pub(super) container_per_sec: Option<Spanned<f64>>,
     pub(super) max_open_windows: Option<Spanned<u64>>,

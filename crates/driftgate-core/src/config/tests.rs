@@ -164,6 +164,16 @@ fn coverage_sections_are_read_and_bad_interpreters_name_the_entry() {
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("c.toml: line 2: `scripts.interpreters[1]`"), "{err}");
+    let err = Config::from_toml("[findings]\nredact = [\"--pw\", \"TOKEN=*\"]\n", Some(Path::new("c.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("c.toml: line 2: `findings.redact[1]`"), "{err}");
+    let c = Config::from_toml("[findings]\nredact = []\n", None).unwrap();
+    assert!(c.redact.patterns().is_empty());
+    assert_eq!(
+        Config::from_toml("", None).unwrap().redact.patterns().len(),
+        crate::redact::DEFAULT_PATTERNS.len()
+    );
     let err = Config::from_toml("[fileless]\nmemfd_noexec = \"sometimes\"\n", None).unwrap_err().to_string();
     assert!(err.contains("sometimes"), "{err}");
 }
