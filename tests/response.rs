@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+#[path = "response/tls.rs"]
+mod tls;
+
 const T: Duration = Duration::from_secs(60);
 
 fn dg(args: &[&str]) -> Output {
@@ -187,7 +190,6 @@ fn evidence_keeps_the_decided_bytes_after_the_container_deletes_or_rewrites_the_
 /// A one-thread HTTP server: answers each request with the next status of `statuses` (then
 /// 200), and hands over each request's body.
 fn http_server(statuses: Vec<u16>) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    use std::io::{BufRead, BufReader, Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -196,29 +198,37 @@ fn http_server(statuses: Vec<u16>) -> (u16, std::sync::mpsc::Receiver<(String, V
         for conn in l.incoming() {
             let Ok(mut c) = conn else { return };
             let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut r = BufReader::new(c.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let status = statuses.next().unwrap_or(200);
-            let _ = write!(c, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            if tx.send((head, body)).is_err() {
+            let got = answer(&mut c, statuses.next().unwrap_or(200));
+            if tx.send(got).is_err() {
                 return;
             }
         }
     });
     (port, rx)
+}
+
+/// Reads one HTTP request from `c` and answers it with `status`: its head and body.
+fn answer<S: std::io::Read + std::io::Write>(c: &mut S, status: u16) -> (String, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::new(&mut *c);
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    drop(r);
+    let _ = write!(c, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = c.flush();
+    (head, body)
 }
 
 #[test]

@@ -39,6 +39,10 @@ pub fn run(args: RunArgs) -> Result<(), CliError> {
             tracing::error!("driftgate cannot run here: {why}");
             Err(CliError::Config(format!("driftgate cannot run here: {why}")))
         }
+        Err(crate::daemon::DaemonError::Config(why)) => {
+            tracing::error!("configuration: {why}");
+            Err(CliError::Config(why))
+        }
         Err(e) => {
             tracing::error!(error = %e, "driftgate failed");
             Err(CliError::Failure(format!("{e}")))

@@ -16,4 +16,7 @@ pub enum DaemonError {
     /// configuration (the unit's `RestartPreventExitStatus=78`), saying why.
     #[error("{0}")]
     Refused(String),
+    /// A setting that names a file the daemon cannot use (a webhook's CA bundle): exits 78.
+    #[error("{0}")]
+    Config(String),
 }

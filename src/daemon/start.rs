@@ -101,7 +101,8 @@ pub(super) fn sinks(
     };
     let outputs = sink::Outputs {
         evidence,
-        export: sink::export::Exporter::start(&c0.export, Arc::clone(&stats.export)),
+        export: sink::export::Exporter::start(&c0.export, Arc::clone(&stats.export))
+            .map_err(DaemonError::Config)?,
     };
     let (findings, thread) =
         sink::start(spool, journal, Arc::clone(&stats), Arc::clone(&aggregator), Arc::clone(cfg), outputs);

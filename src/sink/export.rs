@@ -93,23 +93,26 @@ pub struct Exporter {
 
 impl Exporter {
     /// Opens the exports `cfg` names (the webhook's thread starts here).
-    pub fn start(cfg: &ExportConfig, stats: Arc<ExportStats>) -> Exporter {
+    /// `Err` when the webhook's TLS cannot be set up (a CA or client certificate file that
+    /// cannot be used): the message names the file.
+    pub fn start(cfg: &ExportConfig, stats: Arc<ExportStats>) -> Result<Exporter, String> {
         let ocsf = cfg.ocsf_file.as_ref().map(|p| OcsfFile { path: p.clone(), file: None });
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (webhook, thread) = match &cfg.webhook {
             Some(w) => {
+                let tls = w.tls.as_ref().map(super::tls::client).transpose()?;
                 let (tx, rx) = crossbeam_channel::bounded::<Finding>(w.queue);
                 let (hook, st, stop) = (w.clone(), Arc::clone(&stats), Arc::clone(&stopping));
                 let t = std::thread::Builder::new()
                     .name("driftgate-webhook".into())
-                    .spawn(move || post_loop(&hook, &rx, &st, &stop))
+                    .spawn(move || post_loop(&hook, tls.as_ref(), &rx, &st, &stop))
                     .expect("spawn webhook thread");
                 tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
                 (Some(tx), Some(t))
             }
             None => (None, None),
         };
-        Exporter { ocsf, webhook, stats, thread, stopping }
+        Ok(Exporter { ocsf, webhook, stats, thread, stopping })
     }
 
     pub fn export(&mut self, batch: &[Finding]) {
@@ -165,6 +168,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 fn post_loop(
     w: &Webhook,
+    tls: Option<&super::tls::Tls>,
     rx: &Receiver<Finding>,
     stats: &ExportStats,
     stopping: &std::sync::atomic::AtomicBool,
@@ -196,7 +200,7 @@ fn post_loop(
         let body = body(&f, w.format);
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=TRIES {
-            match rt.block_on(post(w, &body)) {
+            match rt.block_on(post(w, tls, &body)) {
                 Ok(()) => {
                     stats.webhook_sent.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -223,16 +227,38 @@ fn post_loop(
 }
 
 /// One POST; `Err` for a connection failure, a timeout or a status that is not 2xx.
-async fn post(w: &Webhook, body: &[u8]) -> Result<(), String> {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
+async fn post(w: &Webhook, tls: Option<&super::tls::Tls>, body: &[u8]) -> Result<(), String> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(w.authority.as_str()).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        match tls {
+            Some(t) => {
+                let stream = t
+                    .connector
+                    .connect(t.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                send(w, hyper_util::rt::TokioIo::new(stream), body).await
+            }
+            None => send(w, hyper_util::rt::TokioIo::new(stream), body).await,
+        }
+    };
+    match tokio::time::timeout(w.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}s", w.timeout.as_secs())),
+    }
+}
+
+/// The POST over an open connection (plain or TLS).
+async fn send<S>(w: &Webhook, io: S, body: &[u8]) -> Result<(), String>
+where
+    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    {
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = hyper::Request::builder()
             .method(hyper::Method::POST)
@@ -253,9 +279,5 @@ async fn post(w: &Webhook, body: &[u8]) -> Result<(), String> {
         } else {
             Err(format!("HTTP {status}"))
         }
-    };
-    match tokio::time::timeout(w.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", w.timeout.as_secs())),
     }
 }

@@ -11,6 +11,7 @@ pub use metadata::{ContainerHandle, Metadata};
 pub mod journald;
 pub(crate) mod ratelimit;
 pub mod spool;
+mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -100,14 +100,21 @@ impl Check<'_> {
         Ok(policy)
     }
 
-    /// `[export] webhook*`: a plain `http://host[:port][/path]` URL (TLS is a local relay's
-    /// job, such as a Falcosidekick on the node), a queue of at least 1, a timeout of 1 to 60 s.
+    /// `[export] webhook*`: an `http://` or `https://host[:port][/path]` URL (TLS verified
+    /// against the system's roots or `webhook_ca_file`, with an optional client certificate),
+    /// a queue of at least 1, a timeout of 1 to 60 s.
     pub fn webhook(&self, raw: &super::raw::RawExport) -> Result<Option<Webhook>, ConfigError> {
         let Some(url) = &raw.webhook else { return Ok(None) };
         let bad = |m: &str| self.invalid(url.span(), "export.webhook", m.to_owned());
-        let rest = url.get_ref().strip_prefix("http://").ok_or_else(|| {
-            bad("must be an http:// URL (for https, send to a relay on the node such as Falcosidekick)")
-        })?;
+        let (rest, https) = match url.get_ref().strip_prefix("https://") {
+            Some(r) => (r, true),
+            None => (
+                url.get_ref()
+                    .strip_prefix("http://")
+                    .ok_or_else(|| bad("must be an http:// or https:// URL"))?,
+                false,
+            ),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -115,6 +122,37 @@ impl Check<'_> {
         if authority.is_empty() || authority.contains('@') || authority.chars().any(|c| c.is_whitespace()) {
             return Err(bad("needs a host (and optional port), without user info"));
         }
+        // host, [v6 address] and an optional port; without one, the scheme's.
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) =
+                    v6.split_once(']').ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            },
+        };
+        if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+            return Err(bad("the port must be a number"));
+        }
+        let host = host.to_owned();
+        let authority = if port.is_some() {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{}", if https { 443 } else { 80 })
+        };
+        let file = |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|p| p.get_ref().clone());
+        let (ca_file, client_cert, client_key) =
+            (file(&raw.webhook_ca_file), file(&raw.webhook_client_cert), file(&raw.webhook_client_key));
+        if !https && (ca_file.is_some() || client_cert.is_some() || client_key.is_some()) {
+            return Err(bad("webhook_ca_file and webhook_client_cert/key are for an https:// URL"));
+        }
+        if client_cert.is_some() != client_key.is_some() {
+            return Err(bad("webhook_client_cert and webhook_client_key go together"));
+        }
+        let tls = https.then(|| WebhookTls { server_name: host, ca_file, client_cert, client_key });
         if path.chars().any(|c| c.is_control() || c == ' ') {
             return Err(bad("the path must not contain spaces or control characters"));
         }
@@ -131,8 +169,9 @@ impl Check<'_> {
         }
         Ok(Some(Webhook {
             url: url.get_ref().clone(),
-            authority: authority.to_owned(),
+            authority,
             path: path.to_owned(),
+            tls,
             format: raw.webhook_format.unwrap_or_default(),
             queue: self.value(
                 &raw.webhook_queue,
@@ -177,6 +216,18 @@ pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
+/// TLS for an `https://` webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTls {
+    /// The name the server's certificate must be for (the URL's host).
+    pub server_name: String,
+    /// CA certificates (PEM) to verify the server with; without, the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate chain and its private key (PEM).
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
 /// `[export] webhook`: each finding POSTed as JSON.
 #[derive(Debug, Clone)]
 pub struct Webhook {
@@ -184,6 +235,8 @@ pub struct Webhook {
     pub url: String,
     pub authority: String,
     pub path: String,
+    /// `https://`: how the server is verified and the client known.
+    pub tls: Option<WebhookTls>,
     pub format: super::raw::WebhookFormat,
     /// Findings waiting to be sent at most; beyond, they are dropped (and counted).
     pub queue: usize,

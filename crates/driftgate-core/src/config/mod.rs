@@ -13,8 +13,8 @@ mod check;
 mod error;
 mod raw;
 
-pub use check::Webhook;
 use check::{line_of, Check};
+pub use check::{Webhook, WebhookTls};
 pub use error::ConfigError;
 pub use raw::{KernelLayer, MemfdNoexec, MountWatchKind, WebhookFormat};
 use raw::{RawConfig, RawContainerd, RawStorage};

@@ -70,6 +70,11 @@ pub(super) struct RawExport {
     pub(super) webhook_format: Option<WebhookFormat>,
     pub(super) webhook_queue: Option<Spanned<u64>>,
     pub(super) webhook_timeout_secs: Option<Spanned<u64>>,
+    /// `https://`: the CA bundle (PEM) to verify the server with, instead of the system's.
+    pub(super) webhook_ca_file: Option<Spanned<PathBuf>>,
+    /// `https://`: a client certificate chain and its key (PEM), for mutual TLS.
+    pub(super) webhook_client_cert: Option<Spanned<PathBuf>>,
+    pub(super) webhook_client_key: Option<Spanned<PathBuf>>,
     /// Extra request headers (`Authorization = "Bearer ..."`).
     #[serde(default)]
     pub(super) webhook_headers: std::collections::BTreeMap<String, String>,

@@ -237,9 +237,31 @@ fn evidence_and_export_are_read_and_bad_values_name_the_key() {
     assert_eq!(w.format, WebhookFormat::Falco);
     assert_eq!(w.headers, vec![("X-Token".to_owned(), "t".to_owned())]);
     let w = Config::from_toml("[export]\nwebhook = \"http://h\"\n", None).unwrap().export.webhook.unwrap();
-    assert_eq!((w.authority.as_str(), w.path.as_str(), w.format), ("h", "/", WebhookFormat::Driftgate));
+    assert_eq!((w.authority.as_str(), w.path.as_str(), w.format), ("h:80", "/", WebhookFormat::Driftgate));
+    assert!(w.tls.is_none());
+    let w = Config::from_toml(
+        "[export]\nwebhook = \"https://siem.example:8443/in\"\nwebhook_ca_file = \"/etc/ca.pem\"\n\
+         webhook_client_cert = \"/c.pem\"\nwebhook_client_key = \"/c.key\"\n",
+        None,
+    )
+    .unwrap()
+    .export
+    .webhook
+    .unwrap();
+    assert_eq!(w.authority, "siem.example:8443");
+    let tls = w.tls.unwrap();
+    assert_eq!(
+        (tls.server_name.as_str(), tls.ca_file.as_deref()),
+        ("siem.example", Some(Path::new("/etc/ca.pem")))
+    );
+    let w =
+        Config::from_toml("[export]\nwebhook = \"https://[::1]/x\"\n", None).unwrap().export.webhook.unwrap();
+    assert_eq!((w.authority.as_str(), w.tls.unwrap().server_name.as_str()), ("[::1]:443", "::1"));
     for (text, key) in [
-        ("[export]\nwebhook = \"https://h/\"\n", "line 2: `export.webhook`"),
+        ("[export]\nwebhook = \"ftp://h/\"\n", "line 2: `export.webhook`"),
+        ("[export]\nwebhook = \"http://h/\"\nwebhook_ca_file = \"/ca\"\n", "line 2: `export.webhook`"),
+        ("[export]\nwebhook = \"https://h/\"\nwebhook_client_cert = \"/c\"\n", "line 2: `export.webhook`"),
+        ("[export]\nwebhook = \"https://h:x/\"\n", "line 2: `export.webhook`"),
         ("[export]\nwebhook = \"http://u:p@h/\"\n", "line 2: `export.webhook`"),
         (
             "[export]\nwebhook = \"http://h/\"\nwebhook_timeout_secs = 0\n",
