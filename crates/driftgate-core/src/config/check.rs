@@ -152,7 +152,7 @@ impl Check<'_> {
         if client_cert.is_some() != client_key.is_some() {
             return Err(bad("webhook_client_cert and webhook_client_key go together"));
         }
-        let tls = https.then(|| WebhookTls { server_name: host, ca_file, client_cert, client_key });
+        let tls = https.then_some(WebhookTls { server_name: host, ca_file, client_cert, client_key });
         if path.chars().any(|c| c.is_control() || c == ' ') {
             return Err(bad("the path must not contain spaces or control characters"));
         }
