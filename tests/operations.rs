@@ -364,3 +364,56 @@ fn a_full_disk_never_stops_decisions_and_the_loss_is_counted() {
     assert!(d.log_text().contains("driftgate-finding"), "findings still reach the journal/stderr");
     assert!(d.log_text().contains("could not write findings to the spool"));
 }
+
+/// A Kubernetes ConfigMap volume: each key a link to `..data/<key>`, `..data` a link to a
+/// timestamped directory; an update writes a new directory and swaps `..data` atomically.
+fn configmap_update(dir: &std::path::Path, generation: u32, text: &str) {
+    let data = dir.join(format!("..2026_12_06_{generation:02}"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("driftgate.toml"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if !dir.join("driftgate.toml").is_symlink() {
+        std::os::unix::fs::symlink("..data/driftgate.toml", dir.join("driftgate.toml")).unwrap();
+    }
+}
+
+#[test]
+fn a_configmap_update_is_validated_and_applied_and_a_bad_one_keeps_the_running_config() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let (generated, spool) = Daemon::write_config(
+        &s.root().join("d"),
+        DaemonOpts { mode: "audit", globs: vec![s.merged.clone()], ..Default::default() },
+    );
+    let cm = s.root().join("configmap");
+    // The harness finds the daemon's socket beside its configuration.
+    let text = std::fs::read_to_string(&generated).unwrap().replace(
+        &s.root().join("d/driftgate.sock").display().to_string(),
+        &cm.join("driftgate.sock").display().to_string(),
+    );
+    configmap_update(&cm, 1, &text);
+    let d = Daemon::start_with_config(&cm.join("driftgate.toml"), &spool);
+    assert!(
+        d.wait_log("reloading when the configuration file changes", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.status()["mode"], "audit");
+    configmap_update(&cm, 2, &text.replace("mode = \"audit\"", "mode = \"enforce\""));
+    assert!(wait_until(Duration::from_secs(10), || d.status()["mode"] == "enforce"), "{}", d.log_text());
+    assert_eq!(d.status()["reloads"], 1);
+    let out = s.run_in_container("cp /opt/img/true /tmp/true; /tmp/true; echo rc=$?\n", T);
+    assert_eq!(results(&out)["rc"], 126, "enforced after the update");
+    // A bad update: logged with the key, counted, the running configuration kept.
+    configmap_update(&cm, 3, "mode = \"audit\"\nbogus_key = 1\n");
+    assert!(wait_until(Duration::from_secs(10), || d.status()["reload_errors"] == 1), "{}", d.log_text());
+    assert!(d.log_text().contains("bogus_key"), "{}", d.log_text());
+    assert_eq!(d.status()["mode"], "enforce");
+    let metrics_reloads = d.status()["reloads"].clone();
+    assert_eq!(metrics_reloads, 1);
+}

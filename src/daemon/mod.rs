@@ -137,6 +137,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = start::services(&c0, &sources, &stopping);
     threads.push(reload::spawn_ioc_watch(Arc::clone(&cfg), Arc::clone(&shared), Arc::clone(&stopping))?);
+    threads.extend(reload::spawn_config_watch(Arc::clone(&reloader), Arc::clone(&stopping))?);
     threads.push(fileless::spawn(
         Arc::clone(&shared),
         Arc::clone(&cfg),

@@ -172,3 +172,52 @@ pub(super) fn spawn_ioc_watch(
         }
     })
 }
+
+/// What the configuration file is now: the file its path resolves to (a ConfigMap update
+/// points `..data` at a new directory), its size and modification time.
+type ConfigPrint = Option<(std::path::PathBuf, u64, Option<SystemTime>)>;
+
+fn config_print(path: &std::path::Path) -> ConfigPrint {
+    let real = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&real).ok()?;
+    Some((real, m.len(), m.modified().ok()))
+}
+
+/// Whether the configuration at `path` is to be watched: `daemon.watch_config`, or unset, when
+/// it is mounted from a Kubernetes ConfigMap (a `..data` link beside it).
+pub(super) fn watches_config(path: &std::path::Path, setting: Option<bool>) -> bool {
+    setting.unwrap_or_else(|| path.parent().is_some_and(|d| d.join("..data").is_symlink()))
+}
+
+/// Reloads the configuration when its file changes (see [`watches_config`]): checked every
+/// 500 ms, applied once it has stayed the same for one more check (a half-written file is not
+/// read), through the same path as SIGHUP: validated first, the running configuration kept on
+/// error, both counted (`driftgate_reloads_total{result}`).
+pub(super) fn spawn_config_watch(
+    reloader: Arc<Reloader>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    let Some(path) = reloader.config_path.clone() else { return Ok(None) };
+    if !watches_config(&path, reloader.cfg.load().watch_config) {
+        return Ok(None);
+    }
+    tracing::info!(path = %path.display(), "reloading when the configuration file changes");
+    let t = std::thread::Builder::new().name("driftgate-config-watch".into()).spawn(move || {
+        let mut applied = config_print(&path);
+        let mut seen = applied.clone();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = config_print(&path);
+            if now != seen {
+                seen = now; // changed: wait for it to settle
+                continue;
+            }
+            if now.is_some() && now != applied {
+                applied = now;
+                tracing::info!(path = %path.display(), "the configuration file changed; reloading");
+                let _ = reloader.reload();
+            }
+        }
+    })?;
+    Ok(Some(t))
+}

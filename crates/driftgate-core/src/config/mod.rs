@@ -81,6 +81,9 @@ pub struct Config {
     pub max_pending: Option<usize>,
     /// The root-only status socket.
     pub socket: PathBuf,
+    /// Reload when the configuration file changes (`daemon.watch_config`); unset: when it is a
+    /// Kubernetes ConfigMap mount (a `..data` beside it), whose updates swap that link.
+    pub watch_config: Option<bool>,
     /// With an exec held this long and no decision made meanwhile, the daemon exits (the
     /// kernel then allows what it held) rather than stall the node.
     pub stall_timeout: Duration,
@@ -326,6 +329,7 @@ impl Config {
                     ck.value(&h.max_pending, "hashing.max_pending", 0, |v| v >= 16, "must be at least 16")
                 })
                 .transpose()?,
+            watch_config: d.watch_config,
             socket: d.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into()),
             stall_timeout: Duration::from_secs(ck.value(
                 &d.stall_timeout_secs,

@@ -182,6 +182,7 @@ pub(super) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub(super) socket: Option<PathBuf>,
+    pub(super) watch_config: Option<bool>,
     pub(super) stall_timeout_secs: Option<Spanned<u64>>,
     pub(super) writer_hold_ms: Option<Spanned<u64>>,
 }
