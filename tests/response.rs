@@ -10,6 +10,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
+#[path = "response/otlp.rs"]
+mod otlp;
 #[path = "response/tls.rs"]
 mod tls;
 

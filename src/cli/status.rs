@@ -182,6 +182,12 @@ pub fn render(s: &Status) -> String {
             x.webhook_queued
         );
     }
+    if let Some(endpoint) = &x.otlp {
+        o += &format!(
+            "export: OTLP to {endpoint}: {} sent, {} failed tries, {} given up, {} dropped (queue full), {} queued\n",
+            x.otlp_sent, x.otlp_failures, x.otlp_given_up, x.otlp_dropped, x.otlp_queued
+        );
+    }
     for f in &s.frozen {
         o += &format!(
             "FROZEN: container {} (cgroup {}) since {} after finding {}; `driftgate thaw {}` undoes it\n",

@@ -125,6 +125,18 @@ impl Collector for Snapshot {
                 ("dropped", s.export.webhook_dropped),
             ],
         )?;
+        family(
+            &mut enc,
+            "driftgate_otlp_total",
+            "Findings and tries of [export.otlp]: sent, failed tries, given up after the last try, dropped (queue full).",
+            "outcome",
+            &[
+                ("sent", s.export.otlp_sent),
+                ("failed_try", s.export.otlp_failures),
+                ("given_up", s.export.otlp_given_up),
+                ("dropped", s.export.otlp_dropped),
+            ],
+        )?;
         gauge(
             &mut enc,
             "driftgate_frozen_containers",

@@ -96,6 +96,19 @@ pub struct ExportStatus {
     pub webhook_given_up: u64,
     pub webhook_dropped: u64,
     pub webhook_queued: u64,
+    /// `[export.otlp]`: the endpoint, and the same counts as the webhook's.
+    #[serde(default)]
+    pub otlp: Option<String>,
+    #[serde(default)]
+    pub otlp_sent: u64,
+    #[serde(default)]
+    pub otlp_failures: u64,
+    #[serde(default)]
+    pub otlp_given_up: u64,
+    #[serde(default)]
+    pub otlp_dropped: u64,
+    #[serde(default)]
+    pub otlp_queued: u64,
 }
 
 /// A container whose cgroup driftgate froze.
@@ -453,11 +466,23 @@ impl Sources {
                     ocsf_errors: ld(&x.ocsf_errors),
                     webhook: w.map(|w| w.url.clone()),
                     webhook_format: w.map(|w| format!("{:?}", w.format).to_lowercase()),
-                    webhook_sent: ld(&x.webhook_sent),
-                    webhook_failures: ld(&x.webhook_failures),
-                    webhook_given_up: ld(&x.webhook_given_up),
-                    webhook_dropped: ld(&x.webhook_dropped),
-                    webhook_queued: ld(&x.webhook_queued),
+                    webhook_sent: ld(&x.webhook.sent),
+                    webhook_failures: ld(&x.webhook.failures),
+                    webhook_given_up: ld(&x.webhook.given_up),
+                    webhook_dropped: ld(&x.webhook.dropped),
+                    webhook_queued: ld(&x.webhook.queued),
+                    otlp: self.outputs.1.otlp.as_ref().map(|o| {
+                        let p = match o.protocol {
+                            crate::config::OtlpProtocol::Grpc => "grpc",
+                            crate::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+                        };
+                        format!("{} ({p})", o.endpoint)
+                    }),
+                    otlp_sent: ld(&x.otlp.sent),
+                    otlp_failures: ld(&x.otlp.failures),
+                    otlp_given_up: ld(&x.otlp.given_up),
+                    otlp_dropped: ld(&x.otlp.dropped),
+                    otlp_queued: ld(&x.otlp.queued),
                 }
             },
             frozen: self.shared.frozen(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::{ExportConfig, Webhook, WebhookFormat};
+use crate::config::{ExportConfig, WebhookFormat};
 use crate::finding::Finding;
 
 /// Counters for `status` and metrics.
@@ -26,14 +26,20 @@ use crate::finding::Finding;
 pub struct ExportStats {
     pub ocsf_written: AtomicU64,
     pub ocsf_errors: AtomicU64,
-    /// Posts the webhook took (2xx), tries that failed (and were retried or given up),
-    /// findings given up after the last try, findings dropped because the queue was full.
-    pub webhook_sent: AtomicU64,
-    pub webhook_failures: AtomicU64,
-    pub webhook_given_up: AtomicU64,
-    pub webhook_dropped: AtomicU64,
-    /// Waiting to be sent now.
-    pub webhook_queued: AtomicU64,
+    pub webhook: Delivery,
+    pub otlp: Delivery,
+}
+
+/// One sender's counts: findings the endpoint took, tries that failed (and were retried or
+/// given up), findings given up after the last try, findings dropped because the queue was
+/// full, and those waiting now.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    pub sent: AtomicU64,
+    pub failures: AtomicU64,
+    pub given_up: AtomicU64,
+    pub dropped: AtomicU64,
+    pub queued: AtomicU64,
 }
 
 /// The body for `format`.
@@ -83,36 +89,44 @@ impl OcsfFile {
 /// What the sink thread calls after writing a batch to the spool.
 pub struct Exporter {
     ocsf: Option<OcsfFile>,
-    /// The webhook thread's queue.
-    webhook: Option<Sender<Finding>>,
+    /// The webhook's and OTLP's queues, each to a thread of its own.
+    senders: Vec<Queue>,
     stats: Arc<ExportStats>,
-    thread: Option<JoinHandle<()>>,
     /// Set at a stop: what is still queued gets one try each.
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// One sender: its queue, its thread, which counters are its own.
+struct Queue {
+    name: &'static str,
+    tx: Option<Sender<Finding>>,
+    thread: Option<JoinHandle<()>>,
+    delivery: fn(&ExportStats) -> &Delivery,
+}
+
 impl Exporter {
-    /// Opens the exports `cfg` names (the webhook's thread starts here).
-    /// `Err` when the webhook's TLS cannot be set up (a CA or client certificate file that
-    /// cannot be used): the message names the file.
+    /// Opens the exports `cfg` names (the senders' threads start here).
+    /// `Err` when TLS cannot be set up (a CA or client certificate file that cannot be used):
+    /// the message names the file.
     pub fn start(cfg: &ExportConfig, stats: Arc<ExportStats>) -> Result<Exporter, String> {
         let ocsf = cfg.ocsf_file.as_ref().map(|p| OcsfFile { path: p.clone(), file: None });
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (webhook, thread) = match &cfg.webhook {
-            Some(w) => {
-                let tls = w.tls.as_ref().map(super::tls::client).transpose()?;
-                let (tx, rx) = crossbeam_channel::bounded::<Finding>(w.queue);
-                let (hook, st, stop) = (w.clone(), Arc::clone(&stats), Arc::clone(&stopping));
-                let t = std::thread::Builder::new()
-                    .name("driftgate-webhook".into())
-                    .spawn(move || post_loop(&hook, tls.as_ref(), &rx, &st, &stop))
-                    .expect("spawn webhook thread");
-                tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
-                (Some(tx), Some(t))
-            }
-            None => (None, None),
-        };
-        Ok(Exporter { ocsf, webhook, stats, thread, stopping })
+        let mut senders = Vec::new();
+        if let Some(w) = &cfg.webhook {
+            let tls = w.tls.as_ref().map(super::tls::client).transpose()?;
+            let hook = w.clone();
+            let send = move |rt: &tokio::runtime::Runtime, f: &Finding| {
+                rt.block_on(super::http::post(&hook, tls.as_ref(), &body(f, hook.format), "application/json"))
+            };
+            senders.push(spawn("webhook", w.queue, &stats, &stopping, |s| &s.webhook, send)?);
+            tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
+        }
+        if let Some(o) = &cfg.otlp {
+            let send = super::otlp::sender(o)?;
+            senders.push(spawn("otlp", o.queue, &stats, &stopping, |s| &s.otlp, send)?);
+            tracing::info!(endpoint = %o.endpoint, protocol = ?o.protocol, "sending findings over OTLP");
+        }
+        Ok(Exporter { ocsf, senders, stats, stopping })
     }
 
     pub fn export(&mut self, batch: &[Finding]) {
@@ -130,18 +144,21 @@ impl Exporter {
                 }
             }
         }
-        if let Some(tx) = &self.webhook {
+        for q in &self.senders {
+            let Some(tx) = &q.tx else { continue };
+            let d = (q.delivery)(&self.stats);
             for f in batch {
                 match tx.try_send(f.clone()) {
                     Ok(()) => {
-                        self.stats.webhook_queued.fetch_add(1, Ordering::Relaxed);
+                        d.queued.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                        let n = self.stats.webhook_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        let n = d.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                         if n.is_power_of_two() {
                             tracing::warn!(
+                                export = q.name,
                                 dropped = n,
-                                "webhook queue full: findings not sent (they are in the spool)"
+                                "export queue full: findings not sent (they are in the spool)"
                             );
                         }
                     }
@@ -152,36 +169,59 @@ impl Exporter {
 }
 
 impl Drop for Exporter {
-    /// Gives the webhook thread what is queued and a moment to send it.
+    /// Gives the senders what is queued and a moment to send it.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
-        self.webhook = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for q in &mut self.senders {
+            q.tx = None;
+        }
+        for q in &mut self.senders {
+            if let Some(t) = q.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 const TRIES: u32 = 5;
-/// How long a stop waits for the webhook to take what is queued.
+/// How long a stop waits for a sender to take what is queued.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-fn post_loop(
-    w: &Webhook,
-    tls: Option<&super::tls::Tls>,
+/// Starts a sender's thread: a bounded queue of `queue` findings, each sent with `send`.
+fn spawn(
+    name: &'static str,
+    queue: usize,
+    stats: &Arc<ExportStats>,
+    stopping: &Arc<std::sync::atomic::AtomicBool>,
+    delivery: fn(&ExportStats) -> &Delivery,
+    send: impl FnMut(&tokio::runtime::Runtime, &Finding) -> Result<(), String> + Send + 'static,
+) -> Result<Queue, String> {
+    let (tx, rx) = crossbeam_channel::bounded::<Finding>(queue);
+    let (st, stop) = (Arc::clone(stats), Arc::clone(stopping));
+    let t = std::thread::Builder::new()
+        .name(format!("driftgate-{name}"))
+        .spawn(move || deliver_loop(name, &rx, delivery(&st), &stop, send))
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Queue { name, tx: Some(tx), thread: Some(t), delivery })
+}
+
+/// Sends each queued finding: 5 tries with backoff from 0.5 s doubling to 30 s; at a stop, what
+/// is queued gets one try each for at most [`STOP_GRACE`], and the rest is given up after the
+/// first failure (a dead endpoint cannot hold the stop). Every outcome is counted in `d`.
+fn deliver_loop(
+    name: &'static str,
     rx: &Receiver<Finding>,
-    stats: &ExportStats,
+    d: &Delivery,
     stopping: &std::sync::atomic::AtomicBool,
+    mut send: impl FnMut(&tokio::runtime::Runtime, &Finding) -> Result<(), String>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "webhook: no runtime; findings are not sent");
+            tracing::error!(export = name, error = %e, "no runtime; findings are not sent");
             return;
         }
     };
-    // At a stop, what is queued is sent for at most STOP_GRACE, one try each, and the rest
-    // given up after the first failure: a dead or silent endpoint cannot hold the stop.
     let mut stop_by: Option<std::time::Instant> = None;
     let mut failed_while_stopping = false;
     loop {
@@ -189,29 +229,28 @@ fn post_loop(
             Ok(f) => f,
             Err(_) => return,
         };
-        stats.webhook_queued.fetch_sub(1, Ordering::Relaxed);
+        d.queued.fetch_sub(1, Ordering::Relaxed);
         if stopping.load(Ordering::Relaxed) {
             let by = *stop_by.get_or_insert_with(|| std::time::Instant::now() + STOP_GRACE);
             if failed_while_stopping || std::time::Instant::now() >= by {
-                stats.webhook_given_up.fetch_add(1, Ordering::Relaxed);
+                d.given_up.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
         }
-        let body = body(&f, w.format);
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=TRIES {
-            match rt.block_on(post(w, tls, &body)) {
+            match send(&rt, &f) {
                 Ok(()) => {
-                    stats.webhook_sent.fetch_add(1, Ordering::Relaxed);
+                    d.sent.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {
-                    let n = stats.webhook_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    let n = d.failures.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_power_of_two() {
-                        tracing::warn!(url = %w.url, error = %e, failures = n, "webhook post failed");
+                        tracing::warn!(export = name, error = %e, failures = n, "{name} post failed");
                     }
                     if attempt == TRIES || stopping.load(Ordering::Relaxed) {
-                        stats.webhook_given_up.fetch_add(1, Ordering::Relaxed);
+                        d.given_up.fetch_add(1, Ordering::Relaxed);
                         failed_while_stopping |= stopping.load(Ordering::Relaxed);
                         break;
                     }
@@ -222,62 +261,6 @@ fn post_loop(
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
-        }
-    }
-}
-
-/// One POST; `Err` for a connection failure, a timeout or a status that is not 2xx.
-async fn post(w: &Webhook, tls: Option<&super::tls::Tls>, body: &[u8]) -> Result<(), String> {
-    let work = async {
-        let stream = tokio::net::TcpStream::connect(w.authority.as_str()).await.map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        match tls {
-            Some(t) => {
-                let stream = t
-                    .connector
-                    .connect(t.server_name.clone(), stream)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                send(w, hyper_util::rt::TokioIo::new(stream), body).await
-            }
-            None => send(w, hyper_util::rt::TokioIo::new(stream), body).await,
-        }
-    };
-    match tokio::time::timeout(w.timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}s", w.timeout.as_secs())),
-    }
-}
-
-/// The POST over an open connection (plain or TLS).
-async fn send<S>(w: &Webhook, io: S, body: &[u8]) -> Result<(), String>
-where
-    S: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(hyper::Method::POST)
-            .uri(w.path.as_str())
-            .header(hyper::header::HOST, w.authority.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("driftgate/", env!("CARGO_PKG_VERSION")));
-        for (k, v) in &w.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        // Read the answer to its end, so the connection closes cleanly.
-        let _ = resp.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {status}"))
         }
     }
 }

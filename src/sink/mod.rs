@@ -8,7 +8,9 @@ pub mod export;
 mod metadata;
 
 pub use metadata::{ContainerHandle, Metadata};
+mod http;
 pub mod journald;
+mod otlp;
 pub(crate) mod ratelimit;
 pub mod spool;
 mod tls;

@@ -105,7 +105,55 @@ impl Check<'_> {
     /// a queue of at least 1, a timeout of 1 to 60 s.
     pub fn webhook(&self, raw: &super::raw::RawExport) -> Result<Option<Webhook>, ConfigError> {
         let Some(url) = &raw.webhook else { return Ok(None) };
-        let bad = |m: &str| self.invalid(url.span(), "export.webhook", m.to_owned());
+        let files = [&raw.webhook_ca_file, &raw.webhook_client_cert, &raw.webhook_client_key];
+        let t = self.target(url, "export.webhook", "webhook_", files)?;
+        let (authority, path, tls) = (t.authority, t.path, t.tls);
+        for (k, v) in &raw.webhook_headers {
+            let ok_name =
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_name || v.chars().any(|c| c.is_control()) {
+                return Err(self.invalid(
+                    url.span(),
+                    &format!("export.webhook_headers.{k}"),
+                    "not a valid header".into(),
+                ));
+            }
+        }
+        Ok(Some(Webhook {
+            url: url.get_ref().clone(),
+            authority,
+            path: if path.is_empty() { "/".into() } else { path },
+            tls,
+            format: raw.webhook_format.unwrap_or_default(),
+            queue: self.value(
+                &raw.webhook_queue,
+                "export.webhook_queue",
+                4096,
+                |v| v >= 1,
+                "must be at least 1",
+            )? as usize,
+            timeout: std::time::Duration::from_secs(self.value(
+                &raw.webhook_timeout_secs,
+                "export.webhook_timeout_secs",
+                5,
+                |v| (1..=60).contains(&v),
+                "must be between 1 and 60",
+            )?),
+            headers: raw.webhook_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }))
+    }
+
+    /// An `http://` or `https://host[:port][/path]` endpoint (`key`), with the TLS files
+    /// (`<prefix>ca_file`, `<prefix>client_cert`, `<prefix>client_key`) an `https://` one may
+    /// name.
+    pub(super) fn target(
+        &self,
+        url: &Spanned<String>,
+        key: &str,
+        prefix: &str,
+        files: [&Option<Spanned<std::path::PathBuf>>; 3],
+    ) -> Result<Target, ConfigError> {
+        let bad = |m: &str| self.invalid(url.span(), key, m.to_owned());
         let (rest, https) = match url.get_ref().strip_prefix("https://") {
             Some(r) => (r, true),
             None => (
@@ -117,7 +165,7 @@ impl Check<'_> {
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+            None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') || authority.chars().any(|c| c.is_whitespace()) {
             return Err(bad("needs a host (and optional port), without user info"));
@@ -137,6 +185,9 @@ impl Check<'_> {
         if port.is_some_and(|p| p.parse::<u16>().is_err()) {
             return Err(bad("the port must be a number"));
         }
+        if path.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(bad("the path must not contain spaces or control characters"));
+        }
         let host = host.to_owned();
         let authority = if port.is_some() {
             authority.to_owned()
@@ -144,50 +195,66 @@ impl Check<'_> {
             format!("{authority}:{}", if https { 443 } else { 80 })
         };
         let file = |v: &Option<Spanned<std::path::PathBuf>>| v.as_ref().map(|p| p.get_ref().clone());
-        let (ca_file, client_cert, client_key) =
-            (file(&raw.webhook_ca_file), file(&raw.webhook_client_cert), file(&raw.webhook_client_key));
+        let (ca_file, client_cert, client_key) = (file(files[0]), file(files[1]), file(files[2]));
         if !https && (ca_file.is_some() || client_cert.is_some() || client_key.is_some()) {
-            return Err(bad("webhook_ca_file and webhook_client_cert/key are for an https:// URL"));
+            return Err(bad(&format!("{prefix}ca_file and {prefix}client_cert/key are for an https:// URL")));
         }
         if client_cert.is_some() != client_key.is_some() {
-            return Err(bad("webhook_client_cert and webhook_client_key go together"));
+            return Err(bad(&format!("{prefix}client_cert and {prefix}client_key go together")));
         }
         let tls = https.then_some(WebhookTls { server_name: host, ca_file, client_cert, client_key });
-        if path.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(bad("the path must not contain spaces or control characters"));
-        }
-        for (k, v) in &raw.webhook_headers {
+        Ok(Target { authority, path: path.to_owned(), tls })
+    }
+
+    /// `[export.otlp]`: an endpoint (`http://collector:4317`; `https://` with TLS), the
+    /// protocol, TLS files, queue, timeout and headers.
+    pub fn otlp(&self, raw: &Option<Spanned<super::raw::RawOtlp>>) -> Result<Option<Otlp>, ConfigError> {
+        let Some(table) = raw else { return Ok(None) };
+        let raw = table.get_ref();
+        let Some(url) = &raw.endpoint else {
+            return Err(self.invalid(
+                table.span(),
+                "export.otlp.endpoint",
+                "[export.otlp] needs an endpoint (http://collector:4317)".into(),
+            ));
+        };
+        let files = [&raw.ca_file, &raw.client_cert, &raw.client_key];
+        let t = self.target(url, "export.otlp.endpoint", "", files)?;
+        let protocol = raw.protocol.unwrap_or_default();
+        // OTLP/HTTP: the logs path is appended to an endpoint that has none.
+        let path = match protocol {
+            super::raw::OtlpProtocol::HttpProtobuf if t.path.is_empty() || t.path == "/" => {
+                "/v1/logs".to_owned()
+            }
+            _ => t.path,
+        };
+        for (k, v) in &raw.headers {
             let ok_name =
                 !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok_name || v.chars().any(|c| c.is_control()) {
                 return Err(self.invalid(
                     url.span(),
-                    &format!("export.webhook_headers.{k}"),
+                    &format!("export.otlp.headers.{k}"),
                     "not a valid header".into(),
                 ));
             }
         }
-        Ok(Some(Webhook {
-            url: url.get_ref().clone(),
-            authority,
-            path: path.to_owned(),
-            tls,
-            format: raw.webhook_format.unwrap_or_default(),
-            queue: self.value(
-                &raw.webhook_queue,
-                "export.webhook_queue",
-                4096,
-                |v| v >= 1,
-                "must be at least 1",
-            )? as usize,
+        Ok(Some(Otlp {
+            endpoint: url.get_ref().clone(),
+            protocol,
+            authority: t.authority,
+            path,
+            tls: t.tls,
+            queue: self.value(&raw.queue, "export.otlp.queue", 4096, |v| v >= 1, "must be at least 1")?
+                as usize,
             timeout: std::time::Duration::from_secs(self.value(
-                &raw.webhook_timeout_secs,
-                "export.webhook_timeout_secs",
+                &raw.timeout_secs,
+                "export.otlp.timeout_secs",
                 5,
                 |v| (1..=60).contains(&v),
                 "must be between 1 and 60",
             )?),
-            headers: raw.webhook_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: raw.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         }))
     }
 
@@ -214,6 +281,29 @@ impl Check<'_> {
 /// The 1-based line of byte `offset` in `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// An endpoint: where to connect, the request path (empty when the URL has none), its TLS.
+pub(super) struct Target {
+    pub(super) authority: String,
+    pub(super) path: String,
+    pub(super) tls: Option<WebhookTls>,
+}
+
+/// `[export.otlp]`: findings as OpenTelemetry log records, to a Collector's `otlp` receiver.
+#[derive(Debug, Clone)]
+pub struct Otlp {
+    /// As configured, for status and logs.
+    pub endpoint: String,
+    pub protocol: super::raw::OtlpProtocol,
+    /// `host:port`, and for OTLP/HTTP the path logs are posted to.
+    pub authority: String,
+    pub path: String,
+    pub tls: Option<WebhookTls>,
+    pub queue: usize,
+    pub timeout: std::time::Duration,
+    /// Extra headers (gRPC metadata), names in lower case.
+    pub headers: Vec<(String, String)>,
 }
 
 /// TLS for an `https://` webhook.

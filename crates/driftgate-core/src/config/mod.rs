@@ -14,9 +14,9 @@ mod error;
 mod raw;
 
 use check::{line_of, Check};
-pub use check::{Webhook, WebhookTls};
+pub use check::{Otlp, Webhook, WebhookTls};
 pub use error::ConfigError;
-pub use raw::{KernelLayer, MemfdNoexec, MountWatchKind, WebhookFormat};
+pub use raw::{KernelLayer, MemfdNoexec, MountWatchKind, OtlpProtocol, WebhookFormat};
 use raw::{RawConfig, RawContainerd, RawStorage};
 
 use crate::engine::Mode;
@@ -152,6 +152,8 @@ pub struct ExportConfig {
     /// Every finding appended as one OCSF Detection Finding per line.
     pub ocsf_file: Option<PathBuf>,
     pub webhook: Option<Webhook>,
+    /// `[export.otlp]`: each finding as an OpenTelemetry log record.
+    pub otlp: Option<Otlp>,
 }
 
 /// `[index]`: image-layer manifests.
@@ -394,6 +396,7 @@ impl Config {
             export: ExportConfig {
                 ocsf_file: raw.export.ocsf_file.clone(),
                 webhook: ck.webhook(&raw.export)?,
+                otlp: ck.otlp(&raw.export.otlp)?,
             },
         })
     }

@@ -78,6 +78,22 @@ pub(super) struct RawExport {
     /// Extra request headers (`Authorization = "Bearer ..."`).
     #[serde(default)]
     pub(super) webhook_headers: std::collections::BTreeMap<String, String>,
+    pub(super) otlp: Option<Spanned<RawOtlp>>,
+}
+
+/// `[export.otlp]`: findings as OpenTelemetry log records.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtlp {
+    pub(super) endpoint: Option<Spanned<String>>,
+    pub(super) protocol: Option<OtlpProtocol>,
+    pub(super) ca_file: Option<Spanned<PathBuf>>,
+    pub(super) client_cert: Option<Spanned<PathBuf>>,
+    pub(super) client_key: Option<Spanned<PathBuf>>,
+    pub(super) queue: Option<Spanned<u64>>,
+    pub(super) timeout_secs: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,6 +299,18 @@ pub enum MountWatchKind {
     Auto,
     Fanotify,
     Mountinfo,
+}
+
+/// How OTLP is spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (a Collector's port 4317).
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (port 4318, `POST /v1/logs`).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// The body a webhook gets.

@@ -257,7 +257,27 @@ fn evidence_and_export_are_read_and_bad_values_name_the_key() {
     let w =
         Config::from_toml("[export]\nwebhook = \"https://[::1]/x\"\n", None).unwrap().export.webhook.unwrap();
     assert_eq!((w.authority.as_str(), w.tls.unwrap().server_name.as_str()), ("[::1]:443", "::1"));
+    let o = Config::from_toml("[export.otlp]\nendpoint = \"http://collector:4317\"\n", None)
+        .unwrap()
+        .export
+        .otlp
+        .unwrap();
+    assert_eq!((o.authority.as_str(), o.protocol, o.queue), ("collector:4317", OtlpProtocol::Grpc, 4096));
+    let o = Config::from_toml(
+        "[export.otlp]\nendpoint = \"https://collector\"\nprotocol = \"http/protobuf\"\n[export.otlp.headers]\nX-Tenant = \"a\"\n",
+        None,
+    )
+    .unwrap()
+    .export
+    .otlp
+    .unwrap();
+    assert_eq!((o.authority.as_str(), o.path.as_str()), ("collector:443", "/v1/logs"));
+    assert_eq!(o.headers, vec![("x-tenant".to_owned(), "a".to_owned())]);
+    assert!(o.tls.is_some());
     for (text, key) in [
+        ("[export.otlp]\nprotocol = \"grpc\"\n", "line 1: `export.otlp.endpoint`"),
+        ("[export.otlp]\nendpoint = \"collector:4317\"\n", "line 2: `export.otlp.endpoint`"),
+        ("[export.otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"\n", "udp"),
         ("[export]\nwebhook = \"ftp://h/\"\n", "line 2: `export.webhook`"),
         ("[export]\nwebhook = \"http://h/\"\nwebhook_ca_file = \"/ca\"\n", "line 2: `export.webhook`"),
         ("[export]\nwebhook = \"https://h/\"\nwebhook_client_cert = \"/c\"\n", "line 2: `export.webhook`"),
