@@ -493,3 +493,30 @@ pub fn serve(listen: &str, src: Arc<Sources>, stop: Arc<AtomicBool>) -> std::io:
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The metric names this module exports.
+    fn exported() -> std::collections::BTreeSet<String> {
+        let src = include_str!("metrics.rs");
+        src.split('"')
+            .filter(|t| t.starts_with("driftgate_") && !t.contains(' '))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_alert_rules_name_only_metrics_the_daemon_exports() {
+        let exported = exported();
+        assert!(exported.contains("driftgate_containers_unwatched") && exported.len() > 20, "{exported:?}");
+        let rules = include_str!("../../packaging/kubernetes/monitoring.yaml");
+        let named: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| t.starts_with("driftgate_"))
+            .collect();
+        assert!(named.len() >= 5, "{named:?}");
+        for n in named {
+            assert!(exported.contains(n), "monitoring.yaml names {n}, which driftgate does not export");
+        }
+    }
+}
