@@ -108,17 +108,7 @@ impl Check<'_> {
         let files = [&raw.webhook_ca_file, &raw.webhook_client_cert, &raw.webhook_client_key];
         let t = self.target(url, "export.webhook", "webhook_", files)?;
         let (authority, path, tls) = (t.authority, t.path, t.tls);
-        for (k, v) in &raw.webhook_headers {
-            let ok_name =
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok_name || v.chars().any(|c| c.is_control()) {
-                return Err(self.invalid(
-                    url.span(),
-                    &format!("export.webhook_headers.{k}"),
-                    "not a valid header".into(),
-                ));
-            }
-        }
+        self.headers(url, "export.webhook_headers", &raw.webhook_headers)?;
         Ok(Some(Webhook {
             url: url.get_ref().clone(),
             authority,
@@ -228,17 +218,7 @@ impl Check<'_> {
             }
             _ => t.path,
         };
-        for (k, v) in &raw.headers {
-            let ok_name =
-                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok_name || v.chars().any(|c| c.is_control()) {
-                return Err(self.invalid(
-                    url.span(),
-                    &format!("export.otlp.headers.{k}"),
-                    "not a valid header".into(),
-                ));
-            }
-        }
+        self.headers(url, "export.otlp.headers", &raw.headers)?;
         Ok(Some(Otlp {
             endpoint: url.get_ref().clone(),
             protocol,
@@ -256,6 +236,24 @@ impl Check<'_> {
             )?),
             headers: raw.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         }))
+    }
+
+    /// Extra request headers (`key` is their table): names of letters, digits, `-` and `_`;
+    /// values without control characters. An error names the header.
+    fn headers(
+        &self,
+        url: &Spanned<String>,
+        key: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        for (k, v) in headers {
+            let ok_name =
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_name || v.chars().any(|c| c.is_control()) {
+                return Err(self.invalid(url.span(), &format!("{key}.{k}"), "not a valid header".into()));
+            }
+        }
+        Ok(())
     }
 
     /// `findings.redact`, an error naming the entry.

@@ -278,6 +278,10 @@ fn evidence_and_export_are_read_and_bad_values_name_the_key() {
         ("[export.otlp]\nprotocol = \"grpc\"\n", "line 1: `export.otlp.endpoint`"),
         ("[export.otlp]\nendpoint = \"collector:4317\"\n", "line 2: `export.otlp.endpoint`"),
         ("[export.otlp]\nendpoint = \"http://c:4317\"\nprotocol = \"udp\"\n", "udp"),
+        (
+            "[export.otlp]\nendpoint = \"http://c:4317\"\n[export.otlp.headers]\n\"bad name\" = \"x\"\n",
+            "`export.otlp.headers.bad name`",
+        ),
         ("[export]\nwebhook = \"ftp://h/\"\n", "line 2: `export.webhook`"),
         ("[export]\nwebhook = \"http://h/\"\nwebhook_ca_file = \"/ca\"\n", "line 2: `export.webhook`"),
         ("[export]\nwebhook = \"https://h/\"\nwebhook_client_cert = \"/c\"\n", "line 2: `export.webhook`"),
