@@ -80,6 +80,11 @@ pub struct Namespaces {
     pub mnt: BTreeMap<u64, NsMounts>,
     /// PID namespaces by inode number.
     pub pid: BTreeMap<u64, MemfdState>,
+    /// The PID namespaces `vm.memfd_noexec` was set in, held open: a namespace that ended
+    /// cannot hand its inode number to a new one while it is recorded here, so the value
+    /// read back later is this namespace's (a new one would still have the host's 0, and
+    /// look tampered with).
+    pub pid_held: BTreeMap<u64, Arc<std::os::fd::OwnedFd>>,
 }
 
 impl Namespaces {

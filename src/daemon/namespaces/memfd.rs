@@ -66,14 +66,17 @@ impl Marker {
             // where the kernel layer does not refuse it (see `fileless::needed`).
             c.memfd_predates.store(true, Ordering::Relaxed);
         }
-        let res = nix::fcntl::openat(
-            pdir,
-            "ns/pid",
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| crate::sys::SysError::new("open(ns/pid)", e))
-        .and_then(|fd| crate::sys::nsexec::set_memfd_noexec(fd, want));
+        let open_ns = || {
+            nix::fcntl::openat(
+                pdir,
+                "ns/pid",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| crate::sys::SysError::new("open(ns/pid)", e))
+        };
+        let held = open_ns().ok();
+        let res = open_ns().and_then(|fd| crate::sys::nsexec::set_memfd_noexec(fd, want));
         let state = match res {
             Ok(()) => {
                 tracing::info!(container = %c.id(), pid_ns = pidns, value = want, "vm.memfd_noexec set in the container's PID namespace");
@@ -93,6 +96,9 @@ impl Marker {
         };
         if let Ok(mut n) = c.namespaces.lock() {
             n.pid.insert(pidns, state);
+            if let Some(fd) = held {
+                n.pid_held.insert(pidns, Arc::new(fd));
+            }
         }
     }
 
