@@ -32,6 +32,16 @@ pub fn run(args: CheckArgs) -> Result<(), CliError> {
             }
         }
     }
+    // Header values from the environment: the daemon's, which may not be this shell's.
+    let headers = [
+        c.export.webhook.as_ref().map(|w| ("export.webhook_headers", &w.headers)),
+        c.export.otlp.as_ref().map(|o| ("export.otlp.headers", &o.headers)),
+    ];
+    for (key, h) in headers.into_iter().flatten() {
+        if let Err(why) = crate::config::expand_headers(key, h) {
+            eprintln!("driftgate: warning: {why} here; the daemon needs it in its environment (EnvironmentFile=, a Secret's envFrom)");
+        }
+    }
     let (imported, errors) = crate::index::store::load_imports(&c.index.import_dirs);
     for e in &errors {
         eprintln!("driftgate: index.import_dirs: {e}");

@@ -106,15 +106,16 @@ struct Queue {
 
 impl Exporter {
     /// Opens the exports `cfg` names (the senders' threads start here).
-    /// `Err` when TLS cannot be set up (a CA or client certificate file that cannot be used):
-    /// the message names the file.
+    /// `Err` when TLS cannot be set up (a CA or client certificate file that cannot be used),
+    /// or a header names an environment variable that is not set: the message names which.
     pub fn start(cfg: &ExportConfig, stats: Arc<ExportStats>) -> Result<Exporter, String> {
         let ocsf = cfg.ocsf_file.as_ref().map(|p| OcsfFile { path: p.clone(), file: None });
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut senders = Vec::new();
         if let Some(w) = &cfg.webhook {
             let tls = w.tls.as_ref().map(super::tls::client).transpose()?;
-            let hook = w.clone();
+            let mut hook = w.clone();
+            hook.headers = crate::config::expand_headers("export.webhook_headers", &w.headers)?;
             let send = move |rt: &tokio::runtime::Runtime, f: &Finding| {
                 rt.block_on(super::http::post(&hook, tls.as_ref(), &body(f, hook.format), "application/json"))
             };
@@ -122,6 +123,10 @@ impl Exporter {
             tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
         }
         if let Some(o) = &cfg.otlp {
+            let o = &crate::config::Otlp {
+                headers: crate::config::expand_headers("export.otlp.headers", &o.headers)?,
+                ..o.clone()
+            };
             let send = super::otlp::sender(o)?;
             senders.push(spawn("otlp", o.queue, &stats, &stopping, |s| &s.otlp, send)?);
             tracing::info!(endpoint = %o.endpoint, protocol = ?o.protocol, "sending findings over OTLP");

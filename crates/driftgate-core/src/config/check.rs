@@ -108,7 +108,7 @@ impl Check<'_> {
         let files = [&raw.webhook_ca_file, &raw.webhook_client_cert, &raw.webhook_client_key];
         let t = self.target(url, "export.webhook", "webhook_", files)?;
         let (authority, path, tls) = (t.authority, t.path, t.tls);
-        self.headers(url, "export.webhook_headers", &raw.webhook_headers)?;
+        let headers = self.headers(url, "export.webhook_headers", &raw.webhook_headers, |k| k.to_owned())?;
         Ok(Some(Webhook {
             url: url.get_ref().clone(),
             authority,
@@ -129,7 +129,7 @@ impl Check<'_> {
                 |v| (1..=60).contains(&v),
                 "must be between 1 and 60",
             )?),
-            headers: raw.webhook_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers,
         }))
     }
 
@@ -218,7 +218,7 @@ impl Check<'_> {
             }
             _ => t.path,
         };
-        self.headers(url, "export.otlp.headers", &raw.headers)?;
+        let headers = self.headers(url, "export.otlp.headers", &raw.headers, str::to_ascii_lowercase)?;
         Ok(Some(Otlp {
             endpoint: url.get_ref().clone(),
             protocol,
@@ -234,26 +234,34 @@ impl Check<'_> {
                 |v| (1..=60).contains(&v),
                 "must be between 1 and 60",
             )?),
-            headers: raw.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+            headers,
         }))
     }
 
-    /// Extra request headers (`key` is their table): names of letters, digits, `-` and `_`;
-    /// values without control characters. An error names the header.
+    /// Extra request headers (`key` is their table): names of letters, digits, `-` and `_`
+    /// (passed through `name`); values without control characters, where `${NAME}` stands for
+    /// the daemon's environment variable NAME (see [`expand_headers`]; only its form is checked
+    /// here, so that a command that reads the file for its paths needs no secrets). An error
+    /// names the header.
     fn headers(
         &self,
         url: &Spanned<String>,
         key: &str,
         headers: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), ConfigError> {
+        name: impl Fn(&str) -> String,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        let mut out = Vec::with_capacity(headers.len());
         for (k, v) in headers {
             let ok_name =
                 !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            expand_env(v, |_| Some(String::new()))
+                .map_err(|why| self.invalid(url.span(), &format!("{key}.{k}"), why))?;
             if !ok_name || v.chars().any(|c| c.is_control()) {
                 return Err(self.invalid(url.span(), &format!("{key}.{k}"), "not a valid header".into()));
             }
+            out.push((name(k), v.clone()));
         }
-        Ok(())
+        Ok(out)
     }
 
     /// `findings.redact`, an error naming the entry.
@@ -330,4 +338,44 @@ pub struct Webhook {
     pub queue: usize,
     pub timeout: std::time::Duration,
     pub headers: Vec<(String, String)>,
+}
+
+/// The headers with each `${NAME}` replaced by the environment variable NAME (a token from a
+/// Kubernetes Secret or a systemd `EnvironmentFile=` that should not sit in the configuration
+/// file), as the daemon sends them. `key` is their table (`export.otlp.headers`); an error
+/// names the header and the variable that is not set, or a value that is then not valid.
+pub fn expand_headers(key: &str, headers: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let value =
+                expand_env(v, |n| std::env::var(n).ok()).map_err(|why| format!("`{key}.{k}`: {why}"))?;
+            if value.chars().any(|c| c.is_control()) {
+                return Err(format!("`{key}.{k}`: its value from the environment is not a valid header"));
+            }
+            Ok((k.clone(), value))
+        })
+        .collect()
+}
+
+/// `${NAME}` in `v` replaced by `env(NAME)`; any other `$` is kept. An unset variable, or a
+/// `${` without a valid name and `}`, is an error that says which.
+pub(super) fn expand_env(v: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find('}').ok_or_else(|| format!("`${{` without a closing `}}` in {v:?}"))?;
+        let var = &after[..end];
+        let valid = var.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && var.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid {
+            return Err(format!("`${{{var}}}` is not an environment variable's name"));
+        }
+        out.push_str(&env(var).ok_or_else(|| format!("the environment variable {var} is not set"))?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }

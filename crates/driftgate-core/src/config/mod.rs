@@ -13,8 +13,8 @@ mod check;
 mod error;
 mod raw;
 
+pub use check::{expand_headers, Otlp, Webhook, WebhookTls};
 use check::{line_of, Check};
-pub use check::{Otlp, Webhook, WebhookTls};
 pub use error::ConfigError;
 pub use raw::{KernelLayer, MemfdNoexec, MountWatchKind, OtlpProtocol, WebhookFormat};
 use raw::{RawConfig, RawContainerd, RawStorage};

@@ -304,3 +304,40 @@ fn evidence_and_export_are_read_and_bad_values_name_the_key() {
         Config::from_toml("[[policy.rules]]\naction = \"enforce\"\nresponse = \"freeze\"\n", None).unwrap();
     assert_eq!(c.policy.rules[0].response, Some(crate::policy::Response::Freeze));
 }
+
+#[test]
+fn header_values_take_environment_variables() {
+    let env = |n: &str| (n == "TOKEN").then(|| "s3cret".to_owned());
+    assert_eq!(super::check::expand_env("Bearer ${TOKEN}", env).unwrap(), "Bearer s3cret");
+    assert_eq!(super::check::expand_env("a$b ${TOKEN}${TOKEN}", env).unwrap(), "a$b s3crets3cret");
+    assert!(super::check::expand_env("${UNSET}", env).unwrap_err().contains("UNSET is not set"));
+    assert!(super::check::expand_env("${1X}", env).unwrap_err().contains("not an environment"));
+    assert!(super::check::expand_env("x ${TOKEN", env).unwrap_err().contains("closing"));
+    // The file keeps the form; the daemon expands it, and an unset variable is an error
+    // naming the header.
+    let o = Config::from_toml(
+        "[export.otlp]\nendpoint = \"http://c:4317\"\n[export.otlp.headers]\nauthorization = \"Bearer ${DRIFTGATE_TEST_SURELY_UNSET}\"\n",
+        Some(Path::new("c.toml")),
+    )
+    .unwrap()
+    .export
+    .otlp
+    .unwrap();
+    assert_eq!(o.headers[0].1, "Bearer ${DRIFTGATE_TEST_SURELY_UNSET}");
+    let err = super::check::expand_headers("export.otlp.headers", &o.headers).unwrap_err();
+    assert!(
+        err.contains("`export.otlp.headers.authorization`")
+            && err.contains("DRIFTGATE_TEST_SURELY_UNSET is not set"),
+        "{err}"
+    );
+    let path = [("p".to_owned(), "${PATH}".to_owned())];
+    assert_eq!(super::check::expand_headers("k", &path).unwrap()[0].1, std::env::var("PATH").unwrap());
+    // A malformed reference is refused in the file already.
+    let err = Config::from_toml(
+        "[export]\nwebhook = \"http://h/\"\n[export.webhook_headers]\nX = \"${not closed\"\n",
+        Some(Path::new("c.toml")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("`export.webhook_headers.X`") && err.contains("closing"), "{err}");
+}
