@@ -101,6 +101,12 @@ pub fn render(s: &Status) -> String {
         s.reloads,
         s.reload_errors
     );
+    if s.stalled_ms > 0 {
+        o += &format!(
+            "decisions STALLED for {} ms with execs held (the watchdog ends the daemon at stall_timeout)\n",
+            s.stalled_ms
+        );
+    }
     if let Some(i) = &s.index {
         o += &format!(
             "layer index: {} layers indexed on this node ({} files, {} MB hashed), {} imported layers in use of {} available, {} pending, {} changed on disk, {} failed; {} image hashes from manifests\n",

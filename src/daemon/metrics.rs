@@ -249,6 +249,12 @@ impl Collector for Snapshot {
             "Execs held and not answered yet.",
             s.decisions.in_flight,
         )?;
+        ConstGauge::new(s.stalled_ms as f64 / 1000.0).encode(enc.encode_descriptor(
+            "driftgate_decisions_stalled_seconds",
+            "Seconds decisions have made no progress while execs were held (0 while they progress); the watchdog ends the daemon at stall_timeout, and the kernel then lets the held execs through.",
+            None,
+            MetricType::Gauge,
+        )?)?;
         gauge(&mut enc, "driftgate_spool_bytes", "Bytes in the findings spool.", s.spool.bytes)?;
         gauge(
             &mut enc,

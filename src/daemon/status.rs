@@ -40,6 +40,10 @@ pub struct Status {
     pub spool: Spool,
     pub reloads: u64,
     pub reload_errors: u64,
+    /// Milliseconds decisions have made no progress while execs were held (0 while they
+    /// progress); the watchdog ends the daemon at `stall_timeout`.
+    #[serde(default)]
+    pub stalled_ms: u64,
     pub implicit_allows: u64,
     #[serde(default)]
     pub coverage: Coverage,
@@ -415,6 +419,7 @@ impl Sources {
             },
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),
+            stalled_ms: ld(&h.stalled_ms),
             implicit_allows: crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
             limits: Limits {
                 nofile: self.shared.budget.soft_limit(),

@@ -73,6 +73,7 @@ pub(super) fn spawn_watchdog(
             last_reads = reads;
             if progressing {
                 last_progress = Instant::now();
+                hot.stalled_ms.store(0, Ordering::Relaxed);
                 if let Some(s) = &sentinel {
                     s.beat();
                 }
@@ -85,6 +86,7 @@ pub(super) fn spawn_watchdog(
                 // beat): an exit with a status and a log line says more than SIGKILL.
                 let stall = cfg.load().stall_timeout;
                 let stalled = last_progress.elapsed();
+                hot.stalled_ms.store(stalled.as_millis() as u64, Ordering::Relaxed);
                 if stalled + TICK >= stall {
                     tracing::error!(
                         in_flight,

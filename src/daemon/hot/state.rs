@@ -42,6 +42,9 @@ pub struct HotStats {
     pub read_errors: AtomicU64,
     /// Batches of events read from the fanotify group.
     pub reads: AtomicU64,
+    /// Milliseconds decisions have made no progress while execs were held (0 while they
+    /// progress), kept by the watchdog; it ends the daemon at `stall_timeout`.
+    pub stalled_ms: AtomicU64,
     /// Execs of image loaders and interpreters whose arguments were looked at.
     pub indirect: AtomicU64,
     /// ... whose pending call could not be read (process gone; kernel before 6.8).
