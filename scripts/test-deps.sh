@@ -35,8 +35,8 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v curl >/dev/null || need+=(curl)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v nsenter >/dev/null || need+=(util-linux)
-# The OTLP tests' receiver runs in a Python environment of its own (scripts/otlp-receiver-env.sh:
-# python3 -m venv, then opentelemetry-proto and grpcio from PyPI).
+# The OTLP tests' receiver, Helm and a Kubernetes validator run in Python environments of their
+# own (scripts/py-env.sh: python3 -m venv, then pinned packages from PyPI).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 # Packaging tools for the package suite, cargo-fuzz for the fuzz targets (crates.io).
 for tool in cargo-deb cargo-generate-rpm cargo-fuzz; do

@@ -1,7 +1,11 @@
 //! The Debian package, built with cargo-deb and installed for real with dpkg, then removed
 //! and purged. (The .rpm is built by cargo-generate-rpm; this machine has no rpm to install it.)
+//! The Helm chart and the manifests rendered from it (`chart`).
 
 mod common;
+
+#[path = "package/chart.rs"]
+mod chart;
 
 use std::path::Path;
 use std::process::Command;

@@ -10,6 +10,7 @@
 
 mod daemon;
 pub mod guest;
+pub mod otlp;
 pub mod runtimes;
 pub mod vm;
 
@@ -263,6 +264,52 @@ pub fn try_run_with_deadline(mut cmd: Command, limit: Duration) -> std::io::Resu
     let timed_out = killer.join().unwrap();
     assert!(!timed_out, "command timed out after {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(out)
+}
+
+/// The bin directory of the Python environment `name` made by `scripts/py-env.sh` (tools
+/// from PyPI that are not driftgate's own: an OTLP receiver, Helm).
+pub fn python_env(name: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(root.join("scripts/py-env.sh"));
+    cmd.arg(name);
+    let out = run_with_deadline(cmd, Duration::from_secs(600));
+    assert!(out.status.success(), "scripts/py-env.sh {name}: {}", String::from_utf8_lossy(&out.stderr));
+    root.join(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A YAML file read as JSON (PyYAML, from `scripts/py-env.sh helm`): its documents.
+pub fn yaml_documents(path: &Path) -> Vec<serde_json::Value> {
+    let py =
+        "import json, sys, yaml\nprint(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))";
+    let mut cmd = Command::new(python_env("helm").join("python3"));
+    cmd.args(["-c", py]).arg(path);
+    let out = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A CA and a certificate it signed for `localhost`: (CA PEM, leaf chain PEM, leaf key PEM).
+pub fn pki(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let paths = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
 
 /// `name=rc` lines printed by container scripts.

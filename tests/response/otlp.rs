@@ -1,78 +1,11 @@
 //! `[export.otlp]` against a real OTLP receiver: one built from the OpenTelemetry project's
 //! own definitions (PyPI `opentelemetry-proto` and `grpcio`, `tests/tools/otlp_receiver.py`,
-//! its environment made by `scripts/otlp-receiver-env.sh`), over gRPC, HTTP/protobuf and TLS.
+//! its environment made by `scripts/py-env.sh otlp-receiver`), over gRPC, HTTP/protobuf and TLS.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use super::*;
-
-/// The receiver, stopped by its pid when dropped.
-struct Receiver {
-    child: Child,
-    out: PathBuf,
-    grpc: u16,
-    http: u16,
-}
-
-impl Receiver {
-    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> Receiver {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let env = run_with_deadline(
-            Command::new(root.join("scripts/otlp-receiver-env.sh")),
-            Duration::from_secs(600),
-        );
-        assert!(
-            env.status.success(),
-            "scripts/otlp-receiver-env.sh: {}",
-            String::from_utf8_lossy(&env.stderr)
-        );
-        let python = root.join(String::from_utf8_lossy(&env.stdout).trim());
-        let out = dir.join("received.jsonl");
-        let mut cmd = Command::new(python);
-        cmd.arg(root.join("tests/tools/otlp_receiver.py")).arg(&out);
-        if let Some((cert, key)) = tls {
-            cmd.arg("--tls").arg(cert).arg(key);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ports: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("receiver: {e}: {line:?}"));
-        Receiver {
-            child,
-            out,
-            grpc: ports["grpc"].as_u64().unwrap() as u16,
-            http: ports["http"].as_u64().unwrap() as u16,
-        }
-    }
-
-    /// The requests received so far.
-    fn received(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    fn wait(&self, n: usize) -> Vec<Value> {
-        assert!(wait_until(Duration::from_secs(20), || self.received().len() >= n), "{:?}", self.received());
-        self.received()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The attribute `key` of an OTLP record (protobuf JSON: `{"key", "value": {"stringValue"}}`).
-fn attr<'a>(list: &'a Value, key: &str) -> &'a Value {
-    list.as_array().and_then(|a| a.iter().find(|kv| kv["key"] == key)).map_or(&Value::Null, |kv| &kv["value"])
-}
+use common::otlp::{attr, Receiver};
 
 /// One drift exec in an audited container with `otlp` as the `[export.otlp]` table; the
 /// finding recorded.
@@ -160,7 +93,7 @@ fn findings_reach_a_real_otlp_receiver_over_grpc_with_tls() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = super::tls::pki(dir.path(), "collector");
+    let (ca, cert, key) = pki(dir.path(), "collector");
     let rx = Receiver::start(dir.path(), Some((&cert, &key)));
     let s = Scratch::new();
     let otlp = format!(
