@@ -312,3 +312,91 @@ fn a_service_manager_that_refuses_fanotify_stops_the_unit_with_78_and_the_reason
     let j = g.journal();
     assert!(j.contains("fanotify_init") && j.contains("seccomp filter"), "{j}");
 }
+
+/// The fleet path where it meets the unit: findings to an OTLP receiver (on the host, over
+/// TLS against a CA file in /etc/driftgate) with the cluster's name and a header token taken
+/// from an EnvironmentFile, the OCSF file in the unit's LogsDirectory, arguments redacted. The
+/// shipped unit allows no IP traffic: until the packaged webhook.conf drop-in is installed,
+/// every send fails, counted and logged, and the findings stay in the spool.
+#[test]
+fn under_the_unit_findings_reach_a_collector_over_tls_once_the_drop_in_allows_it() {
+    let Some(_one) = ready() else { return };
+    let pki_dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki(pki_dir.path(), "collector");
+    let rx = common::otlp::Receiver::start(pki_dir.path(), Some((&cert, &key)));
+    let g = guest_with_package(true);
+    wait_active(&g);
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    configure(
+        &g,
+        "audit",
+        &format!(
+            "[export.otlp]\nendpoint = \"https://localhost:{}\"\nca_file = \"/etc/driftgate/collector-ca.pem\"\n\
+             [export.otlp.headers]\nx-tenant = \"${{OTLP_TENANT}}\"\n",
+            rx.grpc
+        ),
+    );
+    g.ok(&format!(
+        "set -e; f=/etc/driftgate/driftgate.toml\n\
+         sed -i 's|^\\[export\\]$|[export]\\nocsf_file = \"/var/log/driftgate/findings.ocsf.jsonl\"|' $f\n\
+         sed -i 's|^aggregate_window_secs = .*|aggregate_window_secs = 0|' $f\n\
+         cat > /etc/driftgate/collector-ca.pem <<'DGEOF'\n{ca_pem}DGEOF\n\
+         [ -e /etc/hosts ] || printf '127.0.0.1 localhost\\n::1 localhost ip6-localhost\\n' > /etc/hosts  # as the installer writes it\n\
+         umask 077; printf 'CLUSTER_NAME=prod-eu\\nOTLP_TENANT=team-a\\n' > /etc/driftgate/fleet.env\n\
+         mkdir -p /etc/systemd/system/driftgate.service.d\n\
+         printf '[Service]\\nEnvironmentFile=/etc/driftgate/fleet.env\\n' > /etc/systemd/system/driftgate.service.d/env.conf\n\
+         systemctl daemon-reload"
+    ));
+    let out = g.sh("systemctl restart driftgate", T);
+    assert!(out.status.success(), "{}", g.journal());
+    wait_active(&g);
+    make_container(&g, "fleet");
+    let drift = "cp /usr/bin/true /tmp/agent; /tmp/agent --password=hunter2 --token abc; echo added=$?\n";
+    assert_eq!(run_in(&g, "fleet", drift)["added"], 0, "audit mode");
+    // The unit allows no IP traffic: every try fails, is counted and logged.
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&g)["export"]["otlp_failures"].as_u64() > Some(0)),
+        "{:#}\n{}",
+        status(&g)["export"],
+        g.journal()
+    );
+    assert_eq!(status(&g)["export"]["otlp_sent"], 0);
+    assert!(g.journal().contains("otlp"), "{}", g.journal());
+    assert!(rx.received().is_empty());
+
+    // The packaged drop-in lets it reach this node's loopback.
+    g.ok("cp /usr/share/doc/driftgate/examples/webhook.conf /etc/systemd/system/driftgate.service.d/\n\
+          systemctl daemon-reload; systemctl restart driftgate");
+    wait_active(&g);
+    make_container(&g, "fleet2");
+    assert_eq!(run_in(&g, "fleet2", drift)["added"], 0);
+    assert!(
+        wait_until(Duration::from_secs(30), || !rx.received().is_empty()),
+        "nothing received: {:#}\n{}",
+        status(&g)["export"],
+        g.journal()
+    );
+    let req = rx.received().remove(0);
+    assert_eq!(req["_via"], "grpc \"team-a\"", "the header from the EnvironmentFile");
+    let rl = &req["resourceLogs"][0];
+    let res = &rl["resource"]["attributes"];
+    assert_eq!(common::otlp::attr(res, "k8s.cluster.name")["stringValue"], "prod-eu");
+    let rec = &rl["scopeLogs"][0]["logRecords"][0];
+    assert_eq!(common::otlp::attr(&rec["attributes"], "file.path")["stringValue"], "/tmp/agent");
+    let args = common::otlp::attr(&rec["attributes"], "process.command_args").to_string();
+    assert!(!args.contains("hunter2") && !args.contains("abc"), "redacted before any sink: {args}");
+    assert_eq!(status(&g)["export"]["otlp_sent"], 1);
+
+    // The OCSF file in the unit's LogsDirectory: valid, the cluster named, redacted.
+    let lines = g.ok("cat /var/log/driftgate/findings.ocsf.jsonl");
+    let events: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 2, "both findings, before and after the drop-in: {lines}");
+    for e in &events {
+        assert_eq!(ocsf_errors(e), Vec::<String>::new(), "{e:#}");
+        assert!(e["resources"].to_string().contains("prod-eu"), "{e:#}");
+        assert!(!e.to_string().contains("hunter2"), "{e:#}");
+    }
+    let f = findings(&g);
+    assert_eq!(f.len(), 2, "the spool has both: {f:#?}");
+    assert!(f.iter().all(|x| x["cluster"] == "prod-eu"));
+}
