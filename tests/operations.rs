@@ -416,4 +416,18 @@ fn a_configmap_update_is_validated_and_applied_and_a_bad_one_keeps_the_running_c
     assert_eq!(d.status()["mode"], "enforce");
     let metrics_reloads = d.status()["reloads"].clone();
     assert_eq!(metrics_reloads, 1);
+    // A changed [export] is read at start only: the reload says so rather than ignore it.
+    let with_export = format!(
+        "{}\n[export]\nocsf_file = \"/tmp/dg-never-written.jsonl\"\n",
+        text.replace("mode = \"audit\"", "mode = \"enforce\"")
+    );
+    configmap_update(&cm, 4, &with_export);
+    assert!(wait_until(Duration::from_secs(10), || d.status()["reloads"] == 2), "{}", d.log_text());
+    assert!(
+        d.wait_log("section=\"[export]\"", Duration::from_secs(5))
+            && d.log_text().contains("takes effect at the next start"),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.status()["export"]["ocsf_file"].is_null(), "the running exports stay");
 }

@@ -55,6 +55,13 @@ impl Reloader {
             tracing::warn!(from = old.mode.as_str(), to = new.mode.as_str(), "mode changed by reload");
         }
         shared.mode.set(new.mode);
+        for (section, changed) in
+            [("[export]", new.export != old.export), ("[evidence]", new.evidence != old.evidence)]
+        {
+            if changed {
+                tracing::warn!(section, "changed by reload; it takes effect at the next start (restart the daemon): until then the running one stays");
+            }
+        }
         shared.health.set_enforcing(enforcing(&new));
         shared.namespaces.set_enabled(new.mounts_enabled);
         shared.libraries.enabled.store(new.libraries_enabled, Ordering::Relaxed);

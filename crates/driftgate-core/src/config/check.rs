@@ -297,7 +297,7 @@ pub(super) struct Target {
 }
 
 /// `[export.otlp]`: findings as OpenTelemetry log records, to a Collector's `otlp` receiver.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Otlp {
     /// As configured, for status and logs.
     pub endpoint: String,
@@ -325,7 +325,7 @@ pub struct WebhookTls {
 }
 
 /// `[export] webhook`: each finding POSTed as JSON.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     /// `host:port` to connect to, and the request's `Host` and path.
     pub url: String,

@@ -135,7 +135,7 @@ pub struct KernelConfig {
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/driftgate";
 
 /// `[evidence]`: copies of the files behind findings, kept for the responder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvidenceConfig {
     pub enabled: bool,
     /// `<state_dir>/evidence` unless set.
@@ -147,7 +147,7 @@ pub struct EvidenceConfig {
 }
 
 /// `[export]`: findings sent off the node as they are recorded.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportConfig {
     /// Every finding appended as one OCSF Detection Finding per line.
     pub ocsf_file: Option<PathBuf>,
