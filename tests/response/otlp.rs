@@ -111,3 +111,36 @@ fn http_free_status(d: &Daemon) -> String {
     let o = Command::new(driftgate_bin()).args(["status", "--socket"]).arg(d.socket()).output().unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// The example Collector's filelog receiver (packaging/otel-collector.yaml) against a line of
+/// the OCSF file: the path it tails is the one the packaged configuration documents, and the
+/// fields its json_parser takes the time and severity from are there, in the unit and with the
+/// values it expects (the severity as OTLP export maps it). The Collector itself cannot be
+/// installed here (no Go module proxy, no package), so its settings are checked, not run.
+pub(super) fn collector_filelog_reads(line: &Value, severity: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let col = &yaml_documents(&root.join("packaging/otel-collector.yaml"))[0];
+    let r = &col["receivers"]["filelog/driftgate-ocsf"];
+    let path = r["include"][0].as_str().unwrap();
+    let packaged = std::fs::read_to_string(root.join("packaging/driftgate.toml")).unwrap();
+    assert!(packaged.contains(&format!("# ocsf_file = \"{path}\"")), "{path}");
+    let pipelines = col["service"]["pipelines"].as_object().unwrap();
+    assert!(pipelines
+        .values()
+        .any(|p| p["receivers"].as_array().unwrap().contains(&"filelog/driftgate-ocsf".into())));
+    let op = &r["operators"][0];
+    assert_eq!(op["type"], "json_parser");
+    let field = |p: &Value| line[p.as_str().unwrap().strip_prefix("attributes.").unwrap()].clone();
+    let (ts, sev) = (&op["timestamp"], &op["severity"]);
+    assert_eq!((&ts["layout_type"], &ts["layout"]), (&"epoch".into(), &"ms".into()));
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let t = field(&ts["parse_from"]).as_i64().expect("an integer time");
+    assert!((now_ms - t).abs() < 600_000, "time {t} is not epoch milliseconds (now {now_ms})");
+    let level = match severity {
+        "LOW" => "warn",
+        "MEDIUM" => "error",
+        "HIGH" => "error3",
+        _ => "fatal",
+    };
+    assert_eq!(sev["mapping"][level], field(&sev["parse_from"]), "{severity}: {sev}");
+}
