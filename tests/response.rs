@@ -307,7 +307,6 @@ fn findings_reach_a_webhook_in_falco_shape_with_retries_and_an_ocsf_file() {
     otlp::collector_filelog_reads(&line, f[0]["severity"].as_str().unwrap());
 }
 
-
 #[test]
 fn a_dead_webhook_never_holds_a_decision_and_its_losses_are_counted() {
     if !privileged() {
