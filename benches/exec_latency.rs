@@ -2,7 +2,7 @@
 //! Environment: DRIFTGATE_BENCH_ITERATIONS, DRIFTGATE_BENCH_ROUNDS, DRIFTGATE_BENCH_PIN,
 //! DRIFTGATE_BENCH_BINARY.
 
-use driftgate::bench::exec::{default_configs, render, run, Options};
+use driftgate_bench::exec::{default_configs, render, run, Options};
 
 fn env<T: std::str::FromStr>(k: &str) -> Option<T> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())

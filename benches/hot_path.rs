@@ -10,9 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use driftgate::container::layers::Layers;
 use driftgate::daemon::cache::BoundedMap;
 use driftgate::daemon::hot::{candidate_paths, identity_candidates};
-use driftgate::engine::{judge, Describe, Evidence, Executed, Facts, ImageAtPath, Mode, Settings};
-use driftgate::policy::{Policy, RawRule, Rule, RuleAction, Subject};
-use driftgate::sys::fs::{fstat_fd, FileId};
+use driftgate_core::engine::{judge, Describe, Evidence, Executed, Facts, ImageAtPath, Mode, Settings};
+use driftgate_core::policy::{Policy, RawRule, Rule, RuleAction, Subject};
+use driftgate_sys::fs::fstat_fd;
 
 fn bench(c: &mut Criterion) {
     // The daemon's decision (`engine::judge`): with no rules (the default: no subject is
@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
     let f = dir.path().join("f");
     std::fs::write(&f, b"x").unwrap();
     let file = std::fs::File::open(&f).unwrap();
-    let id = FileId::from_stat(&fstat_fd(file.as_fd()).unwrap());
+    let id = driftgate_sys::fs::file_id(&fstat_fd(file.as_fd()).unwrap());
     let mut cache = BoundedMap::new(65536);
     for i in 0..50_000u64 {
         let mut k = id;
@@ -64,9 +64,9 @@ fn bench(c: &mut Criterion) {
     // The name of the file being executed, read back from its event fd (every slow-path exec).
     let f = std::fs::File::open("/proc/self/exe").unwrap();
     c.bench_function("paths/fd_path", |b| {
-        b.iter(|| black_box(driftgate::sys::fs::fd_path(std::os::fd::AsFd::as_fd(&f)).unwrap()))
+        b.iter(|| black_box(driftgate_sys::fs::fd_path(std::os::fd::AsFd::as_fd(&f)).unwrap()))
     });
-    c.bench_function("time/rfc3339_now", |b| b.iter(|| black_box(driftgate::util::now_rfc3339())));
+    c.bench_function("time/rfc3339_now", |b| b.iter(|| black_box(driftgate_core::util::now_rfc3339())));
 
     let root = b"/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/rootfs";
     c.bench_function("paths/candidates", |b| {
@@ -90,7 +90,7 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir(&upper).unwrap();
     let layers = Layers::open(Some(&upper), &lowers).unwrap();
     let tf = std::fs::File::open(&target).unwrap();
-    let tid = FileId::from_stat(&fstat_fd(tf.as_fd()).unwrap());
+    let tid = driftgate_sys::fs::file_id(&fstat_fd(tf.as_fd()).unwrap());
     c.bench_function("layers/lower_identity_proof", |b| {
         b.iter(|| assert!(layers.lower_identical(black_box(b"/usr/local/bin/app"), &tid).is_some()))
     });
@@ -105,18 +105,18 @@ fn bench(c: &mut Criterion) {
     let l0 = std::fs::File::open(&lowers[2]).unwrap();
     c.bench_function("paths/open_beneath_openat2", |b| {
         b.iter(|| {
-            black_box(driftgate::sys::fs::open_beneath(l0.as_fd(), black_box(b"/usr/local/bin/app")).unwrap())
+            black_box(driftgate_sys::fs::open_beneath(l0.as_fd(), black_box(b"/usr/local/bin/app")).unwrap())
         })
     });
-    let rules = driftgate::sys::walk::Rules {
-        confine: driftgate::sys::walk::Confine::Beneath,
+    let rules = driftgate_sys::walk::Rules {
+        confine: driftgate_sys::walk::Confine::Beneath,
         no_symlinks: true,
         nofollow_final: true,
         no_xdev: true,
     };
     c.bench_function("paths/open_beneath_walk", |b| {
         b.iter(|| {
-            black_box(driftgate::sys::walk::open(l0.as_fd(), black_box(b"usr/local/bin/app"), rules).unwrap())
+            black_box(driftgate_sys::walk::open(l0.as_fd(), black_box(b"usr/local/bin/app"), rules).unwrap())
         })
     });
 
@@ -128,30 +128,34 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let probe = entries[123_456].0;
-    let set = driftgate::index::ioc::IocSet::build(vec![("bench".into(), entries)]);
+    let set = driftgate_core::index::ioc::IocSet::build(vec![("bench".into(), entries)]);
     c.bench_function("ioc/lookup_1m_hit", |b| b.iter(|| set.contains(black_box(&probe))));
     c.bench_function("ioc/lookup_1m_miss", |b| b.iter(|| set.contains(black_box(&[0x42u8; 32]))));
 
     // Image-file hash from a layer manifest of 20,000 executables (the fast path's BUILTIN
     // check on a first exec), and the union of three such layers.
-    let mut manifest = driftgate::index::manifest::Manifest::new("bench");
+    let mut manifest = driftgate_core::index::manifest::Manifest::new("bench");
     for i in 0..20_000u32 {
-        let e = driftgate::index::manifest::Entry {
+        let e = driftgate_core::index::manifest::Entry {
             sha256: [(i % 251) as u8; 32],
             size: 1000,
             mode: 0o755,
             mtime: 0,
-            node: Some(driftgate::index::manifest::NodeVersion { ino: i as u64, mtime_ns: 5, ctime_ns: 7 }),
+            node: Some(driftgate_core::index::manifest::NodeVersion {
+                ino: i as u64,
+                mtime_ns: 5,
+                ctime_ns: 7,
+            }),
         };
         manifest.insert(format!("/usr/lib/pkg{}/bin{i}", i % 64).into_bytes(), e);
     }
-    let mid = driftgate::sys::fs::FileId { dev: 1, ino: 12_345, size: 1000, mtime_ns: 5, ctime_ns: 7 };
+    let mid = driftgate_sys::fs::FileId { dev: 1, ino: 12_345, size: 1000, mtime_ns: 5, ctime_ns: 7 };
     let path = format!("/usr/lib/pkg{}/bin12345", 12_345 % 64).into_bytes();
     c.bench_function("index/manifest_hash_20k", |b| {
         b.iter(|| assert!(manifest.hash_for(black_box(&path), black_box(&mid)).is_some()))
     });
     c.bench_function("index/union_3x20k", |b| {
-        b.iter(|| black_box(driftgate::index::union::union(&[&manifest, &manifest, &manifest]).len()))
+        b.iter(|| black_box(driftgate_core::index::union::union(&[&manifest, &manifest, &manifest]).len()))
     });
 
     let data = vec![0x5au8; 1 << 20];

@@ -1,18 +1,17 @@
 //! driftgate: blocks and reports binaries executed in containers that were not part of their
 //! image ("exec drift"), using fanotify `FAN_OPEN_EXEC_PERM` on container overlay rootfs.
 //!
-//! Layout: [`engine`] is the pure decision; [`sys`] the only unsafe code; [`container`] finds
-//! container mounts and looks into their layers; [`daemon`] wires the hot path; [`sink`]
-//! records findings; [`cli`] holds one module per subcommand.
+//! Layout: the decision, its vocabulary, configuration and findings are the pure crate
+//! `driftgate_core`; system calls (the only unsafe code) are `driftgate_sys`; image and layer
+//! I/O is `driftgate_image`; the kernel layer's BPF program is `driftgate_bpf`. Here:
+//! [`container`] finds container mounts and looks into their layers; [`daemon`] wires the hot
+//! path; [`sink`] records findings; [`cli`] holds one module per subcommand. Code names the
+//! other crates by their own names, so a reader sees where it crosses into one.
 
 pub mod cli;
 pub mod container;
 pub mod daemon;
 pub mod sink;
-
-pub use driftgate_bench as bench;
-pub use driftgate_core::{config, engine, export, finding, index, model, policy, util};
-pub use driftgate_sys as sys;
 
 /// Exit codes (sysexits.h), so a service manager can tell a bad configuration (do not restart)
 /// from a runtime failure.

@@ -14,6 +14,7 @@ const CRATES: &[&str] = &[
     "src",
     "crates/driftgate-sys/src",
     "crates/driftgate-core/src",
+    "crates/driftgate-image/src",
     "crates/driftgate-bench/src",
     "crates/driftgate-bpf/src",
 ];
@@ -327,10 +328,68 @@ fn unsafe_code_only_in_the_sys_crate() {
         .collect();
     assert!(offenders.is_empty(), "unsafe outside driftgate-sys and driftgate-bpf: {offenders:?}");
     // And the compiler holds every other crate to it.
-    for manifest in ["Cargo.toml", "crates/driftgate-core/Cargo.toml", "crates/driftgate-bench/Cargo.toml"] {
+    for manifest in [
+        "Cargo.toml",
+        "crates/driftgate-core/Cargo.toml",
+        "crates/driftgate-image/Cargo.toml",
+        "crates/driftgate-bench/Cargo.toml",
+    ] {
         let text = std::fs::read_to_string(Path::new(ROOT).join(manifest)).unwrap();
         assert!(text.contains("[lints]\nworkspace = true"), "{manifest} takes the workspace lints");
     }
     let ws = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
     assert!(ws.contains("unsafe_code = \"forbid\""));
+}
+
+/// The crates driftgate-core may depend on: data, formats, hashing, logging. None makes a
+/// system call of its own, reads archives or draws on a terminal.
+const PURE: &[&str] = &[
+    "sha2",
+    "serde",
+    "serde_json",
+    "toml",
+    "thiserror",
+    "tracing",
+    "globset",
+    "arc-swap",
+    "base64",
+    "time",
+    "hex",
+    "humantime",
+];
+
+/// Dependencies of `manifest` (a Cargo.toml's text) that are not in `allowed`.
+fn impure(manifest: &str, allowed: &[&str]) -> Vec<String> {
+    let t: toml::Table = manifest.parse().unwrap();
+    let deps = t.get("dependencies").and_then(|d| d.as_table()).cloned().unwrap_or_default();
+    deps.keys().filter(|k| !allowed.contains(&k.as_str())).cloned().collect()
+}
+
+#[test]
+fn the_core_depends_on_nothing_that_touches_the_system() {
+    let root = Path::new(ROOT).join("crates/driftgate-core");
+    let offenders = impure(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap(), PURE);
+    assert!(
+        offenders.is_empty(),
+        "driftgate-core depends on {offenders:?}: system calls go in driftgate-sys, image and layer I/O in driftgate-image"
+    );
+    // The checker sees a dependency that does I/O.
+    assert_eq!(impure("[dependencies]\nsha2 = \"1\"\nnix = \"1\"\n", PURE), ["nix"]);
+    // Nor does its code reach for another driftgate crate or the system's other doors.
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    for f in files {
+        let code = code_of(&std::fs::read_to_string(&f).unwrap());
+        for door in [
+            "driftgate_sys",
+            "driftgate_image",
+            "std::process",
+            "std::net::Tcp",
+            "std::net::Udp",
+            "std::os::unix::net",
+            "std::os::fd",
+        ] {
+            assert!(!code.contains(door), "{} uses {door}", f.display());
+        }
+    }
 }

@@ -320,7 +320,7 @@ fn oci_layout(dir: &std::path::Path, wrong_diff_id: bool) {
     let gz = gz.finish().unwrap();
     // With `wrong_diff_id`, the config names the hash of other bytes.
     let diff_of: &[u8] = if wrong_diff_id { b"not the layer" } else { &layer };
-    driftgate::bench::index::write_oci_layout(
+    driftgate_bench::index::write_oci_layout(
         dir,
         diff_of,
         &gz,

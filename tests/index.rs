@@ -189,17 +189,17 @@ fn whiteouts_and_opaque_directories_of_a_real_layer_directory_are_recorded() {
     )
     .unwrap();
     xattr_set(&l.join("var"), "trusted.overlay.opaque", b"y");
-    let (m, _) = driftgate::index::layerdir::index_layer_dir(l, None, &mut |_| {}).unwrap();
+    let (m, _) = driftgate_image::layerdir::index_layer_dir(l, None, &mut |_| {}).unwrap();
     assert!(m.whiteouts.contains(b"/etc/gone".as_slice()));
     assert!(m.opaque.contains(b"/var".as_slice()));
     assert!(m.files.contains_key(b"/var/lib/tool".as_slice()));
     // Over a lower layer, the union shows the opaque directory's own file and hides the rest.
-    let mut lower = driftgate::index::manifest::Manifest::new("t");
+    let mut lower = driftgate_core::index::manifest::Manifest::new("t");
     let e = m.files[b"/var/lib/tool".as_slice()].clone();
     lower.insert(b"/var/old".to_vec(), e.clone());
     lower.insert(b"/etc/gone".to_vec(), e.clone());
     lower.insert(b"/bin/kept".to_vec(), e);
-    let u = driftgate::index::union::union(&[&m, &lower]);
+    let u = driftgate_core::index::union::union(&[&m, &lower]);
     let paths: Vec<&[u8]> = u.keys().map(Vec::as_slice).collect();
     assert_eq!(paths, [b"/bin/kept".as_slice(), b"/var/lib/tool".as_slice()]);
 }

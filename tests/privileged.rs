@@ -270,7 +270,7 @@ fn hostile_file_names_cannot_break_or_forge_records() {
     let f = d.findings(1);
     assert_eq!(f.len(), 1, "exactly one record: {f:?}");
     let raw = f[0]["file"]["path_raw"].as_str().expect("non-UTF-8 path keeps its raw bytes");
-    assert_eq!(driftgate::finding::decode_raw(raw).unwrap(), name);
+    assert_eq!(driftgate_core::finding::decode_raw(raw).unwrap(), name);
     // The journal entry: FILE_PATH carries the exact bytes, MESSAGE stays one escaped line.
     let mut buf = vec![0u8; 1 << 20];
     // (An empty datagram first: the daemon's probe of the socket at start.)

@@ -7,5 +7,5 @@ fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("image.tar");
     std::fs::write(&p, data).unwrap();
-    let _ = driftgate::index::build::build(&p, false);
+    let _ = driftgate_image::build::build(&p, false);
 });

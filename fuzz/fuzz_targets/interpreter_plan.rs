@@ -2,7 +2,7 @@
 //! them: the planner must never panic, and every file it plans is named by an argument, an
 //! environment value or a fixed startup path.
 #![no_main]
-use driftgate::engine::indirect::{plan, ExecContext, ExecKind, Lang, Plan};
+use driftgate_core::engine::indirect::{plan, ExecContext, ExecKind, Lang, Plan};
 use libfuzzer_sys::fuzz_target;
 
 struct Ctx {

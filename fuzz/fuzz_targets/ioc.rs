@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = driftgate::index::ioc::parse_source("feed.txt", data);
-    let _ = driftgate::index::ioc::parse_source("feed.csv", data);
-    let _ = driftgate::util::parse_sha256(data);
+    let _ = driftgate_core::index::ioc::parse_source("feed.txt", data);
+    let _ = driftgate_core::index::ioc::parse_source("feed.csv", data);
+    let _ = driftgate_core::util::parse_sha256(data);
 });

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = driftgate::index::build::index_layer_tar(Box::new(std::io::Cursor::new(data.to_vec())), "fuzz");
+    let _ = driftgate_image::build::index_layer_tar(Box::new(std::io::Cursor::new(data.to_vec())), "fuzz");
 });

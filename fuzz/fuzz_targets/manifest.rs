@@ -1,8 +1,8 @@
 //! Layer manifests (one JSON document per line of a bundle), and the tar member names and
 //! paths they are built from.
 #![no_main]
-use driftgate::index::manifest as m;
-use driftgate::index::paths as p;
+use driftgate_core::index::manifest as m;
+use driftgate_core::index::paths as p;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

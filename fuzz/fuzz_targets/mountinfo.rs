@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let cfg = driftgate::config::Config::defaults();
+    let cfg = driftgate_core::config::Config::defaults();
     for e in driftgate::container::mountinfo::parse(data) {
         let _ = driftgate::container::classify(&e, &cfg);
         let _ = driftgate::container::mounts::plan(&e, 1);

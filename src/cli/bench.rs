@@ -1,11 +1,11 @@
-//! `driftgate bench exec`: exec-latency benchmark (see `crate::bench::exec`).
+//! `driftgate bench exec`: exec-latency benchmark (see `driftgate_bench::exec`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use super::common::CliError;
 
-use crate::bench::exec::{self, LoadOptions, Options, LOAD_CONFIGS};
+use driftgate_bench::exec::{self, LoadOptions, Options, LOAD_CONFIGS};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -181,7 +181,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         BenchCommand::ExecInside(i) => return run_inside(i),
         BenchCommand::Open(o) => return run_open(o),
         BenchCommand::OpenInside(i) => {
-            return crate::bench::open::run_open_inside(
+            return driftgate_bench::open::run_open_inside(
                 &i.root,
                 &i.phase,
                 i.iterations,
@@ -190,7 +190,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
             .map_err(|e| CliError::Failure(format!("bench open-inside: {e}")));
         }
         BenchCommand::Floor(f) => {
-            return crate::bench::listener::floor(&f.marks).map_err(|e| CliError::Failure(e.to_string()))
+            return driftgate_bench::listener::floor(&f.marks).map_err(|e| CliError::Failure(e.to_string()))
         }
     };
     if !nix::unistd::Uid::effective().is_root() {
@@ -272,7 +272,7 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
 }
 
 fn run_ioc(a: IocArgs) -> Result<(), CliError> {
-    match crate::bench::ioc::run(a.entries) {
+    match driftgate_bench::ioc::run(a.entries) {
         Ok(r) if a.json => {
             println!("{}", serde_json::to_string(&r).expect("report serializes"));
             Ok(())
@@ -300,7 +300,7 @@ fn run_index(a: IndexArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--mb and --files must be at least 1".to_string()));
     }
     let tty = std::io::stderr().is_terminal();
-    let r = crate::bench::index::run(a.mb, a.files, |what| {
+    let r = driftgate_bench::index::run(a.mb, a.files, |what| {
         if tty {
             eprintln!("driftgate: bench index: {what}");
         }
@@ -311,7 +311,7 @@ fn run_index(a: IndexArgs) -> Result<(), CliError> {
             Ok(())
         }
         Ok(r) => {
-            print!("{}", crate::bench::index::render(&r));
+            print!("{}", driftgate_bench::index::render(&r));
             Ok(())
         }
         Err(e) => Err(CliError::Failure(format!("bench index: {e}"))),
@@ -326,7 +326,7 @@ fn run_inside(a: InsideArgs) -> Result<(), CliError> {
         };
         binds.push((src.into(), dst.into()));
     }
-    match crate::bench::inside::run_inside(&a.root, &binds, a.warmup, a.iterations, &a.argv) {
+    match driftgate_bench::inside::run_inside(&a.root, &binds, a.warmup, a.iterations, &a.argv) {
         Ok(samples) => {
             let text: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
             println!("{}", text.join(" "));
@@ -346,7 +346,7 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
     let driftgate =
         std::env::current_exe().map_err(|e| CliError::Failure(format!("cannot find own executable: {e}")))?;
     let daemon_extra = daemon_toml(&a.daemon_toml)?;
-    let opts = crate::bench::open::OpenOptions {
+    let opts = driftgate_bench::open::OpenOptions {
         iterations: a.iterations,
         rounds: a.rounds,
         files: a.files,
@@ -358,7 +358,7 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
         kernel_layer: a.kernel_layer,
     };
     let tty = std::io::stderr().is_terminal();
-    let res = crate::bench::open::run(&opts, |round, name| {
+    let res = driftgate_bench::open::run(&opts, |round, name| {
         if tty {
             eprint!("\rround {}/{} {:<40}", round + 1, opts.rounds, name);
         }
@@ -370,7 +370,7 @@ fn run_open(a: OpenArgs) -> Result<(), CliError> {
     if a.json {
         println!("{}", serde_json::to_string(&r).expect("report serializes"));
     } else {
-        print!("{}", crate::bench::open::render(&r));
+        print!("{}", driftgate_bench::open::render(&r));
     }
     Ok(())
 }

@@ -76,14 +76,15 @@ pub struct ConfigArg {
 
 impl ConfigArg {
     /// The configuration, or what is wrong with it (file, line and key).
-    pub fn load(&self) -> Result<crate::config::Config, CliError> {
+    pub fn load(&self) -> Result<driftgate_core::config::Config, CliError> {
         load_config(self.config.as_deref())
     }
 }
 
 /// Loads a configuration (`None`: the default file or built-in defaults).
-pub fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config, CliError> {
-    crate::config::Config::load(path).map_err(|e| CliError::Config(format!("configuration error: {e}")))
+pub fn load_config(path: Option<&std::path::Path>) -> Result<driftgate_core::config::Config, CliError> {
+    driftgate_core::config::Config::load(path)
+        .map_err(|e| CliError::Config(format!("configuration error: {e}")))
 }
 
 /// Sets up logging: journald when running under systemd (or when asked), stderr otherwise.

@@ -1,7 +1,7 @@
 //! `driftgate config check`: validate everything (keys, values, policy rules, IoC sources)
 //! without starting the daemon.
 
-use crate::index::ioc::IocSet;
+use driftgate_core::index::ioc::IocSet;
 
 use super::common::CliError;
 
@@ -38,11 +38,11 @@ pub fn run(args: CheckArgs) -> Result<(), CliError> {
         c.export.otlp.as_ref().map(|o| ("export.otlp.headers", &o.headers)),
     ];
     for (key, h) in headers.into_iter().flatten() {
-        if let Err(why) = crate::config::expand_headers(key, h) {
+        if let Err(why) = driftgate_core::config::expand_headers(key, h) {
             eprintln!("driftgate: warning: {why} here; the daemon needs it in its environment (EnvironmentFile=, a Secret's envFrom)");
         }
     }
-    let (imported, errors) = crate::index::store::load_imports(&c.index.import_dirs);
+    let (imported, errors) = driftgate_image::store::load_imports(&c.index.import_dirs);
     for e in &errors {
         eprintln!("driftgate: index.import_dirs: {e}");
         ok = false;

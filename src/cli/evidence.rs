@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use super::common::{io_error, CliError};
 
-use crate::finding::Finding;
 use crate::sink::evidence;
+use driftgate_core::finding::Finding;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EvidenceCommand {
@@ -91,7 +91,7 @@ fn list(a: ListArgs) -> Result<(), CliError> {
         for e in &entries {
             let refs: Vec<&Finding> = findings.iter().filter(|f| refers_to(f, &e.sha256)).collect();
             let mut paths: Vec<String> =
-                refs.iter().map(|f| crate::util::printable(&f.path_bytes())).collect();
+                refs.iter().map(|f| driftgate_core::util::printable(&f.path_bytes())).collect();
             paths.sort();
             paths.dedup();
             if a.json {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::common::CliError;
 
-use crate::engine::{Action, Category};
-use crate::finding::Finding;
 use crate::sink::spool;
-use crate::util::printable;
+use driftgate_core::engine::{Action, Category};
+use driftgate_core::finding::Finding;
+use driftgate_core::util::printable;
 
 #[derive(Debug, clap::Args)]
 pub struct FindingsArgs {
@@ -130,7 +130,7 @@ pub fn parse_time(s: &str, now: time::OffsetDateTime) -> Result<time::OffsetDate
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t);
     }
-    let age = crate::util::parse_duration(s)
+    let age = driftgate_core::util::parse_duration(s)
         .map_err(|_| format!("{s:?} is neither RFC 3339 nor an age like 30m"))?;
     Ok(now - age)
 }
@@ -210,7 +210,7 @@ pub fn run(args: FindingsArgs) -> Result<(), CliError> {
     let findings = read_spool(&dir)?;
     let related = match &args.related {
         Some(id) => {
-            let window = crate::util::parse_duration(&args.window).map_err(|_| {
+            let window = driftgate_core::util::parse_duration(&args.window).map_err(|_| {
                 CliError::Usage(format!("--window: {:?} is not a duration like 30m", args.window))
             })?;
             Some(Related::find(&findings, id, window)?)
@@ -334,8 +334,8 @@ pub enum Format {
 fn print_one(out: &mut impl Write, f: &Finding, format: Format) -> std::io::Result<()> {
     match format {
         Format::Json => serde_json::to_writer(&mut *out, f)?,
-        Format::Ocsf => serde_json::to_writer(&mut *out, &crate::export::ocsf(f))?,
-        Format::Falco => serde_json::to_writer(&mut *out, &crate::export::falco(f))?,
+        Format::Ocsf => serde_json::to_writer(&mut *out, &driftgate_core::export::ocsf(f))?,
+        Format::Falco => serde_json::to_writer(&mut *out, &driftgate_core::export::falco(f))?,
         Format::Text => return print_text(out, f),
     }
     out.write_all(b"\n")

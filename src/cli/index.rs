@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use super::common::CliError;
 
-use crate::config::Config;
-use crate::index::manifest::Manifest;
-use crate::index::store::{load_imports, NodeStore};
+use driftgate_core::config::Config;
+use driftgate_core::index::manifest::Manifest;
+use driftgate_image::store::{load_imports, NodeStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum IndexCommand {
@@ -63,9 +63,9 @@ pub fn run(cmd: IndexCommand) -> Result<(), CliError> {
 
 fn build(a: BuildArgs) -> Result<(), CliError> {
     let progress = !a.quiet && std::io::stderr().is_terminal();
-    let built = match crate::index::build::build(&a.source, progress) {
+    let built = match driftgate_image::build::build(&a.source, progress) {
         Ok(b) => b,
-        Err(crate::index::build::BuildError::Open { path, source }) => {
+        Err(driftgate_image::build::BuildError::Open { path, source }) => {
             return Err(super::common::io_error(format_args!("index build: {}", path.display()), &source));
         }
         Err(e) => return Err(CliError::Data(format!("index build: {e}"))),
@@ -188,8 +188,8 @@ fn list(a: ListArgs) -> Result<(), CliError> {
                 m.files.len(),
                 human(m.layer_bytes),
                 m.created.get(..19).unwrap_or(&m.created),
-                crate::index::manifest::BytePath(m.label().into_bytes()),
-                crate::index::manifest::BytePath(source.into_bytes())
+                driftgate_core::index::manifest::BytePath(m.label().into_bytes()),
+                driftgate_core::index::manifest::BytePath(source.into_bytes())
             );
         }
     }
@@ -243,7 +243,7 @@ fn show(a: ShowArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let m = &k.manifest;
-    let _ = writeln!(out, "layer:    {}", crate::index::manifest::BytePath(m.label().into_bytes()));
+    let _ = writeln!(out, "layer:    {}", driftgate_core::index::manifest::BytePath(m.label().into_bytes()));
     if let (Some(d), Some(_)) = (&m.diff_id, &m.layer_dir) {
         let _ = writeln!(out, "diff_id:  {d}");
     }

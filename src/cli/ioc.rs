@@ -1,7 +1,7 @@
 //! `driftgate ioc check FILE|SHA256...`: is it known-bad, and according to which source.
 
-use crate::index::ioc::IocSet;
-use crate::util::parse_sha256;
+use driftgate_core::index::ioc::IocSet;
+use driftgate_core::util::parse_sha256;
 
 use super::common::CliError;
 
@@ -56,7 +56,7 @@ pub fn run(cmd: IocCommand) -> Result<(), CliError> {
                 }
             },
         };
-        let hex = crate::util::hex(hash);
+        let hex = driftgate_core::util::hex(hash);
         match set.lookup(&hash) {
             Some(m) => println!(
                 "{item}: KNOWN-BAD sha256={hex} name={} source={}",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::common::CliError;
 
-use crate::config::Config;
+use driftgate_core::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -73,8 +73,12 @@ pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
             })
         })
         .collect();
-    let sim =
-        crate::engine::simulate::simulate(&findings, &candidate.policy, candidate.mode, candidate.ioc_block);
+    let sim = driftgate_core::engine::simulate::simulate(
+        &findings,
+        &candidate.policy,
+        candidate.mode,
+        candidate.ioc_block,
+    );
     if a.json {
         let mut v = serde_json::to_value(&sim).expect("simulation serializes");
         v["spool"] = spool_dir.display().to_string().into();
@@ -94,8 +98,8 @@ pub fn run(cmd: PolicyCommand) -> Result<(), CliError> {
     for r in &sim.rows {
         println!(
             "{:<24} {:<40} {:>8} {:>8} {:>8}",
-            crate::util::printable(r.namespace.as_bytes()),
-            crate::util::printable(r.image.as_bytes()),
+            driftgate_core::util::printable(r.namespace.as_bytes()),
+            driftgate_core::util::printable(r.image.as_bytes()),
             r.counts.blocked,
             r.counts.audited,
             r.counts.allowed

@@ -21,9 +21,11 @@ pub fn run(a: ReloadArgs) -> Result<(), CliError> {
     // the file itself, and says what is wrong with it).
     let socket = match a.socket {
         Some(s) => s,
-        None => {
-            a.config.load().map(|c| c.socket).unwrap_or_else(|_| crate::config::Config::defaults().socket)
-        }
+        None => a
+            .config
+            .load()
+            .map(|c| c.socket)
+            .unwrap_or_else(|_| driftgate_core::config::Config::defaults().socket),
     };
     let reply = crate::daemon::socket::request_reload(&socket)
         .map_err(|e| CliError::Failure(format!("no daemon answered on {}: {e}", socket.display())))?;

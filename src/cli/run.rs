@@ -1,6 +1,6 @@
 //! `driftgate run`: the daemon in the foreground.
 
-use crate::engine::Mode;
+use driftgate_core::engine::Mode;
 
 use super::common::CliError;
 

@@ -41,7 +41,7 @@ pub fn run(a: StatusArgs) -> Result<(), CliError> {
 }
 
 pub fn render(s: &Status) -> String {
-    use crate::util::printable;
+    use driftgate_core::util::printable;
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.0}"));
     let mut o = format!(
         "driftgate {} (pid {}), mode {}, node {}, up {}s since {}\n",

@@ -21,7 +21,7 @@ pub fn run(a: UnpinArgs) -> Result<(), CliError> {
     let dir = a
         .pin_dir
         .or_else(|| cfg.as_ref().map(|c| c.kernel.pin_dir.clone()))
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PIN_DIR));
+        .unwrap_or_else(|| PathBuf::from(driftgate_core::config::DEFAULT_PIN_DIR));
     let removed = driftgate_bpf::unpin(&dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
             CliError::NoPerm(format!("{}: {e} (run as root)", dir.display()))
@@ -34,7 +34,8 @@ pub fn run(a: UnpinArgs) -> Result<(), CliError> {
     } else {
         println!("nothing pinned in {}", dir.display());
     }
-    let socket = cfg.map(|c| c.socket).unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET));
+    let socket =
+        cfg.map(|c| c.socket).unwrap_or_else(|| PathBuf::from(driftgate_core::config::DEFAULT_SOCKET));
     if crate::daemon::socket::query(&socket).is_ok() {
         println!("a daemon is running: its program stays attached until it stops, and it pins again when it starts");
     }

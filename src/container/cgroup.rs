@@ -124,7 +124,7 @@ pub fn of_process(pid: i32) -> Result<Cgroup, String> {
 /// of the thread below the daemon's, and the cgroup to freeze (of the top process in that
 /// namespace, which holds the thread's).
 pub fn container_of_thread(tid: i32) -> Result<(u64, Cgroup), String> {
-    use crate::sys::proc::{pid_ns_chain, read_status};
+    use driftgate_sys::proc::{pid_ns_chain, read_status};
     let gone = || format!("thread {tid} is gone: its cgroup cannot be found");
     let chain = pid_ns_chain(tid).ok_or_else(gone)?;
     let Some(&top) = chain.last() else {
@@ -160,7 +160,7 @@ fn within(p: &str, parent: &str) -> bool {
 /// Whether `cg` holds only the container's processes (in PID namespace `top` or one nested in
 /// it), and none of the daemon's.
 pub fn check_own(cg: &Cgroup, top: u64) -> Result<(), String> {
-    check_members(cg, |pid| match crate::sys::proc::pid_ns_chain(pid) {
+    check_members(cg, |pid| match driftgate_sys::proc::pid_ns_chain(pid) {
         Some(chain) => chain.contains(&top),
         // Gone since the list was read.
         None => true,
@@ -217,8 +217,9 @@ pub fn own_v2_id(pid: i32, top: Option<u64>, rootfs_dev: u64) -> Result<u64, Str
     let mount = mounts().0.ok_or("no cgroup2 file system is mounted whole")?;
     let cg = Cgroup { dir: join(&mount, &path), path, v2: true };
     check_members(&cg, |p| {
-        let in_ns = || top.is_some_and(|t| crate::sys::proc::pid_ns_chain(p).is_some_and(|c| c.contains(&t)));
-        let in_root = || crate::sys::proc::root_dev_ino(p).is_none_or(|(dev, _)| dev == rootfs_dev);
+        let in_ns =
+            || top.is_some_and(|t| driftgate_sys::proc::pid_ns_chain(p).is_some_and(|c| c.contains(&t)));
+        let in_root = || driftgate_sys::proc::root_dev_ino(p).is_none_or(|(dev, _)| dev == rootfs_dev);
         in_ns() || in_root()
     })?;
     std::fs::metadata(&cg.dir).map(|m| m.ino()).map_err(|e| format!("cannot stat {}: {e}", cg.dir.display()))

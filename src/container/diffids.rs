@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::index::paths::parse_digest;
+use driftgate_core::index::paths::parse_digest;
 
 /// containers/storage `layers.json`: id -> diffID.
 pub fn parse_storage_layers(bytes: &[u8]) -> HashMap<String, String> {

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::stat::FileStat;
 
-use crate::sys::fs::{
+use driftgate_sys::fs::{
     fstat_fd, is_opaque_dir, is_regular, is_whiteout, open_beneath, open_component, open_component_dir,
     open_dir_path, FileId,
 };
-use crate::sys::SysError;
+use driftgate_sys::SysError;
 
 /// Open handles on a container's layer directories. Holding `O_PATH` fds on the layer
 /// directories (on the host filesystem) does not pin the overlay mount, so it never gets in
@@ -122,7 +122,7 @@ impl Layers {
         self.lower.iter().position(|root| {
             open_beneath(root.as_fd(), rel)
                 .and_then(|fd| fstat_fd(fd.as_fd()))
-                .map(|st| is_regular(&st) && FileId::from_stat(&st).same_version_as(exec))
+                .map(|st| is_regular(&st) && driftgate_sys::fs::file_id(&st).same_version_as(exec))
                 .unwrap_or(false)
         })
     }
@@ -132,7 +132,7 @@ impl Layers {
     pub fn open_lower_readable(&self, rel: &[u8], exec: &FileId) -> Option<OwnedFd> {
         let layer = self.lower_identical(rel, exec)?;
         let fd = open_beneath(self.lower[layer].as_fd(), rel).ok()?;
-        crate::sys::fs::reopen_readonly(fd.as_fd()).ok()
+        driftgate_sys::fs::reopen_readonly(fd.as_fd()).ok()
     }
 
     /// The upper layer's regular file at `rel`, if there is one.
@@ -147,7 +147,7 @@ impl Layers {
     /// the same inode number unless it is a copy-up (which keeps the lower inode's number).
     pub fn upper_matches(&self, rel: &[u8], exec: &FileId) -> bool {
         self.upper_file(rel).is_some_and(|f| {
-            let id = FileId::from_stat(&f.stat);
+            let id = driftgate_sys::fs::file_id(&f.stat);
             id.size == exec.size && id.mtime_ns == exec.mtime_ns && id.ctime_ns == exec.ctime_ns
         })
     }
@@ -328,6 +328,6 @@ mod tests {
         assert!(l.upper_file(b"/escape/secret").is_none());
         assert!(l.upper_file(b"/bin/link").is_none());
         let st = nix::sys::stat::stat(&d.path().join("outside/secret")).unwrap();
-        assert!(l.lower_identical(b"/escape/secret", &FileId::from_stat(&st)).is_none());
+        assert!(l.lower_identical(b"/escape/secret", &driftgate_sys::fs::file_id(&st)).is_none());
     }
 }

@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Config;
+use driftgate_core::config::Config;
 use layers::Layers;
 use mountinfo::{overlay_layers, MountEntry, OverlayLayers};
 
@@ -67,7 +67,7 @@ pub struct Container {
     pub marked_at: std::sync::OnceLock<std::time::Instant>,
     pub first_exec_seen: std::sync::atomic::AtomicBool,
     /// Manifests of the lower layers, attached by the indexer thread as they become known.
-    pub index: arc_swap::ArcSwap<crate::index::union::ContainerIndex>,
+    pub index: arc_swap::ArcSwap<driftgate_core::index::union::ContainerIndex>,
     /// Its mount and PID namespaces, and what was marked or set in each.
     pub namespaces: std::sync::Mutex<mounts::Namespaces>,
     /// Whether a mount namespace of the container is known (and its mounts marked). Until one
@@ -94,7 +94,7 @@ impl Container {
 
     /// Whether an open file (`fd`, `st` from `fstat`) is on this container's rootfs.
     pub fn holds(&self, fd: std::os::fd::BorrowedFd<'_>, st: &nix::sys::stat::FileStat) -> bool {
-        st.st_dev == self.dev || (self.fsid.is_some() && crate::sys::fs::overlay_fsid(fd) == self.fsid)
+        st.st_dev == self.dev || (self.fsid.is_some() && driftgate_sys::fs::overlay_fsid(fd) == self.fsid)
     }
 
     pub fn runtime(&self) -> &'static str {
@@ -102,9 +102,9 @@ impl Container {
     }
 
     /// The container as a finding describes it, from the metadata known now.
-    pub fn container_ref(&self) -> crate::finding::ContainerRef {
+    pub fn container_ref(&self) -> driftgate_core::finding::ContainerRef {
         let m = self.meta.load();
-        crate::finding::ContainerRef {
+        driftgate_core::finding::ContainerRef {
             id: m.id.clone().unwrap_or_else(|| self.identity.id.clone()),
             runtime: m.runtime.unwrap_or(self.identity.runtime).into(),
             rootfs: self.rootfs.to_string_lossy().into_owned(),
@@ -130,7 +130,7 @@ impl Container {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     pub by_dev: HashMap<u64, Arc<Container>>,
-    /// By overlay fsid ([`crate::sys::fs::overlay_fsid`]), for the files an overlay reports
+    /// By overlay fsid ([`driftgate_sys::fs::overlay_fsid`]), for the files an overlay reports
     /// with a layer's pseudo device; an fsid that two containers share is in neither.
     pub by_fsid: HashMap<u64, Arc<Container>>,
 }
@@ -159,7 +159,7 @@ impl Registry {
             if self.by_fsid.is_empty() {
                 return None;
             }
-            self.by_fsid.get(&crate::sys::fs::overlay_fsid(fd)?)
+            self.by_fsid.get(&driftgate_sys::fs::overlay_fsid(fd)?)
         })
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::meta::{self, Metadata};
 use super::{containerd_api, Container};
-use crate::config::Config;
+use driftgate_core::config::Config;
 
 const API_DEADLINE: Duration = Duration::from_secs(2);
 

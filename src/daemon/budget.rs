@@ -74,7 +74,7 @@ impl FdBudget {
     /// Re-measures the daemon's own fds; `waiting` of them are waiting events and `held` are
     /// held files.
     pub fn refresh(&self, waiting: u64, held: u64) {
-        if let Some(open) = crate::sys::process::open_fd_count() {
+        if let Some(open) = driftgate_sys::process::open_fd_count() {
             self.base.store((open as u64).saturating_sub(waiting + held), Ordering::Relaxed);
         }
     }

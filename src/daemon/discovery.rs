@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::status::UnwatchedContainer;
-use crate::config::SharedConfig;
 use crate::container::layers::Layers;
 use crate::container::{classify, mountinfo, Candidate, Container, Registry};
-use crate::sys::fanotify::PermGroup;
-use crate::sys::fs::{fstat_fd, is_overlayfs, open_dir_readable, statx_mount_id};
-use crate::sys::mountwatch::MountWatch;
+use driftgate_core::config::SharedConfig;
+use driftgate_sys::fanotify::PermGroup;
+use driftgate_sys::fs::{fstat_fd, is_overlayfs, open_dir_readable, statx_mount_id};
+use driftgate_sys::mountwatch::MountWatch;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::OwnedFd;
 use std::thread::JoinHandle;
@@ -30,7 +30,7 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, thiserror::Error)]
 pub enum MarkError {
     #[error("{0}")]
-    Sys(#[from] crate::sys::SysError),
+    Sys(#[from] driftgate_sys::SysError),
     #[error("mount id changed (expected {expected}, found {found}): the mount went away")]
     MountChanged { expected: u64, found: u64 },
     #[error("not an overlayfs any more")]
@@ -211,7 +211,7 @@ impl Discovery {
     }
 
     /// The mount-event watch of the containers' namespaces, if the kernel has one.
-    pub fn ns_watch(&self) -> Option<Arc<crate::sys::mountwatch::NsWatch>> {
+    pub fn ns_watch(&self) -> Option<Arc<driftgate_sys::mountwatch::NsWatch>> {
         self.marker.ns_watch()
     }
 
@@ -284,7 +284,7 @@ impl Discovery {
             // being marked).
             let needs = cand.layers.lower.len() as u64 + u64::from(cand.layers.upper.is_some()) + 1;
             let open =
-                *open_fds.get_or_insert_with(|| crate::sys::process::open_fd_count().unwrap_or(0) as u64);
+                *open_fds.get_or_insert_with(|| driftgate_sys::process::open_fd_count().unwrap_or(0) as u64);
             if open + needs + super::budget::RESERVED > self.nofile {
                 let e = format!(
                     "not enough file descriptors: watching it needs {needs}, {open} are in use, and {} of the open-file limit ({}) are kept for decisions (raise LimitNOFILE)",
@@ -440,7 +440,7 @@ impl Discovery {
             identity: cand.identity.clone(),
             mount_id: cand.mount.mount_id,
             dev: st.st_dev,
-            fsid: crate::sys::fs::overlay_fsid(dirfd.as_fd()),
+            fsid: driftgate_sys::fs::overlay_fsid(dirfd.as_fd()),
             rootfs: cand.mount.mountpoint.clone(),
             layers,
             since: SystemTime::now(),

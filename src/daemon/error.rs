@@ -1,7 +1,7 @@
 //! The daemon's error type.
 
 use crate::sink;
-use crate::sys::SysError;
+use driftgate_sys::SysError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use proc_connector::{EventMask, ProcConnector, ProcEvent};
 
 use super::hot::Shared;
-use crate::sys::fs::{self as sfs, FileId};
-use crate::sys::proc;
+use driftgate_sys::fs as sfs;
+use driftgate_sys::proc;
 
 /// Counters for status.
 #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ impl FilelessStats {
 /// `/proc` lookup per exec.
 pub fn spawn(
     shared: Arc<Shared>,
-    cfg: crate::config::SharedConfig,
+    cfg: driftgate_core::config::SharedConfig,
     stats: Arc<FilelessStats>,
     stop: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
@@ -60,7 +60,7 @@ pub fn spawn(
     // Opened on its own thread: nothing here may ever hold up the daemon's start.
     std::thread::Builder::new().name("driftgate-fileless".into()).spawn(move || {
         // After the fact, at the lowest priority: never ahead of the programs on the node.
-        crate::sys::process::lower_this_thread_priority(19);
+        driftgate_sys::process::lower_this_thread_priority(19);
         let mut conn: Option<ProcConnector> = None;
         let mut listening = false;
         let mut buf = vec![0u8; 64 * 1024];
@@ -194,7 +194,7 @@ fn on_exec(shared: &Shared, stats: &FilelessStats, pid: i32) {
     ) {
         Ok(fd) => match sfs::fstat_fd(fd.as_fd()) {
             Ok(st) => {
-                let id = FileId::from_stat(&st);
+                let id = driftgate_sys::fs::file_id(&st);
                 (super::hot::hash_stable(fd.as_fd(), &id).map(|(h, _)| h), id.size)
             }
             Err(_) => (None, 0),

@@ -19,13 +19,13 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use crate::config::{Config, SharedConfig};
 use crate::container::diffids::DiffIdResolver;
 use crate::container::Container;
-use crate::index::layerdir::{changes, index_layer_dir, LayerError, WalkStats};
-use crate::index::manifest::Manifest;
-use crate::index::store::{load_imports, Imported, NodeStore};
-use crate::index::union::{ContainerIndex, LayerRef};
+use driftgate_core::config::{Config, SharedConfig};
+use driftgate_core::index::manifest::Manifest;
+use driftgate_core::index::union::{ContainerIndex, LayerRef};
+use driftgate_image::layerdir::{changes, index_layer_dir, LayerError, WalkStats};
+use driftgate_image::store::{load_imports, Imported, NodeStore};
 
 #[derive(Debug, Default)]
 pub struct IndexStats {
@@ -71,7 +71,7 @@ pub fn spawn(
         let (job_rx, res_tx, stats) = (job_rx.clone(), res_tx.clone(), Arc::clone(&stats));
         std::thread::Builder::new().name(format!("driftgate-index-{i}")).spawn(move || {
             // Background work: never compete with the hot path or the containers.
-            crate::sys::process::lower_this_thread_priority(19);
+            driftgate_sys::process::lower_this_thread_priority(19);
             for job in job_rx {
                 let started = std::time::Instant::now();
                 let res = index_layer_dir(&job.dir, job.previous.as_deref(), &mut |n| {

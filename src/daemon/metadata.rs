@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::config::SharedConfig;
 use crate::container::runtimes::Resolver;
 use crate::container::Container;
+use driftgate_core::config::SharedConfig;
 
 const MAX_ATTEMPTS: u32 = 12;
 

@@ -42,8 +42,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, SharedConfig};
 use crate::container::Registry;
+use driftgate_core::config::{Config, SharedConfig};
 use hot::events::{event_loop, Workers};
 use hot::{FastPath, HotStats};
 
@@ -65,7 +65,7 @@ pub fn run(initial: Config) -> Result<(), DaemonError> {
     }
     let (meta_tx, meta_rx) = crossbeam_channel::unbounded::<Arc<crate::container::Container>>();
     // Every waiting exec holds an fd: take all the process may have (see `budget`).
-    let (nofile, nofile_hard) = crate::sys::process::raise_nofile_limit();
+    let (nofile, nofile_hard) = driftgate_sys::process::raise_nofile_limit();
     tracing::info!(soft = nofile, hard = nofile_hard, "open-file limit");
     let health = Arc::new(health::Health::new(reload::enforcing(&c0)));
     let group = start::perm_group(&c0)?;

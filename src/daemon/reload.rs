@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, SharedConfig};
 use crate::daemon::hot::{self, Shared};
 use crate::daemon::{indexer, namespaces, wake};
 use crate::sink;
-use crate::sys::sentinel::Sentinel;
+use driftgate_core::config::{Config, SharedConfig};
+use driftgate_sys::sentinel::Sentinel;
 
 /// What a configuration reload updates.
 pub struct Reloader {
@@ -103,8 +103,8 @@ impl Reloader {
 /// Whether drift is refused anywhere under `c` (the global mode, or a rule): a check that
 /// cannot run is then an error, not a warning.
 pub(super) fn enforcing(c: &Config) -> bool {
-    c.mode == crate::engine::Mode::Enforce
-        || c.policy.rules.iter().any(|r| r.action == crate::model::RuleAction::Enforce)
+    c.mode == driftgate_core::engine::Mode::Enforce
+        || c.policy.rules.iter().any(|r| r.action == driftgate_core::model::RuleAction::Enforce)
 }
 
 /// What decides `vm.memfd_noexec` and the kernel layer's policy of each container; `marked`:
@@ -120,12 +120,15 @@ pub(super) fn memfd_rule(c: &Config, marked: bool) -> namespaces::MemfdRule {
 
 /// Loads the IoC sources, logging what each gave. `None` means "keep the previous set": every
 /// source failed while a previous set had entries.
-pub(super) fn load_iocs(paths: &[std::path::PathBuf], previous: usize) -> Option<crate::index::ioc::IocSet> {
+pub(super) fn load_iocs(
+    paths: &[std::path::PathBuf],
+    previous: usize,
+) -> Option<driftgate_core::index::ioc::IocSet> {
     if paths.is_empty() {
         return Some(Default::default());
     }
     let start = Instant::now();
-    let (set, reports, errors) = crate::index::ioc::IocSet::load(paths);
+    let (set, reports, errors) = driftgate_core::index::ioc::IocSet::load(paths);
     for r in &reports {
         if r.invalid > 0 {
             let first: Vec<String> =
@@ -154,7 +157,7 @@ pub(super) fn spawn_ioc_watch(
     fn fingerprint(paths: &[std::path::PathBuf]) -> Vec<(std::path::PathBuf, u64, Option<SystemTime>)> {
         paths
             .iter()
-            .flat_map(|p| crate::index::ioc::expand(p).unwrap_or_default())
+            .flat_map(|p| driftgate_core::index::ioc::expand(p).unwrap_or_default())
             .map(|f| {
                 let m = std::fs::metadata(&f).ok();
                 let len = m.as_ref().map_or(0, |m| m.len());

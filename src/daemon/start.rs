@@ -13,13 +13,13 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::error::DaemonError;
 use super::hot::{self, HotStats, ModeCell, Shared};
 use super::{budget, cache, discovery, metrics, namespaces, socket, status, wake};
-use crate::config::Config;
 use crate::container::{Container, Registry};
 use crate::sink::{self, spool::SpoolWriter, FindingSender, JournalTarget, SinkStats};
-use crate::sys::fanotify::PermGroup;
-use crate::sys::mountwatch::MountWatch;
-use crate::sys::sentinel::Sentinel;
-use crate::sys::SysError;
+use driftgate_core::config::Config;
+use driftgate_sys::fanotify::PermGroup;
+use driftgate_sys::mountwatch::MountWatch;
+use driftgate_sys::sentinel::Sentinel;
+use driftgate_sys::SysError;
 
 /// The signals the daemon takes through its signalfd (SIGTERM, SIGINT, SIGHUP), blocked in the
 /// calling thread. Call it before any thread starts (the logging thread too): threads inherit
@@ -38,8 +38,8 @@ pub fn block_signals() -> Result<SigSet, SysError> {
 /// (what a lease break sends) and SIGPIPE.
 pub(super) fn signals() -> Result<SignalFd, DaemonError> {
     let mask = block_signals()?;
-    crate::sys::process::ignore_signal(Signal::SIGIO)?;
-    crate::sys::process::ignore_signal(Signal::SIGPIPE)?;
+    driftgate_sys::process::ignore_signal(Signal::SIGIO)?;
+    driftgate_sys::process::ignore_signal(Signal::SIGPIPE)?;
     Ok(SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| SysError::new("signalfd", e))?)
 }
@@ -69,7 +69,7 @@ pub(super) type SinkHandles = (Arc<sink::aggregate::Aggregator>, FindingSender);
 /// Opens the spool and journald and starts the sink thread.
 pub(super) fn sinks(
     c0: &Config,
-    cfg: &crate::config::SharedConfig,
+    cfg: &driftgate_core::config::SharedConfig,
 ) -> Result<(Sinks, SinkHandles), DaemonError> {
     let spool = SpoolWriter::open(&c0.spool_dir, c0.spool_segment_bytes)?;
     let journal = if c0.journald_enabled {
@@ -113,7 +113,7 @@ pub(super) fn sinks(
 /// filter without `fanotify_init` or `fanotify_mark`, no `CAP_SYS_ADMIN`): an error that says
 /// why, and exit status 78, so that systemd does not restart the daemon forever.
 pub(super) fn perm_group(c0: &Config) -> Result<Arc<PermGroup>, DaemonError> {
-    use crate::sys::probe::{Confinement, CAP_SYS_ADMIN};
+    use driftgate_sys::probe::{Confinement, CAP_SYS_ADMIN};
     let refused = |e: SysError| match e.errno {
         nix::errno::Errno::EPERM | nix::errno::Errno::EACCES | nix::errno::Errno::ENOSYS => {
             DaemonError::Refused(Confinement::of_self().explain(
@@ -138,7 +138,7 @@ pub(super) fn kernel_layer(
     c0: &Config,
     health: &super::health::Health,
 ) -> Result<Arc<super::kernel::Kernel>, DaemonError> {
-    use crate::config::KernelLayer;
+    use driftgate_core::config::KernelLayer;
     let k = super::kernel::Kernel::start(&c0.kernel);
     if k.on() {
         tracing::info!(
@@ -180,10 +180,10 @@ pub(super) fn kernel_layer(
 /// Tries the other system calls the daemon needs, once, and records what is refused
 /// ([`super::health`]): said at start, in `status` and in the metrics.
 pub(super) fn probe_syscalls(c0: &Config, health: &super::health::Health) {
-    use crate::sys::probe::{self, Confinement};
+    use driftgate_sys::probe::{self, Confinement};
     let conf = Confinement::of_self();
     let why = |call: &str, e: nix::errno::Errno, cap: Option<(u32, &str)>| conf.explain(call, e, cap);
-    let openat2 = if crate::sys::fs::openat2_refused() {
+    let openat2 = if driftgate_sys::fs::openat2_refused() {
         Err(why("openat2", nix::errno::Errno::ENOSYS, None))
     } else {
         Ok(())
@@ -215,7 +215,7 @@ pub(super) fn probe_syscalls(c0: &Config, health: &super::health::Health) {
         "a loader's or interpreter's pending exec cannot be read: the script or program it is given is not checked",
         indirect,
     );
-    let memfd = c0.memfd_noexec != crate::config::MemfdNoexec::Off;
+    let memfd = c0.memfd_noexec != driftgate_core::config::MemfdNoexec::Off;
     health.syscall(
         "setns(CLONE_NEWPID)",
         probe::setns_pid_works()
@@ -303,7 +303,7 @@ impl Discovery {
 
 pub(super) fn discovery(
     c0: &Config,
-    cfg: &crate::config::SharedConfig,
+    cfg: &driftgate_core::config::SharedConfig,
     group: &Arc<PermGroup>,
     registry: &Arc<ArcSwap<Registry>>,
     marker: &Arc<namespaces::Marker>,
@@ -318,9 +318,9 @@ pub(super) fn discovery(
     disco.set_metadata_sink(meta_tx);
     let unwatched = disco.unwatched();
     let watch = match c0.mount_watch {
-        crate::config::MountWatchKind::Auto => MountWatch::open()?,
-        crate::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
-        crate::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
+        driftgate_core::config::MountWatchKind::Auto => MountWatch::open()?,
+        driftgate_core::config::MountWatchKind::Fanotify => MountWatch::open_fanotify()?,
+        driftgate_core::config::MountWatchKind::Mountinfo => MountWatch::open_mountinfo()?,
     };
     disco.rescan();
     disco.scan_namespaces();

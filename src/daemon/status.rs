@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::hot::{HotStats, Shared};
 pub use super::watched::{MountStatus, WatchedContainer};
-use crate::config::SharedConfig;
 use crate::container::Registry;
 use crate::sink::SinkStats;
+use driftgate_core::config::SharedConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -323,7 +323,7 @@ pub struct Sources {
     pub fileless: Arc<super::fileless::FilelessStats>,
     pub unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
     /// `[evidence]` and `[export]` as the daemon started with them.
-    pub outputs: (crate::config::EvidenceConfig, crate::config::ExportConfig),
+    pub outputs: (driftgate_core::config::EvidenceConfig, driftgate_core::config::ExportConfig),
     /// Reloads asked for on the socket (`driftgate reload`).
     pub reloader: Arc<super::reload::Reloader>,
 }
@@ -344,7 +344,7 @@ impl Sources {
             .map(|c| super::watched::watched(c, kernel, &rule, libraries))
             .collect();
         containers.sort_by(|a, b| (&a.runtime, &a.id).cmp(&(&b.runtime, &b.id)));
-        let findings: BTreeMap<String, u64> = crate::engine::Category::ALL
+        let findings: BTreeMap<String, u64> = driftgate_core::engine::Category::ALL
             .iter()
             .zip(&h.findings)
             .map(|(c, n)| (c.as_str().to_owned(), ld(n)))
@@ -362,7 +362,7 @@ impl Sources {
             mode: self.shared.mode.get().as_str().into(),
             node: cfg.node_name.clone(),
             config: cfg.source.as_ref().map(|p| p.display().to_string()),
-            started: crate::util::rfc3339(self.started),
+            started: driftgate_core::util::rfc3339(self.started),
             uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
             containers,
             unwatched,
@@ -420,7 +420,7 @@ impl Sources {
             reloads: ld(&self.reloads),
             reload_errors: ld(&self.reload_errors),
             stalled_ms: ld(&h.stalled_ms),
-            implicit_allows: crate::sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
+            implicit_allows: driftgate_sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
             limits: Limits {
                 nofile: self.shared.budget.soft_limit(),
                 pending_limit: self.shared.budget.limit(),
@@ -478,8 +478,8 @@ impl Sources {
                     webhook_queued: ld(&x.webhook.queued),
                     otlp: self.outputs.1.otlp.as_ref().map(|o| {
                         let p = match o.protocol {
-                            crate::config::OtlpProtocol::Grpc => "grpc",
-                            crate::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+                            driftgate_core::config::OtlpProtocol::Grpc => "grpc",
+                            driftgate_core::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
                         };
                         format!("{} ({p})", o.endpoint)
                     }),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::sys::SysError;
+use driftgate_sys::SysError;
 
 pub(super) fn eventfd() -> Result<Arc<OwnedFd>, SysError> {
     let e = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)

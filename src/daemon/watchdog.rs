@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::SharedConfig;
 use crate::daemon::status;
-use crate::sys::fanotify::PermGroup;
+use driftgate_core::config::SharedConfig;
+use driftgate_sys::fanotify::PermGroup;
 
 pub(super) fn status_line(s: &status::Status) -> String {
     let degraded = match s.health.reasons.as_slice() {
         [] => String::new(),
-        [one] => format!("DEGRADED: {} | ", crate::util::printable(one.as_bytes())),
+        [one] => format!("DEGRADED: {} | ", driftgate_core::util::printable(one.as_bytes())),
         [one, rest @ ..] => {
             format!(
                 "DEGRADED: {} (+{} more: driftgate status) | ",
-                crate::util::printable(one.as_bytes()),
+                driftgate_core::util::printable(one.as_bytes()),
                 rest.len()
             )
         }
@@ -41,7 +41,7 @@ pub(super) fn spawn_watchdog(
     sources: Arc<status::Sources>,
     stopping: Arc<AtomicBool>,
     cfg: SharedConfig,
-    sentinel: Option<Arc<crate::sys::sentinel::Sentinel>>,
+    sentinel: Option<Arc<driftgate_sys::sentinel::Sentinel>>,
 ) -> std::io::Result<JoinHandle<()>> {
     // WATCHDOG_USEC from systemd: ping at half of it (at most every TICK).
     let systemd_period = sd_notify::watchdog_enabled();
@@ -94,7 +94,7 @@ pub(super) fn spawn_watchdog(
                         stalled_ms = stalled.as_millis() as u64,
                         "decisions stalled; exiting so the kernel releases the held execs"
                     );
-                    crate::sys::process::exit_now(
+                    driftgate_sys::process::exit_now(
                         crate::exit::STALLED,
                         "driftgate: decisions stalled; exiting so the kernel releases the held execs\n",
                     );

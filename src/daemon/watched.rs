@@ -65,7 +65,7 @@ pub fn watched(c: &Container, kernel: &Kernel, rule: &MemfdRule, libraries: bool
         pod_namespace: m.pod_namespace.clone(),
         pod_name: m.pod_name.clone(),
         rootfs: c.rootfs.display().to_string(),
-        since: crate::util::rfc3339(c.since),
+        since: driftgate_core::util::rfc3339(c.since),
         layers: c.index.load().image_layers,
         indexed_layers: c.index.load().known(),
         mount_namespaces: c.namespaces.lock().map_or(0, |n| n.mnt.len()),

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Action, Category};
-use crate::finding::Finding;
+use driftgate_core::engine::{Action, Category};
+use driftgate_core::finding::Finding;
 
 /// (container generation, path bytes, sha256, category, action)
 pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);

@@ -20,8 +20,8 @@ use std::time::SystemTime;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use sha2::{Digest, Sha256};
 
-use crate::config::EvidenceConfig;
-use crate::finding::EvidenceRef;
+use driftgate_core::config::EvidenceConfig;
+use driftgate_core::finding::EvidenceRef;
 
 /// What the store did, for `status` and metrics.
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
     for ent in rd.flatten() {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        if crate::util::parse_sha256(name.as_bytes()).is_none() {
+        if driftgate_core::util::parse_sha256(name.as_bytes()).is_none() {
             continue;
         }
         let Ok(md) = ent.metadata() else { continue };
@@ -87,7 +87,8 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Entry>> {
 
 /// What an aggregate record says of its copy: the one its window's first finding made.
 pub fn aggregate_ref(dir: &Path, sha: &str) -> EvidenceRef {
-    let stored = crate::util::parse_sha256(sha.as_bytes()).is_some() && objects(dir).join(sha).is_file();
+    let stored =
+        driftgate_core::util::parse_sha256(sha.as_bytes()).is_some() && objects(dir).join(sha).is_file();
     EvidenceRef {
         sha256: Some(sha.to_owned()),
         stored,
@@ -145,7 +146,7 @@ impl Store {
 
     /// Keeps the bytes of `fd` (a file whose finding says `expected`, when it was hashed).
     pub fn keep(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> EvidenceRef {
-        let expected_hex = expected.map(crate::util::hex);
+        let expected_hex = expected.map(driftgate_core::util::hex);
         let (counter, sha256, stored, reason) = match self.copy(fd, expected) {
             Kept::Stored(h) if objects(&self.dir).join(&h).exists() => {
                 (&self.stats.stored, Some(h), true, None)
@@ -166,7 +167,7 @@ impl Store {
 
     fn copy(&self, fd: BorrowedFd<'_>, expected: Option<[u8; 32]>) -> Kept {
         let obj = objects(&self.dir);
-        if let Some(h) = expected.map(crate::util::hex).filter(|h| obj.join(h).exists()) {
+        if let Some(h) = expected.map(driftgate_core::util::hex).filter(|h| obj.join(h).exists()) {
             return Kept::Already(h);
         }
         match nix::sys::stat::fstat(fd) {
@@ -189,7 +190,7 @@ impl Store {
                 "the file changed before it could be copied: its bytes are not the ones decided".into(),
             );
         }
-        let hex = crate::util::hex(got);
+        let hex = driftgate_core::util::hex(got);
         match tmp.persist_noclobber(obj.join(&hex)) {
             Ok(_) => {}
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => return Kept::Already(hex),
@@ -304,7 +305,7 @@ impl<T: Evidenced> EvidenceSender<T> {
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
                 let mut q = r.queued;
                 q.set_evidence(EvidenceRef {
-                    sha256: r.expected.map(crate::util::hex),
+                    sha256: r.expected.map(driftgate_core::util::hex),
                     stored: false,
                     reason: Some("the evidence queue was full".into()),
                 });
@@ -324,7 +325,7 @@ pub fn start<T: Evidenced>(store: Store, sink: Sender<T>) -> EvidenceSender<T> {
     std::thread::Builder::new()
         .name("driftgate-evidence".into())
         .spawn(move || {
-            crate::sys::process::lower_this_thread_priority(10);
+            driftgate_sys::process::lower_this_thread_priority(10);
             run(&store, &urgent_rx, &rx, &sink)
         })
         .expect("spawn evidence thread");
@@ -427,7 +428,11 @@ mod tests {
         let r = s.keep(fd.as_fd(), Some(sha(b"payload")));
         assert_eq!(
             r,
-            EvidenceRef { sha256: Some(crate::util::hex(sha(b"payload"))), stored: true, reason: None }
+            EvidenceRef {
+                sha256: Some(driftgate_core::util::hex(sha(b"payload"))),
+                stored: true,
+                reason: None
+            }
         );
         let kept = objects(&dir.path().join("evidence")).join(r.sha256.unwrap());
         assert_eq!(std::fs::read(&kept).unwrap(), b"payload");
@@ -439,7 +444,7 @@ mod tests {
         // Without a hash (never hashed): the copy's own.
         std::fs::write(&f, b"second").unwrap();
         let r = s.keep(std::fs::File::open(&f).unwrap().as_fd(), None);
-        assert_eq!(r.sha256, Some(crate::util::hex(sha(b"second"))));
+        assert_eq!(r.sha256, Some(driftgate_core::util::hex(sha(b"second"))));
         assert_eq!(stats.stored.load(Ordering::Relaxed), 2);
         assert_eq!(stats.already.load(Ordering::Relaxed), 1);
         assert_eq!(stats.lost.load(Ordering::Relaxed), 1);

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::config::{ExportConfig, WebhookFormat};
-use crate::finding::Finding;
+use driftgate_core::config::{ExportConfig, WebhookFormat};
+use driftgate_core::finding::Finding;
 
 /// Counters for `status` and metrics.
 #[derive(Debug, Default)]
@@ -46,8 +46,8 @@ pub struct Delivery {
 pub fn body(f: &Finding, format: WebhookFormat) -> Vec<u8> {
     let v = match format {
         WebhookFormat::Driftgate => serde_json::to_value(f).unwrap_or_default(),
-        WebhookFormat::Falco => crate::export::falco(f),
-        WebhookFormat::Ocsf => crate::export::ocsf(f),
+        WebhookFormat::Falco => driftgate_core::export::falco(f),
+        WebhookFormat::Ocsf => driftgate_core::export::ocsf(f),
     };
     serde_json::to_vec(&v).unwrap_or_default()
 }
@@ -79,7 +79,7 @@ impl OcsfFile {
         }
         let mut out = Vec::new();
         for f in batch {
-            serde_json::to_writer(&mut out, &crate::export::ocsf(f))?;
+            serde_json::to_writer(&mut out, &driftgate_core::export::ocsf(f))?;
             out.push(b'\n');
         }
         self.file.as_mut().expect("opened above").write_all(&out)
@@ -115,7 +115,7 @@ impl Exporter {
         if let Some(w) = &cfg.webhook {
             let tls = w.tls.as_ref().map(super::tls::client).transpose()?;
             let mut hook = w.clone();
-            hook.headers = crate::config::expand_headers("export.webhook_headers", &w.headers)?;
+            hook.headers = driftgate_core::config::expand_headers("export.webhook_headers", &w.headers)?;
             let send = move |rt: &tokio::runtime::Runtime, f: &Finding| {
                 rt.block_on(super::http::post(&hook, tls.as_ref(), &body(f, hook.format), "application/json"))
             };
@@ -123,8 +123,8 @@ impl Exporter {
             tracing::info!(url = %w.url, format = ?w.format, "sending findings to a webhook");
         }
         if let Some(o) = &cfg.otlp {
-            let o = &crate::config::Otlp {
-                headers: crate::config::expand_headers("export.otlp.headers", &o.headers)?,
+            let o = &driftgate_core::config::Otlp {
+                headers: driftgate_core::config::expand_headers("export.otlp.headers", &o.headers)?,
                 ..o.clone()
             };
             let send = super::otlp::sender(o)?;

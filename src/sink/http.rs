@@ -1,7 +1,7 @@
 //! One HTTP POST (HTTP/1.1, plain or TLS) to an export endpoint: the webhook's JSON, OTLP/HTTP's
 //! protobuf. A connection per post; a timeout for the whole exchange.
 
-use crate::config::Webhook;
+use driftgate_core::config::Webhook;
 
 /// One POST; `Err` for a connection failure, a timeout or a status that is not 2xx.
 pub(super) async fn post(

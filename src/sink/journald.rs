@@ -119,7 +119,7 @@ pub struct LogLines {
 impl LogLines {
     /// `None` when journald's socket cannot be used.
     pub fn open() -> Option<LogLines> {
-        let path = PathBuf::from(crate::config::DEFAULT_JOURNAL_SOCKET);
+        let path = PathBuf::from(driftgate_core::config::DEFAULT_JOURNAL_SOCKET);
         let sock = UnixDatagram::unbound().ok()?;
         sock.send_to(&[], &path).ok()?;
         Some(LogLines { sock, path })

@@ -8,7 +8,7 @@ pub trait Metadata: Send + Sync {
     /// `None` once the metadata is complete; else the number of lookups finished so far.
     fn pending_version(&self) -> Option<u64>;
     /// The container as a finding describes it, from the metadata known now.
-    fn container_ref(&self) -> crate::finding::ContainerRef;
+    fn container_ref(&self) -> driftgate_core::finding::ContainerRef;
 }
 
 pub type ContainerHandle = Arc<dyn Metadata>;

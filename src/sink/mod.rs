@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use crate::finding::Finding;
-use crate::util::printable;
+use driftgate_core::finding::Finding;
+use driftgate_core::util::printable;
 use journald::{Entry, Journal};
 use spool::SpoolWriter;
 
@@ -85,7 +85,8 @@ impl FindingSender {
         container: Option<ContainerHandle>,
         file: Option<std::os::fd::OwnedFd>,
     ) {
-        let expected = f.file.sha256.as_deref().and_then(|h| crate::util::parse_sha256(h.as_bytes()));
+        let expected =
+            f.file.sha256.as_deref().and_then(|h| driftgate_core::util::parse_sha256(h.as_bytes()));
         let urgent = f.ioc.is_some();
         let q = Self::queued(f, container);
         match (&self.evidence, file) {
@@ -119,7 +120,7 @@ impl FindingSender {
 }
 
 impl evidence::Evidenced for Box<Queued> {
-    fn set_evidence(&mut self, e: crate::finding::EvidenceRef) {
+    fn set_evidence(&mut self, e: driftgate_core::finding::EvidenceRef) {
         self.finding.evidence = Some(e);
     }
 }
@@ -177,7 +178,7 @@ pub fn start(
     journal: JournalTarget,
     stats: Arc<SinkStats>,
     aggregator: Arc<aggregate::Aggregator>,
-    cfg: crate::config::SharedConfig,
+    cfg: driftgate_core::config::SharedConfig,
     outputs: Outputs,
 ) -> (FindingSender, JoinHandle<()>) {
     let (tx, rx) = crossbeam_channel::bounded::<Box<Queued>>(65536);
@@ -188,7 +189,7 @@ pub fn start(
     let handle = std::thread::Builder::new()
         .name("driftgate-sink".into())
         .spawn(move || {
-            crate::sys::process::lower_this_thread_priority(10);
+            driftgate_sys::process::lower_this_thread_priority(10);
             run(&mut spool, &journal, &rx, &st, &aggregator, &cfg, &mut extras)
         })
         .expect("spawn sink thread");
@@ -203,7 +204,7 @@ fn run(
     rx: &Receiver<Box<Queued>>,
     stats: &SinkStats,
     aggregator: &aggregate::Aggregator,
-    cfg: &crate::config::SharedConfig,
+    cfg: &driftgate_core::config::SharedConfig,
     extras: &mut Extras,
 ) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);

@@ -20,9 +20,9 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, S
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use crate::config::{Otlp, OtlpProtocol, Webhook};
-use crate::finding::Finding;
-use crate::model::Severity;
+use driftgate_core::config::{Otlp, OtlpProtocol, Webhook};
+use driftgate_core::finding::Finding;
+use driftgate_core::model::Severity;
 
 /// What a sender thread calls for each finding.
 pub type Send = Box<dyn FnMut(&tokio::runtime::Runtime, &Finding) -> Result<(), String> + std::marker::Send>;

@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::finding::Finding;
+use driftgate_core::finding::Finding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -341,7 +341,7 @@ pub fn read_all(dir: &Path) -> Result<(Vec<Finding>, Vec<BadLine>), SpoolError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::finding::Finding;
+    use driftgate_core::finding::Finding;
 
     fn finding(id: &str) -> Finding {
         Finding::example(id)

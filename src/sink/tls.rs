@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::WebhookTls;
+use driftgate_core::config::WebhookTls;
 
 /// A connector for one webhook: its client configuration and the name its server must have.
 #[derive(Clone)]

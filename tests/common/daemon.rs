@@ -167,7 +167,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(n) = nofile {
-            driftgate::sys::process::limit_nofile_in_child(&mut cmd, n);
+            driftgate_sys::process::limit_nofile_in_child(&mut cmd, n);
         }
         cmd
     }
@@ -301,7 +301,7 @@ impl Daemon {
                 ent.file_name().to_string_lossy()
             ))
             .unwrap_or_default();
-            devs.extend(driftgate::sys::fanotify::parse_fdinfo_sdevs(&info));
+            devs.extend(driftgate_sys::fanotify::parse_fdinfo_sdevs(&info));
         }
         devs
     }

@@ -111,7 +111,7 @@ fn known_malware_is_recorded_with_its_copy_after_a_flood_of_junk_spent_the_budge
     }
     let s = Scratch::new();
     let junk = added_programs(&s, "/tmp/junk", 300);
-    let mut evil = driftgate::bench::elf::exit0(0);
+    let mut evil = driftgate_bench::elf::exit0(0);
     evil.extend_from_slice(b"known-bad");
     write_exec(&s.merged.join("tmp/evil"), &evil);
     let feed = s.root().join("iocs.txt");

@@ -7,7 +7,7 @@ fn hostile_names_huge_arguments_and_vanishing_files_give_valid_findings() {
     }
     let tools = tempfile::tempdir().unwrap();
     let prog = tools.path().join("prog");
-    std::fs::write(&prog, driftgate::bench::elf::exit0(0)).unwrap();
+    std::fs::write(&prog, driftgate_bench::elf::exit0(0)).unwrap();
     let s = Scratch::with_image_files(&[("/opt/img/prog", &prog)]);
     let d0 = Daemon::start(
         s.root(),

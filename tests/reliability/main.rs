@@ -33,7 +33,7 @@ fn added_programs(s: &Scratch, dir: &str, n: usize) -> Vec<String> {
     std::fs::create_dir_all(&d).unwrap();
     (0..n)
         .map(|i| {
-            let mut b = driftgate::bench::elf::exit0(0);
+            let mut b = driftgate_bench::elf::exit0(0);
             b.extend_from_slice(format!("{i:08}").as_bytes());
             write_exec(&d.join(i.to_string()), &b);
             format!("{dir}/{i}")
@@ -74,7 +74,7 @@ fn executions_recorded(spool: &std::path::Path) -> u64 {
 fn load_container(tools: &Path, added: usize) -> (Scratch, Vec<String>) {
     let victim = tools.join("victim");
     if !victim.exists() {
-        std::fs::write(&victim, driftgate::bench::elf::exit0(0)).unwrap();
+        std::fs::write(&victim, driftgate_bench::elf::exit0(0)).unwrap();
     }
     let flood = tools.join("exec_flood");
     if !flood.exists() {

@@ -15,7 +15,7 @@ fn race_container() -> (tempfile::TempDir, Scratch) {
     let tools = tempfile::tempdir().unwrap();
     let tool = static_tool(tools.path(), "exec_race");
     let victim = tools.path().join("victim");
-    std::fs::write(&victim, driftgate::bench::elf::exit0(0)).unwrap();
+    std::fs::write(&victim, driftgate_bench::elf::exit0(0)).unwrap();
     let s = Scratch::with_image_files(&[("/opt/img/exec_race", &tool), ("/opt/img/victim", &victim)]);
     (tools, s)
 }
@@ -23,7 +23,7 @@ fn race_container() -> (tempfile::TempDir, Scratch) {
 /// Runs the race in the container: a writer flips the program's exit-status byte between the
 /// image's (0) and a modified one (5) while the program is executed `n` times.
 fn race(s: &Scratch, n: u32, pause_us: u32) -> std::collections::HashMap<String, u64> {
-    let off = driftgate::bench::elf::status_offset();
+    let off = driftgate_bench::elf::status_offset();
     let out =
         s.run_in_container(&format!("/opt/img/exec_race /opt/img/victim {off} 0 5 {n} {pause_us}\n"), T);
     assert!(out.status.success(), "{out:?}");

@@ -86,7 +86,7 @@ fn a_huge_sparse_program_is_decided_in_bounded_time_without_holding_up_others() 
     // 8 GiB, sparse: a valid program (its first page) followed by a hole.
     let big = s.merged.join("tmp/huge");
     {
-        let mut b = driftgate::bench::elf::exit0(0);
+        let mut b = driftgate_bench::elf::exit0(0);
         b.resize(4096, 0);
         write_exec(&big, &b);
         std::fs::OpenOptions::new().write(true).open(&big).unwrap().set_len(8 << 30).unwrap();

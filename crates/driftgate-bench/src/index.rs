@@ -135,7 +135,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
         let d = dir.path().join(name);
         write_oci_layout(&d, &tar, blob, media, None).map_err(e)?;
         progress(name);
-        let b = driftgate_core::index::build::build(&d, false).map_err(|e| e.to_string())?;
+        let b = driftgate_image::build::build(&d, false).map_err(|e| e.to_string())?;
         let mb = b.layer_bytes as f64 / 1e6;
         runs.push(IndexRun {
             name: name.into(),
@@ -148,8 +148,8 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     }
     progress("node");
     let start = Instant::now();
-    let (m, s) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, None, &mut |_| {})
-        .map_err(|e| e.to_string())?;
+    let (m, s) =
+        driftgate_image::layerdir::index_layer_dir(&rootfs, None, &mut |_| {}).map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     let mb_hashed = s.hashed_bytes as f64 / 1e6;
     runs.push(IndexRun {
@@ -161,7 +161,7 @@ pub fn run(mb: usize, files: usize, mut progress: impl FnMut(&str)) -> Result<In
     });
     progress("node-recheck");
     let start = Instant::now();
-    let (m2, s2) = driftgate_core::index::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})
+    let (m2, s2) = driftgate_image::layerdir::index_layer_dir(&rootfs, Some(&m), &mut |_| {})
         .map_err(|e| e.to_string())?;
     let secs = start.elapsed().as_secs_f64();
     if s2.hashed_files != 0 {

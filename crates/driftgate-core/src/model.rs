@@ -21,6 +21,29 @@ impl Mode {
     }
 }
 
+/// The attributes that identify one version of one file: an inode, and the change time that
+/// the kernel (not the user) sets on every modification (`driftgate_sys::fs::file_id` reads
+/// them from a `stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileId {
+    /// The same file version, seen through a different device (overlayfs reports its own
+    /// `st_dev` but the real inode's number and times for files that were not copied up).
+    pub fn same_version_as(&self, other: &FileId) -> bool {
+        self.ino == other.ino
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.ctime_ns == other.ctime_ns
+    }
+}
+
 /// A mode name that is neither `audit` nor `enforce`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown mode {0:?} (expected \"audit\" or \"enforce\")")]

@@ -15,36 +15,17 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use super::{walk, Call, SysError};
 
-/// The attributes that identify one version of one file: an inode, and the change time that
-/// the kernel (not the user) sets on every modification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i128,
-    pub ctime_ns: i128,
-}
+pub use driftgate_core::model::FileId;
 
-impl FileId {
-    #[inline]
-    pub fn from_stat(st: &FileStat) -> Self {
-        Self {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
-            ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
-        }
-    }
-
-    /// The same file version, seen through a different device (overlayfs reports its own
-    /// `st_dev` but the real inode's number and times for files that were not copied up).
-    pub fn same_version_as(&self, other: &FileId) -> bool {
-        self.ino == other.ino
-            && self.size == other.size
-            && self.mtime_ns == other.mtime_ns
-            && self.ctime_ns == other.ctime_ns
+/// The version of the file `st` describes.
+#[inline]
+pub fn file_id(st: &FileStat) -> FileId {
+    FileId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size as u64,
+        mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
+        ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
     }
 }
 

@@ -56,7 +56,7 @@ fn main() {
     put("layer_tar", "layer.tar.gz", &gz.finish().unwrap());
     put("layer_tar", "layer.tar.zst", &zstd::encode_all(&layer[..], 3).unwrap());
     let (m, diff) =
-        driftgate::index::build::index_layer_tar(Box::new(std::io::Cursor::new(layer.clone())), "seed")
+        driftgate_image::build::index_layer_tar(Box::new(std::io::Cursor::new(layer.clone())), "seed")
             .unwrap();
     let mut m = m;
     m.diff_id = Some(diff.clone());

@@ -2,7 +2,7 @@
 //! which no argument names: `import x`, `PYTHONPATH`, `sitecustomize`, `.pth` files, `require`,
 //! `-r`, `perl -MFoo`. An open for reading, by a process whose program is an interpreter, of a
 //! file that is not the image's and that this interpreter loads as code (by its name:
-//! [`crate::engine::indirect::loads_as_code`]) is decided as a script is.
+//! [`driftgate_core::engine::indirect::loads_as_code`]) is decided as a script is.
 //!
 //! A compiled Python file in the writable layer is the interpreter's cache of its source when
 //! that source is the image's and the file's header names the source's modification time and
@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use crate::container::mounts::ContainerMount;
 use crate::container::Container;
-use crate::engine::indirect::{self as ind, ExecKind};
-use crate::sys::fanotify::PendingExec;
-use crate::sys::fs::FileId;
-use crate::sys::proc;
+use driftgate_core::engine::indirect::{self as ind, ExecKind};
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::fs::FileId;
+use driftgate_sys::proc;
 
 use super::fast::identity_candidates;
 use super::state::*;

@@ -15,8 +15,8 @@ use super::fast::FastPath;
 use super::state::{Job, Routed, Router, Shared};
 use crate::daemon::error::DaemonError;
 use crate::daemon::queue;
-use crate::sys::fanotify::PermGroup;
-use crate::sys::SysError;
+use driftgate_sys::fanotify::PermGroup;
+use driftgate_sys::SysError;
 
 pub fn event_loop(
     group: &Arc<PermGroup>,
@@ -156,9 +156,9 @@ fn spawn_worker(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(move || {
         if idle {
-            if let Err(e) = crate::sys::process::set_this_thread_idle_policy() {
+            if let Err(e) = driftgate_sys::process::set_this_thread_idle_policy() {
                 tracing::warn!(error = %e, "could not move the large-file hashing thread to SCHED_IDLE");
-                crate::sys::process::lower_this_thread_priority(19);
+                driftgate_sys::process::lower_this_thread_priority(19);
             }
         }
         // Fault injection for the stall-detector test; compiled into debug builds only.

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use crate::container::mounts::ContainerMount;
 use crate::container::Container;
-use crate::engine::indirect::ExecKind;
-use crate::sys::fanotify::PendingExec;
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_core::engine::indirect::ExecKind;
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::fs::{self as sfs, FileId};
 
 use super::state::*;
 
@@ -70,9 +70,9 @@ impl FastPath {
             self.shared.namespaces.on_event(container, ev.tid());
         }
         if let Some(mount) = mount {
-            return self.mount_exec(ev, container, mount, FileId::from_stat(&st));
+            return self.mount_exec(ev, container, mount, driftgate_sys::fs::file_id(&st));
         }
-        let id = FileId::from_stat(&st);
+        let id = driftgate_sys::fs::file_id(&st);
         let key = (container.generation, id);
         if let Some(kind) = self.image_files.get(&key).copied() {
             stats.image_cached.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +182,7 @@ impl Shared {
                 // Only container filesystems are marked: an overlay's file that no watched
                 // container claims (two overlays sharing an fsid, `uuid=null`, with layers on
                 // different filesystems) is a container's exec that was not decided.
-                if crate::sys::fs::overlay_fsid(ev.fd()).is_some() {
+                if driftgate_sys::fs::overlay_fsid(ev.fd()).is_some() {
                     self.health.note(crate::daemon::health::Problem::Unattributed, || {
                         format!(
                             "device {}:{} (an overlay layer's pseudo device, and an fsid no single container has)",

@@ -1,13 +1,13 @@
-//! Stage 3: the decision. IoC lookup, then [`crate::engine::judge`] (rules, mode, verdict);
+//! Stage 3: the decision. IoC lookup, then [`driftgate_core::engine::judge`] (rules, mode, verdict);
 //! before an allow, the file is pinned against writers (`hot/pin.rs`); then the
 //! answer to the kernel.
 
 use std::sync::atomic::Ordering;
 
-use crate::engine::{judge, Category, Describe, Facts, Judgement, Mode, Settings, Verdict};
-use crate::finding::{self};
-use crate::sys::fanotify::PendingExec;
-use crate::sys::fs::FileId;
+use driftgate_core::engine::{judge, Category, Describe, Facts, Judgement, Mode, Settings, Verdict};
+use driftgate_core::finding::{self};
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::fs::FileId;
 
 use crate::daemon::hot::report::ProcFacts;
 
@@ -41,14 +41,14 @@ pub(super) struct ExecSubject<'a> {
 }
 
 impl Describe for ExecSubject<'_> {
-    fn describe<R>(&self, f: impl FnOnce(&crate::policy::Subject<'_>) -> R) -> R {
+    fn describe<R>(&self, f: impl FnOnce(&driftgate_core::policy::Subject<'_>) -> R) -> R {
         let c = &self.job.container;
         let m = c.meta.load();
         let id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
         let path = String::from_utf8_lossy(&self.outcome.path);
-        let sha = self.outcome.sha256.map(crate::util::hex);
+        let sha = self.outcome.sha256.map(driftgate_core::util::hex);
         let mount = self.outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
-        f(&crate::policy::Subject {
+        f(&driftgate_core::policy::Subject {
             namespace: m.pod_namespace.as_deref(),
             pod: m.pod_name.as_deref(),
             container: Some(m.name.as_deref().unwrap_or(&id)),
@@ -95,7 +95,7 @@ impl Shared {
         job: &Job,
         outcome: &Outcome,
         mode: Mode,
-    ) -> (Option<crate::index::ioc::IocMatch>, Judgement) {
+    ) -> (Option<driftgate_core::index::ioc::IocMatch>, Judgement) {
         // Known-bad content, whatever the path: checked on every decision (also a cached
         // outcome), so an IoC added by a reload applies at once.
         let ioc = outcome.sha256.and_then(|h| self.iocs.load().lookup(&h));
@@ -118,7 +118,7 @@ impl Shared {
         if d.1.verdict.finding.is_some()
             && job.target.is_none()
             && job.open.is_none()
-            && crate::sys::proc::pending_execve_check(job.ev.tid())
+            && driftgate_sys::proc::pending_execve_check(job.ev.tid())
         {
             job.execve_check = true;
             d = self.verdict_for(&job, &outcome, mode);
@@ -139,7 +139,7 @@ impl Shared {
             // (before the answer: the exec's own check comes right after it).
             self.namespaces.kernel().allow(&job.container, &job.id, job.mount.is_some());
         }
-        let unverifiable = outcome.evidence == crate::engine::Evidence::Unverifiable;
+        let unverifiable = outcome.evidence == driftgate_core::engine::Evidence::Unverifiable;
         if !verdict.allow && job.open.is_none() && self.libraries.marked && !unverifiable {
             if let Ok(mut m) = self.refused_execs.lock() {
                 m.insert((job.ev.tid(), job.id), std::time::Instant::now());
@@ -148,7 +148,7 @@ impl Shared {
         if verdict.allow
             && self.libraries.marked
             && job.target.is_some()
-            && outcome.evidence != crate::engine::Evidence::Unverifiable
+            && outcome.evidence != driftgate_core::engine::Evidence::Unverifiable
         {
             // Answered below; the loader then opens the program it was asked to run, and the
             // interpreter its script: decided here, not again at that open.
@@ -161,7 +161,9 @@ impl Shared {
                 // A copy-up with the image's bytes: harmless until it is written again.
                 if verdict.allow
                     && outcome.evidence
-                        == crate::engine::Evidence::UpperFile(crate::engine::ImageAtPath::SameContent)
+                        == driftgate_core::engine::Evidence::UpperFile(
+                            driftgate_core::engine::ImageAtPath::SameContent,
+                        )
                 {
                     self.ignore_opens(&job.ev);
                 }
@@ -184,7 +186,7 @@ impl Shared {
         let agg_key = (job.container.generation, agg_path, outcome.sha256, category, action);
         // Known malware is recorded whatever the container's budget: a flood of drift can
         // hold back only drift.
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339)
+        if self.aggregator.repeat(&agg_key, driftgate_core::util::now_rfc3339)
             || (ioc.is_none() && !self.may_record(&job.container))
         {
             // Counted in the open window's aggregate (or the container's suppressed findings):

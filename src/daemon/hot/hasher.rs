@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_sys::fs::{self as sfs, FileId};
 use sha2::{Digest, Sha256};
 
 /// Reader threads at most (stuck ones included).
@@ -156,8 +156,8 @@ impl Hasher {
         idle.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new().name(format!("driftgate-read-{n}")).spawn(move || {
             // Reading takes spare CPU only, as the large-file hashing did.
-            if crate::sys::process::set_this_thread_idle_policy().is_err() {
-                crate::sys::process::lower_this_thread_priority(10);
+            if driftgate_sys::process::set_this_thread_idle_policy().is_err() {
+                driftgate_sys::process::lower_this_thread_priority(10);
             }
             while let Ok(req) = rx.recv() {
                 idle.fetch_sub(1, Ordering::Relaxed);
@@ -201,7 +201,9 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<([u8;
         }
         None
     };
-    let Some(before) = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s)) else { return unsettled() };
+    let Some(before) = sfs::fstat_fd(fd).ok().map(|s| driftgate_sys::fs::file_id(&s)) else {
+        return unsettled();
+    };
     if !leased && before != *id {
         return unsettled();
     }
@@ -213,7 +215,7 @@ pub fn hash_stable(fd: std::os::fd::BorrowedFd<'_>, id: &FileId) -> Option<([u8;
     } else {
         sfs::read_all_at(fd, |b| h.update(b))
     };
-    let after = sfs::fstat_fd(fd).ok().map(|s| FileId::from_stat(&s));
+    let after = sfs::fstat_fd(fd).ok().map(|s| driftgate_sys::fs::file_id(&s));
     match (res, after) {
         // The lease stays on the open file: an "allow" keeps it until the kernel keeps
         // writers out itself ([`crate::daemon::hot::pin`]); otherwise it ends when the file is closed.
@@ -232,11 +234,11 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let id = FileId::from_stat(&crate::sys::fs::fstat_fd(f.as_fd()).unwrap());
+        let id = driftgate_sys::fs::file_id(&driftgate_sys::fs::fstat_fd(f.as_fd()).unwrap());
         let h = Hasher::new();
         match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
             Hashed::Done(d, v) => {
-                assert_eq!(crate::util::hex(d).len(), 64);
+                assert_eq!(driftgate_core::util::hex(d).len(), 64);
                 assert_eq!(v, id);
             }
             other => panic!("{other:?}"),
@@ -256,7 +258,7 @@ mod tests {
         );
         // A hash that succeeded keeps its lease on the open file (for the writer hold): give
         // it back before a writer opens the file.
-        crate::sys::fs::release_lease(f.as_fd());
+        driftgate_sys::fs::release_lease(f.as_fd());
         let _w = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         assert_eq!(h.hash(f.as_fd(), &id, Duration::from_secs(5)), Hashed::Unsettled, "open for writing");
         h.stop();
@@ -290,9 +292,12 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let id = driftgate_sys::fs::file_id(&sfs::fstat_fd(f.as_fd()).unwrap());
         let (h, version) = hash_stable(f.as_fd(), &id).unwrap();
-        assert_eq!(crate::util::hex(h), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            driftgate_core::util::hex(h),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(version, id);
     }
 
@@ -303,7 +308,7 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let _writer = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let id = driftgate_sys::fs::file_id(&sfs::fstat_fd(f.as_fd()).unwrap());
         assert_eq!(hash_stable(f.as_fd(), &id), None);
     }
 
@@ -313,7 +318,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let now = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let now = driftgate_sys::fs::file_id(&sfs::fstat_fd(f.as_fd()).unwrap());
         let mut seen = now;
         seen.ctime_ns -= 1;
         // Under the lease the bytes are what will run: the hash is returned as the newer

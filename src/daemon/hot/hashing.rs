@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use crate::container::layers::ImageLookup;
 use crate::container::Container;
-use crate::engine::indirect::ExecKind;
-use crate::engine::{Evidence, ImageAtPath};
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_core::engine::indirect::ExecKind;
+use driftgate_core::engine::{Evidence, ImageAtPath};
+use driftgate_sys::fs as sfs;
 
 use super::fast::candidate_paths;
 use super::state::*;
@@ -237,7 +237,7 @@ impl Shared {
         lf: &crate::container::layers::LayerFile,
         path: &[u8],
     ) -> Option<[u8; 32]> {
-        c.index.load().hash_for(lf.lower_index?, path, &FileId::from_stat(&lf.stat))
+        c.index.load().hash_for(lf.lower_index?, path, &driftgate_sys::fs::file_id(&lf.stat))
     }
 
     /// Where the container's image has content with hash `h`, as the union of its layers
@@ -327,7 +327,7 @@ impl Shared {
         may_hash: bool,
         received: Instant,
     ) -> Option<[u8; 32]> {
-        let id = FileId::from_stat(&lf.stat);
+        let id = driftgate_sys::fs::file_id(&lf.stat);
         let key = (0, id);
         if let Some(h) = self.hashes.lock().ok().and_then(|m| m.get(&key).copied()) {
             return Some(h);

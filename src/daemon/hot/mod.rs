@@ -6,7 +6,7 @@
 //!
 //! Slow path: a file in the container's writable layer. Its content is hashed through the
 //! event fd under a read lease (no writer can change it meanwhile), compared with the image's
-//! file at the same path, and decided by [`crate::engine::judge`]. Hashing runs on worker
+//! file at the same path, and decided by [`driftgate_core::engine::judge`]. Hashing runs on worker
 //! threads, with separate workers for large files, so a big file never holds up other execs.
 //!
 //! Every allowed exec of a container file is first pinned (`pin.rs`): leased, re-checked
@@ -18,7 +18,7 @@
 //!
 //! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
 //! (stage 1) answers image files at once; `hashing.rs` (stage 2) works out what a container file
-//! is; `finish.rs` (stage 3) decides it through [`crate::engine::judge`] and answers the kernel;
+//! is; `finish.rs` (stage 3) decides it through [`driftgate_core::engine::judge`] and answers the kernel;
 //! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
 //! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
 

@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use crate::container::mounts::ContainerMount;
 use crate::container::Container;
-use crate::sys::fanotify::PendingExec;
-use crate::sys::fs::{self as sfs, FileId};
-use crate::sys::proc;
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::fs::{self as sfs, FileId};
+use driftgate_sys::proc;
 
 use super::fast::{identity_candidates, FastPath};
 use super::state::*;
@@ -43,7 +43,7 @@ pub(super) enum Header {
 pub(super) fn header(fd: std::os::fd::BorrowedFd<'_>) -> Header {
     let mut head = [0u8; 18];
     match nix::sys::uio::pread(fd, &mut head, 0) {
-        Ok(n) if crate::engine::elf::is_shared_object(&head[..n]) => Header::SharedObject,
+        Ok(n) if driftgate_core::engine::elf::is_shared_object(&head[..n]) => Header::SharedObject,
         Ok(_) => Header::Harmless,
         // Unreadable now (an I/O error): not proven harmless, so decided.
         Err(_) => Header::SharedObject,
@@ -101,7 +101,7 @@ impl FastPath {
             shared.answer(ev, true);
             return Routed::Done;
         };
-        let id = FileId::from_stat(&st);
+        let id = driftgate_sys::fs::file_id(&st);
         if mount.as_ref().is_some_and(|m| !reads_locally(&m.fstype)) {
             let raw_path = sfs::fd_path(ev.fd()).unwrap_or_default();
             let mut job = Job::new(ev, &container, id, raw_path, mount);
@@ -127,7 +127,7 @@ impl FastPath {
             // file rewritten unseen cannot be mapped as code: it is switched off too (unless
             // its name is code to an interpreter, which no mapping check sees).
             let kernel_checks = shared.namespaces.kernel().checks_mappings(&container);
-            if kernel_checks && !crate::engine::indirect::code_name(&raw_path) {
+            if kernel_checks && !driftgate_core::engine::indirect::code_name(&raw_path) {
                 shared.ignore_harmless(&ev);
                 shared.answer(ev, true);
                 return Routed::Done;
@@ -249,8 +249,8 @@ impl Shared {
             self.stats.opens_by_daemon.fetch_add(1, Ordering::Relaxed);
             return Some(true);
         }
-        let call = crate::sys::calls::pending_call(tid);
-        if call == Some(crate::sys::calls::PendingCall::Exec) || self.loader_run(tid, &job.id) {
+        let call = driftgate_sys::calls::pending_call(tid);
+        if call == Some(driftgate_sys::calls::PendingCall::Exec) || self.loader_run(tid, &job.id) {
             // The program (or its loader) being executed, or the program the loader was
             // asked to run: decided on the exec.
             self.stats.opens_by_exec.fetch_add(1, Ordering::Relaxed);

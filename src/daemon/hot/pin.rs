@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_sys::fs::{self as sfs, FileId};
 
 /// What taking the lease found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,7 @@ impl Holder {
     pub fn new(hold: Duration, cap: usize) -> Holder {
         // A writer that meets a held lease makes the kernel send the holder SIGIO, whose default
         // action ends the process.
-        let ignored = crate::sys::process::ignore_signal(nix::sys::signal::Signal::SIGIO);
+        let ignored = driftgate_sys::process::ignore_signal(nix::sys::signal::Signal::SIGIO);
         let holds = Arc::new((Mutex::new(Holds { off: hold.is_zero(), ..Holds::default() }), Condvar::new()));
         let h = Holder {
             holds: Arc::clone(&holds),
@@ -233,7 +233,7 @@ pub fn pin(fd: BorrowedFd<'_>, id: &FileId) -> Pin {
         Err(_) => return Pin::Unsupported,
     }
     match sfs::fstat_fd(fd) {
-        Ok(st) if FileId::from_stat(&st) == *id => Pin::Held,
+        Ok(st) if driftgate_sys::fs::file_id(&st) == *id => Pin::Held,
         _ => {
             sfs::release_lease(fd);
             Pin::Changed
@@ -301,7 +301,7 @@ mod tests {
         let p = dir.join("f");
         std::fs::write(&p, content).unwrap();
         let f = std::fs::File::open(&p).unwrap();
-        let id = FileId::from_stat(&sfs::fstat_fd(f.as_fd()).unwrap());
+        let id = driftgate_sys::fs::file_id(&sfs::fstat_fd(f.as_fd()).unwrap());
         (p, f, id)
     }
 
@@ -405,7 +405,7 @@ mod tests {
         )
         .unwrap();
         let f2 = std::fs::File::open(&p).unwrap();
-        let id2 = FileId::from_stat(&sfs::fstat_fd(f2.as_fd()).unwrap());
+        let id2 = driftgate_sys::fs::file_id(&sfs::fstat_fd(f2.as_fd()).unwrap());
         assert_ne!(id, id2);
         assert_eq!(h.pin(f2.as_fd(), &id2), Pin::Held, "the old hold's break was this daemon's own");
         assert_eq!(h.breaks_cleared.load(Ordering::Relaxed), 1);

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::container::Container;
-use crate::engine::{Category, Evidence};
-use crate::finding::{self, Finding};
 use crate::sink::ContainerHandle;
-use crate::sys::fs::FileId;
+use driftgate_core::engine::{Category, Evidence};
+use driftgate_core::finding::{self, Finding};
+use driftgate_sys::fs::FileId;
 
 use crate::daemon::hot::report::{self, FileFacts, ProcFacts};
 
@@ -127,7 +127,7 @@ impl Shared {
         pid: i32,
         file: FileFacts,
         category: Category,
-        action: crate::engine::Action,
+        action: driftgate_core::engine::Action,
         budgeted: bool,
         fill: impl FnOnce(&mut Finding),
         evidence: impl FnOnce() -> Option<std::os::fd::OwnedFd>,
@@ -136,7 +136,9 @@ impl Shared {
             self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
         }
         let agg_key = (c.generation, file.path.clone(), file.sha256, category, action);
-        if self.aggregator.repeat(&agg_key, crate::util::now_rfc3339) || (budgeted && !self.may_record(c)) {
+        if self.aggregator.repeat(&agg_key, driftgate_core::util::now_rfc3339)
+            || (budgeted && !self.may_record(c))
+        {
             return;
         }
         let facts = ProcFacts::of_running(pid);
@@ -176,7 +178,7 @@ impl Shared {
             pid,
             file,
             category,
-            crate::engine::Action::Audited,
+            driftgate_core::engine::Action::Audited,
             budgeted,
             fill,
             exe,
@@ -188,7 +190,7 @@ impl Shared {
     /// mapping is over: the process is described as it runs now. `file`: the file, when the
     /// task still had it open (for the evidence store).
     pub fn record_kernel(&self, c: &Arc<Container>, r: KernelReport, file: Option<std::os::fd::OwnedFd>) {
-        use crate::engine::Action;
+        use driftgate_core::engine::Action;
         let ioc = self.ioc_of(r.sha256);
         let category = match (r.fileless, r.exec, ioc.is_some()) {
             (true, _, false) => Category::FilelessExecution,
@@ -220,7 +222,7 @@ impl Shared {
                 "vm.memfd_noexec was lowered to {value} inside the container's PID namespace (memfds executable again); driftgate set it to 2 again"
             ))
         };
-        let action = crate::engine::Action::Audited;
+        let action = driftgate_core::engine::Action::Audited;
         self.record_after_the_fact(c, pid, file, Category::ProtectionTampered, action, false, fill, || None);
     }
 
@@ -234,7 +236,7 @@ impl Shared {
         facts: ProcFacts,
         o: &Outcome,
         category: Category,
-        action: crate::engine::Action,
+        action: driftgate_core::engine::Action,
     ) -> Finding {
         let file = FileFacts {
             path: o.path.clone(),

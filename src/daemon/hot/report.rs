@@ -5,9 +5,9 @@
 
 use crate::container::mounts::ContainerMount;
 use crate::container::Container;
-use crate::engine::{Action, Category, Mode};
-use crate::finding::{self, FileRef, Finding, ProcessRef};
-use crate::sys::proc;
+use driftgate_core::engine::{Action, Category, Mode};
+use driftgate_core::finding::{self, FileRef, Finding, ProcessRef};
+use driftgate_sys::proc;
 
 /// The parent of the process: the finding's `process.parent`, and the first step of the walk
 /// up its ancestors (read once for both).
@@ -182,11 +182,11 @@ pub fn build(
         None => (None, None),
     };
     let (path, path_raw) = finding::text_and_raw(&file.path);
-    let sha = file.sha256.map(crate::util::hex);
+    let sha = file.sha256.map(driftgate_core::util::hex);
     Finding {
         schema: finding::SCHEMA.into(),
         id: uuid::Uuid::now_v7().to_string(),
-        time: crate::util::now_rfc3339(),
+        time: driftgate_core::util::now_rfc3339(),
         category,
         severity: category.severity(),
         action,
@@ -304,7 +304,7 @@ impl crate::sink::Metadata for Container {
         (!self.meta.load().complete).then(|| self.meta_version.load(std::sync::atomic::Ordering::Acquire))
     }
 
-    fn container_ref(&self) -> crate::finding::ContainerRef {
+    fn container_ref(&self) -> driftgate_core::finding::ContainerRef {
         Container::container_ref(self)
     }
 }

@@ -3,8 +3,8 @@
 //! so its processes stay where they are for the responder (`driftgate thaw` undoes it).
 
 use crate::container::cgroup;
-use crate::finding::ResponseRef;
-use crate::policy::Response;
+use driftgate_core::finding::ResponseRef;
+use driftgate_core::policy::Response;
 
 use super::state::Shared;
 
@@ -59,7 +59,7 @@ impl Shared {
             l.push(crate::container::cgroup::Frozen {
                 id: container.to_owned(),
                 cgroup: shown.clone(),
-                since: crate::util::now_rfc3339(),
+                since: driftgate_core::util::now_rfc3339(),
                 finding: finding.to_owned(),
             });
         }

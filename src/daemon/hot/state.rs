@@ -11,11 +11,11 @@ use arc_swap::ArcSwap;
 
 use crate::container::mounts::ContainerMount;
 use crate::container::{Container, Registry};
-use crate::engine::indirect::ExecKind;
-use crate::engine::{Category, Evidence, Executed, Mode};
 use crate::sink::FindingSender;
-use crate::sys::fanotify::PendingExec;
-use crate::sys::fs::FileId;
+use driftgate_core::engine::indirect::ExecKind;
+use driftgate_core::engine::{Category, Evidence, Executed, Mode};
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::fs::FileId;
 
 use crate::daemon::cache::BoundedMap;
 
@@ -143,11 +143,11 @@ pub struct Shared {
     /// Rate limit for log lines a container can trigger.
     pub log_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
     /// Known-bad hashes; swapped whole on reload.
-    pub iocs: ArcSwap<crate::index::ioc::IocSet>,
+    pub iocs: ArcSwap<driftgate_core::index::ioc::IocSet>,
     /// Block IoC matches even in audit mode.
     pub block_iocs: std::sync::atomic::AtomicBool,
     /// Scoped rules; swapped whole on reload.
-    pub policy: ArcSwap<crate::policy::Policy>,
+    pub policy: ArcSwap<driftgate_core::policy::Policy>,
     /// Bumped when what is known about content changes (IoC set reloaded, manifests
     /// attached): the fast path then forgets which image files it already let through, so
     /// each is checked against the new knowledge on its next exec.
@@ -227,11 +227,11 @@ pub enum OpenStage {
 pub struct IndirectConfig {
     pub scripts: bool,
     pub loader: bool,
-    pub interpreters: crate::engine::indirect::Interpreters,
+    pub interpreters: driftgate_core::engine::indirect::Interpreters,
 }
 
 impl IndirectConfig {
-    pub fn from_config(c: &crate::config::Config) -> IndirectConfig {
+    pub fn from_config(c: &driftgate_core::config::Config) -> IndirectConfig {
         IndirectConfig {
             scripts: c.scripts_enabled,
             loader: c.loader_enabled,
@@ -256,7 +256,7 @@ pub struct Target {
     /// reading by a worker (opening it raises an open event the loop must answer).
     pub reopen: bool,
     pub executed: Executed,
-    pub interpreter: crate::finding::InterpreterRef,
+    pub interpreter: driftgate_core::finding::InterpreterRef,
     /// Already decided by identity (an image file whose manifest hash is an IoC).
     pub proven: Option<Outcome>,
 }
@@ -269,7 +269,7 @@ pub struct HashLimits {
 }
 
 impl HashLimits {
-    pub fn from_config(c: &crate::config::Config) -> HashLimits {
+    pub fn from_config(c: &driftgate_core::config::Config) -> HashLimits {
         HashLimits { max_bytes: c.max_hash_bytes, max_time: c.max_hash_time }
     }
 }
@@ -359,7 +359,7 @@ impl Job {
 impl Shared {
     /// Swaps in a new IoC set; image files already let through are checked against it on
     /// their next exec.
-    pub fn set_iocs(&self, set: crate::index::ioc::IocSet) {
+    pub fn set_iocs(&self, set: driftgate_core::index::ioc::IocSet) {
         self.iocs.store(Arc::new(set));
         self.knowledge.fetch_add(1, Ordering::Relaxed);
     }

@@ -8,7 +8,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::engine::indirect::ExecContext;
+use driftgate_core::engine::indirect::ExecContext;
 use driftgate_sys::fs as sfs;
 use driftgate_sys::proc::{ExecCall, ProcDir, ProcStatus};
 use driftgate_sys::procwalk;
@@ -96,7 +96,9 @@ impl<'a> ExecView<'a> {
         match procwalk::open(&p, path) {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if matches!(e.errno, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(None),
-            Err(e) => Err(format!("{} could not be followed: {}", crate::util::printable(path), e.errno)),
+            Err(e) => {
+                Err(format!("{} could not be followed: {}", driftgate_core::util::printable(path), e.errno))
+            }
         }
     }
 

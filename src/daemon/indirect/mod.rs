@@ -5,7 +5,7 @@
 //! (its root and cwd), and decides on it as if it were executed.
 //!
 //! Only files classified as loaders or interpreters (once per file version) pay for this;
-//! every other exec pays nothing. Which argument is the file is [`crate::engine::indirect`].
+//! every other exec pays nothing. Which argument is the file is [`driftgate_core::engine::indirect`].
 //!
 //! Was the loader (or interpreter) invoked *directly*? It also runs when the kernel executes a
 //! dynamic program (the loader is its `PT_INTERP`) or a `#!` script: then its arguments are the
@@ -21,11 +21,11 @@ use std::sync::Arc;
 use super::hot::{identity_candidates, Job, Outcome, Routed, Shared, Target};
 use crate::container::Container;
 use crate::daemon::health::Problem;
-use crate::engine::indirect::{self as ind, ExecKind};
-use crate::engine::{Evidence, Executed};
-use crate::finding::InterpreterRef;
-use crate::sys::fs::{self as sfs, FileId};
-use crate::sys::proc;
+use driftgate_core::engine::indirect::{self as ind, ExecKind};
+use driftgate_core::engine::{Evidence, Executed};
+use driftgate_core::finding::InterpreterRef;
+use driftgate_sys::fs::{self as sfs, FileId};
+use driftgate_sys::proc;
 
 mod context;
 use context::ExecView;
@@ -73,7 +73,7 @@ impl Shared {
         ];
         match sfs::fstat_fd(fd) {
             Ok(st) if st.st_nlink > 1 && sfs::is_regular(&st) => {
-                let id = FileId::from_stat(&st);
+                let id = driftgate_sys::fs::file_id(&st);
                 SHELLS
                     .iter()
                     .filter(|p| c.layers.lower_identical(p, &id).is_some())
@@ -97,8 +97,8 @@ impl Shared {
         if cfg.loader && ind::loader_name(name) {
             let mut head = [0u8; 4096];
             if let Ok(n) = nix::sys::uio::pread(fd, &mut head, 0) {
-                if let Some(e) = crate::engine::elf::parse(&head[..n]) {
-                    if e.e_type == crate::engine::elf::ET_DYN && e.has_interp == Some(false) {
+                if let Some(e) = driftgate_core::engine::elf::parse(&head[..n]) {
+                    if e.e_type == driftgate_core::engine::elf::ET_DYN && e.has_interp == Some(false) {
                         return ExecKind::Loader;
                     }
                 }
@@ -117,7 +117,7 @@ impl Shared {
     /// be read is reopened by a hashing worker ([`Target::reopen`]).
     pub fn indirect(
         &self,
-        ev: crate::sys::fanotify::PendingExec,
+        ev: driftgate_sys::fanotify::PendingExec,
         c: &Arc<Container>,
         kind: ExecKind,
         exec_path: &[u8],
@@ -134,7 +134,7 @@ impl Shared {
             Found::Unverifiable { why, path, executed, interpreter } => {
                 self.stats.indirect_unverifiable.fetch_add(1, Ordering::Relaxed);
                 self.health.note(Problem::ArgumentsUnread, || {
-                    format!("container {}: {}: {why}", c.id(), crate::util::printable(exec_path))
+                    format!("container {}: {}: {why}", c.id(), driftgate_core::util::printable(exec_path))
                 });
                 let Ok(st) = sfs::fstat_fd(ev.fd()) else {
                     self.answer(ev, false);
@@ -146,7 +146,7 @@ impl Shared {
                 };
                 let o = Outcome::unverifiable(path, format!("not verifiable: {why}"));
                 let target = Target { fd, reopen: false, executed, interpreter, proven: Some(o) };
-                Job::with_target(ev, c, FileId::from_stat(&st), exec_path.to_vec(), None, target)
+                Job::with_target(ev, c, driftgate_sys::fs::file_id(&st), exec_path.to_vec(), None, target)
             }
         };
         match self.try_complete(job, false) {
@@ -158,7 +158,7 @@ impl Shared {
     /// What an indirect exec would run that is not the image's.
     fn find_target(
         &self,
-        ev: &crate::sys::fanotify::PendingExec,
+        ev: &driftgate_sys::fanotify::PendingExec,
         c: &Arc<Container>,
         kind: ExecKind,
         exec_path: &[u8],
@@ -227,7 +227,7 @@ impl Shared {
                     }
                 }
                 let Some((opath, st)) = found else { continue };
-                let id = FileId::from_stat(&st);
+                let id = driftgate_sys::fs::file_id(&st);
                 let path = sfs::fd_path(opath.as_fd()).unwrap_or_else(|_| code.candidates[0].clone());
                 // The fd the target is decided through: readable, or `O_PATH` for a worker to reopen.
                 let readable = || {

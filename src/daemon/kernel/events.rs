@@ -18,8 +18,8 @@ use driftgate_bpf::Event;
 
 use crate::container::Container;
 use crate::daemon::hot::Shared;
-use crate::finding::MountRef;
-use crate::sys::fs::{self as sfs, FileId};
+use driftgate_core::finding::MountRef;
+use driftgate_sys::fs as sfs;
 
 /// Starts the thread that reads the program's reports; `None` when the layer is off.
 pub fn spawn(
@@ -68,7 +68,7 @@ fn record(shared: &Shared, c: &Arc<Container>, e: &Event) {
     let (sha, size) = match &file {
         Some(fd) => match sfs::fstat_fd(fd.as_fd()) {
             Ok(st) => {
-                let id = FileId::from_stat(&st);
+                let id = driftgate_sys::fs::file_id(&st);
                 let limit = shared.hash_limits.load().max_bytes;
                 let sha = (id.size <= limit)
                     .then(|| crate::daemon::hot::hash_stable(fd.as_fd(), &id).map(|(h, _)| h))

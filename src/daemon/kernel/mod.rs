@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use driftgate_bpf::{policy, FileKey, FileVer, Maps};
 
 use crate::container::Container;
-use crate::sys::fs::FileId;
+use driftgate_sys::fs::FileId;
 
 /// How many scans look for a container's own cgroup before it is told by its PID namespaces
 /// alone.
@@ -86,8 +86,8 @@ impl Kernel {
 
     /// Loads (or takes over) the program as `[kernel]` says; off, with the reason, where it
     /// cannot be.
-    pub fn start(cfg: &crate::config::KernelConfig) -> Kernel {
-        if cfg.enabled == crate::config::KernelLayer::Off {
+    pub fn start(cfg: &driftgate_core::config::KernelConfig) -> Kernel {
+        if cfg.enabled == driftgate_core::config::KernelLayer::Off {
             return Self::off("[kernel] enabled = \"off\"");
         }
         let mut layer = match driftgate_bpf::Layer::start(&cfg.pin_dir, cfg.persist) {
@@ -143,7 +143,7 @@ impl Kernel {
             .unwrap_or((false, false));
         c.on = u32::from(any);
         c.cg_ancestors = u32::from(cgroup_only);
-        c.tick_ns = crate::sys::pidns::tick_ns();
+        c.tick_ns = driftgate_sys::pidns::tick_ns();
         if c.ovl_ok == 0 {
             if let Some(v) = driftgate_bpf::btf::member_offsets(
                 std::path::Path::new("/sys/kernel/btf"),
@@ -211,7 +211,7 @@ impl Kernel {
             let init_start =
                 self.reg.lock().ok().and_then(|r| r.pidns.get(&inum).map(|x| x.2)).filter(|s| *s != 0);
             let Some(init_start) = init_start
-                .or_else(|| crate::sys::pidns::init_of(pid).and_then(crate::sys::pidns::start_ticks))
+                .or_else(|| driftgate_sys::pidns::init_of(pid).and_then(driftgate_sys::pidns::start_ticks))
             else {
                 tracing::debug!(container = %c.id(), pid, "kernel layer: the PID namespace's init is gone");
                 return;
@@ -252,7 +252,7 @@ impl Kernel {
     /// `hostPID` containers are covered through it.
     fn add_cgroup(&self, c: &Arc<Container>, pid: i32, policy: u32) {
         let Some(maps) = self.maps() else { return };
-        let top = crate::sys::proc::pid_ns_chain(pid).and_then(|c| c.last().copied());
+        let top = driftgate_sys::proc::pid_ns_chain(pid).and_then(|c| c.last().copied());
         let id = match crate::container::cgroup::own_v2_id(pid, top, c.dev) {
             Ok(id) => id,
             Err(why) => {
@@ -438,7 +438,7 @@ impl Kernel {
         if let Some((g, _, _)) = r.pidns.get(&pidns) {
             return by_gen(g);
         }
-        if let Some(chain) = crate::sys::proc::pid_ns_chain(tgid) {
+        if let Some(chain) = driftgate_sys::proc::pid_ns_chain(tgid) {
             if let Some(c) =
                 chain.iter().find_map(|ns| r.pidns.get(&(*ns as u32)).and_then(|(g, _, _)| by_gen(g)))
             {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Marker;
 use crate::container::mounts::MemfdState;
 use crate::container::Container;
-use crate::sys::proc;
+use driftgate_sys::proc;
 
 impl Marker {
     /// Sets `vm.memfd_noexec` in the PID namespace of a process of container `c` to what
@@ -73,10 +73,10 @@ impl Marker {
                 nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
                 nix::sys::stat::Mode::empty(),
             )
-            .map_err(|e| crate::sys::SysError::new("open(ns/pid)", e))
+            .map_err(|e| driftgate_sys::SysError::new("open(ns/pid)", e))
         };
         let held = open_ns().ok();
-        let res = open_ns().and_then(|fd| crate::sys::nsexec::set_memfd_noexec(fd, want));
+        let res = open_ns().and_then(|fd| driftgate_sys::nsexec::set_memfd_noexec(fd, want));
         let state = match res {
             Ok(()) => {
                 tracing::info!(container = %c.id(), pid_ns = pidns, value = want, "vm.memfd_noexec set in the container's PID namespace");
@@ -111,6 +111,6 @@ impl Marker {
             nix::sys::stat::Mode::empty(),
         )
         .ok()?;
-        crate::sys::nsexec::memfd_noexec(fd).ok()
+        driftgate_sys::nsexec::memfd_noexec(fd).ok()
     }
 }

@@ -30,9 +30,9 @@ use arc_swap::ArcSwap;
 use crate::container::mountinfo;
 use crate::container::mounts::{self, ContainerMount, MountState, NsMounts};
 use crate::container::{Container, Registry};
-use crate::sys::fanotify::PermGroup;
-use crate::sys::fs as sfs;
-use crate::sys::proc;
+use driftgate_sys::fanotify::PermGroup;
+use driftgate_sys::fs as sfs;
+use driftgate_sys::proc;
 
 /// After a hot-path question about an exec's caller that taught nothing, the next one waits.
 pub const PROBE_BACKOFF_MS: u64 = 50;
@@ -50,7 +50,7 @@ pub type MountTable = HashMap<u64, MountHit>;
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
     #[error("{0}")]
-    Sys(#[from] crate::sys::SysError),
+    Sys(#[from] driftgate_sys::SysError),
     #[error("process {0} is gone")]
     Gone(i32),
     #[error("the mount namespace is the host's")]
@@ -79,7 +79,7 @@ pub struct Marker {
     pub stats: NsStats,
     enabled: std::sync::atomic::AtomicBool,
     /// Mount events of the containers' namespaces (Linux 6.14+), for mounts made later.
-    ns_watch: Option<Arc<crate::sys::mountwatch::NsWatch>>,
+    ns_watch: Option<Arc<driftgate_sys::mountwatch::NsWatch>>,
     /// Namespaces already watched for mount events.
     watched_ns: std::sync::Mutex<HashSet<u64>>,
     /// The daemon's own and PID 1's PID namespaces: `vm.memfd_noexec` is never set there.
@@ -120,7 +120,7 @@ impl Marker {
         let me = std::process::id() as i32;
         let host_mnt = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "mnt")).collect();
         let host_pid = [me, 1].iter().filter_map(|p| proc::ns_id(*p, "pid")).collect();
-        let ns_watch = match crate::sys::mountwatch::NsWatch::open() {
+        let ns_watch = match driftgate_sys::mountwatch::NsWatch::open() {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
                 health.syscall(
@@ -152,7 +152,7 @@ impl Marker {
     }
 
     /// The mount-event watch of containers' namespaces, for discovery to poll.
-    pub fn ns_watch(&self) -> Option<Arc<crate::sys::mountwatch::NsWatch>> {
+    pub fn ns_watch(&self) -> Option<Arc<driftgate_sys::mountwatch::NsWatch>> {
         self.ns_watch.clone()
     }
 
@@ -431,7 +431,7 @@ impl Marker {
                         format!(
                             "container {}: {} ({}): {err}",
                             c.id(),
-                            crate::util::printable(&m.mountpoint),
+                            driftgate_core::util::printable(&m.mountpoint),
                             m.fstype
                         )
                     };
@@ -524,7 +524,7 @@ impl Marker {
 /// holds would wait for the daemon's own answer), and checks that the fd is on the mount with
 /// legacy id `mount_id`. Returns the fd and the mount's key.
 fn open_mount(root: BorrowedFd<'_>, mountpoint: &[u8], mount_id: u64) -> Result<(OwnedFd, u64), OpenMount> {
-    let failed = |e: crate::sys::SysError| OpenMount::Failed(e.to_string());
+    let failed = |e: driftgate_sys::SysError| OpenMount::Failed(e.to_string());
     let fd = sfs::open_in_root(root, mountpoint, true).map_err(failed)?;
     let st = sfs::fstat_fd(fd.as_fd()).map_err(failed)?;
     // Directories and regular files (a bind-mounted file such as /etc/hosts); a device,

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::config::MemfdNoexec;
 use crate::container::Container;
-use crate::engine::Mode;
-use crate::policy::RuleAction;
+use driftgate_core::config::MemfdNoexec;
+use driftgate_core::engine::Mode;
+use driftgate_core::policy::RuleAction;
 
 /// What decides the `vm.memfd_noexec` value of a container's PID namespace, and the policy the
 /// kernel layer holds for the container.
@@ -14,7 +14,7 @@ use crate::policy::RuleAction;
 pub struct MemfdRule {
     pub setting: MemfdNoexec,
     pub mode: Mode,
-    pub policy: Arc<crate::policy::Policy>,
+    pub policy: Arc<driftgate_core::policy::Policy>,
     /// `[libraries] enabled`: the kernel layer checks executable mappings too.
     pub libraries: bool,
 }
@@ -54,7 +54,7 @@ impl MemfdRule {
     fn action_at(&self, c: &Container, path: &str, mount: Option<&str>) -> RuleAction {
         let m = c.meta.load();
         let id = c.id();
-        let subject = crate::policy::Subject {
+        let subject = driftgate_core::policy::Subject {
             namespace: m.pod_namespace.as_deref(),
             pod: m.pod_name.as_deref(),
             container: Some(m.name.as_deref().unwrap_or(&id)),

@@ -64,7 +64,9 @@ impl Marker {
             nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         );
-        match fd.map_err(|e| crate::sys::SysError::new("open(ns/mnt)", e)).and_then(|fd| w.watch(fd.as_fd()))
+        match fd
+            .map_err(|e| driftgate_sys::SysError::new("open(ns/mnt)", e))
+            .and_then(|fd| w.watch(fd.as_fd()))
         {
             Ok(()) => {
                 seen.insert(ns);

@@ -420,7 +420,12 @@ fn storage(raw: RawStorage) -> StorageConfig {
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".to_owned())
+    // The UTS namespace's host name, as gethostname(2) gives it.
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim_end().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// toml's errors already carry "line N, column M" and the key; fold them to one readable

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::paths::{is_normal_path, parse_digest};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use driftgate_sys::fs::FileId;
+use crate::model::FileId;
 
 pub const SCHEMA: &str = "driftgate.manifest.v1";
 

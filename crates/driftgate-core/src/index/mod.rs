@@ -1,10 +1,8 @@
 //! What the daemon knows about content: known-bad hashes (IoCs) and, per image layer, which
-//! executable files it shipped with their hashes (manifests), built on the node or offline.
+//! executable files it shipped with their hashes (manifests). Reading images and layer
+//! directories into manifests, and storing them, is I/O: `driftgate-image` does it.
 
-pub mod build;
 pub mod ioc;
-pub mod layerdir;
 pub mod manifest;
 pub mod paths;
-pub mod store;
 pub mod union;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::manifest::{Entry, Manifest};
-use driftgate_sys::fs::FileId;
+use crate::model::FileId;
 
 /// Every strict ancestor of `/a/b/c`: `/a/b`, `/a`, and `/`.
 fn ancestors(p: &[u8]) -> impl Iterator<Item = &[u8]> {

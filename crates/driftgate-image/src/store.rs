@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{read_bundle, Manifest};
+use driftgate_core::index::manifest::{read_bundle, Manifest};
 
 /// On-node manifests.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ impl NodeStore {
 
     /// The file holding the manifest of one layer directory.
     pub fn file_for(&self, layer_dir: &Path) -> PathBuf {
-        let h = crate::util::hex(Sha256::digest(layer_dir.as_os_str().as_bytes()));
+        let h = driftgate_core::util::hex(Sha256::digest(layer_dir.as_os_str().as_bytes()));
         self.dir.join(format!("layer-{}.json", &h[..32]))
     }
 
@@ -162,7 +162,13 @@ mod tests {
         m.layer_dir_id = Some((1, 2));
         m.insert(
             b"/bin/a".to_vec(),
-            super::super::manifest::Entry { sha256: [7; 32], size: 1, mode: 0o755, mtime: 0, node: None },
+            driftgate_core::index::manifest::Entry {
+                sha256: [7; 32],
+                size: 1,
+                mode: 0o755,
+                mtime: 0,
+                node: None,
+            },
         );
         store.save(&m).unwrap();
         let back = store.load(Path::new("/var/lib/x/diff"), (1, 2)).unwrap().unwrap();

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::stat::{fstatat, FileStat};
 use sha2::{Digest, Sha256};
 
-use super::manifest::{Entry, Manifest, NodeVersion};
-use super::paths::could_execute;
-use driftgate_sys::fs::{self as sfs, FileId};
+use driftgate_core::index::manifest::{Entry, Manifest, NodeVersion};
+use driftgate_core::index::paths::could_execute;
+use driftgate_sys::fs as sfs;
 
 /// Deeper trees than this are refused (a layer is a filesystem image, not a fork bomb).
 const MAX_DEPTH: usize = 512;
@@ -157,7 +157,7 @@ impl Walker<'_> {
         if !sfs::is_regular(&st) {
             return Ok(());
         }
-        let id = FileId::from_stat(&st);
+        let id = driftgate_sys::fs::file_id(&st);
         let mode = st.st_mode & 0o7777;
         // An unchanged file keeps its hash.
         if let Some(prev) = self.previous.and_then(|p| p.files.get(path.as_slice())) {
@@ -187,8 +187,9 @@ impl Walker<'_> {
             on_bytes(b.len() as u64);
         })
         .map_err(|e| fail("read", &e))?;
-        let after =
-            sfs::fstat_fd(fd.as_fd()).map(|s| FileId::from_stat(&s)).map_err(|e| fail("fstat", &e))?;
+        let after = sfs::fstat_fd(fd.as_fd())
+            .map(|s| driftgate_sys::fs::file_id(&s))
+            .map_err(|e| fail("fstat", &e))?;
         if after != id || n != id.size {
             return Err(fail("hash", &"changed while being hashed"));
         }
@@ -201,7 +202,7 @@ impl Walker<'_> {
 }
 
 fn node_entry(st: &FileStat, sha256: [u8; 32]) -> Entry {
-    let id = FileId::from_stat(st);
+    let id = driftgate_sys::fs::file_id(st);
     Entry {
         sha256,
         size: id.size,
@@ -212,7 +213,8 @@ fn node_entry(st: &FileStat, sha256: [u8; 32]) -> Entry {
 }
 
 fn show(p: &[u8]) -> String {
-    super::manifest::BytePath(if p.is_empty() { b"/".to_vec() } else { p.to_vec() }).to_string()
+    driftgate_core::index::manifest::BytePath(if p.is_empty() { b"/".to_vec() } else { p.to_vec() })
+        .to_string()
 }
 
 /// What changed between two manifests of the same layer: paths added, removed or with other

@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{Entry, Manifest};
-use super::paths::{could_execute, normalize_tar_path, parse_digest, tar_meaning, TarMeaning};
+use driftgate_core::index::manifest::{Entry, Manifest};
+use driftgate_core::index::paths::{
+    could_execute, normalize_tar_path, parse_digest, tar_meaning, TarMeaning,
+};
 
 /// Where the blobs of an image come from.
 enum Store {
@@ -381,7 +383,7 @@ pub fn index_layer_tar(input: Box<dyn Read + '_>, source: &str) -> Result<(Manif
     // The end-of-archive padding is part of the diffID too.
     std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| format!("reading layer: {e}"))?;
     m.layer_bytes = tee.bytes;
-    let diff_id = format!("sha256:{}", crate::util::hex(tee.hash.finalize()));
+    let diff_id = format!("sha256:{}", driftgate_core::util::hex(tee.hash.finalize()));
     Ok((m, diff_id))
 }
 
@@ -467,7 +469,7 @@ mod tests {
             ("etc/.wh.gone", b"", 0o644),
             ("var/.wh..wh..opq", b"", 0o644),
         ]);
-        let want_diff = format!("sha256:{}", crate::util::hex(Sha256::digest(&tar)));
+        let want_diff = format!("sha256:{}", driftgate_core::util::hex(Sha256::digest(&tar)));
         let gz = {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut e, &tar).unwrap();
