@@ -2,7 +2,8 @@
 //!
 //! A mount is a container rootfs only when it is an overlay *and* its mountpoint matches a
 //! runtime's known layout (containerd: `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs`)
-//! or an operator's `overlay_globs`. Nothing else is ever marked.
+//! or an operator's `overlay_globs`: each runtime is a module of [`runtime`]. Nothing else is
+//! ever marked.
 
 pub mod cgroup;
 pub mod cluster;
@@ -12,7 +13,7 @@ pub mod layers;
 pub mod meta;
 pub mod mountinfo;
 pub mod mounts;
-pub(crate) mod runtimes;
+pub mod runtime;
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -169,84 +170,9 @@ pub fn classify(entry: &MountEntry, cfg: &Config) -> Option<Candidate> {
     if entry.fstype != "overlay" || entry.mountpoint == Path::new("/") {
         return None;
     }
-    let identity = if cfg.containerd.enabled {
-        containerd_identity(&entry.mountpoint, &cfg.containerd.state)
-    } else {
-        None
-    }
-    .or_else(|| {
-        cfg.docker.enabled.then(|| docker_identity(&entry.mountpoint, &cfg.docker.data_root)).flatten()
-    })
-    .or_else(|| {
-        [(&cfg.podman, "podman"), (&cfg.crio, "cri-o")]
-            .into_iter()
-            .filter(|(s, _)| s.enabled)
-            .find_map(|(s, rt)| storage_identity(&entry.mountpoint, &s.root, &s.runroot, rt))
-    })
-    .or_else(|| {
-        cfg.overlay_globset.is_match(&entry.mountpoint).then(|| Identity {
-            id: entry.mountpoint.to_string_lossy().into_owned(),
-            runtime: "overlay",
-            runtime_namespace: None,
-            storage: None,
-        })
-    })?;
+    let identity = runtime::identify(&entry.mountpoint, cfg)?;
     let layers = overlay_layers(&entry.super_options)?;
     Some(Candidate { identity, mount: entry.clone(), layers })
-}
-
-/// `<state>/io.containerd.runtime.v2.task/<ns>/<id>/rootfs` → (ns, id).
-pub fn containerd_identity(mountpoint: &Path, state: &Path) -> Option<Identity> {
-    let rest = mountpoint.strip_prefix(state.join("io.containerd.runtime.v2.task")).ok()?;
-    let parts: Vec<_> = rest.components().collect();
-    match parts.as_slice() {
-        [ns, id, last] if last.as_os_str() == "rootfs" => Some(Identity {
-            id: id.as_os_str().to_string_lossy().into_owned(),
-            runtime: "containerd",
-            runtime_namespace: Some(ns.as_os_str().to_string_lossy().into_owned()),
-            storage: None,
-        }),
-        _ => None,
-    }
-}
-
-/// `<data_root>/overlay2/<layer>/merged`, not Docker's own `<layer>-init` layer.
-pub fn docker_identity(mountpoint: &Path, data_root: &Path) -> Option<Identity> {
-    let layer = single_layer_dir(mountpoint, &data_root.join("overlay2"))?;
-    (!layer.ends_with("-init")).then_some(Identity {
-        id: layer,
-        runtime: "docker",
-        runtime_namespace: None,
-        storage: None,
-    })
-}
-
-/// `<root>/overlay/<layer>/merged` of containers/storage (Podman or CRI-O).
-pub fn storage_identity(
-    mountpoint: &Path,
-    root: &Path,
-    runroot: &Path,
-    runtime: &'static str,
-) -> Option<Identity> {
-    let layer = single_layer_dir(mountpoint, &root.join("overlay"))?;
-    Some(Identity {
-        id: layer,
-        runtime,
-        runtime_namespace: None,
-        storage: Some((root.to_path_buf(), runroot.to_path_buf())),
-    })
-}
-
-/// `<base>/<one component>/merged` → the component.
-fn single_layer_dir(mountpoint: &Path, base: &Path) -> Option<String> {
-    let rest = mountpoint.strip_prefix(base).ok()?;
-    let parts: Vec<_> = rest.components().collect();
-    match parts.as_slice() {
-        [layer, last] if last.as_os_str() == "merged" => {
-            Some(layer.as_os_str().to_string_lossy().into_owned())
-        }
-        _ => None,
-    }
 }
 
 /// The most bytes read from one runtime state file (`config.v2.json`, `containers.json`,

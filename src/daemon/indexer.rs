@@ -144,11 +144,6 @@ pub fn spawn(
 }
 
 /// `.../overlay2/<id>-init/diff`.
-fn is_docker_init_layer(dir: &Path) -> bool {
-    dir.ends_with("diff")
-        && dir.parent().and_then(Path::file_name).is_some_and(|n| n.to_string_lossy().ends_with("-init"))
-}
-
 struct Coordinator {
     store: NodeStore,
     /// On-node manifests by (canonical) layer directory.
@@ -178,23 +173,11 @@ impl Coordinator {
         self.imported = imp;
     }
 
-    /// The diffIDs of a container's lower layers (top first), where the runtime records them.
+    /// The diffIDs of a container's lower layers (top first), where its runtime records them.
     fn diff_ids(&mut self, cfg: &Config, c: &Container, dirs: &[PathBuf]) -> Vec<Option<String>> {
-        if let Some((root, _)) = &c.identity.storage {
-            return dirs.iter().map(|d| self.resolver.storage(root, d)).collect();
-        }
-        match c.identity.runtime {
-            "docker" => dirs.iter().map(|d| self.resolver.docker(&cfg.docker.data_root, d)).collect(),
-            "containerd" => {
-                let digest = c.meta.load().image_digest.clone();
-                let ids = digest.and_then(|d| self.resolver.containerd_image(&cfg.containerd.root, &d));
-                match ids {
-                    // One snapshot per layer, top first.
-                    Some(ids) if ids.len() == dirs.len() => ids.into_iter().rev().map(Some).collect(),
-                    _ => vec![None; dirs.len()],
-                }
-            }
-            _ => vec![None; dirs.len()],
+        match crate::container::runtime::named(c.identity.runtime) {
+            Some(r) => r.diff_ids(&mut self.resolver, cfg, c, dirs),
+            None => vec![None; dirs.len()],
         }
     }
 
@@ -220,7 +203,7 @@ impl Coordinator {
         let mut matched = 0;
         let mut image_layers = 0;
         for (dir, diff_id) in dirs.iter().zip(diff_ids) {
-            if c.identity.runtime == "docker" && is_docker_init_layer(dir) {
+            if crate::container::runtime::named(c.identity.runtime).is_some_and(|r| !r.is_image_layer(dir)) {
                 // Docker's `<id>-init` layer holds what Docker writes for the container
                 // (/etc/hosts, /.dockerenv...): not image content, never a manifest.
                 layers.push(None);

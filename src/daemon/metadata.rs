@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::container::runtimes::Resolver;
+use crate::container::runtime::Api;
 use crate::container::Container;
 use driftgate_core::config::SharedConfig;
 
@@ -22,7 +22,7 @@ pub fn spawn(
     index: Option<crossbeam_channel::Sender<super::indexer::Msg>>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("driftgate-meta".into()).spawn(move || {
-        let resolver = Resolver::new();
+        let resolver = Api::new();
         let mut pending: Vec<(Arc<Container>, u32, Instant)> = Vec::new();
         loop {
             let wait = pending
