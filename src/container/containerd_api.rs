@@ -4,7 +4,7 @@
 //! time; fields not declared are skipped by prost). Every call has a deadline and runs on the
 //! metadata thread, so a containerd that is down or hung never stalls discovery or the hot path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ pub struct ApiContainer {
 /// The messages of `containerd.services.containers.v1` and `.images.v1` that are used: only
 /// the fields read.
 pub mod pb {
-    use super::HashMap;
+    use std::collections::HashMap;
 
     /// `GetContainerRequest` and `GetImageRequest`: the id or the name, field 1.
     #[derive(Clone, PartialEq, prost::Message)]

@@ -125,10 +125,10 @@ impl DiffIdResolver {
             return Some(d.clone());
         }
         let path = root.join("overlay-layers/layers.json");
-        let bytes = super::read_state(&path).unwrap_or_default();
+        let bytes = super::state_file::read_state(&path).unwrap_or_default();
         let map = parse_storage_layers(&bytes);
-        if map.is_empty() && !bytes.is_empty() && !super::is_json_array(&bytes) {
-            super::state_warning(&path, "not a containers/storage layer list");
+        if map.is_empty() && !bytes.is_empty() && !super::state_file::is_json_array(&bytes) {
+            super::state_file::state_warning(&path, "not a containers/storage layer list");
         }
         let found = map.get(&id).cloned();
         self.storage.insert(root.to_path_buf(), map);
@@ -151,7 +151,7 @@ fn read_containerd_image(root: &Path, digest: &str) -> Option<Vec<String>> {
     let blob = |d: &str| -> Option<Vec<u8>> {
         let d = parse_digest(d)?;
         let p = root.join("io.containerd.content.v1.content/blobs/sha256").join(&d["sha256:".len()..]);
-        super::read_state(&p)
+        super::state_file::read_state(&p)
     };
     let mut doc = blob(digest)?;
     for _ in 0..3 {
@@ -169,7 +169,8 @@ fn read_docker_layerdb(dir: &Path) -> HashMap<String, String> {
     for e in rd.flatten() {
         let p = e.path();
         let read = |n: &str| {
-            super::read_state(&p.join(n)).map(|b| String::from_utf8_lossy(b.trim_ascii()).into_owned())
+            super::state_file::read_state(&p.join(n))
+                .map(|b| String::from_utf8_lossy(b.trim_ascii()).into_owned())
         };
         if let (Some(cache), Some(diff)) = (read("cache-id"), read("diff")) {
             if let Some(d) = parse_digest(&diff) {

@@ -176,7 +176,10 @@ impl Coordinator {
     /// The diffIDs of a container's lower layers (top first), where its runtime records them.
     fn diff_ids(&mut self, cfg: &Config, c: &Container, dirs: &[PathBuf]) -> Vec<Option<String>> {
         match crate::container::runtime::named(c.identity.runtime) {
-            Some(r) => r.diff_ids(&mut self.resolver, cfg, c, dirs),
+            Some(r) => {
+                let digest = c.meta.load().image_digest.clone();
+                r.diff_ids(&mut self.resolver, cfg, &c.identity, digest.as_deref(), dirs)
+            }
             None => vec![None; dirs.len()],
         }
     }

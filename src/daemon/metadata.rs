@@ -48,7 +48,7 @@ pub fn spawn(
                 if *at > now {
                     return true;
                 }
-                let m = resolver.resolve(&cfg.load(), c).merged_with(&c.meta.load());
+                let m = resolver.resolve(&cfg.load(), &c.identity).merged_with(&c.meta.load());
                 let complete = m.complete;
                 tracing::debug!(container = %c.identity.id, ?m, "container metadata");
                 c.meta.store(Arc::new(m));

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use driftgate_core::config::Config;
 
-use super::{parse_or_warn, Api, Runtime, API_DEADLINE};
+use super::common::{parse_or_warn, Api, Runtime, API_DEADLINE};
 use crate::container::containerd_api;
 use crate::container::diffids::DiffIdResolver;
+use crate::container::identity::Identity;
 use crate::container::meta::{self, Metadata};
-use crate::container::{read_state, Container, Identity};
+use crate::container::state_file::read_state;
 
 pub struct Containerd;
 
@@ -37,9 +38,9 @@ impl Runtime for Containerd {
         }
     }
 
-    fn metadata(&self, api: &Api, cfg: &Config, c: &Container) -> Metadata {
-        let ns = c.identity.runtime_namespace.clone().unwrap_or_default();
-        let id = &c.identity.id;
+    fn metadata(&self, api: &Api, cfg: &Config, c: &Identity) -> Metadata {
+        let ns = c.runtime_namespace.clone().unwrap_or_default();
+        let id = &c.id;
         let mut m = Metadata { runtime: Some(self.name()), ..Default::default() };
         let spec =
             cfg.containerd.state.join("io.containerd.runtime.v2.task").join(&ns).join(id).join("config.json");
@@ -85,11 +86,11 @@ impl Runtime for Containerd {
         &self,
         resolver: &mut DiffIdResolver,
         cfg: &Config,
-        c: &Container,
+        _c: &Identity,
+        image_digest: Option<&str>,
         dirs: &[PathBuf],
     ) -> Vec<Option<String>> {
-        let digest = c.meta.load().image_digest.clone();
-        match digest.and_then(|d| resolver.containerd_image(&cfg.containerd.root, &d)) {
+        match image_digest.and_then(|d| resolver.containerd_image(&cfg.containerd.root, d)) {
             // One snapshot per layer, top first.
             Some(ids) if ids.len() == dirs.len() => ids.into_iter().rev().map(Some).collect(),
             _ => vec![None; dirs.len()],

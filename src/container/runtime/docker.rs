@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use driftgate_core::config::Config;
 
-use super::{parse_or_warn, single_layer_dir, Api, Runtime};
+use super::common::{parse_or_warn, single_layer_dir, Api, Runtime};
 use crate::container::diffids::DiffIdResolver;
+use crate::container::identity::Identity;
 use crate::container::meta::{self, Metadata};
-use crate::container::{read_state, Container, Identity};
+use crate::container::state_file::read_state;
 
 pub struct Docker;
 
@@ -32,15 +33,16 @@ impl Runtime for Docker {
         })
     }
 
-    fn metadata(&self, _api: &Api, cfg: &Config, c: &Container) -> Metadata {
-        metadata(&cfg.docker.data_root, &c.identity.id)
+    fn metadata(&self, _api: &Api, cfg: &Config, c: &Identity) -> Metadata {
+        metadata(&cfg.docker.data_root, &c.id)
     }
 
     fn diff_ids(
         &self,
         resolver: &mut DiffIdResolver,
         cfg: &Config,
-        _c: &Container,
+        _c: &Identity,
+        _image_digest: Option<&str>,
         dirs: &[PathBuf],
     ) -> Vec<Option<String>> {
         dirs.iter().map(|d| resolver.docker(&cfg.docker.data_root, d)).collect()

@@ -13,51 +13,20 @@
 //! Adding a runtime: a module here with a type that implements [`Runtime`], and one line in
 //! [`RUNTIMES`] (its place in the list is its priority when two could claim a mount).
 
+mod common;
 mod containerd;
 mod docker;
 mod overlay;
 mod storage;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use driftgate_core::config::Config;
 
-use super::diffids::DiffIdResolver;
-use super::meta::Metadata;
-use super::{Container, Identity};
+pub use common::{Api, Runtime};
 
-/// One container runtime.
-pub trait Runtime: Sync {
-    /// The name findings, `status` and policy rules (`runtimes = [...]`) use.
-    fn name(&self) -> &'static str;
-
-    /// Whether `mountpoint` (an overlay's) is the rootfs of one of this runtime's containers,
-    /// under `cfg` (a runtime that `cfg` disables claims nothing).
-    fn identify(&self, mountpoint: &Path, cfg: &Config) -> Option<Identity>;
-
-    /// Everything the runtime can tell about `c` now. Never fails: what cannot be read is
-    /// `None`, and `complete` says whether a later retry could learn more.
-    fn metadata(&self, _api: &Api, _cfg: &Config, _c: &Container) -> Metadata {
-        Metadata { complete: true, ..Default::default() }
-    }
-
-    /// The diffIDs of `c`'s lower layers `dirs` (top first), where the runtime records them.
-    fn diff_ids(
-        &self,
-        _resolver: &mut DiffIdResolver,
-        _cfg: &Config,
-        _c: &Container,
-        dirs: &[PathBuf],
-    ) -> Vec<Option<String>> {
-        vec![None; dirs.len()]
-    }
-
-    /// Whether lower layer `dir` holds image content (not what the runtime writes itself).
-    fn is_image_layer(&self, _dir: &Path) -> bool {
-        true
-    }
-}
+use crate::container::identity::Identity;
+use crate::container::meta::Metadata;
 
 /// Every runtime, in the order they are asked about a mount.
 pub static RUNTIMES: &[&dyn Runtime] =
@@ -68,57 +37,19 @@ pub fn named(name: &str) -> Option<&'static dyn Runtime> {
     RUNTIMES.iter().copied().find(|r| r.name() == name)
 }
 
-/// The first runtime that claims `mountpoint`.
-pub fn identify(mountpoint: &Path, cfg: &Config) -> Option<Identity> {
-    RUNTIMES.iter().find_map(|r| r.identify(mountpoint, cfg))
-}
-
-const API_DEADLINE: Duration = Duration::from_secs(2);
-
-/// What runtimes' metadata lookups share: a runtime for API calls (containerd's).
-pub struct Api {
-    rt: Option<tokio::runtime::Runtime>,
-}
-
-impl Default for Api {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Api {
-    pub fn new() -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
-        Self { rt }
-    }
-
     /// Everything `c`'s runtime can tell about it now.
-    pub fn resolve(&self, cfg: &Config, c: &Container) -> Metadata {
-        match named(c.identity.runtime) {
+    pub fn resolve(&self, cfg: &Config, c: &Identity) -> Metadata {
+        match named(c.runtime) {
             Some(r) => r.metadata(self, cfg, c),
             None => Metadata { complete: true, ..Default::default() },
         }
     }
 }
 
-/// `parsed`, with a warning (once per file) when the file did not parse.
-fn parse_or_warn<T>(path: &Path, parsed: Option<T>) -> Option<T> {
-    if parsed.is_none() {
-        super::state_warning(path, "not what its runtime writes (truncated, wrong types?)");
-    }
-    parsed
-}
-
-/// `<base>/<one component>/merged` → the component.
-fn single_layer_dir(mountpoint: &Path, base: &Path) -> Option<String> {
-    let rest = mountpoint.strip_prefix(base).ok()?;
-    let parts: Vec<_> = rest.components().collect();
-    match parts.as_slice() {
-        [layer, last] if last.as_os_str() == "merged" => {
-            Some(layer.as_os_str().to_string_lossy().into_owned())
-        }
-        _ => None,
-    }
+/// The first runtime that claims `mountpoint`.
+pub fn identify(mountpoint: &Path, cfg: &Config) -> Option<Identity> {
+    RUNTIMES.iter().find_map(|r| r.identify(mountpoint, cfg))
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use driftgate_core::config::Config;
 
-use super::Runtime;
-use crate::container::Identity;
+use super::common::Runtime;
+use crate::container::identity::Identity;
 
 pub struct Overlay;
 

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use driftgate_core::config::{Config, StorageConfig};
 
-use super::{parse_or_warn, single_layer_dir, Api, Runtime};
+use super::common::{parse_or_warn, single_layer_dir, Api, Runtime};
 use crate::container::diffids::DiffIdResolver;
+use crate::container::identity::Identity;
 use crate::container::meta::{self, Metadata};
-use crate::container::{is_json_array, read_state, state_warning, Container, Identity};
+use crate::container::state_file::{is_json_array, read_state, state_warning};
 
 /// A runtime on containers/storage, with its own `[discovery.*]` section.
 pub struct Storage {
@@ -40,9 +41,9 @@ impl Runtime for Storage {
         })
     }
 
-    fn metadata(&self, _api: &Api, _cfg: &Config, c: &Container) -> Metadata {
-        match &c.identity.storage {
-            Some((root, runroot)) => metadata(root, runroot, &c.identity.id, self.name),
+    fn metadata(&self, _api: &Api, _cfg: &Config, c: &Identity) -> Metadata {
+        match &c.storage {
+            Some((root, runroot)) => metadata(root, runroot, &c.id, self.name),
             None => Metadata { complete: true, ..Default::default() },
         }
     }
@@ -51,10 +52,11 @@ impl Runtime for Storage {
         &self,
         resolver: &mut DiffIdResolver,
         _cfg: &Config,
-        c: &Container,
+        c: &Identity,
+        _image_digest: Option<&str>,
         dirs: &[PathBuf],
     ) -> Vec<Option<String>> {
-        match &c.identity.storage {
+        match &c.storage {
             Some((root, _)) => dirs.iter().map(|d| resolver.storage(root, d)).collect(),
             None => vec![None; dirs.len()],
         }
