@@ -266,6 +266,26 @@ fn prometheus_metrics_are_served_when_configured() {
     ] {
         assert!(body.contains(needle), "{needle} missing:\n{body}");
     }
+    // `status --metrics` prints the same declared series from the status report: every one of
+    // its names is served, and the counts that cannot move now agree.
+    let o = std::process::Command::new(driftgate_bin())
+        .args(["status", "--metrics", "--socket", d.socket().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let cli = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && cli.lines().count() > 60, "{cli}");
+    for line in cli.lines() {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let served = name.strip_suffix("_total").unwrap_or(name);
+        assert!(body.contains(&format!("# TYPE {served} ")), "{name} is not served:\n{body}");
+    }
+    for fixed in [
+        "driftgate_decisions_total{action=\"deny\"} 1",
+        "driftgate_containers_watched 1",
+        "driftgate_enforce_mode 1",
+    ] {
+        assert!(cli.lines().any(|l| l == fixed), "{fixed} not in:\n{cli}");
+    }
     // TCP too.
     let port = 20000 + (std::process::id() % 20000) as u16;
     let s2 = Scratch::new();

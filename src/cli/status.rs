@@ -17,6 +17,10 @@ pub struct StatusArgs {
     /// Print the status as one JSON object (schema driftgate.status.v1)
     #[arg(long)]
     pub json: bool,
+    /// Print every counter and gauge as the metrics endpoint names them (`name{label} value`),
+    /// read from the status: for a node whose `[metrics]` endpoint is off
+    #[arg(long, conflicts_with = "json")]
+    pub metrics: bool,
 }
 
 pub fn run(a: StatusArgs) -> Result<(), CliError> {
@@ -32,12 +36,29 @@ pub fn run(a: StatusArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string(&s).expect("status serializes"));
             Ok(())
         }
+        Ok(s) if a.metrics => {
+            print!("{}", counters(&s));
+            Ok(())
+        }
         Ok(s) => {
             print!("{}", render(&s));
             Ok(())
         }
         Err(e) => Err(CliError::Failure(format!("no daemon answered on {}: {e}", socket.display()))),
     }
+}
+
+/// Every declared metric's samples from `s`, one `name{label="value"} value` line each.
+pub fn counters(s: &Status) -> String {
+    let json = serde_json::to_value(s).expect("status serializes");
+    let mut o = String::new();
+    for m in crate::daemon::counters::METRICS {
+        for (label, v) in m.samples(s, &json) {
+            let labels = m.label.map_or(String::new(), |k| format!("{{{k}=\"{label}\"}}"));
+            o += &format!("{}{labels} {v}\n", m.name);
+        }
+    }
+    o
 }
 
 pub fn render(s: &Status) -> String {

@@ -12,6 +12,7 @@
 
 pub(crate) mod budget;
 pub mod cache;
+pub mod counters;
 pub(crate) mod discovery;
 mod error;
 pub(crate) mod fileless;

@@ -15,7 +15,7 @@ use crate::container::Registry;
 use crate::sink::SinkStats;
 use driftgate_core::config::SharedConfig;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Status {
     pub schema: String,
     pub version: String,

@@ -119,9 +119,9 @@ fn check_daemonset(docs: &[Value]) {
     );
 }
 
-/// Metric names in the daemon's exporter source.
+/// Metric names the daemon declares (src/daemon/counters.rs).
 fn exported_metrics() -> std::collections::BTreeSet<String> {
-    let src = std::fs::read_to_string(root().join("src/daemon/metrics.rs")).unwrap();
+    let src = std::fs::read_to_string(root().join("src/daemon/counters.rs")).unwrap();
     src.split('"').filter(|t| t.starts_with("driftgate_") && !t.contains(' ')).map(str::to_owned).collect()
 }
 
