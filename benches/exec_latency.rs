@@ -22,6 +22,7 @@ fn main() {
         driftgate: env!("CARGO_BIN_EXE_driftgate").into(),
         daemon_extra: String::new(),
         image: None,
+        baseline: None,
     };
     match run(&opts, |_, _| {}) {
         Ok(r) => print!("{}", render(&r)),

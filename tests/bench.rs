@@ -52,6 +52,39 @@ fn bench_exec_reports_every_configuration_against_none_and_cleans_up() {
 }
 
 #[test]
+fn a_baseline_executable_runs_every_driftgate_configuration_beside_the_current_one() {
+    if !privileged() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let copy = bin.path().join("driftgate-before");
+    std::fs::copy(driftgate_bin(), &copy).unwrap();
+    let bench = |baseline: &std::path::Path| {
+        let mut cmd = std::process::Command::new(driftgate_bin());
+        cmd.args(["bench", "exec", "--iterations", "20", "--rounds", "2", "--json"])
+            .args(["--configs", "none,driftgate-enforce", "--baseline"])
+            .arg(baseline)
+            .env("TMPDIR", tmp.path());
+        run_with_deadline(cmd, Duration::from_secs(120))
+    };
+    let out = bench(&copy);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let configs = v["configs"].as_array().unwrap();
+    let names: Vec<&str> = configs.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["none", "driftgate-enforce", "driftgate-enforce@baseline"]);
+    for c in &configs[1..] {
+        assert_eq!(c["samples"], 40, "{c}");
+        assert!(c["ratio_p50"].as_f64().unwrap() > 0.0, "related to none: {c}");
+    }
+    // The baseline is what runs its configurations: one that cannot start fails the run.
+    let out = bench(&bin.path().join("missing"));
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_cleaned_up(tmp.path());
+}
+
+#[test]
 fn inside_workloads_run_in_the_container_and_are_related_to_their_own_baseline() {
     if !privileged() {
         return;

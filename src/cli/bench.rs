@@ -155,6 +155,11 @@ pub struct ExecArgs {
     /// second container, for the python configurations.
     #[arg(long, value_name = "DIR")]
     pub image: Option<PathBuf>,
+    /// Another driftgate executable (a build from before a change): every driftgate
+    /// configuration also runs with it, as `<config>@baseline`, interleaved in the same rounds,
+    /// so a change is measured against what it changed on the same noisy machine.
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
     /// Load mode: number of scratch containers exec storms run in.
     #[arg(long, value_name = "K")]
     pub containers: Option<usize>,
@@ -248,11 +253,15 @@ pub fn run(cmd: BenchCommand) -> Result<(), CliError> {
         iterations: a.iterations,
         rounds: a.rounds,
         pin: a.pin,
-        configs: if a.configs.is_empty() { exec::default_configs() } else { a.configs },
+        configs: with_baseline(
+            if a.configs.is_empty() { exec::default_configs() } else { a.configs },
+            a.baseline.is_some(),
+        ),
         binary: a.binary,
         driftgate,
         daemon_extra,
         image: a.image,
+        baseline: a.baseline,
     };
     let res = exec::run(&opts, |round, name| show(round, opts.rounds, name));
     if tty {
@@ -382,4 +391,20 @@ fn daemon_toml(path: &Option<PathBuf>) -> Result<String, CliError> {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| CliError::NotFound(format!("--daemon-toml {}: {e}", p.display()))),
     }
+}
+
+/// `configs`, each driftgate configuration followed by its `@baseline` twin when a baseline
+/// executable is given (named ones are kept as they are).
+fn with_baseline(configs: Vec<String>, baseline: bool) -> Vec<String> {
+    if !baseline {
+        return configs;
+    }
+    let mut out = Vec::with_capacity(configs.len() * 2);
+    for c in configs {
+        let twin = (c.starts_with("driftgate") && !c.ends_with(exec::BASELINE))
+            .then(|| format!("{c}{}", exec::BASELINE));
+        out.push(c);
+        out.extend(twin);
+    }
+    out
 }

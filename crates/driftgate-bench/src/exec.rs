@@ -89,7 +89,13 @@ pub struct Options {
     /// A real root file system (`scripts/debian-image.sh`), the image of a second container
     /// that the Python workloads run in.
     pub image: Option<PathBuf>,
+    /// Another driftgate executable (`--baseline`, a build from before a change): every
+    /// driftgate configuration `c` also runs with it, as `c@baseline`, in the same rounds.
+    pub baseline: Option<PathBuf>,
 }
+
+/// The suffix of a configuration run with [`Options::baseline`].
+pub const BASELINE: &str = "@baseline";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -209,7 +215,20 @@ pub(crate) fn plan(name: &str) -> Result<(ListenerKind, Workload), BenchError> {
 
 /// Runs the benchmark. `progress` is called after each configuration of each round.
 pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Report, BenchError> {
-    let plans = opts.configs.iter().map(|c| plan(c)).collect::<Result<Vec<_>, _>>()?;
+    let plans = opts
+        .configs
+        .iter()
+        .map(|c| match c.strip_suffix(BASELINE) {
+            Some(_) if opts.baseline.is_none() => {
+                Err(BenchError::Setup(format!("{c}: give --baseline PATH")))
+            }
+            Some(own) if !own.starts_with("driftgate") => {
+                Err(BenchError::Setup(format!("{c}: only driftgate configurations run with --baseline")))
+            }
+            Some(own) => plan(own),
+            None => plan(c),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let sig = interrupt_fd()?;
     let _ns = fapolicyd::isolate_if(plans.iter().any(|p| p.0 == ListenerKind::Fapolicyd))?;
     pin(opts.pin)?;
@@ -241,7 +260,11 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
     let mut fresh = 0usize;
     for round in 0..opts.rounds {
         for (ci, (name, (kind, work))) in opts.configs.iter().zip(&plans).enumerate() {
-            let listener = Listener::start(*kind, &c, &opts.driftgate, &opts.daemon_extra)?;
+            let exe = match (name.ends_with(BASELINE), &opts.baseline) {
+                (true, Some(b)) => b,
+                _ => &opts.driftgate,
+            };
+            let listener = Listener::start(*kind, &c, exe, &opts.daemon_extra)?;
             let s = match *work {
                 Workload::Image => {
                     measure(warmup, &sig, |_| Ok(image.clone()), |_| {})?;
@@ -271,7 +294,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
                     )?
                 }
                 Workload::Inside(what) => super::inside::measure(
-                    &opts.driftgate,
+                    exe,
                     if what == Inside::Python { real_image.as_ref().expect("checked") } else { &c.merged[0] },
                     &volume,
                     what,
@@ -281,7 +304,7 @@ pub fn run(opts: &Options, mut progress: impl FnMut(usize, &str)) -> Result<Repo
                 )?,
             };
             if listener.pid().is_some() && name.starts_with("driftgate") {
-                let runs = crate::kernelcost::program_runs(&opts.driftgate, &c.root().join("driftgate.sock"));
+                let runs = crate::kernelcost::program_runs(exe, &c.root().join("driftgate.sock"));
                 crate::kernelcost::add(&mut kernel_layer, name, runs);
             }
             drop(listener);
