@@ -364,8 +364,10 @@ pub fn render(r: &Report) -> String {
         r.kernel,
         r.pinned_cpu.map(|c| format!(", pinned to CPU {c}")).unwrap_or_default()
     );
+    // The name column fits the longest name (`...-libraries@baseline`).
+    let w = r.configs.iter().map(|c| c.name.len()).max().unwrap_or(0).max(30);
     s.push_str(&format!(
-        "{:<30} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
+        "{:<w$} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}\n",
         "config",
         "samples",
         "mean_us",
@@ -381,7 +383,7 @@ pub fn render(r: &Report) -> String {
     let f = |v: Option<f64>, prec: usize| v.map_or("-".to_owned(), |x| format!("{x:.prec$}"));
     for c in &r.configs {
         s.push_str(&format!(
-            "{:<30} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>7.3}\n",
+            "{:<w$} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>7.3}\n",
             c.name,
             c.samples,
             c.mean_us,
