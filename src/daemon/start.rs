@@ -264,7 +264,7 @@ pub(super) fn shared(
         indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(c0)),
         targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
         router: arc_swap::ArcSwapOption::empty(),
-        hasher: hot::hasher::Hasher::with_reader(hot::hasher::daemon_reader()),
+        readers: hot::reader_pool::ReaderPool::with_reader(hot::reader_pool::daemon_reader()),
         hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(c0)),
         budget: budget::FdBudget::new(nofile, c0.max_pending),
         max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),

@@ -23,7 +23,7 @@ use driftgate_sys::fs::FileId;
 use driftgate_sys::proc;
 
 use super::fast::identity_candidates;
-use super::state::*;
+use super::state::{Job, OpenStage, Routed, Shared};
 
 impl Shared {
     /// Whether this open by thread `tid` of the file at `raw_path` is an interpreter loading

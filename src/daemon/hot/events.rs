@@ -134,7 +134,7 @@ impl Workers {
     /// allowed (the kernel allows it anyway once the fanotify fd is closed); workers finish the
     /// job in hand and exit.
     pub fn stop(self, shared: &Shared) {
-        shared.hasher.stop();
+        shared.readers.stop();
         shared.holder.stop();
         shared.router.store(None);
         for j in self.small.close().into_iter().chain(self.large.close()) {

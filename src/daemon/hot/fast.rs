@@ -13,7 +13,7 @@ use driftgate_core::engine::indirect::ExecKind;
 use driftgate_sys::fanotify::PendingExec;
 use driftgate_sys::fs::{self as sfs, FileId};
 
-use super::state::*;
+use super::state::{Job, Outcome, OutcomeKey, Routed, Shared};
 
 /// Main-thread state: the cache of file versions proven to be image files.
 pub struct FastPath {

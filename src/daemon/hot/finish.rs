@@ -9,9 +9,9 @@ use driftgate_core::finding::{self};
 use driftgate_sys::fanotify::PendingExec;
 use driftgate_sys::fs::FileId;
 
-use crate::daemon::hot::report::ProcFacts;
+use crate::daemon::hot::facts::ProcFacts;
 
-use super::state::*;
+use super::state::{HashState, Job, Outcome, Routed, Shared};
 
 /// Maps what taking the lease found to: go on (held, or nothing to hold), or why the file's
 /// bytes are not settled.

@@ -17,26 +17,26 @@
 //! inode and hands shared objects that are not the image's to stage 2 as library jobs.
 //!
 //! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
-//! (stage 1) answers image files at once; `hashing.rs` (stage 2) works out what a container file
+//! (stage 1) answers image files at once; `identify.rs` (stage 2) works out what a container file
 //! is; `finish.rs` (stage 3) decides it through [`driftgate_core::engine::judge`] and answers the kernel;
 //! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
 //! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
 
 mod code_open;
 pub(crate) mod events;
+pub(crate) mod facts;
 mod fast;
 mod finish;
-pub(crate) mod hasher;
-mod hashing;
+mod identify;
 mod open;
 pub(crate) mod pin;
+pub(crate) mod reader_pool;
 mod record;
-pub(crate) mod report;
 mod respond;
 
 mod state;
 
 pub use fast::{candidate_paths, identity_candidates, FastPath};
-pub use hasher::hash_stable;
+pub use reader_pool::hash_stable;
 pub use record::KernelReport;
 pub use state::*;

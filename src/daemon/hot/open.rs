@@ -29,7 +29,7 @@ use driftgate_sys::fs::{self as sfs, FileId};
 use driftgate_sys::proc;
 
 use super::fast::{identity_candidates, FastPath};
-use super::state::*;
+use super::state::{Job, OpenStage, Outcome, Routed, Shared};
 
 /// What the first bytes of an opened file say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

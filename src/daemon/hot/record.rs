@@ -11,9 +11,9 @@ use driftgate_core::engine::{Category, Evidence};
 use driftgate_core::finding::{self, Finding};
 use driftgate_sys::fs::FileId;
 
-use crate::daemon::hot::report::{self, FileFacts, ProcFacts};
+use crate::daemon::hot::facts::{self, FileFacts, ProcFacts};
 
-use super::state::*;
+use super::state::{Outcome, Shared};
 
 /// What the kernel layer reported, as a finding needs it.
 pub struct KernelReport {
@@ -35,8 +35,8 @@ pub struct KernelReport {
 
 impl Shared {
     /// How findings are recorded now.
-    pub(super) fn recorder(&self) -> report::Recorder<'_> {
-        report::Recorder {
+    pub(super) fn recorder(&self) -> facts::Recorder<'_> {
+        facts::Recorder {
             node: &self.node,
             cluster: self.cluster.as_deref(),
             mode: self.mode.get(),
@@ -143,7 +143,7 @@ impl Shared {
         }
         let facts = ProcFacts::of_running(pid);
         let prev = self.aggregator.open(agg_key.clone());
-        let mut f = report::build(&self.recorder(), c, pid, facts, file, category, action);
+        let mut f = facts::build(&self.recorder(), c, pid, facts, file, category, action);
         fill(&mut f);
         let file = if self.findings.keeps_evidence() { evidence() } else { None };
         self.send(c, &agg_key, f, prev, file);
@@ -248,11 +248,11 @@ impl Shared {
                 Evidence::Unverifiable => "unknown",
                 _ => "upper",
             },
-            mount: o.mount.as_deref().map(report::mount_ref),
+            mount: o.mount.as_deref().map(facts::mount_ref),
             image_paths: o.image_paths.clone(),
             interpreter: None,
             deleted: o.deleted,
         };
-        report::build(&self.recorder(), c, tid, facts, file, category, action)
+        facts::build(&self.recorder(), c, tid, facts, file, category, action)
     }
 }

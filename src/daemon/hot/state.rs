@@ -164,7 +164,7 @@ pub struct Shared {
     /// away at shutdown so that their queues close).
     pub router: arc_swap::ArcSwapOption<Router>,
     /// Reads files for their hash, with a deadline per exec.
-    pub hasher: super::hasher::Hasher,
+    pub readers: super::reader_pool::ReaderPool,
     pub hash_limits: ArcSwap<HashLimits>,
     /// How many execs may wait in the slow path (each holds a file descriptor).
     pub budget: crate::daemon::budget::FdBudget,

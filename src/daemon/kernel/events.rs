@@ -148,7 +148,7 @@ fn find_file(e: &Event) -> Option<OwnedFd> {
 /// what the program said of it when the task's mount table does not have it (detached).
 fn mount_of(shared: &Shared, e: &Event) -> MountRef {
     if let Some(hit) = shared.namespaces.by_key(e.mnt_id) {
-        return crate::daemon::hot::report::mount_ref(&hit.mount);
+        return crate::daemon::hot::facts::mount_ref(&hit.mount);
     }
     let text = std::fs::read(format!("/proc/{}/mountinfo", e.tgid)).unwrap_or_default();
     if let Some(m) =
@@ -156,7 +156,7 @@ fn mount_of(shared: &Shared, e: &Event) -> MountRef {
     {
         use std::os::unix::ffi::OsStrExt;
         let mountpoint = m.mountpoint.as_os_str().as_bytes();
-        return crate::daemon::hot::report::mount_ref_of(mountpoint, &m.fstype, &m.source, &m.root);
+        return crate::daemon::hot::facts::mount_ref_of(mountpoint, &m.fstype, &m.source, &m.root);
     }
     MountRef {
         mountpoint: format!("(not in the process's mount table: detached, mount {})", e.mnt_id),

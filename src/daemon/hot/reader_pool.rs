@@ -62,7 +62,7 @@ fn slow_read(fd: BorrowedFd<'_>, id: &FileId) -> Option<([u8; 32], FileId)> {
     hash_stable(fd, id)
 }
 
-pub struct Hasher {
+pub struct ReaderPool {
     read: ReadFn,
     tx: Sender<Request>,
     rx: Receiver<Request>,
@@ -73,20 +73,20 @@ pub struct Hasher {
     pub unavailable: AtomicU64,
 }
 
-impl Default for Hasher {
+impl Default for ReaderPool {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Hasher {
-    pub fn new() -> Hasher {
+impl ReaderPool {
+    pub fn new() -> ReaderPool {
         Self::with_reader(hash_stable)
     }
 
-    pub fn with_reader(read: ReadFn) -> Hasher {
+    pub fn with_reader(read: ReadFn) -> ReaderPool {
         let (tx, rx) = crossbeam_channel::unbounded();
-        Hasher {
+        ReaderPool {
             read,
             tx,
             rx,
@@ -235,7 +235,7 @@ mod tests {
         std::fs::write(&p, b"abc").unwrap();
         let f = std::fs::File::open(&p).unwrap();
         let id = driftgate_sys::fs::file_id(&driftgate_sys::fs::fstat_fd(f.as_fd()).unwrap());
-        let h = Hasher::new();
+        let h = ReaderPool::new();
         match h.hash(f.as_fd(), &id, Duration::from_secs(5)) {
             Hashed::Done(d, v) => {
                 assert_eq!(driftgate_core::util::hex(d).len(), 64);
@@ -273,7 +273,7 @@ mod tests {
         }
         let f = std::fs::File::open("/proc/self/exe").unwrap();
         let id = FileId { dev: 0, ino: 0, size: 10, mtime_ns: 0, ctime_ns: 0 };
-        let h = Hasher::with_reader(stuck);
+        let h = ReaderPool::with_reader(stuck);
         for i in 0..MAX_READERS {
             let t = Instant::now();
             assert_eq!(h.hash(f.as_fd(), &id, Duration::from_millis(30)), Hashed::TimedOut, "request {i}");

@@ -13,7 +13,7 @@ use driftgate_core::engine::{Evidence, ImageAtPath};
 use driftgate_sys::fs as sfs;
 
 use super::fast::candidate_paths;
-use super::state::*;
+use super::state::{HashState, Job, OpenStage, Outcome, OutcomeKey, Routed, Shared};
 
 impl Shared {
     /// Decides a slow-path job, answers it and records a finding. Without `may_hash`, a job
@@ -287,11 +287,11 @@ impl Shared {
                 limits.max_time.as_secs_f64()
             ));
         }
-        use crate::daemon::hot::hasher::Hashed;
+        use crate::daemon::hot::reader_pool::Hashed;
         // This daemon's own hold of an older version, left being broken by a writer that gave
         // up, would refuse the hash its lease.
         self.holder.clear_stale_break(&job.id);
-        match self.hasher.hash(job.file_fd(), &job.id, left) {
+        match self.readers.hash(job.file_fd(), &job.id, left) {
             Hashed::Done(h, version) => {
                 self.stats.hashed.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut m) = self.hashes.lock() {
@@ -341,7 +341,8 @@ impl Shared {
             return None;
         }
         let fd = sfs::reopen_readonly(lf.fd.as_fd()).ok()?;
-        let crate::daemon::hot::hasher::Hashed::Done(h, version) = self.hasher.hash(fd.as_fd(), &id, left)
+        let crate::daemon::hot::reader_pool::Hashed::Done(h, version) =
+            self.readers.hash(fd.as_fd(), &id, left)
         else {
             return None;
         };
