@@ -173,17 +173,6 @@ impl Coordinator {
         self.imported = imp;
     }
 
-    /// The diffIDs of a container's lower layers (top first), where its runtime records them.
-    fn diff_ids(&mut self, cfg: &Config, c: &Container, dirs: &[PathBuf]) -> Vec<Option<String>> {
-        match crate::container::runtime::named(c.identity.runtime) {
-            Some(r) => {
-                let digest = c.meta.load().image_digest.clone();
-                r.diff_ids(&mut self.resolver, cfg, &c.identity, digest.as_deref(), dirs)
-            }
-            None => vec![None; dirs.len()],
-        }
-    }
-
     fn attach(&mut self, cfg: &Config, c: &Arc<Container>) {
         let dirs = match self.containers.iter().find(|(w, _)| w.as_ptr() == Arc::as_ptr(c)) {
             Some((_, dirs)) => dirs.clone(),
@@ -201,12 +190,20 @@ impl Coordinator {
                 dirs
             }
         };
-        let diff_ids = self.diff_ids(cfg, c, &dirs);
+        // The diffIDs of its lower layers (top first), where its runtime records them.
+        let runtime = crate::container::runtime::named(c.identity.runtime);
+        let diff_ids = match runtime {
+            Some(r) => {
+                let digest = c.meta.load().image_digest.clone();
+                r.diff_ids(&mut self.resolver, cfg, &c.identity, digest.as_deref(), &dirs)
+            }
+            None => vec![None; dirs.len()],
+        };
         let mut layers = Vec::with_capacity(dirs.len());
         let mut matched = 0;
         let mut image_layers = 0;
         for (dir, diff_id) in dirs.iter().zip(diff_ids) {
-            if crate::container::runtime::named(c.identity.runtime).is_some_and(|r| !r.is_image_layer(dir)) {
+            if runtime.is_some_and(|r| !r.is_image_layer(dir)) {
                 // Docker's `<id>-init` layer holds what Docker writes for the container
                 // (/etc/hosts, /.dockerenv...): not image content, never a manifest.
                 layers.push(None);
