@@ -29,6 +29,10 @@ pub struct ProcFacts {
     namespaces: Option<(u64, u64)>,
     /// The parents, when read already ([`ProcFacts::read_ancestors`]).
     ancestors: Option<Vec<finding::AncestorRef>>,
+    /// When these facts were read: the finding's time. On the hot path that is before the
+    /// answer, so two execs of one process are in the order they ran, whichever thread builds
+    /// its finding first.
+    at: std::time::SystemTime,
 }
 
 impl ProcFacts {
@@ -58,6 +62,7 @@ impl ProcFacts {
     }
 
     fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
+        let at = std::time::SystemTime::now();
         let status = proc::read_status(tid);
         let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| ParentFacts {
             pid: s.ppid,
@@ -71,6 +76,7 @@ impl ProcFacts {
             exe: proc::read_exe(tid),
             parent,
             namespaces: proc::ns_id(tid, "pid").zip(proc::ns_id(tid, "mnt")),
+            at,
             ancestors: None,
         }
     }
@@ -156,7 +162,7 @@ pub fn build(
             a.args_redacted = r.redact.redact_text(args);
         }
     }
-    let ProcFacts { status, args, cwd, exe, parent, .. } = facts;
+    let ProcFacts { status, args, cwd, exe, parent, at, .. } = facts;
     let mut args_truncated = false;
     let mut args_redacted = false;
     let args = args.map(|(mut a, t)| {
@@ -186,7 +192,7 @@ pub fn build(
     Finding {
         schema: finding::SCHEMA.into(),
         id: uuid::Uuid::now_v7().to_string(),
-        time: driftgate_core::util::now_rfc3339(),
+        time: driftgate_core::util::rfc3339(at),
         category,
         severity: category.severity(),
         action,
