@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use driftgate::container::layers::Layers;
-use driftgate::daemon::cache::BoundedMap;
+use driftgate::daemon::hot::cache::BoundedMap;
 use driftgate::daemon::hot::{candidate_paths, identity_candidates};
 use driftgate_core::engine::{judge, Describe, Evidence, Executed, Facts, ImageAtPath, Mode, Settings};
 use driftgate_core::policy::{Policy, RawRule, Rule, RuleAction, Subject};

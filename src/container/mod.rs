@@ -81,6 +81,33 @@ pub struct Container {
 }
 
 impl Container {
+    /// A container that was never mounted: for unit tests of the stages that read it.
+    #[cfg(test)]
+    pub fn for_test(identity: Identity) -> Container {
+        Container {
+            generation: 1,
+            identity,
+            mount_id: 0,
+            dev: 0,
+            fsid: None,
+            rootfs: "/nonexistent/rootfs".into(),
+            layers: Layers::open(None, &[]).expect("no layers to open"),
+            since: std::time::SystemTime::now(),
+            meta: Default::default(),
+            meta_version: Default::default(),
+            mount_seen: None,
+            marked_at: Default::default(),
+            first_exec_seen: Default::default(),
+            index: Default::default(),
+            namespaces: Default::default(),
+            ns_known: Default::default(),
+            pid_known: Default::default(),
+            ns_probe_after: Default::default(),
+            findings_suppressed: Default::default(),
+            memfd_predates: Default::default(),
+        }
+    }
+
     /// The container id a responder knows: the runtime's, once metadata resolved it.
     pub fn id(&self) -> String {
         self.meta.load().id.clone().unwrap_or_else(|| self.identity.id.clone())

@@ -285,10 +285,10 @@ impl Discovery {
             let needs = cand.layers.lower.len() as u64 + u64::from(cand.layers.upper.is_some()) + 1;
             let open =
                 *open_fds.get_or_insert_with(|| driftgate_sys::process::open_fd_count().unwrap_or(0) as u64);
-            if open + needs + super::budget::RESERVED > self.nofile {
+            if open + needs + super::hot::budget::RESERVED > self.nofile {
                 let e = format!(
                     "not enough file descriptors: watching it needs {needs}, {open} are in use, and {} of the open-file limit ({}) are kept for decisions (raise LimitNOFILE)",
-                    super::budget::RESERVED,
+                    super::hot::budget::RESERVED,
                     self.nofile
                 );
                 unwatched.push((*mid, unwatched_entry(cand, &e)));

@@ -10,8 +10,6 @@
 //! the process dies for any reason the kernel allows every exec still pending, so no failure
 //! leaves an exec hung.
 
-pub(crate) mod budget;
-pub mod cache;
 pub mod counters;
 pub(crate) mod discovery;
 mod error;
@@ -21,11 +19,9 @@ pub mod hot;
 pub(crate) mod indexer;
 pub(crate) mod indirect;
 pub mod kernel;
-pub(crate) mod latency;
 pub(crate) mod metadata;
 pub(crate) mod metrics;
 pub(crate) mod namespaces;
-pub(crate) mod queue;
 pub(crate) mod reload;
 pub mod socket;
 mod start;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::daemon::hot::{self, Shared};
 use crate::daemon::{indexer, namespaces, wake};
-use crate::sink;
 use driftgate_core::config::{Config, SharedConfig};
 use driftgate_sys::sentinel::Sentinel;
 
@@ -82,7 +81,7 @@ impl Reloader {
         }
         if (new.container_burst, new.container_per_sec) != (old.container_burst, old.container_per_sec) {
             if let Ok(mut l) = shared.record_limiter.lock() {
-                *l = sink::ratelimit::RateLimiter::new(new.container_burst, new.container_per_sec);
+                *l = driftgate_core::ratelimit::RateLimiter::new(new.container_burst, new.container_per_sec);
             }
         }
         // Which image files are loaders or interpreters may have changed.

@@ -12,7 +12,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::error::DaemonError;
 use super::hot::{self, HotStats, ModeCell, Shared};
-use super::{budget, cache, discovery, metrics, namespaces, socket, status, wake};
+use super::{discovery, metrics, namespaces, socket, status, wake};
 use crate::container::{Container, Registry};
 use crate::sink::{self, spool::SpoolWriter, FindingSender, JournalTarget, SinkStats};
 use driftgate_core::config::Config;
@@ -64,7 +64,8 @@ pub(super) struct Sinks {
 
 /// What the hot path needs to reach the sink thread. The sender is the thread's only one: the
 /// thread ends when the hot path is dropped.
-pub(super) type SinkHandles = (Arc<sink::aggregate::Aggregator>, FindingSender);
+pub(super) type SinkHandles =
+    (Arc<driftgate_core::aggregate::Aggregator<sink::ContainerHandle>>, FindingSender);
 
 /// Opens the spool and journald and starts the sink thread.
 pub(super) fn sinks(
@@ -84,7 +85,11 @@ pub(super) fn sinks(
         JournalTarget::Stderr
     };
     let stats = Arc::new(SinkStats::default());
-    let aggregator = Arc::new(sink::aggregate::Aggregator::new(c0.aggregate_window, c0.max_open_windows));
+    let aggregator = Arc::new(driftgate_core::aggregate::Aggregator::new(
+        c0.aggregate_window,
+        c0.max_open_windows,
+        sink::new_finding_id,
+    ));
     // A store that cannot be opened costs the copies, never the daemon.
     let evidence =
         c0.evidence.enabled.then(|| sink::evidence::Store::open(&c0.evidence, Arc::clone(&stats.evidence)));
@@ -245,8 +250,8 @@ pub(super) fn shared(
             crate::container::cluster::from_kubelet(crate::container::cluster::KUBELET_KUBECONFIG)
         }),
         registry: Arc::clone(registry),
-        hashes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
-        outcomes: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        hashes: Mutex::new(hot::cache::BoundedMap::new(c0.hash_cache_entries)),
+        outcomes: Mutex::new(hot::cache::BoundedMap::new(c0.hash_cache_entries)),
         aggregator,
         findings,
         stats: Arc::clone(stats),
@@ -256,29 +261,29 @@ pub(super) fn shared(
         block_iocs: AtomicBool::new(c0.ioc_block),
         policy: ArcSwap::from_pointee(c0.policy.clone()),
         knowledge: Arc::new(AtomicU64::new(0)),
-        log_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
-            sink::ratelimit::DEFAULT_BURST,
-            sink::ratelimit::DEFAULT_PER_SEC,
+        log_limiter: Mutex::new(driftgate_core::ratelimit::RateLimiter::new(
+            driftgate_core::ratelimit::DEFAULT_BURST,
+            driftgate_core::ratelimit::DEFAULT_PER_SEC,
         )),
         namespaces: Arc::clone(marker),
         indirect_cfg: ArcSwap::from_pointee(hot::IndirectConfig::from_config(c0)),
-        targets: Mutex::new(cache::BoundedMap::new(c0.hash_cache_entries)),
+        targets: Mutex::new(hot::cache::BoundedMap::new(c0.hash_cache_entries)),
         router: arc_swap::ArcSwapOption::empty(),
         readers: hot::reader_pool::ReaderPool::with_reader(hot::reader_pool::daemon_reader()),
         hash_limits: ArcSwap::from_pointee(hot::HashLimits::from_config(c0)),
-        budget: budget::FdBudget::new(nofile, c0.max_pending),
+        budget: hot::budget::FdBudget::new(nofile, c0.max_pending),
         max_arg_bytes: std::sync::atomic::AtomicUsize::new(c0.max_arg_bytes),
         redact: ArcSwap::from_pointee(c0.redact.clone()),
-        record_limiter: Mutex::new(sink::ratelimit::RateLimiter::new(
+        record_limiter: Mutex::new(driftgate_core::ratelimit::RateLimiter::new(
             c0.container_burst,
             c0.container_per_sec,
         )),
         suppressed: AtomicU64::new(0),
         // At most a quarter of the fd limit, so holds never starve waiting execs.
-        holder: hot::pin::Holder::new(c0.writer_hold, budget::FdBudget::holds_for(nofile) as usize),
+        holder: hot::pin::Holder::new(c0.writer_hold, hot::budget::FdBudget::holds_for(nofile) as usize),
         libraries: hot::Libraries::new(c0.libraries_enabled),
-        loader_runs: Mutex::new(cache::BoundedMap::new(4096)),
-        refused_execs: Mutex::new(cache::BoundedMap::new(4096)),
+        loader_runs: Mutex::new(hot::cache::BoundedMap::new(4096)),
+        refused_execs: Mutex::new(hot::cache::BoundedMap::new(4096)),
         frozen: Mutex::new(Vec::new()),
     })
 }

@@ -2,7 +2,6 @@
 //! journald). Runs on its own thread; the hot path only ever `try_send`s into a bounded queue,
 //! so a slow disk never holds up an exec.
 
-pub(crate) mod aggregate;
 pub mod evidence;
 pub mod export;
 mod metadata;
@@ -11,24 +10,26 @@ pub use metadata::{ContainerHandle, Metadata};
 mod http;
 pub mod journald;
 mod otlp;
-pub(crate) mod ratelimit;
 pub mod spool;
 mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-use std::time::Duration;
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
+use driftgate_core::aggregate::Aggregator;
 use driftgate_core::finding::Finding;
 use driftgate_core::util::printable;
 use journald::{Entry, Journal};
 use spool::SpoolWriter;
+
+/// A new finding id: a UUIDv7, so that ids sort by time.
+pub fn new_finding_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
 
 /// Counters shared with the rest of the daemon.
 #[derive(Debug, Default)]
@@ -177,7 +178,7 @@ pub fn start(
     mut spool: SpoolWriter,
     journal: JournalTarget,
     stats: Arc<SinkStats>,
-    aggregator: Arc<aggregate::Aggregator>,
+    aggregator: Arc<Aggregator<ContainerHandle>>,
     cfg: driftgate_core::config::SharedConfig,
     outputs: Outputs,
 ) -> (FindingSender, JoinHandle<()>) {
@@ -203,12 +204,15 @@ fn run(
     journal: &JournalTarget,
     rx: &Receiver<Box<Queued>>,
     stats: &SinkStats,
-    aggregator: &aggregate::Aggregator,
+    aggregator: &Aggregator<ContainerHandle>,
     cfg: &driftgate_core::config::SharedConfig,
     extras: &mut Extras,
 ) {
     let mut last_retention = Instant::now() - Duration::from_secs(3600);
-    let mut limiter = ratelimit::RateLimiter::new(ratelimit::DEFAULT_BURST, ratelimit::DEFAULT_PER_SEC);
+    let mut limiter = driftgate_core::ratelimit::RateLimiter::new(
+        driftgate_core::ratelimit::DEFAULT_BURST,
+        driftgate_core::ratelimit::DEFAULT_PER_SEC,
+    );
     let mut last_report = Instant::now();
     let mut waiting: Vec<Queued> = Vec::new();
     let mut open = true;
@@ -275,18 +279,18 @@ fn run(
         let now = Instant::now();
         for f in &batch {
             match limiter.check(&f.container.id, now) {
-                ratelimit::Verdict::Write { suppressed } => {
+                driftgate_core::ratelimit::Verdict::Write { suppressed } => {
                     if suppressed > 0 {
                         report_suppressed(journal, &f.container.id, suppressed);
                     }
                     emit(journal, f, stats);
                 }
-                ratelimit::Verdict::Suppress => {
+                driftgate_core::ratelimit::Verdict::Suppress => {
                     stats.journal_suppressed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        if last_report.elapsed() >= ratelimit::REPORT_EVERY {
+        if last_report.elapsed() >= driftgate_core::ratelimit::REPORT_EVERY {
             last_report = Instant::now();
             for (id, n) in limiter.due_reports(last_report) {
                 report_suppressed(journal, &id, n);

@@ -5,6 +5,7 @@
 // The OCSF mapping (`export`) is one large `json!` literal.
 #![recursion_limit = "256"]
 
+pub mod aggregate;
 pub mod config;
 pub mod engine;
 pub mod export;
@@ -12,5 +13,6 @@ pub mod finding;
 pub mod index;
 pub mod model;
 pub mod policy;
+pub mod ratelimit;
 pub mod redact;
 pub mod util;

@@ -12,9 +12,9 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use super::fast::FastPath;
+use super::queue;
 use super::state::{Job, Routed, Router, Shared};
 use crate::daemon::error::DaemonError;
-use crate::daemon::queue;
 use driftgate_sys::fanotify::PermGroup;
 use driftgate_sys::SysError;
 

@@ -61,6 +61,21 @@ impl ProcFacts {
         }
     }
 
+    /// Facts as a test gives them: `args` of a process nothing else is known of, read `at`.
+    #[cfg(test)]
+    pub fn given(args: Vec<Vec<u8>>, at: std::time::SystemTime) -> ProcFacts {
+        ProcFacts {
+            status: None,
+            args: Some((args, false)),
+            cwd: None,
+            exe: None,
+            parent: None,
+            namespaces: None,
+            ancestors: Some(Vec::new()),
+            at,
+        }
+    }
+
     fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
         let at = std::time::SystemTime::now();
         let status = proc::read_status(tid);
@@ -191,7 +206,7 @@ pub fn build(
     let sha = file.sha256.map(driftgate_core::util::hex);
     Finding {
         schema: finding::SCHEMA.into(),
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::sink::new_finding_id(),
         time: driftgate_core::util::rfc3339(at),
         category,
         severity: category.severity(),
@@ -327,5 +342,39 @@ mod tests {
         assert_eq!(a, vec![b"prog".to_vec(), b"0123".to_vec()]);
         let mut b: Vec<Vec<u8>> = vec![b"exact".to_vec()];
         assert!(!cap_args(&mut b, 5));
+    }
+
+    #[test]
+    fn a_finding_is_dated_when_its_facts_were_read_and_its_secrets_are_replaced() {
+        let c = Container::for_test(crate::container::Identity {
+            id: "abc".into(),
+            runtime: "docker",
+            runtime_namespace: None,
+            storage: None,
+        });
+        let r = Recorder {
+            node: "node-1",
+            cluster: None,
+            mode: Mode::Enforce,
+            max_arg_bytes: 1024,
+            redact: std::sync::Arc::new(driftgate_core::redact::Redactor::defaults()),
+        };
+        // Read before the answer; built later, on whichever thread: dated by the read.
+        let read = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let args = vec![b"/tmp/tool".to_vec(), b"--password=hunter2".to_vec()];
+        let file = FileFacts::plain(b"/tmp/tool".to_vec(), Some([3; 32]), 10, "upper", None);
+        let f = build(
+            &r,
+            &c,
+            42,
+            ProcFacts::given(args, read),
+            file,
+            Category::AddedBinaryExecuted,
+            driftgate_core::engine::Action::Blocked,
+        );
+        assert_eq!(f.time, "2023-11-14T22:13:20Z");
+        assert_eq!(f.process.args.as_deref().unwrap()[0], "/tmp/tool");
+        assert!(!f.process.args.as_deref().unwrap()[1].contains("hunter2"), "{:?}", f.process.args);
+        assert_eq!(f.process.pid, 42, "the thread, when its status could not be read");
     }
 }

@@ -22,14 +22,20 @@
 //! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
 //! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
 
+mod answer;
+pub(crate) mod budget;
+pub mod cache;
 mod code_open;
+mod decide;
 pub(crate) mod events;
 pub(crate) mod facts;
 mod fast;
 mod finish;
 mod identify;
+pub(crate) mod latency;
 mod open;
 pub(crate) mod pin;
+pub(crate) mod queue;
 pub(crate) mod reader_pool;
 mod record;
 mod respond;

@@ -1,5 +1,7 @@
-//! Stage 4: the finding. Aggregation, the per-container budget, `/proc` facts read before the
-//! answer, and the hand-off to the sink thread (spool and journald).
+//! Stage 5: the finding. An answered exec's [`ToRecord`] becomes a [`Finding`] (`facts.rs`
+//! builds it from what `/proc` said before the answer) and goes to the sink thread (spool,
+//! journald, exports). Also here: the per-container recording budget, and the findings about
+//! uses that are already over (fileless execution, the kernel layer's reports, tampering).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use driftgate_sys::fs::FileId;
 
 use crate::daemon::hot::facts::{self, FileFacts, ProcFacts};
 
+use super::answer::ToRecord;
 use super::state::{Outcome, Shared};
 
 /// What the kernel layer reported, as a finding needs it.
@@ -50,7 +53,7 @@ impl Shared {
     /// many once it may record again: a flood from one container cannot fill memory, the
     /// spool or the journal, and every exec is still accounted for.
     pub(super) fn may_record(&self, c: &Container) -> bool {
-        use crate::sink::ratelimit::Verdict;
+        use driftgate_core::ratelimit::Verdict;
         let key = c.generation.to_string();
         let verdict = self.record_limiter.lock().map(|mut l| l.check(&key, Instant::now()));
         match verdict {
@@ -78,7 +81,7 @@ impl Shared {
     pub(super) fn container_warning(&self, container: &str, log: impl FnOnce()) {
         let verdict = self.log_limiter.lock().map(|mut l| l.check(container, Instant::now()));
         match verdict {
-            Ok(crate::sink::ratelimit::Verdict::Write { suppressed }) => {
+            Ok(driftgate_core::ratelimit::Verdict::Write { suppressed }) => {
                 if suppressed > 0 {
                     tracing::warn!(
                         container,
@@ -88,7 +91,7 @@ impl Shared {
                 }
                 log();
             }
-            Ok(crate::sink::ratelimit::Verdict::Suppress) => {}
+            Ok(driftgate_core::ratelimit::Verdict::Suppress) => {}
             Err(_) => log(),
         }
     }
@@ -98,9 +101,9 @@ impl Shared {
     pub(super) fn send(
         &self,
         c: &Arc<Container>,
-        agg_key: &crate::sink::aggregate::AggKey,
+        agg_key: &driftgate_core::aggregate::AggKey,
         f: Finding,
-        prev: Vec<crate::sink::aggregate::Aggregate>,
+        prev: Vec<driftgate_core::aggregate::Aggregate<ContainerHandle>>,
         file: Option<std::os::fd::OwnedFd>,
     ) {
         self.aggregator.set_first(agg_key, &f, Some(Arc::clone(c) as ContainerHandle));
@@ -224,6 +227,19 @@ impl Shared {
         };
         let action = driftgate_core::engine::Action::Audited;
         self.record_after_the_fact(c, pid, file, Category::ProtectionTampered, action, false, fill, || None);
+    }
+
+    /// Stage 5 for an answered exec: builds its finding and sends it.
+    pub(super) fn record(&self, r: ToRecord) {
+        let ToRecord { container, id, tid, facts, outcome, category, action, ioc, rule, finding_id, .. } = r;
+        let mut f = self.build_finding(&container, &id, tid, facts, &outcome, category, action);
+        f.file.interpreter = r.interpreter;
+        f.reason = outcome.reason;
+        f.ioc = ioc;
+        f.rule = Some(rule);
+        f.id = finding_id;
+        f.response = r.response;
+        self.send(&container, &r.agg_key, f, r.closed, r.file);
     }
 
     /// The finding for a decided exec, with what /proc said about it before the answer.

@@ -17,7 +17,7 @@ use driftgate_core::engine::{Category, Evidence, Executed, Mode};
 use driftgate_sys::fanotify::PendingExec;
 use driftgate_sys::fs::FileId;
 
-use crate::daemon::cache::BoundedMap;
+use super::cache::BoundedMap;
 
 /// Counters for status and tests.
 #[derive(Debug, Default)]
@@ -92,7 +92,7 @@ pub struct HotStats {
     pub ignore_marks: AtomicU64,
     pub ignore_errors: AtomicU64,
     /// Time from reading an event to answering it.
-    pub latency: crate::daemon::latency::Histogram,
+    pub latency: super::latency::Histogram,
 }
 
 impl HotStats {
@@ -137,11 +137,11 @@ pub struct Shared {
     pub hashes: Mutex<BoundedMap<(u64, FileId), [u8; 32]>>,
     /// Settled decisions of writable-layer files, so a re-executed added binary costs a lookup.
     pub outcomes: Mutex<BoundedMap<OutcomeKey, Outcome>>,
-    pub aggregator: Arc<crate::sink::aggregate::Aggregator>,
+    pub aggregator: Arc<driftgate_core::aggregate::Aggregator<crate::sink::ContainerHandle>>,
     /// Asks the metadata thread to look a container up again now.
     pub meta_refresh: Option<crossbeam_channel::Sender<Arc<Container>>>,
     /// Rate limit for log lines a container can trigger.
-    pub log_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
+    pub log_limiter: Mutex<driftgate_core::ratelimit::RateLimiter>,
     /// Known-bad hashes; swapped whole on reload.
     pub iocs: ArcSwap<driftgate_core::index::ioc::IocSet>,
     /// Block IoC matches even in audit mode.
@@ -167,14 +167,14 @@ pub struct Shared {
     pub readers: super::reader_pool::ReaderPool,
     pub hash_limits: ArcSwap<HashLimits>,
     /// How many execs may wait in the slow path (each holds a file descriptor).
-    pub budget: crate::daemon::budget::FdBudget,
+    pub budget: super::budget::FdBudget,
     /// Secrets replaced in findings' arguments (`findings.redact`); swapped on reload.
     pub redact: ArcSwap<driftgate_core::redact::Redactor>,
     /// Argument bytes kept per finding (`findings.max_arg_bytes`).
     pub max_arg_bytes: std::sync::atomic::AtomicUsize,
     /// Full findings per container: a token bucket (`findings.container_burst`,
     /// `container_per_sec`); beyond it findings are counted, not recorded.
-    pub record_limiter: Mutex<crate::sink::ratelimit::RateLimiter>,
+    pub record_limiter: Mutex<driftgate_core::ratelimit::RateLimiter>,
     /// Findings not recorded because of that limit.
     pub suppressed: AtomicU64,
     /// Allowed files kept leased until the kernel keeps writers out (`pin.rs`).
@@ -243,8 +243,8 @@ impl IndirectConfig {
 /// Where slow-path jobs go: small files to the pool, large ones to their own worker; each
 /// queue fair between containers.
 pub struct Router {
-    pub small: Arc<crate::daemon::queue::FairQueue<Job>>,
-    pub large: Arc<crate::daemon::queue::FairQueue<Job>>,
+    pub small: Arc<super::queue::FairQueue<Job>>,
+    pub large: Arc<super::queue::FairQueue<Job>>,
     pub large_bytes: u64,
 }
 

@@ -8,38 +8,40 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use driftgate_core::engine::{Action, Category};
-use driftgate_core::finding::Finding;
+use crate::engine::{Action, Category};
+use crate::finding::Finding;
 
 /// (container generation, path bytes, sha256, category, action)
 pub type AggKey = (u64, Vec<u8>, Option<[u8; 32]>, Category, Action);
 
-/// An aggregate to record, with the container it is about (for its metadata).
-pub type Aggregate = (Finding, Option<super::metadata::ContainerHandle>);
+/// An aggregate to record, with what the caller kept with its window.
+pub type Aggregate<H> = (Finding, Option<H>);
 
-struct State {
+struct State<H> {
     opened: Instant,
     /// The full finding of the window, filled in right after the window opens (see
     /// [`Aggregator::open`]).
     first: Option<Finding>,
-    container: Option<super::metadata::ContainerHandle>,
+    container: Option<H>,
     repeats: u64,
     first_repeat: Option<String>,
     last_repeat: Option<String>,
 }
 
-pub struct Aggregator {
+pub struct Aggregator<H> {
     window: Duration,
     /// Open windows at most: a container that executes many distinct files cannot grow this
     /// without bound (each window keeps its full finding). Beyond it the oldest is closed.
     max_open: usize,
-    map: Mutex<HashMap<AggKey, State>>,
+    map: Mutex<HashMap<AggKey, State<H>>>,
+    /// A new finding id, for each aggregate record.
+    new_id: fn() -> String,
 }
 
-impl Aggregator {
-    /// `window` zero disables aggregation.
-    pub fn new(window: Duration, max_open: usize) -> Self {
-        Self { window, max_open: max_open.max(1), map: Mutex::new(HashMap::new()) }
+impl<H> Aggregator<H> {
+    /// `window` zero disables aggregation. `new_id` names each aggregate record.
+    pub fn new(window: Duration, max_open: usize, new_id: fn() -> String) -> Self {
+        Self { window, max_open: max_open.max(1), map: Mutex::new(HashMap::new()), new_id }
     }
 
     /// Counts a repeat if a window is open for `key`. Returns false when the caller must
@@ -68,7 +70,7 @@ impl Aggregator {
     /// must count as a repeat. Returns the aggregates to record: of a previous window for the
     /// same key, and of the oldest window when too many are open, if they had repeats.
     /// [`Aggregator::set_first`] then fills in the finding.
-    pub fn open(&self, key: AggKey) -> Vec<Aggregate> {
+    pub fn open(&self, key: AggKey) -> Vec<Aggregate<H>> {
         if self.window.is_zero() {
             return Vec::new();
         }
@@ -81,10 +83,12 @@ impl Aggregator {
                 .filter(|(_, st)| st.opened.elapsed() >= self.window)
                 .map(|(k, _)| k.clone())
                 .collect();
-            out.extend(expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(aggregate));
+            out.extend(
+                expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(|st| aggregate(st, self.new_id)),
+            );
             if m.len() >= self.max_open {
                 if let Some(oldest) = m.iter().min_by_key(|(_, st)| st.opened).map(|(k, _)| k.clone()) {
-                    out.extend(m.remove(&oldest).and_then(aggregate));
+                    out.extend(m.remove(&oldest).and_then(|st| aggregate(st, self.new_id)));
                 }
             }
         }
@@ -99,17 +103,12 @@ impl Aggregator {
                 last_repeat: None,
             },
         );
-        out.extend(prev.and_then(aggregate));
+        out.extend(prev.and_then(|st| aggregate(st, self.new_id)));
         out
     }
 
     /// The full finding (and its container) of the window `open` opened for `key`.
-    pub fn set_first(
-        &self,
-        key: &AggKey,
-        first: &Finding,
-        container: Option<super::metadata::ContainerHandle>,
-    ) {
+    pub fn set_first(&self, key: &AggKey, first: &Finding, container: Option<H>) {
         let Ok(mut m) = self.map.lock() else { return };
         if let Some(st) = m.get_mut(key) {
             if st.first.is_none() {
@@ -121,12 +120,7 @@ impl Aggregator {
 
     /// `open` and `set_first` in one (tests).
     #[cfg(test)]
-    pub fn opened(
-        &self,
-        key: AggKey,
-        first: &Finding,
-        container: Option<super::metadata::ContainerHandle>,
-    ) -> Vec<Aggregate> {
+    pub fn opened(&self, key: AggKey, first: &Finding, container: Option<H>) -> Vec<Aggregate<H>> {
         let prev = self.open(key.clone());
         self.set_first(&key, first, container);
         prev
@@ -134,14 +128,14 @@ impl Aggregator {
 
     /// Closes windows older than the window length (all of them with `all`), returning the
     /// aggregates to record.
-    pub fn flush(&self, all: bool) -> Vec<Aggregate> {
+    pub fn flush(&self, all: bool) -> Vec<Aggregate<H>> {
         let Ok(mut m) = self.map.lock() else { return Vec::new() };
         let expired: Vec<AggKey> = m
             .iter()
             .filter(|(_, st)| all || st.opened.elapsed() >= self.window)
             .map(|(k, _)| k.clone())
             .collect();
-        expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(aggregate).collect()
+        expired.into_iter().filter_map(|k| m.remove(&k)).filter_map(|st| aggregate(st, self.new_id)).collect()
     }
 
     pub fn window(&self) -> Duration {
@@ -149,7 +143,7 @@ impl Aggregator {
     }
 }
 
-fn aggregate(st: State) -> Option<Aggregate> {
+fn aggregate<H>(st: State<H>, new_id: fn() -> String) -> Option<Aggregate<H>> {
     if st.repeats == 0 {
         return None;
     }
@@ -158,7 +152,7 @@ fn aggregate(st: State) -> Option<Aggregate> {
         tracing::warn!(repeats = st.repeats, "repeats of a finding that was not recorded");
         return None;
     };
-    f.id = uuid::Uuid::now_v7().to_string();
+    f.id = new_id();
     f.count = st.repeats;
     f.first_seen = st.first_repeat;
     f.last_seen = st.last_repeat.clone();
@@ -174,13 +168,17 @@ mod tests {
         Finding::example("first")
     }
 
+    fn aggregator(window: Duration, max_open: usize) -> Aggregator<()> {
+        Aggregator::new(window, max_open, || "aggregate".into())
+    }
+
     fn key(path: &str) -> AggKey {
         (1, path.as_bytes().to_vec(), Some([7; 32]), Category::AddedBinaryExecuted, Action::Audited)
     }
 
     #[test]
     fn repeats_in_a_window_become_one_aggregate_and_every_exec_is_counted() {
-        let a = Aggregator::new(Duration::from_secs(3600), 1000);
+        let a = aggregator(Duration::from_secs(3600), 1000);
         assert!(!a.repeat(&key("/x"), || "t".into()), "nothing open yet");
         assert!(a.opened(key("/x"), &finding(), None).is_empty());
         for i in 0..99 {
@@ -198,14 +196,14 @@ mod tests {
 
     #[test]
     fn a_zero_window_disables_aggregation() {
-        let a = Aggregator::new(Duration::ZERO, 1000);
+        let a = aggregator(Duration::ZERO, 1000);
         assert!(a.opened(key("/x"), &finding(), None).is_empty());
         assert!(!a.repeat(&key("/x"), || "t".into()));
     }
 
     #[test]
     fn a_repeat_between_opening_and_the_finding_being_built_is_counted() {
-        let a = Aggregator::new(Duration::from_secs(3600), 1000);
+        let a = aggregator(Duration::from_secs(3600), 1000);
         assert!(a.open(key("/x")).is_empty());
         // The exec was answered; the next one is decided before the finding is built.
         assert!(a.repeat(&key("/x"), || "t1".into()));
@@ -218,7 +216,7 @@ mod tests {
 
     #[test]
     fn open_windows_are_bounded_and_the_oldest_is_recorded_when_one_more_opens() {
-        let a = Aggregator::new(Duration::from_secs(3600), 3);
+        let a = aggregator(Duration::from_secs(3600), 3);
         for p in ["/a", "/b", "/c"] {
             assert!(a.opened(key(p), &finding(), None).is_empty());
             std::thread::sleep(Duration::from_millis(2));
@@ -235,7 +233,7 @@ mod tests {
 
     #[test]
     fn expired_windows_are_flushed_and_reopened() {
-        let a = Aggregator::new(Duration::from_millis(1), 1000);
+        let a = aggregator(Duration::from_millis(1), 1000);
         a.opened(key("/x"), &finding(), None);
         std::thread::sleep(Duration::from_millis(5));
         assert!(!a.repeat(&key("/x"), || "t".into()), "expired window: record in full again");

@@ -5,7 +5,7 @@
 //! block arbitrary execs and blind the daemon. So the number of execs allowed to wait is
 //! sized from the limit minus what the daemon holds otherwise (measured every second), and an
 //! exec beyond it is decided at once without its hash ([`super::hot::Shared::route`]). Room
-//! is also kept for the files held open after an allow ([`super::hot::pin`]), and discovery leaves
+//! is also kept for the files held open after an allow ([`super::pin`]), and discovery leaves
 //! a container unwatched rather than eat into [`RESERVED`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,7 @@ pub struct FdBudget {
     base: AtomicU64,
     /// `[hashing] max_pending`.
     cap: Option<u64>,
-    /// Files kept open after an allow at most ([`super::hot::pin`]): room kept for them.
+    /// Files kept open after an allow at most ([`super::pin`]): room kept for them.
     holds: u64,
     /// Execs decided without their hash because the budget was spent.
     pub spent: AtomicU64,
