@@ -76,10 +76,13 @@ pub fn render(s: &Status) -> String {
         o += &format!("  {} refused: {}; {}\n", c.call, printable(c.state.as_bytes()), c.effect);
     }
     o += &format!(
-        "decisions: {} allowed, {} denied, {} in flight; image proofs {} (+{} cached), hashed {}, hash-cache hits {}, not a container {}\n",
+        "decisions: {} exec events, {} allowed, {} denied, {} in flight, {} answers failed, {} allowed by an error path; image proofs {} (+{} cached), hashed {}, hash-cache hits {}, not a container {}\n",
+        s.decisions.events,
         s.decisions.allowed,
         s.decisions.denied,
         s.decisions.in_flight,
+        s.decisions.answer_errors,
+        s.implicit_allows,
         s.decisions.image_fast,
         s.decisions.image_cached,
         s.decisions.hashed,
@@ -144,9 +147,9 @@ pub fn render(s: &Status) -> String {
     }
     let l = &s.limits;
     o += &format!(
-        "limits: {} open files, {} execs may wait for hashing; decided without a hash: {} over budget, {} too big, {} too slow, {} no reader ({} readers busy); {} findings counted not recorded; {} event read errors\n",
-        l.nofile, l.pending_limit, l.over_budget, l.too_big, l.hash_timeouts + l.queue_timeouts, l.hash_unavailable, l.readers_busy,
-        l.findings_suppressed, l.read_errors
+        "limits: {} open files, {} execs may wait for hashing; decided without a hash: {} over budget, {} too big, {} too slow to read, {} waited too long in the queue, {} no reader ({} readers busy), {} layer lookups failed; {} findings counted not recorded; {} event read errors\n",
+        l.nofile, l.pending_limit, l.over_budget, l.too_big, l.hash_timeouts, l.queue_timeouts, l.hash_unavailable, l.readers_busy,
+        l.lookup_errors, l.findings_suppressed, l.read_errors
     );
     let w = &s.writer_hold;
     o += &format!(
@@ -168,7 +171,7 @@ pub fn render(s: &Status) -> String {
     );
     let lb = &s.libraries;
     o += &format!(
-        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written, {} by a refused exec's thread, {} interpreter code decided, {} Python caches of image sources\n",
+        "libraries: {}; {} open events, {} inodes ignored from then on ({} refused), {} shared objects decided, {} an exec's own, {} the daemon's own, {} being written, {} by a refused exec's thread, {} let through over the budget, {} interpreter code decided, {} Python caches of image sources; {} ignored inodes checked again\n",
         match (lb.marked, lb.enabled) {
             (true, true) => "decided",
             (true, false) => "let through ([libraries] enabled = false, reloaded)",
@@ -182,8 +185,26 @@ pub fn render(s: &Status) -> String {
         lb.by_daemon,
         lb.being_written,
         lb.after_refused_exec,
+        lb.over_budget,
         lb.code_decided,
-        lb.code_cache
+        lb.code_cache,
+        lb.rechecked
+    );
+    let k = &s.kernel;
+    o += &format!(
+        "kernel layer (BPF LSM): {}; {} uses checked, {} refused, {} reported, {} reports lost; {} reports read ({} of no known container); maps: {} root filesystems, {} PID namespaces, {} cgroups, {} mounts, {} file versions allowed\n",
+        if k.state.is_empty() { "-" } else { &k.state },
+        k.checked,
+        k.refused,
+        k.reported,
+        k.lost,
+        k.events,
+        k.unattributed,
+        k.rootfs,
+        k.pid_namespaces,
+        k.cgroups,
+        k.mounts,
+        k.files_allowed
     );
     let ev = &s.evidence;
     o += &if ev.enabled {
@@ -272,4 +293,64 @@ pub fn render(s: &Status) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Gives every number in `v` (not inside lists) its own value, remembering where it went.
+    fn number_all(v: &mut Value, at: String, next: &mut u64, out: &mut Vec<(String, u64)>) {
+        match v {
+            Value::Number(_) => {
+                *next += 1;
+                *v = Value::from(*next);
+                out.push((at, *next));
+            }
+            Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    number_all(x, format!("{at}/{k}"), next, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Numbers the text shows in another form, and the form.
+    const SHOWN_OTHERWISE: &[(&str, &str)] = &[("/index/indexed_bytes", "in MB")];
+
+    /// With `daemon::counters`' test (every status count is a metric, every metric reads the
+    /// status), a count added to the status reaches the metrics and this text, or a test fails.
+    #[test]
+    fn the_text_shows_every_number_of_the_status() {
+        let mut s = Status {
+            index: Some(Default::default()),
+            ioc_entries: Some(0),
+            indexed_layers: Some(0),
+            ..Default::default()
+        };
+        s.evidence.enabled = true;
+        s.export.ocsf_file = Some("/var/log/driftgate/ocsf.json".into());
+        s.export.webhook = Some("https://siem.example/in".into());
+        s.export.otlp = Some("https://collector:4317 (grpc)".into());
+        s.latency_us.p50 = Some(0.0);
+        s.latency_us.p90 = Some(0.0);
+        s.latency_us.p99 = Some(0.0);
+        s.latency_us.p999 = Some(0.0);
+        s.findings.insert("ADDED_BINARY_EXECUTED".into(), 0);
+        let mut json = serde_json::to_value(&s).unwrap();
+        // Six digits each: no value is part of another.
+        let (mut next, mut numbers) = (100_000, Vec::new());
+        number_all(&mut json, String::new(), &mut next, &mut numbers);
+        let s: Status = serde_json::from_value(json).unwrap();
+        let text = render(&s);
+        let missing: Vec<&String> = numbers
+            .iter()
+            .filter(|(p, v)| !text.contains(&v.to_string()) && !SHOWN_OTHERWISE.iter().any(|(x, _)| x == p))
+            .map(|(p, _)| p)
+            .collect();
+        assert!(missing.is_empty(), "status numbers the text does not show: {missing:?}\n{text}");
+    }
 }

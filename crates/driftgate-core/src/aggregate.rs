@@ -45,7 +45,7 @@ impl<H> Aggregator<H> {
     }
 
     /// Counts a repeat if a window is open for `key`. Returns false when the caller must
-    /// build and record a full finding (then [`Aggregator::opened`]).
+    /// build and record a full finding (then [`Aggregator::open`]).
     pub fn repeat(&self, key: &AggKey, now_rfc3339: impl FnOnce() -> String) -> bool {
         if self.window.is_zero() {
             return false;

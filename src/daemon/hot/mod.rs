@@ -16,11 +16,13 @@
 //! With `[libraries]`, opens come too: `open.rs` switches off those of harmless files inode by
 //! inode and hands shared objects that are not the image's to stage 2 as library jobs.
 //!
-//! One event's way, in order: `events.rs` reads it from the fanotify group; `fast.rs`
-//! (stage 1) answers image files at once; `identify.rs` (stage 2) works out what a container file
-//! is; `finish.rs` (stage 3) decides it through [`driftgate_core::engine::judge`] and answers the kernel;
-//! `record.rs` (stage 4) builds the finding and hands it to [`crate::sink`] (spool, journald);
-//! `respond.rs` acts on the container after a blocked exec when a rule says so (freeze).
+//! One event's way, in order, each stage a type in and a type out: `events.rs` reads a
+//! `PendingExec` from the fanotify group; `fast.rs` (stage 1) answers image files at once and
+//! makes a [`Job`] of the rest; `identify.rs` (stage 2) finds what the file is, an [`Outcome`];
+//! `finish.rs` chains the rest: `decide.rs` (stage 3, `Rules::decide` through
+//! [`driftgate_core::engine::judge`]) gives a `Decided`, `answer.rs` (stage 4) answers the
+//! kernel and gives a `ToRecord`, `record.rs` (stage 5) builds the finding and hands it to
+//! [`crate::sink`] (spool, journald, exports).
 
 mod answer;
 pub(crate) mod budget;
