@@ -21,6 +21,10 @@ pub struct StatusArgs {
     /// read from the status: for a node whose `[metrics]` endpoint is off
     #[arg(long, conflicts_with = "json")]
     pub metrics: bool,
+    /// Print every field of the report's groups with what it counts, one per line
+    /// (`/pointer value  doc`), as the daemon declares them
+    #[arg(long, conflicts_with_all = ["json", "metrics"])]
+    pub fields: bool,
 }
 
 pub fn run(a: StatusArgs) -> Result<(), CliError> {
@@ -40,6 +44,10 @@ pub fn run(a: StatusArgs) -> Result<(), CliError> {
             print!("{}", counters(&s));
             Ok(())
         }
+        Ok(s) if a.fields => {
+            print!("{}", fields(&s));
+            Ok(())
+        }
         Ok(s) => {
             print!("{}", render(&s));
             Ok(())
@@ -56,6 +64,28 @@ pub fn counters(s: &Status) -> String {
         for (label, v) in m.samples(s, &json) {
             let labels = m.label.map_or(String::new(), |k| format!("{{{k}=\"{label}\"}}"));
             o += &format!("{}{labels} {v}\n", m.name);
+        }
+    }
+    o
+}
+
+/// Every field of the status groups as declared (`daemon::status::GROUPS`): its JSON pointer,
+/// its value and its doc, one line each.
+pub fn fields(s: &Status) -> String {
+    use serde_json::Value;
+    let json = serde_json::to_value(s).expect("status serializes");
+    let mut o = String::new();
+    for g in crate::daemon::status::GROUPS {
+        for f in g.fields {
+            let p = g.pointer(f.name);
+            let v = match json.pointer(&p) {
+                Some(Value::String(t)) => driftgate_core::util::printable(t.as_bytes()),
+                Some(Value::Array(a)) => format!("[{} entries]", a.len()),
+                Some(Value::Null) | None => "-".into(),
+                Some(v) => v.to_string(),
+            };
+            let doc = f.doc.split_whitespace().collect::<Vec<_>>().join(" ");
+            o += &format!("{p:<34} {v:<14} {doc}\n");
         }
     }
     o
@@ -82,7 +112,7 @@ pub fn render(s: &Status) -> String {
         s.decisions.denied,
         s.decisions.in_flight,
         s.decisions.answer_errors,
-        s.implicit_allows,
+        s.daemon.implicit_allows,
         s.decisions.image_fast,
         s.decisions.image_cached,
         s.decisions.hashed,
@@ -122,13 +152,13 @@ pub fn render(s: &Status) -> String {
         "IoC entries: {}; indexed layers: {}; reloads: {} ({} failed)\n",
         s.ioc_entries.map_or("-".into(), |v| v.to_string()),
         s.indexed_layers.map_or("-".into(), |v| v.to_string()),
-        s.reloads,
-        s.reload_errors
+        s.daemon.reloads,
+        s.daemon.reload_errors
     );
-    if s.stalled_ms > 0 {
+    if s.daemon.stalled_ms > 0 {
         o += &format!(
             "decisions STALLED for {} ms with execs held (the watchdog ends the daemon at stall_timeout)\n",
-            s.stalled_ms
+            s.daemon.stalled_ms
         );
     }
     if let Some(i) = &s.index {
@@ -320,6 +350,22 @@ mod tests {
 
     /// Numbers the text shows in another form, and the form.
     const SHOWN_OTHERWISE: &[(&str, &str)] = &[("/index/indexed_bytes", "in MB")];
+
+    #[test]
+    fn fields_lists_every_declared_field_with_its_value_and_doc() {
+        let s = Status { index: Some(Default::default()), ..Default::default() };
+        let text = fields(&s);
+        let declared: usize = crate::daemon::status::GROUPS.iter().map(|g| g.fields.len()).sum();
+        assert_eq!(text.lines().count(), declared, "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("/decisions/denied ") && l.ends_with("Execs refused.")),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("/reloads ")),
+            "top-level fields have no group in their pointer"
+        );
+    }
 
     /// With `daemon::counters`' test (every status count is a metric, every metric reads the
     /// status), a count added to the status reaches the metrics and this text, or a test fails.

@@ -1,11 +1,13 @@
-//! Every metric the daemon exports, declared once: its name, help text, kind, label, and
-//! where its values are in the status report (`driftgate status --json`), so that metrics are
-//! read from the same snapshot `status` shows, and neither can have a counter the other lacks
-//! (a test checks both ways). `metrics.rs` encodes this table; nothing else names a metric.
+//! Every metric family the daemon exports: its name, help text, kind and label. The samples
+//! of most come from the status report's groups (`status.rs`), where each counter is declared
+//! once with the family and label value that export it; the rest are worked out from the
+//! whole report. Metrics are read from the same snapshot `status` shows, and neither can have
+//! a counter the other lacks (the tests below check both ways). `metrics.rs` encodes this
+//! table; nothing else names a metric.
 
 use serde_json::Value;
 
-use super::status::Status;
+use super::status::{Status, GROUPS};
 
 /// Counter (monotonic; the encoder adds `_total`) or gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +18,9 @@ pub enum Kind {
 
 /// Where a metric's samples come from.
 pub enum Source {
-    /// Status fields by JSON pointer, each the sample of one label value (`""` without a label).
-    Fields(&'static [(&'static str, &'static str)]),
+    /// The status fields declared with this family (`=> "family" "label value"` in a
+    /// `status_group!`), each the sample of one label value (`""` without a label).
+    Groups,
     /// Each entry of the status object at this pointer: its key is the label value.
     Map(&'static str),
     /// Worked out from the whole report (lengths, states), with the status fields it reads.
@@ -37,7 +40,7 @@ impl Metric {
     pub fn samples(&self, s: &Status, json: &Value) -> Vec<(String, f64)> {
         let num = |p: &str| json.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
         match &self.source {
-            Source::Fields(fields) => fields.iter().map(|(l, p)| ((*l).to_owned(), num(p))).collect(),
+            Source::Groups => self.fields().into_iter().map(|(l, p)| (l.to_owned(), num(&p))).collect(),
             Source::Map(p) => json
                 .pointer(p)
                 .and_then(Value::as_object)
@@ -47,12 +50,23 @@ impl Metric {
         }
     }
 
+    /// The status fields declared with this family: (label value, JSON pointer).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        GROUPS
+            .iter()
+            .flat_map(|g| g.fields.iter().map(move |f| (g, f)))
+            .filter_map(|(g, f)| {
+                f.metric.filter(|(m, _)| *m == self.name).map(|(_, l)| (l, g.pointer(f.name)))
+            })
+            .collect()
+    }
+
     /// The status fields (JSON pointers) it reads.
-    pub fn reads(&self) -> Vec<&'static str> {
+    pub fn reads(&self) -> Vec<String> {
         match &self.source {
-            Source::Fields(f) => f.iter().map(|(_, p)| *p).collect(),
-            Source::Map(p) => vec![*p],
-            Source::Derived(_, ps) => ps.to_vec(),
+            Source::Groups => self.fields().into_iter().map(|(_, p)| p).collect(),
+            Source::Map(p) => vec![(*p).to_owned()],
+            Source::Derived(_, ps) => ps.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
 }
@@ -85,7 +99,7 @@ pub static METRICS: &[Metric] = &[
         "driftgate_decisions_total",
         "Exec decisions by answer.",
         Some("action"),
-        Source::Fields(&[("allow", "/decisions/allowed"), ("deny", "/decisions/denied")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_findings_total",
@@ -97,83 +111,57 @@ pub static METRICS: &[Metric] = &[
         "driftgate_hash_cache_hits_total",
         "Executed files whose hash was cached.",
         None,
-        Source::Fields(&[("", "/decisions/hash_cache_hits")]),
+        Source::Groups,
     ),
-    counter("driftgate_hash_cache_misses_total", "Executed files hashed.", None, Source::Fields(&[("", "/decisions/hashed")])),
+    counter("driftgate_hash_cache_misses_total", "Executed files hashed.", None, Source::Groups),
     counter(
         "driftgate_image_proofs_total",
         "Execs proven to be image files (fast path), by cache.",
         Some("cached"),
-        Source::Fields(&[("false", "/decisions/image_fast"), ("true", "/decisions/image_cached")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_findings_recorded_total",
         "Findings durably written to the spool.",
         None,
-        Source::Fields(&[("", "/spool/recorded")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_findings_lost_total",
         "Findings not written to the spool (write errors, full queue).",
         Some("reason"),
-        Source::Fields(&[("spool_write", "/spool/write_errors"), ("queue_full", "/spool/dropped")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_mount_execs_total",
         "Execs from containers' mounts other than the rootfs (volumes, tmpfs, /dev/shm).",
         None,
-        Source::Fields(&[("", "/coverage/mount_execs")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_open_events_total",
         "Open events ([libraries]) by how they were settled: harmless inodes ignored from then on, shared objects decided, an exec's own open, the daemon's own, files being written, interpreter code decided, compiled Python caching an image source.",
         Some("outcome"),
-        Source::Fields(&[
-            ("ignored", "/libraries/ignore_marks"),
-            ("library_decided", "/libraries/decided"),
-            ("exec_own", "/libraries/by_exec"),
-            ("daemon_own", "/libraries/by_daemon"),
-            ("being_written", "/libraries/being_written"),
-            ("after_refused_exec", "/libraries/after_refused_exec"),
-            ("over_budget", "/libraries/over_budget"),
-            ("code_decided", "/libraries/code_decided"),
-            ("code_cache", "/libraries/code_cache"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_evidence_total",
         "Findings' files by what the evidence store did with them: stored, already stored, too big, lost (changed before the copy, errors, queue full), evicted.",
         Some("outcome"),
-        Source::Fields(&[
-            ("stored", "/evidence/stored"),
-            ("already_stored", "/evidence/already_stored"),
-            ("too_big", "/evidence/too_big"),
-            ("lost", "/evidence/lost"),
-            ("evicted", "/evidence/evicted"),
-        ]),
+        Source::Groups,
     ),
-    gauge("driftgate_evidence_bytes", "Bytes in the evidence store.", None, Source::Fields(&[("", "/evidence/bytes")])),
+    gauge("driftgate_evidence_bytes", "Bytes in the evidence store.", None, Source::Groups),
     counter(
         "driftgate_webhook_total",
         "Findings and tries of the [export] webhook: sent, failed tries, given up after the last try, dropped (queue full).",
         Some("outcome"),
-        Source::Fields(&[
-            ("sent", "/export/webhook_sent"),
-            ("failed_try", "/export/webhook_failures"),
-            ("given_up", "/export/webhook_given_up"),
-            ("dropped", "/export/webhook_dropped"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_otlp_total",
         "Findings and tries of [export.otlp]: sent, failed tries, given up after the last try, dropped (queue full).",
         Some("outcome"),
-        Source::Fields(&[
-            ("sent", "/export/otlp_sent"),
-            ("failed_try", "/export/otlp_failures"),
-            ("given_up", "/export/otlp_given_up"),
-            ("dropped", "/export/otlp_dropped"),
-        ]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_frozen_containers",
@@ -185,83 +173,55 @@ pub static METRICS: &[Metric] = &[
         "driftgate_open_events_read_total",
         "Open events read from the kernel ([libraries]); warm containers should add almost none.",
         None,
-        Source::Fields(&[("", "/libraries/open_events")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_indirect_execs_total",
         "Execs of image loaders and interpreters whose argument was looked at, by outcome.",
         Some("outcome"),
-        Source::Fields(&[
-            ("looked_at", "/decisions/indirect"),
-            ("call_unreadable", "/decisions/indirect_unread"),
-            ("argument_not_found", "/decisions/indirect_unresolved"),
-            ("not_direct", "/decisions/indirect_not_direct"),
-            ("unverifiable", "/decisions/indirect_unverifiable"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_process_exec_events_total",
         "Exec events from the kernel's process-event connector (fileless execution record).",
         Some("result"),
-        Source::Fields(&[("read", "/coverage/exec_events"), ("lost", "/coverage/exec_events_lost")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_container_mounts_total",
         "Container mounts beyond the rootfs, by whether they could be marked.",
         Some("marked"),
-        Source::Fields(&[("true", "/coverage/mounts_marked"), ("false", "/coverage/mounts_failed")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_findings_suppressed_total",
         "Findings counted but not recorded: a container over findings.container_per_sec.",
         None,
-        Source::Fields(&[("", "/limits/findings_suppressed")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_unverified_total",
         "Execs decided without their file's hash, by why.",
         Some("reason"),
-        Source::Fields(&[
-            ("budget", "/limits/over_budget"),
-            ("too_big", "/limits/too_big"),
-            ("timeout", "/limits/hash_timeouts"),
-            ("queue_timeout", "/limits/queue_timeouts"),
-            ("no_reader", "/limits/hash_unavailable"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_writer_holds_total",
         "Allowed execs by what keeping writers out of their file did: a new hold, a renewed one, none (over the cap, no lease on that filesystem), or a file found being written or changed (decided without its hash).",
         Some("result"),
-        Source::Fields(&[
-            ("kept", "/writer_hold/kept"),
-            ("renewed", "/writer_hold/renewed"),
-            ("cut", "/writer_hold/cut"),
-            ("unsupported", "/writer_hold/unsupported"),
-            ("unsettled", "/writer_hold/unsettled"),
-            ("break_cleared", "/writer_hold/breaks_cleared"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_reloads_total",
         "Configuration reloads.",
         Some("result"),
-        Source::Fields(&[("ok", "/reloads"), ("error", "/reload_errors")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_errors_total",
         "Errors by kind.",
         Some("kind"),
-        Source::Fields(&[
-            ("answer", "/decisions/answer_errors"),
-            ("journald", "/spool/journald_errors"),
-            ("log_dropped", "/spool/log_lines_dropped"),
-            ("spool_recreated", "/spool/recreated"),
-            ("implicit_allow", "/implicit_allows"),
-            ("event_read", "/limits/read_errors"),
-            ("layer_lookup", "/limits/lookup_errors"),
-            ("ignore_mark", "/libraries/ignore_errors"),
-        ]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_containers_watched",
@@ -275,19 +235,19 @@ pub static METRICS: &[Metric] = &[
         None,
         Source::Derived(|s| vec![(String::new(), s.unwatched.len() as f64)], &["/unwatched"]),
     ),
-    gauge("driftgate_events_in_flight", "Execs held and not answered yet.", None, Source::Fields(&[("", "/decisions/in_flight")])),
+    gauge("driftgate_events_in_flight", "Execs held and not answered yet.", None, Source::Groups),
     gauge(
         "driftgate_decisions_stalled_seconds",
         "Seconds decisions have made no progress while execs were held (0 while they progress); the watchdog ends the daemon at stall_timeout, and the kernel then lets the held execs through.",
         None,
-        Source::Derived(|s| vec![(String::new(), s.stalled_ms as f64 / 1000.0)], &["/stalled_ms"]),
+        Source::Derived(|s| vec![(String::new(), s.daemon.stalled_ms as f64 / 1000.0)], &["/stalled_ms"]),
     ),
-    gauge("driftgate_spool_bytes", "Bytes in the findings spool.", None, Source::Fields(&[("", "/spool/bytes")])),
+    gauge("driftgate_spool_bytes", "Bytes in the findings spool.", None, Source::Groups),
     gauge(
         "driftgate_files_held",
         "Allowed files writers are kept out of now.",
         None,
-        Source::Fields(&[("", "/writer_hold/held")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_coverage_degraded",
@@ -362,92 +322,101 @@ pub static METRICS: &[Metric] = &[
         "driftgate_kernel_uses_total",
         "Uses the BPF LSM layer checked, refused, reported, and reports lost.",
         Some("outcome"),
-        Source::Fields(&[
-            ("checked", "/kernel/checked"),
-            ("refused", "/kernel/refused"),
-            ("reported", "/kernel/reported"),
-            ("lost", "/kernel/lost"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_exec_events_total",
         "Exec events read from the kernel (each held until answered), and those from no watched container (answered at once).",
         Some("container"),
-        Source::Fields(&[("any", "/decisions/events"), ("none", "/decisions/not_container")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_memfd_execs_total",
         "Execs of memfds (fileless) the daemon decided.",
         None,
-        Source::Fields(&[("", "/coverage/memfd_execs")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_mount_namespaces",
         "Container mount namespaces known (their mounts marked).",
         None,
-        Source::Fields(&[("", "/coverage/mount_namespaces")]),
+        Source::Groups,
     ),
-    gauge("driftgate_evidence_files", "Files in the evidence store.", None, Source::Fields(&[("", "/evidence/files")])),
+    gauge("driftgate_evidence_files", "Files in the evidence store.", None, Source::Groups),
     counter(
         "driftgate_ocsf_file_total",
         "Findings appended to the [export] OCSF file, and those that could not be.",
         Some("outcome"),
-        Source::Fields(&[("written", "/export/ocsf_written"), ("error", "/export/ocsf_errors")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_export_queued",
         "Findings waiting in each export's queue.",
         Some("export"),
-        Source::Fields(&[("webhook", "/export/webhook_queued"), ("otlp", "/export/otlp_queued")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_kernel_map_entries",
         "Entries in the BPF LSM layer's maps: container root filesystems, PID namespaces, cgroups, mounts, and file versions decided.",
         Some("map"),
-        Source::Fields(&[
-            ("rootfs", "/kernel/rootfs"),
-            ("pid_namespaces", "/kernel/pid_namespaces"),
-            ("cgroups", "/kernel/cgroups"),
-            ("mounts", "/kernel/mounts"),
-            ("files_allowed", "/kernel/files_allowed"),
-        ]),
+        Source::Groups,
     ),
     counter(
         "driftgate_kernel_reports_total",
         "Reports read from the BPF LSM layer, and those about no container the daemon knows.",
         Some("attributed"),
-        Source::Fields(&[("any", "/kernel/events"), ("none", "/kernel/unattributed")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_libraries_rechecked_total",
         "Ignored inodes switched back on because their file may have changed ([libraries]).",
         None,
-        Source::Fields(&[("", "/libraries/rechecked")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_hash_readers_busy",
         "Hashing readers busy now (one stuck on a file that never returns its data stays busy).",
         None,
-        Source::Fields(&[("", "/limits/readers_busy")]),
+        Source::Groups,
     ),
-    gauge("driftgate_spool_segments", "Segment files in the findings spool.", None, Source::Fields(&[("", "/spool/segments")])),
+    gauge("driftgate_spool_segments", "Segment files in the findings spool.", None, Source::Groups),
     counter(
         "driftgate_spool_segments_deleted_total",
         "Spool segments deleted by retention (max_bytes, max_age).",
         None,
-        Source::Fields(&[("", "/spool/deleted_segments")]),
+        Source::Groups,
     ),
     counter(
         "driftgate_journal_suppressed_total",
         "Findings not written to the journal by its per-container rate limit (all are in the spool).",
         None,
-        Source::Fields(&[("", "/spool/journal_suppressed")]),
+        Source::Groups,
     ),
     gauge(
         "driftgate_enforce_mode",
         "1 in enforce mode, 0 in audit mode.",
         None,
         Source::Derived(|s| vec![(String::new(), one(s.mode == "enforce"))], &["/mode"]),
+    ),
+    gauge(
+        "driftgate_index_layers",
+        "Layers by what the index knows of them: indexed on this node, imported manifests available, layers of watched containers using one, waiting to be indexed.",
+        Some("state"),
+        Source::Groups,
+    ),
+    counter("driftgate_index_files_total", "Files indexed on this node.", None, Source::Groups),
+    counter("driftgate_index_bytes_total", "Bytes hashed to index layers on this node.", None, Source::Groups),
+    counter(
+        "driftgate_index_layer_events_total",
+        "Layers found changed on disk since they were indexed (then indexed again), and layers that could not be indexed.",
+        Some("event"),
+        Source::Groups,
+    ),
+    counter(
+        "driftgate_manifest_hashes_total",
+        "Image-file hashes taken from layer manifests on the hot path instead of reading the file.",
+        None,
+        Source::Groups,
     ),
 ];
 
@@ -488,7 +457,7 @@ mod tests {
 
     #[test]
     fn every_metric_reads_what_status_has_and_every_status_count_is_a_metric() {
-        let status = Status::default();
+        let status = Status { index: Some(Default::default()), ..Default::default() };
         let json = serde_json::to_value(&status).unwrap();
         let mut names = std::collections::BTreeSet::new();
         for m in METRICS {
@@ -496,14 +465,14 @@ mod tests {
             assert!(m.name.starts_with("driftgate_") && !m.help.is_empty());
             assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
             for p in m.reads() {
-                assert!(json.pointer(p).is_some(), "{} reads {p}, which status does not have", m.name);
+                assert!(json.pointer(&p).is_some(), "{} reads {p}, which status does not have", m.name);
             }
             let samples = m.samples(&status, &json);
             if m.label.is_none() {
                 assert_eq!(samples.len(), 1, "{}", m.name);
             }
         }
-        let read: Vec<&str> = METRICS.iter().flat_map(|m| m.reads()).collect();
+        let read: Vec<String> = METRICS.iter().flat_map(|m| m.reads()).collect();
         let mut leaves = Vec::new();
         numbers(&json, String::new(), &mut leaves);
         let missing: Vec<&String> = leaves
@@ -514,5 +483,30 @@ mod tests {
             })
             .collect();
         assert!(missing.is_empty(), "status counts that no metric exports (declare them in METRICS, or in STATUS_ONLY with why): {missing:?}");
+    }
+
+    #[test]
+    fn every_declared_counter_names_a_family_that_takes_it_once() {
+        let mut seen = std::collections::BTreeSet::new();
+        for g in GROUPS {
+            for f in g.fields {
+                assert!(!f.doc.trim().is_empty(), "{}: say what it counts", g.pointer(f.name));
+                let Some((family, label)) = f.metric else { continue };
+                let m = METRICS.iter().find(|m| m.name == family);
+                let m =
+                    m.unwrap_or_else(|| panic!("{} names {family}, which METRICS lacks", g.pointer(f.name)));
+                assert!(matches!(m.source, Source::Groups), "{family} is not read from the groups");
+                assert_eq!(
+                    m.label.is_some(),
+                    !label.is_empty(),
+                    "{}: label {label:?} of {family}",
+                    g.pointer(f.name)
+                );
+                assert!(seen.insert((family, label)), "{family}{{{label}}} is declared twice");
+            }
+        }
+        for m in METRICS.iter().filter(|m| matches!(m.source, Source::Groups)) {
+            assert!(!m.fields().is_empty(), "{} has no status field declared with it", m.name);
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! leaves an exec hung.
 
 pub mod counters;
+pub mod declare;
 pub(crate) mod discovery;
 mod error;
 pub(crate) mod fileless;

@@ -2,13 +2,14 @@
 //! (`super::socket`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use super::declare::{status_group, Group};
 use super::hot::{HotStats, Shared};
 pub use super::watched::{MountStatus, WatchedContainer};
 use crate::container::Registry;
@@ -38,13 +39,9 @@ pub struct Status {
     #[serde(default)]
     pub index: Option<IndexStatus>,
     pub spool: Spool,
-    pub reloads: u64,
-    pub reload_errors: u64,
-    /// Milliseconds decisions have made no progress while execs were held (0 while they
-    /// progress); the watchdog ends the daemon at `stall_timeout`.
-    #[serde(default)]
-    pub stalled_ms: u64,
-    pub implicit_allows: u64,
+    /// The daemon's own counts, at the top level of the report.
+    #[serde(flatten)]
+    pub daemon: DaemonCounts,
     #[serde(default)]
     pub coverage: Coverage,
     #[serde(default)]
@@ -69,132 +66,319 @@ pub struct Status {
     pub kernel: super::kernel::status::KernelStatus,
 }
 
-/// `[evidence]`: the store of copies of the files behind findings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct EvidenceStatus {
-    /// The store is open (on, and its directory usable).
-    pub enabled: bool,
-    pub dir: String,
-    pub files: u64,
-    pub bytes: u64,
-    pub max_total_bytes: u64,
-    pub stored: u64,
-    pub already_stored: u64,
-    /// Files over `max_file_bytes`, not copied; copies lost (changed before the copy, errors,
-    /// queue full); copies evicted by `max_total_bytes`.
-    pub too_big: u64,
-    pub lost: u64,
-    pub evicted: u64,
+/// Every group of counts, in the order the `status` text shows them.
+pub const GROUPS: &[Group] = &[
+    Decisions::GROUP,
+    Limits::GROUP,
+    WriterHold::GROUP,
+    IndexStatus::GROUP,
+    Spool::GROUP,
+    Coverage::GROUP,
+    LibrariesStatus::GROUP,
+    EvidenceStatus::GROUP,
+    ExportStatus::GROUP,
+    DaemonCounts::GROUP,
+    super::kernel::status::KernelStatus::GROUP,
+];
+
+fn ld(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
 }
 
-/// `[export]`: the OCSF file and the webhook.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct ExportStatus {
-    pub ocsf_file: Option<String>,
-    pub ocsf_written: u64,
-    pub ocsf_errors: u64,
-    pub webhook: Option<String>,
-    pub webhook_format: Option<String>,
-    pub webhook_sent: u64,
-    pub webhook_failures: u64,
-    pub webhook_given_up: u64,
-    pub webhook_dropped: u64,
-    pub webhook_queued: u64,
-    /// `[export.otlp]`: the endpoint, and the same counts as the webhook's.
-    #[serde(default)]
-    pub otlp: Option<String>,
-    #[serde(default)]
-    pub otlp_sent: u64,
-    #[serde(default)]
-    pub otlp_failures: u64,
-    #[serde(default)]
-    pub otlp_given_up: u64,
-    #[serde(default)]
-    pub otlp_dropped: u64,
-    #[serde(default)]
-    pub otlp_queued: u64,
+status_group! {
+    /// Exec decisions.
+    pub struct Decisions at "/decisions", "decisions", from |s: &Sources| let h = &s.hot; {
+        /// Exec events read from the kernel (each held until answered).
+        events: u64 = ld(&h.events) => "driftgate_exec_events_total" "any",
+        /// Execs allowed.
+        allowed: u64 = ld(&h.allowed) => "driftgate_decisions_total" "allow",
+        /// Execs refused.
+        denied: u64 = ld(&h.denied) => "driftgate_decisions_total" "deny",
+        /// Execs held now, not answered yet.
+        in_flight: u64 = h.in_flight() => "driftgate_events_in_flight" "",
+        /// Exec events from no watched container (answered at once).
+        not_container: u64 = ld(&h.not_container) => "driftgate_exec_events_total" "none",
+        /// Execs proven to be image files by their inode (fast path).
+        image_fast: u64 = ld(&h.image_fast) => "driftgate_image_proofs_total" "false",
+        /// ... whose proof was cached.
+        image_cached: u64 = ld(&h.image_cached) => "driftgate_image_proofs_total" "true",
+        /// Executed files hashed.
+        hashed: u64 = ld(&h.hashed) => "driftgate_hash_cache_misses_total" "",
+        /// Executed files whose hash was cached.
+        hash_cache_hits: u64 = ld(&h.hash_cache_hits) => "driftgate_hash_cache_hits_total" "",
+        /// Answers the kernel did not take.
+        answer_errors: u64 = ld(&h.answer_errors) => "driftgate_errors_total" "answer",
+        /// Execs of image loaders and interpreters whose arguments were looked at.
+        indirect: u64 = ld(&h.indirect) => "driftgate_indirect_execs_total" "looked_at",
+        /// ... whose pending call could not be read.
+        indirect_unread: u64 = ld(&h.indirect_unread) => "driftgate_indirect_execs_total" "call_unreadable",
+        /// ... whose file argument was not found.
+        indirect_unresolved: u64 = ld(&h.indirect_unresolved) => "driftgate_indirect_execs_total" "argument_not_found",
+        /// ... that were not a direct invocation.
+        indirect_not_direct: u64 = ld(&h.indirect_not_direct) => "driftgate_indirect_execs_total" "not_direct",
+        /// ... decided as drift because what they would run could not be established.
+        indirect_unverifiable: u64 = ld(&h.indirect_unverifiable) => "driftgate_indirect_execs_total" "unverifiable",
+    }
 }
 
-/// A container whose cgroup driftgate froze.
-pub use crate::container::cgroup::Frozen as FrozenContainer;
-
-/// `[libraries]`: opens held, and how they were settled.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct LibrariesStatus {
-    /// Opens are decided (the marks hold opens and no reload switched it off).
-    pub enabled: bool,
-    /// The marks hold opens (set at start-up).
-    pub marked: bool,
-    /// Open events read.
-    pub open_events: u64,
-    /// Inodes whose opens were switched off (proven harmless), and marks the kernel refused.
-    pub ignore_marks: u64,
-    pub ignore_errors: u64,
-    /// Shared objects not proven to be the image's, decided as libraries.
-    pub decided: u64,
-    /// Opens of a shared object that were an exec's own (its program or loader).
-    pub by_exec: u64,
-    /// Opens made by the daemon itself (reading a script an interpreter was given).
-    pub by_daemon: u64,
-    /// Opens of files someone had open for writing (checked again on their next open), and
-    /// opens for writing (never refused).
-    pub being_written: u64,
-    /// Opens of a file by the thread whose exec of it was just refused: refused, no finding.
-    #[serde(default)]
-    pub after_refused_exec: u64,
-    /// Opens on a remote mount let through unread while the slow path was over its budget.
-    #[serde(default)]
-    pub over_budget: u64,
-    /// Opens of files that are not shared objects and not the image's: let through, checked
-    /// again on their next open.
-    #[serde(default)]
-    pub rechecked: u64,
-    /// Opens of code by an interpreter (`import x` of a file that is not the image's):
-    /// decided as scripts; and compiled Python files that cache an image source: let through.
-    #[serde(default)]
-    pub code_decided: u64,
-    #[serde(default)]
-    pub code_cache: u64,
+status_group! {
+    /// Limits that keep the daemon from being stalled or exhausted, and how often they bit.
+    pub struct Limits at "/limits", "limits", from |s: &Sources| let h = &s.hot; let sh = &s.shared; {
+        /// The open-file limit.
+        nofile: u64 = sh.budget.soft_limit(),
+        /// Execs that may wait for the slow path within it.
+        pending_limit: u64 = sh.budget.limit(),
+        /// Execs decided without their hash: the budget was spent.
+        over_budget: u64 = ld(&sh.budget.spent) => "driftgate_unverified_total" "budget",
+        /// ... the file is over `hashing.max_file_bytes`.
+        too_big: u64 = ld(&h.too_big) => "driftgate_unverified_total" "too_big",
+        /// ... hashing took over `hashing.max_secs`.
+        hash_timeouts: u64 = ld(&sh.readers.timeouts) => "driftgate_unverified_total" "timeout",
+        /// ... waiting for a hashing worker took over `hashing.max_secs`.
+        queue_timeouts: u64 = ld(&h.queue_timeouts) => "driftgate_unverified_total" "queue_timeout",
+        /// ... no reader was free.
+        hash_unavailable: u64 = ld(&sh.readers.unavailable) => "driftgate_unverified_total" "no_reader",
+        /// Hashing readers busy now (one stuck on a file that never returns its data stays busy).
+        readers_busy: u64 = sh.readers.busy() as u64 => "driftgate_hash_readers_busy" "",
+        /// Failed reads of exec events (the kernel denied those it could not give an fd).
+        read_errors: u64 = ld(&h.read_errors) => "driftgate_errors_total" "event_read",
+        /// Layer lookups that failed (decided as unproven).
+        lookup_errors: u64 = ld(&h.lookup_errors) => "driftgate_errors_total" "layer_lookup",
+        /// Findings counted but not recorded: a container over `findings.container_per_sec`.
+        findings_suppressed: u64 = ld(&sh.suppressed) => "driftgate_findings_suppressed_total" "",
+    }
 }
 
-/// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct WriterHold {
-    pub hold_ms: u64,
-    /// Files held now.
-    pub held: u64,
-    /// Files leased and held; allowed execs of a held file (its hold renewed).
-    pub kept: u64,
-    pub renewed: u64,
-    /// Files not held: over the cap; on a filesystem without leases.
-    pub cut: u64,
-    pub unsupported: u64,
-    /// Execs decided without their hash because the file was being written, or had
-    /// changed, when it was about to be allowed.
-    pub unsettled: u64,
-    /// Holds ended because a writer that gave up (`touch`'s non-blocking open) left their
-    /// lease being broken.
-    #[serde(default)]
-    pub breaks_cleared: u64,
+status_group! {
+    /// Writers kept out of allowed files until the kernel keeps them out (`daemon.writer_hold_ms`).
+    pub struct WriterHold at "/writer_hold", "writers held off", from |s: &Sources| let w = &s.shared.holder; {
+        /// How long each allowed file is held, in ms.
+        hold_ms: u64 = w.hold().as_millis() as u64,
+        /// Files held now.
+        held: u64 = w.held() as u64 => "driftgate_files_held" "",
+        /// Files leased and held.
+        kept: u64 = ld(&w.kept) => "driftgate_writer_holds_total" "kept",
+        /// Allowed execs of a held file (its hold renewed).
+        renewed: u64 = ld(&w.renewed) => "driftgate_writer_holds_total" "renewed",
+        /// Files not held: over the cap.
+        cut: u64 = ld(&w.cut) => "driftgate_writer_holds_total" "cut",
+        /// ... on a filesystem without leases.
+        unsupported: u64 = ld(&w.unsupported) => "driftgate_writer_holds_total" "unsupported",
+        /// Execs decided without their hash: the file was being written, or had changed, when
+        /// it was about to be allowed.
+        unsettled: u64 = ld(&w.unsettled) => "driftgate_writer_holds_total" "unsettled",
+        /// Holds ended because a writer that gave up left their lease being broken.
+        breaks_cleared: u64 = ld(&w.breaks_cleared) => "driftgate_writer_holds_total" "break_cleared",
+    }
 }
 
-/// The layer index: what is known, what is still being indexed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct IndexStatus {
-    /// Layer directories with an on-node manifest.
-    pub node_layers: u64,
-    /// Imported manifests available, and layers of watched containers using one.
-    pub imported_available: u64,
-    pub imported_matched: u64,
-    /// Layers waiting for or being indexed.
-    pub pending: u64,
-    pub indexed_files: u64,
-    pub indexed_bytes: u64,
-    /// Layers found changed on disk since they were indexed (then re-indexed).
-    pub changed: u64,
-    pub failures: u64,
-    /// Image-file hashes taken from manifests on the hot path.
-    pub manifest_hashes: u64,
+status_group! {
+    /// The layer index: what is known, what is still being indexed.
+    pub struct IndexStatus at "/index", "layer index", from |s: &Sources| let i = &s.index; {
+        /// Layer directories with an on-node manifest.
+        node_layers: u64 = ld(&i.node_layers) => "driftgate_index_layers" "node",
+        /// Imported manifests available.
+        imported_available: u64 = ld(&i.imported_available) => "driftgate_index_layers" "imported_available",
+        /// Layers of watched containers using an imported manifest.
+        imported_matched: u64 = ld(&i.imported_matched) => "driftgate_index_layers" "imported_matched",
+        /// Layers waiting for or being indexed.
+        pending: u64 = ld(&i.pending) => "driftgate_index_layers" "pending",
+        /// Files indexed on this node.
+        indexed_files: u64 = ld(&i.indexed_files) => "driftgate_index_files_total" "",
+        /// Bytes hashed to index them.
+        indexed_bytes: u64 = ld(&i.indexed_bytes) => "driftgate_index_bytes_total" "",
+        /// Layers found changed on disk since they were indexed (then indexed again).
+        changed: u64 = ld(&i.changed) => "driftgate_index_layer_events_total" "changed",
+        /// Layers that could not be indexed.
+        failures: u64 = ld(&i.failures) => "driftgate_index_layer_events_total" "failed",
+        /// Image-file hashes taken from manifests on the hot path.
+        manifest_hashes: u64 = ld(&s.hot.manifest_hashes) => "driftgate_manifest_hashes_total" "",
+    }
+}
+
+status_group! {
+    /// The findings spool and journald.
+    pub struct Spool at "/spool", "spool", from |s: &Sources|
+        let cfg = s.cfg.load();
+        let (bytes, segments) = crate::sink::spool::usage(&cfg.spool_dir);
+        let k = &s.sink;
+    {
+        /// Its directory.
+        dir: String = cfg.spool_dir.display().to_string(),
+        /// Bytes in the spool.
+        bytes: u64 = bytes => "driftgate_spool_bytes" "",
+        /// Segment files in the spool.
+        segments: u64 = segments => "driftgate_spool_segments" "",
+        /// Findings durably written.
+        recorded: u64 = ld(&k.recorded) => "driftgate_findings_recorded_total" "",
+        /// Findings lost: the spool write failed.
+        write_errors: u64 = ld(&k.spool_errors) => "driftgate_findings_lost_total" "spool_write",
+        /// ... the sink's queue was full.
+        dropped: u64 = ld(&k.dropped) => "driftgate_findings_lost_total" "queue_full",
+        /// Findings journald did not take (all are in the spool).
+        journald_errors: u64 = ld(&k.journald_errors) => "driftgate_errors_total" "journald",
+        /// Segments deleted by retention (`max_bytes`, `max_age`).
+        deleted_segments: u64 = ld(&k.deleted_segments) => "driftgate_spool_segments_deleted_total" "",
+        /// Findings not written to the journal by its per-container rate limit (all are in the spool).
+        journal_suppressed: u64 = ld(&k.journal_suppressed) => "driftgate_journal_suppressed_total" "",
+        /// Log lines dropped because the logging thread was behind (journald or stderr stuck).
+        log_lines_dropped: u64 = crate::sink::log_lines_dropped() => "driftgate_errors_total" "log_dropped",
+        /// Times the spool directory was found removed and made again.
+        recreated: u64 = ld(&k.spool_recreated) => "driftgate_errors_total" "spool_recreated",
+    }
+}
+
+status_group! {
+    /// Coverage beyond the rootfs: other mounts, fileless execution.
+    pub struct Coverage at "/coverage", "coverage", from |s: &Sources|
+        let ns = &s.shared.namespaces;
+        let f = &s.fileless;
+    {
+        /// Mounts beyond the rootfs are watched (`[mounts] enabled`).
+        mounts_enabled: bool = ns.enabled(),
+        /// Container mount namespaces known (their mounts marked).
+        mount_namespaces: u64 = ld(&ns.stats.namespaces) => "driftgate_mount_namespaces" "",
+        /// Container mounts beyond the rootfs marked.
+        mounts_marked: u64 = ld(&ns.stats.mounts_marked) => "driftgate_container_mounts_total" "true",
+        /// ... that could not be marked.
+        mounts_failed: u64 = ld(&ns.stats.mounts_failed) => "driftgate_container_mounts_total" "false",
+        /// Execs from containers' mounts other than the rootfs.
+        mount_execs: u64 = ld(&s.hot.mount_execs) => "driftgate_mount_execs_total" "",
+        /// `[fileless] memfd_noexec`: `enforce`, `always` or `off`.
+        memfd_noexec: String = format!("{:?}", s.cfg.load().memfd_noexec).to_lowercase(),
+        /// The process-event connector: `listening`, `off` or why it is unavailable.
+        fileless_audit: String = f.state(),
+        /// Exec events read from the process-event connector.
+        exec_events: u64 = ld(&f.exec_events) => "driftgate_process_exec_events_total" "read",
+        /// ... lost.
+        exec_events_lost: u64 = ld(&f.lost_events) => "driftgate_process_exec_events_total" "lost",
+        /// Execs of memfds (fileless) seen.
+        memfd_execs: u64 = ld(&f.memfd_execs) => "driftgate_memfd_execs_total" "",
+    }
+}
+
+status_group! {
+    /// `[libraries]`: opens held, and how they were settled.
+    pub struct LibrariesStatus at "/libraries", "libraries", from |s: &Sources| let h = &s.hot; {
+        /// Opens are decided (the marks hold opens and no reload switched it off).
+        enabled: bool = s.shared.libraries.on(),
+        /// The marks hold opens (set at start-up).
+        marked: bool = s.shared.libraries.marked,
+        /// Open events read.
+        open_events: u64 = ld(&h.opens) => "driftgate_open_events_read_total" "",
+        /// Inodes whose opens were switched off (proven harmless).
+        ignore_marks: u64 = ld(&h.ignore_marks) => "driftgate_open_events_total" "ignored",
+        /// ... and marks the kernel refused.
+        ignore_errors: u64 = ld(&h.ignore_errors) => "driftgate_errors_total" "ignore_mark",
+        /// Shared objects not proven to be the image's, decided as libraries.
+        decided: u64 = ld(&h.library_opens) => "driftgate_open_events_total" "library_decided",
+        /// Opens of a shared object that were an exec's own (its program or loader).
+        by_exec: u64 = ld(&h.opens_by_exec) => "driftgate_open_events_total" "exec_own",
+        /// Opens made by the daemon itself (reading a script an interpreter was given).
+        by_daemon: u64 = ld(&h.opens_by_daemon) => "driftgate_open_events_total" "daemon_own",
+        /// Opens of files someone had open for writing, and opens for writing (never refused).
+        being_written: u64 = ld(&h.opens_being_written) => "driftgate_open_events_total" "being_written",
+        /// Opens of a file by the thread whose exec of it was just refused: refused, no finding.
+        after_refused_exec: u64 = ld(&h.opens_after_refusal) => "driftgate_open_events_total" "after_refused_exec",
+        /// Opens on a remote mount let through unread while the slow path was over its budget.
+        over_budget: u64 = ld(&h.opens_over_budget) => "driftgate_open_events_total" "over_budget",
+        /// Opens of files that are not shared objects and not the image's: let through,
+        /// checked again on their next open.
+        rechecked: u64 = ld(&h.opens_rechecked) => "driftgate_libraries_rechecked_total" "",
+        /// Opens of code by an interpreter (`import x` of a file that is not the image's),
+        /// decided as scripts.
+        code_decided: u64 = ld(&h.code_opens) => "driftgate_open_events_total" "code_decided",
+        /// Compiled Python files that cache an image source: let through.
+        code_cache: u64 = ld(&h.code_opens_cache) => "driftgate_open_events_total" "code_cache",
+    }
+}
+
+status_group! {
+    /// `[evidence]`: the store of copies of the files behind findings.
+    pub struct EvidenceStatus at "/evidence", "evidence", from |s: &Sources| let e = &s.sink.evidence; {
+        /// The store is open (on, and its directory usable).
+        enabled: bool = s.sink.evidence_open.load(Ordering::Relaxed),
+        /// Its directory.
+        dir: String = s.outputs.0.dir.display().to_string(),
+        /// Files in the store.
+        files: u64 = ld(&e.files) => "driftgate_evidence_files" "",
+        /// Bytes in the store.
+        bytes: u64 = ld(&e.bytes) => "driftgate_evidence_bytes" "",
+        /// Its size limit (`max_total_bytes`).
+        max_total_bytes: u64 = s.outputs.0.max_total_bytes,
+        /// Copies stored.
+        stored: u64 = ld(&e.stored) => "driftgate_evidence_total" "stored",
+        /// Files already stored (the same content).
+        already_stored: u64 = ld(&e.already) => "driftgate_evidence_total" "already_stored",
+        /// Files over `max_file_bytes`, not copied.
+        too_big: u64 = ld(&e.too_big) => "driftgate_evidence_total" "too_big",
+        /// Copies lost (changed before the copy, errors, queue full).
+        lost: u64 = ld(&e.lost) => "driftgate_evidence_total" "lost",
+        /// Copies evicted by `max_total_bytes`.
+        evicted: u64 = ld(&e.evicted) => "driftgate_evidence_total" "evicted",
+    }
+}
+
+status_group! {
+    /// `[export]`: the OCSF file, the webhook and OTLP.
+    pub struct ExportStatus at "/export", "export", from |s: &Sources|
+        let x = &s.sink.export;
+        let w = s.outputs.1.webhook.as_ref();
+    {
+        /// The OCSF file.
+        ocsf_file: Option<String> = s.outputs.1.ocsf_file.as_ref().map(|p| p.display().to_string()),
+        /// Findings appended to it.
+        ocsf_written: u64 = ld(&x.ocsf_written) => "driftgate_ocsf_file_total" "written",
+        /// ... and those that could not be.
+        ocsf_errors: u64 = ld(&x.ocsf_errors) => "driftgate_ocsf_file_total" "error",
+        /// The webhook's URL.
+        webhook: Option<String> = w.map(|w| w.url.clone()),
+        /// Its format.
+        webhook_format: Option<String> = w.map(|w| format!("{:?}", w.format).to_lowercase()),
+        /// Findings it took.
+        webhook_sent: u64 = ld(&x.webhook.sent) => "driftgate_webhook_total" "sent",
+        /// Failed tries.
+        webhook_failures: u64 = ld(&x.webhook.failures) => "driftgate_webhook_total" "failed_try",
+        /// Findings given up after the last try.
+        webhook_given_up: u64 = ld(&x.webhook.given_up) => "driftgate_webhook_total" "given_up",
+        /// Findings dropped (queue full).
+        webhook_dropped: u64 = ld(&x.webhook.dropped) => "driftgate_webhook_total" "dropped",
+        /// Findings waiting in its queue.
+        webhook_queued: u64 = ld(&x.webhook.queued) => "driftgate_export_queued" "webhook",
+        /// `[export.otlp]`: the endpoint and protocol.
+        otlp: Option<String> = s.outputs.1.otlp.as_ref().map(|o| {
+            let p = match o.protocol {
+                driftgate_core::config::OtlpProtocol::Grpc => "grpc",
+                driftgate_core::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+            };
+            format!("{} ({p})", o.endpoint)
+        }),
+        /// Findings the collector took.
+        otlp_sent: u64 = ld(&x.otlp.sent) => "driftgate_otlp_total" "sent",
+        /// Failed tries.
+        otlp_failures: u64 = ld(&x.otlp.failures) => "driftgate_otlp_total" "failed_try",
+        /// Findings given up after the last try.
+        otlp_given_up: u64 = ld(&x.otlp.given_up) => "driftgate_otlp_total" "given_up",
+        /// Findings dropped (queue full).
+        otlp_dropped: u64 = ld(&x.otlp.dropped) => "driftgate_otlp_total" "dropped",
+        /// Findings waiting in its queue.
+        otlp_queued: u64 = ld(&x.otlp.queued) => "driftgate_export_queued" "otlp",
+    }
+}
+
+status_group! {
+    /// The daemon's own counts, at the top level of the report.
+    pub struct DaemonCounts at "", "daemon", from |s: &Sources| {
+        /// Configuration reloads.
+        reloads: u64 = ld(&s.reloads) => "driftgate_reloads_total" "ok",
+        /// ... refused (the old configuration kept).
+        reload_errors: u64 = ld(&s.reload_errors) => "driftgate_reloads_total" "error",
+        /// Milliseconds decisions have made no progress while execs were held (0 while they
+        /// progress); the watchdog ends the daemon at `stall_timeout`.
+        stalled_ms: u64 = ld(&s.hot.stalled_ms),
+        /// Answers that fell back to "allow" because an error path dropped the event undecided.
+        implicit_allows: u64 = driftgate_sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed) => "driftgate_errors_total" "implicit_allow",
+    }
 }
 
 /// A container rootfs found but not watched (execs in it are not checked), and why.
@@ -206,80 +390,10 @@ pub struct UnwatchedContainer {
     pub error: String,
 }
 
-/// Coverage beyond the rootfs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Coverage {
-    pub mounts_enabled: bool,
-    pub mount_namespaces: u64,
-    pub mounts_marked: u64,
-    pub mounts_failed: u64,
-    pub mount_execs: u64,
-    /// `[fileless] memfd_noexec`: `enforce`, `always` or `off`.
-    #[serde(default)]
-    pub memfd_noexec: String,
-    /// The process-event connector: `listening`, `off` or why it is unavailable.
-    #[serde(default)]
-    pub fileless_audit: String,
-    #[serde(default)]
-    pub exec_events: u64,
-    #[serde(default)]
-    pub exec_events_lost: u64,
-    #[serde(default)]
-    pub memfd_execs: u64,
-}
+/// A container whose cgroup driftgate froze.
+pub use crate::container::cgroup::Frozen as FrozenContainer;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Decisions {
-    pub events: u64,
-    pub allowed: u64,
-    pub denied: u64,
-    pub in_flight: u64,
-    pub not_container: u64,
-    pub image_fast: u64,
-    pub image_cached: u64,
-    pub hashed: u64,
-    pub hash_cache_hits: u64,
-    pub answer_errors: u64,
-    /// Execs of image loaders and interpreters whose arguments were looked at, and of those:
-    /// pending call unreadable, file argument not found, not a direct invocation, and decided
-    /// as drift because what they would run could not be established.
-    #[serde(default)]
-    pub indirect: u64,
-    #[serde(default)]
-    pub indirect_unread: u64,
-    #[serde(default)]
-    pub indirect_unresolved: u64,
-    #[serde(default)]
-    pub indirect_not_direct: u64,
-    #[serde(default)]
-    pub indirect_unverifiable: u64,
-}
-
-/// Limits that keep the daemon from being stalled or exhausted, and how often they bit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Limits {
-    /// The open-file limit, and how many execs may wait for the slow path within it.
-    pub nofile: u64,
-    pub pending_limit: u64,
-    /// Execs decided without their hash: budget spent, over `hashing.max_file_bytes`, hashing
-    /// over `hashing.max_secs`, no reader free.
-    pub over_budget: u64,
-    pub too_big: u64,
-    pub hash_timeouts: u64,
-    /// ... and waiting for a hashing worker longer than `hashing.max_secs`.
-    #[serde(default)]
-    pub queue_timeouts: u64,
-    pub hash_unavailable: u64,
-    /// Hashing readers busy now (some may be stuck on a file that never returns its data).
-    pub readers_busy: u64,
-    /// Failed reads of exec events (the kernel denied those it could not give an fd).
-    pub read_errors: u64,
-    pub lookup_errors: u64,
-    /// Findings counted but not recorded: a container over `findings.container_per_sec`.
-    #[serde(default)]
-    pub findings_suppressed: u64,
-}
-
+/// Decision latency percentiles, in µs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Latency {
     pub count: u64,
@@ -287,26 +401,6 @@ pub struct Latency {
     pub p90: Option<f64>,
     pub p99: Option<f64>,
     pub p999: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Spool {
-    pub dir: String,
-    pub bytes: u64,
-    pub segments: u64,
-    pub recorded: u64,
-    pub write_errors: u64,
-    pub dropped: u64,
-    pub journald_errors: u64,
-    pub deleted_segments: u64,
-    #[serde(default)]
-    pub journal_suppressed: u64,
-    /// Log lines dropped because the logging thread was behind (journald or stderr stuck).
-    #[serde(default)]
-    pub log_lines_dropped: u64,
-    /// Times the spool directory was found removed and made again.
-    #[serde(default)]
-    pub recreated: u64,
 }
 
 /// Everything a status report is made from.
@@ -317,8 +411,8 @@ pub struct Sources {
     pub hot: Arc<HotStats>,
     pub sink: Arc<SinkStats>,
     pub shared: Arc<Shared>,
-    pub reloads: Arc<std::sync::atomic::AtomicU64>,
-    pub reload_errors: Arc<std::sync::atomic::AtomicU64>,
+    pub reloads: Arc<AtomicU64>,
+    pub reload_errors: Arc<AtomicU64>,
     pub index: Arc<super::indexer::IndexStats>,
     pub fileless: Arc<super::fileless::FilelessStats>,
     pub unwatched: Arc<ArcSwap<Vec<UnwatchedContainer>>>,
@@ -332,7 +426,6 @@ impl Sources {
     pub fn snapshot(&self) -> Status {
         let cfg = self.cfg.load();
         let h = &self.hot;
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let kernel = self.shared.namespaces.kernel();
         let rule = self.shared.namespaces.rule();
         let libraries = cfg.libraries_enabled && self.shared.libraries.marked;
@@ -349,7 +442,6 @@ impl Sources {
             .zip(&h.findings)
             .map(|(c, n)| (c.as_str().to_owned(), ld(n)))
             .collect();
-        let (bytes, segments) = crate::sink::spool::usage(&cfg.spool_dir);
         let unwatched = (**self.unwatched.load()).clone();
         let health =
             self.shared.health.report(current_problems(&containers, &unwatched, &self.fileless.state()));
@@ -366,23 +458,7 @@ impl Sources {
             uptime_secs: self.started.elapsed().map_or(0, |d| d.as_secs()),
             containers,
             unwatched,
-            decisions: Decisions {
-                events: ld(&h.events),
-                allowed: ld(&h.allowed),
-                denied: ld(&h.denied),
-                in_flight: h.in_flight(),
-                not_container: ld(&h.not_container),
-                image_fast: ld(&h.image_fast),
-                image_cached: ld(&h.image_cached),
-                hashed: ld(&h.hashed),
-                hash_cache_hits: ld(&h.hash_cache_hits),
-                answer_errors: ld(&h.answer_errors),
-                indirect: ld(&h.indirect),
-                indirect_unread: ld(&h.indirect_unread),
-                indirect_unresolved: ld(&h.indirect_unresolved),
-                indirect_not_direct: ld(&h.indirect_not_direct),
-                indirect_unverifiable: ld(&h.indirect_unverifiable),
-            },
+            decisions: Decisions::collect(self),
             findings,
             latency_us: Latency {
                 count: h.latency.count(),
@@ -393,132 +469,16 @@ impl Sources {
             },
             ioc_entries: Some(self.shared.iocs.load().len() as u64),
             indexed_layers: Some(ld(&self.index.node_layers) + ld(&self.index.imported_matched)),
-            index: Some(IndexStatus {
-                node_layers: ld(&self.index.node_layers),
-                imported_available: ld(&self.index.imported_available),
-                imported_matched: ld(&self.index.imported_matched),
-                pending: ld(&self.index.pending),
-                indexed_files: ld(&self.index.indexed_files),
-                indexed_bytes: ld(&self.index.indexed_bytes),
-                changed: ld(&self.index.changed),
-                failures: ld(&self.index.failures),
-                manifest_hashes: ld(&h.manifest_hashes),
-            }),
-            spool: Spool {
-                dir: cfg.spool_dir.display().to_string(),
-                bytes,
-                segments,
-                recorded: ld(&self.sink.recorded),
-                write_errors: ld(&self.sink.spool_errors),
-                dropped: ld(&self.sink.dropped),
-                journald_errors: ld(&self.sink.journald_errors),
-                deleted_segments: ld(&self.sink.deleted_segments),
-                journal_suppressed: ld(&self.sink.journal_suppressed),
-                log_lines_dropped: crate::sink::log_lines_dropped(),
-                recreated: ld(&self.sink.spool_recreated),
-            },
-            reloads: ld(&self.reloads),
-            reload_errors: ld(&self.reload_errors),
-            stalled_ms: ld(&h.stalled_ms),
-            implicit_allows: driftgate_sys::fanotify::IMPLICIT_ALLOWS.load(Ordering::Relaxed),
-            limits: Limits {
-                nofile: self.shared.budget.soft_limit(),
-                pending_limit: self.shared.budget.limit(),
-                over_budget: ld(&self.shared.budget.spent),
-                too_big: ld(&h.too_big),
-                hash_timeouts: ld(&self.shared.readers.timeouts),
-                queue_timeouts: ld(&h.queue_timeouts),
-                hash_unavailable: ld(&self.shared.readers.unavailable),
-                readers_busy: self.shared.readers.busy() as u64,
-                read_errors: ld(&h.read_errors),
-                lookup_errors: ld(&h.lookup_errors),
-                findings_suppressed: ld(&self.shared.suppressed),
-            },
-            writer_hold: {
-                let w = &self.shared.holder;
-                WriterHold {
-                    hold_ms: w.hold().as_millis() as u64,
-                    held: w.held() as u64,
-                    kept: ld(&w.kept),
-                    renewed: ld(&w.renewed),
-                    cut: ld(&w.cut),
-                    unsupported: ld(&w.unsupported),
-                    unsettled: ld(&w.unsettled),
-                    breaks_cleared: ld(&w.breaks_cleared),
-                }
-            },
-            evidence: {
-                let e = &self.sink.evidence;
-                EvidenceStatus {
-                    enabled: self.sink.evidence_open.load(Ordering::Relaxed),
-                    dir: self.outputs.0.dir.display().to_string(),
-                    files: ld(&e.files),
-                    bytes: ld(&e.bytes),
-                    max_total_bytes: self.outputs.0.max_total_bytes,
-                    stored: ld(&e.stored),
-                    already_stored: ld(&e.already),
-                    too_big: ld(&e.too_big),
-                    lost: ld(&e.lost),
-                    evicted: ld(&e.evicted),
-                }
-            },
-            export: {
-                let x = &self.sink.export;
-                let w = self.outputs.1.webhook.as_ref();
-                ExportStatus {
-                    ocsf_file: self.outputs.1.ocsf_file.as_ref().map(|p| p.display().to_string()),
-                    ocsf_written: ld(&x.ocsf_written),
-                    ocsf_errors: ld(&x.ocsf_errors),
-                    webhook: w.map(|w| w.url.clone()),
-                    webhook_format: w.map(|w| format!("{:?}", w.format).to_lowercase()),
-                    webhook_sent: ld(&x.webhook.sent),
-                    webhook_failures: ld(&x.webhook.failures),
-                    webhook_given_up: ld(&x.webhook.given_up),
-                    webhook_dropped: ld(&x.webhook.dropped),
-                    webhook_queued: ld(&x.webhook.queued),
-                    otlp: self.outputs.1.otlp.as_ref().map(|o| {
-                        let p = match o.protocol {
-                            driftgate_core::config::OtlpProtocol::Grpc => "grpc",
-                            driftgate_core::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
-                        };
-                        format!("{} ({p})", o.endpoint)
-                    }),
-                    otlp_sent: ld(&x.otlp.sent),
-                    otlp_failures: ld(&x.otlp.failures),
-                    otlp_given_up: ld(&x.otlp.given_up),
-                    otlp_dropped: ld(&x.otlp.dropped),
-                    otlp_queued: ld(&x.otlp.queued),
-                }
-            },
+            index: Some(IndexStatus::collect(self)),
+            spool: Spool::collect(self),
+            daemon: DaemonCounts::collect(self),
+            limits: Limits::collect(self),
+            writer_hold: WriterHold::collect(self),
+            evidence: EvidenceStatus::collect(self),
+            export: ExportStatus::collect(self),
             frozen: self.shared.frozen(),
-            libraries: LibrariesStatus {
-                enabled: self.shared.libraries.on(),
-                marked: self.shared.libraries.marked,
-                open_events: ld(&h.opens),
-                ignore_marks: ld(&h.ignore_marks),
-                ignore_errors: ld(&h.ignore_errors),
-                decided: ld(&h.library_opens),
-                by_exec: ld(&h.opens_by_exec),
-                by_daemon: ld(&h.opens_by_daemon),
-                being_written: ld(&h.opens_being_written),
-                after_refused_exec: ld(&h.opens_after_refusal),
-                over_budget: ld(&h.opens_over_budget),
-                rechecked: ld(&h.opens_rechecked),
-                code_decided: ld(&h.code_opens),
-                code_cache: ld(&h.code_opens_cache),
-            },
-            coverage: Coverage {
-                mounts_enabled: self.shared.namespaces.enabled(),
-                mount_namespaces: ld(&self.shared.namespaces.stats.namespaces),
-                mounts_marked: ld(&self.shared.namespaces.stats.mounts_marked),
-                mounts_failed: ld(&self.shared.namespaces.stats.mounts_failed),
-                mount_execs: ld(&h.mount_execs),
-                memfd_noexec: format!("{:?}", cfg.memfd_noexec).to_lowercase(),
-                fileless_audit: self.fileless.state(),
-                exec_events: ld(&self.fileless.exec_events),
-                exec_events_lost: ld(&self.fileless.lost_events),
-                memfd_execs: ld(&self.fileless.memfd_execs),
-            },
+            libraries: LibrariesStatus::collect(self),
+            coverage: Coverage::collect(self),
         }
     }
 }

@@ -7,53 +7,63 @@ use serde::{Deserialize, Serialize};
 
 use super::Kernel;
 use crate::container::Container;
+use crate::daemon::declare::status_group;
 
-/// `status.kernel`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct KernelStatus {
-    /// `on`, or `off: <why>`.
-    pub state: String,
-    /// Where the program and its maps are pinned (they hold while no daemon runs); absent
-    /// when they are not.
-    #[serde(default)]
-    pub pinned: Option<String>,
-    /// The program was taken over from a previous daemon, not attached anew.
-    #[serde(default)]
-    pub taken_over: bool,
-    /// Whether overlayfs's layout is known to the program (image inodes told from others).
-    #[serde(default)]
-    pub overlay_layout: bool,
-    #[serde(default)]
-    pub rootfs: u64,
-    #[serde(default)]
-    pub pid_namespaces: u64,
-    #[serde(default)]
-    pub cgroups: u64,
-    #[serde(default)]
-    pub mounts: u64,
-    /// File versions the daemon decided and told the program.
-    #[serde(default)]
-    pub files_allowed: u64,
-    /// Uses the program checked (execs and, with `[libraries]`, executable mappings in
-    /// enforced containers; execs in audited ones), refused, reported, and reports lost (ring
-    /// buffer full).
-    #[serde(default)]
-    pub checked: u64,
-    #[serde(default)]
-    pub refused: u64,
-    #[serde(default)]
-    pub reported: u64,
-    #[serde(default)]
-    pub lost: u64,
-    /// Reports read, and those about no container the daemon knows.
-    #[serde(default)]
-    pub events: u64,
-    #[serde(default)]
-    pub unattributed: u64,
-    /// Each program's runs and the time spent in it, as the kernel counts them while
-    /// `sysctl kernel.bpf_stats_enabled=1` (zeros otherwise): what the layer costs on this node.
-    #[serde(default)]
-    pub programs: Vec<ProgramRuns>,
+fn ld(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+status_group! {
+    /// `status.kernel`.
+    pub struct KernelStatus at "/kernel", "kernel layer (BPF LSM)", from |k: &Kernel|
+        let (rootfs, pidns, cgroups, mounts) = k.counts();
+        let p = k.program_stats();
+    {
+        /// `on`, or `off: <why>`.
+        state: String = k.state.clone(),
+        /// Where the program and its maps are pinned (they hold while no daemon runs); absent
+        /// when they are not.
+        pinned: Option<String> = k.pinned.as_ref().map(|p| p.display().to_string()),
+        /// The program was taken over from a previous daemon, not attached anew.
+        taken_over: bool = k.reused,
+        /// Whether overlayfs's layout is known to the program (image inodes told from others).
+        overlay_layout: bool = k.overlay_known(),
+        /// Container root filesystems in its maps.
+        rootfs: u64 = rootfs as u64 => "driftgate_kernel_map_entries" "rootfs",
+        /// PID namespaces in its maps.
+        pid_namespaces: u64 = pidns as u64 => "driftgate_kernel_map_entries" "pid_namespaces",
+        /// Cgroups in its maps.
+        cgroups: u64 = cgroups as u64 => "driftgate_kernel_map_entries" "cgroups",
+        /// Mounts in its maps.
+        mounts: u64 = mounts as u64 => "driftgate_kernel_map_entries" "mounts",
+        /// File versions the daemon decided and told the program.
+        files_allowed: u64 = ld(&k.stats.files_allowed) => "driftgate_kernel_map_entries" "files_allowed",
+        /// Uses the program checked (execs and, with `[libraries]`, executable mappings in
+        /// enforced containers; execs in audited ones).
+        checked: u64 = p.checked => "driftgate_kernel_uses_total" "checked",
+        /// ... refused.
+        refused: u64 = p.refused => "driftgate_kernel_uses_total" "refused",
+        /// ... reported.
+        reported: u64 = p.reported => "driftgate_kernel_uses_total" "reported",
+        /// Reports lost (ring buffer full).
+        lost: u64 = p.lost => "driftgate_kernel_uses_total" "lost",
+        /// Reports read.
+        events: u64 = ld(&k.stats.events) => "driftgate_kernel_reports_total" "any",
+        /// ... about no container the daemon knows.
+        unattributed: u64 = ld(&k.stats.unattributed) => "driftgate_kernel_reports_total" "none",
+        /// Each program's runs and the time spent in it, as the kernel counts them while
+        /// `sysctl kernel.bpf_stats_enabled=1` (zeros otherwise): what the layer costs on this node.
+        programs: Vec<ProgramRuns> = k
+            .run_stats()
+            .into_iter()
+            .map(|r| ProgramRuns {
+                ns_per_run: if r.runs == 0 { 0.0 } else { r.run_ns as f64 / r.runs as f64 },
+                name: r.name,
+                runs: r.runs,
+                run_ns: r.run_ns,
+            })
+            .collect(),
+    }
 }
 
 /// One program's run statistics.
@@ -102,36 +112,7 @@ pub const HOLES: [(&str, &str); 7] = [
 
 impl Kernel {
     pub fn status(&self) -> KernelStatus {
-        let (rootfs, pidns, cgroups, mounts) = self.counts();
-        let p = self.program_stats();
-        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        KernelStatus {
-            state: self.state.clone(),
-            pinned: self.pinned.as_ref().map(|p| p.display().to_string()),
-            taken_over: self.reused,
-            overlay_layout: self.overlay_known(),
-            rootfs: rootfs as u64,
-            pid_namespaces: pidns as u64,
-            cgroups: cgroups as u64,
-            mounts: mounts as u64,
-            files_allowed: ld(&self.stats.files_allowed),
-            checked: p.checked,
-            refused: p.refused,
-            reported: p.reported,
-            lost: p.lost,
-            events: ld(&self.stats.events),
-            unattributed: ld(&self.stats.unattributed),
-            programs: self
-                .run_stats()
-                .into_iter()
-                .map(|r| ProgramRuns {
-                    ns_per_run: if r.runs == 0 { 0.0 } else { r.run_ns as f64 / r.runs as f64 },
-                    name: r.name,
-                    runs: r.runs,
-                    run_ns: r.run_ns,
-                })
-                .collect(),
-        }
+        KernelStatus::collect(self)
     }
 
     /// The guard of container `c`: `enforcing` (its drift is refused), `libraries` (`[libraries]`
