@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The plain manifests in packaging/kubernetes/, for clusters that apply YAML rather than run
 # Helm, rendered from the chart (packaging/helm/driftgate) with its defaults: the chart is their
-# one source. tests/package.rs checks that they are current.
+# one source. tests/offline/package.rs checks that they are current.
 #   scripts/render-kubernetes.sh [OUT_DIR]     (default packaging/kubernetes)
 set -euo pipefail
 cd "$(dirname "$0")/.."

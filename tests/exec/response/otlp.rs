@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use super::*;
-use common::otlp::{attr, Receiver};
+use crate::common::otlp::{attr, Receiver};
 
 /// One drift exec in an audited container with `otlp` as the `[export.otlp]` table; the
 /// finding recorded.

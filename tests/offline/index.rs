@@ -2,14 +2,12 @@
 //! in the background, persisted and re-checked, built offline from an OCI layout (umoci) and a
 //! docker-save archive and matched to running containers by diffID, and used on the hot path.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::runtimes::*;
-use common::*;
+use crate::common::runtimes::*;
+use crate::common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

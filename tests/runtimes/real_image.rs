@@ -5,13 +5,11 @@
 //! binaries, and a writable layer on another filesystem than the image (overlayfs then
 //! reports layer files with pseudo devices).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::guest::debian_image;
-use common::*;
+use crate::common::guest::debian_image;
+use crate::common::*;
 
 const T: Duration = Duration::from_secs(300);
 

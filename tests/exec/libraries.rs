@@ -3,13 +3,11 @@
 //! or `/dev/shm`. Real fanotify `FAN_OPEN_PERM` marks and ignore marks on real overlay and tmpfs
 //! mounts, a real glibc loader (the host's, shipped in the test image); run as root (CI does).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

@@ -2,8 +2,6 @@
 //! and purged. (The .rpm is built by cargo-generate-rpm; this machine has no rpm to install it.)
 //! The Helm chart and the manifests rendered from it (`chart`).
 
-mod common;
-
 #[path = "package/chart.rs"]
 mod chart;
 
@@ -11,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::runtimes::tools_present;
-use common::*;
+use crate::common::runtimes::tools_present;
+use crate::common::*;
 
 /// Both tests run scripts/package.sh, which regenerates target/assets: one at a time.
 static PACKAGING: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -4,13 +4,11 @@
 //! enforce mode, then in audit mode after a live reload; the image's own programs, script and
 //! loader use run without a finding throughout.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::runtimes::*;
-use common::*;
+use crate::common::runtimes::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Prints `name=rc` for each path; `shm_noexec=1` when the runtime mounts /dev/shm noexec.

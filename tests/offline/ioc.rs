@@ -1,10 +1,8 @@
 //! Known-bad hashes on the hot path: real overlay containers, real daemon (root).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -1,12 +1,10 @@
 //! `driftgate bench exec` as an operator runs it: real overlay, real daemon, JSON report,
 //! nothing left behind.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Mounts the benchmark made under `tmp` (each test gives it its own TMPDIR).
 fn bench_mounts(tmp: &Path) -> usize {

@@ -2,12 +2,10 @@
 //! mounts of host directories), tmpfs mounts, `/dev` and `/dev/shm`. Real fanotify marks on
 //! real mounts in the container's own mount namespace; run as root (CI does).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

@@ -2,15 +2,13 @@
 //! and `security`, sd_notify (READY, STATUS, WATCHDOG), and marking from a private mount
 //! namespace with slave propagation (what the unit's PrivateMounts/ProtectSystem give it).
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::runtimes::tools_present;
-use common::*;
+use crate::common::runtimes::tools_present;
+use crate::common::*;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/driftgate.service");
 
@@ -209,7 +207,7 @@ fn findings_reach_a_real_journald_with_their_fields_even_for_a_hostile_name() {
         return;
     }
     let s = Scratch::new();
-    let j = common::runtimes::Journald::start(&s.root().join("journald"));
+    let j = crate::common::runtimes::Journald::start(&s.root().join("journald"));
     let d = Daemon::start(
         s.root(),
         DaemonOpts { globs: vec![s.merged.clone()], journald_socket: Some(j.socket()), ..Default::default() },

@@ -1,11 +1,9 @@
 //! The daemon's life cycle with real containers: marking new containers before their first
 //! exec, forgetting gone ones, stopping on SIGTERM/SIGINT, SIGKILL leaving nothing hung.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -6,15 +6,13 @@
 //! the watchdog, `systemctl reload` and `stop`. Every guest is stopped by the pid the test
 //! started; one guest at a time (each boots a whole system).
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::guest::{deb_package, debian_image, Boot, Guest};
-use common::runtimes::tools_present;
-use common::*;
+use crate::common::guest::{deb_package, debian_image, Boot, Guest};
+use crate::common::runtimes::tools_present;
+use crate::common::*;
 use serde_json::Value;
 
 static ONE_GUEST: Mutex<()> = Mutex::new(());
@@ -323,7 +321,7 @@ fn under_the_unit_findings_reach_a_collector_over_tls_once_the_drop_in_allows_it
     let Some(_one) = ready() else { return };
     let pki_dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = pki(pki_dir.path(), "collector");
-    let rx = common::otlp::Receiver::start(pki_dir.path(), Some((&cert, &key)));
+    let rx = crate::common::otlp::Receiver::start(pki_dir.path(), Some((&cert, &key)));
     let g = guest_with_package(true);
     wait_active(&g);
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
@@ -380,10 +378,10 @@ fn under_the_unit_findings_reach_a_collector_over_tls_once_the_drop_in_allows_it
     assert_eq!(req["_via"], "grpc \"team-a\"", "the header from the EnvironmentFile");
     let rl = &req["resourceLogs"][0];
     let res = &rl["resource"]["attributes"];
-    assert_eq!(common::otlp::attr(res, "k8s.cluster.name")["stringValue"], "prod-eu");
+    assert_eq!(crate::common::otlp::attr(res, "k8s.cluster.name")["stringValue"], "prod-eu");
     let rec = &rl["scopeLogs"][0]["logRecords"][0];
-    assert_eq!(common::otlp::attr(&rec["attributes"], "file.path")["stringValue"], "/tmp/agent");
-    let args = common::otlp::attr(&rec["attributes"], "process.command_args").to_string();
+    assert_eq!(crate::common::otlp::attr(&rec["attributes"], "file.path")["stringValue"], "/tmp/agent");
+    let args = crate::common::otlp::attr(&rec["attributes"], "process.command_args").to_string();
     assert!(!args.contains("hunter2") && !args.contains("abc"), "redacted before any sink: {args}");
     assert_eq!(status(&g)["export"]["otlp_sent"], 1);
 

@@ -4,14 +4,12 @@
 //! container, image and runtime. Kubernetes metadata is tested with the real CRI annotations
 //! (no CRI client is packaged here to drive containerd's CRI plugin).
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::runtimes::*;
-use common::*;
+use crate::common::runtimes::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ADD_AND_RUN: &str = "/opt/true; echo image=$?; cp /bin/busybox /tmp/true; /tmp/true; echo added=$?";

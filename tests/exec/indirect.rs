@@ -5,16 +5,14 @@
 //! host, and bash-static as `/opt/img/bash`. (Debian's busybox-static runs its own `sh` applet
 //! in-process: `sh x.sh` from its shell never execs, so a real shell stands in for it.)
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-use common::{loader_image as image, LD};
+use crate::common::{loader_image as image, LD};
 
 /// A daemon in `mode` that records every exec as its own finding (no aggregation). With
 /// `[libraries]` on: the loader's or interpreter's file is then found without opening it and

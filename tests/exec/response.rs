@@ -2,13 +2,11 @@
 //! findings, the evidence store, freezing a container, the exports, and `policy simulate`
 //! against the running daemon's spool. Real overlays, real processes, a real daemon.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[path = "response/otlp.rs"]

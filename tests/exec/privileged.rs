@@ -1,11 +1,9 @@
 //! Privileged end-to-end tests: real fanotify marks on real overlay mounts, with "containers"
 //! that live in their own mount and PID namespaces after pivot_root. Run as root (CI does).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);

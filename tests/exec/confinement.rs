@@ -4,13 +4,11 @@
 //! refused `fanotify_init` or `fanotify_mark` ends the daemon with status 78 and the reason.
 //! Real seccomp filters (`tests/tools/seccomp_deny.c`), real fanotify marks, real overlays.
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
 const ENOSYS: &str = "38";

@@ -1,13 +1,11 @@
 //! What operators do with a running daemon: status, reload, reading and following findings,
 //! spool retention. Real daemon, real overlay containers (root).
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 const T: Duration = Duration::from_secs(60);
