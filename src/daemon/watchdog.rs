@@ -88,16 +88,21 @@ pub(super) fn spawn_watchdog(
                 let stalled = last_progress.elapsed();
                 hot.stalled_ms.store(stalled.as_millis() as u64, Ordering::Relaxed);
                 if stalled + TICK >= stall {
+                    // Where each thread waits: what a responder (and a bug report) needs to
+                    // find the cause of a stall, which the exit itself erases.
+                    let threads = threads_report();
                     tracing::error!(
                         in_flight,
                         queued_bytes = queued,
                         stalled_ms = stalled.as_millis() as u64,
+                        threads = %threads.join(" | "),
                         "decisions stalled; exiting so the kernel releases the held execs"
                     );
-                    driftgate_sys::process::exit_now(
-                        crate::exit::STALLED,
-                        "driftgate: decisions stalled; exiting so the kernel releases the held execs\n",
+                    let msg = format!(
+                        "driftgate: decisions stalled; exiting so the kernel releases the held execs\n{}",
+                        threads.iter().map(|t| format!("  thread {t}\n")).collect::<String>()
                     );
+                    driftgate_sys::process::exit_now(crate::exit::STALLED, &msg);
                 }
             }
             if last_status.elapsed() >= Duration::from_secs(5) {
@@ -107,6 +112,39 @@ pub(super) fn spawn_watchdog(
             }
         }
     })
+}
+
+/// Each thread of the daemon: its id, name and state, the kernel function it waits in, and
+/// the top of its kernel stack (readable by root).
+fn threads_report() -> Vec<String> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            let state = read(p.join("status"))
+                .lines()
+                .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_owned()))
+                .unwrap_or_default();
+            // `[<0>] do_sys_poll+0x2a1/0x520` -> `do_sys_poll`.
+            let stack: Vec<String> = read(p.join("stack"))
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(|f| f.split('+').next().unwrap_or(f).to_owned())
+                .take(8)
+                .collect();
+            format!(
+                "{} {} ({state}) wchan={} stack={}",
+                e.file_name().to_string_lossy(),
+                read(p.join("comm")).trim(),
+                read(p.join("wchan")).trim(),
+                stack.join("<")
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// How often the watchdog looks at progress.

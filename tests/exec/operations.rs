@@ -336,7 +336,11 @@ fn a_stalled_decision_path_ends_the_daemon_and_the_kernel_releases_the_exec() {
     assert!(held >= Duration::from_secs(5) && held < Duration::from_secs(30), "held {held:?}");
     let code = d.child.wait().unwrap().code();
     assert_eq!(code, Some(75), "exit status 75 means stalled; systemd restarts it");
-    assert!(d.log_text().contains("decisions stalled"), "{}", d.log_text());
+    let log = d.log_text();
+    assert!(log.contains("decisions stalled"), "{log}");
+    // It says where each thread waited: the stuck hashing worker, asleep.
+    let worker = log.lines().find(|l| l.contains("thread ") && l.contains("driftgate-hash-"));
+    assert!(worker.is_some_and(|l| l.contains("nanosleep")), "{log}");
 }
 
 #[test]
