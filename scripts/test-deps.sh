@@ -35,6 +35,8 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v curl >/dev/null || need+=(curl)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v nsenter >/dev/null || need+=(util-linux)
+# setcap: file capabilities for the detection suite (tests/exec/detections.rs).
+command -v setcap >/dev/null || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || need+=(libcap2-bin)
 # The OTLP tests' receiver, Helm and a Kubernetes validator run in Python environments of their
 # own (scripts/py-env.sh: python3 -m venv, then pinned packages from PyPI).
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -150,6 +150,11 @@ fn strings(v: &[String]) -> Option<AnyValue> {
     Some(AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values })) })
 }
 
+/// A flag that is there only when set.
+fn set(v: bool) -> Option<AnyValue> {
+    v.then_some(AnyValue { value: Some(any_value::Value::BoolValue(true)) })
+}
+
 fn kv(key: &str, value: Option<AnyValue>) -> Option<KeyValue> {
     value.map(|v| KeyValue { key: key.into(), value: Some(v), ..Default::default() })
 }
@@ -213,6 +218,12 @@ pub fn request(f: &Finding, observed_ns: u64) -> ExportLogsServiceRequest {
         kv("driftgate.rule", f.rule.as_deref().and_then(text)),
         kv("driftgate.file.sha256", f.file.sha256.as_deref().and_then(text)),
         kv("driftgate.file.layer", text(&f.file.layer)),
+        kv("driftgate.file.setuid", set(f.file.setuid)),
+        kv("driftgate.file.setgid", set(f.file.setgid)),
+        kv(
+            "driftgate.file.capabilities",
+            (!f.file.capabilities.is_empty()).then(|| strings(&f.file.capabilities)).flatten(),
+        ),
         kv("driftgate.mitre", strings(&f.mitre)),
         kv("driftgate.reason", f.reason.as_deref().and_then(text)),
         kv("driftgate.ioc.name", f.ioc.as_ref().and_then(|i| i.name.clone()).and_then(text)),
@@ -286,8 +297,22 @@ mod tests {
             panic!("the body is the record, as a map")
         };
         assert!(body.values.iter().any(|kv| kv.key == "category"));
+        assert_eq!(attr("driftgate.file.setuid"), None, "a flag is there only when set");
         // It round-trips through the wire encoding.
         let bytes = req.encode_to_vec();
         assert_eq!(ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap(), req);
+    }
+
+    #[test]
+    fn what_a_file_grants_is_in_the_attributes() {
+        let mut f = Finding::example("0192-y");
+        f.file.setuid = true;
+        f.file.capabilities = vec!["cap_net_raw".into()];
+        let req = request(&f, 7);
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        let attr = |k: &str| r.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone());
+        assert_eq!(attr("driftgate.file.setuid"), set(true));
+        assert_eq!(attr("driftgate.file.setgid"), None);
+        assert_eq!(attr("driftgate.file.capabilities"), strings(&["cap_net_raw".to_string()]));
     }
 }

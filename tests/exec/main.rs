@@ -7,6 +7,7 @@ mod common;
 
 mod confinement;
 mod coverage;
+mod detections;
 mod indirect;
 mod libraries;
 mod lifecycle;

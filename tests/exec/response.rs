@@ -16,13 +16,13 @@ mod tls;
 
 const T: Duration = Duration::from_secs(60);
 
-fn dg(args: &[&str]) -> Output {
+pub(super) fn dg(args: &[&str]) -> Output {
     let mut cmd = std::process::Command::new(driftgate_bin());
     cmd.args(args);
     run_with_deadline(cmd, T)
 }
 
-fn stderr(o: &Output) -> String {
+pub(super) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

@@ -42,6 +42,9 @@ pub fn technique(id: &str) -> Option<(&'static str, &'static str, &'static str)>
         "T1574.006" => ("Hijack Execution Flow: Dynamic Linker Hijacking", "TA0005", "Defense Evasion"),
         "T1129" => ("Shared Modules", "TA0002", "Execution"),
         "T1562.001" => ("Impair Defenses: Disable or Modify Tools", "TA0005", "Defense Evasion"),
+        "T1548.001" => {
+            ("Abuse Elevation Control Mechanism: Setuid and Setgid", "TA0004", "Privilege Escalation")
+        }
         _ => return None,
     })
 }
@@ -228,6 +231,9 @@ pub fn ocsf(f: &Finding) -> Value {
                 "mount": f.file.mount,
                 "interpreter": f.file.interpreter,
                 "deleted": f.file.deleted.then_some(true),
+                "file_setuid": f.file.setuid.then_some(true),
+                "file_setgid": f.file.setgid.then_some(true),
+                "file_capabilities": (!f.file.capabilities.is_empty()).then_some(&f.file.capabilities),
                 "image_paths": (!f.file.image_paths.is_empty()).then_some(&f.file.image_paths),
                 "ioc": f.ioc,
                 "rule": f.rule,
@@ -337,6 +343,9 @@ pub fn falco(f: &Finding) -> Value {
             "driftgate.mode": f.mode.as_str(),
             "driftgate.sha256": f.file.sha256,
             "driftgate.file_layer": f.file.layer,
+            "driftgate.file_setuid": f.file.setuid.then_some(true),
+            "driftgate.file_setgid": f.file.setgid.then_some(true),
+            "driftgate.file_capabilities": (!f.file.capabilities.is_empty()).then(|| f.file.capabilities.join(",")),
             "driftgate.virustotal": f.virustotal,
             "driftgate.rule": f.rule,
             "driftgate.count": f.count,

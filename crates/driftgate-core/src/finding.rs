@@ -215,6 +215,16 @@ pub struct FileRef {
     /// name it had.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The file is set-user-ID: the process runs as the file's owner.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setuid: bool,
+    /// The file is set-group-ID: the process runs with the file's group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setgid: bool,
+    /// The file's capabilities (`security.capability`), by name (`cap_net_raw`): what the
+    /// process is permitted when it runs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
 
 /// A mount of a container, as the container sees it.

@@ -13,6 +13,7 @@ pub mod finding;
 pub mod index;
 pub mod model;
 pub mod policy;
+pub mod privilege;
 pub mod ratelimit;
 pub mod redact;
 pub mod util;

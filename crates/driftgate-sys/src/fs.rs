@@ -257,6 +257,18 @@ pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> bool {
     })
 }
 
+/// The raw `security.capability` attribute of the file open at `fd` (its file capabilities),
+/// `None` when it has none (or it cannot be read: an exec then gains no capability from it
+/// that driftgate could name).
+pub fn file_capabilities(fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    // A vfs_cap_data is at most 24 bytes (revision 3).
+    let mut buf = [0u8; 64];
+    match rustix::fs::fgetxattr(fd, "security.capability", &mut buf) {
+        Ok(n) if n > 0 => Some(buf[..n.min(buf.len())].to_vec()),
+        _ => None,
+    }
+}
+
 /// The legacy (32-bit) mount id of the mount `fd` is on, as shown in `/proc/self/mountinfo`.
 pub fn statx_mount_id(fd: BorrowedFd<'_>) -> Result<u64, SysError> {
     statx_mnt_field(fd, rustix::fs::StatxFlags::MNT_ID)

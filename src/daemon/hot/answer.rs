@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use driftgate_core::engine::{Action, Category, Evidence, ImageAtPath, Verdict};
 use driftgate_core::finding::{InterpreterRef, IocRef, ResponseRef};
+use driftgate_core::privilege::Privilege;
 use driftgate_sys::fanotify::PendingExec;
 use driftgate_sys::fs::FileId;
 
@@ -56,6 +57,8 @@ pub struct ToRecord {
     pub closed: Vec<Aggregate<ContainerHandle>>,
     /// The exact file decided, kept open for the evidence store.
     pub file: Option<OwnedFd>,
+    /// What running the file grants: set-user-ID, set-group-ID, file capabilities.
+    pub privilege: Privilege,
 }
 
 /// Maps what taking the lease found to: go on (held, or nothing to hold), or why the file's
@@ -146,6 +149,12 @@ impl Shared {
         if !verdict.allow {
             facts.read_ancestors(self.max_arg_bytes.load(Ordering::Relaxed));
         }
+        // The mode and capabilities of the version decided (the event's fd closes with the
+        // answer): a drift file that raises privilege is worse than one that does not.
+        let fd = job.file_fd();
+        let privilege = driftgate_sys::fs::fstat_fd(fd)
+            .map(|st| Privilege::of(st.st_mode, driftgate_sys::fs::file_capabilities(fd).as_deref()))
+            .unwrap_or_default();
         // The window opens before the answer: a loop's next exec of the same file can come as
         // soon as this one is answered, and is a repeat even if this finding is not built yet.
         let closed = self.aggregator.open(agg_key.clone());
@@ -186,6 +195,7 @@ impl Shared {
             agg_key,
             closed,
             file,
+            privilege,
         }))
     }
 

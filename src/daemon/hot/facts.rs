@@ -247,6 +247,8 @@ pub fn build(
             path_raw,
             image_paths: file.image_paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect(),
             deleted: file.deleted,
+            // Set by stage 5 from what the file grants (`answer.rs` reads it).
+            ..Default::default()
         },
         mitre: category.mitre().iter().map(|s| s.to_string()).collect(),
         virustotal: sha.as_deref().map(finding::virustotal_url),

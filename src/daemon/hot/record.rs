@@ -239,6 +239,14 @@ impl Shared {
         f.rule = Some(rule);
         f.id = finding_id;
         f.response = r.response;
+        if r.privilege.any() {
+            // Drift that runs with more privilege than its caller: T1548.001, and at least HIGH.
+            f.severity = f.severity.max(driftgate_core::model::Severity::High);
+            f.mitre.push("T1548.001".into());
+            f.file.setuid = r.privilege.setuid;
+            f.file.setgid = r.privilege.setgid;
+            f.file.capabilities = r.privilege.capabilities;
+        }
         self.send(&container, &r.agg_key, f, r.closed, r.file);
     }
 
