@@ -207,6 +207,8 @@ pub fn request(f: &Finding, observed_ns: u64) -> ExportLogsServiceRequest {
         kv("process.command_args", p.args.as_deref().and_then(strings)),
         kv("process.working_directory", p.cwd.as_deref().and_then(text)),
         kv("process.user.id", p.uid.map(i64::from).and_then(int)),
+        kv("driftgate.process.session", p.session.as_deref().and_then(text)),
+        kv("driftgate.process.tty", p.tty.as_deref().and_then(text)),
         kv("file.path", text(&f.file.path)),
         kv("file.name", text(f.file.path.rsplit('/').next().unwrap_or_default())),
         kv("file.size", int(f.file.size as i64)),

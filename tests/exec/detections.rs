@@ -110,3 +110,64 @@ fn audited_setuid_drift_runs_and_is_recorded_at_high_severity() {
     assert_eq!((su["action"].as_str(), su["severity"].as_str()), (Some("audited"), Some("HIGH")), "{su:#}");
     assert_eq!(su["file"]["setuid"], true);
 }
+
+/// A process from the container's init is in session `init`; one whose topmost parent in the
+/// container was entered from outside (`nsenter`, as `kubectl exec` and `docker exec` do
+/// through the runtime) is in session `exec`, with its terminal when it has one.
+#[test]
+fn findings_tell_the_init_from_an_exec_session_and_name_the_terminal() {
+    sessions_in("enforce");
+}
+
+/// The same, allowed: the parents are read after the answer, the direct one before it.
+#[test]
+fn audited_findings_tell_the_sessions_apart_too() {
+    sessions_in("audit");
+}
+
+fn sessions_in(mode: &str) {
+    if !privileged() {
+        return;
+    }
+    let refused = mode == "enforce";
+    let s = Scratch::new();
+    let d = daemon_with(&s, mode, EVERY_FINDING);
+    let c = Background::start(
+        s.root(),
+        &s.merged,
+        "",
+        "mkdir /tmp/init /tmp/exec /tmp/tty\n\
+         cp /opt/img/true /tmp/exec/true; cp /opt/img/true /tmp/tty/true; cp /opt/img/true /tmp/init/true\n\
+         /tmp/init/true\ntouch /ready\nwhile true; do sleep 1; done\n",
+        &s.merged.join("ready"),
+    );
+    let pid = c.init_pid().expect("container init").to_string();
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args(["-t", &pid, "-m", "-p", "-r", "/tmp/exec/true"]).stdin(std::process::Stdio::null());
+    let out = run_with_deadline(cmd, T);
+    assert_eq!(out.status.code(), Some(if refused { 126 } else { 0 }), "{out:?}");
+    // Under a terminal: `script` gives the session a pseudo-terminal.
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("nsenter -t {pid} -m -p -r /tmp/tty/true"), "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    let out = run_with_deadline(cmd, T);
+    assert_eq!(out.status.success(), !refused, "{out:?}");
+    let f = d.findings(3);
+    let init = by_path(&f, "/tmp/init/true");
+    assert_eq!(init["process"]["session"], "init", "{init:#}");
+    assert!(init["process"].get("tty").is_none(), "no terminal: {init:#}");
+    let exec = by_path(&f, "/tmp/exec/true");
+    assert_eq!(exec["process"]["session"], "exec", "{exec:#}");
+    assert!(exec["process"]["ancestors"].as_array().is_none_or(|a| a.is_empty()), "its parent is outside");
+    let tty = by_path(&f, "/tmp/tty/true");
+    assert_eq!(tty["process"]["session"], "exec", "{tty:#}");
+    assert!(tty["process"]["tty"].as_str().is_some_and(|t| t.starts_with("pts/")), "{tty:#}");
+    // OCSF names the terminal as the process's session; the kind is in `unmapped`.
+    let o = dg(&["findings", "--spool-dir", d.spool.to_str().unwrap(), "--format", "ocsf"]);
+    let ocsf: Vec<Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let e =
+        ocsf.iter().find(|e| e["actor"]["process"]["session"]["terminal"].is_string()).expect("a terminal");
+    assert_eq!(e["unmapped"]["driftgate"]["session"], "exec");
+    assert!(ocsf_errors(e).is_empty(), "{:?}", ocsf_errors(e));
+}

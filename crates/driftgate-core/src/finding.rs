@@ -157,6 +157,47 @@ pub struct ProcessRef {
     /// (the runtime that started it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<AncestorRef>,
+    /// `init` when the process descends from the container's init, `exec` when from a
+    /// session entered later (`kubectl exec`, `docker exec`, `nsenter`): its topmost parent in
+    /// the container is not the init, and that parent's parent is outside the container.
+    /// Absent when the chain could not be followed to either end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// Its controlling terminal (`pts/0`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<String>,
+}
+
+/// The session a process runs in, from its pid in the container, its parents (nearest first,
+/// as [`ProcessRef::ancestors`]) and whether the walk up them ended because the next parent
+/// is outside the container (rather than at the length limit or an unreadable parent).
+pub fn session_of(
+    container_pid: Option<i32>,
+    ancestors: &[AncestorRef],
+    left_container: bool,
+) -> Option<&'static str> {
+    if container_pid == Some(1) || ancestors.last().is_some_and(|a| a.container_pid == Some(1)) {
+        return Some("init");
+    }
+    left_container.then_some("exec")
+}
+
+/// The name of a terminal from its device number (`tty_nr` of `/proc/<pid>/stat`): `pts/N`,
+/// `ttyN`, `ttySN`, `console`, else `major:minor`. `None` for 0 (no terminal).
+pub fn tty_name(tty_nr: u32) -> Option<String> {
+    if tty_nr == 0 {
+        return None;
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    Some(match (major, minor) {
+        (136..=143, m) => format!("pts/{}", (major - 136) * 256 + m),
+        (4, m) if m < 64 => format!("tty{m}"),
+        (4, m) => format!("ttyS{}", m - 64),
+        (5, 0) => "tty".into(),
+        (5, 1) => "console".into(),
+        (ma, mi) => format!("{ma}:{mi}"),
+    })
 }
 
 /// How many parents `process.ancestors` lists at most.
@@ -316,6 +357,29 @@ impl Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminals_are_named_and_sessions_told_apart() {
+        assert_eq!(tty_name(0), None);
+        assert_eq!(tty_name(136 << 8).as_deref(), Some("pts/0"));
+        assert_eq!(tty_name((136 << 8) | 5).as_deref(), Some("pts/5"));
+        assert_eq!(tty_name((137 << 8) | 2).as_deref(), Some("pts/258"));
+        // Minors over 255 are split: bits 20..31 hold the high part.
+        assert_eq!(tty_name((136 << 8) | (1 << 20)).as_deref(), Some("pts/256"));
+        assert_eq!(tty_name(4 << 8 | 1).as_deref(), Some("tty1"));
+        assert_eq!(tty_name(4 << 8 | 64).as_deref(), Some("ttyS0"));
+        assert_eq!(tty_name(5 << 8 | 1).as_deref(), Some("console"));
+        let a = |cpid: i32| AncestorRef { container_pid: Some(cpid), ..Default::default() };
+        assert_eq!(session_of(Some(1), &[], false), Some("init"), "the init itself");
+        assert_eq!(session_of(Some(9), &[a(5), a(1)], false), Some("init"));
+        assert_eq!(
+            session_of(Some(9), &[a(5), a(7)], true),
+            Some("exec"),
+            "its top parent's parent is outside"
+        );
+        assert_eq!(session_of(Some(9), &[], true), Some("exec"), "its own parent is outside");
+        assert_eq!(session_of(Some(9), &[a(5)], false), None, "cut short: not known");
+    }
 
     #[test]
     fn non_utf8_bytes_are_kept_exactly() {

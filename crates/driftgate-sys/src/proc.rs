@@ -71,6 +71,21 @@ pub fn read_status(tid: i32) -> Option<ProcStatus> {
     std::fs::read(format!("/proc/{tid}/status")).ok().map(|t| parse_status(&t))
 }
 
+/// The controlling terminal (`tty_nr`, field 7) from the text of `/proc/<pid>/stat`; 0 is
+/// none. The name in field 2 can hold any bytes, `)` too: the fields start after the last `)`.
+pub fn parse_stat_tty(text: &[u8]) -> Option<u32> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let mut fields = text[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+    // state, ppid, pgrp, session, tty_nr
+    let tty = fields.nth(4)?;
+    std::str::from_utf8(tty).ok()?.parse::<i64>().ok().map(|n| n as u32)
+}
+
+/// The controlling terminal of `pid` (`tty_nr`; 0 is none).
+pub fn read_tty_nr(pid: i32) -> Option<u32> {
+    std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat_tty(&t))
+}
+
 /// Resident set in KiB of `pid` (a number, or `self`).
 pub fn rss_kib(pid: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -454,6 +469,16 @@ fn unescape_status_name(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_terminal_is_read_after_the_last_parenthesis() {
+        let line = b"4242 (a) b) (c) S 1 4242 4242 34817 4242 4194560 105 0 0 0";
+        assert_eq!(parse_stat_tty(line), Some(34817));
+        assert_eq!(parse_stat_tty(b"1 (init) S 0 1 1 0 -1 4194560"), Some(0));
+        assert_eq!(parse_stat_tty(b"1 (init S 0"), None);
+        let own = read_tty_nr(std::process::id() as i32);
+        assert!(own.is_some(), "this process's own stat is readable");
+    }
 
     #[test]
     fn a_syscall_read_while_the_task_is_woken_is_tried_again() {

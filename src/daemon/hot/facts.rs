@@ -15,6 +15,9 @@ struct ParentFacts {
     pid: i32,
     status: Option<proc::ProcStatus>,
     exe: Option<Vec<u8>>,
+    /// Its PID and mount namespaces, read with the rest: a parent outside the container (an
+    /// exec session's) may be gone by the time the walk runs.
+    ns: Option<(u64, u64)>,
 }
 
 /// What /proc says about the process a finding is about.
@@ -27,8 +30,11 @@ pub struct ProcFacts {
     /// Its PID and mount namespaces: where the walk up its parents stops (read now: a short
     /// program is gone by the time the parents are read).
     namespaces: Option<(u64, u64)>,
-    /// The parents, when read already ([`ProcFacts::read_ancestors`]).
-    ancestors: Option<Vec<finding::AncestorRef>>,
+    /// The parents, when read already ([`ProcFacts::read_ancestors`]), and whether the walk
+    /// ended because the next parent is outside the container.
+    ancestors: Option<(Vec<finding::AncestorRef>, bool)>,
+    /// Its controlling terminal (`tty_nr`).
+    tty_nr: Option<u32>,
     /// When these facts were read: the finding's time. On the hot path that is before the
     /// answer, so two execs of one process are in the order they ran, whichever thread builds
     /// its finding first.
@@ -54,10 +60,10 @@ impl ProcFacts {
         self.ancestors = Some(self.walk(max_arg_bytes));
     }
 
-    fn walk(&self, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+    fn walk(&self, max_arg_bytes: usize) -> (Vec<finding::AncestorRef>, bool) {
         match (&self.parent, self.namespaces) {
             (Some(p), Some(ns)) => ancestors(ns, p, max_arg_bytes),
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         }
     }
 
@@ -71,7 +77,8 @@ impl ProcFacts {
             exe: None,
             parent: None,
             namespaces: None,
-            ancestors: Some(Vec::new()),
+            ancestors: Some((Vec::new(), false)),
+            tty_nr: None,
             at,
         }
     }
@@ -83,6 +90,7 @@ impl ProcFacts {
             pid: s.ppid,
             status: proc::read_status(s.ppid),
             exe: proc::read_exe(s.ppid),
+            ns: proc::ns_id(s.ppid, "pid").zip(proc::ns_id(s.ppid, "mnt")),
         });
         ProcFacts {
             status,
@@ -93,6 +101,7 @@ impl ProcFacts {
             namespaces: proc::ns_id(tid, "pid").zip(proc::ns_id(tid, "mnt")),
             at,
             ancestors: None,
+            tty_nr: proc::read_tty_nr(tid),
         }
     }
 }
@@ -171,13 +180,15 @@ pub fn build(
     // Read now if not yet, after the answer: parents do not change with the exec, and the
     // chain costs up to eight /proc walks that an allowed exec should not wait for.
     let mut facts = facts;
-    let mut ancestors = facts.ancestors.take().unwrap_or_else(|| facts.walk(r.max_arg_bytes));
+    let (mut ancestors, left_container) =
+        facts.ancestors.take().unwrap_or_else(|| facts.walk(r.max_arg_bytes));
     for a in &mut ancestors {
         if let Some(args) = a.args.as_mut() {
             a.args_redacted = r.redact.redact_text(args);
         }
     }
-    let ProcFacts { status, args, cwd, exe, parent, at, .. } = facts;
+    let ProcFacts { status, args, cwd, exe, parent, at, tty_nr, .. } = facts;
+    let container_pid = status.as_ref().and_then(|s| s.ns_pid);
     let mut args_truncated = false;
     let mut args_redacted = false;
     let args = args.map(|(mut a, t)| {
@@ -224,7 +235,9 @@ pub fn build(
             exe: exe.map(|e| String::from_utf8_lossy(&e).into_owned()),
             cwd,
             tid,
-            container_pid: status.as_ref().and_then(|s| s.ns_pid),
+            container_pid,
+            session: finding::session_of(container_pid, &ancestors, left_container).map(str::to_owned),
+            tty: tty_nr.and_then(finding::tty_name),
             parent: parent.map(|p| finding::ParentRef {
                 pid: p.pid,
                 comm: p.status.map(|st| String::from_utf8_lossy(&st.name).into_owned()),
@@ -267,11 +280,21 @@ pub fn build(
 /// already), nearest first: while they are in both (the container: a `hostPID` container's
 /// parents outside it are in the host's mount namespace), up to the PID namespace's init, at
 /// most [`finding::MAX_ANCESTORS`].
-fn ancestors(ns: (u64, u64), parent: &ParentFacts, max_arg_bytes: usize) -> Vec<finding::AncestorRef> {
+/// The parents up to the container's init, and whether the walk ended because the next
+/// parent is outside the container (an exec session's topmost process was reached).
+fn ancestors(
+    ns: (u64, u64),
+    parent: &ParentFacts,
+    max_arg_bytes: usize,
+) -> (Vec<finding::AncestorRef>, bool) {
     let mut out = Vec::new();
     let mut p = parent.pid;
     let mut known = Some((parent.status.clone(), parent.exe.clone()));
-    let inside = |p: i32| proc::ns_id(p, "pid") == Some(ns.0) && proc::ns_id(p, "mnt") == Some(ns.1);
+    let ns_of = |p: i32| match parent.ns {
+        Some(n) if p == parent.pid => Some(n),
+        _ => proc::ns_id(p, "pid").zip(proc::ns_id(p, "mnt")),
+    };
+    let inside = |p: i32| ns_of(p) == Some(ns);
     while p > 0 && out.len() < finding::MAX_ANCESTORS && inside(p) {
         let (status, exe) = known.take().unwrap_or_else(|| (proc::read_status(p), proc::read_exe(p)));
         let Some(st) = status else { break };
@@ -290,11 +313,15 @@ fn ancestors(ns: (u64, u64), parent: &ParentFacts, max_arg_bytes: usize) -> Vec<
             args_redacted: false,
         });
         if st.ns_pid == Some(1) {
-            break;
+            return (out, false);
         }
         p = st.ppid;
     }
-    out
+    // Outside means seen in other namespaces: a parent that is gone by now (the walk of an
+    // allowed exec comes after the answer) leaves the session unknown, not `exec`.
+    let outside = |p: i32| ns_of(p).is_some_and(|n| n != ns);
+    let left = p > 0 && out.len() < finding::MAX_ANCESTORS && outside(p);
+    (out, left)
 }
 
 /// A container mount as findings describe it.
