@@ -31,6 +31,9 @@ pub struct ProcStatus {
     pub name: Vec<u8>,
     /// The thread id in the innermost PID namespace (last `NSpid` field).
     pub ns_pid: Option<i32>,
+    /// How many PID namespaces the thread is in (the fields of `NSpid`): a parent with fewer
+    /// is in an outer namespace, outside the container.
+    pub ns_depth: usize,
     /// The process id in the innermost PID namespace (last `NStgid` field).
     pub ns_tgid: Option<i32>,
 }
@@ -53,6 +56,7 @@ pub fn parse_status(text: &[u8]) -> ProcStatus {
                     .map(|n| n as i32);
                 if k == b"NSpid" {
                     st.ns_pid = last;
+                    st.ns_depth = v.split(|b| b.is_ascii_whitespace()).filter(|x| !x.is_empty()).count();
                 } else {
                     st.ns_tgid = last;
                 }
@@ -529,6 +533,7 @@ mod tests {
                 uid: 1000,
                 name: b"bad\nname".to_vec(),
                 ns_pid: Some(8),
+                ns_depth: 2,
                 ns_tgid: Some(7)
             }
         );

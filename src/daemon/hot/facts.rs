@@ -15,9 +15,9 @@ struct ParentFacts {
     pid: i32,
     status: Option<proc::ProcStatus>,
     exe: Option<Vec<u8>>,
-    /// Its PID and mount namespaces, read with the rest: a parent outside the container (an
-    /// exec session's) may be gone by the time the walk runs.
-    ns: Option<(u64, u64)>,
+    /// It is in an outer PID namespace than the process (known from its status, read with the
+    /// rest: a parent outside the container, an exec session's, may be gone by the walk).
+    outer: bool,
 }
 
 /// What /proc says about the process a finding is about.
@@ -86,11 +86,14 @@ impl ProcFacts {
     fn read(tid: i32, args: Option<proc::Args>) -> ProcFacts {
         let at = std::time::SystemTime::now();
         let status = proc::read_status(tid);
-        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| ParentFacts {
-            pid: s.ppid,
-            status: proc::read_status(s.ppid),
-            exe: proc::read_exe(s.ppid),
-            ns: proc::ns_id(s.ppid, "pid").zip(proc::ns_id(s.ppid, "mnt")),
+        let parent = status.as_ref().filter(|s| s.ppid > 0).map(|s| {
+            let pst = proc::read_status(s.ppid);
+            ParentFacts {
+                pid: s.ppid,
+                outer: pst.as_ref().is_some_and(|p| p.ns_depth > 0 && p.ns_depth < s.ns_depth),
+                status: pst,
+                exe: proc::read_exe(s.ppid),
+            }
         });
         ProcFacts {
             status,
@@ -279,9 +282,8 @@ pub fn build(
 /// The parents of a process in PID and mount namespaces `ns`, starting with `parent` (read
 /// already), nearest first: while they are in both (the container: a `hostPID` container's
 /// parents outside it are in the host's mount namespace), up to the PID namespace's init, at
-/// most [`finding::MAX_ANCESTORS`].
-/// The parents up to the container's init, and whether the walk ended because the next
-/// parent is outside the container (an exec session's topmost process was reached).
+/// most [`finding::MAX_ANCESTORS`]. Also whether the walk ended because the next parent is
+/// outside the container (the top of an exec session was reached).
 fn ancestors(
     ns: (u64, u64),
     parent: &ParentFacts,
@@ -290,10 +292,10 @@ fn ancestors(
     let mut out = Vec::new();
     let mut p = parent.pid;
     let mut known = Some((parent.status.clone(), parent.exe.clone()));
-    let ns_of = |p: i32| match parent.ns {
-        Some(n) if p == parent.pid => Some(n),
-        _ => proc::ns_id(p, "pid").zip(proc::ns_id(p, "mnt")),
-    };
+    let ns_of = |p: i32| proc::ns_id(p, "pid").zip(proc::ns_id(p, "mnt"));
+    if parent.outer {
+        return (out, true);
+    }
     let inside = |p: i32| ns_of(p) == Some(ns);
     while p > 0 && out.len() < finding::MAX_ANCESTORS && inside(p) {
         let (status, exe) = known.take().unwrap_or_else(|| (proc::read_status(p), proc::read_exe(p)));
