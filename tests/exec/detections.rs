@@ -171,3 +171,20 @@ fn sessions_in(mode: &str) {
     assert_eq!(e["unmapped"]["driftgate"]["session"], "exec");
     assert!(ocsf_errors(e).is_empty(), "{:?}", ocsf_errors(e));
 }
+
+/// A container in the host's PID namespace (hostPID) has no PID 1 of its own, and its init's
+/// parent is outside it like an exec session's: its findings say no session rather than guess.
+#[test]
+fn a_host_pid_containers_findings_name_no_session() {
+    if !privileged() {
+        return;
+    }
+    let s = Scratch::new();
+    let d = daemon_with(&s, "enforce", EVERY_FINDING);
+    let script = "mkdir /tmp/h && cp /opt/img/true /tmp/h/true && /tmp/h/true; echo rc=$?\n";
+    let out = run_with_deadline(container_command_in(s.root(), &s.merged, "", script, false), T);
+    assert_eq!(results(&out)["rc"], 126, "{out:?}");
+    let f = d.findings(1);
+    let h = by_path(&f, "/tmp/h/true");
+    assert!(h["process"].get("session").is_none(), "{h:#}");
+}

@@ -239,7 +239,13 @@ pub fn build(
             cwd,
             tid,
             container_pid,
-            session: finding::session_of(container_pid, &ancestors, left_container).map(str::to_owned),
+            // In the host's PID namespace (a hostPID container) the init is not PID 1, and its
+            // parent is outside like an exec session's: not told apart, so not said.
+            session: status
+                .as_ref()
+                .filter(|s| s.ns_depth > 1)
+                .and_then(|_| finding::session_of(container_pid, &ancestors, left_container))
+                .map(str::to_owned),
             tty: tty_nr.and_then(finding::tty_name),
             parent: parent.map(|p| finding::ParentRef {
                 pid: p.pid,
