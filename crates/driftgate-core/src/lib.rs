@@ -12,6 +12,7 @@ pub mod export;
 pub mod finding;
 pub mod index;
 pub mod model;
+pub mod net;
 pub mod policy;
 pub mod privilege;
 pub mod ratelimit;

@@ -90,6 +90,22 @@ pub fn read_tty_nr(pid: i32) -> Option<u32> {
     std::fs::read(format!("/proc/{pid}/stat")).ok().and_then(|t| parse_stat_tty(&t))
 }
 
+/// The inode of the socket open at fd `fd` of `pid` (its link reads `socket:[N]`), or `None`
+/// when that fd is not a socket (a pipe, a terminal, a file) or cannot be read.
+pub fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The TCP connection of socket `inode`, as `pid`'s own network namespace lists it
+/// (`/proc/<pid>/net/tcp`, then `tcp6`).
+pub fn tcp_connection(pid: i32, inode: u64) -> Option<driftgate_core::net::TcpEntry> {
+    [("tcp", false), ("tcp6", true)].into_iter().find_map(|(name, v6)| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).ok()?;
+        driftgate_core::net::parse_proc_net_tcp(&text, v6).into_iter().find(|e| e.inode == inode)
+    })
+}
+
 /// Resident set in KiB of `pid` (a number, or `self`).
 pub fn rss_kib(pid: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -473,6 +489,19 @@ fn unescape_status_name(v: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connected_socket_is_found_by_its_fd_in_the_process_table() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let me = std::process::id() as i32;
+        let ino = socket_inode(me, c.as_raw_fd()).expect("a socket");
+        let t = tcp_connection(me, ino).expect("listed");
+        assert_eq!((t.local, t.remote), (c.local_addr().unwrap(), l.local_addr().unwrap()));
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(socket_inode(me, f.as_raw_fd()), None, "a file is no socket");
+    }
 
     #[test]
     fn the_terminal_is_read_after_the_last_parenthesis() {
