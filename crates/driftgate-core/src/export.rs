@@ -221,7 +221,13 @@ pub fn ocsf(f: &Finding) -> Value {
         "device": {"hostname": f.node, "type_id": 1, "type": "Server"},
         "actor": {"process": process.clone()},
         "resources": resources,
-        "evidences": [{"process": process, "file": file, "container": container}],
+        "evidences": [{
+            "process": process,
+            "file": file,
+            "container": container,
+            "src_endpoint": f.network.as_ref().map(|n| json!({"ip": n.local_address, "port": n.local_port})),
+            "dst_endpoint": f.network.as_ref().map(|n| json!({"ip": n.remote_address, "port": n.remote_port})),
+        }],
         "observables": observables,
         "unmapped": {
             "driftgate": {
@@ -346,6 +352,11 @@ pub fn falco(f: &Finding) -> Value {
             "driftgate.sha256": f.file.sha256,
             "driftgate.file_layer": f.file.layer,
             "driftgate.session": f.process.session,
+            "fd.l4proto": f.network.as_ref().map(|n| n.protocol.clone()),
+            "fd.lip": f.network.as_ref().map(|n| n.local_address.clone()),
+            "fd.lport": f.network.as_ref().map(|n| n.local_port),
+            "fd.rip": f.network.as_ref().map(|n| n.remote_address.clone()),
+            "fd.rport": f.network.as_ref().map(|n| n.remote_port),
             "driftgate.tty": f.process.tty,
             "driftgate.file_setuid": f.file.setuid.then_some(true),
             "driftgate.file_setgid": f.file.setgid.then_some(true),

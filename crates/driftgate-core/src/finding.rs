@@ -59,6 +59,21 @@ pub struct Finding {
     /// What was done to the container after the decision (a rule's `response`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<ResponseRef>,
+    /// For `REVERSE_SHELL`: the connection the shell's standard input or output is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRef>,
+}
+
+/// A TCP connection, as the process's own network namespace lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkRef {
+    pub protocol: String,
+    pub local_address: String,
+    pub local_port: u16,
+    pub remote_address: String,
+    pub remote_port: u16,
+    /// The standard streams on it (0, 1, 2).
+    pub fds: Vec<u8>,
 }
 
 /// The evidence copy of a finding's file.
@@ -341,6 +356,7 @@ impl Finding {
             reason: None,
             evidence: None,
             response: None,
+            network: None,
         }
     }
 

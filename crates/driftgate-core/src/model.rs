@@ -132,10 +132,14 @@ pub enum Category {
     /// lowered in the container's PID namespace (driftgate sets it again). The file is the
     /// setting's (`/proc/sys/vm/memfd_noexec`).
     ProtectionTampered,
+    /// A shell or interpreter was started with its standard input or output on a TCP
+    /// connection to another machine (`nc -e /bin/sh`, `bash -i >& /dev/tcp/...`). Recorded
+    /// beside whatever else the exec is; not refused.
+    ReverseShell,
 }
 
 impl Category {
-    pub const ALL: [Category; 16] = [
+    pub const ALL: [Category; 17] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -152,6 +156,7 @@ impl Category {
         Category::ModifiedMaliciousLibraryLoaded,
         Category::BuiltinMaliciousLibraryLoaded,
         Category::ProtectionTampered,
+        Category::ReverseShell,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -172,6 +177,7 @@ impl Category {
             Category::ModifiedMaliciousLibraryLoaded => "MODIFIED_MALICIOUS_LIBRARY_LOADED",
             Category::BuiltinMaliciousLibraryLoaded => "BUILTIN_MALICIOUS_LIBRARY_LOADED",
             Category::ProtectionTampered => "PROTECTION_TAMPERED",
+            Category::ReverseShell => "REVERSE_SHELL",
         }
     }
 
@@ -182,9 +188,10 @@ impl Category {
             // Code loaded into a program that is allowed to run: a stronger sign than a new
             // program, since it is how an intruder hides in a legitimate process.
             Category::AddedLibraryLoaded => Severity::Medium,
-            Category::FilelessExecution | Category::ModifiedLibraryLoaded | Category::ProtectionTampered => {
-                Severity::High
-            }
+            Category::FilelessExecution
+            | Category::ModifiedLibraryLoaded
+            | Category::ProtectionTampered
+            | Category::ReverseShell => Severity::High,
             Category::AddedMaliciousBinaryExecuted
             | Category::ModifiedMaliciousBinaryExecuted
             | Category::BuiltinMaliciousBinaryExecuted
@@ -220,6 +227,9 @@ impl Category {
             Category::BuiltinMaliciousLibraryLoaded => &["T1195", "T1129"],
             // Impair Defenses: Disable or Modify Tools.
             Category::ProtectionTampered => &["T1562.001"],
+            // A shell whose input and output are a network peer: Command and Scripting
+            // Interpreter, driven from another machine.
+            Category::ReverseShell => &["T1059"],
         }
     }
 
@@ -242,6 +252,7 @@ impl Category {
             Category::ModifiedMaliciousLibraryLoaded => "9b5e3a7c1d2f4e8a9c6b0d5f3e7a1b54",
             Category::BuiltinMaliciousLibraryLoaded => "2f7c9e1a6b3d4c5e8a1f0b9d2c6e7a65",
             Category::ProtectionTampered => "5a8d2c7e1f3b4a9c8e6d0b2f4a7c1e76",
+            Category::ReverseShell => "e3b7a1c9d5f24e8a9b6c0d2f7a4e1c87",
         }
     }
 

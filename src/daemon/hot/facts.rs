@@ -282,6 +282,7 @@ pub fn build(
         reason: None,
         evidence: None,
         response: None,
+        network: None,
     }
 }
 

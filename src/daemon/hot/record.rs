@@ -215,6 +215,34 @@ impl Shared {
         self.record_after_the_fact(c, r.pid, facts, category, action, budgeted, fill, || file);
     }
 
+    /// Records a reverse shell: thread `tid` of container `c` is about to run the shell or
+    /// interpreter at `path` with a standard stream on `net`, a remote peer. Audited (not
+    /// refused), aggregated and within the container's budget like any finding.
+    pub fn record_reverse_shell(
+        &self,
+        c: &Arc<Container>,
+        tid: i32,
+        path: &[u8],
+        net: driftgate_core::finding::NetworkRef,
+    ) {
+        let (category, action) = (Category::ReverseShell, driftgate_core::engine::Action::Audited);
+        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
+            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let agg_key = (c.generation, path.to_vec(), None, category, action);
+        if self.aggregator.repeat(&agg_key, driftgate_core::util::now_rfc3339) || !self.may_record(c) {
+            return;
+        }
+        // The pending call's arguments: the shell's own (`sh -i`).
+        let facts = ProcFacts::of_pending_exec(tid);
+        let prev = self.aggregator.open(agg_key.clone());
+        let file = FileFacts::plain(path.to_vec(), None, 0, "lower", None);
+        let mut f = facts::build(&self.recorder(), c, tid, facts, file, category, action);
+        f.rule = Some("detection".into());
+        f.network = Some(net);
+        self.send(c, &agg_key, f, prev, None);
+    }
+
     /// Records that `vm.memfd_noexec` was found lowered to `value` in a PID namespace of
     /// container `c` (seen through its process `pid`), and set again: `PROTECTION_TAMPERED`,
     /// recorded whatever the container's budget.

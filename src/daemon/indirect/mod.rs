@@ -28,6 +28,7 @@ use driftgate_sys::fs::{self as sfs, FileId};
 use driftgate_sys::proc;
 
 mod context;
+mod reverse;
 use context::ExecView;
 
 /// How deep a loader running a loader running an interpreter is followed.
@@ -191,6 +192,9 @@ impl Shared {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
             return unverifiable("its argument list could not be read".into(), exec_path, None);
         };
+        if ind::starts_interpreter(kind, argv) {
+            self.check_reverse_shell(c, ev.tid(), exec_path);
+        }
         let complete = !call.argv_truncated;
         let mut view = ExecView::new(&pdir, &call);
         if let Err(why) = view.root() {

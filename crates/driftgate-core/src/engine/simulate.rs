@@ -90,9 +90,10 @@ fn facts_of(f: &Finding) -> Option<Facts> {
         // file decides whether an allow rule applies, and an IoC match is never allowed.
         Category::MaliciousScriptExecuted => (added, true),
         // Recorded after the fact: no policy decided them and none can block them.
-        Category::FilelessExecution | Category::FilelessMaliciousExecution | Category::ProtectionTampered => {
-            return None
-        }
+        Category::FilelessExecution
+        | Category::FilelessMaliciousExecution
+        | Category::ProtectionTampered
+        | Category::ReverseShell => return None,
     };
     let executed = if f.category.is_script() {
         Executed::Script

@@ -16,7 +16,7 @@ pub mod python;
 pub mod shell;
 
 pub use kinds::*;
-pub use plan::{multicall_applet, plan, Code, ExecContext, Plan};
+pub use plan::{multicall_applet, plan, starts_interpreter, Code, ExecContext, Plan};
 
 #[cfg(test)]
 mod tests;

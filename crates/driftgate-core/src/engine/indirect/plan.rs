@@ -123,6 +123,18 @@ fn shift(p: Plan, by: usize) -> Plan {
 /// login shell), by its last component; a name starting with `busybox` (whatever the file is
 /// called) takes the applet from the next argument, again and again (`busybox busybox sh`).
 /// Returns the applet, the index of its own `argv[0]`, and whether it is a login shell.
+/// Whether an exec of a `kind` file with arguments `args` starts a shell or an interpreter
+/// (what a reverse shell is): an interpreter, or a multi-call binary invoked as a shell.
+pub fn starts_interpreter(kind: ExecKind, args: &[Vec<u8>]) -> bool {
+    match kind {
+        ExecKind::Interpreter(_) => true,
+        ExecKind::MultiCall => {
+            multicall_applet(args).is_some_and(|(applet, _, _)| super::kinds::shell_applet(applet))
+        }
+        ExecKind::Plain | ExecKind::Loader => false,
+    }
+}
+
 pub fn multicall_applet(args: &[Vec<u8>]) -> Option<(&[u8], usize, bool)> {
     let a0 = args.first()?;
     let login = a0.first() == Some(&b'-');
