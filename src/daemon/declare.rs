@@ -4,6 +4,11 @@
 //! it. The group's struct, the code that reads it, and the field list that the metrics and
 //! the text printer walk are all generated from that line.
 
+/// A counter's value now, as the groups' read expressions take it.
+pub fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One field of a status group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {

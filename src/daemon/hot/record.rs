@@ -119,15 +119,17 @@ impl Shared {
         self.findings.send_with_file(f, Some(Arc::clone(c) as ContainerHandle), file);
     }
 
-    /// Records a finding about a use that is already over (process `pid` of container `c` is
-    /// described as it runs now): counted, aggregated like any finding, and within the
-    /// container's budget unless `budgeted` is false (an IoC match, a tampering). `fill` adds
-    /// what the caller knows; `evidence` is asked for the file only when a copy will be kept.
+    /// Records a finding outside a decision (process `pid` of container `c`, described by what
+    /// `read` says of it now: [`ProcFacts::of_running`] for a use that is over): counted,
+    /// aggregated like any finding, and within the container's budget unless `budgeted` is
+    /// false (an IoC match, a tampering). `fill` adds what the caller knows; `evidence` is
+    /// asked for the file only when a copy will be kept.
     #[allow(clippy::too_many_arguments)]
     fn record_after_the_fact(
         &self,
         c: &Arc<Container>,
         pid: i32,
+        read: fn(i32) -> ProcFacts,
         file: FileFacts,
         category: Category,
         action: driftgate_core::engine::Action,
@@ -144,7 +146,7 @@ impl Shared {
         {
             return;
         }
-        let facts = ProcFacts::of_running(pid);
+        let facts = read(pid);
         let prev = self.aggregator.open(agg_key.clone());
         let mut f = facts::build(&self.recorder(), c, pid, facts, file, category, action);
         fill(&mut f);
@@ -179,6 +181,7 @@ impl Shared {
         self.record_after_the_fact(
             c,
             pid,
+            ProcFacts::of_running,
             file,
             category,
             driftgate_core::engine::Action::Audited,
@@ -212,7 +215,17 @@ impl Shared {
             f.ioc = ioc;
             f.rule = Some("kernel".into());
         };
-        self.record_after_the_fact(c, r.pid, facts, category, action, budgeted, fill, || file);
+        self.record_after_the_fact(
+            c,
+            r.pid,
+            ProcFacts::of_running,
+            facts,
+            category,
+            action,
+            budgeted,
+            fill,
+            || file,
+        );
     }
 
     /// Records a reverse shell: thread `tid` of container `c` is about to run the shell or
@@ -225,22 +238,14 @@ impl Shared {
         path: &[u8],
         net: driftgate_core::finding::NetworkRef,
     ) {
-        let (category, action) = (Category::ReverseShell, driftgate_core::engine::Action::Audited);
-        if let Some(i) = Category::ALL.iter().position(|x| *x == category) {
-            self.stats.findings[i].fetch_add(1, Ordering::Relaxed);
-        }
-        let agg_key = (c.generation, path.to_vec(), None, category, action);
-        if self.aggregator.repeat(&agg_key, driftgate_core::util::now_rfc3339) || !self.may_record(c) {
-            return;
-        }
-        // The pending call's arguments: the shell's own (`sh -i`).
-        let facts = ProcFacts::of_pending_exec(tid);
-        let prev = self.aggregator.open(agg_key.clone());
         let file = FileFacts::plain(path.to_vec(), None, 0, "lower", None);
-        let mut f = facts::build(&self.recorder(), c, tid, facts, file, category, action);
-        f.rule = Some("detection".into());
-        f.network = Some(net);
-        self.send(c, &agg_key, f, prev, None);
+        let fill = |f: &mut Finding| {
+            f.rule = Some("detection".into());
+            f.network = Some(net);
+        };
+        // The pending call's arguments: the shell's own (`sh -i`).
+        let (read, action) = (ProcFacts::of_pending_exec, driftgate_core::engine::Action::Audited);
+        self.record_after_the_fact(c, tid, read, file, Category::ReverseShell, action, true, fill, || None);
     }
 
     /// Records that `vm.memfd_noexec` was found lowered to `value` in a PID namespace of
@@ -254,7 +259,18 @@ impl Shared {
             ))
         };
         let action = driftgate_core::engine::Action::Audited;
-        self.record_after_the_fact(c, pid, file, Category::ProtectionTampered, action, false, fill, || None);
+        let read = ProcFacts::of_running;
+        self.record_after_the_fact(
+            c,
+            pid,
+            read,
+            file,
+            Category::ProtectionTampered,
+            action,
+            false,
+            fill,
+            || None,
+        );
     }
 
     /// Stage 5 for an answered exec: builds its finding and sends it.

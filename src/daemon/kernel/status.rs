@@ -1,17 +1,11 @@
 //! What `status` (and the metrics) say of the kernel layer, and of each container: which layer
 //! guards it, and the holes that remain where the kernel layer does not.
 
-use std::sync::atomic::Ordering;
-
 use serde::{Deserialize, Serialize};
 
 use super::Kernel;
 use crate::container::Container;
-use crate::daemon::declare::status_group;
-
-fn ld(a: &std::sync::atomic::AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
-}
+use crate::daemon::declare::{load, status_group};
 
 status_group! {
     /// `status.kernel`.
@@ -37,7 +31,7 @@ status_group! {
         /// Mounts in its maps.
         mounts: u64 = mounts as u64 => "driftgate_kernel_map_entries" "mounts",
         /// File versions the daemon decided and told the program.
-        files_allowed: u64 = ld(&k.stats.files_allowed) => "driftgate_kernel_map_entries" "files_allowed",
+        files_allowed: u64 = load(&k.stats.files_allowed) => "driftgate_kernel_map_entries" "files_allowed",
         /// Uses the program checked (execs and, with `[libraries]`, executable mappings in
         /// enforced containers; execs in audited ones).
         checked: u64 = p.checked => "driftgate_kernel_uses_total" "checked",
@@ -48,9 +42,9 @@ status_group! {
         /// Reports lost (ring buffer full).
         lost: u64 = p.lost => "driftgate_kernel_uses_total" "lost",
         /// Reports read.
-        events: u64 = ld(&k.stats.events) => "driftgate_kernel_reports_total" "any",
+        events: u64 = load(&k.stats.events) => "driftgate_kernel_reports_total" "any",
         /// ... about no container the daemon knows.
-        unattributed: u64 = ld(&k.stats.unattributed) => "driftgate_kernel_reports_total" "none",
+        unattributed: u64 = load(&k.stats.unattributed) => "driftgate_kernel_reports_total" "none",
         /// Each program's runs and the time spent in it, as the kernel counts them while
         /// `sysctl kernel.bpf_stats_enabled=1` (zeros otherwise): what the layer costs on this node.
         programs: Vec<ProgramRuns> = k
