@@ -26,6 +26,7 @@ pub struct Status {
     pub config: Option<String>,
     pub started: String,
     pub uptime_secs: u64,
+    /// Containers whose rootfs is marked: from here on every exec in them is held.
     pub containers: Vec<WatchedContainer>,
     /// Containers found but not watched (marking failed: out of file descriptors, a layer
     /// directory that cannot be opened). Retried on every rescan.
@@ -430,6 +431,9 @@ impl Sources {
             .load()
             .by_dev
             .values()
+            // Published before its mark is placed (so that the mark's first event finds it);
+            // watched once the mark is there.
+            .filter(|c| c.marked_at.get().is_some())
             .map(|c| super::watched::watched(c, kernel, &rule, libraries))
             .collect();
         containers.sort_by(|a, b| (&a.runtime, &a.id).cmp(&(&b.runtime, &b.id)));
