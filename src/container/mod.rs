@@ -122,6 +122,27 @@ impl Container {
         self.meta.load().runtime.unwrap_or(self.identity.runtime)
     }
 
+    /// The rules' view of an exec in this container: `exec`'s own facts (path, hash, mount,
+    /// session, shell parent) with the container's (namespace, pod, name, id, image, runtime)
+    /// from the metadata known now.
+    pub fn describe<R>(
+        &self,
+        exec: driftgate_core::policy::Subject<'_>,
+        f: impl FnOnce(&driftgate_core::policy::Subject<'_>) -> R,
+    ) -> R {
+        let m = self.meta.load();
+        let id = m.id.clone().unwrap_or_else(|| self.identity.id.clone());
+        f(&driftgate_core::policy::Subject {
+            namespace: m.pod_namespace.as_deref(),
+            pod: m.pod_name.as_deref(),
+            container: Some(m.name.as_deref().unwrap_or(&id)),
+            container_id: Some(&id),
+            image: m.image.as_deref(),
+            runtime: m.runtime.unwrap_or(self.identity.runtime),
+            ..exec
+        })
+    }
+
     /// The container as a finding describes it, from the metadata known now.
     pub fn container_ref(&self) -> driftgate_core::finding::ContainerRef {
         let m = self.meta.load();

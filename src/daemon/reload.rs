@@ -103,7 +103,7 @@ impl Reloader {
 /// cannot run is then an error, not a warning.
 pub(super) fn enforcing(c: &Config) -> bool {
     c.mode == driftgate_core::engine::Mode::Enforce
-        || c.policy.rules.iter().any(|r| r.action == driftgate_core::model::RuleAction::Enforce)
+        || c.policy.rules.iter().any(|r| r.action == Some(driftgate_core::model::RuleAction::Enforce))
 }
 
 /// What decides `vm.memfd_noexec` and the kernel layer's policy of each container; `marked`:

@@ -228,15 +228,15 @@ fn serve_once(l: std::net::TcpListener, input: &'static str) -> std::thread::Joi
 }
 
 /// A shell started with its standard streams on a TCP connection to another machine is a
-/// `REVERSE_SHELL` finding with both ends, audited even in enforce mode (it is not drift; no
-/// rule can enforce it yet); a shell on a loopback connection and a shell reading a pipe are
-/// not.
+/// `REVERSE_SHELL` finding with both ends, refused where a rule says `detections =
+/// "enforce"`; a shell on a loopback connection and a shell reading a pipe are not.
 #[test]
 fn a_shell_on_a_remote_connection_is_a_reverse_shell_and_loopback_and_pipes_are_not() {
     reverse_shells_in("enforce");
 }
 
-/// The same in audit mode.
+/// Without a rule, in audit mode (and by default in enforce mode too: it is not drift), it is
+/// audited: the shell runs.
 #[test]
 fn audited_reverse_shells_are_found_the_same_way() {
     reverse_shells_in("audit");
@@ -246,9 +246,11 @@ fn reverse_shells_in(mode: &str) {
     if !privileged() {
         return;
     }
+    let refused = mode == "enforce";
     let ip = host_ip();
     let s = Scratch::new();
-    let d = daemon_with(&s, mode, EVERY_FINDING);
+    let rules = "[[policy.rules]]\nname = \"no-reverse-shells\"\ndetections = \"enforce\"\n";
+    let d = daemon_with(&s, mode, &format!("{EVERY_FINDING}{}", if refused { rules } else { "" }));
     let remote = std::net::TcpListener::bind((ip, 0)).unwrap();
     let loopback = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let (rport, lport) = (remote.local_addr().unwrap().port(), loopback.local_addr().unwrap().port());
@@ -262,7 +264,7 @@ fn reverse_shells_in(mode: &str) {
         T,
     );
     assert_eq!(results(&out)["done"], 0, "{out:?}");
-    assert!(remote.join().unwrap().contains("rs=42"), "the shell ran: audited, not refused");
+    assert_eq!(remote.join().unwrap().contains("rs=42"), !refused, "the shell ran unless refused");
     assert!(loopback.join().unwrap().contains("lo=1"));
     let f = d.findings(1);
     std::thread::sleep(Duration::from_millis(500));
@@ -270,7 +272,9 @@ fn reverse_shells_in(mode: &str) {
     let shells: Vec<&Value> = all.iter().filter(|f| f["category"] == "REVERSE_SHELL").collect();
     assert_eq!(shells.len(), 1, "only the remote one: {all:#?}");
     let r = shells[0];
-    assert_eq!((r["action"].as_str(), r["severity"].as_str()), (Some("audited"), Some("HIGH")), "{r:#}");
+    let (action, rule) = if refused { ("blocked", "no-reverse-shells") } else { ("audited", "detection") };
+    assert_eq!((r["action"].as_str(), r["severity"].as_str()), (Some(action), Some("HIGH")), "{r:#}");
+    assert_eq!(r["rule"], rule);
     assert_eq!(r["network"]["remote_address"], ip.to_string());
     assert_eq!(r["network"]["remote_port"], rport);
     assert_eq!(r["network"]["local_address"], ip.to_string(), "the same host here: {r:#}");
@@ -289,4 +293,104 @@ fn reverse_shells_in(mode: &str) {
     let o = dg(&["findings", "--spool-dir", spool, "--format", "falco"]);
     let falco = String::from_utf8_lossy(&o.stdout);
     assert!(falco.contains(&format!("\"fd.rport\":{rport}")) && falco.contains("\"fd.rip\""), "{falco}");
+}
+
+/// `/usr/bin/awk` in the image (busybox, named awk): a language runtime whose `system()` runs
+/// `sh -c`, the way a web application's command injection does.
+fn with_awk() -> Scratch {
+    Scratch::with_image_files(&[("/usr/bin/awk", std::path::Path::new(BUSYBOX))])
+}
+
+/// A shell started by a service of the image (here awk's `system()`) is an
+/// `UNEXPECTED_CHILD_SHELL`, audited by default, with the service as the parent; a shell started
+/// by a shell, by the container's init, or reading a pipe is not.
+#[test]
+fn a_shell_started_by_a_service_is_unexpected_and_by_a_shell_or_the_init_is_not() {
+    if !privileged() {
+        return;
+    }
+    let s = with_awk();
+    let d = daemon_with(&s, "enforce", EVERY_FINDING);
+    let out = s.run_in_container(
+        "/usr/bin/awk 'BEGIN { r = system(\"echo svc=1\"); print \"awkrc=\" r }'\n\
+         sh -c 'sh -c \"echo nested=1\"'\necho 'echo piped=1' | sh\necho done=0\n",
+        T,
+    );
+    let r = results(&out);
+    assert_eq!(
+        (r["svc"], r["awkrc"], r["nested"], r["piped"]),
+        (1, 0, 1, 1),
+        "audited, not refused: {out:?}"
+    );
+    // The init itself starting a shell: its entrypoint.
+    let out = s.run_in_container("exec /usr/bin/awk 'BEGIN { system(\"echo init=1\") }'\n", T);
+    assert_eq!(results(&out)["init"], 1, "{out:?}");
+    d.findings(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    assert_eq!(all.len(), 1, "only the service's shell: {all:#?}");
+    let f = &all[0];
+    assert_eq!(f["category"], "UNEXPECTED_CHILD_SHELL", "{f:#}");
+    assert_eq!((f["action"].as_str(), f["severity"].as_str()), (Some("audited"), Some("MEDIUM")), "{f:#}");
+    assert_eq!(f["process"]["parent"]["exe"], "/usr/bin/awk", "{f:#}");
+    assert_eq!(f["process"]["args"][0], "sh");
+    assert_eq!(f["process"]["session"], "init");
+    assert_eq!(f["file"]["path"], "/bin/busybox");
+    assert_eq!(f["rule"], "detection");
+    assert_eq!(f["mitre"], serde_json::json!(["T1059", "T1059.004"]));
+    let o = dg(&["findings", "--spool-dir", d.spool.to_str().unwrap(), "--format", "ocsf"]);
+    let e: Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert!(ocsf_errors(&e).is_empty(), "{:?}", ocsf_errors(&e));
+}
+
+/// Rules scope on sessions and on a shell's parent: `detections = "enforce"` for shells from
+/// awk refuses them in the container's own processes, while a rule for exec sessions (first)
+/// allows them there and audits drift there (refused elsewhere: enforce mode).
+#[test]
+fn rules_enforce_detections_and_scope_on_sessions_and_shell_parents() {
+    if !privileged() {
+        return;
+    }
+    let s = with_awk();
+    let rules = "[[policy.rules]]\nname = \"debugging\"\nsessions = [\"exec\"]\naction = \"audit\"\n\
+                 detections = \"allow\"\n\
+                 [[policy.rules]]\nname = \"no-shells-from-awk\"\nshells = [\"awk\"]\ndetections = \"enforce\"\n";
+    let d = daemon_with(&s, "enforce", &format!("{EVERY_FINDING}{rules}"));
+    let c = Background::start(
+        s.root(),
+        &s.merged,
+        "",
+        "mkdir /tmp/i /tmp/e; cp /opt/img/true /tmp/i/true; cp /opt/img/true /tmp/e/true\n\
+         /tmp/i/true; echo \"drift=$?\" > /tmp/rc\n\
+         /usr/bin/awk 'BEGIN { r = system(\"exit 3\"); print \"awkrc=\" r }' >> /tmp/rc\n\
+         touch /ready\nwhile true; do sleep 1; done\n",
+        &s.merged.join("ready"),
+    );
+    let rc = std::fs::read_to_string(s.merged.join("tmp/rc")).unwrap();
+    assert!(rc.contains("drift=126") && !rc.contains("awkrc=3"), "both refused in the init's session: {rc}");
+    let pid = c.init_pid().expect("container init").to_string();
+    let enter = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-p", "-r"]).args(args).stdin(std::process::Stdio::null());
+        run_with_deadline(cmd, T)
+    };
+    let out = enter(&["/tmp/e/true"]);
+    assert_eq!(out.status.code(), Some(0), "drift audited in an exec session: {out:?}");
+    let out = enter(&["/usr/bin/awk", "BEGIN { r = system(\"exit 3\"); print \"awkrc=\" r }"]);
+    assert_eq!(results(&out)["awkrc"], 3, "the shell ran: {out:?}");
+    d.findings(3);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    assert_eq!(all.len(), 3, "{all:#?}");
+    let shell = all.iter().find(|f| f["category"] == "UNEXPECTED_CHILD_SHELL").expect("the init's");
+    assert_eq!(
+        (shell["action"].as_str(), shell["rule"].as_str()),
+        (Some("blocked"), Some("no-shells-from-awk"))
+    );
+    assert_eq!(shell["process"]["session"], "init");
+    let i = by_path(&all, "/tmp/i/true");
+    assert_eq!((i["action"].as_str(), i["rule"].as_str()), (Some("blocked"), Some("global")), "{i:#}");
+    let e = by_path(&all, "/tmp/e/true");
+    assert_eq!((e["action"].as_str(), e["rule"].as_str()), (Some("audited"), Some("debugging")), "{e:#}");
+    assert_eq!(e["process"]["session"], "exec");
 }

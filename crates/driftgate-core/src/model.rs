@@ -134,12 +134,17 @@ pub enum Category {
     ProtectionTampered,
     /// A shell or interpreter was started with its standard input or output on a TCP
     /// connection to another machine (`nc -e /bin/sh`, `bash -i >& /dev/tcp/...`). Recorded
-    /// beside whatever else the exec is; not refused.
+    /// beside whatever else the exec is; refused only where a rule says `detections =
+    /// "enforce"`.
     ReverseShell,
+    /// A shell started by a process of the image that is not a shell, the container's init or
+    /// an exec session: a web server or a language runtime running a command line, the way a
+    /// remote code execution does. The parent program is in `process.parent`.
+    UnexpectedChildShell,
 }
 
 impl Category {
-    pub const ALL: [Category; 17] = [
+    pub const ALL: [Category; 18] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -157,6 +162,7 @@ impl Category {
         Category::BuiltinMaliciousLibraryLoaded,
         Category::ProtectionTampered,
         Category::ReverseShell,
+        Category::UnexpectedChildShell,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -178,6 +184,7 @@ impl Category {
             Category::BuiltinMaliciousLibraryLoaded => "BUILTIN_MALICIOUS_LIBRARY_LOADED",
             Category::ProtectionTampered => "PROTECTION_TAMPERED",
             Category::ReverseShell => "REVERSE_SHELL",
+            Category::UnexpectedChildShell => "UNEXPECTED_CHILD_SHELL",
         }
     }
 
@@ -185,6 +192,7 @@ impl Category {
         match self {
             Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
             Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
+            Category::UnexpectedChildShell => Severity::Medium,
             // Code loaded into a program that is allowed to run: a stronger sign than a new
             // program, since it is how an intruder hides in a legitimate process.
             Category::AddedLibraryLoaded => Severity::Medium,
@@ -230,6 +238,8 @@ impl Category {
             // A shell whose input and output are a network peer: Command and Scripting
             // Interpreter, driven from another machine.
             Category::ReverseShell => &["T1059"],
+            // A service's shell: Command and Scripting Interpreter: Unix Shell.
+            Category::UnexpectedChildShell => &["T1059", "T1059.004"],
         }
     }
 
@@ -253,6 +263,7 @@ impl Category {
             Category::BuiltinMaliciousLibraryLoaded => "2f7c9e1a6b3d4c5e8a1f0b9d2c6e7a65",
             Category::ProtectionTampered => "5a8d2c7e1f3b4a9c8e6d0b2f4a7c1e76",
             Category::ReverseShell => "e3b7a1c9d5f24e8a9b6c0d2f7a4e1c87",
+            Category::UnexpectedChildShell => "71d4c8a2e6f94b3d8a5c1e7f0b9d2a98",
         }
     }
 

@@ -3,6 +3,12 @@
 //! the mount the file is on (mountpoint globs; `/` for the rootfs) and SHA-256, and setting the
 //! action for matching execs: `allow` (no finding), `audit` or
 //! `enforce`. The global `mode` is the fallback. Pure: facts in, the deciding rule out.
+//!
+//! Detections beyond drift (`REVERSE_SHELL`, `UNEXPECTED_CHILD_SHELL`) are decided the same
+//! way by the first rule that sets `detections`; they are audited when none matches. Rules can
+//! also match on the process's session (`sessions = ["exec"]`: a `kubectl exec`, `docker
+//! exec` or `nsenter` session; `["init"]`: the container's own processes) and, for a shell,
+//! on the program that started it (`shells`, globs on its path or name).
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -15,7 +21,17 @@ pub use crate::model::{ImageCopies, RuleAction};
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: Option<String>,
+    /// What to do with drift this rule matches; a rule may set only `detections`.
     pub action: Option<RuleAction>,
+    /// What to do with the detections beyond drift on execs this rule matches.
+    pub detections: Option<RuleAction>,
+    /// `init` and/or `exec`: the session the process runs in.
+    #[serde(default)]
+    pub sessions: Vec<String>,
+    /// For shells: the programs that started them (globs on the path, or on the name when
+    /// the pattern has no `/`). A rule with `shells` matches only shells.
+    #[serde(default)]
+    pub shells: Vec<String>,
     #[serde(default)]
     pub namespaces: Vec<String>,
     #[serde(default)]
@@ -61,7 +77,11 @@ impl Response {
 pub struct Rule {
     /// The rule's name, or its 1-based index in the file.
     pub name: String,
-    pub action: RuleAction,
+    /// For drift; `None`: the rule is about detections only.
+    pub action: Option<RuleAction>,
+    pub detections: Option<RuleAction>,
+    sessions: Vec<String>,
+    shells: Option<(GlobSet, GlobSet)>,
     namespaces: Option<GlobSet>,
     pods: Option<GlobSet>,
     containers: Option<GlobSet>,
@@ -88,7 +108,14 @@ pub struct Subject<'a> {
     pub sha256: Option<&'a str>,
     /// The mountpoint (in the container) of the mount the file is on; `/` for the rootfs.
     pub mount: Option<&'a str>,
+    /// `init` or `exec`; `None` when not known (or not asked: no rule needs it).
+    pub session: Option<&'a str>,
+    /// For the exec of a shell: the program of the process that starts it (its parent's).
+    pub shell_parent: Option<&'a str>,
 }
+
+/// The sessions a rule can name.
+pub const SESSIONS: [&str; 2] = ["init", "exec"];
 
 fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet>, RuleError> {
     if pats.is_empty() {
@@ -108,9 +135,28 @@ fn globs(field: &str, pats: &[String], path_like: bool) -> Result<Option<GlobSet
 impl Rule {
     /// Compiles rule number `index` (0-based); errors name the field.
     pub fn compile(index: usize, raw: &RawRule) -> Result<Rule, RuleError> {
-        let action = raw
-            .action
-            .ok_or_else(|| RuleError::new("action", "`action` is required (allow, audit or enforce)"))?;
+        let action = raw.action;
+        if action.is_none() && raw.detections.is_none() {
+            return Err(RuleError::new(
+                "action",
+                "`action` is required (allow, audit or enforce), or `detections` for a rule about detections only",
+            ));
+        }
+        for (i, v) in raw.sessions.iter().enumerate() {
+            if !SESSIONS.contains(&v.as_str()) {
+                return Err(RuleError::new(
+                    format!("sessions[{i}]"),
+                    format!("{v:?} is not a session (init or exec)"),
+                ));
+            }
+        }
+        let shells = match (globs("shells", &raw.shells, true)?, raw.shells.is_empty()) {
+            (Some(paths), false) => {
+                let names: Vec<String> = raw.shells.iter().filter(|p| !p.contains('/')).cloned().collect();
+                Some((paths, globs("shells", &names, true)?.unwrap_or_else(GlobSet::empty)))
+            }
+            _ => None,
+        };
         let mut sha256 = Vec::new();
         for (i, h) in raw.sha256.iter().enumerate() {
             if crate::util::parse_sha256(h.as_bytes()).is_none() {
@@ -121,6 +167,9 @@ impl Rule {
         let rule = Rule {
             name: raw.name.clone().unwrap_or_else(|| (index + 1).to_string()),
             action,
+            detections: raw.detections,
+            sessions: raw.sessions.clone(),
+            shells,
             namespaces: globs("namespaces", &raw.namespaces, false)?,
             pods: globs("pods", &raw.pods, false)?,
             containers: globs("containers", &raw.containers, false)?,
@@ -132,7 +181,7 @@ impl Rule {
             image_copies: raw.image_copies,
             response: raw.response,
         };
-        if rule.response.is_some() && action == RuleAction::Allow {
+        if rule.response.is_some() && matches!(action, None | Some(RuleAction::Allow)) {
             return Err(RuleError::new("response", "a rule that allows never blocks: a response needs action = \"enforce\" or \"audit\" (IoC blocks)"));
         }
         Ok(rule)
@@ -153,6 +202,11 @@ impl Rule {
             && glob(&self.mounts, s.mount)
             && (self.runtimes.is_empty() || self.runtimes.iter().any(|r| r == s.runtime))
             && (self.sha256.is_empty() || s.sha256.is_some_and(|h| self.sha256.iter().any(|r| r == h)))
+            && (self.sessions.is_empty() || s.session.is_some_and(|v| self.sessions.iter().any(|r| r == v)))
+            && self.shells.as_ref().is_none_or(|(paths, names)| {
+                s.shell_parent
+                    .is_some_and(|p| paths.is_match(p) || names.is_match(p.rsplit('/').next().unwrap_or(p)))
+            })
     }
 }
 
@@ -189,6 +243,14 @@ pub struct Decision {
     pub response: Option<Response>,
 }
 
+/// What the first rule that sets `detections` says, or `audit` by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetectionDecision {
+    pub action: RuleAction,
+    /// The rule's name, or `detection` for the default.
+    pub rule: String,
+}
+
 impl Decision {
     /// The action for an exec with `evidence`: the rule's, except that an added file whose
     /// content the image has at other paths (`image_copy`) is allowed when `image_copies` says so.
@@ -206,15 +268,30 @@ impl Decision {
 
 impl Policy {
     pub fn decide(&self, s: &Subject<'_>, fallback: Mode) -> Decision {
-        match self.rules.iter().find(|r| r.matches(s)) {
-            Some(r) => Decision {
-                action: r.action,
+        match self.rules.iter().find_map(|r| r.action.filter(|_| r.matches(s)).map(|a| (r, a))) {
+            Some((r, action)) => Decision {
+                action,
                 rule: r.name.clone(),
                 image_copies: r.image_copies.unwrap_or(self.image_copies),
                 response: r.response,
             },
             None => self.fallback(fallback),
         }
+    }
+
+    /// What to do with a detection beyond drift (a reverse shell, an unexpected shell) on the
+    /// exec `s`: the first rule with `detections` that matches, else audit.
+    pub fn detection(&self, s: &Subject<'_>) -> DetectionDecision {
+        match self.rules.iter().find_map(|r| r.detections.filter(|_| r.matches(s)).map(|a| (r, a))) {
+            Some((r, action)) => DetectionDecision { action, rule: r.name.clone() },
+            None => DetectionDecision { action: RuleAction::Audit, rule: "detection".into() },
+        }
+    }
+
+    /// Whether some rule matches on the session, which then must be found for every exec the
+    /// rules see.
+    pub fn needs_session(&self) -> bool {
+        self.rules.iter().any(|r| !r.sessions.is_empty())
     }
 
     /// The decision when no rule matches: the global mode.
@@ -386,5 +463,64 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("sha256[0]"), "{e}");
+    }
+
+    #[test]
+    fn detections_take_the_first_rule_that_sets_them_and_scope_on_sessions_and_shell_parents() {
+        let p = Policy {
+            rules: vec![
+                rule(0, |r| {
+                    r.name = Some("debug".into());
+                    r.sessions = vec!["exec".into()];
+                    r.action = Some(RuleAction::Audit);
+                    r.detections = Some(RuleAction::Allow);
+                }),
+                rule(1, |r| {
+                    r.name = Some("web".into());
+                    r.shells = vec!["nginx".into(), "/usr/local/bin/*".into()];
+                    r.detections = Some(RuleAction::Enforce);
+                }),
+            ],
+            image_copies: ImageCopies::Report,
+        };
+        let base = Subject { runtime: "docker", path: "/bin/sh", ..Default::default() };
+        let d = |s: &Subject<'_>| p.detection(s);
+        assert_eq!(d(&base), DetectionDecision { action: RuleAction::Audit, rule: "detection".into() });
+        let exec = Subject { session: Some("exec"), shell_parent: Some("/usr/sbin/nginx"), ..base };
+        assert_eq!(d(&exec).rule, "debug", "first match");
+        let init = Subject { session: Some("init"), ..exec };
+        assert_eq!(d(&init).action, RuleAction::Enforce, "by the parent's name");
+        let local = Subject { shell_parent: Some("/usr/local/bin/app"), ..init };
+        assert_eq!(d(&local).rule, "web", "by its path");
+        let deeper = Subject { shell_parent: Some("/usr/local/bin/x/app"), ..init };
+        assert_eq!(d(&deeper).rule, "detection", "* does not cross /");
+        assert_eq!(d(&Subject { shell_parent: None, ..init }).rule, "detection", "not a shell");
+        // Drift is decided by the rules that set `action` only.
+        assert_eq!(p.decide(&init, Mode::Enforce).rule, "global");
+        assert_eq!(p.decide(&exec, Mode::Enforce).action, RuleAction::Audit);
+        assert!(p.needs_session());
+        assert!(!Policy { rules: vec![p.rules[1].clone()], ..Default::default() }.needs_session());
+        let e = Rule::compile(
+            0,
+            &RawRule {
+                detections: Some(RuleAction::Audit),
+                sessions: vec!["ssh".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("sessions[0]") && e.contains("init or exec"), "{e}");
+        let e = Rule::compile(
+            0,
+            &RawRule {
+                detections: Some(RuleAction::Enforce),
+                response: Some(Response::Freeze),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("response"), "{e}");
     }
 }

@@ -36,6 +36,8 @@ pub struct Question<'a> {
     /// The file is the exec's own (not what a loader or interpreter runs, not an open):
     /// only then can the call be an `AT_EXECVE_CHECK`.
     pub direct: bool,
+    /// The thread waiting in the exec (its session is found when a rule asks for it).
+    pub tid: Option<i32>,
 }
 
 /// The rules in force for one decision (each swapped whole by a reload).
@@ -68,7 +70,9 @@ impl Rules {
             ioc: ioc.is_some(),
             image_copy: !outcome.image_paths.is_empty(),
         };
-        let subject = ExecSubject { container: q.container, outcome };
+        let session =
+            if self.policy.needs_session() { q.tid.and_then(super::facts::session_now) } else { None };
+        let subject = ExecSubject { container: q.container, outcome, session };
         (ioc, judge(&facts, &self.policy, &subject, self.settings))
     }
 
@@ -136,6 +140,7 @@ impl Job {
             container: &self.container,
             executed: self.executed(),
             direct: self.target.is_none() && self.open.is_none(),
+            tid: Some(self.ev.tid()),
         }
     }
 }
@@ -144,27 +149,23 @@ impl Job {
 struct ExecSubject<'a> {
     container: &'a Container,
     outcome: &'a Outcome,
+    /// Found only when a rule matches on sessions.
+    session: Option<&'static str>,
 }
 
 impl Describe for ExecSubject<'_> {
     fn describe<R>(&self, f: impl FnOnce(&driftgate_core::policy::Subject<'_>) -> R) -> R {
-        let c = self.container;
-        let m = c.meta.load();
-        let id = m.id.clone().unwrap_or_else(|| c.identity.id.clone());
         let path = String::from_utf8_lossy(&self.outcome.path);
         let sha = self.outcome.sha256.map(driftgate_core::util::hex);
         let mount = self.outcome.mount.as_ref().map(|m| String::from_utf8_lossy(&m.mountpoint));
-        f(&driftgate_core::policy::Subject {
-            namespace: m.pod_namespace.as_deref(),
-            pod: m.pod_name.as_deref(),
-            container: Some(m.name.as_deref().unwrap_or(&id)),
-            container_id: Some(&id),
-            image: m.image.as_deref(),
-            runtime: m.runtime.unwrap_or(c.identity.runtime),
+        let exec = driftgate_core::policy::Subject {
             path: &path,
             sha256: sha.as_deref(),
             mount: Some(mount.as_deref().unwrap_or("/")),
-        })
+            session: self.session,
+            ..Default::default()
+        };
+        self.container.describe(exec, f)
     }
 }
 
@@ -236,7 +237,7 @@ mod tests {
     }
 
     fn q(c: &Container) -> Question<'_> {
-        Question { container: c, executed: Executed::Binary, direct: true }
+        Question { container: c, executed: Executed::Binary, direct: true, tid: None }
     }
 
     #[test]

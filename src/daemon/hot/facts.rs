@@ -109,6 +109,29 @@ impl ProcFacts {
     }
 }
 
+/// The session thread `tid` runs in, found now for a rule that matches on it: `init` when
+/// its parents lead to the container's PID 1, `exec` when one of them is outside the
+/// container (the process an exec session entered with). `None` in the host's PID namespace
+/// (a `hostPID` container's init is not told apart there) or when a parent is gone. Up to one
+/// `/proc/<pid>/status` read per parent.
+pub fn session_now(tid: i32) -> Option<&'static str> {
+    let mut st = proc::read_status(tid)?;
+    if st.ns_depth <= 1 {
+        return None;
+    }
+    for _ in 0..64 {
+        if st.ns_pid == Some(1) {
+            return Some("init");
+        }
+        let parent = proc::read_status(st.ppid)?;
+        if parent.ns_depth < st.ns_depth {
+            return Some("exec");
+        }
+        st = parent;
+    }
+    None
+}
+
 /// What a finding says about the file.
 pub struct FileFacts {
     pub path: Vec<u8>,

@@ -228,24 +228,29 @@ impl Shared {
         );
     }
 
-    /// Records a reverse shell: thread `tid` of container `c` is about to run the shell or
-    /// interpreter at `path` with a standard stream on `net`, a remote peer. Audited (not
-    /// refused), aggregated and within the container's budget like any finding.
-    pub fn record_reverse_shell(
+    /// Records a detection beyond drift (`REVERSE_SHELL`, `UNEXPECTED_CHILD_SHELL`): thread
+    /// `tid` of container `c` is about to run the shell or interpreter at `path`; `action` is
+    /// what rule `rule` said (`detection`: the default, audit). Within the container's budget
+    /// like any finding; `net`: the remote peer of a reverse shell.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_detection(
         &self,
         c: &Arc<Container>,
         tid: i32,
         path: &[u8],
-        net: driftgate_core::finding::NetworkRef,
+        category: Category,
+        action: driftgate_core::engine::Action,
+        rule: &str,
+        net: Option<driftgate_core::finding::NetworkRef>,
     ) {
         let file = FileFacts::plain(path.to_vec(), None, 0, "lower", None);
         let fill = |f: &mut Finding| {
-            f.rule = Some("detection".into());
-            f.network = Some(net);
+            f.rule = Some(rule.to_owned());
+            f.network = net;
         };
         // The pending call's arguments: the shell's own (`sh -i`).
-        let (read, action) = (ProcFacts::of_pending_exec, driftgate_core::engine::Action::Audited);
-        self.record_after_the_fact(c, tid, read, file, Category::ReverseShell, action, true, fill, || None);
+        let read = ProcFacts::of_pending_exec;
+        self.record_after_the_fact(c, tid, read, file, category, action, true, fill, || None);
     }
 
     /// Records that `vm.memfd_noexec` was found lowered to `value` in a PID namespace of

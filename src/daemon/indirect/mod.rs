@@ -28,6 +28,7 @@ use driftgate_sys::fs::{self as sfs, FileId};
 use driftgate_sys::proc;
 
 mod context;
+mod detect;
 mod reverse;
 use context::ExecView;
 
@@ -132,6 +133,11 @@ impl Shared {
                 self.answer(ev, true);
                 return Routed::Done;
             }
+            // A detection a rule enforces (recorded already).
+            Found::Refused => {
+                self.answer(ev, false);
+                return Routed::Done;
+            }
             Found::Unverifiable { why, path, executed, interpreter } => {
                 self.stats.indirect_unverifiable.fetch_add(1, Ordering::Relaxed);
                 self.health.note(Problem::ArgumentsUnread, || {
@@ -193,7 +199,10 @@ impl Shared {
             return unverifiable("its argument list could not be read".into(), exec_path, None);
         };
         if ind::starts_interpreter(kind, argv) {
-            self.check_reverse_shell(c, ev.tid(), exec_path);
+            let shell = matches!(kind, ExecKind::Interpreter(ind::Lang::Shell) | ExecKind::MultiCall);
+            if self.check_shell(c, ev.tid(), exec_path, shell) {
+                return Found::Refused;
+            }
         }
         let complete = !call.argv_truncated;
         let mut view = ExecView::new(&pdir, &call);
@@ -367,6 +376,8 @@ enum Found {
     Target(Target, FileId, Vec<u8>, Option<Arc<crate::container::mounts::ContainerMount>>),
     /// Only the image's files, or nothing from a file.
     Nothing,
+    /// A detection that a rule enforces: refused.
+    Refused,
     /// What it would run could not be established: `why`, about `path`.
     Unverifiable { why: String, path: Vec<u8>, executed: Executed, interpreter: InterpreterRef },
 }

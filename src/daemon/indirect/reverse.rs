@@ -3,14 +3,9 @@
 //! call is read for them anyway): three readlinks of `/proc/<tid>/fd/{0,1,2}`, and the
 //! process's own TCP table only when one of them is a socket.
 
-use std::sync::Arc;
-
 use driftgate_core::finding::NetworkRef;
 use driftgate_core::net::{is_remote, ESTABLISHED};
 use driftgate_sys::proc;
-
-use crate::container::Container;
-use crate::daemon::hot::Shared;
 
 /// The remote TCP connection thread `tid`'s standard streams are on, if any.
 pub fn remote_stdio(tid: i32) -> Option<NetworkRef> {
@@ -35,15 +30,4 @@ pub fn remote_stdio(tid: i32) -> Option<NetworkRef> {
         remote_port: c.remote.port(),
         fds,
     })
-}
-
-impl Shared {
-    /// Records a reverse shell if thread `tid`, about to run the shell or interpreter at
-    /// `path`, has a standard stream on a remote peer. Audited: the exec goes on to be decided
-    /// as any other.
-    pub(super) fn check_reverse_shell(&self, c: &Arc<Container>, tid: i32, path: &[u8]) {
-        if let Some(net) = remote_stdio(tid) {
-            self.record_reverse_shell(c, tid, path, net);
-        }
-    }
 }

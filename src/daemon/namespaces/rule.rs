@@ -52,19 +52,8 @@ impl MemfdRule {
     }
 
     fn action_at(&self, c: &Container, path: &str, mount: Option<&str>) -> RuleAction {
-        let m = c.meta.load();
-        let id = c.id();
-        let subject = driftgate_core::policy::Subject {
-            namespace: m.pod_namespace.as_deref(),
-            pod: m.pod_name.as_deref(),
-            container: Some(m.name.as_deref().unwrap_or(&id)),
-            container_id: Some(&id),
-            image: m.image.as_deref(),
-            runtime: c.runtime(),
-            path,
-            sha256: None,
-            mount,
-        };
-        self.policy.decide(&subject, self.mode).action
+        // Per container: a rule that matches only some sessions or shells does not apply.
+        let exec = driftgate_core::policy::Subject { path, mount, ..Default::default() };
+        c.describe(exec, |s| self.policy.decide(s, self.mode).action)
     }
 }

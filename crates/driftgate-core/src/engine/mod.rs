@@ -8,6 +8,7 @@
 
 pub mod elf;
 pub mod indirect;
+pub mod shells;
 pub mod simulate;
 
 pub use crate::model::{

@@ -90,10 +90,12 @@ fn facts_of(f: &Finding) -> Option<Facts> {
         // file decides whether an allow rule applies, and an IoC match is never allowed.
         Category::MaliciousScriptExecuted => (added, true),
         // Recorded after the fact: no policy decided them and none can block them.
-        Category::FilelessExecution
-        | Category::FilelessMaliciousExecution
-        | Category::ProtectionTampered
-        | Category::ReverseShell => return None,
+        Category::FilelessExecution | Category::FilelessMaliciousExecution | Category::ProtectionTampered => {
+            return None
+        }
+        // Decided by the rules' `detections`, from facts (the session, the parent) that a
+        // finding of another category does not carry: not simulated.
+        Category::ReverseShell | Category::UnexpectedChildShell => return None,
     };
     let executed = if f.category.is_script() {
         Executed::Script
@@ -122,6 +124,8 @@ impl Describe for Recorded<'_> {
             path: &r.file.path,
             sha256: r.file.sha256.as_deref(),
             mount: Some(r.file.mount.as_ref().map_or("/", |m| m.mountpoint.as_str())),
+            session: r.process.session.as_deref(),
+            shell_parent: None,
         })
     }
 }
