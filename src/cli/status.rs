@@ -128,6 +128,10 @@ pub fn render(s: &Status) -> String {
         s.decisions.indirect_unverifiable
     );
     o += &format!(
+        "URL and domain indicators: {} execs' arguments looked at ({} call unreadable: not checked)\n",
+        s.decisions.url_checks, s.decisions.url_unread
+    );
+    o += &format!(
         "decision latency (us): p50 {} p90 {} p99 {} p99.9 {} over {} decisions\n",
         opt(s.latency_us.p50),
         opt(s.latency_us.p90),

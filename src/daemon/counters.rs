@@ -182,6 +182,12 @@ pub static METRICS: &[Metric] = &[
         Source::Groups,
     ),
     counter(
+        "driftgate_url_checks_total",
+        "Execs whose arguments were matched against the IoC lists' URLs and domains, by outcome.",
+        Some("outcome"),
+        Source::Groups,
+    ),
+    counter(
         "driftgate_process_exec_events_total",
         "Exec events from the kernel's process-event connector (fileless execution record).",
         Some("result"),

@@ -12,6 +12,7 @@
 
 pub mod counters;
 pub mod declare;
+pub(crate) mod detect;
 pub(crate) mod discovery;
 mod error;
 pub(crate) mod fileless;

@@ -115,6 +115,10 @@ status_group! {
         indirect_not_direct: u64 = load(&h.indirect_not_direct) => "driftgate_indirect_execs_total" "not_direct",
         /// ... decided as drift because what they would run could not be established.
         indirect_unverifiable: u64 = load(&h.indirect_unverifiable) => "driftgate_indirect_execs_total" "unverifiable",
+        /// Execs whose arguments were matched against the IoC lists' URLs and domains.
+        url_checks: u64 = load(&h.url_checks) => "driftgate_url_checks_total" "looked_at",
+        /// ... whose pending call could not be read: not checked.
+        url_unread: u64 = load(&h.url_unread) => "driftgate_url_checks_total" "call_unreadable",
     }
 }
 

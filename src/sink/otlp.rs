@@ -214,6 +214,8 @@ pub fn request(f: &Finding, observed_ns: u64) -> ExportLogsServiceRequest {
         kv("network.local.port", f.network.as_ref().and_then(|n| int(i64::from(n.local_port)))),
         kv("network.peer.address", f.network.as_ref().and_then(|n| text(&n.remote_address))),
         kv("network.peer.port", f.network.as_ref().and_then(|n| int(i64::from(n.remote_port)))),
+        kv("url.full", f.url.as_ref().and_then(|u| text(&u.found))),
+        kv("driftgate.url.indicator", f.url.as_ref().and_then(|u| text(&u.indicator))),
         kv("file.path", text(&f.file.path)),
         kv("file.name", text(f.file.path.rsplit('/').next().unwrap_or_default())),
         kv("file.size", int(f.file.size as i64)),

@@ -394,3 +394,82 @@ fn rules_enforce_detections_and_scope_on_sessions_and_shell_parents() {
     assert_eq!((e["action"].as_str(), e["rule"].as_str()), (Some("audited"), Some("debugging")), "{e:#}");
     assert_eq!(e["process"]["session"], "exec");
 }
+
+/// An exec whose arguments hold a URL on a listed domain, or a listed URL, is a
+/// `MALICIOUS_URL_OBSERVED` finding naming the URL, the indicator and the list; audited (the
+/// program runs) by default, even where drift would be refused.
+#[test]
+fn a_listed_url_or_domain_in_the_arguments_is_malicious_url_observed() {
+    listed_urls_with(false);
+}
+
+/// A rule that enforces detections refuses such an exec.
+#[test]
+fn rules_can_refuse_execs_that_name_a_listed_url() {
+    listed_urls_with(true);
+}
+
+fn listed_urls_with(enforced: bool) {
+    if !privileged() {
+        return;
+    }
+    // The commands are in an image script: a command line that names a URL is itself an exec
+    // whose arguments do (`sh -c "curl ..."`), and the container's init would be one.
+    let tmp = tempfile::tempdir().unwrap();
+    let fetch = tmp.path().join("fetch.sh");
+    std::fs::write(
+        &fetch,
+        "#!/bin/sh\n/opt/img/true -fsSL https://cdn.EVIL.example/a.sh; echo a=$?\n\
+         /opt/img/true 'http://198.51.100.9/bins/x86?v=2'; echo b=$?\n\
+         /opt/img/true http://198.51.100.9/bins/arm https://example.org/evil.example /tmp/evil.example; echo c=$?\n",
+    )
+    .unwrap();
+    let s = Scratch::with_image_files(&[("/opt/img/fetch.sh", &fetch)]);
+    let list = s.root().join("network.txt");
+    std::fs::write(
+        &list,
+        "# a feed\nevil.example dropper host\nhttp://198.51.100.9/bins/x86 mirai\n0.0.0.0 ads.example\n",
+    )
+    .unwrap();
+    let rules =
+        if enforced { "[[policy.rules]]\nname = \"no-bad-urls\"\ndetections = \"enforce\"\n" } else { "" };
+    let tables = format!("{EVERY_FINDING}[ioc]\npaths = [{:?}]\n{rules}", list.display().to_string());
+    let d = daemon_with(&s, "enforce", &tables);
+    let out = s.run_in_container("/opt/img/fetch.sh\n", T);
+    let r = results(&out);
+    let rc = if enforced { 126 } else { 0 };
+    assert_eq!((r["a"], r["b"], r["c"]), (rc, rc, 0), "{out:?}");
+    d.findings(2);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    let (action, rule) = if enforced { ("blocked", "no-bad-urls") } else { ("audited", "detection") };
+    for f in &all {
+        assert_eq!(f["category"], "MALICIOUS_URL_OBSERVED", "{f:#}");
+        assert_eq!((f["action"].as_str(), f["rule"].as_str()), (Some(action), Some(rule)), "{f:#}");
+        assert_eq!(f["severity"], "HIGH");
+        assert_eq!(f["mitre"], serde_json::json!(["T1105"]));
+        assert_eq!(f["file"]["path"], "/opt/img/true");
+        assert_eq!(f["ioc"]["source"], list.display().to_string());
+    }
+    let domain = all.iter().find(|f| f["url"]["indicator"] == "evil.example").expect("the domain's");
+    assert_eq!(domain["url"]["found"], "https://cdn.evil.example/a.sh", "{domain:#}");
+    assert_eq!(
+        (domain["url"]["host"].as_str(), domain["url"]["argument"].as_u64()),
+        (Some("cdn.evil.example"), Some(2))
+    );
+    assert_eq!(domain["ioc"]["name"], "dropper host");
+    assert_eq!(domain["process"]["args"][2], "https://cdn.EVIL.example/a.sh");
+    let url =
+        all.iter().find(|f| f["url"]["indicator"] == "http://198.51.100.9/bins/x86").expect("the URL's");
+    assert_eq!(url["ioc"]["name"], "mirai");
+    let st = d.status();
+    assert!(st["decisions"]["url_checks"].as_u64().unwrap() >= 3, "{st}");
+    assert_eq!(st["decisions"]["url_unread"], 0);
+    let o = dg(&["findings", "--spool-dir", d.spool.to_str().unwrap(), "--format", "ocsf"]);
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        assert!(e["evidences"][0]["url"]["url_string"].is_string(), "{e:#}");
+        assert!(ocsf_errors(&e).is_empty(), "{:?}", ocsf_errors(&e));
+    }
+}

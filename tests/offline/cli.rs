@@ -285,14 +285,15 @@ fn policy_simulate_replays_findings_against_a_candidate() {
 fn config_check_validates_ioc_sources_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let feed = dir.path().join("feed.txt");
-    std::fs::write(&feed, format!("{}\nnot-a-hash\n", "ab".repeat(32))).unwrap();
+    std::fs::write(&feed, format!("{}\nnot-a-hash\nhttp://evil.example/x dropper\n", "ab".repeat(32)))
+        .unwrap();
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "# nothing\n").unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[ioc]\npaths = [{:?}]\n", feed.display().to_string())).unwrap();
     let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("1 IoC entries"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2 IoC entries"), "a hash and a URL");
     assert!(stderr(&o).contains(&format!("{}: line 2: not a SHA-256", feed.display())), "{}", stderr(&o));
     std::fs::write(
         &cfg,
@@ -301,7 +302,7 @@ fn config_check_validates_ioc_sources_with_file_and_line() {
     .unwrap();
     let o = dg(&["config", "check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(78), "a source without a valid line fails the check");
-    assert!(stderr(&o).contains("empty.txt: no valid SHA-256 line"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("empty.txt: no valid SHA-256, URL or domain line"), "{}", stderr(&o));
 }
 
 /// A one-image OCI layout: one gzip layer with `/bin/tool` and a whiteout.

@@ -178,6 +178,12 @@ pub fn ocsf(f: &Finding) -> Value {
         observables.push(json!({"name": "file.hashes[0].value", "type_id": 8, "type": "Hash", "value": h}));
     }
     observables.push(json!({"name": "device.hostname", "type_id": 1, "type": "Hostname", "value": f.node}));
+    if let Some(u) = &f.url {
+        observables.push(json!({"name": "evidences[0].url.url_string", "type_id": 6, "type": "URL String", "value": u.found}));
+        observables.push(
+            json!({"name": "evidences[0].url.hostname", "type_id": 1, "type": "Hostname", "value": u.host}),
+        );
+    }
     compact(json!({
         "category_uid": 2,
         "category_name": "Findings",
@@ -227,6 +233,7 @@ pub fn ocsf(f: &Finding) -> Value {
             "container": container,
             "src_endpoint": f.network.as_ref().map(|n| json!({"ip": n.local_address, "port": n.local_port})),
             "dst_endpoint": f.network.as_ref().map(|n| json!({"ip": n.remote_address, "port": n.remote_port})),
+            "url": f.url.as_ref().map(|u| json!({"url_string": u.found, "hostname": u.host})),
         }],
         "observables": observables,
         "unmapped": {
@@ -357,6 +364,8 @@ pub fn falco(f: &Finding) -> Value {
             "fd.lport": f.network.as_ref().map(|n| n.local_port),
             "fd.rip": f.network.as_ref().map(|n| n.remote_address.clone()),
             "fd.rport": f.network.as_ref().map(|n| n.remote_port),
+            "driftgate.url": f.url.as_ref().map(|u| u.found.clone()),
+            "driftgate.url.indicator": f.url.as_ref().map(|u| u.indicator.clone()),
             "driftgate.tty": f.process.tty,
             "driftgate.file_setuid": f.file.setuid.then_some(true),
             "driftgate.file_setgid": f.file.setgid.then_some(true),

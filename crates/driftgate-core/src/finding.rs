@@ -62,6 +62,23 @@ pub struct Finding {
     /// For `REVERSE_SHELL`: the connection the shell's standard input or output is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkRef>,
+    /// For `MALICIOUS_URL_OBSERVED`: the URL (or host) in the arguments and the listed
+    /// indicator it matched (`ioc` names the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<UrlRef>,
+}
+
+/// A URL or host found in a command line that an IoC list names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UrlRef {
+    /// As found: a URL (scheme and host lowercased) or a bare host.
+    pub found: String,
+    /// Its host.
+    pub host: String,
+    /// The listed URL or domain it matched.
+    pub indicator: String,
+    /// Which argument it is in (`process.args[N]`).
+    pub argument: usize,
 }
 
 /// A TCP connection, as the process's own network namespace lists it.
@@ -357,6 +374,7 @@ impl Finding {
             evidence: None,
             response: None,
             network: None,
+            url: None,
         }
     }
 

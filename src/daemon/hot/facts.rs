@@ -306,6 +306,7 @@ pub fn build(
         evidence: None,
         response: None,
         network: None,
+        url: None,
     }
 }
 

@@ -69,6 +69,10 @@ impl FastPath {
             // vm.memfd_noexec before answering, so nothing the process starts next escapes.
             self.shared.namespaces.on_event(container, ev.tid());
         }
+        if self.shared.check_urls(container, &ev) {
+            self.answer(ev, false);
+            return Routed::Done;
+        }
         if let Some(mount) = mount {
             return self.mount_exec(ev, container, mount, driftgate_sys::fs::file_id(&st));
         }

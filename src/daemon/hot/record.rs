@@ -228,10 +228,10 @@ impl Shared {
         );
     }
 
-    /// Records a detection beyond drift (`REVERSE_SHELL`, `UNEXPECTED_CHILD_SHELL`): thread
-    /// `tid` of container `c` is about to run the shell or interpreter at `path`; `action` is
-    /// what rule `rule` said (`detection`: the default, audit). Within the container's budget
-    /// like any finding; `net`: the remote peer of a reverse shell.
+    /// Records a detection beyond drift (`REVERSE_SHELL`, `UNEXPECTED_CHILD_SHELL`,
+    /// `MALICIOUS_URL_OBSERVED`): thread `tid` of container `c` is about to run the file at
+    /// `path`; `action` is what rule `rule` said (`detection`: the default, audit). Within the
+    /// container's budget like any finding; `fill` adds what the detection found.
     #[allow(clippy::too_many_arguments)]
     pub fn record_detection(
         &self,
@@ -241,14 +241,14 @@ impl Shared {
         category: Category,
         action: driftgate_core::engine::Action,
         rule: &str,
-        net: Option<driftgate_core::finding::NetworkRef>,
+        fill: impl FnOnce(&mut Finding),
     ) {
         let file = FileFacts::plain(path.to_vec(), None, 0, "lower", None);
         let fill = |f: &mut Finding| {
             f.rule = Some(rule.to_owned());
-            f.network = net;
+            fill(f);
         };
-        // The pending call's arguments: the shell's own (`sh -i`).
+        // The pending call's arguments: the program's own (`sh -i`, `curl URL`).
         let read = ProcFacts::of_pending_exec;
         self.record_after_the_fact(c, tid, read, file, category, action, true, fill, || None);
     }

@@ -45,6 +45,10 @@ pub struct HotStats {
     /// Milliseconds decisions have made no progress while execs were held (0 while they
     /// progress), kept by the watchdog; it ends the daemon at `stall_timeout`.
     pub stalled_ms: AtomicU64,
+    /// Execs whose arguments were matched against the IoC lists' URLs and domains.
+    pub url_checks: AtomicU64,
+    /// ... whose pending call could not be read: not checked.
+    pub url_unread: AtomicU64,
     /// Execs of image loaders and interpreters whose arguments were looked at.
     pub indirect: AtomicU64,
     /// ... whose pending call could not be read (process gone; kernel before 6.8).

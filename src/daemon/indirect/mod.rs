@@ -28,8 +28,6 @@ use driftgate_sys::fs::{self as sfs, FileId};
 use driftgate_sys::proc;
 
 mod context;
-mod detect;
-mod reverse;
 use context::ExecView;
 
 /// How deep a loader running a loader running an interpreter is followed.

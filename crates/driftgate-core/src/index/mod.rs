@@ -4,5 +4,6 @@
 
 pub mod ioc;
 pub mod manifest;
+pub mod netioc;
 pub mod paths;
 pub mod union;

@@ -1,0 +1,152 @@
+//! Detections beyond drift, from the same held exec. On the exec of an image shell or
+//! interpreter (the pending call is read for it anyway): `REVERSE_SHELL` (a standard stream on
+//! a remote TCP peer, see [`reverse`]) and `UNEXPECTED_CHILD_SHELL` (a shell started by a
+//! service of the image, see [`driftgate_core::engine::shells`]). On every exec, only while the
+//! IoC lists name URLs or domains: `MALICIOUS_URL_OBSERVED` (see
+//! [`driftgate_core::index::netioc`]). Each is decided by the rules' `detections` (audit when no
+//! rule says), recorded, and refused where a rule enforces it.
+
+use std::sync::Arc;
+
+use driftgate_core::engine::shells::{self, Parent};
+use driftgate_core::finding::Finding;
+use driftgate_core::model::{Action, Category, RuleAction};
+use driftgate_sys::fanotify::PendingExec;
+use driftgate_sys::proc;
+
+use crate::container::Container;
+use crate::daemon::hot::Shared;
+
+mod reverse;
+
+/// The process that is to be a shell's parent, as read from `/proc`.
+struct ShellParent {
+    exe: Vec<u8>,
+    comm: Vec<u8>,
+    init: bool,
+    outside: bool,
+}
+
+impl ShellParent {
+    /// The parent of thread `tid` (about to exec a shell). `None` if it cannot be read (gone).
+    fn of(tid: i32) -> Option<ShellParent> {
+        let st = proc::read_status(tid)?;
+        if st.ppid <= 0 {
+            return Some(ShellParent { exe: Vec::new(), comm: Vec::new(), init: false, outside: true });
+        }
+        let pst = proc::read_status(st.ppid)?;
+        // In the host's PID namespace (a hostPID container) depth says nothing: the mount
+        // namespace does.
+        let outside = pst.ns_depth < st.ns_depth
+            || (st.ns_depth <= 1 && proc::ns_id(st.ppid, "mnt") != proc::ns_id(tid, "mnt"));
+        Some(ShellParent {
+            exe: proc::read_exe(st.ppid).unwrap_or_default(),
+            init: st.ns_depth > 1 && pst.ns_pid == Some(1),
+            comm: pst.name,
+            outside,
+        })
+    }
+
+    fn parent(&self) -> Parent<'_> {
+        if self.outside {
+            Parent::Outside
+        } else if self.init {
+            Parent::Init
+        } else {
+            Parent::Program { exe: &self.exe, comm: &self.comm }
+        }
+    }
+}
+
+impl Shared {
+    /// What the rules say about a detection on thread `tid` of container `c` running `path`
+    /// (`shell_parent`: for a shell, its parent's program): `None` when a rule allows it, else
+    /// the action and the rule's name.
+    fn detection_action(
+        &self,
+        c: &Container,
+        tid: i32,
+        path: &[u8],
+        shell_parent: Option<&[u8]>,
+    ) -> Option<(Action, String)> {
+        let policy = self.policy.load();
+        let session = if policy.needs_session() { crate::daemon::hot::facts::session_now(tid) } else { None };
+        let path = String::from_utf8_lossy(path);
+        let parent = shell_parent.map(String::from_utf8_lossy);
+        let exec = driftgate_core::policy::Subject {
+            path: &path,
+            session,
+            shell_parent: parent.as_deref(),
+            ..Default::default()
+        };
+        let d = c.describe(exec, |s| policy.detection(s));
+        match d.action {
+            RuleAction::Allow => None,
+            RuleAction::Audit => Some((Action::Audited, d.rule)),
+            RuleAction::Enforce => Some((Action::Blocked, d.rule)),
+        }
+    }
+
+    /// Looks at thread `tid` of container `c`, about to run the image shell or interpreter at
+    /// `path` (`shell`: a shell, not another interpreter). Records what it finds; `true` when a
+    /// rule enforces it and the exec is to be refused.
+    pub(crate) fn check_shell(&self, c: &Arc<Container>, tid: i32, path: &[u8], shell: bool) -> bool {
+        let net = reverse::remote_stdio(tid);
+        let parent = if shell { ShellParent::of(tid) } else { None };
+        let unexpected = parent.as_ref().is_some_and(|p| !shells::expected(p.parent()));
+        if net.is_none() && !unexpected {
+            return false;
+        }
+        let Some((action, rule)) = self.detection_action(c, tid, path, parent.as_ref().map(|p| &p.exe[..]))
+        else {
+            return false;
+        };
+        if let Some(net) = net {
+            let fill = |f: &mut Finding| f.network = Some(net);
+            self.record_detection(c, tid, path, Category::ReverseShell, action, &rule, fill);
+        }
+        if unexpected {
+            self.record_detection(c, tid, path, Category::UnexpectedChildShell, action, &rule, |_| ());
+        }
+        action == Action::Blocked
+    }
+
+    /// `MALICIOUS_URL_OBSERVED`: while the IoC lists name URLs or domains, the arguments of
+    /// every exec in a watched container (its pending call) are matched against them. Records
+    /// a match; `true` when a rule enforces it and the exec is to be refused. Costs nothing
+    /// while no URL or domain is listed.
+    pub(crate) fn check_urls(&self, c: &Arc<Container>, ev: &PendingExec) -> bool {
+        use std::sync::atomic::Ordering;
+        let iocs = self.iocs.load();
+        if !iocs.has_network() {
+            return false;
+        }
+        let tid = ev.tid();
+        self.stats.url_checks.fetch_add(1, Ordering::Relaxed);
+        let Some((args, _)) = proc::pending_exec_args(tid) else {
+            self.stats.url_unread.fetch_add(1, Ordering::Relaxed);
+            self.health.note(crate::daemon::health::Problem::ArgumentsUnread, || {
+                format!("container {}: the arguments of an exec could not be read: not matched against URL indicators", c.id())
+            });
+            return false;
+        };
+        let Some((m, ioc)) = iocs.match_args(&args) else { return false };
+        let path = driftgate_sys::fs::fd_path(ev.fd()).unwrap_or_default();
+        let Some((action, rule)) = self.detection_action(c, tid, &path, None) else { return false };
+        let fill = |f: &mut Finding| {
+            f.reason = Some(format!(
+                "argument {} contains {}, listed as {} in {}",
+                m.arg, m.found, m.indicator, ioc.source
+            ));
+            f.url = Some(driftgate_core::finding::UrlRef {
+                found: m.found,
+                host: m.host,
+                indicator: m.indicator,
+                argument: m.arg,
+            });
+            f.ioc = Some(driftgate_core::finding::IocRef { name: ioc.name, source: ioc.source });
+        };
+        self.record_detection(c, tid, &path, Category::MaliciousUrlObserved, action, &rule, fill);
+        action == Action::Blocked
+    }
+}
