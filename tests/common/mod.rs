@@ -10,6 +10,7 @@
 
 mod daemon;
 pub mod guest;
+pub mod net;
 pub mod otlp;
 pub mod runtimes;
 pub mod vm;

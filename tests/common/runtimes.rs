@@ -57,6 +57,11 @@ pub fn detach_mounts_under(dir: &Path) {
     }
 }
 
+/// A scratch directory under `/tmp` (not a tmpfs of its own: runtimes' overlays go on it).
+pub fn tmpdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
+}
+
 /// The content of `/opt/mark.sh` in the test images.
 pub const MARK_SCRIPT: &[u8] = b"#!/bin/sh\necho marked\n";
 

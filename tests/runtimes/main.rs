@@ -8,3 +8,4 @@ mod common;
 mod real_image;
 mod runtime_coverage;
 mod runtimes;
+mod sessions;

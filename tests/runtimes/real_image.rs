@@ -62,7 +62,12 @@ impl DebianContainer {
 
     /// Runs `script` with the image's own `/bin/sh` (dash) inside the container.
     fn run(&self, script: &str) -> std::process::Output {
-        let cmd = container_command_with_shell(self.root(), &self.merged, "", script, true, "/bin/sh");
+        self.run_with("", script)
+    }
+
+    /// [`Self::run`] after `setup` (host shell lines, `$M` is the rootfs).
+    fn run_with(&self, setup: &str, script: &str) -> std::process::Output {
+        let cmd = container_command_with_shell(self.root(), &self.merged, setup, script, true, "/bin/sh");
         run_with_deadline(cmd, T)
     }
 
@@ -177,3 +182,6 @@ fn the_images_own_programs_scripts_and_interpreters_raise_nothing_in_audit_mode(
 
 #[path = "real_image/interpreters.rs"]
 mod interpreters;
+
+#[path = "real_image/detections.rs"]
+mod detections;

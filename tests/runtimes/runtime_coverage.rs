@@ -25,10 +25,6 @@ const WORKLOAD: &str =
     /opt/bash /opt/run.sh; echo image_script=$?\n\
     /lib64/ld-linux-x86-64.so.2 /opt/dyntrue; echo image_loader=$?\n";
 
-fn tmpdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
-}
-
 /// A host directory with an added binary, for `-v`.
 fn volume(dir: &Path) -> std::path::PathBuf {
     let v = dir.join("vol");

@@ -14,10 +14,6 @@ use serde_json::Value;
 
 const ADD_AND_RUN: &str = "/opt/true; echo image=$?; cp /bin/busybox /tmp/true; /tmp/true; echo added=$?";
 
-fn tmpdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
-}
-
 /// A containerd with the test image, and an enforcing daemon watching it.
 fn containerd_and_daemon(prefix: &str) -> (tempfile::TempDir, Containerd, Daemon) {
     let dir = tmpdir(prefix);

@@ -89,8 +89,13 @@ pub struct NetworkRef {
     pub local_port: u16,
     pub remote_address: String,
     pub remote_port: u16,
-    /// The standard streams on it (0, 1, 2).
+    /// The standard streams on it (0, 1, 2); empty when the shell's terminal is relayed.
     pub fds: Vec<u8>,
+    /// The process that holds the connection and relays the shell's terminal to it (Python's
+    /// `pty.spawn`, `socat ... pty`): the shell's parent, when the shell's own streams are a
+    /// pseudo-terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_pid: Option<i32>,
 }
 
 /// The evidence copy of a finding's file.

@@ -97,6 +97,25 @@ pub fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
     link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
+/// What fd `fd` of `pid` is open on (`/dev/pts/0`, `pipe:[N]`, a path).
+pub fn fd_link(pid: i32, fd: i32) -> Option<Vec<u8>> {
+    let dir = proc_dir()?;
+    let link = nix::fcntl::readlinkat(dir, format!("{pid}/fd/{fd}").as_str()).ok()?;
+    Some(link.into_encoded_bytes())
+}
+
+/// The sockets among the first `max` fds of `pid`: (fd, socket inode).
+pub fn socket_fds(pid: i32, max: usize) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.flatten()
+        .take(max)
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, socket_inode(pid, fd)?))
+        })
+        .collect()
+}
+
 /// The TCP connection of socket `inode`, as `pid`'s own network namespace lists it
 /// (`/proc/<pid>/net/tcp`, then `tcp6`).
 pub fn tcp_connection(pid: i32, inode: u64) -> Option<driftgate_core::net::TcpEntry> {

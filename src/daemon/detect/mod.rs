@@ -21,6 +21,7 @@ mod reverse;
 
 /// The process that is to be a shell's parent, as read from `/proc`.
 struct ShellParent {
+    pid: i32,
     exe: Vec<u8>,
     comm: Vec<u8>,
     init: bool,
@@ -32,7 +33,13 @@ impl ShellParent {
     fn of(tid: i32) -> Option<ShellParent> {
         let st = proc::read_status(tid)?;
         if st.ppid <= 0 {
-            return Some(ShellParent { exe: Vec::new(), comm: Vec::new(), init: false, outside: true });
+            return Some(ShellParent {
+                pid: 0,
+                exe: Vec::new(),
+                comm: Vec::new(),
+                init: false,
+                outside: true,
+            });
         }
         let pst = proc::read_status(st.ppid)?;
         // In the host's PID namespace (a hostPID container) depth says nothing: the mount
@@ -40,6 +47,7 @@ impl ShellParent {
         let outside = pst.ns_depth < st.ns_depth
             || (st.ns_depth <= 1 && proc::ns_id(st.ppid, "mnt") != proc::ns_id(tid, "mnt"));
         Some(ShellParent {
+            pid: st.ppid,
             exe: proc::read_exe(st.ppid).unwrap_or_default(),
             init: st.ns_depth > 1 && pst.ns_pid == Some(1),
             comm: pst.name,
@@ -91,8 +99,12 @@ impl Shared {
     /// `path` (`shell`: a shell, not another interpreter). Records what it finds; `true` when a
     /// rule enforces it and the exec is to be refused.
     pub(crate) fn check_shell(&self, c: &Arc<Container>, tid: i32, path: &[u8], shell: bool) -> bool {
-        let net = reverse::remote_stdio(tid);
         let parent = if shell { ShellParent::of(tid) } else { None };
+        // Its own streams, else (a shell on a terminal) a relay's: its parent in the container.
+        let net = reverse::remote_stdio(tid).or_else(|| {
+            let p = parent.as_ref().filter(|p| !p.outside)?;
+            reverse::relayed_stdio(tid, p.pid)
+        });
         let unexpected = parent.as_ref().is_some_and(|p| !shells::expected(p.parent()));
         if net.is_none() && !unexpected {
             return false;

@@ -1,7 +1,9 @@
 //! `REVERSE_SHELL`: a shell or interpreter started with its standard input or output on a
 //! TCP connection to another machine. Asked only of the execs that start one (the pending
 //! call is read for them anyway): three readlinks of `/proc/<tid>/fd/{0,1,2}`, and the
-//! process's own TCP table only when one of them is a socket.
+//! process's own TCP table only when one of them is a socket. A shell on a pseudo-terminal
+//! whose parent in the container holds such a connection is one too, behind a relay
+//! (Python's `pty.spawn`, `socat exec:sh,pty tcp:...`): the parent's fds are then looked at.
 
 use driftgate_core::finding::NetworkRef;
 use driftgate_core::net::{is_remote, ESTABLISHED};
@@ -29,5 +31,30 @@ pub fn remote_stdio(tid: i32) -> Option<NetworkRef> {
         remote_address: c.remote.ip().to_string(),
         remote_port: c.remote.port(),
         fds,
+        relay_pid: None,
+    })
+}
+
+/// How many of a relay's fds are looked at.
+const MAX_RELAY_FDS: usize = 256;
+
+/// The remote TCP connection that `parent` holds on any of its first fds, when the standard
+/// input of thread `tid` (a shell about to start) is a pseudo-terminal: a relayed shell.
+pub fn relayed_stdio(tid: i32, parent: i32) -> Option<NetworkRef> {
+    if !proc::fd_link(tid, 0)?.starts_with(b"/dev/pts/") {
+        return None;
+    }
+    proc::socket_fds(parent, MAX_RELAY_FDS).into_iter().find_map(|(_, ino)| {
+        let c =
+            proc::tcp_connection(parent, ino).filter(|c| c.state == ESTABLISHED && is_remote(&c.remote))?;
+        Some(NetworkRef {
+            protocol: "tcp".into(),
+            local_address: c.local.ip().to_string(),
+            local_port: c.local.port(),
+            remote_address: c.remote.ip().to_string(),
+            remote_port: c.remote.port(),
+            fds: Vec::new(),
+            relay_pid: Some(parent),
+        })
     })
 }
