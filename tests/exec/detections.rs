@@ -436,3 +436,79 @@ fn listed_urls_with(enforced: bool) {
         assert!(ocsf_errors(&e).is_empty(), "{:?}", ocsf_errors(&e));
     }
 }
+
+/// An image program that runs set-user-ID root, or with a file capability, run by a user that
+/// gains by it is `PRIVILEGED_PROGRAM_EXECUTED` (audited by default); run by root, which gains
+/// nothing, it is not.
+#[test]
+fn image_programs_that_raise_their_callers_privilege_are_reported() {
+    privileged_programs(false);
+}
+
+/// A rule that enforces detections in exec sessions refuses them there.
+#[test]
+fn rules_can_refuse_image_programs_that_raise_privilege() {
+    privileged_programs(true);
+}
+
+fn privileged_programs(enforced: bool) {
+    if !privileged() {
+        return;
+    }
+    let busybox = std::path::Path::new(BUSYBOX);
+    let mut s = Scratch::with_image_files(&[("/opt/suid/true", busybox), ("/opt/caps/true", busybox)]);
+    s.umount();
+    let lower = s.lower();
+    std::fs::set_permissions(
+        lower.join("opt/suid/true"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    let out = std::process::Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(lower.join("opt/caps/true"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setcap: {out:?}");
+    s.mount();
+    let rules =
+        "[[policy.rules]]\nname = \"no-escalation\"\nsessions = [\"exec\"]\ndetections = \"enforce\"\n";
+    let d = daemon_with(&s, "audit", &format!("{EVERY_FINDING}{}", if enforced { rules } else { "" }));
+    let c = Background::start(
+        s.root(),
+        &s.merged,
+        "",
+        "/opt/suid/true && /opt/caps/true && touch /ready\nwhile true; do sleep 1; done\n",
+        &s.merged.join("ready"),
+    );
+    let pid = c.init_pid().expect("container init").to_string();
+    for program in ["/opt/suid/true", "/opt/caps/true"] {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args(["-t", &pid, "-m", "-p", "-r", "-S", "1000", "-G", "1000", program])
+            .stdin(std::process::Stdio::null());
+        let out = run_with_deadline(cmd, T);
+        assert_eq!(out.status.code(), Some(if enforced { 126 } else { 0 }), "{program}: {out:?}");
+    }
+    d.findings(2);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    assert_eq!(all.len(), 2, "user 1000's two, not root's: {all:#?}");
+    let (action, rule) = if enforced { ("blocked", "no-escalation") } else { ("audited", "detection") };
+    for f in &all {
+        assert_eq!(f["category"], "PRIVILEGED_PROGRAM_EXECUTED", "{f:#}");
+        assert_eq!((f["action"].as_str(), f["rule"].as_str()), (Some(action), Some(rule)), "{f:#}");
+        assert_eq!((f["severity"].as_str(), f["process"]["uid"].as_u64()), (Some("MEDIUM"), Some(1000)));
+        assert_eq!(f["process"]["session"], "exec");
+        assert!(has_t1548(f));
+    }
+    let suid = by_path(&all, "/opt/suid/true");
+    assert_eq!(
+        (suid["file"]["setuid"].as_bool(), suid["file"].get("capabilities")),
+        (Some(true), None),
+        "{suid:#}"
+    );
+    assert!(suid["reason"].as_str().unwrap().contains("gain user 0"), "{suid:#}");
+    let caps = by_path(&all, "/opt/caps/true");
+    assert_eq!(caps["file"]["capabilities"], serde_json::json!(["cap_net_raw"]), "{caps:#}");
+    assert!(caps["file"].get("setuid").is_none_or(|v| v == false), "{caps:#}");
+}

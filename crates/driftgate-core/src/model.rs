@@ -144,10 +144,14 @@ pub enum Category {
     /// An exec's arguments hold a URL (or a host) that an IoC list names: a download from, or
     /// a connection to, known-bad infrastructure (`curl http://.../x.sh`, `wget evil.example/b`).
     MaliciousUrlObserved,
+    /// An image program that runs set-user-ID, set-group-ID or with file capabilities raised
+    /// the privilege of the process that ran it (`su`, `sudo`, a capability-carrying tool run
+    /// by a user that lacks it). Drift that would do so is reported as drift, at HIGH.
+    PrivilegedProgramExecuted,
 }
 
 impl Category {
-    pub const ALL: [Category; 19] = [
+    pub const ALL: [Category; 20] = [
         Category::AddedBinaryExecuted,
         Category::ModifiedBinaryExecuted,
         Category::AddedMaliciousBinaryExecuted,
@@ -167,6 +171,7 @@ impl Category {
         Category::ReverseShell,
         Category::UnexpectedChildShell,
         Category::MaliciousUrlObserved,
+        Category::PrivilegedProgramExecuted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -190,6 +195,7 @@ impl Category {
             Category::ReverseShell => "REVERSE_SHELL",
             Category::UnexpectedChildShell => "UNEXPECTED_CHILD_SHELL",
             Category::MaliciousUrlObserved => "MALICIOUS_URL_OBSERVED",
+            Category::PrivilegedProgramExecuted => "PRIVILEGED_PROGRAM_EXECUTED",
         }
     }
 
@@ -197,7 +203,7 @@ impl Category {
         match self {
             Category::AddedBinaryExecuted | Category::AddedScriptExecuted => Severity::Low,
             Category::ModifiedBinaryExecuted | Category::ModifiedScriptExecuted => Severity::Medium,
-            Category::UnexpectedChildShell => Severity::Medium,
+            Category::UnexpectedChildShell | Category::PrivilegedProgramExecuted => Severity::Medium,
             // Code loaded into a program that is allowed to run: a stronger sign than a new
             // program, since it is how an intruder hides in a legitimate process.
             Category::AddedLibraryLoaded => Severity::Medium,
@@ -248,6 +254,8 @@ impl Category {
             Category::UnexpectedChildShell => &["T1059", "T1059.004"],
             // Known-bad infrastructure named on a command line: Ingress Tool Transfer.
             Category::MaliciousUrlObserved => &["T1105"],
+            // Abuse Elevation Control Mechanism: Setuid and Setgid.
+            Category::PrivilegedProgramExecuted => &["T1548.001"],
         }
     }
 
@@ -273,6 +281,7 @@ impl Category {
             Category::ReverseShell => "e3b7a1c9d5f24e8a9b6c0d2f7a4e1c87",
             Category::UnexpectedChildShell => "71d4c8a2e6f94b3d8a5c1e7f0b9d2a98",
             Category::MaliciousUrlObserved => "0c6e9a3f7b1d4e2a8c5f9b0d3e7a1f09",
+            Category::PrivilegedProgramExecuted => "b82d5f1a9c3e4a7b8d6e2f0c1a9b3d10",
         }
     }
 

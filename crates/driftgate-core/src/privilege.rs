@@ -37,6 +37,62 @@ impl Privilege {
     }
 }
 
+/// What the process calling exec has, from its status: what decides whether running a
+/// privileged file raises it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub euid: u32,
+    pub egid: u32,
+    /// Effective and bounding capability sets.
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    /// `no_new_privs`: set-user-ID, set-group-ID and file capabilities are not honoured.
+    pub no_new_privs: bool,
+}
+
+/// A file that grants something, as an exec would see it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub setuid: bool,
+    pub setgid: bool,
+    /// Its owner and group (what set-user-ID and set-group-ID make the caller).
+    pub uid: u32,
+    pub gid: u32,
+    /// Its permitted file capabilities.
+    pub caps: u64,
+}
+
+impl Grants {
+    /// From a file's mode, owner, group and permitted file capabilities.
+    pub fn of(mode: u32, uid: u32, gid: u32, caps: u64) -> Grants {
+        Grants {
+            setuid: mode & S_ISUID != 0,
+            setgid: mode & S_ISGID != 0 && mode & S_IXGRP != 0,
+            uid,
+            gid,
+            caps,
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.setuid || self.setgid || self.caps != 0
+    }
+
+    /// What `caller` would gain by running it: the user or group it would become when that is
+    /// not its effective one, and the capabilities it would be permitted (within its bounding
+    /// set) that it has not. Nothing under `no_new_privs`.
+    pub fn gained_by(&self, caller: &Caller) -> Privilege {
+        if caller.no_new_privs {
+            return Privilege::default();
+        }
+        Privilege {
+            setuid: self.setuid && self.uid != caller.euid,
+            setgid: self.setgid && self.gid != caller.egid,
+            capabilities: names(self.caps & caller.cap_bnd & !caller.cap_eff),
+        }
+    }
+}
+
 /// `security.capability` of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileCaps {
@@ -202,5 +258,24 @@ mod tests {
         assert_eq!(FileCaps::parse(&[1, 2]), Err(CapsError::Short(2)));
         assert_eq!(FileCaps::parse(&v3[..20]), Err(CapsError::Short(20)));
         assert_eq!(FileCaps::parse(&0x0700_0000u32.to_le_bytes()), Err(CapsError::Revision(0x0700_0000)));
+    }
+
+    #[test]
+    fn a_caller_gains_what_it_does_not_have_unless_no_new_privs() {
+        let suid_root = Grants::of(0o104755, 0, 0, 0);
+        let user = Caller { euid: 1000, egid: 1000, cap_eff: 0, cap_bnd: !0, no_new_privs: false };
+        let root = Caller { euid: 0, egid: 0, cap_eff: !0, cap_bnd: !0, no_new_privs: false };
+        assert!(suid_root.gained_by(&user).setuid);
+        assert!(!suid_root.gained_by(&root).any(), "root becomes root");
+        assert!(!suid_root.gained_by(&Caller { no_new_privs: true, ..user }).any());
+        let ping = Grants::of(0o100755, 0, 0, 1 << 13);
+        assert_eq!(ping.gained_by(&user).capabilities, ["cap_net_raw"]);
+        assert!(!ping.gained_by(&root).any());
+        let docker_root = Caller { cap_eff: 0xa80425fb, cap_bnd: 0xa80425fb, ..root };
+        assert!(!ping.gained_by(&docker_root).any(), "cap_net_raw is dropped from the bounding set");
+        let admin = Grants::of(0o100755, 0, 0, 1 << 21);
+        assert!(!admin.gained_by(&docker_root).any(), "outside the bounding set: not permitted");
+        assert!(!Grants::of(0o102745, 0, 50, 0).any(), "setgid without group execute");
+        assert!(Grants::of(0o102755, 0, 50, 0).gained_by(&user).setgid);
     }
 }

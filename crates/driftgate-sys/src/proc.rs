@@ -36,6 +36,27 @@ pub struct ProcStatus {
     pub ns_depth: usize,
     /// The process id in the innermost PID namespace (last `NStgid` field).
     pub ns_tgid: Option<i32>,
+    /// Effective user and group (second `Uid` and `Gid` fields).
+    pub euid: u32,
+    pub egid: u32,
+    /// `CapEff` and `CapBnd`.
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    /// `NoNewPrivs`.
+    pub no_new_privs: bool,
+}
+
+impl ProcStatus {
+    /// What decides the privilege an exec raises it to.
+    pub fn caller(&self) -> driftgate_core::privilege::Caller {
+        driftgate_core::privilege::Caller {
+            euid: self.euid,
+            egid: self.egid,
+            cap_eff: self.cap_eff,
+            cap_bnd: self.cap_bnd,
+            no_new_privs: self.no_new_privs,
+        }
+    }
 }
 
 /// Parses `/proc/<pid>/status`.
@@ -61,10 +82,26 @@ pub fn parse_status(text: &[u8]) -> ProcStatus {
                     st.ns_tgid = last;
                 }
             }
-            b"Uid" => {
-                let first = v.split(|b| b.is_ascii_whitespace()).next().unwrap_or(b"");
-                st.uid = parse_num(first).unwrap_or(u64::MAX) as u32;
+            b"Uid" | b"Gid" => {
+                let mut ids = v.split(|b| b.is_ascii_whitespace()).filter(|x| !x.is_empty());
+                let real = ids.next().and_then(parse_num).unwrap_or(u64::MAX) as u32;
+                let effective = ids.next().and_then(parse_num).unwrap_or(u64::MAX) as u32;
+                if k == b"Uid" {
+                    (st.uid, st.euid) = (real, effective);
+                } else {
+                    st.egid = effective;
+                }
             }
+            b"CapEff" | b"CapBnd" => {
+                let mask =
+                    std::str::from_utf8(v).ok().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+                if k == b"CapEff" {
+                    st.cap_eff = mask;
+                } else {
+                    st.cap_bnd = mask;
+                }
+            }
+            b"NoNewPrivs" => st.no_new_privs = v == b"1",
             _ => {}
         }
     }
@@ -570,8 +607,9 @@ mod tests {
     #[test]
     fn status_fields_are_parsed() {
         let text = b"Name:\tbad\\nname\nUmask:\t0022\nState:\tD (disk sleep)\nTgid:\t4242\n\
-                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n\
-                     NStgid:\t4242\t7\nNSpid:\t4243\t8\n";
+                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t0\t1000\t1000\n\
+                     Gid:\t1000\t50\t1000\t1000\nNStgid:\t4242\t7\nNSpid:\t4243\t8\n\
+                     CapEff:\t0000000000002000\nCapBnd:\t000001ffffffffff\nNoNewPrivs:\t1\n";
         let st = parse_status(text);
         assert_eq!(
             st,
@@ -582,7 +620,12 @@ mod tests {
                 name: b"bad\nname".to_vec(),
                 ns_pid: Some(8),
                 ns_depth: 2,
-                ns_tgid: Some(7)
+                ns_tgid: Some(7),
+                euid: 0,
+                egid: 50,
+                cap_eff: 1 << 13,
+                cap_bnd: (1 << 41) - 1,
+                no_new_privs: true,
             }
         );
     }

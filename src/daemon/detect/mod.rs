@@ -3,8 +3,10 @@
 //! a remote TCP peer, see [`reverse`]) and `UNEXPECTED_CHILD_SHELL` (a shell started by a
 //! service of the image, see [`driftgate_core::engine::shells`]). On every exec, only while the
 //! IoC lists name URLs or domains: `MALICIOUS_URL_OBSERVED` (see
-//! [`driftgate_core::index::netioc`]). Each is decided by the rules' `detections` (audit when no
-//! rule says), recorded, and refused where a rule enforces it.
+//! [`driftgate_core::index::netioc`]). On the exec of an image program that runs set-user-ID,
+//! set-group-ID or with file capabilities: `PRIVILEGED_PROGRAM_EXECUTED` when its caller gains
+//! by it (see [`driftgate_core::privilege::Grants::gained_by`]). Each is decided by the rules'
+//! `detections` (audit when no rule says), recorded, and refused where a rule enforces it.
 
 use std::sync::Arc;
 
@@ -159,6 +161,45 @@ impl Shared {
             f.ioc = Some(driftgate_core::finding::IocRef { name: ioc.name, source: ioc.source });
         };
         self.record_detection(c, tid, &path, Category::MaliciousUrlObserved, action, &rule, fill);
+        action == Action::Blocked
+    }
+
+    /// `PRIVILEGED_PROGRAM_EXECUTED`: the image file of `ev` grants `grants`; records it when
+    /// its caller gains by it (another user or group, capabilities it has not). `true` when a
+    /// rule enforces it and the exec is to be refused.
+    pub(crate) fn check_privileged(
+        &self,
+        c: &Arc<Container>,
+        ev: &PendingExec,
+        grants: driftgate_core::privilege::Grants,
+    ) -> bool {
+        let tid = ev.tid();
+        let Some(st) = proc::read_status(tid) else { return false };
+        let gained = grants.gained_by(&st.caller());
+        if !gained.any() {
+            return false;
+        }
+        let path = driftgate_sys::fs::fd_path(ev.fd()).unwrap_or_default();
+        let Some((action, rule)) = self.detection_action(c, tid, &path, None) else { return false };
+        let mut what = Vec::new();
+        if gained.setuid {
+            what.push(format!("user {}", grants.uid));
+        }
+        if gained.setgid {
+            what.push(format!("group {}", grants.gid));
+        }
+        if !gained.capabilities.is_empty() {
+            what.push(gained.capabilities.join(", "));
+        }
+        let reason =
+            format!("run by user {} (group {}), it would gain {}", st.euid, st.egid, what.join("; "));
+        let fill = |f: &mut Finding| {
+            f.reason = Some(reason);
+            f.file.setuid = gained.setuid;
+            f.file.setgid = gained.setgid;
+            f.file.capabilities = gained.capabilities;
+        };
+        self.record_detection(c, tid, &path, Category::PrivilegedProgramExecuted, action, &rule, fill);
         action == Action::Blocked
     }
 }

@@ -15,11 +15,20 @@ use driftgate_sys::fs::{self as sfs, FileId};
 
 use super::state::{Job, Outcome, OutcomeKey, Routed, Shared};
 
+/// What the fast path keeps of an image file version.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ImageFile {
+    /// What it runs besides itself.
+    kind: ExecKind,
+    /// Its permitted file capabilities (`security.capability`), read once.
+    caps: u64,
+}
+
 /// Main-thread state: the cache of file versions proven to be image files.
 pub struct FastPath {
     pub shared: Arc<Shared>,
-    /// Image file versions proven by identity, with what each runs besides itself.
-    pub(super) image_files: HashMap<(u64, FileId), ExecKind>,
+    /// Image file versions proven by identity.
+    pub(super) image_files: HashMap<(u64, FileId), ImageFile>,
     pub(super) image_cap: usize,
     pub(super) knowledge: u64,
 }
@@ -78,8 +87,12 @@ impl FastPath {
         }
         let id = driftgate_sys::fs::file_id(&st);
         let key = (container.generation, id);
-        if let Some(kind) = self.image_files.get(&key).copied() {
+        if let Some(ImageFile { kind, caps }) = self.image_files.get(&key).copied() {
             stats.image_cached.fetch_add(1, Ordering::Relaxed);
+            if self.raises_privilege(&ev, container, &st, caps) {
+                self.answer(ev, false);
+                return Routed::Done;
+            }
             if let Err(reason) = self.shared.pin_event(&ev, &id) {
                 return self.unsettled(ev, container, id, reason);
             }
@@ -116,8 +129,15 @@ impl FastPath {
                     self.image_files.clear();
                 }
                 let kind = self.shared.classify(container, &raw_path, ev.fd(), manifest_hash);
-                self.image_files.insert(key, kind);
+                let caps = driftgate_sys::fs::file_capabilities(ev.fd())
+                    .and_then(|b| driftgate_core::privilege::FileCaps::parse(&b).ok())
+                    .map_or(0, |c| c.permitted);
+                self.image_files.insert(key, ImageFile { kind, caps });
                 stats.image_fast.fetch_add(1, Ordering::Relaxed);
+                if self.raises_privilege(&ev, container, &st, caps) {
+                    self.answer(ev, false);
+                    return Routed::Done;
+                }
                 if let Err(reason) = self.shared.pin_event(&ev, &id) {
                     return self.unsettled(ev, container, id, reason);
                 }
@@ -157,6 +177,20 @@ impl FastPath {
 
     fn answer(&self, ev: PendingExec, allow: bool) {
         self.shared.answer(ev, allow);
+    }
+
+    /// Whether an exec of an image file (`st`, with file capabilities `caps`) that runs
+    /// set-user-ID, set-group-ID or with capabilities is to be refused: its caller's status is
+    /// read only then ([`Shared::check_privileged`]).
+    fn raises_privilege(
+        &self,
+        ev: &PendingExec,
+        c: &Arc<Container>,
+        st: &nix::sys::stat::FileStat,
+        caps: u64,
+    ) -> bool {
+        let grants = driftgate_core::privilege::Grants::of(st.st_mode, st.st_uid, st.st_gid, caps);
+        grants.any() && self.shared.check_privileged(c, ev, grants)
     }
 
     /// An image file that was being written, or had changed, when it was leased: its bytes

@@ -95,9 +95,10 @@ fn facts_of(f: &Finding) -> Option<Facts> {
         }
         // Decided by the rules' `detections`, from facts (the session, the parent) that a
         // finding of another category does not carry: not simulated.
-        Category::ReverseShell | Category::UnexpectedChildShell | Category::MaliciousUrlObserved => {
-            return None
-        }
+        Category::ReverseShell
+        | Category::UnexpectedChildShell
+        | Category::MaliciousUrlObserved
+        | Category::PrivilegedProgramExecuted => return None,
     };
     let executed = if f.category.is_script() {
         Executed::Script
