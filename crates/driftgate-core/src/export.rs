@@ -38,6 +38,7 @@ pub fn technique(id: &str) -> Option<(&'static str, &'static str, &'static str)>
         "T1195" => ("Supply Chain Compromise", "TA0001", "Initial Access"),
         "T1204.003" => ("User Execution: Malicious Image", "TA0002", "Execution"),
         "T1059" => ("Command and Scripting Interpreter", "TA0002", "Execution"),
+        "T1059.004" => ("Command and Scripting Interpreter: Unix Shell", "TA0002", "Execution"),
         "T1620" => ("Reflective Code Loading", "TA0005", "Defense Evasion"),
         "T1574.006" => ("Hijack Execution Flow: Dynamic Linker Hijacking", "TA0005", "Defense Evasion"),
         "T1129" => ("Shared Modules", "TA0002", "Execution"),
