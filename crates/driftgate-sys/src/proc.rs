@@ -156,10 +156,19 @@ pub fn socket_fds(pid: i32, max: usize) -> Vec<(i32, u64)> {
 /// The TCP connection of socket `inode`, as `pid`'s own network namespace lists it
 /// (`/proc/<pid>/net/tcp`, then `tcp6`).
 pub fn tcp_connection(pid: i32, inode: u64) -> Option<driftgate_core::net::TcpEntry> {
-    [("tcp", false), ("tcp6", true)].into_iter().find_map(|(name, v6)| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).ok()?;
-        driftgate_core::net::parse_proc_net_tcp(&text, v6).into_iter().find(|e| e.inode == inode)
-    })
+    tcp_connections(pid).into_iter().find(|e| e.inode == inode)
+}
+
+/// Every TCP connection `pid`'s network namespace lists (`tcp` and `tcp6`).
+pub fn tcp_connections(pid: i32) -> Vec<driftgate_core::net::TcpEntry> {
+    [("tcp", false), ("tcp6", true)]
+        .into_iter()
+        .filter_map(|(name, v6)| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).ok()?;
+            Some(driftgate_core::net::parse_proc_net_tcp(&text, v6))
+        })
+        .flatten()
+        .collect()
 }
 
 /// Resident set in KiB of `pid` (a number, or `self`).

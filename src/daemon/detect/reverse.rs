@@ -24,37 +24,38 @@ pub fn remote_stdio(tid: i32) -> Option<NetworkRef> {
         fds.push(fd);
     }
     let (_, c) = found?;
-    Some(NetworkRef {
+    Some(network(&c, fds, None))
+}
+
+/// A finding's view of connection `c`.
+fn network(c: &driftgate_core::net::TcpEntry, fds: Vec<u8>, relay_pid: Option<i32>) -> NetworkRef {
+    NetworkRef {
         protocol: "tcp".into(),
         local_address: c.local.ip().to_string(),
         local_port: c.local.port(),
         remote_address: c.remote.ip().to_string(),
         remote_port: c.remote.port(),
         fds,
-        relay_pid: None,
-    })
+        relay_pid,
+    }
 }
 
 /// How many of a relay's fds are looked at.
 const MAX_RELAY_FDS: usize = 256;
 
 /// The remote TCP connection that `parent` holds on any of its first fds, when the standard
-/// input of thread `tid` (a shell about to start) is a pseudo-terminal: a relayed shell.
+/// input of thread `tid` (a shell about to start) is a pseudo-terminal: a relayed shell. The
+/// parent's TCP tables are read once, and only when it has a socket.
 pub fn relayed_stdio(tid: i32, parent: i32) -> Option<NetworkRef> {
     if !proc::fd_link(tid, 0)?.starts_with(b"/dev/pts/") {
         return None;
     }
-    proc::socket_fds(parent, MAX_RELAY_FDS).into_iter().find_map(|(_, ino)| {
-        let c =
-            proc::tcp_connection(parent, ino).filter(|c| c.state == ESTABLISHED && is_remote(&c.remote))?;
-        Some(NetworkRef {
-            protocol: "tcp".into(),
-            local_address: c.local.ip().to_string(),
-            local_port: c.local.port(),
-            remote_address: c.remote.ip().to_string(),
-            remote_port: c.remote.port(),
-            fds: Vec::new(),
-            relay_pid: Some(parent),
-        })
-    })
+    let sockets: Vec<u64> = proc::socket_fds(parent, MAX_RELAY_FDS).into_iter().map(|(_, ino)| ino).collect();
+    if sockets.is_empty() {
+        return None;
+    }
+    proc::tcp_connections(parent)
+        .into_iter()
+        .find(|c| sockets.contains(&c.inode) && c.state == ESTABLISHED && is_remote(&c.remote))
+        .map(|c| network(&c, Vec::new(), Some(parent)))
 }
