@@ -30,8 +30,19 @@ struct ShellParent {
     outside: bool,
 }
 
+/// Whether process `pid`, running `exe`, may start shells ([`shells::may_start_shells`]); its
+/// name is read only for busybox.
+fn program_may_start_shells(pid: i32, exe: &[u8]) -> bool {
+    let busybox = exe.rsplit(|&b| b == b'/').next().is_some_and(|n| n.starts_with(b"busybox"));
+    let comm = if busybox { proc::read_comm(pid).unwrap_or_default() } else { Vec::new() };
+    shells::may_start_shells(exe, &comm)
+}
+
 impl ShellParent {
     /// The parent of thread `tid` (about to exec a shell). `None` if it cannot be read (gone).
+    /// A parent that may start shells (a shell, a launcher) is known from its program alone;
+    /// another one outside the container from its namespace; only one inside has its status
+    /// read, to tell the init.
     fn of(tid: i32) -> Option<ShellParent> {
         let st = proc::read_status(tid)?;
         if st.ppid <= 0 {
@@ -43,17 +54,24 @@ impl ShellParent {
                 outside: true,
             });
         }
+        let exe = proc::read_exe(st.ppid).unwrap_or_default();
+        if program_may_start_shells(st.ppid, &exe) {
+            // Its name is not asked again: a program that may start shells.
+            return Some(ShellParent { pid: st.ppid, exe, comm: Vec::new(), init: false, outside: false });
+        }
+        // Outside: in another PID namespace (two readlinks, cheaper than its status); in the
+        // host's PID namespace (a hostPID container) that says nothing: the mount namespace does.
+        let kind = if st.ns_depth > 1 { "pid" } else { "mnt" };
+        if proc::ns_id(st.ppid, kind) != proc::ns_id(tid, kind) {
+            return Some(ShellParent { pid: st.ppid, exe, comm: Vec::new(), init: false, outside: true });
+        }
         let pst = proc::read_status(st.ppid)?;
-        // In the host's PID namespace (a hostPID container) depth says nothing: the mount
-        // namespace does.
-        let outside = pst.ns_depth < st.ns_depth
-            || (st.ns_depth <= 1 && proc::ns_id(st.ppid, "mnt") != proc::ns_id(tid, "mnt"));
         Some(ShellParent {
             pid: st.ppid,
-            exe: proc::read_exe(st.ppid).unwrap_or_default(),
+            exe,
             init: st.ns_depth > 1 && pst.ns_pid == Some(1),
             comm: pst.name,
-            outside,
+            outside: false,
         })
     }
 
@@ -100,19 +118,28 @@ impl Shared {
     /// Looks at thread `tid` of container `c`, about to run the image shell or interpreter at
     /// `path` (`shell`: a shell, not another interpreter). Records what it finds; `true` when a
     /// rule enforces it and the exec is to be refused.
+    ///
+    /// What it costs: three readlinks of its standard streams, and for a shell one of the
+    /// program it runs now. A process forks before it execs, so that program is its parent's:
+    /// when it is a shell or a launcher (a script's commands, nearly every shell exec), the
+    /// shell is expected and nothing more is read. Otherwise (a service's shell, an init's, an
+    /// exec session's) its status and its parent are read, and a terminal's relay looked for.
     pub(crate) fn check_shell(&self, c: &Arc<Container>, tid: i32, path: &[u8], shell: bool) -> bool {
-        let parent = if shell { ShellParent::of(tid) } else { None };
-        // Its own streams, else (a shell on a terminal) a relay's: its parent in the container.
-        let net = reverse::remote_stdio(tid).or_else(|| {
-            let p = parent.as_ref().filter(|p| !p.outside)?;
-            reverse::relayed_stdio(tid, p.pid)
-        });
+        let links = reverse::stdio_links(tid);
+        let mut net = reverse::remote_stdio(tid, &links);
+        let caller = if shell { proc::read_exe(tid) } else { None };
+        let by_shell = caller.as_deref().is_some_and(|exe| program_may_start_shells(tid, exe));
+        let parent = if shell && !by_shell { ShellParent::of(tid) } else { None };
+        if net.is_none() && reverse::on_terminal(&links) {
+            // A relay: its parent in the container holds the connection.
+            net = parent.as_ref().filter(|p| !p.outside).and_then(|p| reverse::relayed_stdio(p.pid));
+        }
         let unexpected = parent.as_ref().is_some_and(|p| !shells::expected(p.parent()));
         if net.is_none() && !unexpected {
             return false;
         }
-        let Some((action, rule)) = self.detection_action(c, tid, path, parent.as_ref().map(|p| &p.exe[..]))
-        else {
+        let shell_parent = parent.as_ref().map(|p| &p.exe[..]).or(caller.as_deref());
+        let Some((action, rule)) = self.detection_action(c, tid, path, shell_parent) else {
             return false;
         };
         if let Some(net) = net {
