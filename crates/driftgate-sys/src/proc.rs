@@ -13,6 +13,13 @@ use crate::remote::{read_argv, read_remote_cstr};
 pub use crate::remote::{Args, MAX_ARGS, MAX_ARG_BYTES, MAX_TOTAL_ARG_BYTES};
 use nix::unistd::Pid;
 
+mod dir;
+mod fds;
+mod status;
+pub use dir::*;
+pub use fds::*;
+pub use status::*;
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) const SYS_EXECVE: i64 = 59;
 #[cfg(target_arch = "x86_64")]
@@ -21,96 +28,6 @@ pub(crate) const SYS_EXECVEAT: i64 = 322;
 pub(crate) const SYS_EXECVE: i64 = 221;
 #[cfg(target_arch = "aarch64")]
 pub(crate) const SYS_EXECVEAT: i64 = 281;
-
-/// Identity of the process doing the exec.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProcStatus {
-    pub tgid: i32,
-    pub ppid: i32,
-    pub uid: u32,
-    pub name: Vec<u8>,
-    /// The thread id in the innermost PID namespace (last `NSpid` field).
-    pub ns_pid: Option<i32>,
-    /// How many PID namespaces the thread is in (the fields of `NSpid`): a parent with fewer
-    /// is in an outer namespace, outside the container.
-    pub ns_depth: usize,
-    /// The process id in the innermost PID namespace (last `NStgid` field).
-    pub ns_tgid: Option<i32>,
-    /// Effective user and group (second `Uid` and `Gid` fields).
-    pub euid: u32,
-    pub egid: u32,
-    /// `CapEff` and `CapBnd`.
-    pub cap_eff: u64,
-    pub cap_bnd: u64,
-    /// `NoNewPrivs`.
-    pub no_new_privs: bool,
-}
-
-impl ProcStatus {
-    /// What decides the privilege an exec raises it to.
-    pub fn caller(&self) -> driftgate_core::privilege::Caller {
-        driftgate_core::privilege::Caller {
-            euid: self.euid,
-            egid: self.egid,
-            cap_eff: self.cap_eff,
-            cap_bnd: self.cap_bnd,
-            no_new_privs: self.no_new_privs,
-        }
-    }
-}
-
-/// Parses `/proc/<pid>/status`.
-pub fn parse_status(text: &[u8]) -> ProcStatus {
-    let mut st = ProcStatus::default();
-    for line in text.split(|&b| b == b'\n') {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let (k, v) = (&line[..colon], trim(&line[colon + 1..]));
-        match k {
-            b"Name" => st.name = unescape_status_name(v),
-            b"Tgid" => st.tgid = parse_num(v).unwrap_or(0) as i32,
-            b"PPid" => st.ppid = parse_num(v).unwrap_or(0) as i32,
-            b"NSpid" | b"NStgid" => {
-                let last = v
-                    .split(|b| b.is_ascii_whitespace())
-                    .rfind(|x| !x.is_empty())
-                    .and_then(parse_num)
-                    .map(|n| n as i32);
-                if k == b"NSpid" {
-                    st.ns_pid = last;
-                    st.ns_depth = v.split(|b| b.is_ascii_whitespace()).filter(|x| !x.is_empty()).count();
-                } else {
-                    st.ns_tgid = last;
-                }
-            }
-            b"Uid" | b"Gid" => {
-                let mut ids = v.split(|b| b.is_ascii_whitespace()).filter(|x| !x.is_empty());
-                let real = ids.next().and_then(parse_num).unwrap_or(u64::MAX) as u32;
-                let effective = ids.next().and_then(parse_num).unwrap_or(u64::MAX) as u32;
-                if k == b"Uid" {
-                    (st.uid, st.euid) = (real, effective);
-                } else {
-                    st.egid = effective;
-                }
-            }
-            b"CapEff" | b"CapBnd" => {
-                let mask =
-                    std::str::from_utf8(v).ok().and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
-                if k == b"CapEff" {
-                    st.cap_eff = mask;
-                } else {
-                    st.cap_bnd = mask;
-                }
-            }
-            b"NoNewPrivs" => st.no_new_privs = v == b"1",
-            _ => {}
-        }
-    }
-    st
-}
-
-pub fn read_status(tid: i32) -> Option<ProcStatus> {
-    read_proc(&format!("{tid}/status")).map(|t| parse_status(&t))
-}
 
 /// The controlling terminal (`tty_nr`, field 7) from the text of `/proc/<pid>/stat`; 0 is
 /// none. The name in field 2 can hold any bytes, `)` too: the fields start after the last `)`.
@@ -127,24 +44,6 @@ pub fn read_tty_nr(pid: i32) -> Option<u32> {
     read_proc(&format!("{pid}/stat")).and_then(|t| parse_stat_tty(&t))
 }
 
-/// The inode of the socket open at fd `fd` of `pid` (its link reads `socket:[N]`), or `None`
-/// when that fd is not a socket (a pipe, a terminal, a file) or cannot be read.
-pub fn socket_inode(pid: i32, fd: i32) -> Option<u64> {
-    parse_socket_link(&fd_link(pid, fd)?)
-}
-
-/// What fd `fd` of `pid` is open on (`/dev/pts/0`, `pipe:[N]`, a path).
-pub fn fd_link(pid: i32, fd: i32) -> Option<Vec<u8>> {
-    let dir = proc_dir()?;
-    let link = nix::fcntl::readlinkat(dir, format!("{pid}/fd/{fd}").as_str()).ok()?;
-    Some(link.into_encoded_bytes())
-}
-
-/// The socket inode of an fd link (`socket:[N]`).
-pub fn parse_socket_link(link: &[u8]) -> Option<u64> {
-    std::str::from_utf8(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?).ok()?.parse().ok()
-}
-
 /// The name of `pid` (`/proc/<pid>/comm`, without its newline).
 pub fn read_comm(pid: i32) -> Option<Vec<u8>> {
     let mut v = read_proc(&format!("{pid}/comm"))?;
@@ -152,30 +51,6 @@ pub fn read_comm(pid: i32) -> Option<Vec<u8>> {
         v.pop();
     }
     Some(v)
-}
-
-/// The sockets among the first `max` fds of `pid`: (fd, socket inode).
-pub fn socket_fds(pid: i32, max: usize) -> Vec<(i32, u64)> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
-    dir.flatten()
-        .take(max)
-        .filter_map(|e| {
-            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
-            Some((fd, socket_inode(pid, fd)?))
-        })
-        .collect()
-}
-
-/// Every TCP connection `pid`'s network namespace lists (`tcp` and `tcp6`).
-pub fn tcp_connections(pid: i32) -> Vec<driftgate_core::net::TcpEntry> {
-    [("tcp", false), ("tcp6", true)]
-        .into_iter()
-        .filter_map(|(name, v6)| {
-            let text = std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).ok()?;
-            Some(driftgate_core::net::parse_proc_net_tcp(&text, v6))
-        })
-        .flatten()
-        .collect()
 }
 
 /// Resident set in KiB of `pid` (a number, or `self`).
@@ -446,41 +321,6 @@ impl ProcDir {
     }
 }
 
-/// A whole file under `/proc` (`rel`: `4242/status`), opened under [`proc_dir`] and read into
-/// one buffer: no path walk from `/`, no `statx` to size it (a `/proc` file has no size). A
-/// third cheaper than `std::fs::read` for `status` (about 10 µs instead of 15 here).
-pub fn read_proc(rel: &str) -> Option<Vec<u8>> {
-    use nix::fcntl::OFlag;
-    let dir = proc_dir()?;
-    let fd = nix::fcntl::openat(dir, rel, OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .ok()?;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match nix::unistd::read(&fd, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return None,
-        }
-    }
-    buf.truncate(len);
-    Some(buf)
-}
-
-/// An `O_PATH` directory fd of `/proc`, opened once: `*at` lookups under it skip resolving
-/// `/proc` itself on hot-path reads.
-pub fn proc_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
-    use std::os::fd::AsFd;
-    static DIR: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| crate::fs::open_path_dir(std::path::Path::new("/proc")).ok())
-        .as_ref()
-        .map(|f| f.as_fd())
-}
-
 /// The inode number of one of a process's namespaces (`kind`: `mnt`, `pid`, ...), which
 /// identifies the namespace: `readlink /proc/<pid>/ns/<kind>` reads `mnt:[4026531841]`.
 pub fn ns_id(pid: i32, kind: &str) -> Option<u64> {
@@ -551,55 +391,9 @@ pub fn all_pids() -> Vec<i32> {
         .unwrap_or_default()
 }
 
-fn trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(s, |i| i + 1);
-    &v[s..e.max(s)]
-}
-
-fn parse_num(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok()?.trim().parse().ok()
-}
-
-/// `/proc/<pid>/status` escapes `\n` and `\\` in the Name field.
-fn unescape_status_name(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'\\' && i + 1 < v.len() {
-            match v[i + 1] {
-                b'n' => out.push(b'\n'),
-                b'\\' => out.push(b'\\'),
-                other => {
-                    out.push(b'\\');
-                    out.push(other);
-                }
-            }
-            i += 2;
-        } else {
-            out.push(v[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_connected_socket_is_found_by_its_fd_in_the_process_table() {
-        use std::os::fd::AsRawFd;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let me = std::process::id() as i32;
-        let ino = socket_inode(me, c.as_raw_fd()).expect("a socket");
-        let t = tcp_connections(me).into_iter().find(|e| e.inode == ino).expect("listed");
-        assert_eq!((t.local, t.remote), (c.local_addr().unwrap(), l.local_addr().unwrap()));
-        let f = std::fs::File::open("/proc/self/stat").unwrap();
-        assert_eq!(socket_inode(me, f.as_raw_fd()), None, "a file is no socket");
-    }
 
     #[test]
     fn the_terminal_is_read_after_the_last_parenthesis() {
@@ -644,32 +438,6 @@ mod tests {
         assert_eq!(kernel_at_least("5.15.0", (6, 8)), Some(false));
         assert_eq!(kernel_at_least("7.0", (6, 8)), Some(true));
         assert_eq!(kernel_at_least("garbage", (6, 8)), None);
-    }
-
-    #[test]
-    fn status_fields_are_parsed() {
-        let text = b"Name:\tbad\\nname\nUmask:\t0022\nState:\tD (disk sleep)\nTgid:\t4242\n\
-                     Ngid:\t0\nPid:\t4243\nPPid:\t4000\nTracerPid:\t0\nUid:\t1000\t0\t1000\t1000\n\
-                     Gid:\t1000\t50\t1000\t1000\nNStgid:\t4242\t7\nNSpid:\t4243\t8\n\
-                     CapEff:\t0000000000002000\nCapBnd:\t000001ffffffffff\nNoNewPrivs:\t1\n";
-        let st = parse_status(text);
-        assert_eq!(
-            st,
-            ProcStatus {
-                tgid: 4242,
-                ppid: 4000,
-                uid: 1000,
-                name: b"bad\nname".to_vec(),
-                ns_pid: Some(8),
-                ns_depth: 2,
-                ns_tgid: Some(7),
-                euid: 0,
-                egid: 50,
-                cap_eff: 1 << 13,
-                cap_bnd: (1 << 41) - 1,
-                no_new_privs: true,
-            }
-        );
     }
 
     #[test]
