@@ -30,12 +30,20 @@ struct ShellParent {
     outside: bool,
 }
 
-/// Whether process `pid`, running `exe`, may start shells ([`shells::may_start_shells`]); its
-/// name is read only for busybox.
-fn program_may_start_shells(pid: i32, exe: &[u8]) -> bool {
+/// The name of process `pid` running `exe`, read only where it matters: for busybox, which
+/// is whatever applet it was run as.
+fn busybox_name(pid: i32, exe: &[u8]) -> Vec<u8> {
     let busybox = exe.rsplit(|&b| b == b'/').next().is_some_and(|n| n.starts_with(b"busybox"));
-    let comm = if busybox { proc::read_comm(pid).unwrap_or_default() } else { Vec::new() };
-    shells::may_start_shells(exe, &comm)
+    if busybox {
+        proc::read_comm(pid).unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether process `pid`, running `exe`, may start shells ([`shells::may_start_shells`]).
+fn program_may_start_shells(pid: i32, exe: &[u8]) -> bool {
+    shells::may_start_shells(exe, &busybox_name(pid, exe))
 }
 
 impl ShellParent {
@@ -119,16 +127,19 @@ impl Shared {
     /// `path` (`shell`: a shell, not another interpreter). Records what it finds; `true` when a
     /// rule enforces it and the exec is to be refused.
     ///
-    /// What it costs: three readlinks of its standard streams, and for a shell one of the
-    /// program it runs now. A process forks before it execs, so that program is its parent's:
-    /// when it is a shell or a launcher (a script's commands, nearly every shell exec), the
-    /// shell is expected and nothing more is read. Otherwise (a service's shell, an init's, an
-    /// exec session's) its status and its parent are read, and a terminal's relay looked for.
+    /// What it costs: two or three readlinks of its standard streams, and for a shell one of
+    /// the program it runs now. A shell forks before it execs, so that program is its parent's:
+    /// when it is a shell (a script's commands, nearly every shell exec), the shell is
+    /// expected and nothing more is read. Otherwise (a service's shell, a launcher's, an
+    /// init's, an exec session's) its status and its parent are read, and a terminal's relay
+    /// looked for.
     pub(crate) fn check_shell(&self, c: &Arc<Container>, tid: i32, path: &[u8], shell: bool) -> bool {
         let links = reverse::stdio_links(tid);
         let mut net = reverse::remote_stdio(tid, &links);
         let caller = if shell { proc::read_exe(tid) } else { None };
-        let by_shell = caller.as_deref().is_some_and(|exe| program_may_start_shells(tid, exe));
+        // A shell that forked to run this one is its parent. A launcher is not enough: it may
+        // exec the shell in its own place (a service's `env sh`), so its parent is read.
+        let by_shell = caller.as_deref().is_some_and(|exe| shells::is_shell(exe, &busybox_name(tid, exe)));
         let parent = if shell && !by_shell { ShellParent::of(tid) } else { None };
         if net.is_none() && reverse::on_terminal(&links) {
             // A relay: its parent in the container holds the connection.

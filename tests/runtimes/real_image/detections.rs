@@ -49,3 +49,32 @@ fn bash_dev_tcp_and_a_python_pty_relay_are_reverse_shells() {
     assert!(child["process"]["parent"]["exe"].as_str().unwrap().contains("python3"), "{child:#}");
     assert_eq!(all.len(), 3, "nothing else: {all:#?}");
 }
+
+/// A service that starts a shell through a launcher that execs it in its own place (`env sh`)
+/// is still the shell's parent: an unexpected child shell. A shell that a script's shell
+/// starts, directly or through `env`, is not.
+#[test]
+fn a_shell_a_service_starts_through_env_is_unexpected_and_one_from_a_script_is_not() {
+    if !privileged() {
+        return;
+    }
+    let c = DebianContainer::new(false);
+    let d = c.daemon("enforce", "[findings]\naggregate_window_secs = 0\n");
+    let out = c.run(
+        "python3 -c 'import subprocess; subprocess.run([\"env\", \"sh\", \"-c\", \"echo viaenv=1\"])'\n\
+         env sh -c 'echo fromshell=1'\nbash -c 'sh -c \"echo nested=1\"'\n",
+    );
+    let r = results(&out);
+    assert_eq!((r["viaenv"], r["fromshell"], r["nested"]), (1, 1, 1), "{out:?}");
+    d.findings(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let all = read_findings(&d.spool);
+    assert_eq!(all.len(), 1, "only the service's shell: {all:#?}");
+    let f = &all[0];
+    assert_eq!(
+        (f["category"].as_str(), f["action"].as_str()),
+        (Some("UNEXPECTED_CHILD_SHELL"), Some("audited"))
+    );
+    assert!(f["process"]["parent"]["exe"].as_str().unwrap().contains("python3"), "{f:#}");
+    assert_eq!(f["file"]["path"], "/usr/bin/dash", "{f:#}");
+}

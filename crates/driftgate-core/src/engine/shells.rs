@@ -103,6 +103,18 @@ pub fn may_start_shells(exe: &[u8], comm: &[u8]) -> bool {
     SHELLS.contains(&name) || LAUNCHERS.contains(&name)
 }
 
+/// Whether a program is a shell (not a launcher, which may exec a command in its own place:
+/// a service's `env sh` is the service's shell). A busybox process is one unless its name is
+/// one of busybox's services, interpreters or launchers.
+pub fn is_shell(exe: &[u8], comm: &[u8]) -> bool {
+    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+    let name = exe.rsplit(|&b| b == b'/').next().unwrap_or(exe);
+    if name.starts_with(b"busybox") {
+        return !BUSYBOX_SERVICES.contains(&comm) && !LAUNCHERS.contains(&comm);
+    }
+    SHELLS.contains(&name)
+}
+
 /// Whether a shell started by `parent` is expected (no finding).
 pub fn expected(parent: Parent<'_>) -> bool {
     match parent {
@@ -148,5 +160,9 @@ mod tests {
         ] {
             assert!(!expected(p(exe, comm)), "{exe} {comm}");
         }
+        // A process that is a shell forked to run one; a launcher may run it in its own place.
+        assert!(is_shell(b"/bin/dash", b"dash") && is_shell(b"/bin/busybox", b"entrypoint.sh"));
+        assert!(!is_shell(b"/usr/bin/env", b"env") && !is_shell(b"/bin/busybox", b"env"));
+        assert!(!is_shell(b"/bin/busybox", b"awk") && !is_shell(b"/usr/bin/python3", b"python3"));
     }
 }
