@@ -21,14 +21,9 @@ impl Privilege {
     /// execute is mandatory locking, not privilege. Capabilities the kernel could not parse
     /// are refused at exec, so they grant nothing.
     pub fn of(mode: u32, caps: Option<&[u8]>) -> Privilege {
-        Privilege {
-            setuid: mode & S_ISUID != 0,
-            setgid: mode & S_ISGID != 0 && mode & S_IXGRP != 0,
-            capabilities: caps
-                .and_then(|b| FileCaps::parse(b).ok())
-                .map(|c| c.permitted_names())
-                .unwrap_or_default(),
-        }
+        let caps = caps.and_then(|b| FileCaps::parse(b).ok()).map_or(0, |c| c.permitted);
+        let g = Grants::of(mode, 0, 0, caps);
+        Privilege { setuid: g.setuid, setgid: g.setgid, capabilities: names(g.caps) }
     }
 
     /// Whether the file grants anything at all.

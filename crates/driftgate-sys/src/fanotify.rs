@@ -146,7 +146,12 @@ impl PermGroup {
                     // Overflow notifications carry no fd; with FAN_UNLIMITED_QUEUE there
                     // should be none, and there is nothing to answer for them.
                     ev.fd()?;
-                    Some(PendingExec { event: Some(ev), group: Arc::clone(self), received: now })
+                    Some(PendingExec {
+                        event: Some(ev),
+                        group: Arc::clone(self),
+                        received: now,
+                        call: std::sync::OnceLock::new(),
+                    })
                 })
                 .collect()),
             Err(nix::errno::Errno::EAGAIN) => Ok(Vec::new()),
@@ -221,6 +226,8 @@ pub struct PendingExec {
     group: Arc<PermGroup>,
     /// When the daemon read the event.
     pub received: std::time::Instant,
+    /// The exec call the thread waits in, read once ([`PendingExec::exec_call`]).
+    call: std::sync::OnceLock<Option<crate::proc::ExecCall>>,
 }
 
 impl PendingExec {
@@ -238,6 +245,13 @@ impl PendingExec {
             let m = e.mask();
             m.contains(MaskFlags::FAN_OPEN_PERM) && !m.contains(MaskFlags::FAN_OPEN_EXEC_PERM)
         })
+    }
+
+    /// The exec call the thread waits in (`/proc/<tid>/syscall`, its file name and arguments),
+    /// read the first time a check asks and kept with the event: the URL indicators and an
+    /// interpreter's script argument read it once between them.
+    pub fn exec_call(&self) -> Option<&crate::proc::ExecCall> {
+        self.call.get_or_init(|| crate::proc::pending_exec_call(self.tid())).as_ref()
     }
 
     /// The thread id of the process that is executing.

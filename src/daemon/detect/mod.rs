@@ -30,11 +30,10 @@ struct ShellParent {
     outside: bool,
 }
 
-/// The name of process `pid` running `exe`, read only where it matters: for busybox, which
-/// is whatever applet it was run as.
+/// The name of process `pid` running `exe`, read only where it matters
+/// ([`shells::needs_name`]: busybox, which is whatever applet it was run as).
 fn busybox_name(pid: i32, exe: &[u8]) -> Vec<u8> {
-    let busybox = exe.rsplit(|&b| b == b'/').next().is_some_and(|n| n.starts_with(b"busybox"));
-    if busybox {
+    if shells::needs_name(exe) {
         proc::read_comm(pid).unwrap_or_default()
     } else {
         Vec::new()
@@ -175,14 +174,14 @@ impl Shared {
         }
         let tid = ev.tid();
         self.stats.url_checks.fetch_add(1, Ordering::Relaxed);
-        let Some((args, _)) = proc::pending_exec_args(tid) else {
+        let Some(args) = ev.exec_call().and_then(|c| c.argv.as_ref()) else {
             self.stats.url_unread.fetch_add(1, Ordering::Relaxed);
             self.health.note(crate::daemon::health::Problem::ArgumentsUnread, || {
                 format!("container {}: the arguments of an exec could not be read: not matched against URL indicators", c.id())
             });
             return false;
         };
-        let Some((m, ioc)) = iocs.match_args(&args) else { return false };
+        let Some((m, ioc)) = iocs.match_args(args) else { return false };
         let path = driftgate_sys::fs::fd_path(ev.fd()).unwrap_or_default();
         let Some((action, rule)) = self.detection_action(c, tid, &path, None) else { return false };
         let fill = |f: &mut Finding| {

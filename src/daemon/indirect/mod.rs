@@ -184,7 +184,7 @@ impl Shared {
             executed,
             interpreter: runner_ref(exec_path, role),
         };
-        let Some(call) = pdir.exec_call() else {
+        let Some(call) = ev.exec_call() else {
             self.stats.indirect_unread.fetch_add(1, Ordering::Relaxed);
             return unverifiable(
                 "its pending call (/proc/<tid>/syscall) could not be read".into(),
@@ -203,14 +203,14 @@ impl Shared {
             }
         }
         let complete = !call.argv_truncated;
-        let mut view = ExecView::new(&pdir, &call);
+        let mut view = ExecView::new(&pdir, call);
         if let Err(why) = view.root() {
             return unverifiable(why, exec_path, None);
         }
         let Ok(exec_st) = sfs::fstat_fd(ev.fd()) else { return Found::Nothing };
         let mut direct: Option<bool> = None;
         let mut is_direct =
-            |view: &mut ExecView<'_>| *direct.get_or_insert_with(|| invoked_directly(view, &call, &exec_st));
+            |view: &mut ExecView<'_>| *direct.get_or_insert_with(|| invoked_directly(view, call, &exec_st));
         let mut kind = kind;
         let mut start = 0usize;
         let mut runner = exec_path.to_vec();

@@ -90,13 +90,24 @@ const BUSYBOX_SERVICES: &[&[u8]] = &[
     b"awk",
 ];
 
+/// The file name of a process's program (`/proc/<pid>/exe`, which may end in ` (deleted)`).
+fn file_name(exe: &[u8]) -> &[u8] {
+    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+    exe.rsplit(|&b| b == b'/').next().unwrap_or(exe)
+}
+
+/// Whether the program's process name matters to the functions here: busybox is whatever
+/// applet it runs as, any other program is its file.
+pub fn needs_name(exe: &[u8]) -> bool {
+    file_name(exe).starts_with(b"busybox")
+}
+
 /// Whether a program (`exe`, a path; `comm`, its process name) may start shells: a shell or
 /// a launcher. A busybox process is one of its applets: one that may, unless its name is one
 /// of busybox's services or interpreters (a shell running a script is named after the
 /// script, so names are not matched the other way).
 pub fn may_start_shells(exe: &[u8], comm: &[u8]) -> bool {
-    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
-    let name = exe.rsplit(|&b| b == b'/').next().unwrap_or(exe);
+    let name = file_name(exe);
     if name.starts_with(b"busybox") {
         return !BUSYBOX_SERVICES.contains(&comm);
     }
@@ -107,8 +118,7 @@ pub fn may_start_shells(exe: &[u8], comm: &[u8]) -> bool {
 /// a service's `env sh` is the service's shell). A busybox process is one unless its name is
 /// one of busybox's services, interpreters or launchers.
 pub fn is_shell(exe: &[u8], comm: &[u8]) -> bool {
-    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
-    let name = exe.rsplit(|&b| b == b'/').next().unwrap_or(exe);
+    let name = file_name(exe);
     if name.starts_with(b"busybox") {
         return !BUSYBOX_SERVICES.contains(&comm) && !LAUNCHERS.contains(&comm);
     }
